@@ -1,0 +1,45 @@
+# Two commands for a fresh machine: `make serve` and `make test`. Each creates .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve test lint typecheck unit bench fix browser
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==26.3
+	# llama-cpp-python compiles from source on first install (~5-12 min on 2 cores);
+	# pip caches the wheel, so later installs on the same machine take seconds.
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: install
+	$(BIN)/tiergate serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+# The dashboard test drives Debian's Chromium (Playwright cannot download a browser here).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "install Chromium for the dashboard test: sudo apt-get install chromium"; fi; }
+
+unit: install browser
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: install
+	$(BIN)/tiergate bench
+
+fix: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .

@@ -1,0 +1,249 @@
+"""A scripted backend, shipped for tests and demos (in the spirit of ``httpx.MockTransport``).
+
+Each request consumes the next step of the script (cycling when the script runs out, unless
+steps were ``enqueue``-d, which are used first). A step answers text, fails with one of the
+adapter errors, waits first, or streams a few chunks and then fails. Every request received is
+kept in ``requests`` so a test can see exactly what the router sent.
+
+Token counts are whitespace words: deterministic and good enough for a fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Iterable
+from itertools import cycle
+
+from adapters.base import (
+    BackendInfo,
+    ChatRequest,
+    Chunk,
+    Completion,
+    EmbeddingRequest,
+    Embeddings,
+    Health,
+    InferenceResult,
+    Timings,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    prompt_request,
+    to_inference_result,
+)
+from adapters.config import FakeConfig, FakeStep
+from adapters.errors import (
+    BackendBadResponse,
+    BackendError,
+    BackendRateLimited,
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+)
+
+
+def _error(name: str, kind: str) -> BackendError:
+    match kind:
+        case "unavailable":
+            return BackendUnavailable(name, "scripted failure: unavailable")
+        case "timeout":
+            return BackendTimeout(name, "scripted failure: timeout")
+        case "rate_limited":
+            return BackendRateLimited(name, "scripted failure: rate limited", retry_after=1.0)
+        case "rejected":
+            return BackendRejected(name, "scripted failure: rejected", status_code=400)
+        case _:
+            return BackendBadResponse(name, "scripted failure: bad response")
+
+
+def _vector(text: str, size: int) -> tuple[float, ...]:
+    digest = hashlib.blake2b(text.encode(), digest_size=64).digest()
+    return tuple(round(digest[i % 64] / 255.0 - 0.5, 6) for i in range(size))
+
+
+def _calls(step: FakeStep) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(id=f"call_fake_{i}", name=c.name, arguments=c.arguments)
+        for i, c in enumerate(step.tool_calls)
+    )
+
+
+def _words(text: str) -> list[str]:
+    """Split keeping the spaces, so the pieces join back to the original text."""
+    pieces: list[str] = []
+    for i, word in enumerate(text.split(" ")):
+        pieces.append(word if i == 0 else " " + word)
+    return [p for p in pieces if p]
+
+
+class FakeBackend:
+    """A backend that answers from a script. See the module docstring."""
+
+    def __init__(self, name: str, config: FakeConfig | None = None) -> None:
+        self._name = name
+        self._config = config or FakeConfig(type="fake")
+        self._script = cycle(self._config.script)
+        self._queue: deque[FakeStep] = deque()
+        self.requests: list[ChatRequest] = []
+        self.closed = False
+        self.prewarmed = False
+
+    @classmethod
+    def scripted(cls, name: str, *steps: FakeStep | str, **config: object) -> FakeBackend:
+        """``FakeBackend.scripted("b", "hello", FakeStep(error="timeout"))``."""
+        script = tuple(FakeStep(reply=s) if isinstance(s, str) else s for s in steps)
+        return cls(name, FakeConfig.model_validate({"type": "fake", **config, "script": script}))
+
+    def enqueue(self, *steps: FakeStep | str) -> None:
+        """Answer the next requests with these steps, before the script resumes."""
+        self._queue.extend(FakeStep(reply=s) if isinstance(s, str) else s for s in steps)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def model_id(self) -> str:
+        return self._config.model
+
+    @property
+    def context_window(self) -> int | None:
+        return None
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo(name=self._name, model_id=self._config.model, extra={"type": "fake"})
+
+    def _next(self, request: ChatRequest) -> FakeStep:
+        if self.closed:
+            raise BackendUnavailable(self._name, "the backend is closed (the gateway is stopping)")
+        self.requests.append(request)
+        return self._queue.popleft() if self._queue else next(self._script)
+
+    def _reply_pieces(self, step: FakeStep, request: ChatRequest) -> tuple[list[str], bool]:
+        pieces = _words(step.reply)
+        if request.max_tokens is not None and len(pieces) > request.max_tokens:
+            return pieces[: request.max_tokens], True
+        return pieces, False
+
+    def _usage(self, request: ChatRequest, completion_tokens: int) -> Usage:
+        prompt_tokens = sum(len(m.content.split()) for m in request.messages)
+        return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+    ) -> InferenceResult:
+        request = prompt_request(
+            prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
+        )
+        start = time.perf_counter()
+        step = self._next(request)
+        if step.delay_ms:
+            time.sleep(step.delay_ms / 1000.0)  # the scripted latency is the behaviour under test
+        if step.error is not None:
+            raise _error(self._name, step.error)
+        pieces, truncated = self._reply_pieces(step, request)
+        completion = Completion(
+            text="".join(pieces),
+            finish_reason="length" if truncated else "stop",
+            usage=self._usage(request, len(pieces)),
+            timings=Timings(latency_ms=(time.perf_counter() - start) * 1000.0),
+            backend=self._name,
+            model=self._config.model,
+        )
+        return to_inference_result(prompt, completion)
+
+    async def acomplete(self, request: ChatRequest) -> Completion:
+        start = time.perf_counter()
+        step = self._next(request)
+        if step.delay_ms:
+            await asyncio.sleep(step.delay_ms / 1000.0)
+        if step.error is not None:
+            raise _error(self._name, step.error)
+        pieces, truncated = self._reply_pieces(step, request)
+        elapsed = (time.perf_counter() - start) * 1000.0
+        calls = _calls(step)
+        return Completion(
+            text="".join(pieces),
+            finish_reason="length" if truncated else ("tool_calls" if calls else "stop"),
+            usage=self._usage(request, len(pieces)),
+            timings=Timings(latency_ms=elapsed, ttft_ms=elapsed, server_ms=elapsed),
+            backend=self._name,
+            model=self._config.model,
+            tool_calls=calls,
+        )
+
+    async def astream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
+        start = time.perf_counter()
+        step = self._next(request)
+        if step.delay_ms:
+            await asyncio.sleep(step.delay_ms / 1000.0)
+        if step.error is not None and step.fail_after_chunks is None:
+            raise _error(self._name, step.error)
+        pieces, truncated = self._reply_pieces(step, request)
+        pace = 1.0 / self._config.tokens_per_second if self._config.tokens_per_second else 0.0
+        ttft: float | None = None
+        for sent, piece in enumerate(pieces):
+            if step.error is not None and sent == step.fail_after_chunks:
+                raise _error(self._name, step.error)
+            if pace:
+                await asyncio.sleep(pace)
+            if ttft is None:
+                ttft = (time.perf_counter() - start) * 1000.0
+            yield Chunk(delta=piece)
+        if step.error is not None:
+            raise _error(self._name, step.error)
+        calls = _calls(step)
+        for index, call in enumerate(calls):
+            yield Chunk(tool_calls=(ToolCallDelta(index, call.id, call.name, call.arguments),))
+        elapsed = (time.perf_counter() - start) * 1000.0
+        yield Chunk(
+            finish_reason="length" if truncated else ("tool_calls" if calls else "stop"),
+            usage=self._usage(request, len(pieces)),
+            timings=Timings(latency_ms=elapsed, ttft_ms=ttft, server_ms=elapsed),
+        )
+
+    async def aembed(self, request: EmbeddingRequest) -> Embeddings:
+        """Deterministic unit-free vectors (``dimensions`` long, default 8) from a hash of each
+        input: the same text always gets the same vector."""
+        start = time.perf_counter()
+        step = self._next(ChatRequest(messages=()))
+        if step.delay_ms:
+            await asyncio.sleep(step.delay_ms / 1000.0)
+        if step.error is not None:
+            raise _error(self._name, step.error)
+        size = request.dimensions or 8
+        vectors = tuple(_vector(text, size) for text in request.inputs)
+        tokens = sum(len(text.split()) for text in request.inputs)
+        elapsed = (time.perf_counter() - start) * 1000.0
+        return Embeddings(
+            vectors=vectors,
+            usage=Usage(prompt_tokens=tokens),
+            timings=Timings(latency_ms=elapsed, server_ms=elapsed),
+            backend=self._name,
+            model=self._config.model,
+        )
+
+    async def prewarm(self) -> None:
+        self.prewarmed = True
+
+    async def health(self) -> Health:
+        if self.closed:
+            return Health(ok=False, detail="closed")
+        return Health(ok=True, detail="scripted backend")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def fake_steps(replies: Iterable[str]) -> tuple[FakeStep, ...]:
+    """Steps answering each of ``replies`` in turn."""
+    return tuple(FakeStep(reply=r) for r in replies)

@@ -1,0 +1,483 @@
+"""The remote tier: a hosted chat API (OpenAI, Anthropic, Gemini, ...) through litellm.
+
+litellm is imported on first use, never at module import (it takes seconds), and only after
+``prepare_offline_env()`` so it reads its bundled price map instead of fetching one. The key is
+read at call time from the environment variable the policy *names*; its value never reaches a
+message, a log line or a repr. litellm's own retries are switched off: the gateway's router
+retries and falls back itself, and two layers of retries multiply.
+
+The blocking ``complete()`` (``litellm.completion``) and the async server contract
+(``litellm.acompletion``) share the pure mapping of ``adapters.remote_wire`` and the error
+mapping of ``adapters.remote_errors``; this module only does the I/O.
+
+Prompt caching: cached prompt tokens the provider reports become ``Usage.cached_tokens`` (priced
+at the cache-read rate by the gateway). With ``prompt_cache_min_tokens`` set, long system
+messages to Claude models are marked for Anthropic prompt caching. Tokens written to that cache
+have no field in the shared ``Usage``: the teaching ``complete()`` puts them in its metadata
+(``cache_write_tokens``), the server path logs them at debug level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import AsyncGenerator, Iterable
+from types import MappingProxyType
+from typing import Any
+
+from adapters._offline import prepare_offline_env
+from adapters.base import (
+    BackendInfo,
+    ChatRequest,
+    Chunk,
+    Completion,
+    EmbeddingRequest,
+    Embeddings,
+    Health,
+    InferenceResult,
+    Timings,
+    Usage,
+    normalise_finish_reason,
+    prompt_request,
+    to_inference_result,
+)
+from adapters.capabilities import REMOTE as REMOTE_DEFAULTS
+from adapters.capabilities import Capabilities, from_litellm_info
+from adapters.config import RemoteConfig
+from adapters.errors import BackendBadResponse, BackendError, BackendUnavailable
+from adapters.pricing_map import ModelPrice, lookup_price
+from adapters.remote_errors import map_error
+from adapters.remote_wire import (
+    TOP_K_PROVIDERS,
+    build_payload,
+    parse_cache_writes,
+    parse_chunk,
+    parse_chunk_tool_calls,
+    parse_embedding_vectors,
+    parse_logprobs,
+    parse_response,
+    parse_response_tool_calls,
+    parse_usage,
+    response_headers,
+    server_ms,
+    takes_cache_control,
+)
+
+log = logging.getLogger(__name__)
+
+_litellm: Any = None
+_litellm_lock = threading.Lock()
+
+
+def load_litellm() -> Any:
+    """litellm, imported once with the offline environment in place."""
+    global _litellm
+    with _litellm_lock:
+        if _litellm is None:
+            prepare_offline_env()
+            lib: Any = importlib.import_module("litellm")
+            # Its "Provider List: ..." / "Give Feedback" banners go to stdout, not to logging.
+            lib.suppress_debug_info = True
+            _litellm = lib
+    return _litellm
+
+
+class RemoteBackend:
+    """A hosted chat model through litellm. Implements the teaching and the server contract."""
+
+    def __init__(self, name: str, config: RemoteConfig) -> None:
+        self._name = name
+        self._config = config
+        self._provider: str | None = None
+        self._capabilities: Capabilities | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        key = f", api_key_env={self._config.api_key_env!r}" if self._config.api_key_env else ""
+        return f"RemoteBackend(name={self._name!r}, model={self._config.model!r}{key})"
+
+    # --- identity -------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def info(self) -> BackendInfo:
+        extra: dict[str, Any] = {"type": "remote", "timeout_s": self._config.timeout_s}
+        if self._config.api_key_env is not None:
+            extra["api_key_env"] = self._config.api_key_env
+        if self._config.api_base is not None:
+            extra["api_base"] = self._config.api_base
+        if self._config.prompt_cache_min_tokens is not None:
+            extra["prompt_cache_min_tokens"] = self._config.prompt_cache_min_tokens
+        if self._provider is not None:
+            extra["provider"] = self._provider
+        return BackendInfo(name=self._name, model_id=self.model_id, extra=extra)
+
+    @property
+    def model_id(self) -> str:
+        return self._config.model
+
+    @property
+    def price(self) -> ModelPrice:
+        """List prices and context window from litellm's bundled map (imports litellm)."""
+        lib = load_litellm()
+        return lookup_price(lib, self._config.model, self._provider_or_none(lib))
+
+    @property
+    def context_window(self) -> int | None:
+        """The model's input window from litellm's map, once litellm is loaded (``prewarm``
+        loads it off the event loop); ``None`` before, so the router asking on the request path
+        never triggers the multi-second import."""
+        if _litellm is None:
+            return None
+        return self.price.context_window
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """From litellm's model map once litellm is loaded (``prewarm`` loads it); before, the
+        defaults for a hosted chat model, so the request path never imports litellm."""
+        if _litellm is None:
+            return REMOTE_DEFAULTS
+        if self._capabilities is None:
+            try:
+                info = _litellm.get_model_info(
+                    model=self._config.model, custom_llm_provider=self._provider
+                )
+            except Exception:  # litellm raises a bare Exception for "not mapped yet"
+                info = None
+            self._capabilities = from_litellm_info(info, provider=self._provider)
+        return self._capabilities
+
+    # --- teaching contract ----------------------------------------------------------------
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+    ) -> InferenceResult:
+        request = prompt_request(
+            prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
+        )
+        lib = load_litellm()
+        kwargs, secrets = self._call(lib, request, stream=False)
+        started = time.perf_counter()
+        try:
+            response = lib.completion(**kwargs)
+        except Exception as exc:
+            raise self._error(lib, exc, secrets) from exc
+        result = to_inference_result(prompt, self._completion(response, started))
+        written = parse_cache_writes(getattr(response, "usage", None))
+        metadata = MappingProxyType({**result.metadata, "cache_write_tokens": written})
+        return dataclasses.replace(result, metadata=metadata)
+
+    # --- server contract ------------------------------------------------------------------
+
+    async def acomplete(self, request: ChatRequest) -> Completion:
+        lib = await self._lib()
+        kwargs, secrets = self._call(lib, request, stream=False)
+        started = time.perf_counter()
+        try:
+            response = await lib.acompletion(**kwargs)
+        except Exception as exc:
+            raise self._error(lib, exc, secrets) from exc
+        return self._completion(response, started)
+
+    async def astream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
+        lib = await self._lib()
+        kwargs, secrets = self._call(lib, request, stream=True)
+        started = time.perf_counter()
+        try:
+            stream = await lib.acompletion(**kwargs)
+        except Exception as exc:
+            raise self._error(lib, exc, secrets) from exc
+        parts: list[str] = []
+        finish: str | None = None
+        usage: Usage | None = None
+        written = 0
+        ttft: float | None = None
+        try:
+            async for raw in stream:
+                text, raw_finish, raw_usage = parse_chunk(raw)
+                pieces = parse_chunk_tool_calls(raw)
+                finish = raw_finish or finish
+                usage = raw_usage or usage
+                written = parse_cache_writes(getattr(raw, "usage", None)) or written
+                if text or pieces:
+                    if ttft is None:
+                        ttft = (time.perf_counter() - started) * 1000.0
+                    parts.append(text)
+                    yield Chunk(
+                        delta=text,
+                        tool_calls=pieces,
+                        logprobs=parse_logprobs(raw, streamed=True) if request.logprobs else None,
+                    )
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise self._error(lib, exc, secrets) from exc
+        finally:
+            await stream.aclose()
+        if usage is None:
+            if not parts:
+                raise BackendBadResponse(
+                    self._name,
+                    f"the stream from {self.model_id} carried neither text nor usage (litellm "
+                    f"could not read it): check that `api_base` points at the provider's API",
+                )
+            usage = self._estimate_usage(lib, request, "".join(parts))
+        self._log_cache_writes(written)
+        yield Chunk(
+            finish_reason=normalise_finish_reason(finish),
+            usage=usage,
+            timings=Timings(
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+                ttft_ms=ttft,
+                server_ms=server_ms(response_headers(stream)),
+            ),
+        )
+
+    async def aembed(self, request: EmbeddingRequest) -> Embeddings:
+        """``litellm.aembedding`` for a hosted embedding model (e.g.
+        openai/text-embedding-3-small)."""
+        lib = await self._lib()
+        kwargs, secrets = self._call(lib, ChatRequest(messages=()), stream=False)
+        call: dict[str, Any] = {
+            key: kwargs[key]
+            for key in ("model", "api_key", "api_base", "timeout", "num_retries", "max_retries")
+            if key in kwargs
+        }
+        call["input"] = list(request.inputs)
+        if request.dimensions is not None:
+            call["dimensions"] = request.dimensions
+        if request.user is not None:
+            call["user"] = request.user
+        started = time.perf_counter()
+        try:
+            response = await lib.aembedding(**call)
+        except Exception as exc:
+            raise self._error(lib, exc, secrets) from exc
+        try:
+            vectors = parse_embedding_vectors(response, len(request.inputs))
+        except ValueError as exc:
+            raise BackendBadResponse(
+                self._name, f"{self.model_id} answered unreadable embeddings ({exc})"
+            ) from exc
+        usage = parse_usage(getattr(response, "usage", None)) or Usage(estimated=True)
+        return Embeddings(
+            vectors=vectors,
+            usage=usage,
+            timings=Timings(
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+                server_ms=server_ms(response_headers(response)),
+            ),
+            backend=self._name,
+            model=self.model_id,
+        )
+
+    async def prewarm(self) -> None:
+        """Import litellm and read its price map now, off the event loop. No request is sent:
+        a hosted API has nothing to load, and a probe would cost money."""
+        lib = await self._lib()
+        self._provider_or_none(lib)
+
+    async def health(self) -> Health:
+        """A local check (provider known, key variable set); it sends nothing upstream."""
+        if self._closed:
+            return Health(ok=False, detail="the backend is closed (the gateway is stopping)")
+        lib = await self._lib()
+        try:
+            provider = self._resolve_provider(lib)
+            self._api_key(lib, provider)
+        except BackendError as exc:
+            return Health(ok=False, detail=exc.message)
+        env = self._config.api_key_env
+        key = f"key from ${env}" if env else "litellm's default key"
+        return Health(
+            ok=True, detail=f"{self.model_id} via litellm ({provider}, {key}), not probed"
+        )
+
+    async def aclose(self) -> None:
+        # litellm's HTTP clients are process-wide and shared by every remote backend, so there
+        # is nothing of ours to close: we only refuse further requests.
+        self._closed = True
+
+    # --- internals ------------------------------------------------------------------------
+
+    async def _lib(self) -> Any:
+        if _litellm is not None:
+            return _litellm
+        return await asyncio.to_thread(load_litellm)
+
+    def _provider_or_none(self, lib: Any) -> str | None:
+        try:
+            return self._resolve_provider(lib)
+        except BackendUnavailable:
+            return None
+
+    def _resolve_provider(self, lib: Any) -> str:
+        if self._provider is None:
+            try:
+                _, provider, _, _ = lib.get_llm_provider(
+                    model=self._config.model, api_base=self._config.api_base
+                )
+            except Exception as exc:
+                raise BackendUnavailable(
+                    self._name,
+                    f"litellm does not know which provider serves {self._config.model!r}: write "
+                    f"`model:` as provider/model, e.g. openai/gpt-4o-mini or "
+                    f"anthropic/claude-haiku-4-5",
+                ) from exc
+            self._provider = str(provider)
+        return self._provider
+
+    def _api_key(self, lib: Any, provider: str) -> str | None:
+        """The key from the named variable; ``None`` lets litellm read its own default."""
+        env = self._config.api_key_env
+        if env is not None:
+            value = os.environ.get(env, "").strip()
+            if not value:
+                raise BackendUnavailable(
+                    self._name,
+                    f"environment variable {env} is not set or empty: export {env} with the "
+                    f"{provider} API key before starting the gateway, or fix `api_key_env`",
+                )
+            return value
+        if self._config.api_base is None:
+            # Only plain API-key providers: others may use cloud credentials litellm finds.
+            found = lib.validate_environment(model=self._config.model)
+            missing = [str(k) for k in found.get("missing_keys") or ()]
+            if (
+                missing
+                and not found.get("keys_in_environment")
+                and all(k.endswith("_API_KEY") for k in missing)
+            ):
+                names = " or ".join(missing)
+                raise BackendUnavailable(
+                    self._name,
+                    f"no {provider} API key: export {names} (litellm's default), or set "
+                    f"`api_key_env` of this backend to the variable that holds it",
+                )
+        return None
+
+    def _call(
+        self, lib: Any, request: ChatRequest, *, stream: bool
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """litellm's keyword arguments for ``request``, and the secrets to keep out of errors."""
+        if self._closed:
+            raise BackendUnavailable(self._name, "the backend is closed (the gateway is stopping)")
+        provider = self._resolve_provider(lib)
+        key = self._api_key(lib, provider)
+        cache_min = self._config.prompt_cache_min_tokens
+        kwargs = build_payload(
+            self._config.model,
+            request,
+            stream=stream,
+            top_k_supported=provider in TOP_K_PROVIDERS,
+            cache_system_min_tokens=(
+                cache_min if takes_cache_control(provider, self._config.model) else None
+            ),
+        )
+        kwargs.update(
+            num_retries=0,
+            max_retries=0,
+            timeout=self._config.timeout_s,
+            drop_params=True,  # e.g. seed for Anthropic: a hint we may lose, not a reason to fail
+        )
+        if self._config.api_base is not None:
+            kwargs["api_base"] = self._config.api_base
+        if key is not None:
+            kwargs["api_key"] = key
+        return kwargs, self._secrets(key)
+
+    def _secrets(self, key: str | None) -> tuple[str, ...]:
+        # With litellm's default variable we do not know which one it read: take every
+        # credential-looking variable, so a provider echoing it still cannot leak it.
+        found = [
+            value
+            for name, value in os.environ.items()
+            if re.search(r"(KEYS?|TOKEN|SECRET)$", name.upper()) and len(value) >= 8
+        ]
+        return (key, *found) if key else tuple(found)
+
+    def _key_hint(self) -> str:
+        env = self._config.api_key_env
+        if env is not None:
+            return f"check the key in ${env} (valid, not revoked, allowed to use this model)"
+        return (
+            "check the key litellm read from the provider's default variable (e.g. "
+            "OPENAI_API_KEY), or set `api_key_env` of this backend"
+        )
+
+    def _error(self, lib: Any, exc: BaseException, secrets: Iterable[str]) -> BackendError:
+        if isinstance(exc, BackendError):
+            return exc
+        return map_error(
+            lib,
+            self._name,
+            exc,
+            model=self.model_id,
+            key_hint=self._key_hint(),
+            timeout_s=self._config.timeout_s,
+            context_window=self._context_window_or_none(lib),
+            secrets=secrets,
+        )
+
+    def _context_window_or_none(self, lib: Any) -> int | None:
+        return lookup_price(lib, self._config.model, self._provider).context_window
+
+    def _completion(self, response: Any, started: float) -> Completion:
+        latency = (time.perf_counter() - started) * 1000.0
+        try:
+            text, finish, usage = parse_response(response)
+            tool_calls = parse_response_tool_calls(response)
+        except ValueError as exc:
+            raise BackendBadResponse(
+                self._name,
+                f"{self.model_id} answered without a readable message ({exc}): check that "
+                f"`api_base` points at the provider's chat API",
+            ) from exc
+        self._log_cache_writes(parse_cache_writes(getattr(response, "usage", None)))
+        return Completion(
+            text=text,
+            finish_reason=normalise_finish_reason(finish),
+            usage=usage if usage is not None else Usage(estimated=True),
+            timings=Timings(
+                latency_ms=latency, ttft_ms=None, server_ms=server_ms(response_headers(response))
+            ),
+            backend=self._name,
+            model=self.model_id,
+            tool_calls=tool_calls,
+            logprobs=parse_logprobs(response, streamed=False),
+        )
+
+    def _log_cache_writes(self, written: int) -> None:
+        # Usage has no field for them: the only trace of a cache write on the server path.
+        if written:
+            log.debug(
+                "remote_cache_written backend=%s model=%s tokens=%d",
+                self._name,
+                self.model_id,
+                written,
+            )
+
+    def _estimate_usage(self, lib: Any, request: ChatRequest, text: str) -> Usage:
+        """Count tokens ourselves when a stream reported none (tiktoken, offline encodings)."""
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        try:
+            prompt = int(lib.token_counter(model=self._config.model, messages=messages))
+            completion = int(lib.token_counter(model=self._config.model, text=text))
+        except Exception:  # a tokenizer litellm cannot load offline: no estimate, not an error
+            prompt, completion = 0, 0
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, estimated=True)

@@ -1,0 +1,124 @@
+"""Engines and schema migrations for the ledger. The same code runs on SQLite (the embedded
+default, a file under ``./.tiergate/``) and PostgreSQL (``postgresql+psycopg://…``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+
+DEFAULT_DIR = Path(".tiergate")
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be used as configured; the message says what to do."""
+
+
+def default_url() -> str:
+    return f"sqlite:///{(DEFAULT_DIR / 'ledger.db').resolve()}"
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, *, statement_timeout_ms: int | None = None) -> Engine:
+    """An engine for ``url``. ``statement_timeout_ms`` bounds each statement on PostgreSQL (the
+    writer's engine: a hung database then fails fast and rows go to the outbox)."""
+    if is_sqlite(url):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 5})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        return engine
+    connect_args: dict[str, Any] = {"connect_timeout": 3}
+    if statement_timeout_ms is not None:
+        connect_args["options"] = f"-c statement_timeout={statement_timeout_ms}"
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=2, max_overflow=2, connect_args=connect_args
+    )
+
+
+def migrations_dir() -> Path:
+    """``migrations/`` at the repository root (editable installs), or shipped in the wheel."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "migrations", here.parents[1] / "_migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise LedgerError("the Alembic migrations are missing from this installation; reinstall")
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
+
+
+def head_revision(url: str) -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def ensure_schema(url: str, engine: Engine) -> None:
+    """SQLite (embedded) is upgraded in place; PostgreSQL must already be at head, since
+    migrating a shared production database is an operator's decision."""
+    if is_sqlite(url):
+        upgrade(url)
+        return
+    current, head = current_revision(engine), head_revision(url)
+    if current != head:
+        raise LedgerError(
+            f"the ledger database is at revision {current or 'none'}, this tiergate needs "
+            f"{head}: run `tiergate db upgrade` (with the same TIERGATE_DATABASE_URL)"
+        )
+
+
+def check_ledger(url: str) -> None:
+    """Before the server starts: upgrade the embedded SQLite, or check PostgreSQL's revision.
+    An unreachable database is not fatal (rows go to the outbox); a stale schema is."""
+    from sqlalchemy.exc import OperationalError
+
+    engine = make_engine(url)
+    try:
+        ensure_schema(url, engine)
+    except OperationalError:
+        pass  # reported by the server at start, which then writes to the outbox
+    finally:
+        engine.dispose()
+
+
+def has_table(engine: Engine, name: str) -> bool:
+    return inspect(engine).has_table(name)

@@ -1,0 +1,62 @@
+"""A ledger entry as the request path builds it: a frozen value, turned into a row later by
+the writer (and into JSON for the outbox)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: str
+    ts: datetime
+    key_id: str
+    policy_hash: str
+    route: str
+    tier: str
+    backend: str
+    model: str
+    score: float | None
+    cache: str
+    canary_arm: str | None
+    status: int
+    error_class: str | None
+    attempts: int
+    fallback_chain: str
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    usage_estimated: bool
+    latency_ms: float
+    ttft_ms: float | None
+    server_ms: float | None
+    load_ms: float | None
+    cost_usd: Decimal | None
+    cost_source: str
+    baseline_cost_usd: Decimal | None
+    cache_saved_usd: Decimal | None = None  # a cache hit: what the answer cost when it was made
+    capabilities: str = ""  # what the request needed, comma-separated (tools, json, vision, …)
+    quality: float | None = None  # a shadow call: its answer compared with the stable one, 0-1
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe (the outbox stores entries as JSON text)."""
+        out = asdict(self)
+        out["ts"] = self.ts.isoformat()
+        for key in ("cost_usd", "baseline_cost_usd", "cache_saved_usd"):
+            value = out[key]
+            out[key] = None if value is None else str(value)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LedgerEntry:
+        values = dict(data)
+        values["ts"] = datetime.fromisoformat(values["ts"])
+        for key in ("cost_usd", "baseline_cost_usd", "cache_saved_usd"):
+            if values.get(key) is not None:
+                values[key] = Decimal(values[key])
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})

@@ -1,0 +1,91 @@
+"""The ledger's tables (SQLAlchemy 2). The Alembic history in ``migrations/`` creates them;
+``alembic check`` in the tests keeps the two in step."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, Numeric, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MONEY = Numeric(20, 12)  # USD; a token of a cheap model costs ~1e-8
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RequestRow(Base):
+    """One row per request that reached a backend (answered, failed, or cut short)."""
+
+    __tablename__ = "ledger_requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # server-made UUIDv7
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str] = mapped_column(String(64))
+    policy_hash: Mapped[str] = mapped_column(String(16))
+    route: Mapped[str] = mapped_column(String(128))
+    tier: Mapped[str] = mapped_column(String(64))
+    backend: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(256))
+    score: Mapped[float | None] = mapped_column(Float)
+    cache: Mapped[str] = mapped_column(String(32))
+    canary_arm: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    error_class: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer)
+    fallback_chain: Mapped[str] = mapped_column(String(512))
+    stream: Mapped[bool] = mapped_column(Boolean)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    cached_tokens: Mapped[int] = mapped_column(Integer)
+    usage_estimated: Mapped[bool] = mapped_column(Boolean)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    server_ms: Mapped[float | None] = mapped_column(Float)
+    load_ms: Mapped[float | None] = mapped_column(Float)
+    cost_usd: Mapped[Decimal | None] = mapped_column(MONEY)
+    cost_source: Mapped[str] = mapped_column(String(32))
+    baseline_cost_usd: Mapped[Decimal | None] = mapped_column(MONEY)
+    cache_saved_usd: Mapped[Decimal | None] = mapped_column(MONEY)
+    capabilities: Mapped[str | None] = mapped_column(String(256))
+    quality: Mapped[float | None] = mapped_column(Float)  # shadow rows: the comparison, 0-1
+
+    __table_args__ = (
+        Index("ix_ledger_requests_ts", "ts"),
+        Index("ix_ledger_requests_route_ts", "route", "ts"),
+    )
+
+
+class FeedbackRow(Base):
+    """A quality signal about one answered request, from its user or app (``/v1/feedback``)."""
+
+    __tablename__ = "ledger_feedback"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(36))
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)  # 0 (bad) to 1 (good)
+    comment: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_ledger_feedback_request_id", "request_id"),)
+
+
+class CanaryEventRow(Base):
+    """A canary decision (start, ready, promote, rollback, pause) with the numbers behind it.
+    The latest row of a canary is its state, shared by every replica and kept over restarts."""
+
+    __tablename__ = "canary_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUIDv7: sorts by time
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    canary: Mapped[str] = mapped_column(String(64))
+    candidate: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(32))  # auto | admin | cli
+    reason: Mapped[str] = mapped_column(Text)
+    metrics: Mapped[str] = mapped_column(Text)  # JSON: the figures per arm and the guardrails
+
+    __table_args__ = (Index("ix_canary_events_canary_ts", "canary", "ts"),)

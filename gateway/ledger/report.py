@@ -1,0 +1,317 @@
+"""The cost-savings report: what routing saved, at what latency and reliability, from the ledger.
+
+One function computes it (``build_report``); the CLI prints it as a table, JSON or CSV, the
+admin API returns the JSON, and the dashboard draws it, so the three always agree.
+
+Definitions (per group and in total):
+
+* cost = the sum over rows whose cost is known; rows whose cost is unknown (an unpriced
+  backend) are counted in ``unpriced`` and left out of the money columns rather than counted as
+  $0; baseline, savings = baseline - cost and savings % = savings / baseline are over the rows
+  where both are known (``compared``), and ``None`` when there are none (a policy without a
+  baseline);
+* cost per 1M tokens = cost / (prompt + completion tokens of the priced rows) x 1,000,000;
+* latency and time-to-first-token percentiles use the nearest-rank method over answered (200)
+  requests: p-th percentile = the ceil(p/100 x n)-th smallest value;
+* fallback rate = requests that needed more than one attempt / requests; error rate = requests
+  answered with an error status / requests; abandoned rate = requests the client left before the
+  end (status 499) / requests; cache hit rate = requests served from the cache / requests.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import Engine, func, select
+
+from gateway.ledger.models import FeedbackRow, RequestRow
+
+GroupBy = Literal["tier", "route", "backend", "day", "key", "model", "cost_source"]
+GROUPINGS: tuple[str, ...] = (
+    "tier",
+    "route",
+    "backend",
+    "day",
+    "key",
+    "model",
+    "cost_source",
+    "capability",
+    "canary_arm",
+)
+# A request that needed nothing special, in a report by capability.
+PLAIN = "plain"
+CHUNK = 5000
+
+_COLUMNS = (
+    RequestRow.ts,
+    RequestRow.canary_arm,
+    RequestRow.capabilities,
+    RequestRow.key_id,
+    RequestRow.route,
+    RequestRow.tier,
+    RequestRow.backend,
+    RequestRow.model,
+    RequestRow.cost_source,
+    RequestRow.status,
+    RequestRow.attempts,
+    RequestRow.cache,
+    RequestRow.prompt_tokens,
+    RequestRow.completion_tokens,
+    RequestRow.cached_tokens,
+    RequestRow.usage_estimated,
+    RequestRow.latency_ms,
+    RequestRow.ttft_ms,
+    RequestRow.cost_usd,
+    RequestRow.baseline_cost_usd,
+)
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``7d``, ``12h``, ``30m`` (before now), or an ISO date/time."""
+    now = now or datetime.now(UTC)
+    match = re.fullmatch(r"(\d+)\s*([dhm])", text.strip())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
+            unit, timedelta(minutes=amount)
+        )
+        return now - delta
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"cannot read {text!r} as a time: use 7d, 12h, 30m or an ISO date like 2026-11-01"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def nearest_rank(values: list[float], percentile: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percentile / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(slots=True)
+class _Acc:
+    requests: int = 0
+    priced: int = 0  # cost known
+    compared: int = 0  # cost and baseline known
+    unpriced: int = 0
+    estimated: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    priced_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    compared_cost: Decimal = Decimal(0)
+    baseline: Decimal = Decimal(0)
+    errors: int = 0
+    abandoned: int = 0
+    fallbacks: int = 0
+    cache_hits: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    feedback_sum: float = 0.0
+    feedback_count: int = 0
+
+    def add(self, row: Any) -> None:
+        self.requests += 1
+        self.prompt_tokens += row.prompt_tokens
+        self.completion_tokens += row.completion_tokens
+        self.cached_tokens += row.cached_tokens
+        self.estimated += bool(row.usage_estimated)
+        if row.cost_usd is not None:
+            cost = Decimal(row.cost_usd)
+            self.priced += 1
+            self.cost += cost
+            self.priced_tokens += row.prompt_tokens + row.completion_tokens
+            if row.baseline_cost_usd is not None:
+                self.compared += 1
+                self.compared_cost += cost
+                self.baseline += Decimal(row.baseline_cost_usd)
+        else:
+            self.unpriced += 1
+        if row.status == 499:
+            self.abandoned += 1  # the client left: not the gateway's error
+        elif row.status != 200:
+            self.errors += 1
+        else:
+            self.latencies.append(float(row.latency_ms))
+            if row.ttft_ms is not None:
+                self.ttfts.append(float(row.ttft_ms))
+        self.fallbacks += row.attempts > 1
+        self.cache_hits += row.cache == "hit"
+
+    def figures(self) -> dict[str, Any]:
+        compared = self.compared > 0
+        savings = self.baseline - self.compared_cost
+        return {
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cost_usd": _usd(self.cost),
+            "baseline_cost_usd": _usd(self.baseline) if compared else None,
+            "savings_usd": _usd(savings) if compared else None,
+            "savings_pct": _ratio(savings * 100, self.baseline) if compared else None,
+            "cost_per_1m_tokens_usd": _ratio(self.cost * 1_000_000, Decimal(self.priced_tokens)),
+            "latency_ms_p50": _ms(nearest_rank(self.latencies, 50)),
+            "latency_ms_p95": _ms(nearest_rank(self.latencies, 95)),
+            "ttft_ms_p50": _ms(nearest_rank(self.ttfts, 50)),
+            "fallback_rate": _rate(self.fallbacks, self.requests),
+            "error_rate": _rate(self.errors, self.requests),
+            "abandoned_rate": _rate(self.abandoned, self.requests),
+            "cache_hit_rate": _rate(self.cache_hits, self.requests),
+            "priced_requests": self.priced,
+            "compared_requests": self.compared,
+            "unpriced_requests": self.unpriced,
+            "estimated_usage_requests": self.estimated,
+            "feedback_avg": round(self.feedback_sum / self.feedback_count, 4)
+            if self.feedback_count
+            else None,
+            "feedback_count": self.feedback_count,
+        }
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _usd(value: Decimal) -> float:
+    return float(round(value, 8))
+
+
+def _ratio(numerator: Decimal, denominator: Decimal) -> float | None:
+    if denominator == 0:
+        return None
+    return float(round(numerator / denominator, 4))
+
+
+def _rate(count: int, total: int) -> float | None:
+    return None if total == 0 else round(count / total, 4)
+
+
+def _keys(row: Any, by: str | None) -> list[str]:
+    """The groups a row counts in: one, except by capability, where a request that needed
+    several capabilities counts in each."""
+    if by == "capability":
+        return [c for c in (row.capabilities or "").split(",") if c] or [PLAIN]
+    return [_key(row, by)]
+
+
+def _key(row: Any, by: str | None) -> str:
+    match by:
+        case None:
+            return "all"
+        case "day":
+            ts = row.ts if row.ts.tzinfo else row.ts.replace(tzinfo=UTC)
+            return str(ts.astimezone(UTC).date())
+        case "key":
+            return str(row.key_id)
+        case "canary_arm":
+            return str(row.canary_arm or "-")
+        case _:
+            return str(getattr(row, by))
+
+
+def _utc(moment: datetime) -> datetime:
+    """A naive time is taken as UTC; an aware one is converted to it."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def build_report(
+    engine: Engine,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    by: str | None = None,
+    progress: Callable[[int, int], None] = lambda _done, _total: None,
+) -> dict[str, Any]:
+    """Aggregate the ledger between ``since`` and ``until`` (default: now), grouped ``by``."""
+    if by is not None and by not in GROUPINGS:
+        raise ValueError(f"cannot group by {by!r}: use one of {', '.join(GROUPINGS)}")
+    # In UTC: SQLite keeps the times as naive UTC text and compares the bounds as text too, so
+    # a bound with another offset (``--since 2026-11-20T09:00+02:00``) would be hours off there.
+    since, until = _utc(since), _utc(until or datetime.now(UTC))
+    where = (RequestRow.ts >= since, RequestRow.ts < until)
+    with engine.connect() as connection:
+        total_rows = connection.execute(select(func.count()).where(*where)).scalar_one()
+        progress(0, total_rows)
+        total = _Acc()
+        groups: dict[str, _Acc] = {}
+        done = 0
+        result = connection.execution_options(yield_per=CHUNK).execute(
+            select(*_COLUMNS).where(*where).order_by(RequestRow.ts)
+        )
+        for chunk in result.partitions():
+            for row in chunk:
+                total.add(row)
+                for key in _keys(row, by):
+                    groups.setdefault(key, _Acc()).add(row)
+            done += len(chunk)
+            progress(done, total_rows)
+        _add_feedback(connection, where, by, total, groups)
+    return {
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "by": by,
+        "totals": total.figures(),
+        "groups": [{"key": key, **acc.figures()} for key, acc in sorted(groups.items())]
+        if by is not None
+        else [],
+    }
+
+
+def _add_feedback(
+    connection: Any, where: tuple[Any, ...], by: str | None, total: _Acc, groups: dict[str, _Acc]
+) -> None:
+    """``/v1/feedback`` scores, counted with the group of the request they rate."""
+    query = select(*_COLUMNS, FeedbackRow.score).join(
+        FeedbackRow, FeedbackRow.request_id == RequestRow.id
+    )
+    for row in connection.execute(query.where(*where)):
+        score = float(row.score)
+        total.feedback_sum += score
+        total.feedback_count += 1
+        for key in _keys(row, by):
+            acc = groups.setdefault(key, _Acc())
+            acc.feedback_sum += score
+            acc.feedback_count += 1
+
+
+CSV_FIELDS = (
+    "key",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "baseline_cost_usd",
+    "savings_usd",
+    "savings_pct",
+    "cost_per_1m_tokens_usd",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "ttft_ms_p50",
+    "fallback_rate",
+    "error_rate",
+    "abandoned_rate",
+    "cache_hit_rate",
+    "unpriced_requests",
+    "estimated_usage_requests",
+    "feedback_avg",
+    "feedback_count",
+)
+
+
+def rows_for_output(report: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """The groups (or the totals alone) plus a total line, for tables and CSV."""
+    yield from report["groups"]
+    yield {"key": "total", **report["totals"]}

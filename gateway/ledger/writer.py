@@ -1,0 +1,297 @@
+"""The ledger writer: off the request path, batched, and never losing a row.
+
+``record()`` is called by the request path and only puts the entry on a bounded queue (or, when
+the queue is full, on an overflow list the writer empties first: memory grows during an
+overload rather than rows being dropped). One background task takes what is queued, as a batch,
+and inserts it on a worker thread. When the database is unreachable the batch goes to the local
+outbox instead (SQLite, WAL, synchronous=FULL) and the database is tried again every
+``retry_s``; once it answers, the outbox is replayed into it (idempotent: ids already there are
+skipped) and emptied. ``aclose()`` drains the queue before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable
+
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+
+from gateway.ledger.entry import LedgerEntry
+from gateway.ledger.outbox import Outbox
+from gateway.ledger.store import insert_batch
+from gateway.metrics import Metrics
+
+log = structlog.get_logger("tiergate.ledger")
+
+_DB_ERRORS = (SQLAlchemyError, OSError)
+# The database refused these rows (not the connection): retrying them cannot help.
+_ROW_ERRORS = (DataError, IntegrityError)
+DRAIN_TIMEOUT_S = 30.0
+
+
+class LedgerWriter:
+    DEFAULT_BATCH_SIZE = 500
+
+    def __init__(
+        self,
+        engine: Engine,
+        outbox: Outbox,
+        metrics: Metrics | None = None,
+        *,
+        queue_size: int = 10_000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        retry_s: float = 2.0,
+        linger_s: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._outbox = outbox
+        self._metrics = metrics
+        self._queue_size = queue_size
+        self._batch_size = batch_size
+        self._retry_s = retry_s
+        # Wait this long for a batch to fill: a commit per handful of rows would cost the
+        # request path more CPU (and GIL) than the rows themselves.
+        self._linger_s = linger_s
+        self._clock = clock
+        self._queue: asyncio.Queue[LedgerEntry | None] | None = None
+        self._overflow: deque[LedgerEntry] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._down_until = 0.0  # the database failed; go to the outbox until then
+        self._down = False
+        self._idle: asyncio.Event | None = None
+        self._inflight: list[LedgerEntry] = []  # being inserted now (for a timed-out drain)
+        self._hurry: asyncio.Event | None = None  # set: write what is queued, do not linger
+
+    @property
+    def outbox(self) -> Outbox:
+        return self._outbox
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def queue_depth(self) -> int:
+        queued = self._queue.qsize() if self._queue is not None else 0
+        return queued + len(self._overflow)
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue(self._queue_size)
+        self._idle = asyncio.Event()
+        self._hurry = asyncio.Event()
+        if not self._outbox.size:
+            self._idle.set()  # else flush() also waits for the first replay of what was left
+        self._task = asyncio.create_task(self._run(), name="ledger-writer")
+        self._gauges()
+
+    def record(self, entry: LedgerEntry) -> None:
+        """Queue a row. Never blocks and never raises on the request path."""
+        assert self._queue is not None, "LedgerWriter.start() was not called"
+        assert self._idle is not None
+        self._idle.clear()
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            if not self._overflow:
+                log.warning("ledger_queue_full", size=self._queue_size)
+            self._overflow.append(entry)
+
+    async def aclose(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        """Write everything queued (to the database, or the outbox), then stop. If the database
+        hangs past ``timeout_s`` the rest goes to the outbox (replayed, idempotently, by the
+        next run), so a stuck database cannot make a shutdown lose rows."""
+        if self._queue is None or self._task is None:
+            return
+        log.info("ledger_draining", rows=self.queue_depth, outbox_rows=self._outbox.size)
+        await self._queue.put(None)  # after every row already queued
+        assert self._hurry is not None
+        self._hurry.set()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._task)
+        except TimeoutError:
+            self._task.cancel()
+            left = [*self._inflight, *self._overflow]
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is not None:
+                    left.append(item)
+            await asyncio.to_thread(self._outbox.put, left)
+            log.error(
+                "ledger_drain_timeout",
+                rows=len(left),
+                detail=f"the database did not take the rows within {timeout_s} s; they are in "
+                f"the outbox ({self._outbox.path}) and are replayed at the next start",
+            )
+            self._outbox.close()
+        self._gauges()
+
+    async def flush(self) -> None:
+        """Return once every row recorded so far has been written (to the database or the
+        outbox), and the rows an earlier run left in the outbox were replayed (or found the
+        database still unreachable)."""
+        assert self._idle is not None
+        assert self._hurry is not None
+        if not self._idle.is_set():
+            self._hurry.set()
+        await self._idle.wait()
+
+    # --- the background task ----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        # The first pass has no batch: it replays what a previous run left in the outbox.
+        batch: list[LedgerEntry] = []
+        closing = False
+        while True:
+            try:
+                if batch:
+                    await self._write(batch)
+                if self._outbox.size and not self._is_down():
+                    await self._replay()
+            except Exception as exc:  # the writer must outlive anything a batch does
+                log.error("ledger_writer_error", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                self._gauges()
+                if self._idle is not None and not self.queue_depth:
+                    self._idle.set()
+                    if self._hurry is not None:
+                        self._hurry.clear()
+            if closing:
+                break
+            batch, closing = await self._collect()
+        with contextlib.suppress(*_DB_ERRORS):
+            self._engine.dispose()
+        self._outbox.close()
+
+    async def _collect(self) -> tuple[list[LedgerEntry], bool]:
+        """The next batch; waits for a row, or ``retry_s`` (to retry the outbox when idle)."""
+        assert self._queue is not None
+        batch: list[LedgerEntry] = []
+        while self._overflow and len(batch) < self._batch_size:
+            batch.append(self._overflow.popleft())
+        if not batch:
+            try:
+                async with asyncio.timeout(self._retry_s):
+                    first = await self._queue.get()
+            except TimeoutError:
+                return batch, False
+            if first is None:
+                return batch, True
+            batch.append(first)
+        if self._linger_s > 0 and self._queue.qsize() < self._batch_size - len(batch):
+            # Let the batch fill (one wait per batch), unless someone is waiting for it.
+            assert self._hurry is not None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._linger_s):
+                    await self._hurry.wait()
+        while len(batch) < self._batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _is_down(self) -> bool:
+        return self._clock() < self._down_until
+
+    def _mark_down(self, exc: BaseException) -> None:
+        self._down_until = self._clock() + self._retry_s
+        if not self._down:
+            self._down = True
+            log.error(
+                "ledger_db_unreachable",
+                error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                detail="rows go to the local outbox and are replayed when it answers",
+                outbox=str(self._outbox.path),
+            )
+        if self._metrics is not None:
+            self._metrics.ledger_errors.inc()
+
+    def _mark_up(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("ledger_db_reachable", outbox_rows=self._outbox.size)
+
+    async def _insert(self, rows: list[LedgerEntry]) -> list[LedgerEntry]:
+        """Insert ``rows``; returns the rows written. A batch the database refuses for its
+        *data* is split, so one bad row is set aside (``ledger_rows_rejected``, kept in the
+        outbox's rejected table) instead of holding every other row back."""
+        self._inflight = rows
+        try:
+            await asyncio.to_thread(insert_batch, self._engine, rows)
+            return rows
+        except _ROW_ERRORS:
+            pass  # split below
+        finally:
+            self._inflight = []
+        written: list[LedgerEntry] = []
+        for row in rows:
+            try:
+                await asyncio.to_thread(insert_batch, self._engine, [row])
+            except _ROW_ERRORS as exc:
+                await asyncio.to_thread(self._outbox.reject, [row], str(exc).splitlines()[0])
+                log.error("ledger_rows_rejected", ids=[row.id], error=str(exc).splitlines()[0])
+            else:
+                written.append(row)
+        return written
+
+    async def _write(self, batch: list[LedgerEntry]) -> None:
+        if not self._is_down():
+            try:
+                await self._insert(batch)
+            except _DB_ERRORS as exc:
+                self._mark_down(exc)
+            else:
+                self._mark_up()
+                self._count("db", len(batch))
+                return
+        try:
+            await asyncio.to_thread(self._outbox.put, batch)
+        except (sqlite3.Error, OSError) as exc:
+            # Neither the database nor the outbox takes rows (disk full?): keep them in memory
+            # and try again shortly rather than drop them.
+            self._overflow.extendleft(reversed(batch))
+            log.critical(
+                "ledger_outbox_unwritable",
+                error=f"{type(exc).__name__}: {exc}",
+                outbox=str(self._outbox.path),
+                rows_held_in_memory=len(self._overflow),
+            )
+            await asyncio.sleep(self._retry_s)
+            return
+        self._count("outbox", len(batch))
+
+    async def _replay(self) -> None:
+        while self._outbox.size:
+            rows = await asyncio.to_thread(self._outbox.peek, self._batch_size)
+            if not rows:
+                return
+            try:
+                await self._insert(rows)
+            except _DB_ERRORS as exc:
+                self._mark_down(exc)
+                return
+            self._mark_up()
+            await asyncio.to_thread(self._outbox.remove, [r.id for r in rows])
+            self._count("replayed", len(rows))
+            log.info("ledger_outbox_replayed", rows=len(rows), left=self._outbox.size)
+
+    def _count(self, dest: str, n: int) -> None:
+        if self._metrics is not None:
+            self._metrics.ledger_rows.labels(dest).inc(n)
+
+    def _gauges(self) -> None:
+        if self._metrics is not None:
+            self._metrics.ledger_queue.set(self.queue_depth)
+            self._metrics.ledger_outbox.set(self._outbox.size)

@@ -1,0 +1,80 @@
+"""structlog set-up: JSON lines with the request id bound, and secrets scrubbed.
+
+Keys never reach the log because nothing logs them; the redactor is the second line of defence
+(a backend error message that echoes a header, say): every configured secret, and anything
+shaped like a bearer token or provider key, is replaced before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+_KEY_SHAPES = re.compile(
+    r"(?:sk|pk|rk)-[A-Za-z0-9_\-]{12,}|(?i:bearer)\s+[A-Za-z0-9._\-~+/]{12,}=*"
+)
+REDACTED = "[redacted]"
+
+
+class Redactor:
+    """A structlog processor replacing secrets in every string value (nested too)."""
+
+    __slots__ = ("_secrets",)
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = tuple(sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True))
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return _KEY_SHAPES.sub(REDACTED, text)
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {k: self._value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._value(v) for v in value)
+        return value
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in event_dict.items():
+            event_dict[key] = self._value(value)
+        return event_dict
+
+
+def configure_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
+    """Configure structlog for the process (logging is process-global by nature)."""
+    # Each line goes out in one write(): several worker processes share stderr, and a line
+    # written in two pieces (text, then newline) can interleave with another process's line.
+    if fmt == "json":
+        renderer: Any = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        factory: Any = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        factory = structlog.WriteLoggerFactory(file=sys.stderr)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            Redactor(secrets),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=factory,
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,148 @@
+"""Prometheus metrics, one registry per app (so tests and several apps in a process never
+share counters). Under ``serve --workers N`` the values live in prometheus_client's multiprocess
+directory and a scrape sums every worker's."""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+SCORER_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005)
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self.registry = CollectorRegistry()
+        r = self.registry
+        live: Final = "livemax"  # gauges across workers: the highest among live workers
+        self.requests = Counter(
+            "tiergate_requests",
+            "Requests answered, by route, tier, backend and HTTP status.",
+            ["route", "tier", "backend", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "tiergate_request_duration_seconds",
+            "Wall time from request to last byte.",
+            ["route", "tier", "backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "tiergate_time_to_first_token_seconds",
+            "Wall time from request to the first generated text.",
+            ["route", "tier", "backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "tiergate_fallbacks",
+            "Attempts that failed and passed the request on to the next candidate.",
+            ["route", "backend", "error"],
+            registry=r,
+        )
+        self.scorer = Histogram(
+            "tiergate_scorer_duration_seconds",
+            "Time spent scoring a request's complexity.",
+            buckets=SCORER_BUCKETS,
+            registry=r,
+        )
+        self.backend_up = Gauge(
+            "tiergate_backend_up",
+            "1 when the backend may take requests (enabled, healthy), else 0.",
+            ["backend"],
+            registry=r,
+            multiprocess_mode=live,
+        )
+        self.breaker = Gauge(
+            "tiergate_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["backend"],
+            registry=r,
+            multiprocess_mode=live,
+        )
+        self.policy_reloads = Counter(
+            "tiergate_policy_reloads",
+            "Policy reload attempts by result (applied, rejected, unchanged).",
+            ["result", "trigger"],
+            registry=r,
+        )
+        self.policy_info = Gauge(
+            "tiergate_policy_info",
+            "The active policy (value 1).",
+            ["hash"],
+            registry=r,
+            multiprocess_mode=live,
+        )
+
+        self.ledger_queue = Gauge(
+            "tiergate_ledger_queue_rows",
+            "Ledger rows waiting to be written.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_outbox = Gauge(
+            "tiergate_ledger_outbox_rows",
+            "Ledger rows in the local outbox, waiting for the database.",
+            registry=r,
+            multiprocess_mode=live,
+        )
+        self.ledger_rows = Counter(
+            "tiergate_ledger_rows",
+            "Ledger rows written, by destination (db, outbox, replayed from the outbox).",
+            ["dest"],
+            registry=r,
+        )
+        self.ledger_errors = Counter(
+            "tiergate_ledger_write_errors",
+            "Failed attempts to write to the ledger database.",
+            registry=r,
+        )
+
+        self.cache_lookups = Counter(
+            "tiergate_cache_lookups",
+            "Exact response cache lookups, by result (hit, miss).",
+            ["result"],
+            registry=r,
+        )
+        self.prefix_routed = Counter(
+            "tiergate_prefix_routed",
+            "Requests sent to a replica of a multi-replica tier, by whether it held a warm "
+            "prefix of the prompt (warm, cold).",
+            ["result"],
+            registry=r,
+        )
+
+    def set_policy(self, new: str, old: str | None = None) -> None:
+        if old is not None:
+            if self.multiprocess:
+                self.policy_info.labels(old).set(0)  # files cannot forget a label
+            else:
+                self.policy_info.remove(old)
+        self.policy_info.labels(new).set(1)
+
+    def render(self) -> bytes:
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+
+    def close(self) -> None:
+        """A worker leaving: its live gauges stop counting."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -1,0 +1,211 @@
+"""The policy file's schema (the YAML edge, so pydantic; every model forbids unknown fields).
+
+A policy names its backends, orders its tiers cheapest first with a score ceiling each, and
+names routes (the request's ``model`` field picks one). References between sections are checked
+in ``gateway.policy.load`` so every problem is reported with its path in the file.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from adapters.config import BackendConfig
+from gateway.canary.spec import CanarySpec
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TierSpec(_Strict):
+    """A tier: requests scoring at most ``max_score`` go here (if no cheaper tier took them)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    backends: tuple[str, ...] = Field(min_length=1, description="in order of preference")
+    max_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="omit on the last tier: it takes the rest"
+    )
+
+
+Fallback = Literal["up_then_down", "up", "none"]
+
+
+class RouteSpec(_Strict):
+    """A route, named by the request's ``model`` field."""
+
+    tiers: tuple[str, ...] | None = Field(
+        default=None, description="the tiers this route may use (default: all)"
+    )
+    tier: str | None = Field(default=None, description="always this tier; no scoring")
+    cache: bool = Field(default=True, description="false: never answer this route from the cache")
+    fallback: Fallback = Field(
+        default="up_then_down",
+        description="after the chosen tier's backends fail: try the more capable tiers (up), "
+        "then the cheaper ones (up_then_down), or nothing (none)",
+    )
+
+
+class ScorerSpec(_Strict):
+    version: Literal[1] = 1
+    kind: Literal["v1", "learned"] = Field(
+        default="v1",
+        description="v1: weighted cues (bias, weights); learned: a trained model whose score is "
+        "P(strong model needed) (see tiergate train-scorer)",
+    )
+    artifact: str | None = Field(
+        default=None,
+        description="kind learned: the model file, relative to the policy (default: the one "
+        "shipped with tiergate)",
+    )
+    bias: float = Field(default=0.0, ge=-1.0, le=1.0)
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="per feature; unset features keep their default"
+    )
+
+
+class TimeoutSpec(_Strict):
+    total_s: float = Field(default=60.0, gt=0, description="deadline for all attempts together")
+    per_try_s: float = Field(
+        default=30.0, gt=0, description="one attempt, until the answer (or a stream's 1st chunk)"
+    )
+    stream_idle_s: float = Field(
+        default=30.0, gt=0, description="longest silence allowed inside a started stream"
+    )
+    cold_start_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="extra time allowed for a backend that has not finished loading its model",
+    )
+
+
+class BreakerSpec(_Strict):
+    failures: int = Field(default=5, ge=1, description="consecutive failures that open it")
+    cooldown_s: float = Field(default=30.0, gt=0, description="how long it stays open")
+
+
+class HealthSpec(_Strict):
+    interval_s: float = Field(default=15.0, gt=0, description="how often backends are probed")
+
+
+class LimitSpec(_Strict):
+    max_tokens: int = Field(default=32768, ge=1, description="largest max_tokens accepted")
+    max_messages: int = Field(default=1024, ge=1)
+
+
+class HardwareSpec(_Strict):
+    """What a local box costs while it serves: its hourly cost and its electricity."""
+
+    usd_per_hour: float = Field(
+        ge=0, description="amortised purchase (price / lifetime hours) or rent, per hour"
+    )
+    watts: float = Field(default=0.0, ge=0, description="power draw while serving")
+    usd_per_kwh: float = Field(default=0.0, ge=0, description="energy price")
+    concurrency: float = Field(
+        default=1.0, gt=0, description="requests it serves at once (busy time is shared)"
+    )
+
+
+class BackendPriceSpec(_Strict):
+    """A backend's price: per million tokens, or the hardware it runs on."""
+
+    usd_per_1m_input: float | None = Field(default=None, ge=0)
+    usd_per_1m_output: float | None = Field(default=None, ge=0)
+    usd_per_1m_cached_input: float | None = Field(default=None, ge=0)
+    hardware: HardwareSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BackendPriceSpec:
+        tokens = self.usd_per_1m_input is not None or self.usd_per_1m_output is not None
+        if tokens == (self.hardware is not None):
+            raise ValueError(
+                "give either usd_per_1m_input and usd_per_1m_output, or hardware (not both)"
+            )
+        if tokens and (self.usd_per_1m_input is None or self.usd_per_1m_output is None):
+            raise ValueError("give both usd_per_1m_input and usd_per_1m_output")
+        return self
+
+
+class BaselineSpec(_Strict):
+    """The model everything would otherwise have gone to (for the counterfactual cost)."""
+
+    model: str | None = Field(default=None, description="litellm's name, e.g. openai/gpt-4o")
+    usd_per_1m_input: float | None = Field(default=None, ge=0)
+    usd_per_1m_output: float | None = Field(default=None, ge=0)
+    usd_per_1m_cached_input: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _priced(self) -> BaselineSpec:
+        if self.model is None and (self.usd_per_1m_input is None or self.usd_per_1m_output is None):
+            raise ValueError("give a model (priced from litellm's map) or both usd_per_1m prices")
+        return self
+
+
+# A 2-vCPU cloud VM (~$0.05/h) drawing 65 W at $0.15/kWh: the assumption for local backends
+# the policy does not price, so their cost is an honest estimate rather than $0.
+DEFAULT_LOCAL_HARDWARE = HardwareSpec(usd_per_hour=0.05, watts=65.0, usd_per_kwh=0.15)
+
+
+class PricingSpec(_Strict):
+    baseline: BaselineSpec | None = Field(
+        default=None, description="default: the first remote backend of the last tier"
+    )
+    backends: dict[str, BackendPriceSpec] = Field(default_factory=dict)
+    local_default: HardwareSpec = DEFAULT_LOCAL_HARDWARE
+
+
+class ResponseCacheSpec(_Strict):
+    """The exact response cache: same route, messages and sampling parameters, same answer."""
+
+    enabled: bool = True
+    ttl_s: float = Field(default=3600.0, gt=0)
+    deterministic_only: bool = Field(
+        default=True,
+        description="cache only requests with temperature 0 or a seed (false: every request; "
+        "a sampled answer is then replayed instead of a fresh sample)",
+    )
+    per_key: bool = Field(
+        default=False, description="keep each API key's cached answers apart from the others'"
+    )
+
+
+class PrefixSpec(_Strict):
+    """The prefix registry: which replica recently served which prompt prefix."""
+
+    enabled: bool = True
+    block_tokens: int = Field(default=64, ge=8, le=4096, description="prefix granularity")
+    ttl_s: float = Field(default=900.0, gt=0, description="how long a prefix counts as warm")
+    load_margin: int = Field(
+        default=4,
+        ge=0,
+        description="prefer the replica with the warm prefix unless it has this many more "
+        "requests in flight than the least busy one",
+    )
+
+
+class CacheSpec(_Strict):
+    responses: ResponseCacheSpec = ResponseCacheSpec()
+    prefixes: PrefixSpec = PrefixSpec()
+
+
+class PolicyFile(_Strict):
+    """The whole file."""
+
+    version: Literal[1]
+    backends: dict[str, BackendConfig] = Field(min_length=1)
+    tiers: tuple[TierSpec, ...] = Field(min_length=1, description="cheapest first")
+    routes: dict[str, RouteSpec] = Field(default_factory=lambda: {"auto": RouteSpec()})
+    default_route: str = "auto"
+    scorer: ScorerSpec = ScorerSpec()
+    timeouts: TimeoutSpec = TimeoutSpec()
+    breaker: BreakerSpec = BreakerSpec()
+    health: HealthSpec = HealthSpec()
+    limits: LimitSpec = LimitSpec()
+    pricing: PricingSpec = PricingSpec()
+    cache: CacheSpec = CacheSpec()
+    canary: CanarySpec | None = Field(
+        default=None, description="a candidate backend tried against a tier's stable one"
+    )

@@ -1,0 +1,121 @@
+"""Labelled prompts: JSON lines (optionally gzip-compressed), one prompt per line, with the
+quality the weak and the strong model reached on it.
+
+    {"id": "gsm8k-3", "benchmark": "gsm8k", "prompt": "...", "weak": 1.0, "strong": 0.0}
+
+``prompt`` (a string) or ``messages`` (OpenAI-style list) is required, and so are ``weak`` and
+``strong`` (any numeric scale: 0/1 correctness, judge grades). Optional: ``id``, ``benchmark``
+(or ``group``: results are reported per group), ``contaminated`` (true: left out, as RouteLLM
+does for prompts that overlap its routers' training data), ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Message
+
+
+class LabelsError(ValueError):
+    """A labels file that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    id: str
+    group: str
+    messages: tuple[Message, ...]
+    weak: float
+    strong: float
+    max_tokens: int | None = None
+
+    @property
+    def gain(self) -> float:
+        return self.strong - self.weak
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSet:
+    items: tuple[Labelled, ...]
+    contaminated: int  # lines left out
+
+    def groups(self) -> list[str]:
+        return sorted({i.group for i in self.items})
+
+    def of(self, group: str) -> tuple[Labelled, ...]:
+        return tuple(i for i in self.items if i.group == group)
+
+
+def read_labels(paths: Sequence[Path], *, keep_contaminated: bool = False) -> LabelSet:
+    items: list[Labelled] = []
+    left_out = 0
+    for path in paths:
+        for number, line in _lines(path):
+            try:
+                raw = json.loads(line)
+                if not isinstance(raw, dict):
+                    raise TypeError("each line must be a JSON object")
+                if raw.get("contaminated") and not keep_contaminated:
+                    left_out += 1
+                    continue
+                items.append(_item(raw, f"{path.name}:{number}"))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise LabelsError(f"{path}: line {number}: {exc}") from None
+    if not items:
+        raise LabelsError(
+            f"{', '.join(map(str, paths))}: no labelled prompts (each line needs prompt or "
+            f"messages, weak and strong)"
+        )
+    return LabelSet(tuple(items), left_out)
+
+
+def _lines(path: Path) -> Iterable[tuple[int, str]]:
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as stream:
+            for number, line in enumerate(stream, 1):
+                if line.strip():
+                    yield number, line
+    except OSError as exc:
+        raise LabelsError(f"{path}: cannot read it ({exc})") from None
+
+
+def _item(raw: dict[str, Any], where: str) -> Labelled:
+    weak, strong = raw.get("weak"), raw.get("strong")
+    for name, value in (("weak", weak), ("strong", strong)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f'"{name}" must be a number (the quality that model reached)')
+    assert isinstance(weak, int | float)
+    assert isinstance(strong, int | float)
+    max_tokens = raw.get("max_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ValueError('"max_tokens" must be a positive integer or null')
+    return Labelled(
+        id=str(raw.get("id", where)),
+        group=str(raw.get("benchmark", raw.get("group", "all"))),
+        messages=_messages(raw),
+        weak=float(weak),
+        strong=float(strong),
+        max_tokens=max_tokens,
+    )
+
+
+def _messages(raw: dict[str, Any]) -> tuple[Message, ...]:
+    if isinstance(raw.get("prompt"), str):
+        return (Message(role="user", content=raw["prompt"]),)
+    listed = raw.get("messages")
+    if not isinstance(listed, list) or not listed:
+        raise ValueError('missing "prompt" (a string) or "messages" (a non-empty list)')
+    out = []
+    for m in listed:
+        role = m.get("role") if isinstance(m, dict) else None
+        content = m.get("content") if isinstance(m, dict) else None
+        if role not in ("system", "developer", "user", "assistant") or not isinstance(content, str):
+            raise TypeError(f"bad message {m!r}: need a role and string content")
+        out.append(Message(role="system" if role == "developer" else role, content=content))
+    return tuple(out)

@@ -1,0 +1,132 @@
+"""Process settings from the environment (``TIERGATE_*``), pydantic-settings at the edge.
+
+Secrets are ``SecretStr`` so a settings dump or log line never shows them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIERGATE_", extra="ignore", frozen=True)
+
+    policy: Path = Field(default=Path("policies/default.yaml"), description="policy YAML")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="comma-separated client keys, each 'key' or 'key_id:key'",
+    )
+    admin_key: SecretStr | None = None
+    workers: int = Field(default=1, ge=1, le=64, description="gateway processes (serve)")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    watch_policy: bool = Field(default=True, description="reload the policy when its file changes")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="ledger database (default: SQLite under ./.tiergate/); may hold a password",
+    )
+    ledger: bool = Field(
+        default=True, description="record every request in the ledger (off: benchmarks, dev)"
+    )
+    outbox_path: Path = Field(
+        default=Path(".tiergate/outbox.db"),
+        description="local outbox for ledger rows while the database is unreachable",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis for the response cache and the prefix registry, shared by every "
+        "gateway replica (unset: an in-process store)",
+    )
+    redis_timeout_ms: float = Field(
+        default=50.0, gt=0, le=5000, description="bound on every Redis call; then go uncached"
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    def client_keys(self) -> dict[str, str]:
+        """Key value → key id. A bare key gets an id derived from its hash (safe to log)."""
+        if self.api_keys is None:
+            return {}
+        keys: dict[str, str] = {}
+        for raw in self.api_keys.get_secret_value().split(","):
+            item = raw.strip()
+            if not item:
+                continue
+            key_id, sep, key = item.partition(":")
+            if not sep:
+                key, key_id = item, key_id_for(item)
+            if not key:
+                raise ValueError(f"TIERGATE_API_KEYS: key id {key_id!r} has an empty key")
+            keys[key] = key_id
+        return keys
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log redactor."""
+        values = list(self.client_keys())
+        if self.admin_key is not None:
+            values.append(self.admin_key.get_secret_value())
+        for url in (self.database_url, self.redis_url):
+            if url is not None:
+                values.append(url.get_secret_value())
+                password = _password(url.get_secret_value())
+                if password:
+                    values.append(password)
+        return [v for v in values if v]
+
+    def ledger_url(self) -> str:
+        from gateway.ledger.db import default_url
+
+        return self.database_url.get_secret_value() if self.database_url else default_url()
+
+    @property
+    def loopback_only(self) -> bool:
+        return is_loopback(self.host)
+
+
+def _password(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def key_id_for(key: str) -> str:
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ExposureError(RuntimeError):
+    """Refusing to listen on a non-loopback address without API keys."""
+
+
+def check_exposure(settings: Settings) -> None:
+    if not settings.client_keys() and not settings.loopback_only:
+        raise ExposureError(
+            f"refusing to listen on {settings.host} without API keys: anyone who can reach it "
+            f"could spend your providers' credit. Set TIERGATE_API_KEYS (and TIERGATE_ADMIN_KEY), "
+            f"or listen on 127.0.0.1"
+        )

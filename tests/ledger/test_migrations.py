@@ -1,0 +1,142 @@
+"""The ledger schema: Alembic up, down and up again, no drift from the models, and who migrates
+(the embedded SQLite upgrades itself; PostgreSQL waits for ``tiergate db upgrade``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.util.exc import CommandError
+from sqlalchemy import Engine
+
+from gateway.ledger.db import (
+    LedgerError,
+    alembic_config,
+    current_revision,
+    downgrade,
+    ensure_schema,
+    has_table,
+    head_revision,
+    is_sqlite,
+    make_engine,
+    upgrade,
+)
+
+TABLE = "ledger_requests"
+
+
+def _tiergate(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``tiergate`` program with no TIERGATE_* setting but ``env``."""
+    script = shutil.which("tiergate", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-c", "from gateway.cli import main; main()"]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _state(url: str) -> tuple[bool, str | None]:
+    """Whether the ledger table exists, and the revision Alembic has recorded."""
+    engine = make_engine(url)
+    try:
+        return has_table(engine, TABLE), current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def test_up_down_up(ledger_url: str) -> None:
+    """Upgrading creates the table at head, downgrading to base removes it, upgrading again
+    recreates it."""
+    head = head_revision(ledger_url)
+    assert head is not None
+    assert _state(ledger_url) == (False, None)
+
+    upgrade(ledger_url)
+    assert _state(ledger_url) == (True, head)
+
+    downgrade(ledger_url, "base")
+    assert _state(ledger_url) == (False, None)
+
+    upgrade(ledger_url)
+    assert _state(ledger_url) == (True, head)
+
+
+def test_alembic_check_finds_no_drift(ledger_url: str) -> None:
+    """At head, the database the migrations build matches ``gateway.ledger.models`` exactly."""
+    upgrade(ledger_url)
+    command.check(alembic_config(ledger_url))
+
+
+def test_alembic_check_sees_drift_when_behind(ledger_url: str) -> None:
+    """The drift check is real: an empty database (no table) differs from the models."""
+    with pytest.raises(CommandError):
+        command.check(alembic_config(ledger_url))
+
+
+def _ensure(url: str) -> None:
+    engine: Engine = make_engine(url)
+    try:
+        ensure_schema(url, engine)
+    finally:
+        engine.dispose()
+
+
+def test_ensure_schema_upgrades_sqlite_and_refuses_stale_postgresql(ledger_url: str) -> None:
+    """The embedded SQLite is migrated in place; a PostgreSQL behind head is refused with a
+    message naming ``tiergate db upgrade``, and accepted once upgraded."""
+    if is_sqlite(ledger_url):
+        _ensure(ledger_url)
+        assert _state(ledger_url) == (True, head_revision(ledger_url))
+        return
+    with pytest.raises(LedgerError, match=r"run `tiergate db upgrade`"):
+        _ensure(ledger_url)
+    assert _state(ledger_url) == (False, None)  # nothing was changed behind the operator's back
+    upgrade(ledger_url)
+    _ensure(ledger_url)  # at head: accepted
+
+
+def test_db_upgrade_command_brings_an_empty_database_to_head(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """``tiergate db upgrade`` with TIERGATE_DATABASE_URL migrates that database to head and says
+    so without printing the URL's secrets."""
+    done = _tiergate("db", "upgrade", cwd=tmp_path, TIERGATE_DATABASE_URL=ledger_url)
+    assert done.returncode == 0, done.stderr
+    assert "ledger schema is at head" in done.stdout
+    assert _state(ledger_url) == (True, head_revision(ledger_url))
+
+
+def test_db_upgrade_command_reports_an_unreachable_database(tmp_path: Path) -> None:
+    """An unreachable PostgreSQL is a one-line error and exit code 1, not a traceback."""
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+    done = _tiergate("db", "upgrade", cwd=tmp_path, TIERGATE_DATABASE_URL=unreachable)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: cannot upgrade the ledger database")
+    assert "Traceback" not in done.stderr
+
+
+def test_0004_adds_and_removes_the_canary_tables(ledger_url: str) -> None:
+    """Revision 0004 creates ``ledger_feedback`` and ``canary_events``; going back to 0003
+    removes them and keeps ``ledger_requests``."""
+    upgrade(ledger_url, "0004")
+    engine = make_engine(ledger_url)
+    try:
+        assert has_table(engine, "ledger_feedback")
+        assert has_table(engine, "canary_events")
+        downgrade(ledger_url, "0003")
+        assert not has_table(engine, "ledger_feedback")
+        assert not has_table(engine, "canary_events")
+        assert has_table(engine, TABLE)
+    finally:
+        engine.dispose()

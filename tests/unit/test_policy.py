@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.policy import PolicyError, UnknownRoute, load_policy, parse_policy
+
+BASE = """
+version: 1
+backends:
+  small: {type: fake, model: s}
+  mid: {type: fake, model: m}
+  big: {type: fake, model: b}
+tiers:
+  - {name: cheap, max_score: 0.3, backends: [small]}
+  - {name: middle, max_score: 0.6, backends: [mid]}
+  - {name: strong, backends: [big]}
+routes:
+  auto: {}
+  local: {tiers: [cheap, middle]}
+  strict: {fallback: none}
+  upward: {fallback: up}
+  always-big: {tier: strong}
+"""
+
+
+def parse(text: str):  # type: ignore[no-untyped-def]
+    return parse_policy(text.encode(), source="p.yaml", base_dir=Path("/tmp"))
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(PolicyError) as info:
+        parse(text)
+    return str(info.value).splitlines()
+
+
+def test_default_policy_loads() -> None:
+    """The shipped default policy is valid and names its three tiers."""
+    policy = load_policy(Path("policies/default.yaml"))
+    assert [t.name for t in policy.tiers] == ["tiny", "local", "remote"]
+    assert policy.default_route == "auto"
+    assert len(policy.hash) == 12
+
+
+@pytest.mark.parametrize(
+    ("score", "tier", "order"),
+    [
+        (0.0, "cheap", ["small", "mid", "big"]),
+        (0.3, "cheap", ["small", "mid", "big"]),
+        (0.31, "middle", ["mid", "big", "small"]),
+        (0.99, "strong", ["big", "mid", "small"]),
+    ],
+)
+def test_decide_picks_the_first_tier_that_takes_the_score(
+    score: float, tier: str, order: list[str]
+) -> None:
+    """Tiers are tried cheapest first; fallback goes up, then down to cheaper tiers."""
+    policy = parse(BASE)
+    decision = policy.decide(policy.route_for("auto"), score)
+    assert decision.tier == tier
+    assert [c.backend for c in decision.candidates] == order
+    assert decision.reasons
+
+
+def test_route_restrictions_fallback_modes_and_fixed_tiers() -> None:
+    """A route can limit tiers, fix one, or change the fallback order."""
+    policy = parse(BASE)
+    local = policy.decide(policy.route_for("local"), 0.9)
+    assert (local.tier, [c.backend for c in local.candidates]) == ("middle", ["mid", "small"])
+    strict = policy.decide(policy.route_for("strict"), 0.1)
+    assert [c.backend for c in strict.candidates] == ["small"]
+    upward = policy.decide(policy.route_for("upward"), 0.5)
+    assert [c.backend for c in upward.candidates] == ["mid", "big"]
+    fixed = policy.decide(policy.route_for("always-big"), 0.0)
+    assert fixed.tier == "strong"
+    assert not policy.needs_score(policy.route_for("always-big"))
+
+
+def test_backend_name_pins_and_unknown_names_list_the_valid_ones() -> None:
+    """A backend's name pins it; an unknown model lists routes and backends."""
+    policy = parse(BASE)
+    pinned = policy.decide(policy.route_for("mid"), None)
+    assert pinned.pinned
+    assert [c.backend for c in pinned.candidates] == ["mid"]
+    with pytest.raises(UnknownRoute) as info:
+        policy.route_for("gpt-5")
+    assert info.value.valid == [
+        "auto",
+        "local",
+        "strict",
+        "upward",
+        "always-big",
+        "small",
+        "mid",
+        "big",
+    ]
+    assert "auto" in str(info.value)
+
+
+def test_unknown_field_names_path_and_valid_fields() -> None:
+    """A typo in a backend is reported at its path with the fields that type accepts."""
+    lines = problems(BASE.replace("{type: fake, model: s}", "{type: fake, model: s, modle: x}"))
+    assert len(lines) == 1
+    assert lines[0].startswith("p.yaml: backends.small.modle: unknown field 'modle'")
+    assert "valid fields here: type, model, script" in lines[0]
+
+
+def test_unknown_top_level_field() -> None:
+    """An unknown top-level key is named with the top-level fields."""
+    (line,) = problems(BASE + "budgets: {}\n")
+    assert line.startswith("p.yaml: budgets: unknown field 'budgets'; valid fields here: version")
+
+
+def test_cross_references_are_checked() -> None:
+    """Unknown backends and tiers, unordered thresholds and a route/backend clash are errors."""
+    text = (
+        BASE.replace("backends: [mid]", "backends: [midd]")
+        .replace("max_score: 0.6", "max_score: 0.2")
+        .replace("local: {tiers: [cheap, middle]}", "local: {tiers: [cheap, nope]}")
+        .replace("always-big: {tier: strong}", "big: {tier: strong}")
+    )
+    lines = problems(text)
+    assert "p.yaml: tiers[1].backends[0]: unknown backend 'midd' (known: big, mid, small)" in lines
+    assert any(line.startswith("p.yaml: tiers[1].max_score: 0.2 is not above") for line in lines)
+    assert (
+        "p.yaml: routes.local.tiers[1]: unknown tier 'nope' (known: cheap, middle, strong)" in lines
+    )
+    assert any(
+        line.startswith("p.yaml: routes.big: 'big' is both a route and a backend") for line in lines
+    )
+
+
+def test_wrong_types_and_values_name_the_field() -> None:
+    """Bad values are reported with their path and what was given."""
+    lines = problems(BASE.replace("max_score: 0.3", "max_score: lots"))
+    assert lines[0].startswith("p.yaml: tiers[0].max_score: Input should be a valid number")
+    lines = problems(BASE.replace("type: fake, model: s", "type: fakeish, model: s"))
+    assert lines[0].startswith("p.yaml: backends.small: unknown backend type 'fakeish'; use one of")
+    lines = problems(BASE.replace("version: 1", "version: 2"))
+    assert lines[0].startswith("p.yaml: version: Input should be 1")
+
+
+def test_last_tier_must_take_everything_and_middle_tiers_need_a_ceiling() -> None:
+    """The last tier cannot cap the score; earlier tiers must."""
+    lines = problems(
+        BASE.replace(
+            "{name: strong, backends: [big]}", "{name: strong, max_score: 0.9, backends: [big]}"
+        )
+    )
+    assert any("tiers[2].max_score: the last tier takes every score" in line for line in lines)
+    lines = problems(BASE.replace("max_score: 0.6, ", ""))
+    assert any("tiers[1].max_score: missing" in line for line in lines)
+
+
+def test_yaml_syntax_error_gives_line_and_column() -> None:
+    """Broken YAML is reported with where it broke."""
+    (line,) = problems("version: 1\nbackends: [\n")
+    assert line.startswith("p.yaml: line 3 column 1: not valid YAML")
+
+
+def test_credentials_must_be_env_var_names() -> None:
+    """An inline key in api_key_env is refused: credentials are referenced, never inlined."""
+    text = BASE.replace(
+        "small: {type: fake, model: s}",
+        "small: {type: remote, model: openai/x, api_key_env: 'sk-abc123'}",
+    )
+    (line,) = problems(text)
+    assert line.startswith("p.yaml: backends.small.api_key_env: Value error, must be the NAME")
+    assert "sk-abc123" not in line  # a mistaken secret is not echoed into logs
+
+
+def test_relative_gguf_paths_resolve_against_the_policy_directory(tmp_path: Path) -> None:
+    """A tiny model path is relative to the policy file, not to the working directory."""
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        BASE.replace("small: {type: fake, model: s}", "small: {type: tiny, model: models/x.gguf}")
+    )
+    policy = load_policy(path)
+    assert policy.backends["small"].model == str(tmp_path / "models/x.gguf")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        *sorted(Path(".").glob("policies/**/*.yaml")),
+        *(p for p in sorted(Path(".").glob("deploy/*.yaml")) if p.name != "compose.yaml"),
+    ],
+    ids=str,
+)
+def test_every_shipped_policy_is_valid(path: Path) -> None:
+    """Every policy file in the repository loads."""
+    policy = load_policy(path)
+    assert policy.tiers
