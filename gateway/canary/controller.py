@@ -86,6 +86,7 @@ class CanaryController:
         self._last_ts: datetime | None = None
         self.last_verdict: Verdict | None = None
         self.shadow = ShadowRunner(metrics, record)
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def current(self) -> Current | None:
@@ -130,9 +131,15 @@ class CanaryController:
             await self.sync()
         except (SQLAlchemyError, OSError) as exc:
             log.error("canary_state_unreadable", error=str(exc).splitlines()[0][:300])
-        self._runtime.spawn(self._loop(), "canary")
+        self._task = asyncio.create_task(self._loop(), name="canary")
 
     async def aclose(self) -> None:
+        """Stop evaluating (before the ledger it reads closes), then finish the shadows."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         await self.shadow.aclose()
 
     async def _loop(self) -> None:

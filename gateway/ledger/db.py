@@ -49,6 +49,18 @@ def make_engine(url: str, *, statement_timeout_ms: int | None = None) -> Engine:
     )
 
 
+def retire_engine(engine: Engine) -> None:
+    """Close ``engine`` for good: its idle connections now, and any connection still checked
+    out on a worker thread (an insert a timed-out shutdown gave up on) when that thread hands
+    it back. ``dispose()`` alone leaves such late connections open in the discarded pool."""
+    event.listen(engine, "checkin", _close_on_checkin)
+    engine.dispose()
+
+
+def _close_on_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.invalidate()  # closes the driver's connection; nothing reuses this engine
+
+
 def migrations_dir() -> Path:
     """``migrations/`` at the repository root (editable installs), or shipped in the wheel."""
     here = Path(__file__).resolve()

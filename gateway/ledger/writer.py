@@ -22,6 +22,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from gateway.ledger.db import retire_engine
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.store import insert_batch
@@ -131,6 +132,8 @@ class LedgerWriter:
                 f"the outbox ({self._outbox.path}) and are replayed at the next start",
             )
             self._outbox.close()
+            with contextlib.suppress(*_DB_ERRORS):
+                retire_engine(self._engine)
         self._gauges()
 
     async def flush(self) -> None:
@@ -168,7 +171,7 @@ class LedgerWriter:
                 break
             batch, closing = await self._collect()
         with contextlib.suppress(*_DB_ERRORS):
-            self._engine.dispose()
+            retire_engine(self._engine)
         self._outbox.close()
 
     async def _collect(self) -> tuple[list[LedgerEntry], bool]:

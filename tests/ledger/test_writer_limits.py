@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -57,6 +58,7 @@ async def test_a_hung_database_cannot_stall_shutdown(pg_url: str, tmp_path: Path
     try:
         locker.execute("LOCK TABLE ledger_requests IN EXCLUSIVE MODE")
         writer = LedgerWriter(make_engine(pg_url), Outbox(tmp_path / "outbox.db"))
+        pool = writer.engine.pool  # the late connection goes back to this one
         with structlog.testing.capture_logs() as logs:
             writer.start()
             for row in rows:
@@ -67,16 +69,23 @@ async def test_a_hung_database_cannot_stall_shutdown(pg_url: str, tmp_path: Path
         assert timed_out[0]["rows"] == 20
         assert Outbox(tmp_path / "outbox.db").size == 20
         # The insert the deadline gave up on finishes on its thread once the lock is gone (the
-        # same rows, so the replay below skips them): wait for its connection to come back.
+        # same rows, so the replay below skips them): its connection comes back, and is closed
+        # rather than left open in a pool nobody uses.
         loop = asyncio.get_running_loop()
         returned = asyncio.Event()
-        event.listen(writer.engine, "checkin", lambda *_: loop.call_soon_threadsafe(returned.set))
+        late: list[Any] = []
+
+        def checked_in(dbapi_connection: Any, _record: Any) -> None:
+            late.append(dbapi_connection)
+            loop.call_soon_threadsafe(returned.set)
+
+        event.listen(pool, "checkin", checked_in)
     finally:
         locker.rollback()
         locker.close()
     async with asyncio.timeout(10):
         await returned.wait()
-    writer.engine.dispose()
+    assert [connection.closed for connection in late] == [True]
     later = LedgerWriter(make_engine(pg_url), Outbox(tmp_path / "outbox.db"))
     later.start()
     await later.flush()
