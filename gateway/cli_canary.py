@@ -24,6 +24,7 @@ from gateway.canary.arms import arm_figures
 from gateway.canary.events import (
     Action,
     CanaryEvent,
+    Superseded,
     latest_event,
     recent_events,
     record_event,
@@ -175,8 +176,16 @@ def _decide(policy: Path | None, action: Action, reason: str) -> None:
                 actor="cli",
                 reason=reason or f"{action} by hand (cli)",
                 metrics={"arms": {arm: f.as_dict() for arm, f in figures.items()}},
+                follows=latest.id,
             ),
         )
+    except Superseded as lost:
+        typer.echo(
+            f"error: {lost}; your {action} was not recorded: check `tiergate canary status` "
+            f"and decide again",
+            err=True,
+        )
+        raise typer.Exit(code=1) from None
     except OperationalError as exc:
         typer.echo(f"error: cannot reach the ledger: {str(exc).splitlines()[0][:300]}", err=True)
         raise typer.Exit(code=1) from None

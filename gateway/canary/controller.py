@@ -29,6 +29,7 @@ from gateway.canary.events import (
     Action,
     CanaryEvent,
     Status,
+    Superseded,
     latest_event,
     recent_events,
     record_event,
@@ -59,6 +60,17 @@ class Current:
     reason: str
     event_id: str  # the latest event this process knows of ("" when none was recorded)
     actor: str = "auto"
+
+
+def _stood(wanted: Action, event: CanaryEvent) -> CanaryEvent:
+    """``event`` if it is the decision asked for; a conflict if another one was recorded first."""
+    if event.action != wanted:
+        raise CanaryConflict(
+            f"canary {event.canary!r}: {event.actor} recorded {event.action} at the same moment "
+            f"({event.reason}); nothing was changed: check `tiergate canary status` and decide "
+            f"again"
+        )
+    return event
 
 
 def _same(a: CanarySpec, b: CanarySpec) -> bool:
@@ -216,7 +228,8 @@ class CanaryController:
     async def _decide(
         self, action: Action, actor: str, reason: str, numbers: dict[str, Any]
     ) -> CanaryEvent:
-        """Apply a decision in this process at once, then record it."""
+        """Apply a decision in this process at once, then record it. Returns the decision that
+        stands: this one, or the one another replica recorded first after the same event."""
         current = self._current
         assert current is not None
         now = self._now()
@@ -224,10 +237,28 @@ class CanaryController:
             now = self._last_ts + timedelta(microseconds=1)  # keep events strictly ordered
         self._last_ts = now
         event = CanaryEvent(
-            now, current.spec.name, current.spec.candidate, action, actor, reason, numbers
+            now,
+            current.spec.name,
+            current.spec.candidate,
+            action,
+            actor,
+            reason,
+            numbers,
+            follows=current.event_id,
         )
         started = now if action == "start" else current.started
         self._current = Current(current.spec, event.status, started, reason, "", actor)
+        if self._engine is not None:
+            try:
+                event = await asyncio.to_thread(record_event, self._engine, event)
+            except Superseded as lost:
+                return self._adopt(current, lost.winner, action)
+            except SQLAlchemyError as exc:
+                log.error("canary_event_unrecorded", error=str(exc).splitlines()[0][:300])
+            else:
+                self._current = Current(
+                    current.spec, event.status, started, reason, event.id, actor
+                )
         self._metrics.decisions.labels(current.spec.name, action).inc()
         log_at = log.warning if action in ("rollback", "pause") else log.info
         log_at(
@@ -238,17 +269,24 @@ class CanaryController:
             actor=actor,
             reason=reason,
         )
-        if self._engine is not None:
-            try:
-                stored = await asyncio.to_thread(record_event, self._engine, event)
-            except SQLAlchemyError as exc:
-                log.error("canary_event_unrecorded", error=str(exc).splitlines()[0][:300])
-            else:
-                self._current = Current(
-                    current.spec, event.status, started, reason, stored.id, actor
-                )
-                return stored
         return event
+
+    def _adopt(self, before: Current, winner: CanaryEvent, wanted: Action) -> CanaryEvent:
+        """Another replica (or an operator) decided first: its decision stands here too."""
+        started = winner.ts if winner.action == "start" else before.started
+        self._current = Current(
+            before.spec, winner.status, started, winner.reason, winner.id, winner.actor
+        )
+        log.info(
+            "canary_decision_superseded",
+            canary=before.spec.name,
+            candidate=before.spec.candidate,
+            wanted=wanted,
+            recorded=winner.action,
+            by=winner.actor,
+            reason=winner.reason,
+        )
+        return winner
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._engine is None:
@@ -290,8 +328,11 @@ class CanaryController:
                     f"canary {current.spec.name!r} is {current.status}: only a running or ready "
                     f"canary can be promoted (a rolled-back one restarts under a new name)"
                 )
-            return await self._decide(
-                "promote", actor, reason or f"promoted by hand ({actor})", await self._numbers()
+            return _stood(
+                "promote",
+                await self._decide(
+                    "promote", actor, reason or f"promoted by hand ({actor})", await self._numbers()
+                ),
             )
 
     async def rollback(self, actor: str, reason: str = "") -> CanaryEvent:
@@ -300,8 +341,14 @@ class CanaryController:
             current = self._require()
             if current.status == "rolled_back":
                 raise CanaryConflict(f"canary {current.spec.name!r} is already rolled back")
-            return await self._decide(
-                "rollback", actor, reason or f"rolled back by hand ({actor})", await self._numbers()
+            return _stood(
+                "rollback",
+                await self._decide(
+                    "rollback",
+                    actor,
+                    reason or f"rolled back by hand ({actor})",
+                    await self._numbers(),
+                ),
             )
 
     def _require(self) -> Current:

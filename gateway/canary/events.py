@@ -2,7 +2,9 @@
 
 Every replica reads the latest event of its canary on start and at every evaluation, so a
 decision taken by one replica (or by ``tiergate canary``) reaches the others, and a restart
-resumes where the canary stood.
+resumes where the canary stood. Each event names the event it was decided after
+(``follows``), unique per canary: when two replicas (or a replica and an operator) decide in the
+same moment, the first to record wins and the other is told which decision stands.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from gateway.ids import request_id
 from gateway.ledger.models import CanaryEventRow
@@ -39,6 +42,7 @@ class CanaryEvent:
     reason: str
     metrics: dict[str, Any]
     id: str = ""
+    follows: str = ""  # the id of the event this decision was taken after
 
     @property
     def status(self) -> Status:
@@ -60,8 +64,21 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+class Superseded(Exception):
+    """Another decision was recorded after the same event first; ``winner`` is the one that
+    stands."""
+
+    def __init__(self, winner: CanaryEvent) -> None:
+        super().__init__(
+            f"canary {winner.canary!r}: {winner.actor} recorded {winner.action} at "
+            f"{_utc(winner.ts).isoformat()} first ({winner.reason})"
+        )
+        self.winner = winner
+
+
 def record_event(engine: Engine, event: CanaryEvent) -> CanaryEvent:
-    """Insert ``event`` (given a fresh time-ordered id); returns it as stored."""
+    """Insert ``event`` (given a fresh time-ordered id); returns it as stored. Raises
+    ``Superseded`` when another decision following the same event is already recorded."""
     stored = CanaryEvent(
         ts=_utc(event.ts),
         canary=event.canary,
@@ -71,21 +88,40 @@ def record_event(engine: Engine, event: CanaryEvent) -> CanaryEvent:
         reason=event.reason,
         metrics=event.metrics,
         id=event.id or request_id(),
+        follows=event.follows,
     )
-    with engine.begin() as connection:
-        connection.execute(
-            insert(CanaryEventRow).values(
-                id=stored.id,
-                ts=stored.ts,
-                canary=stored.canary,
-                candidate=stored.candidate,
-                action=stored.action,
-                actor=stored.actor,
-                reason=stored.reason[:4000],
-                metrics=json.dumps(stored.metrics, sort_keys=True, default=str),
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                insert(CanaryEventRow).values(
+                    id=stored.id,
+                    ts=stored.ts,
+                    canary=stored.canary,
+                    candidate=stored.candidate,
+                    action=stored.action,
+                    actor=stored.actor,
+                    reason=stored.reason[:4000],
+                    metrics=json.dumps(stored.metrics, sort_keys=True, default=str),
+                    follows=stored.follows,
+                )
             )
-        )
+    except IntegrityError:
+        winner = _following(engine, stored.canary, stored.candidate, stored.follows)
+        if winner is None or winner.id == stored.id:
+            raise
+        raise Superseded(winner) from None
     return stored
+
+
+def _following(engine: Engine, canary: str, candidate: str, follows: str) -> CanaryEvent | None:
+    query = select(*CanaryEventRow.__table__.columns).where(
+        CanaryEventRow.canary == canary,
+        CanaryEventRow.candidate == candidate,
+        CanaryEventRow.follows == follows,
+    )
+    with engine.connect() as connection:
+        row = connection.execute(query).first()
+    return None if row is None else _event(row)
 
 
 def recent_events(
@@ -136,4 +172,5 @@ def _event(row: Any) -> CanaryEvent:
         reason=row.reason,
         metrics=json.loads(row.metrics or "{}"),
         id=row.id,
+        follows=row.follows,
     )

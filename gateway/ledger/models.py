@@ -87,5 +87,11 @@ class CanaryEventRow(Base):
     actor: Mapped[str] = mapped_column(String(32))  # auto | admin | cli
     reason: Mapped[str] = mapped_column(Text)
     metrics: Mapped[str] = mapped_column(Text)  # JSON: the figures per arm and the guardrails
+    # The id of the event this decision was taken after ("" for a canary's first event). At
+    # most one decision follows each event: two replicas deciding at once cannot both record.
+    follows: Mapped[str] = mapped_column(String(36), server_default="")
 
-    __table_args__ = (Index("ix_canary_events_canary_ts", "canary", "ts"),)
+    __table_args__ = (
+        Index("ix_canary_events_canary_ts", "canary", "ts"),
+        Index("ux_canary_events_follows", "canary", "candidate", "follows", unique=True),
+    )

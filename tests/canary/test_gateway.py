@@ -220,15 +220,20 @@ async def test_a_decision_by_another_replica_is_adopted(tmp_path: Path) -> None:
     its next evaluation."""
     from datetime import UTC, datetime
 
-    from gateway.canary.events import CanaryEvent, record_event
+    from gateway.canary.events import CanaryEvent, latest_event, record_event
 
     cand = FakeBackend.scripted("cand", "candidate answer")
     async with gateway(_write(tmp_path), backends=_backends(cand)) as (client, app):
         user = _keys("candidate", 1)[0]
         assert (await _ask(client, user)).headers["x-tiergate-backend"] == "cand"
+        engine = app.state.ledger.engine
+        start = latest_event(engine, "c1", "cand")
+        assert start is not None
         record_event(
-            app.state.ledger.engine,
-            CanaryEvent(datetime.now(UTC), "c1", "cand", "rollback", "cli", "by hand", {}),
+            engine,
+            CanaryEvent(
+                datetime.now(UTC), "c1", "cand", "rollback", "cli", "by hand", {}, follows=start.id
+            ),
         )
         await _controller(app).evaluate()
         assert (await _ask(client, user)).headers["x-tiergate-backend"] == "small"

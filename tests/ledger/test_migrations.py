@@ -7,12 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.util.exc import CommandError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
 
 from gateway.ledger.db import (
     LedgerError,
@@ -138,5 +139,35 @@ def test_0004_adds_and_removes_the_canary_tables(ledger_url: str) -> None:
         assert not has_table(engine, "ledger_feedback")
         assert not has_table(engine, "canary_events")
         assert has_table(engine, TABLE)
+    finally:
+        engine.dispose()
+
+
+def test_0005_chains_the_canary_events_already_recorded(ledger_url: str) -> None:
+    """Events recorded before 0005 (two of them decided in the same tick) are chained in time
+    order, so the unique ``follows`` index holds; a downgrade removes the column."""
+    upgrade(ledger_url, "0004")
+    engine = make_engine(ledger_url)
+    insert = text(
+        "INSERT INTO canary_events (id, ts, canary, candidate, action, actor, reason, metrics) "
+        "VALUES (:id, :ts, 'c1', 'cand', :action, 'auto', '', '{}')"
+    )
+    t0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    events = [("e1", t0, "start"), ("e2", t0 + timedelta(hours=1), "rollback")]
+    events.append(("e3", t0 + timedelta(hours=1, microseconds=5), "rollback"))  # the race
+    try:
+        with engine.begin() as connection:
+            for eid, ts, action in events:
+                connection.execute(insert, {"id": eid, "ts": ts, "action": action})
+        upgrade(ledger_url, "0005")
+        with engine.connect() as connection:
+            chain = connection.execute(
+                text("SELECT id, follows FROM canary_events ORDER BY ts")
+            ).all()
+        assert [tuple(row) for row in chain] == [("e1", ""), ("e2", "e1"), ("e3", "e2")]
+        downgrade(ledger_url, "0004")
+        with engine.connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("canary_events")}
+        assert "follows" not in columns
     finally:
         engine.dispose()
