@@ -44,6 +44,7 @@ class Outcome:
     timings: Timings | None = None
     trace: Trace = field(default_factory=Trace)
     chunks: int = 0  # text chunks sent, for the estimate when a stream is cut short
+    choices: int = 1  # n: each choice's call read the prompt
     prompt_estimate: int = 0  # the scorer's token count, when the backend reports none
     priced: Priced | None = None
     done: bool = False
@@ -59,7 +60,9 @@ class Outcome:
         if not self.trace.attempts or (self.status >= 500 and self.chunks == 0):
             return Usage(estimated=self.chunks > 0)
         return Usage(
-            prompt_tokens=plan.prompt_tokens, completion_tokens=self.chunks, estimated=True
+            prompt_tokens=plan.prompt_tokens * self.choices,
+            completion_tokens=self.chunks,
+            estimated=True,
         )
 
     def price(self, prices: PriceBook, plan: Plan) -> Priced:

@@ -434,20 +434,11 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
 MAX_CHOICES = 16
 
 
-def _common_refusals(body: _Sampling, *, many: bool = False) -> None:
-    if body.n not in (None, 1):
-        if not many:
-            raise BadRequest("n: only n=1 is supported", param="n", code="unsupported_value")
-        if body.stream:
-            raise BadRequest(
-                "n: more than one choice cannot be streamed yet; set stream to false or n to 1",
-                param="n",
-                code="unsupported_value",
-            )
-        if body.n is not None and body.n > MAX_CHOICES:
-            raise BadRequest(
-                f"n: at most {MAX_CHOICES} choices per request", param="n", code="out_of_range"
-            )
+def _common_refusals(body: _Sampling) -> None:
+    if body.n is not None and body.n > MAX_CHOICES:
+        raise BadRequest(
+            f"n: at most {MAX_CHOICES} choices per request", param="n", code="out_of_range"
+        )
     if body.logit_bias:
         raise BadRequest(
             "logit_bias is not supported: backends tokenize differently", param="logit_bias"
@@ -456,7 +447,7 @@ def _common_refusals(body: _Sampling, *, many: bool = False) -> None:
 
 def chat_request(body: ChatCompletionIn, max_tokens_limit: int) -> ChatRequest:
     """The adapters' request for an OpenAI chat body. Raises BadRequest for what we cannot do."""
-    _common_refusals(body, many=True)
+    _common_refusals(body)
     if body.functions:
         raise BadRequest(
             "functions: the legacy functions parameter is not supported; send `tools`",
@@ -520,6 +511,7 @@ def completion_request(body: CompletionIn, max_tokens_limit: int) -> ChatRequest
         top_p=body.top_p,
         stop=_stops(body.stop),
         seed=body.seed,
+        n=body.n or 1,
     )
 
 

@@ -93,26 +93,29 @@ class Shape:
             payload["usage"] = usage
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 
-    def first(self, with_usage: bool) -> bytes:
+    def first(self, with_usage: bool, choice: int = 0) -> bytes:
         """The opening event (OpenAI sends the assistant role first, with empty content)."""
         if self.kind != "chat":
             return b""
         delta = {"role": "assistant", "content": "", "refusal": None}
         return self._event(
-            [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
+            [{"index": choice, "delta": delta, "logprobs": None, "finish_reason": None}],
             None,
             with_usage,
         )
 
-    def delta(self, text: str, with_usage: bool, logprobs: Any = None) -> bytes:
-        choice: dict[str, Any] = (
-            {"index": 0, "delta": {"content": text}, "logprobs": logprobs, "finish_reason": None}
+    def delta(self, text: str, with_usage: bool, logprobs: Any = None, choice: int = 0) -> bytes:
+        item: dict[str, Any] = (
+            {"index": choice, "delta": {"content": text}, "logprobs": logprobs}
             if self.kind == "chat"
-            else {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
+            else {"index": choice, "text": text, "logprobs": None}
         )
-        return self._event([choice], None, with_usage)
+        item["finish_reason"] = None
+        return self._event([item], None, with_usage)
 
-    def tool_calls(self, deltas: tuple[ToolCallDelta, ...], with_usage: bool) -> bytes:
+    def tool_calls(
+        self, deltas: tuple[ToolCallDelta, ...], with_usage: bool, choice: int = 0
+    ) -> bytes:
         """Pieces of tool calls, as OpenAI streams them (id, type and name on the first)."""
         calls: list[dict[str, Any]] = []
         for d in deltas:
@@ -125,21 +128,21 @@ class Shape:
                 function["name"] = d.name
             item["function"] = function
             calls.append(item)
-        choice = {
-            "index": 0,
+        item = {
+            "index": choice,
             "delta": {"tool_calls": calls},
             "logprobs": None,
             "finish_reason": None,
         }
-        return self._event([choice], None, with_usage)
+        return self._event([item], None, with_usage)
 
-    def finish(self, reason: FinishReason, with_usage: bool) -> bytes:
-        choice: dict[str, Any] = (
-            {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
+    def finish(self, reason: FinishReason, with_usage: bool, choice: int = 0) -> bytes:
+        item: dict[str, Any] = (
+            {"index": choice, "delta": {}, "logprobs": None, "finish_reason": reason}
             if self.kind == "chat"
-            else {"index": 0, "text": "", "logprobs": None, "finish_reason": reason}
+            else {"index": choice, "text": "", "logprobs": None, "finish_reason": reason}
         )
-        return self._event([choice], None, with_usage)
+        return self._event([item], None, with_usage)
 
     def usage(self, usage: Usage) -> bytes:
         """The extra event ``stream_options.include_usage`` asks for: no choices, usage set."""

@@ -12,15 +12,22 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from adapters.base import ChatRequest, Completion, FinishReason, Timings, Usage
+from adapters.base import ChatRequest, Chunk, Completion, FinishReason, Timings, Usage
 from adapters.errors import BackendError, BackendRateLimited
 from gateway.accounting import Accountant, Outcome
 from gateway.cache.request import prepare as prepare_cache
 from gateway.cache.service import CachedAnswer, CacheService
 from gateway.canary.controller import CanaryController
 from gateway.canary.shadow import shadow_job
-from gateway.choices import more_choices, total_usage
-from gateway.dispatch import Dispatcher, DispatchError, Opened, Trace
+from gateway.choices import (
+    extra_requests,
+    extra_stream,
+    merged,
+    more_choices,
+    sum_usage,
+    total_usage,
+)
+from gateway.dispatch import DispatchError, Trace
 from gateway.errors import (
     BadGateway,
     BadRequest,
@@ -59,6 +66,7 @@ async def serve(
         key_id=request.scope.get("state", {}).get("key_id", "-"),
         policy_hash=active.policy.hash,
         stream=stream,
+        choices=chat.n,
     )
     prices = active.policy.prices
     try:
@@ -164,7 +172,10 @@ async def serve(
                 canary.mirror(active.policy, shadow_job(outcome, chat, answer))
         accountant.finish(outcome, plan, prices)
 
-    events = _events(active.dispatcher, opened, shape, include_usage, outcome, account)
+    streams = [active.dispatcher.chunks(opened)]
+    idle_s = active.policy.timeouts.stream_idle_s
+    streams += [extra_stream(opened.state, r, idle_s) for r in extra_requests(chat, chat.n - 1)]
+    events = _events(merged(streams), chat.n, shape, include_usage, outcome, account)
 
     async def on_close() -> None:
         await opened.release()
@@ -260,43 +271,46 @@ class EventStreamResponse(StreamingResponse):
 
 
 async def _events(
-    dispatcher: Dispatcher,
-    opened: Opened,
+    chunks: AsyncGenerator[tuple[int, Chunk], None],
+    choices: int,
     shape: Shape,
     include_usage: bool,
     outcome: Outcome,
     account: Callable[[str, FinishReason], None],
 ) -> AsyncGenerator[bytes, None]:
+    """The SSE events of ``choices`` streamed choices (``chunks`` tags each with its index)."""
     started = outcome.started
-    finish: FinishReason = "stop"
-    usage: Usage | None = None
+    finish: list[FinishReason] = ["stop"] * choices
+    usages: list[Usage | None] = [None] * choices
+    counts = [0] * choices
     first_text_at: float | None = None
-    text_chunks = 0
-    texts: list[str] = []
+    texts: list[str] = []  # choice 0's: what the cache and the shadow compare keep
     outcome.status = 499  # until the stream completes: the client went away
-    opening = shape.first(include_usage)
-    if opening:
-        yield opening
+    for index in range(choices):
+        opening = shape.first(include_usage, index)
+        if opening:
+            yield opening
     try:
-        async for chunk in dispatcher.chunks(opened):
+        async for index, chunk in chunks:
             if chunk.tool_calls:
                 if first_text_at is None:
                     first_text_at = time.perf_counter()
-                text_chunks += 1
-                outcome.chunks = text_chunks
-                yield shape.tool_calls(chunk.tool_calls, include_usage)
+                counts[index] += 1
+                outcome.chunks += 1
+                yield shape.tool_calls(chunk.tool_calls, include_usage, index)
             if chunk.delta:
                 if first_text_at is None:
                     first_text_at = time.perf_counter()
-                text_chunks += 1
-                outcome.chunks = text_chunks
-                texts.append(chunk.delta)
-                yield shape.delta(chunk.delta, include_usage, chunk.logprobs)
+                counts[index] += 1
+                outcome.chunks += 1
+                if index == 0:
+                    texts.append(chunk.delta)
+                yield shape.delta(chunk.delta, include_usage, chunk.logprobs, index)
             if chunk.finish_reason is not None:
-                finish = chunk.finish_reason
+                finish[index] = chunk.finish_reason
             if chunk.usage is not None:
-                usage = chunk.usage
-            if chunk.timings is not None:
+                usages[index] = chunk.usage
+            if chunk.timings is not None and index == 0:
                 outcome.timings = chunk.timings
     except BackendError as exc:
         outcome.status, outcome.error = 502, type(exc).__name__
@@ -307,11 +321,15 @@ async def _events(
             "stream_interrupted",
         )
         return
-    if usage is None:
-        # The backend reported none: count what we sent, and the prompt as the scorer saw it.
-        usage = Usage(
-            prompt_tokens=outcome.prompt_estimate, completion_tokens=text_chunks, estimated=True
-        )
+    # A choice whose backend reported no usage: count what we sent, and the prompt as the
+    # scorer saw it.
+    known = [
+        u
+        if u is not None
+        else Usage(prompt_tokens=outcome.prompt_estimate, completion_tokens=n, estimated=True)
+        for u, n in zip(usages, counts, strict=True)
+    ]
+    usage = known[0] if choices == 1 else sum_usage(known)
     outcome.usage = usage
     ttft = (first_text_at - started) * 1000.0 if first_text_at is not None else None
     wall = (time.perf_counter() - started) * 1000.0
@@ -319,12 +337,13 @@ async def _events(
     outcome.timings = Timings(
         latency_ms=wall, ttft_ms=ttft, server_ms=base.server_ms, load_ms=base.load_ms
     )
-    yield shape.finish(finish, include_usage)
+    for index in range(choices):
+        yield shape.finish(finish[index], include_usage, index)
     if include_usage:
         yield shape.usage(usage)
     outcome.status = 200
     # Recorded before the last byte, so a report asked for right after sees this request.
-    account("".join(texts), finish)
+    account("".join(texts), finish[0])
     yield DONE
 
 

@@ -304,6 +304,36 @@ def test_n_choices(gateway: Server, stub: StubServer) -> None:
     assert completion.usage.total_tokens == 60
 
 
+def test_n_choices_streamed(gateway: Server, stub: StubServer) -> None:
+    """n=2 streamed through the SDK: chunks carry each choice's index, both choices are whole,
+    each ends with its finish_reason, and the usage chunk counts both calls."""
+    before = len(stub.requests)
+    texts: dict[int, str] = {0: "", 1: ""}
+    finished: dict[int, str | None] = {}
+    usage = None
+    with client(gateway) as sdk:
+        stream = sdk.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": "Say hi."}],
+            n=2,
+            logprobs=True,  # only the stub-backed tier has logprobs: the stub answers
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        for chunk in stream:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                texts[choice.index] += choice.delta.content or ""
+                if choice.finish_reason is not None:
+                    finished[choice.index] = choice.finish_reason
+    assert texts == {0: PLAIN_REPLY, 1: PLAIN_REPLY}
+    assert finished == {0: "stop", 1: "stop"}
+    assert len(stub.requests) - before == 2
+    assert usage is not None
+    assert usage.total_tokens == 60
+
+
 def test_embeddings_go_to_an_embedding_backend(gateway: Server, stub: StubServer) -> None:
     """/v1/embeddings through the SDK (which asks for base64 by default and decodes it) reaches
     the one backend that serves embeddings, vectors in input order, with usage and cost."""

@@ -152,7 +152,6 @@ CHAT_CASES: list[Any] = [
         chat(max_tokens=MAX_TOKENS_LIMIT + 1), "max_tokens", "out_of_range", id="max-tokens-limit"
     ),
     pytest.param(chat(temperature=3), "temperature", "less_than_equal", id="temperature-3"),
-    pytest.param(chat(n=2, stream=True), "n", "unsupported_value", id="n-2-streamed"),
     pytest.param(chat(n=17), "n", "out_of_range", id="n-above-limit"),
     pytest.param(chat(stop=["a", "b", "c", "d", "e"]), "stop", "too_long", id="five-stops"),
     pytest.param(chat(model=""), "model", "string_too_short", id="model-empty"),
@@ -248,7 +247,7 @@ COMPLETION_CASES: list[Any] = [
     ),
     pytest.param({"prompt": "hi", "max_tokens": "9"}, "max_tokens", "int_type", id="mt-string"),
     pytest.param({"prompt": "hi", "temperature": 3}, "temperature", "less_than_equal", id="t-3"),
-    pytest.param({"prompt": "hi", "n": 2}, "n", "unsupported_value", id="n-2"),
+    pytest.param({"prompt": "hi", "n": 17}, "n", "out_of_range", id="n-17"),
     pytest.param({"prompt": "hi", "stop": list("abcde")}, "stop", "too_long", id="five-stops"),
     pytest.param({"prompt": "hi", "messages": HI}, "messages", "extra_forbidden", id="messages"),
 ]

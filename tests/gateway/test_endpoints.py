@@ -16,9 +16,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from adapters.config import FakeStep
 from adapters.fake import FakeBackend
+from gateway.ledger.models import RequestRow
 from gateway.policy import load_policy
 from tests.gateway.helpers import TWO_TIERS, fakes, gateway
 
@@ -446,6 +448,83 @@ async def test_stream_without_usage_has_no_usage_chunk(
     assert all("usage" not in e and len(e["choices"]) == 1 for e in events)
 
 
+def _by_choice(events: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    choices: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        for choice in event["choices"]:
+            choices[choice["index"]].append(choice)
+    return dict(choices)
+
+
+async def test_stream_with_n_choices(
+    gw: tuple[httpx.AsyncClient, FastAPI], backends: dict[str, FakeBackend]
+) -> None:
+    """n=3 streamed: each choice opens with the role, carries its own text and ends with its
+    own finish_reason; the one usage event and the ledger row count all three calls; a seed
+    becomes seed, seed+1, seed+2."""
+    client, app = gw
+    replies = ("alpha one", "beta two two", "gamma three three three")
+    backends["small"].enqueue(*replies)
+    prompt = "say something"
+    response = await client.post(
+        CHAT,
+        json=chat_body(prompt, stream=True, n=3, seed=7, stream_options={"include_usage": True}),
+    )
+    assert response.status_code == 200
+    events = sse_json(response)
+    choices = _by_choice(events)
+    assert sorted(choices) == [0, 1, 2]
+    texts = []
+    for pieces in choices.values():
+        assert pieces[0]["delta"]["role"] == "assistant"
+        assert [p["finish_reason"] for p in pieces].count("stop") == 1
+        assert pieces[-1]["finish_reason"] == "stop"
+        texts.append("".join(p["delta"].get("content") or "" for p in pieces))
+    assert sorted(texts) == sorted(replies)
+    usage = events[-1]["usage"]
+    assert events[-1]["choices"] == []
+    assert usage["prompt_tokens"] == 3 * len(prompt.split())
+    assert usage["completion_tokens"] == sum(len(r.split()) for r in replies)
+    assert sorted(r.seed or 0 for r in backends["small"].requests) == [7, 8, 9]
+    assert app.state.runtime.active.pool["small"].in_flight == 0
+
+    await app.state.ledger.flush()
+    with app.state.ledger.engine.connect() as connection:
+        row = connection.execute(
+            select(*RequestRow.__table__.columns).where(
+                RequestRow.id == response.headers["x-request-id"]
+            )
+        ).one()
+    assert (row.status, row.stream, row.usage_estimated) == (200, True, False)
+    assert (row.prompt_tokens, row.completion_tokens) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
+
+
+async def test_a_choice_failing_mid_stream_ends_the_stream_with_an_error(
+    gw: tuple[httpx.AsyncClient, FastAPI], backends: dict[str, FakeBackend]
+) -> None:
+    """One of n streamed choices fails after the client had text: the stream ends with an
+    error event (no [DONE], no retry), the request is a 502 in the metrics, and no backend is
+    left reserved."""
+    client, app = gw
+    backends["small"].enqueue(
+        "first choice is fine",
+        FakeStep(reply="second one breaks here", error="unavailable", fail_after_chunks=2),
+    )
+    response = await client.post(CHAT, json=chat_body(stream=True, n=2))
+    payloads = sse_data(response)
+    assert "[DONE]" not in payloads
+    error = json.loads(payloads[-1])["error"]
+    assert error["code"] == "stream_interrupted"
+    assert backends["big"].requests == []
+    assert app.state.runtime.active.pool["small"].in_flight == 0
+    metrics = scrape((await client.get("/metrics")).text)
+    statuses = by_labels(metrics["tiergate_requests_total"], "backend", "status")
+    assert statuses == {("small", "502"): 1}
+
+
 async def test_completions_whole(gw: tuple[httpx.AsyncClient, FastAPI]) -> None:
     """/v1/completions answers a text_completion with the text and usage."""
     client, _ = gw
@@ -458,6 +537,33 @@ async def test_completions_whole(gw: tuple[httpx.AsyncClient, FastAPI]) -> None:
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["prompt_tokens"] == 2
     assert body["usage"]["completion_tokens"] == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_completions_with_n_choices(
+    gw: tuple[httpx.AsyncClient, FastAPI], backends: dict[str, FakeBackend], stream: bool
+) -> None:
+    """/v1/completions takes n too: one text per index, usage for every call."""
+    client, _ = gw
+    backends["small"].enqueue("one", "two words")
+    response = await client.post(
+        COMPLETIONS,
+        json={"prompt": "say hi", "n": 2, "stream": stream, "stream_options": None},
+    )
+    assert response.status_code == 200, response.text
+    if stream:
+        pieces = _by_choice(sse_json(response))
+        texts = {i: "".join(p["text"] for p in ps) for i, ps in pieces.items()}
+        finishes = {i: ps[-1]["finish_reason"] for i, ps in pieces.items()}
+    else:
+        body = response.json()
+        texts = {c["index"]: c["text"] for c in body["choices"]}
+        finishes = {c["index"]: c["finish_reason"] for c in body["choices"]}
+        assert body["usage"]["prompt_tokens"] == 4
+        assert body["usage"]["completion_tokens"] == 3
+    assert sorted(texts.values()) == ["one", "two words"]
+    assert finishes == {0: "stop", 1: "stop"}
+    assert len(backends["small"].requests) == 2
 
 
 async def test_completions_max_tokens_truncates(gw: tuple[httpx.AsyncClient, FastAPI]) -> None:
