@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+import orjson
 import structlog
 
 from adapters.base import Timings, Usage
@@ -132,6 +133,7 @@ class Accountant:
                 baseline_cost_usd=priced.baseline,
                 cache_saved_usd=outcome.cache_saved,
                 capabilities=",".join(plan.labels),
+                features=_features(plan),
             )
         )
 
@@ -181,3 +183,11 @@ def _rounded(value: float | None) -> float | None:
 
 def _money(value: Decimal | None) -> str | None:
     return None if value is None else f"{value:.12f}"
+
+
+def _features(plan: Plan) -> str | None:
+    """The v1 scorer's inputs, non-zero ones only (the rest are 0), for ``policy replay``."""
+    inputs = plan.score.inputs if plan.score is not None else None
+    if inputs is None:
+        return None
+    return orjson.dumps({k: v for k, v in inputs.items() if v}).decode()

@@ -137,6 +137,9 @@ class Score:
     value: float
     prompt_tokens: int
     contributions: tuple[Contribution, ...]
+    # v1 only: every feature's value, which the ledger keeps so that ``policy replay`` can
+    # re-score a request under other weights without its prompt.
+    inputs: Mapping[str, float] | None = None
 
     def top(self, n: int = 3) -> tuple[Contribution, ...]:
         return tuple(c for c in self.contributions[:n] if c.contribution > 0)
@@ -219,4 +222,11 @@ def score(messages: Sequence[Message], max_tokens: int | None, weights: ScorerWe
         value=min(1.0, max(0.0, total)),
         prompt_tokens=tokens,
         contributions=tuple(contributions),
+        inputs=values,
     )
+
+
+def rescore(inputs: Mapping[str, float], weights: ScorerWeights) -> float:
+    """The v1 score of a request whose features were kept (missing ones are 0)."""
+    total = weights.bias + sum(weights.weight(f) * inputs.get(f, 0.0) for f in FEATURES)
+    return min(1.0, max(0.0, total))

@@ -41,6 +41,7 @@ class LedgerEntry:
     cache_saved_usd: Decimal | None = None  # a cache hit: what the answer cost when it was made
     capabilities: str = ""  # what the request needed, comma-separated (tools, json, vision, …)
     quality: float | None = None  # a shadow call: its answer compared with the stable one, 0-1
+    features: str | None = None  # the v1 scorer's non-zero features, JSON (for policy replay)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe (the outbox stores entries as JSON text)."""

@@ -51,6 +51,8 @@ class RequestRow(Base):
     cache_saved_usd: Mapped[Decimal | None] = mapped_column(MONEY)
     capabilities: Mapped[str | None] = mapped_column(String(256))
     quality: Mapped[float | None] = mapped_column(Float)  # shadow rows: the comparison, 0-1
+    # The v1 scorer's non-zero features as JSON: `policy replay` re-scores under new weights.
+    features: Mapped[str | None] = mapped_column(String(512))
 
     __table_args__ = (
         Index("ix_ledger_requests_ts", "ts"),

@@ -4,9 +4,11 @@ The ledger keeps no prompts, only each request's score, tokens, route, tier and 
 can be replayed honestly from that:
 
 * the **tier** a request would get under the new thresholds, from its stored score — valid only
-  while the scorer is the same (same kind, weights, artifact); with a changed scorer the stored
-  scores mean something else and requests keep their recorded tier (the report says so: a
-  scorer change needs labelled prompts, ``tiergate eval-router``, to be judged);
+  while the scorer is the same (same kind, weights, artifact). When the new policy's scorer is
+  v1 with other weights, a request that was scored by v1 is re-scored exactly from the features
+  the ledger kept for it (``features``: numbers, not text). Otherwise (a change to or from the
+  learned scorer) the stored scores mean something else and requests keep their recorded tier
+  (the report says so: such a change needs labelled prompts, ``tiergate eval-router``);
 * the **cost**: the row's tokens priced at the new policy's price for the backend the new tier
   would try first (the completion is assumed to be as long as the one recorded). A backend priced
   by its hardware time is charged the busy milliseconds per token that backend showed in the
@@ -18,6 +20,7 @@ can be replayed honestly from that:
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from sqlalchemy import Engine, select
 from adapters.base import Timings, Usage
 from gateway.ledger.models import RequestRow
 from gateway.policy import Policy
+from gateway.scoring import rescore
 
 
 @dataclass(slots=True)
@@ -44,7 +48,8 @@ class Side:
 @dataclass(frozen=True, slots=True)
 class Replay:
     rows: int
-    rescored: int  # rows whose tier was re-decided from the stored score
+    rescored: int  # rows whose tier was re-decided from the stored score or features
+    from_features: int  # of those, rows re-scored from their v1 features (a weights change)
     unroutable: int  # rows whose route the new policy does not have
     scorer_changed: bool
     before: Side
@@ -74,6 +79,7 @@ def replay(engine: Engine, since: datetime, current: Policy, new: Policy) -> Rep
         RequestRow.server_ms,
         RequestRow.load_ms,
         RequestRow.cost_usd,
+        RequestRow.features,
     )
     with engine.connect() as connection:
         rows = list(connection.execute(select(*columns).where(RequestRow.ts >= since)))
@@ -82,15 +88,16 @@ def replay(engine: Engine, since: datetime, current: Policy, new: Policy) -> Rep
     per_token = _busy_ms_per_token(rows)
     before, after = Side(), Side()
     moved: Counter[tuple[str, str]] = Counter()
-    rescored = unroutable = 0
+    rescored = unroutable = from_features = 0
     for row in rows:
         before.tiers[row.tier] += 1
         if row.cost_usd is None:
             before.unpriced += 1
         else:
             before.cost += Decimal(row.cost_usd)
-        tier, backend, did_rescore, routable = _decide(new, row, changed)
-        rescored += did_rescore
+        tier, backend, how, routable = _decide(new, row, changed)
+        rescored += how != ""
+        from_features += how == "features"
         unroutable += not routable
         after.tiers[tier] += 1
         moved[(row.tier, tier)] += row.tier != tier
@@ -106,6 +113,7 @@ def replay(engine: Engine, since: datetime, current: Policy, new: Policy) -> Rep
     return Replay(
         rows=len(rows),
         rescored=rescored,
+        from_features=from_features,
         unroutable=unroutable,
         scorer_changed=changed,
         before=before,
@@ -114,23 +122,33 @@ def replay(engine: Engine, since: datetime, current: Policy, new: Policy) -> Rep
     )
 
 
-def _decide(policy: Policy, row: Any, scorer_changed: bool) -> tuple[str, str | None, bool, bool]:
-    """(tier, first backend, re-decided from the score?, routable?)"""
+def _decide(policy: Policy, row: Any, scorer_changed: bool) -> tuple[str, str | None, str, bool]:
+    """(tier, first backend, re-decided from: "score" | "features" | "", routable?)"""
     if row.cache == "hit":
-        return row.tier, None, False, True  # answered from the cache: no backend, no change
+        return row.tier, None, "", True  # answered from the cache: no backend, no change
     target = policy.routes.get(row.route) or (row.route if row.route in policy.backends else None)
     if target is None:
-        return row.tier, row.backend, False, False
+        return row.tier, row.backend, "", False
     if policy.needs_score(target):
-        if scorer_changed or row.score is None:
+        value, how = _new_score(policy, row, scorer_changed)
+        if value is None:
             # The recorded tier, if the new policy still has it; its first backend serves.
             known = [t for t in policy.tiers if t.name == row.tier]
             backend = known[0].backends[0] if known else row.backend
-            return row.tier, backend, False, True
-        decision = policy.decide(target, row.score)
-        return decision.tier, decision.candidates[0].backend, True, True
+            return row.tier, backend, "", True
+        decision = policy.decide(target, value)
+        return decision.tier, decision.candidates[0].backend, how, True
     decision = policy.decide(target, None)
-    return decision.tier, decision.candidates[0].backend, False, True
+    return decision.tier, decision.candidates[0].backend, "", True
+
+
+def _new_score(policy: Policy, row: Any, scorer_changed: bool) -> tuple[float | None, str]:
+    """The row's score under ``policy``'s scorer, and where it came from; None if unknown."""
+    if not scorer_changed and row.score is not None:
+        return float(row.score), "score"
+    if policy.scorer_kind == "v1" and row.features is not None:
+        return rescore(json.loads(row.features), policy.scorer), "features"
+    return None, ""
 
 
 def _cost(
@@ -189,6 +207,7 @@ def to_json(result: Replay) -> dict[str, Any]:
     return {
         "requests": result.rows,
         "rescored": result.rescored,
+        "rescored_from_features": result.from_features,
         "unroutable": result.unroutable,
         "scorer_changed": result.scorer_changed,
         "before": side(result.before),
@@ -203,7 +222,18 @@ def to_json(result: Replay) -> dict[str, Any]:
 def render(result: Replay) -> str:
     data = to_json(result)
     lines = [f"{result.rows} requests in the window"]
-    if result.scorer_changed:
+    kept = result.rows - result.rescored - result.unroutable
+    if result.scorer_changed and result.from_features:
+        lines.append(
+            f"{result.from_features} re-scored from the v1 features the ledger kept, under the "
+            f"new weights and thresholds"
+        )
+        if kept:
+            lines.append(
+                f"{kept} kept their recorded tier: not scored by v1 (or answered from the "
+                f"cache), so they cannot be re-scored without their prompts"
+            )
+    elif result.scorer_changed:
         lines.append(
             "note: the new policy's scorer differs from the current one, and the ledger keeps no "
             "prompts: stored scores cannot be re-scored, so every request keeps its recorded "

@@ -3,18 +3,20 @@ re-priced at the new policy's prices, expected quality from P(strong needed)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway.ledger.db import make_engine
-from gateway.ledger.models import Base
+from gateway.ledger.models import Base, RequestRow
 from gateway.policy import Policy, parse_policy
 from gateway.routing.replay import render, replay, to_json
+from tests.gateway.helpers import fakes, gateway
 from tests.support.ledger_rows import request_row
 
 POLICY = """
@@ -102,3 +104,75 @@ def test_a_changed_scorer_keeps_the_recorded_tiers(ledger: Engine, tmp_path: Pat
     assert data["after"]["tiers"] == data["before"]["tiers"]
     assert data["after"]["expected_quality"] is None
     assert "cannot be re-scored" in render(result)
+
+
+V1 = """
+version: 1
+backends:
+  weak: {type: fake}
+  strong: {type: fake}
+tiers:
+  - {name: weak, backends: [weak], max_score: %s}
+  - {name: strong, backends: [strong]}
+scorer: {kind: v1, bias: %s, weights: %s}
+"""
+PROMPTS = [
+    ("hi there", None),
+    ("What is 12 * 7 + 3? And 45 / 9 - 2?", None),
+    ("Write a Python function:\n```python\ndef f(x):\n    return x;\n```\nfix it.", 64),
+    ("Explain why the sky is blue, step by step, and justify each step.", 2048),
+    ("Compute 3^4 - 2^5 + 17 * 3 and prove the result is odd.", None),
+    ("List three colours.", 16),
+    ("First sort the list, then remove duplicates, then explain why it works.", None),
+]
+
+
+def _policy_file(directory: Path, policy: str) -> Path:
+    directory.mkdir()
+    path = directory / "policy.yaml"
+    path.write_text(policy)
+    return path
+
+
+async def _run(path: Path) -> Engine:
+    """The prompts through a real gateway under the policy at ``path``; its ledger."""
+    async with gateway(path, backends=fakes("weak", "strong")) as (client, _app):
+        for prompt, max_tokens in PROMPTS:
+            body: dict[str, object] = {"messages": [{"role": "user", "content": prompt}]}
+            if max_tokens is not None:
+                body["max_tokens"] = max_tokens
+            assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+    return make_engine(f"sqlite:///{path.parent / 'ledger.db'}")
+
+
+def _tiers(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return dict(Counter(connection.execute(select(RequestRow.tier)).scalars()))
+
+
+async def test_new_v1_weights_replay_as_the_live_gateway_routes(tmp_path: Path) -> None:
+    """Traffic recorded under one set of v1 weights, replayed under another: the ledger's kept
+    features re-score every request, and the tier mix replay predicts is the one a gateway
+    running the new policy gives the same requests."""
+    old = V1 % (0.3, 0.0, "{}")
+    new = V1 % (0.25, 0.1, "{math: 0.1, code: 0.05, reasoning: 0.5, output: 0.4}")
+    recorded = await _run(_policy_file(tmp_path / "old", old))
+    live = await _run(_policy_file(tmp_path / "new", new))
+    try:
+        result = replay(
+            recorded,
+            datetime.now(UTC) - timedelta(days=1),
+            parse_policy(old.encode(), source="old", base_dir=tmp_path),
+            parse_policy(new.encode(), source="new", base_dir=tmp_path),
+        )
+        data = to_json(result)
+        assert data["scorer_changed"]
+        assert data["rescored"] == data["rescored_from_features"] == len(PROMPTS)
+        assert data["before"]["tiers"] == _tiers(recorded)
+        assert data["after"]["tiers"] == _tiers(live)
+        assert data["moved"]  # the weights change moves requests, in this sample
+        assert data["after"]["tiers"] != data["before"]["tiers"]
+        assert f"{len(PROMPTS)} re-scored from the v1 features" in render(result)
+    finally:
+        recorded.dispose()
+        live.dispose()
