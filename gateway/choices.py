@@ -55,24 +55,27 @@ def sum_usage(usages: list[Usage]) -> Usage:
 
 
 async def extra_stream(
-    state: BackendState, request: ChatRequest, idle_s: float
+    state: BackendState, request: ChatRequest, first_s: float, idle_s: float
 ) -> AsyncGenerator[Chunk, None]:
-    """One more streamed choice from ``state``'s backend, each chunk within ``idle_s``."""
+    """One more streamed choice from ``state``'s backend: its first chunk within ``first_s``
+    (as an attempt's), each later one within ``idle_s``."""
     state.in_flight += 1
     stream = state.backend.astream(request)
+    wait_s, setting = first_s, "timeouts.per_try_s"
     try:
         while True:
             try:
-                async with asyncio.timeout(idle_s):
+                async with asyncio.timeout(wait_s):
                     chunk = await anext(stream)
             except StopAsyncIteration:
                 return
             except TimeoutError as exc:
                 raise BackendTimeout(
                     state.name,
-                    f"a choice's stream went silent for {idle_s:g} s; ask for fewer choices or "
-                    f"raise timeouts.stream_idle_s",
+                    f"a choice's stream went silent for {wait_s:g} s; ask for fewer choices or "
+                    f"raise {setting}",
                 ) from exc
+            wait_s, setting = idle_s, "timeouts.stream_idle_s"
             yield chunk
     finally:
         state.in_flight -= 1

@@ -173,8 +173,11 @@ async def serve(
         accountant.finish(outcome, plan, prices)
 
     streams = [active.dispatcher.chunks(opened)]
-    idle_s = active.policy.timeouts.stream_idle_s
-    streams += [extra_stream(opened.state, r, idle_s) for r in extra_requests(chat, chat.n - 1)]
+    timeouts = active.policy.timeouts
+    streams += [
+        extra_stream(opened.state, r, timeouts.per_try_s, timeouts.stream_idle_s)
+        for r in extra_requests(chat, chat.n - 1)
+    ]
     events = _events(merged(streams), chat.n, shape, include_usage, outcome, account)
 
     async def on_close() -> None:

@@ -525,6 +525,33 @@ async def test_a_choice_failing_mid_stream_ends_the_stream_with_an_error(
     assert statuses == {("small", "502"): 1}
 
 
+async def test_a_choice_that_never_starts_times_out_like_an_attempt(tmp_path: Path) -> None:
+    """An extra streamed choice whose backend never answers is given up after per_try_s (the
+    first choice's limit too): the stream ends with an error event naming the setting, and the
+    backend is not left reserved."""
+    policy = write_policy(
+        tmp_path / "policy.yaml",
+        TWO_TIERS + "timeouts: {total_s: 5, per_try_s: 0.2, cold_start_s: 0, stream_idle_s: 5}\n",
+    )
+    small = FakeBackend.scripted("small", "small answer")
+    small.enqueue("the first choice", FakeStep(delay_ms=30_000))
+    async with gateway(policy, backends={"small": small, **fakes("big")}) as (client, app):
+        response = await client.post(CHAT, json=chat_body(stream=True, n=2))
+        payloads = sse_data(response)
+        assert "[DONE]" not in payloads
+        error = json.loads(payloads[-1])["error"]
+        assert error["code"] == "stream_interrupted"
+        assert "timeouts.per_try_s" in error["message"]
+        text = "".join(
+            c["delta"].get("content") or ""
+            for p in payloads[:-1]
+            for c in json.loads(p)["choices"]
+            if c["index"] == 0
+        )
+        assert "the first choice".startswith(text)  # what came of choice 0 before the end
+        assert app.state.runtime.active.pool["small"].in_flight == 0
+
+
 async def test_completions_whole(gw: tuple[httpx.AsyncClient, FastAPI]) -> None:
     """/v1/completions answers a text_completion with the text and usage."""
     client, _ = gw
