@@ -9,10 +9,11 @@ way.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from gateway.canary.arms import arm_figures
 from gateway.canary.events import (
+    RESTARTABLE,
     Action,
     CanaryEvent,
     Superseded,
@@ -31,9 +33,13 @@ from gateway.canary.events import (
     started_at,
 )
 from gateway.canary.guardrails import candidate_arm, evaluate
+from gateway.canary.pin import pin_problem
 from gateway.canary.spec import CanarySpec
 from gateway.cli_policy import settings_or_exit
 from gateway.ledger.db import make_engine
+
+if TYPE_CHECKING:
+    from gateway.policy import Policy
 
 canary_app = typer.Typer(
     help="The policy's canary: its state, promote, rollback.", no_args_is_help=True
@@ -43,6 +49,10 @@ PolicyOption = Annotated[Path | None, typer.Option(help="Policy (default TIERGAT
 
 
 def _spec(policy: Path | None) -> CanarySpec:
+    return _loaded(policy)[1]
+
+
+def _loaded(policy: Path | None) -> tuple[Policy, CanarySpec]:
     from gateway.policy import PolicyError, load_policy
 
     try:
@@ -53,7 +63,7 @@ def _spec(policy: Path | None) -> CanarySpec:
     if loaded.canary is None:
         typer.echo(f"error: {loaded.source} has no `canary:` block", err=True)
         raise typer.Exit(code=1)
-    return loaded.canary
+    return loaded, loaded.canary
 
 
 def _engine() -> Engine:
@@ -142,7 +152,7 @@ def _arms_table(arms: dict[str, dict[str, Any]]) -> Table:
 
 
 def _decide(policy: Path | None, action: Action, reason: str) -> None:
-    spec = _spec(policy)
+    loaded, spec = _loaded(policy)
     engine = _engine()
     try:
         latest = latest_event(engine, spec.name, spec.candidate)
@@ -151,16 +161,23 @@ def _decide(policy: Path | None, action: Action, reason: str) -> None:
                 f"error: canary {spec.name!r} has not started: start a gateway first", err=True
             )
             raise typer.Exit(code=1)
-        allowed = (
-            ("running", "ready")
-            if action == "promote"
-            else ("running", "ready", "promoted", "paused")
-        )
+        allowed = {
+            "promote": ("running", "ready"),
+            "rollback": ("running", "ready", "promoted", "paused"),
+            "start": RESTARTABLE,
+        }[action]
         if latest.status not in allowed:
+            verb = "restart" if action == "start" else action
             typer.echo(
-                f"error: canary {spec.name!r} is {latest.status}: cannot {action} it", err=True
+                f"error: canary {spec.name!r} is {latest.status}: cannot {verb} it", err=True
             )
             raise typer.Exit(code=1)
+        if action == "start":
+            candidate = loaded.backends.get(spec.candidate)
+            problem = asyncio.run(pin_problem(spec.pin.digest, candidate))
+            if problem is not None:
+                typer.echo(f"error: {problem}", err=True)
+                raise typer.Exit(code=1)
         figures = arm_figures(
             engine,
             since=started_at(engine, spec.name, spec.candidate) or latest.ts,
@@ -211,3 +228,10 @@ def promote(policy: PolicyOption = None, reason: ReasonOption = "") -> None:
 def rollback(policy: PolicyOption = None, reason: ReasonOption = "") -> None:
     """Take the candidate out of traffic at once."""
     _decide(policy, "rollback", reason)
+
+
+@canary_app.command("restart")
+def restart(policy: PolicyOption = None, reason: ReasonOption = "") -> None:
+    """Start a rolled-back (or paused) canary again once its candidate is fixed (an Ollama pin
+    is checked first); its guardrails count from the restart."""
+    _decide(policy, "start", reason or "restarted by hand (cli)")

@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from adapters.config import OllamaConfig
 from gateway.canary.arms import arm_figures
 from gateway.canary.assign import sticky_key
 from gateway.canary.events import (
+    RESTARTABLE,
     Action,
     CanaryEvent,
     Status,
@@ -38,7 +37,7 @@ from gateway.canary.events import (
 from gateway.canary.guardrails import Verdict, candidate_arm, evaluate
 from gateway.canary.metrics import CanaryMetrics
 from gateway.canary.overlay import Routed, apply
-from gateway.canary.pin import digest_matches, ollama_digest
+from gateway.canary.pin import pin_problem
 from gateway.canary.shadow import ShadowJob, ShadowRunner
 from gateway.canary.spec import CanarySpec
 from gateway.ledger.entry import LedgerEntry
@@ -208,22 +207,9 @@ class CanaryController:
 
     async def _verify(self, spec: CanarySpec) -> str | None:
         """Why the candidate may not run (its Ollama digest does not match), or None."""
-        config = self._runtime.active.policy.backends.get(spec.candidate)
-        expected = spec.pin.digest
-        if expected is None or not isinstance(config, OllamaConfig):
-            return None
-        try:
-            actual = await ollama_digest(config.base_url, config.model)
-        except (httpx.HTTPError, ValueError) as exc:
-            return f"cannot verify the candidate's digest at {config.base_url}: {exc}"
-        if actual is None:
-            return f"ollama at {config.base_url} has no model {config.model!r}; pull it first"
-        if not digest_matches(expected, actual):
-            return (
-                f"ollama's {config.model!r} has digest {actual}, the policy pins {expected}: "
-                f"this is not the model that was tested; pull the pinned one or update the pin"
-            )
-        return None
+        return await pin_problem(
+            spec.pin.digest, self._runtime.active.policy.backends.get(spec.candidate)
+        )
 
     async def _decide(
         self, action: Action, actor: str, reason: str, numbers: dict[str, Any]
@@ -326,7 +312,7 @@ class CanaryController:
             if current.status not in ("running", "ready"):
                 raise CanaryConflict(
                     f"canary {current.spec.name!r} is {current.status}: only a running or ready "
-                    f"canary can be promoted (a rolled-back one restarts under a new name)"
+                    f"canary can be promoted (a rolled-back one: `tiergate canary restart` first)"
                 )
             return _stood(
                 "promote",
@@ -348,6 +334,31 @@ class CanaryController:
                     actor,
                     reason or f"rolled back by hand ({actor})",
                     await self._numbers(),
+                ),
+            )
+
+    async def restart(self, actor: str, reason: str = "") -> CanaryEvent:
+        """Start a rolled-back (or paused) canary again, after its candidate was fixed: its
+        guardrails count from now."""
+        async with self._lock:
+            await self.sync()
+            current = self._require()
+            if current.status not in RESTARTABLE:
+                raise CanaryConflict(
+                    f"canary {current.spec.name!r} is {current.status}: only a rolled-back or "
+                    f"paused canary can be restarted"
+                )
+            problem = await self._verify(current.spec)
+            if problem is not None:
+                raise CanaryConflict(problem)
+            spec = current.spec
+            return _stood(
+                "start",
+                await self._decide(
+                    "start",
+                    actor,
+                    reason or f"restarted by hand ({actor})",
+                    {"spec": spec.model_dump()},
                 ),
             )
 

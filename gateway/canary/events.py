@@ -30,6 +30,8 @@ STATUS_OF: dict[str, Status] = {
     "rollback": "rolled_back",
     "pause": "paused",
 }
+# What a manual restart (a new ``start``) may follow: the candidate was fixed after these.
+RESTARTABLE: tuple[Status, ...] = ("rolled_back", "paused")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from adapters.config import BackendConfig, OllamaConfig
+
 _CHUNK = 1 << 20
 # (path, mtime_ns, size) → digest: a policy reload does not re-read a multi-GB file.
 _CACHE: dict[tuple[str, int, int], str] = {}
@@ -51,4 +53,23 @@ async def ollama_digest(base_url: str, model: str, *, timeout_s: float = 5.0) ->
         if model in names or f"{model}:latest" in names:
             digest = entry.get("digest")
             return str(digest) if digest else None
+    return None
+
+
+async def pin_problem(expected: str | None, config: BackendConfig | None) -> str | None:
+    """Why an Ollama candidate pinned to ``expected`` may not run (the server has another
+    model under that name, or none, or cannot be asked), or None when it may."""
+    if expected is None or not isinstance(config, OllamaConfig):
+        return None
+    try:
+        actual = await ollama_digest(config.base_url, config.model)
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"cannot verify the candidate's digest at {config.base_url}: {exc}"
+    if actual is None:
+        return f"ollama at {config.base_url} has no model {config.model!r}; pull it first"
+    if not digest_matches(expected, actual):
+        return (
+            f"ollama's {config.model!r} has digest {actual}, the policy pins {expected}: "
+            f"this is not the model that was tested; pull the pinned one or update the pin"
+        )
     return None

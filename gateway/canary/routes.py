@@ -1,4 +1,5 @@
-"""Admin endpoints of the canary (admin key): its state and figures, promote, rollback."""
+"""Admin endpoints of the canary (admin key): its state and figures, promote, rollback,
+restart."""
 
 from __future__ import annotations
 
@@ -78,11 +79,20 @@ async def canary_rollback(request: Request) -> Response:
     return await _decide(request, "rollback")
 
 
-async def _decide(request: Request, action: Literal["promote", "rollback"]) -> Response:
+@router.post("/admin/canary/restart")
+async def canary_restart(request: Request) -> Response:
+    return await _decide(request, "restart")
+
+
+async def _decide(request: Request, action: Literal["promote", "rollback", "restart"]) -> Response:
     """A manual decision, recorded with the admin's reason."""
     reason = await _reason(request)
     controller = _controller(request)
-    decide = controller.promote if action == "promote" else controller.rollback
+    decide = {
+        "promote": controller.promote,
+        "rollback": controller.rollback,
+        "restart": controller.restart,
+    }[action]
     try:
         event = await decide("admin", reason)
     except CanaryConflict as exc:

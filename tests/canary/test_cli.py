@@ -38,8 +38,8 @@ def _run(url: str, *args: str) -> tuple[int, str]:
 
 def test_status_promote_and_rollback(tmp_path: Path) -> None:
     """Before any gateway ran it: status says so and a decision is refused. Once started:
-    status shows the state and arms, promote and rollback are recorded (actor cli), and a
-    second rollback of a rolled-back canary is refused."""
+    status shows the state and arms, promote and rollback are recorded (actor cli), a second
+    rollback of a rolled-back canary is refused, and a restart starts it again (once)."""
     policy, url = _setup(tmp_path)
     code, out = _run(url, "status", "--policy", str(policy), "--format", "json")
     assert code == 0, out
@@ -74,6 +74,15 @@ def test_status_promote_and_rollback(tmp_path: Path) -> None:
         assert code == 0
         assert "rolled_back" in out
         assert "per arm" in out
+
+        code, out = _run(url, "restart", "--policy", str(policy), "--reason", "new build")
+        assert code == 0, out
+        latest = latest_event(engine, "c1", "cand")
+        assert latest is not None
+        assert (latest.action, latest.actor, latest.reason) == ("start", "cli", "new build")
+        code, out = _run(url, "restart", "--policy", str(policy))
+        assert code == 1
+        assert "running: cannot restart it" in out
     finally:
         engine.dispose()
 

@@ -97,7 +97,8 @@ async def test_a_failing_candidate_is_rolled_back_after_min_samples(tmp_path: Pa
     """The candidate answers 3 requests, then fails every call: its keys are still answered,
     by the stable backend (fallback, then the open breaker); the canary waits for 10 samples,
     then rolls back with the reason and numbers recorded; afterwards the candidate takes no
-    traffic, and a restarted gateway keeps it rolled back."""
+    traffic, and a restarted gateway keeps it rolled back until an operator restarts the
+    canary."""
     failing = FakeBackend.scripted("cand", FakeStep(error="unavailable"))
     failing.enqueue("candidate answer", "candidate answer", "candidate answer")
     policy = _write(tmp_path)
@@ -140,6 +141,23 @@ async def test_a_failing_candidate_is_rolled_back_after_min_samples(tmp_path: Pa
         assert _status(_controller(app)) == "rolled_back"
         await _ask(client, users[0])
         assert restarted.requests == []
+
+        # The candidate was fixed: the operator restarts the canary; its figures start afresh.
+        fixed = await client.post("/admin/canary/restart", json={"reason": "fixed the model"})
+        assert fixed.status_code == 200, fixed.text
+        assert (fixed.json()["action"], fixed.json()["reason"]) == ("start", "fixed the model")
+        assert _status(_controller(app)) == "running"
+        response = await _ask(client, users[1])
+        assert response.headers["x-tiergate-backend"] == "cand"
+        assert response.json()["choices"][0]["message"]["content"] == "healthy now"
+        status = (await client.get("/admin/canary")).json()
+        assert status["status"] == "running"
+        assert status["arms"]["candidate"]["requests"] == 1  # counted from the restart
+        assert status["arms"]["candidate"]["error_rate"] == 0.0
+        assert [e["action"] for e in status["events"][:3]] == ["start", "rollback", "start"]
+        again = await client.post("/admin/canary/restart")
+        assert again.status_code == 409
+        assert "only a rolled-back or paused canary" in again.json()["error"]["message"]
 
 
 async def test_a_healthy_candidate_is_promoted(tmp_path: Path) -> None:

@@ -70,3 +70,31 @@ async def test_a_different_digest_pauses_the_canary(tmp_path: Path) -> None:
     assert other in reason
     assert "9f4bd8a2c1e7" in reason
     assert backend == "small"
+
+
+async def test_a_restart_checks_the_pin_again(tmp_path: Path) -> None:
+    """A rolled-back canary is restarted only once Ollama serves the pinned build: while it
+    serves another one the restart is refused (409, both digests named)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY % "9f4bd8a2c1e7")
+    fakes = {"small": FakeBackend.scripted("small", "stable"), "cand": FakeBackend("cand")}
+    other = "sha256:" + "1" * 64
+    with respx.mock(assert_all_called=False) as mock:
+        tags = mock.get("http://127.0.0.1:11434/api/tags")
+        tags.mock(return_value=_tags(FULL))
+        async with gateway(policy, backends=fakes) as (client, app):
+            canary: CanaryController = app.state.canary
+            assert (await client.post("/admin/canary/rollback")).status_code == 200
+            tags.mock(return_value=_tags(other))
+            refused = await client.post("/admin/canary/restart")
+            assert refused.status_code == 409
+            assert other in refused.json()["error"]["message"]
+            assert _state(canary) == "rolled_back"
+            tags.mock(return_value=_tags(FULL))
+            assert (await client.post("/admin/canary/restart")).status_code == 200
+            assert _state(canary) == "running"
+
+
+def _state(canary: CanaryController) -> str:
+    assert canary.current is not None
+    return canary.current.status
