@@ -65,19 +65,10 @@ async def test_waits_out_min_duration_then_promotes(tmp_path: Path) -> None:
     upgrade(url)
     engine = make_engine(url)
     now = [T0]
-    runtime = Runtime(policy, Metrics(), factory=factory_with(fakes("small", "cand")))
-    canary = CanaryController(
-        runtime,
-        CanaryMetrics(CollectorRegistry()),
-        engine=engine,
-        record=None,
-        now=lambda: now[0],
-    )
+    runtime, canary = _replica(policy, engine, None, now)
     try:
         await canary.sync()
-        rows = [_row(i, "candidate", "cand", 100.0) for i in range(20)]
-        rows += [_row(100 + i, "stable", "small", 100.0) for i in range(20)]
-        insert_batch(engine, rows)
+        insert_batch(engine, _arms(candidate_ms=100.0))
 
         now[0] = T0 + timedelta(minutes=30)
         verdict = await canary.evaluate()
@@ -103,8 +94,17 @@ async def test_waits_out_min_duration_then_promotes(tmp_path: Path) -> None:
         engine.dispose()
 
 
+def _arms(candidate_ms: float) -> list[LedgerEntry]:
+    """20 requests on each arm; the stable backend answers in 100 ms."""
+    rows = [_row(i, "candidate", "cand", candidate_ms) for i in range(20)]
+    return rows + [_row(100 + i, "stable", "small", 100.0) for i in range(20)]
+
+
 def _replica(
-    policy: Path, engine: Engine, flush: Callable[[], Awaitable[None]], clock: list[datetime]
+    policy: Path,
+    engine: Engine,
+    flush: Callable[[], Awaitable[None]] | None,
+    clock: list[datetime],
 ) -> tuple[Runtime, CanaryController]:
     runtime = Runtime(policy, Metrics(), factory=factory_with(fakes("small", "cand")))
     canary = CanaryController(
@@ -138,9 +138,7 @@ async def test_two_replicas_deciding_at_once_record_one_decision(tmp_path: Path)
         with structlog.testing.capture_logs() as logs:
             for _runtime, canary in replicas:
                 await canary.sync()  # the first records start, the second adopts it
-            rows = [_row(i, "candidate", "cand", 500.0) for i in range(20)]
-            rows += [_row(100 + i, "stable", "small", 100.0) for i in range(20)]
-            insert_batch(engines[3], rows)
+            insert_batch(engines[3], _arms(candidate_ms=500.0))
             clock[0] = T0 + timedelta(minutes=5)
             verdicts = await asyncio.gather(*(canary.evaluate() for _r, canary in replicas))
         assert [v.outcome for v in verdicts if v is not None] == ["rollback", "rollback"]
@@ -195,9 +193,7 @@ async def test_a_manual_promote_racing_an_automatic_rollback_is_refused(tmp_path
     try:
         await replica[1].sync()
         await operator[1].sync()
-        rows = [_row(i, "candidate", "cand", 500.0) for i in range(20)]
-        rows += [_row(100 + i, "stable", "small", 100.0) for i in range(20)]
-        insert_batch(engines[2], rows)
+        insert_batch(engines[2], _arms(candidate_ms=500.0))
         clock[0] = T0 + timedelta(minutes=5)
         verdict, promoted = await asyncio.gather(
             evaluate_then_signal(),
