@@ -181,9 +181,16 @@ def calibrate(
             "rest): sets every threshold."
         ),
     ] = None,
+    each_tier: Annotated[
+        bool,
+        typer.Option(
+            help="With --target-quality from the ledger: set every tier's threshold from that "
+            "tier's own feedback (else only the one in front of the strongest tier)."
+        ),
+    ] = False,
 ) -> None:
-    """Set the threshold in front of the strongest tier (or, with --tier-shares, every tier's)
-    from labelled data or the ledger."""
+    """Set the threshold in front of the strongest tier (or, with --tier-shares or
+    --each-tier, every tier's) from labelled data or the ledger."""
     from gateway.routing.calibrate import (
         CalibrationError,
         edit_max_scores,
@@ -199,6 +206,13 @@ def calibrate(
             "give one of --target-strong-share, --target-quality or --tier-shares"
         )
     loaded = _policy(policy)
+    if each_tier:
+        if target_quality is None or labels:
+            raise typer.BadParameter(
+                "--each-tier goes with --target-quality on the ledger's feedback (no --labels)"
+            )
+        _calibrate_tiers_by_feedback(policy, loaded, target_quality, since, route, out, dry_run)
+        return
     if tier_shares is not None:
         _calibrate_tiers(
             policy, loaded, tier_shares, labels, keep_contaminated, since, route, out, dry_run
@@ -313,6 +327,44 @@ def _calibrate_tiers(
         floor = threshold
     rest = sum(1 for s in scores if s > thresholds[-1]) / len(scores)
     typer.echo(f"tiers[{len(names) - 1}] {names[-1]}: the rest ({rest:.1%})")
+    _write_calibrated(policy, new_text, out, dry_run)
+
+
+def _calibrate_tiers_by_feedback(
+    policy: Path,
+    loaded: Policy,
+    quality: float,
+    since: str,
+    route: str | None,
+    out: Path | None,
+    dry_run: bool,
+) -> None:
+    """Every threshold but the last, each from the feedback on its own tier's answers."""
+    from gateway.routing.calibrate import (
+        CalibrationError,
+        edit_max_scores,
+        thresholds_for_feedback,
+    )
+
+    cheaper = loaded.tiers[:-1]
+    if not cheaper:
+        typer.echo("error: the policy has one tier: there is no threshold to calibrate", err=True)
+        raise typer.Exit(code=2)
+    try:
+        per_tier = [(t.name, _ledger_feedback(since, route, {t.name})) for t in cheaper]
+        fits = thresholds_for_feedback(per_tier, quality)
+        new_text = edit_max_scores(
+            policy.read_text(), {i: fit.threshold for i, fit in enumerate(fits)}
+        )
+    except (CalibrationError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    for index, (tier, fit) in enumerate(zip(cheaper, fits, strict=True)):
+        typer.echo(
+            f"tiers[{index}] {tier.name}: max_score {tier.max_score:g} → {fit.threshold:g}  "
+            f"({fit.rated} rated answers; the {fit.kept} kept average {fit.kept_mean:.3f}, "
+            f"target {quality:g})"
+        )
     _write_calibrated(policy, new_text, out, dry_run)
 
 

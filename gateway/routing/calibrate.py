@@ -147,6 +147,33 @@ def threshold_for_feedback(rated: Sequence[tuple[float, float]], quality: float)
     return FeedbackFit(threshold=threshold, kept_mean=kept_mean, kept=best + 1, rated=len(ranked))
 
 
+def thresholds_for_feedback(
+    per_tier: Sequence[tuple[str, Sequence[tuple[float, float]]]], quality: float
+) -> list[FeedbackFit]:
+    """Every threshold but the last from feedback: each cheaper tier, cheapest first, keeps the
+    requests its own rated answers say it serves at ``quality`` (``threshold_for_feedback`` on
+    that tier's answers). Thresholds must rise from tier to tier; a tier whose answers fall
+    short right above the tier below it cannot keep any requests, and that is an error that
+    says so rather than a policy with a tier that never serves."""
+    fits: list[FeedbackFit] = []
+    floor = -1.0
+    for name, rated in per_tier:
+        try:
+            fit = threshold_for_feedback(rated, quality)
+        except CalibrationError as exc:
+            raise CalibrationError(f"tier {name!r}: {exc}") from None
+        if fit.threshold <= floor:
+            raise CalibrationError(
+                f"tier {name!r}: its rated answers average below {quality:g} already at its "
+                f"easiest requests, so its max_score would not rise above the tier below it "
+                f"({floor:g}): lower --target-quality, improve or drop the tier, or calibrate "
+                f"only the last threshold (without --each-tier)"
+            )
+        fits.append(fit)
+        floor = fit.threshold
+    return fits
+
+
 def _fit(value: float, low: float, high: float) -> float:
     """``value`` rounded for the file, still >= low (stays down) and < high (goes up)."""
     rounded = round(value, DECIMALS)

@@ -16,6 +16,7 @@ from gateway.routing.calibrate import (
     threshold_for_feedback,
     threshold_for_quality,
     threshold_for_share,
+    thresholds_for_feedback,
     thresholds_for_shares,
 )
 from gateway.routing.labels import LabelSet
@@ -124,6 +125,26 @@ def test_feedback_threshold_needs_enough_ratings_and_handles_extremes() -> None:
     all_bad = [(0.01 * n, 0.0) for n in range(1, 21)]
     nothing = threshold_for_feedback(all_bad, 0.5)
     assert (nothing.threshold, nothing.kept) == (0.0, 0)
+
+
+def test_feedback_sets_each_cheaper_tier_from_its_own_answers() -> None:
+    """tiny's answers are good up to 0.2, local's up to 0.55: with a target of 0.9 each tier
+    keeps its 20 good answers and 2 bad ones (20/22 = 0.909), the cut halfway to the next
+    score; a local tier rated badly from its first request on cannot rise above tiny, and the
+    error says which tier and why."""
+    tiny = [(0.01 * n, 1.0) for n in range(1, 21)] + [(0.25, 0.0), (0.28, 0.0), (0.29, 0.0)]
+    local = [(0.3 + 0.0125 * n, 1.0) for n in range(1, 21)] + [(0.6, 0.0), (0.62, 0.0)]
+    local.append((0.64, 0.0))
+    fits = thresholds_for_feedback([("tiny", tiny), ("local", local)], 0.9)
+    assert [f.kept for f in fits] == [22, 22]
+    assert [f.threshold for f in fits] == pytest.approx([0.285, 0.63])
+    assert fits[0].threshold < fits[1].threshold
+
+    bad_local = [(0.3 + 0.01 * n, 0.0) for n in range(1, 21)]
+    with pytest.raises(CalibrationError, match="tier 'local': its rated answers average below"):
+        thresholds_for_feedback([("tiny", tiny), ("local", bad_local)], 0.9)
+    with pytest.raises(CalibrationError, match="tier 'local': only 3 requests"):
+        thresholds_for_feedback([("tiny", tiny), ("local", local[:3])], 0.9)
 
 
 def test_tier_shares_set_every_threshold() -> None:

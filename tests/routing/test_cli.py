@@ -216,3 +216,43 @@ def test_tier_shares_calibrate_a_three_tier_policy_from_the_ledger(
     text = policy.read_text()
     assert "max_score: 0.5}" in text
     assert "max_score: 0.75}  # keep me" in text
+
+
+def test_each_tier_from_its_own_feedback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--target-quality --each-tier on a three-tier policy: tiny's and local's thresholds each
+    come from the feedback on that tier's answers (the strongest tier's are not used); without
+    --target-quality the flag is refused."""
+    policy = tmp_path / "three.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "backends:\n  a: {type: fake}\n  b: {type: fake}\n  c: {type: fake}\n"
+        "tiers:\n"
+        "  - {name: tiny, backends: [a], max_score: 0.3}\n"
+        "  - {name: local, backends: [b], max_score: 0.7}\n"
+        "  - {name: strong, backends: [c]}\n"
+    )
+    rated: list[tuple[float, str, float | None]] = [(0.01 * n, "tiny", 1.0) for n in range(1, 21)]
+    rated += [(0.25, "tiny", 0.0), (0.28, "tiny", 0.0), (0.29, "tiny", 0.0)]
+    rated += [(0.3 + 0.0125 * n, "local", 1.0) for n in range(1, 21)]
+    rated += [(0.6, "local", 0.0), (0.62, "local", 0.0), (0.64, "local", 0.0)]
+    rated += [(0.9, "strong", 0.0)] * 5
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    _ledger_with_feedback(url, rated)
+    monkeypatch.setenv("TIERGATE_DATABASE_URL", url)
+    result = CliRunner().invoke(
+        app, ["calibrate", "--policy", str(policy), "--target-quality", "0.9", "--each-tier"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "tiers[0] tiny: max_score 0.3 → 0.285  (23 rated answers; the 22 kept average 0.909" in (
+        result.output
+    )
+    assert "tiers[1] local: max_score 0.7 → 0.63  (23 rated answers" in result.output
+    text = policy.read_text()
+    assert "max_score: 0.285}" in text
+    assert "max_score: 0.63}" in text
+
+    refused = CliRunner().invoke(
+        app, ["calibrate", "--policy", str(policy), "--target-strong-share", "0.2", "--each-tier"]
+    )
+    assert refused.exit_code == 2
+    assert "--each-tier goes with --target-quality" in refused.output
