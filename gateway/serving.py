@@ -283,7 +283,10 @@ class EventStreamResponse(StreamingResponse):
 
         async def listen() -> None:
             nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # a server whose receive fails: treat it as the client gone
                 pass
             if not done:
                 gone = True
