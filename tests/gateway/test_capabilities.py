@@ -96,6 +96,32 @@ async def test_streamed_tool_call_events(policy_file: Path) -> None:
     assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+async def test_streamed_tool_calls_of_two_choices(policy_file: Path) -> None:
+    """n=2 streamed with tools: each choice's call arrives as delta.tool_calls under its own
+    choice index, and each choice ends with finish_reason tool_calls."""
+    async with gateway(policy_file, backends=backends()) as (client, _):
+        response = await client.post(
+            "/v1/chat/completions",
+            json={"messages": ASK, "tools": TOOLS, "stream": True, "n": 2},
+        )
+    assert response.status_code == 200, response.text
+    events = [
+        json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")
+    ]
+    calls: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
+    finished: dict[int, str] = {}
+    for event in events:
+        for choice in event["choices"]:
+            calls[choice["index"]] += choice["delta"].get("tool_calls", [])
+            if choice["finish_reason"] is not None:
+                finished[choice["index"]] = choice["finish_reason"]
+    for index in (0, 1):
+        assert [(c["id"], c["function"]["name"]) for c in calls[index]] == [
+            ("call_fake_0", "lookup")
+        ]
+    assert finished == {0: "tool_calls", 1: "tool_calls"}
+
+
 async def test_tool_requests_skip_the_response_cache(policy_file: Path) -> None:
     """The same deterministic request with tools reaches the backend each time (a cached text
     cannot stand for a tool call), while a JSON-mode request is cached apart from plain text."""
