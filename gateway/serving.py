@@ -275,8 +275,8 @@ class EventStreamResponse(StreamingResponse):
 
     async def _stream(self, receive: Receive, send: Send) -> None:
         """Send the events until they end or the client goes away. A plain task listens for
-        the disconnect and cancels this one: Starlette's task group per stream (anyio cancel
-        scopes) cost ~8% of a streaming worker's CPU."""
+        the disconnect and cancels this one, in place of Starlette's task group per stream
+        (about 3.5% less CPU per streamed request; bench/README.md)."""
         streaming = asyncio.current_task()
         assert streaming is not None
         gone = done = False

@@ -50,6 +50,7 @@ class Replay:
     rows: int
     rescored: int  # rows whose tier was re-decided from the stored score or features
     from_features: int  # of those, rows re-scored from their v1 features (a weights change)
+    unscorable: int  # rows that needed a score the new scorer cannot give: tier kept
     unroutable: int  # rows whose route the new policy does not have
     scorer_changed: bool
     before: Side
@@ -88,7 +89,7 @@ def replay(engine: Engine, since: datetime, current: Policy, new: Policy) -> Rep
     per_token = _busy_ms_per_token(rows)
     before, after = Side(), Side()
     moved: Counter[tuple[str, str]] = Counter()
-    rescored = unroutable = from_features = 0
+    rescored = unroutable = from_features = unscorable = 0
     for row in rows:
         before.tiers[row.tier] += 1
         if row.cost_usd is None:
@@ -96,8 +97,9 @@ def replay(engine: Engine, since: datetime, current: Policy, new: Policy) -> Rep
         else:
             before.cost += Decimal(row.cost_usd)
         tier, backend, how, routable = _decide(new, row, changed)
-        rescored += how != ""
+        rescored += how in ("score", "features")
         from_features += how == "features"
+        unscorable += how == "kept"
         unroutable += not routable
         after.tiers[tier] += 1
         moved[(row.tier, tier)] += row.tier != tier
@@ -114,6 +116,7 @@ def replay(engine: Engine, since: datetime, current: Policy, new: Policy) -> Rep
         rows=len(rows),
         rescored=rescored,
         from_features=from_features,
+        unscorable=unscorable,
         unroutable=unroutable,
         scorer_changed=changed,
         before=before,
@@ -123,7 +126,8 @@ def replay(engine: Engine, since: datetime, current: Policy, new: Policy) -> Rep
 
 
 def _decide(policy: Policy, row: Any, scorer_changed: bool) -> tuple[str, str | None, str, bool]:
-    """(tier, first backend, re-decided from: "score" | "features" | "", routable?)"""
+    """(tier, first backend, re-decided from: "score" | "features" | "kept" (a score was
+    needed and cannot be had) | "" (no score needed), routable?)"""
     if row.cache == "hit":
         return row.tier, None, "", True  # answered from the cache: no backend, no change
     target = policy.routes.get(row.route) or (row.route if row.route in policy.backends else None)
@@ -135,7 +139,7 @@ def _decide(policy: Policy, row: Any, scorer_changed: bool) -> tuple[str, str | 
             # The recorded tier, if the new policy still has it; its first backend serves.
             known = [t for t in policy.tiers if t.name == row.tier]
             backend = known[0].backends[0] if known else row.backend
-            return row.tier, backend, "", True
+            return row.tier, backend, "kept", True
         decision = policy.decide(target, value)
         return decision.tier, decision.candidates[0].backend, how, True
     decision = policy.decide(target, None)
@@ -208,6 +212,7 @@ def to_json(result: Replay) -> dict[str, Any]:
         "requests": result.rows,
         "rescored": result.rescored,
         "rescored_from_features": result.from_features,
+        "kept_unscorable": result.unscorable,
         "unroutable": result.unroutable,
         "scorer_changed": result.scorer_changed,
         "before": side(result.before),
@@ -222,16 +227,15 @@ def to_json(result: Replay) -> dict[str, Any]:
 def render(result: Replay) -> str:
     data = to_json(result)
     lines = [f"{result.rows} requests in the window"]
-    kept = result.rows - result.rescored - result.unroutable
     if result.scorer_changed and result.from_features:
         lines.append(
             f"{result.from_features} re-scored from the v1 features the ledger kept, under the "
             f"new weights and thresholds"
         )
-        if kept:
+        if result.unscorable:
             lines.append(
-                f"{kept} kept their recorded tier: not scored by v1 (or answered from the "
-                f"cache), so they cannot be re-scored without their prompts"
+                f"{result.unscorable} kept their recorded tier: not scored by v1, so they "
+                f"cannot be re-scored without their prompts"
             )
     elif result.scorer_changed:
         lines.append(

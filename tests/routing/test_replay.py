@@ -101,6 +101,7 @@ def test_a_changed_scorer_keeps_the_recorded_tiers(ledger: Engine, tmp_path: Pat
     data = to_json(result)
     assert data["scorer_changed"]
     assert data["rescored"] == 0
+    assert data["kept_unscorable"] == 5
     assert data["after"]["tiers"] == data["before"]["tiers"]
     assert data["after"]["expected_quality"] is None
     assert "cannot be re-scored" in render(result)
@@ -168,6 +169,7 @@ async def test_new_v1_weights_replay_as_the_live_gateway_routes(tmp_path: Path) 
         data = to_json(result)
         assert data["scorer_changed"]
         assert data["rescored"] == data["rescored_from_features"] == len(PROMPTS)
+        assert data["kept_unscorable"] == 0
         assert data["before"]["tiers"] == _tiers(recorded)
         assert data["after"]["tiers"] == _tiers(live)
         assert data["moved"]  # the weights change moves requests, in this sample
