@@ -130,7 +130,7 @@ def _run(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         TIERGATE_OUTBOX_PATH=str(workdir / f"outbox-{port}.db"),
     )
     server = subprocess.Popen(
-        [sys.executable, "-c", "from gateway.cli import main; main()", "serve"],
+        [sys.executable, "-c", "from gateway.cli.main import main; main()", "serve"],
         env=env,
         cwd=workdir,
         stdout=subprocess.DEVNULL,

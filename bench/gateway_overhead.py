@@ -146,8 +146,8 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict[str
 def scorer_timing(samples: int = 3000) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
     from adapters.base import Message
-    from gateway.scoring import ScorerWeights, score
-    from gateway.tokens import count_exact, warm_up
+    from gateway.scoring.heuristic import ScorerWeights, score
+    from gateway.scoring.tokens import count_exact, warm_up
 
     warm_up()
     # Mixed content, so every feature's scan runs: numbers and arithmetic, code, cue words.

@@ -70,7 +70,7 @@ _BASELINE = (Decimal("2.5e-6"), Decimal("1e-5"))  # openai/gpt-4o
 
 
 def make_entries(n: int, seed: int = 1234) -> list[LedgerEntry]:
-    """``n`` varied rows, as ``gateway.accounting`` builds them."""
+    """``n`` varied rows, as ``gateway.routing.accounting`` builds them."""
     rng = random.Random(seed)
     start = datetime.now(UTC) - timedelta(hours=1)
     entries = []

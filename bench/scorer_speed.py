@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.policy import parse_policy
-from gateway.routing.labels import read_labels
-from gateway.routing.learned import DEFAULT_ARTIFACT, parse_artifact
+from gateway.scoring.learned import DEFAULT_ARTIFACT, parse_artifact
+from gateway.tools.scorer.labels import read_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data" / "routellm" / "routellm_pairs.jsonl.gz"
@@ -74,7 +74,7 @@ def main() -> None:
         }
         print(kind, results[kind], flush=True)
     probe = (
-        "import sys, time; t = time.perf_counter(); import gateway.routing.learned; "
+        "import sys, time; t = time.perf_counter(); import gateway.scoring.learned; "
         "print(time.perf_counter() - t, 'numpy' in sys.modules, 'sklearn' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -1,5 +1,6 @@
-"""Errors the gateway answers with, in OpenAI's JSON shape:
-``{"error": {"message", "type", "param", "code"}}``.
+"""What the gateway tells a client that it cannot serve: the error tree, free of any wire
+format. The HTTP edge renders it in the shape of the API the request came through (OpenAI's
+``{"error": {"message", "type", "param", "code"}}``; see ``gateway.http.errors``).
 
     GatewayError                  status    type
      ├── BadRequest               400       invalid_request_error   (field named in `param`)
@@ -7,18 +8,13 @@
      ├── Forbidden                403       permission_error
      ├── NotFound                 404       invalid_request_error
      ├── PayloadTooLarge          413       invalid_request_error
-     ├── TooManyRequests          429       rate_limit_error
+     ├── TooManyRequests          429       rate_limit_error        (`retry_after` seconds)
      ├── BadGateway               502       upstream_error          (a backend answered garbage)
      ├── ServiceUnavailable       503       service_unavailable
      └── GatewayTimeout           504       timeout
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-
-import orjson
-from starlette.responses import Response
 
 
 class GatewayError(Exception):
@@ -31,23 +27,13 @@ class GatewayError(Exception):
         *,
         param: str | None = None,
         code: str | None = None,
-        headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.message = message
         self.param = param
         self.code = code
-        self.headers = dict(headers or {})
+        self.retry_after = retry_after  # when the client may try again, if anyone knows
         super().__init__(message)
-
-    def response(self, extra_headers: Mapping[str, str] | None = None) -> Response:
-        return error_response(
-            self.status,
-            self.message,
-            type_=self.type,
-            param=self.param,
-            code=self.code,
-            headers={**self.headers, **(extra_headers or {})},
-        )
 
 
 class BadRequest(GatewayError):
@@ -93,28 +79,3 @@ class ServiceUnavailable(GatewayError):
 class GatewayTimeout(GatewayError):
     status = 504
     type = "timeout"
-
-
-def error_body(
-    message: str, *, type_: str, param: str | None = None, code: str | None = None
-) -> bytes:
-    return orjson.dumps(
-        {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    )
-
-
-def error_response(
-    status: int,
-    message: str,
-    *,
-    type_: str,
-    param: str | None = None,
-    code: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    return Response(
-        content=error_body(message, type_=type_, param=param, code=code),
-        status_code=status,
-        media_type="application/json",
-        headers=dict(headers or {}),
-    )

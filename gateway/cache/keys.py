@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from adapters.base import ChatRequest, Message
-from gateway.tokens import encode
+from gateway.scoring.tokens import encode
 
 KEY_VERSION = b"v1"
 

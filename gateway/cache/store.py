@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 
-from gateway.breaker import Breaker
+from gateway.routing.breaker import Breaker
 
 log = structlog.get_logger("tiergate.cache")
 

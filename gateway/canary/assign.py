@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from gateway.canary.spec import StickySpec
+from gateway.policy.canary import StickySpec
 
 _SCALE = float(1 << 64)
 

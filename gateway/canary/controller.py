@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.canary.arms import arm_figures
 from gateway.canary.assign import sticky_key
+from gateway.canary.counters import CanaryMetrics
 from gateway.canary.events import (
     RESTARTABLE,
     Action,
@@ -35,14 +36,13 @@ from gateway.canary.events import (
     started_at,
 )
 from gateway.canary.guardrails import Verdict, candidate_arm, evaluate
-from gateway.canary.metrics import CanaryMetrics
 from gateway.canary.overlay import Routed, apply
-from gateway.canary.pin import pin_problem
 from gateway.canary.shadow import ShadowJob, ShadowRunner
-from gateway.canary.spec import CanarySpec
 from gateway.ledger.entry import LedgerEntry
 from gateway.policy import Decision, Policy
-from gateway.runtime import Runtime
+from gateway.policy.canary import CanarySpec
+from gateway.policy.pin import pin_problem
+from gateway.routing.runtime import Runtime
 
 log = structlog.get_logger("tiergate.canary")
 

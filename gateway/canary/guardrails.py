@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from gateway.canary.arms import ArmFigures
-from gateway.canary.spec import CanarySpec
+from gateway.policy.canary import CanarySpec
 
 Outcome = Literal["wait", "rollback", "ready", "promote"]
 

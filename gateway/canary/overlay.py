@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from gateway.canary.assign import bucket, in_candidate
 from gateway.canary.events import Status
-from gateway.canary.spec import CanarySpec
 from gateway.policy import Candidate, Decision
+from gateway.policy.canary import CanarySpec
 
 Arm = str  # "stable" | "candidate"
 

@@ -23,14 +23,14 @@ import structlog
 
 from adapters.base import ChatRequest, Completion, Usage
 from adapters.errors import BackendError, BackendTimeout, BackendUnavailable
-from gateway.accounting import Outcome
 from gateway.canary.compare import compare
+from gateway.canary.counters import CanaryMetrics
 from gateway.canary.judge import RateLimit, judge_request, parse_grade
-from gateway.canary.metrics import CanaryMetrics
-from gateway.canary.spec import CanarySpec
 from gateway.ids import request_id
 from gateway.ledger.entry import LedgerEntry
-from gateway.runtime import Active
+from gateway.policy.canary import CanarySpec
+from gateway.routing.accounting import Outcome
+from gateway.routing.runtime import Active
 
 log = structlog.get_logger("tiergate.canary")
 

@@ -22,12 +22,12 @@ from adapters.config import (
     TinyConfig,
     with_paths_resolved,
 )
-from gateway.canary.check import canary_problems
+from gateway.policy.canary_check import canary_problems
 from gateway.policy.model import Policy, Route, Tier
+from gateway.policy.pricing import PriceBook, litellm_price
 from gateway.policy.schema import BaselineSpec, PolicyFile, PricingSpec, RouteSpec
-from gateway.pricing import PriceBook, litellm_price
-from gateway.routing.learned import ArtifactError, LearnedScorer, load_scorer
-from gateway.scoring import DEFAULT_WEIGHTS, FEATURES, ScorerWeights
+from gateway.scoring.heuristic import DEFAULT_WEIGHTS, FEATURES, ScorerWeights
+from gateway.scoring.learned import ArtifactError, LearnedScorer, load_scorer
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from adapters.base import Message
 from adapters.config import BackendConfig
-from gateway.canary.spec import CanarySpec
+from gateway.policy.canary import CanarySpec
+from gateway.policy.pricing import PriceBook
 from gateway.policy.schema import (
     BreakerSpec,
     CacheSpec,
@@ -17,9 +18,8 @@ from gateway.policy.schema import (
     LimitSpec,
     TimeoutSpec,
 )
-from gateway.pricing import PriceBook
-from gateway.routing.learned import LearnedScorer
-from gateway.scoring import Score, ScorerWeights, score
+from gateway.scoring.heuristic import Score, ScorerWeights, score
+from gateway.scoring.learned import LearnedScorer
 
 PINNED_TIER = "pinned"
 

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.config import BackendConfig
-from gateway.canary.spec import CanarySpec
+from gateway.policy.canary import CanarySpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 

@@ -1,3 +1,3 @@
-"""Routing quality: the learned scorer, RouteLLM-style evaluation (APGR, CPT), threshold
-calibration and policy replay. Only ``features`` and ``learned`` are on the request path; the
-rest is offline tooling (training imports numpy and scikit-learn, plots import matplotlib)."""
+"""Where a request goes and how it gets there: the plan (route → tier → candidates, screened by
+what the request needs), the backend pool with its breakers, dispatch inside one deadline,
+extra choices, and the accounting at the end of every request."""

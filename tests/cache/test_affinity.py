@@ -22,7 +22,7 @@ from adapters.config import FakeConfig, FakeStep
 from adapters.fake import FakeBackend
 from gateway.cache.affinity import warm_prefixes, with_affinity
 from gateway.policy import Decision
-from tests.gateway.helpers import gateway, policy_from
+from tests.http.helpers import gateway, policy_from
 
 CHAT = "/v1/chat/completions"
 WAIT_S = 10.0

@@ -28,7 +28,7 @@ from adapters.fake import FakeBackend
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.models import RequestRow
 from gateway.ledger.report import build_report
-from tests.gateway.helpers import gateway
+from tests.http.helpers import gateway
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

@@ -17,8 +17,8 @@ import pytest
 
 from adapters.base import ChatRequest, Message
 from gateway.cache.keys import deterministic, prefix_hashes, prompt_text, response_key
-from gateway.tokens import encode
-from tests.gateway.helpers import fakes, gateway
+from gateway.scoring.tokens import encode
+from tests.http.helpers import fakes, gateway
 
 CHAT = "/v1/chat/completions"
 REPO = Path(__file__).resolve().parents[2]

@@ -21,9 +21,9 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from adapters.fake import FakeBackend
-from gateway.breaker import Breaker
 from gateway.cache.store import RedisStore
-from tests.gateway.helpers import gateway
+from gateway.routing.breaker import Breaker
+from tests.http.helpers import gateway
 from tests.support.redis import PrivateRedis
 from tests.support.tcp_proxy import TcpProxy
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from gateway.canary.assign import bucket, in_candidate, sticky_key
-from gateway.canary.spec import StickySpec
+from gateway.policy.canary import StickySpec
 
 KEYS = [f"user-{i}" for i in range(10_000)]
 

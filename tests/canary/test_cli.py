@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from gateway.canary.events import CanaryEvent, latest_event, record_event
-from gateway.cli import app
+from gateway.cli.main import app
 from gateway.ledger.db import make_engine, upgrade
 
 POLICY = """

@@ -14,15 +14,15 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from gateway.canary.controller import CanaryConflict, CanaryController
+from gateway.canary.counters import CanaryMetrics
 from gateway.canary.events import recent_events
 from gateway.canary.guardrails import Verdict
-from gateway.canary.metrics import CanaryMetrics
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.store import insert_batch
 from gateway.metrics import Metrics
-from gateway.runtime import Runtime
-from tests.gateway.helpers import factory_with, fakes
+from gateway.routing.runtime import Runtime
+from tests.http.helpers import factory_with, fakes
 from tests.support.ledger_rows import ledger_entry
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

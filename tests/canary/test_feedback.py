@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from gateway.ledger.models import FeedbackRow
 from gateway.ledger.report import build_report
-from tests.gateway.helpers import TWO_TIERS, gateway
+from tests.http.helpers import TWO_TIERS, gateway
 
 CHAT = "/v1/chat/completions"
 KEYS = "alice:key-a,bob:key-b"

@@ -16,7 +16,7 @@ from adapters.fake import FakeBackend
 from gateway.canary.assign import in_candidate
 from gateway.canary.controller import CanaryController
 from gateway.ledger.models import CanaryEventRow, RequestRow
-from tests.gateway.helpers import gateway
+from tests.http.helpers import gateway
 
 CHAT = "/v1/chat/completions"
 POLICY = """

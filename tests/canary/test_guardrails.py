@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.canary.arms import ArmFigures
 from gateway.canary.guardrails import evaluate
-from gateway.canary.spec import CanarySpec
+from gateway.policy.canary import CanarySpec
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

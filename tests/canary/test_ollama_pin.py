@@ -10,7 +10,7 @@ import respx
 
 from adapters.fake import FakeBackend
 from gateway.canary.controller import CanaryController
-from tests.gateway.helpers import gateway
+from tests.http.helpers import gateway
 
 FULL = "sha256:9f4bd8a2c1e7d6b5a4938271605f4e3d2c1b0a9f8e7d6c5b4a3928171605f4e3"
 POLICY = """

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.canary.pin import file_sha256
 from gateway.policy import PolicyError, parse_policy
+from gateway.policy.pin import file_sha256
 
 BASE = """
 version: 1

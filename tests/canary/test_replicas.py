@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from gateway.canary.assign import in_candidate
-from tests.gateway.live_server import API_KEY, Server
+from tests.http.live_server import API_KEY, Server
 
 POLICY = """
 version: 1

@@ -17,7 +17,7 @@ from adapters.config import FakeStep
 from adapters.fake import FakeBackend
 from gateway.canary.controller import CanaryController
 from gateway.ledger.models import RequestRow
-from tests.gateway.helpers import gateway
+from tests.http.helpers import gateway
 
 CHAT = "/v1/chat/completions"
 BASE = """

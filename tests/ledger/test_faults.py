@@ -30,8 +30,8 @@ from gateway.ledger.outbox import Outbox
 from gateway.ledger.store import insert_batch
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
-from tests.gateway.helpers import gateway
-from tests.gateway.live_server import API_KEY, WAIT_S, Server
+from tests.http.helpers import gateway
+from tests.http.live_server import API_KEY, WAIT_S, Server
 from tests.support.loadgen import Load
 from tests.support.tcp_proxy import TcpProxy
 

@@ -34,7 +34,9 @@ TABLE = "ledger_requests"
 def _tiergate(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the installed ``tiergate`` program with no TIERGATE_* setting but ``env``."""
     script = shutil.which("tiergate", path=str(Path(sys.executable).parent))
-    command = [script] if script else [sys.executable, "-c", "from gateway.cli import main; main()"]
+    command = (
+        [script] if script else [sys.executable, "-c", "from gateway.cli.main import main; main()"]
+    )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
     return subprocess.run(
         [*command, *args],

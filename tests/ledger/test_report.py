@@ -23,7 +23,7 @@ from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.report import CSV_FIELDS, build_report, nearest_rank, parse_since
 from gateway.ledger.store import insert_batch
-from tests.gateway.helpers import TWO_TIERS, gateway
+from tests.http.helpers import TWO_TIERS, gateway
 
 D = Decimal
 
@@ -394,7 +394,9 @@ def test_parse_since() -> None:
 def tiergate(*args: str, url: str, cwd: Path, code: int = 0) -> subprocess.CompletedProcess[str]:
     """The installed ``tiergate`` with only TIERGATE_DATABASE_URL set; exits with ``code``."""
     script = shutil.which("tiergate", path=str(Path(sys.executable).parent))
-    command = [script] if script else [sys.executable, "-c", "from gateway.cli import main; main()"]
+    command = (
+        [script] if script else [sys.executable, "-c", "from gateway.cli.main import main; main()"]
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
     env["TIERGATE_DATABASE_URL"] = url
     done = subprocess.run(

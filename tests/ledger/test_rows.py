@@ -30,10 +30,10 @@ from adapters.config import FakeStep
 from adapters.fake import FakeBackend
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.models import RequestRow
+from gateway.policy.pricing import PriceBook
 from gateway.policy.schema import PricingSpec
-from gateway.pricing import PriceBook
 from tests.adapters import _remote_upstream
-from tests.gateway.helpers import gateway
+from tests.http.helpers import gateway
 
 CHAT = "/v1/chat/completions"
 PROMPT = "hello there friend"  # 3 words: the fakes count 3 prompt tokens

@@ -1,0 +1,148 @@
+"""``tiergate db upgrade`` and ``tiergate report``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+from sqlalchemy.exc import OperationalError
+
+from gateway.cli.policy import settings_or_exit
+from gateway.ledger.db import LedgerError, make_engine, upgrade
+from gateway.ledger.report import CSV_FIELDS, GROUPINGS, build_report, parse_since, rows_for_output
+
+db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the ledger schema at TIERGATE_DATABASE_URL (default: embedded SQLite)."""
+    settings = settings_or_exit()
+    url = settings.ledger_url()
+    try:
+        upgrade(url)
+    except (OperationalError, LedgerError) as exc:
+        typer.echo(f"error: cannot upgrade the ledger database: {_first_line(exc)}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"ledger schema is at head ({_safe(url)})")
+
+
+def report(
+    since: Annotated[str, typer.Option(help="Start: 7d, 12h, 30m or an ISO date.")] = "7d",
+    until: Annotated[str | None, typer.Option(help="End (default: now).")] = None,
+    by: Annotated[
+        str | None, typer.Option(help=f"Group by: {', '.join(GROUPINGS)} (default: totals).")
+    ] = None,
+    output: Annotated[
+        str, typer.Option("--format", help="table, json or csv.", case_sensitive=False)
+    ] = "table",
+) -> None:
+    """Requests, tokens, cost, baseline cost, savings, latency and reliability from the ledger."""
+    if output not in ("table", "json", "csv"):
+        raise typer.BadParameter("use table, json or csv", param_hint="--format")
+    if by is not None and by not in GROUPINGS:
+        raise typer.BadParameter(f"use one of {', '.join(GROUPINGS)}", param_hint="--by")
+    try:
+        start = parse_since(since)
+        end = parse_since(until) if until else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    settings = settings_or_exit()
+    engine = make_engine(settings.ledger_url())
+    err = Console(stderr=True)
+    try:
+        with Progress(
+            TextColumn("scanning the ledger"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} rows"),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as bar:
+            task = bar.add_task("scan", total=None)
+            result = build_report(
+                engine,
+                since=start,
+                until=end,
+                by=by,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except OperationalError as exc:
+        typer.echo(f"error: cannot read the ledger: {_first_line(exc)}", err=True)
+        raise typer.Exit(code=1) from None
+    finally:
+        engine.dispose()
+    if output == "json":
+        typer.echo(json.dumps(result, indent=2))
+    elif output == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows_for_output(result))
+    else:
+        console = Console() if Console().is_terminal else Console(width=200)
+        console.print(_table(result))
+        totals = result["totals"]
+        if totals["unpriced_requests"]:
+            console.print(
+                f"{totals['unpriced_requests']} requests went to backends without a price and "
+                f"are left out of the money columns: give them one under pricing.backends"
+            )
+
+
+def _table(result: dict[str, Any]) -> Table:
+    by = result["by"] or "all"
+    table = Table(title=f"tiergate report: {result['since'][:19]} to {result['until'][:19]}")
+    columns = (
+        (by, "key", None),
+        ("requests", "requests", "{:,}"),
+        ("tokens", "_tokens", "{:,}"),
+        ("cost $", "cost_usd", _money),
+        ("baseline $", "baseline_cost_usd", _money),
+        ("saved $", "savings_usd", _money),
+        ("saved %", "savings_pct", "{:.1f}"),
+        ("$ / 1M tok", "cost_per_1m_tokens_usd", "{:.3f}"),
+        ("p50 ms", "latency_ms_p50", "{:.0f}"),
+        ("p95 ms", "latency_ms_p95", "{:.0f}"),
+        ("ttft p50", "ttft_ms_p50", "{:.0f}"),
+        ("fallback", "fallback_rate", "{:.1%}"),
+        ("errors", "error_rate", "{:.1%}"),
+        ("cache hit", "cache_hit_rate", "{:.1%}"),
+        ("feedback", "feedback_avg", "{:.2f}"),
+        ("fb n", "feedback_count", "{:,}"),
+    )
+    for header, *_ in columns:
+        table.add_column(header, justify="left" if header == by else "right")
+    for row in rows_for_output(result):
+        row = {**row, "_tokens": row["prompt_tokens"] + row["completion_tokens"]}
+        cells = []
+        for _, key, fmt in columns:
+            value = row[key]
+            if value is None:
+                cells.append("—")
+            elif callable(fmt):
+                cells.append(fmt(value))
+            else:
+                cells.append(fmt.format(value) if fmt else str(value))
+        table.add_row(*cells)
+    return table
+
+
+def _money(value: float) -> str:
+    """Dollars as people read them: cents for big sums, six decimals for per-request ones."""
+    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.6f}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300]
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

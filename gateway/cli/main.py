@@ -1,0 +1,131 @@
+"""The ``tiergate`` command line. Each command lives in its own module; this file wires them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.cli.bench import bench
+from gateway.cli.canary import canary_app
+from gateway.cli.ledger import db_app, report
+from gateway.cli.models import eval_models, fit
+from gateway.cli.policy import policy_app, score_cmd, settings_or_exit
+from gateway.cli.scorer import calibrate, eval_router, replay_cmd, train_scorer
+from gateway.tools.demo import demo_command
+
+app = typer.Typer(
+    name="tiergate",
+    help="A cost-and-quality routing gateway for LLM traffic.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("bench")(bench)
+app.command("score")(score_cmd)
+policy_app.command("replay")(replay_cmd)
+app.add_typer(policy_app, name="policy")
+app.command("eval-router")(eval_router)
+app.command("train-scorer")(train_scorer)
+app.command("calibrate")(calibrate)
+app.add_typer(db_app, name="db")
+app.add_typer(canary_app, name="canary")
+app.command("report")(report)
+app.command("demo")(demo_command)
+app.command("fit")(fit)
+app.command("eval-models")(eval_models)
+
+
+@app.callback()
+def _root() -> None:
+    """A cost-and-quality routing gateway for LLM traffic."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address (default TIERGATE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default TIERGATE_PORT).")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy (default TIERGATE_POLICY).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Gateway processes (default TIERGATE_WORKERS, 1)."),
+    ] = None,
+) -> None:
+    """Start the gateway (uvicorn) with the policy's backends."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.ledger.db import LedgerError, check_ledger
+    from gateway.policy import PolicyError, load_policy
+    from gateway.settings import ExposureError
+    from gateway.workers import Supervisor, uvicorn_config
+
+    overrides = {
+        k: v
+        for k, v in {"host": host, "port": port, "policy": policy, "workers": workers}.items()
+        if v is not None
+    }
+    # Worker processes read their settings from the environment: pass the overrides on.
+    for key, value in overrides.items():
+        os.environ[f"TIERGATE_{key.upper()}"] = str(value)
+    settings = settings_or_exit()
+    try:
+        load_policy(settings.policy)  # fail here, clearly, rather than inside the server
+        if settings.ledger:
+            check_ledger(settings.ledger_url())
+        app = create_app(settings)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    except LedgerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    except (ExposureError, ValueError) as exc:  # ValueError: a malformed TIERGATE_API_KEYS
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    if settings.workers > 1:
+        raise typer.Exit(code=Supervisor(settings, settings.workers).run())
+    uvicorn.Server(uvicorn_config(app, settings)).run()
+
+
+@app.command()
+def backends(
+    policy: Annotated[Path | None, typer.Option(help="Policy (default TIERGATE_POLICY).")] = None,
+) -> None:
+    """Probe each backend of a policy once and print its health."""
+    from adapters import load_backend
+    from gateway.policy import PolicyError, load_policy
+    from gateway.routing.pool import disabled_reason
+
+    try:
+        loaded = load_policy(policy or settings_or_exit().policy)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+
+    async def probe() -> int:
+        bad = 0
+        for name, config in loaded.backends.items():
+            reason = disabled_reason(config)
+            if reason:
+                typer.echo(f"{name:<12} {config.type:<14} -    {reason}")
+                continue
+            backend = load_backend(name, config)
+            try:
+                health = await backend.health()
+            finally:
+                await backend.aclose()
+            bad += not health.ok
+            mark = "ok  " if health.ok else "DOWN"
+            typer.echo(f"{name:<12} {config.type:<14} {mark} {health.detail}")
+        return bad
+
+    if asyncio.run(probe()):
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,109 @@
+"""Admin endpoints (admin key): the policy (show, reload, explain) and the savings report."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from adapters.base import ChatRequest
+from gateway.errors import BadRequest
+from gateway.http.openai_in import ChatCompletionIn, validation_error
+from gateway.http.openai_requests import chat_request
+from gateway.ledger.report import GROUPINGS, build_report, parse_since
+from gateway.ledger.writer import LedgerWriter
+from gateway.policy import UnknownRoute
+from gateway.routing.explain import explain
+from gateway.routing.runtime import Runtime
+
+router = APIRouter()
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@router.get("/admin/policy")
+async def admin_policy(request: Request) -> Response:
+    runtime = _runtime(request)
+    policy = runtime.active.policy
+    source = await asyncio.to_thread(runtime.policy_path.read_text)
+    return _json({"hash": policy.hash, "path": policy.source, "source": source})
+
+
+@router.post("/admin/policy/reload")
+async def admin_reload(request: Request) -> Response:
+    result = await _runtime(request).reload("admin")
+    return _json(result.as_dict(), 200 if result.applied or not result.problems else 422)
+
+
+@router.get("/admin/report")
+async def admin_report(
+    request: Request, since: str = "7d", until: str | None = None, by: str | None = None
+) -> Response:
+    """The same figures as ``tiergate report --format json``."""
+    ledger: LedgerWriter | None = request.app.state.ledger
+    if ledger is None:
+        raise BadRequest("the ledger is off (TIERGATE_LEDGER=false): there is nothing to report")
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        raise BadRequest(f"since: {exc}", param="since") from None
+    try:
+        end = parse_since(until) if until else None
+    except ValueError as exc:
+        raise BadRequest(f"until: {exc}", param="until") from None
+    if by is not None and by not in GROUPINGS:
+        raise BadRequest(f"by: use one of {', '.join(GROUPINGS)}", param="by")
+    await ledger.flush()  # include what this process has just answered
+    result = await asyncio.to_thread(build_report, ledger.engine, since=start, until=end, by=by)
+    return _json(result)
+
+
+@router.post("/admin/policy/explain")
+async def admin_explain(request: Request) -> Response:
+    """Body: ``{"prompt": "…"}`` or a chat request body (``messages``, ``tools``,
+    ``response_format``, ...), optional ``model``, ``max_tokens``, ``stream``."""
+    try:
+        payload = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            f"the request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object", code="invalid_json")
+    chat = _explain_request(payload)
+    active = _runtime(request).active
+    try:
+        result = explain(
+            active.policy,
+            chat.messages,
+            model=payload.get("model"),
+            pool=active.pool,
+            request=chat,
+            stream=payload.get("stream") is True,
+        )
+    except UnknownRoute as exc:
+        raise BadRequest(str(exc), param="model", code="model_not_found") from None
+    return _json(result)
+
+
+def _explain_request(payload: dict[str, Any]) -> ChatRequest:
+    """The request to explain: ``prompt`` (one user turn) or a chat body (tools, images, ...)."""
+    fields = {k: v for k, v in payload.items() if k != "prompt"}
+    if isinstance(payload.get("prompt"), str):
+        fields["messages"] = [{"role": "user", "content": payload["prompt"]}]
+    try:
+        body = ChatCompletionIn.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    return chat_request(body, max_tokens_limit=1 << 30)

@@ -1,0 +1,409 @@
+"""``GET /dashboard``: the savings report as one HTML page for a browser (admin key, which a
+browser sends as the password of HTTP Basic auth; see ``gateway.http.middleware``).
+
+The page is rendered here, charts included (inline SVG from ``gateway.http.dashboard_charts``): no
+script, font or stylesheet is fetched from anywhere, so it works on a machine with no internet.
+Every figure comes from ``build_report``, the function behind ``GET /admin/report`` and
+``tiergate report``, so the page, the API and the CLI agree. Elements showing a report figure
+carry ``data-field`` (the report's name for it) and ``data-value`` (its exact value).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy import Engine
+from starlette.responses import HTMLResponse
+
+from gateway.http.dashboard_charts import (
+    Chart,
+    Format,
+    Series,
+    bars,
+    columns,
+    count,
+    esc,
+    ms,
+    percent,
+    rate,
+    raw,
+    series_of,
+    usd,
+)
+from gateway.ledger.report import build_report, parse_since
+from gateway.ledger.writer import LedgerWriter
+
+router = APIRouter()
+
+PERIODS = (
+    ("24h", "Last 24 hours"),
+    ("7d", "Last 7 days"),
+    ("30d", "Last 30 days"),
+    ("90d", "Last 90 days"),
+)
+
+Card = tuple[str, str, Format, str]  # report field, label, format, note under the figure
+
+CARD_GROUPS: tuple[tuple[str, tuple[Card, ...]], ...] = (
+    (
+        "Traffic and money",
+        (
+            ("requests", "Requests", count, ""),
+            ("cost_usd", "Cost", usd, "what the routed requests cost"),
+            ("baseline_cost_usd", "Baseline cost", usd, "the same tokens on the baseline model"),
+            ("savings_usd", "Savings", usd, "baseline cost − cost"),
+            ("savings_pct", "Savings %", percent, "of the baseline cost"),
+            ("cost_per_1m_tokens_usd", "Cost per 1M tokens", usd, "priced requests"),
+            ("unpriced_requests", "Unpriced requests", count, "left out of the money figures"),
+        ),
+    ),
+    (
+        "Speed and reliability",
+        (
+            ("latency_ms_p50", "Latency p50", ms, "answered requests"),
+            ("latency_ms_p95", "Latency p95", ms, "answered requests"),
+            ("ttft_ms_p50", "First token p50", ms, "time to first token"),
+            ("error_rate", "Error rate", rate, "answered with an error"),
+            ("abandoned_rate", "Abandoned", rate, "the client left mid-answer"),
+            ("fallback_rate", "Fallback rate", rate, "needed more than one attempt"),
+            ("cache_hit_rate", "Cache hit rate", rate, "served from the cache"),
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reports:
+    """The three groupings the page draws, over one period."""
+
+    by_day: dict[str, Any]
+    by_tier: dict[str, Any]
+    by_backend: dict[str, Any]
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        totals: dict[str, Any] = self.by_day["totals"]
+        return totals
+
+
+def collect(engine: Engine, since: datetime, until: datetime) -> Reports:
+    def report(by: str) -> dict[str, Any]:
+        return build_report(engine, since=since, until=until, by=by)
+
+    return Reports(report("day"), report("tier"), report("backend"))
+
+
+@router.get("/dashboard", include_in_schema=False)
+async def dashboard(request: Request, since: str = "7d", until: str | None = None) -> HTMLResponse:
+    """The savings report with charts, for the period ``since``..``until`` (default: now)."""
+    ledger: LedgerWriter | None = request.app.state.ledger
+    if ledger is None:
+        notice = (
+            '<section class="empty" data-testid="ledger-off"><h2>The ledger is off</h2>'
+            "<p>This gateway runs with <code>TIERGATE_LEDGER=false</code>, so no request is "
+            "recorded and there is nothing to report. Set <code>TIERGATE_LEDGER=true</code> and "
+            "restart it.</p></section>"
+        )
+        return _page(notice, since)
+    try:
+        start = parse_since(since)
+        end = parse_since(until) if until else datetime.now(UTC)
+    except ValueError as exc:
+        problem = f'<section class="notice bad" data-testid="bad-request">{esc(exc)}</section>'
+        return _page(problem, since, status=400)
+    await ledger.flush()  # include what this process has just answered
+    reports = await asyncio.to_thread(collect, ledger.engine, start, end)
+    policy = request.app.state.runtime.active.policy
+    tier_order = [tier.name for tier in policy.tiers]
+    body = render(reports, tier_order=tier_order, policy_hash=policy.hash)
+    return _page(body, since, until)
+
+
+def render(reports: Reports, *, tier_order: Sequence[str], policy_hash: str) -> str:
+    """The page's main part: period, notices, headline figures, charts."""
+    totals = reports.totals
+    out = [
+        f'<p class="period" data-testid="period">{_when(reports.by_day["since"])} → '
+        f"{_when(reports.by_day['until'])} · policy <code>{esc(policy_hash)}</code></p>"
+    ]
+    if totals["unpriced_requests"]:
+        out.append(
+            '<p class="notice">'
+            f"{_figure('unpriced_requests', totals, count, 'span', testid=False)} "
+            f"{_plural(totals['unpriced_requests'], 'request')} went to backends with no price: "
+            "left out of cost, baseline and savings rather than counted as $0. Give them a price "
+            "under <code>pricing.backends</code> in the policy.</p>"
+        )
+    if totals["estimated_usage_requests"]:
+        out.append(
+            '<p class="notice">'
+            "Token counts are estimated for "
+            f"{_figure('estimated_usage_requests', totals, count, 'span')} "
+            f"{_plural(totals['estimated_usage_requests'], 'request')} (a stream cut short, or "
+            "no usage reported).</p>"
+        )
+    out.append(_cards(totals))
+    if not totals["requests"]:
+        out.append(
+            '<section class="empty" data-testid="empty-state">'
+            "<h2>No requests in this period yet</h2>"
+            "<p>Rows appear here as soon as the gateway answers requests. Pick a longer period "
+            "above, or send some traffic through <code>/v1/chat/completions</code>.</p></section>"
+        )
+    else:
+        out.append(_charts(reports, tier_order))
+    out.append(_definitions())
+    return "\n".join(out)
+
+
+def _figure(
+    field: str, figures: dict[str, Any], fmt: Format, tag: str = "div", *, testid: bool = True
+) -> str:
+    """A report figure as shown, with its field and exact value (and a test id, once a page)."""
+    value = figures[field]
+    marker = f' data-testid="{field.replace("_", "-")}"' if testid else ""
+    return (
+        f'<{tag} class="value"{marker} data-field="{field}" data-value="{raw(value)}">'
+        f"{esc(fmt(value))}</{tag}>"
+    )
+
+
+def _cards(totals: dict[str, Any]) -> str:
+    out = []
+    for heading, cards in CARD_GROUPS:
+        out.append(f'<h2 class="group">{esc(heading)}</h2>')
+        out.append(f'<section class="cards" aria-label="{esc(heading)}">')
+        out.extend(_card(totals, *card) for card in cards)
+        out.append("</section>")
+    return "\n".join(out)
+
+
+def _card(totals: dict[str, Any], field: str, label: str, fmt: Format, note: str) -> str:
+    tone = ""
+    if field == "savings_usd":
+        value = totals[field]
+        tone = "" if value is None else (" bad" if value < 0 else " good")
+    if field == "requests":
+        shown = (
+            f"{_figure('prompt_tokens', totals, count, 'span')} prompt + "
+            f"{_figure('completion_tokens', totals, count, 'span')} completion tokens"
+        )
+    else:
+        shown = esc(note)
+    return (
+        f'<div class="card{tone}"><div class="label">{esc(label)}</div>'
+        f'{_figure(field, totals, fmt)}<div class="note">{shown}</div></div>'
+    )
+
+
+def _ordered(groups: list[dict[str, Any]], order: Sequence[str]) -> list[dict[str, Any]]:
+    """Tiers as the policy lists them (cheapest first), then any others by name."""
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(groups, key=lambda g: (rank.get(g["key"], len(rank)), g["key"]))
+
+
+def _chart(
+    by: str,
+    testid: str,
+    title: str,
+    description: str,
+    groups: list[dict[str, Any]],
+    series: Sequence[tuple[str, str]],
+    fmt: Format,
+    *,
+    whole: bool = False,
+) -> Chart:
+    return Chart(
+        testid=testid,
+        title=title,
+        description=description,
+        by=by,
+        categories=tuple(str(g["key"]) for g in groups),
+        series=tuple(Series(field, label, series_of(groups, field)) for field, label in series),
+        fmt=fmt,
+        whole=whole,
+    )
+
+
+def _charts(reports: Reports, tier_order: Sequence[str]) -> str:
+    days = reports.by_day["groups"]
+    tiers = _ordered(reports.by_tier["groups"], tier_order)
+    backends = reports.by_backend["groups"]
+    savings = _chart(
+        "day",
+        "chart-savings",
+        "Savings over time",
+        "Per day (UTC): what the baseline model would have cost, what routing cost, and the "
+        "difference. Priced requests only.",
+        days,
+        (("baseline_cost_usd", "Baseline cost"), ("cost_usd", "Cost"), ("savings_usd", "Savings")),
+        usd,
+    )
+    tier_mix = _chart(
+        "tier",
+        "chart-tiers",
+        "Tier mix",
+        "Requests per tier.",
+        tiers,
+        (("requests", "Requests"),),
+        count,
+        whole=True,
+    )
+    per_token = _chart(
+        "tier",
+        "chart-cost-per-1m",
+        "Cost per 1M tokens by tier",
+        "Cost over prompt + completion tokens of the priced requests; n/a when none is priced.",
+        tiers,
+        (("cost_per_1m_tokens_usd", "Cost per 1M tokens"),),
+        usd,
+    )
+    latency = _chart(
+        "backend",
+        "chart-latency",
+        "Latency by backend",
+        "Wall latency of answered requests, nearest-rank p50 and p95.",
+        backends,
+        (("latency_ms_p50", "p50"), ("latency_ms_p95", "p95")),
+        ms,
+    )
+    reliability = _chart(
+        "backend",
+        "chart-reliability",
+        "Fallbacks and errors by backend",
+        "Share of requests that needed a fallback, and share not answered with 200.",
+        backends,
+        (("fallback_rate", "Fallback rate"), ("error_rate", "Error rate")),
+        rate,
+    )
+    panels = [(savings, columns, " wide")]
+    panels += [(chart, bars, "") for chart in (tier_mix, per_token, latency, reliability)]
+    out = ['<section class="charts">']
+    for chart, draw, extra in panels:
+        out.append(
+            f'<figure class="panel{extra}"><figcaption><h2>{esc(chart.title)}</h2>'
+            f"<p>{esc(chart.description)}</p></figcaption>{draw(chart)}</figure>"
+        )
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _definitions() -> str:
+    return (
+        "<footer><h2>How to read this</h2><ul>"
+        "<li><b>Savings</b> = baseline cost − cost, over requests whose cost is known; the "
+        "baseline is what the same tokens would have cost on the policy's baseline model.</li>"
+        "<li><b>Unpriced</b> requests (a backend with no price) are counted apart, never as $0."
+        "</li><li><b>Latency</b> percentiles use the nearest-rank method over answered requests."
+        "</li><li>The same figures: <code>GET /admin/report?since=…&amp;by=day|tier|backend</code>"
+        " and <code>tiergate report</code>.</li></ul></footer>"
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else f"{word}s"
+
+
+def _when(iso: str) -> str:
+    moment = datetime.fromisoformat(iso).astimezone(UTC)
+    return esc(moment.strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def _period_form(since: str, until: str | None) -> str:
+    options = list(PERIODS)
+    if since not in {value for value, _ in PERIODS}:
+        options.append((since, f"Since {since}"))
+    rendered = "".join(
+        f'<option value="{esc(value)}"{" selected" if value == since else ""}>{esc(label)}</option>'
+        for value, label in options
+    )
+    hidden = f'<input type="hidden" name="until" value="{esc(until)}">' if until else ""
+    return (
+        '<form method="get" class="period-form"><label for="since">Period</label>'
+        f'<select id="since" name="since">{rendered}</select>{hidden}'
+        '<button type="submit">Show</button></form>'
+    )
+
+
+def _page(main: str, since: str, until: str | None = None, *, status: int = 200) -> HTMLResponse:
+    html = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>tiergate · savings report</title>
+<link rel="icon" href="data:,">
+<style>{STYLE}</style>
+</head>
+<body>
+<header><div class="brand">tiergate <span>savings report</span></div>
+{_period_form(since, until)}</header>
+<main>
+{main}
+</main>
+</body>
+</html>
+"""
+    return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+
+
+STYLE = """
+:root{--bg:#f4f5f7;--panel:#fff;--ink:#1d2430;--muted:#5f6b7a;--line:#e3e6ea;--accent:#3b6fd8;
+--baseline:#aab4c2;--cost:#e8833a;--save:#2e9d5b;--bad:#d64545;--p50:#6b9bf2;--p95:#1f3f8f;
+--fallback:#f0b429}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--ink);
+font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+header{background:#1d2430;color:#fff;padding:14px 28px;display:flex;align-items:center;
+justify-content:space-between;gap:16px;flex-wrap:wrap}
+.brand{font-weight:700;font-size:18px}.brand span{font-weight:400;color:#aeb8c5;margin-left:6px}
+.period-form{display:flex;gap:8px;align-items:center;color:#cfd6df}
+select,button{font:inherit;padding:4px 10px;border-radius:6px;border:1px solid #4a5565;
+background:#2a3342;color:#fff}
+button{cursor:pointer;background:var(--accent);border-color:var(--accent)}
+main{max-width:1280px;margin:0 auto;padding:20px 28px 40px}
+code{font-size:12px;background:#eef0f3;padding:1px 4px;border-radius:4px}
+.period{color:var(--muted);margin:0 0 16px}
+.notice{background:#fff8e6;border:1px solid #f3d48b;border-radius:8px;padding:10px 14px;
+margin:0 0 16px}
+.notice.bad{background:#fdeeee;border-color:#efb0b0}
+.notice .value{font-weight:650}
+h2.group{font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);
+margin:0 0 6px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px;
+margin-bottom:18px}
+.card{background:var(--panel);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
+.card .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.card .value{font-size:24px;font-weight:650;margin-top:2px;font-variant-numeric:tabular-nums}
+.card .note{color:var(--muted);font-size:12px;margin-top:2px}
+.card .note .value{font-size:12px;font-weight:600;color:var(--ink)}
+.card.good{border-color:#9fd8b5;background:#f1fbf5}.card.good>.value{color:var(--save)}
+.card.bad{border-color:#efb0b0;background:#fdf3f3}.card.bad>.value{color:var(--bad)}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(520px,100%),1fr));gap:16px}
+.panel{background:var(--panel);border:1px solid var(--line);border-radius:10px;padding:14px 16px;
+margin:0}
+.panel.wide{grid-column:1/-1}
+.panel h2{font-size:15px;margin:0 0 2px}.panel p{margin:0 0 8px;color:var(--muted);font-size:12px}
+svg.chart{width:100%;height:auto;display:block}
+svg text{font-size:11px;fill:var(--muted)}
+svg .legend,svg .cat,svg .val{fill:var(--ink)}
+svg .tick,svg .cat.left{text-anchor:end}
+svg .tick.mid,svg .cat{text-anchor:middle}
+svg .val.muted{fill:var(--muted);font-style:italic}
+svg .grid{stroke:var(--line)}svg .axis{stroke:#9aa4b1}
+.s-baseline_cost_usd{fill:var(--baseline)}.s-cost_usd,.s-cost_per_1m_tokens_usd{fill:var(--cost)}
+.s-savings_usd{fill:var(--save)}.s-requests{fill:var(--accent)}
+.s-latency_ms_p50{fill:var(--p50)}.s-latency_ms_p95{fill:var(--p95)}
+.s-fallback_rate{fill:var(--fallback)}.s-error_rate{fill:var(--bad)}
+rect.bar.negative{fill:var(--bad)}
+.empty{background:var(--panel);border:1px dashed #c3cad3;border-radius:10px;padding:32px;
+text-align:center;color:var(--muted)}
+.empty h2{color:var(--ink);margin-top:0}
+footer{margin-top:24px;color:var(--muted);font-size:12px}
+footer h2{font-size:13px;color:var(--ink);margin:0 0 4px}footer ul{margin:0;padding-left:18px}
+"""

@@ -1,0 +1,114 @@
+"""Errors rendered in OpenAI's JSON shape (``{"error": {"message", "type", "param",
+"code"}}``), with the request's ``x-tiergate-*`` headers, and the app's exception handlers:
+nothing that goes wrong reaches a client as a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import structlog
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import GatewayError
+from gateway.http.receipt import receipt_headers
+from gateway.ids import request_id
+from gateway.pipeline import Receipt, Refused
+
+log = structlog.get_logger("tiergate.app")
+
+
+def error_body(
+    message: str, *, type_: str, param: str | None = None, code: str | None = None
+) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    )
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(
+        content=error_body(message, type_=type_, param=param, code=code),
+        status_code=status,
+        media_type="application/json",
+        headers=dict(headers or {}),
+    )
+
+
+def gateway_error_response(error: GatewayError, headers: Mapping[str, str]) -> Response:
+    extra = dict(headers)
+    if error.retry_after:
+        extra["retry-after"] = str(max(1, round(error.retry_after)))
+    return error_response(
+        error.status,
+        error.message,
+        type_=error.type,
+        param=error.param,
+        code=error.code,
+        headers=extra,
+    )
+
+
+def refused_response(refused: Refused) -> Response:
+    """A request the pipeline could not answer, with what it did with it."""
+    return gateway_error_response(refused.error, receipt_headers(refused.receipt))
+
+
+async def on_gateway_error(request: Request, exc: Exception) -> Response:
+    """A ``GatewayError`` raised at the edge (before the pipeline had the request): it still
+    gets a request id and, once a policy is active, the policy's hash."""
+    assert isinstance(exc, GatewayError)
+    runtime = getattr(request.app.state, "runtime", None)
+    policy = runtime.active.policy.hash if runtime is not None else None
+    headers = {"x-request-id": request_id()}
+    if policy is not None:
+        headers = receipt_headers(Receipt(request_id=headers["x-request-id"], policy=policy))
+    return gateway_error_response(exc, headers)
+
+
+async def on_refused(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refused)
+    return refused_response(exc)
+
+
+async def on_http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, exc.detail)
+    return error_response(
+        exc.status_code,
+        f"{message}: see /docs for the routes tiergate serves",
+        type_="invalid_request_error",
+        code="not_found" if exc.status_code == 404 else None,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def on_validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first: dict[str, Any] = dict(exc.errors()[0]) if exc.errors() else {}
+    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    return error_response(
+        400, f"{param}: {first.get('msg', 'invalid')}", type_="invalid_request_error", param=param
+    )
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled_error", path=request.url.path)
+    return error_response(
+        500,
+        "internal error in the gateway; the log has the details",
+        type_="server_error",
+        code="internal_error",
+    )

@@ -1,0 +1,74 @@
+"""``POST /v1/feedback``: a user's or an app's verdict on an answer, kept in the ledger.
+
+Body: ``{"request_id": "<x-request-id of the answer>", "score": 0..1, "comment": "…"}``
+(1 = good, 0 = bad; thumbs up/down are 1 and 0). A key may rate only the requests it made (the
+admin key any). Reports show the average per tier and per canary arm, and a canary's
+``min_quality`` guardrail counts it in split mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.responses import Response
+
+from gateway.errors import BadRequest, NotFound, ServiceUnavailable
+from gateway.http.openai_in import validation_error
+from gateway.ids import request_id
+from gateway.ledger.feedback import Feedback, insert_feedback, request_owner
+from gateway.ledger.writer import LedgerWriter
+
+router = APIRouter()
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=36, description="the answer's x-request-id")
+    score: float = Field(ge=0.0, le=1.0, description="0 (bad) to 1 (good)")
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+@router.post("/v1/feedback")
+async def feedback(request: Request) -> Response:
+    try:
+        body = FeedbackIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    ledger: LedgerWriter | None = request.app.state.ledger
+    if ledger is None:
+        raise BadRequest(
+            "the ledger is off (TIERGATE_LEDGER=false): there is nowhere to keep feedback"
+        )
+    key_id: str = request.scope.get("state", {}).get("key_id", "-")
+    await ledger.flush()  # the request being rated may have been answered a moment ago
+    try:
+        owner = await asyncio.to_thread(request_owner, ledger.engine, body.request_id)
+        if owner is None or (owner != key_id and key_id != "admin"):
+            raise NotFound(
+                f"request_id: no request {body.request_id!r} made with this key is in the "
+                f"ledger; use the x-request-id header of the answer",
+                param="request_id",
+                code="request_not_found",
+            )
+        row = Feedback(
+            id=request_id(),
+            request_id=body.request_id,
+            ts=datetime.now(UTC),
+            key_id=key_id,
+            score=body.score,
+            comment=body.comment,
+        )
+        await asyncio.to_thread(insert_feedback, ledger.engine, row)
+    except SQLAlchemyError:
+        raise ServiceUnavailable(
+            "the ledger database is unreachable: feedback was not stored; try again later",
+            code="ledger_unavailable",
+        ) from None
+    payload = {"id": row.id, "request_id": row.request_id, "score": row.score, "stored": True}
+    return Response(orjson.dumps(payload), status_code=201, media_type="application/json")

@@ -1,0 +1,206 @@
+"""Pure ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware):
+body-size limit and API-key authentication."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Mapping
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.http.errors import error_body
+
+OPEN_PATHS = frozenset({"/healthz"})
+ADMIN_PREFIXES = ("/admin", "/dashboard")
+# The one page meant for a browser, which cannot send a bearer token from the address bar: it
+# also takes the admin key as the password of HTTP Basic auth, and a 401 there asks for it.
+BROWSER_PATHS = frozenset({"/dashboard"})
+BASIC_CHALLENGE = {"www-authenticate": 'Basic realm="tiergate"'}
+
+
+async def _send_error(
+    send: Send, status: int, message: str, type_: str, code: str, extra: Mapping[str, str] = {}
+) -> None:
+    body = error_body(message, type_=type_, code=code)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.encode(), v.encode()) for k, v in extra.items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with a 413: at once when Content-Length says so
+    (nothing is read), or as soon as a chunked body passes the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.limit:
+                    await self._refuse(send)
+                    return
+                break
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        await _send_error(
+            send,
+            413,
+            f"request body too large: the limit is {self.limit} bytes (TIERGATE_MAX_BODY_BYTES)",
+            "invalid_request_error",
+            "body_too_large",
+            {"connection": "close"},
+        )
+
+
+def _digest(value: str | bytes) -> bytes:
+    raw = value.encode() if isinstance(value, str) else value
+    return hashlib.sha256(raw).digest()
+
+
+class ApiKeys:
+    """Every path but ``/healthz`` needs a client key; admin paths need the admin key.
+
+    With no keys configured at all (loopback-only mode) every path is open. With client keys
+    but no admin key, admin paths are refused: there is no safe default for them.
+    Keys are compared by SHA-256 digest, so lookups take the same time whatever the key.
+    ``/dashboard`` also accepts the admin key as an HTTP Basic password (any user name); no
+    other path does.
+    """
+
+    def __init__(self, app: ASGIApp, client_keys: Mapping[str, str], admin_key: str | None) -> None:
+        self.app = app
+        self._clients = {_digest(k): key_id for k, key_id in client_keys.items()}
+        self._admin = _digest(admin_key) if admin_key else None
+        self._open = not self._clients and self._admin is None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        if self._open:
+            state["key_id"] = "local"
+            await self.app(scope, receive, send)
+            return
+        token = _token(scope)
+        admin_path = scope["path"].startswith(ADMIN_PREFIXES)
+        browser = scope["path"] in BROWSER_PATHS
+        challenge = BASIC_CHALLENGE if browser else {}
+        if token is None and browser:
+            token = _basic_password(scope)
+        if token is None:
+            how = "'Authorization: Bearer <key>'"
+            if browser:
+                how += " or as the password of HTTP Basic auth"
+            await _send_error(
+                send,
+                401,
+                f"missing API key: send it as {how}",
+                "authentication_error",
+                "missing_api_key",
+                challenge,
+            )
+            return
+        digest = _digest(token)
+        is_admin = self._admin is not None and hmac.compare_digest(digest, self._admin)
+        if admin_path:
+            if self._admin is None:
+                await _send_error(
+                    send,
+                    403,
+                    "admin routes are disabled: set TIERGATE_ADMIN_KEY to use them",
+                    "permission_error",
+                    "admin_disabled",
+                )
+                return
+            if not is_admin:
+                known = digest in self._clients
+                await _send_error(
+                    send,
+                    403 if known else 401,
+                    "this route needs the admin key",
+                    "permission_error" if known else "authentication_error",
+                    "admin_key_required",
+                    {} if known else challenge,
+                )
+                return
+            state["key_id"] = "admin"
+        else:
+            key_id = "admin" if is_admin else self._clients.get(digest)
+            if key_id is None:
+                await _send_error(
+                    send, 401, "invalid API key", "authentication_error", "invalid_api_key"
+                )
+                return
+            state["key_id"] = key_id
+        await self.app(scope, receive, send)
+
+
+def _token(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credentials = bytes(value).decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+        elif name == b"x-api-key" and value:
+            return bytes(value).decode("latin-1").strip()
+    return None
+
+
+def _basic_password(scope: Scope) -> str | None:
+    """The password of an ``Authorization: Basic`` header (the user name is ignored)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credentials = bytes(value).decode("latin-1").partition(" ")
+            if scheme.lower() != "basic" or not credentials.strip():
+                return None
+            try:
+                decoded = base64.b64decode(credentials.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return None
+            _user, sep, password = decoded.decode("utf-8", "replace").partition(":")
+            return password if sep and password else None
+    return None

@@ -1,0 +1,74 @@
+"""Operations endpoints: ``/healthz`` (no key), ``/readyz`` (each backend's state) and
+``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gateway.metrics import Metrics
+from gateway.routing.runtime import Runtime
+
+router = APIRouter()
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return _json({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    """Each backend's state. 200 while the default route has a usable backend, else 503."""
+    runtime = _runtime(request)
+    active = runtime.active
+    policy = active.policy
+    backends = {}
+    for state in active.pool.states():
+        reason = state.unavailable_reason()
+        backends[state.name] = {
+            "tier": policy.tier_of(state.name),
+            "usable": reason is None and state.breaker.state() != "open",
+            "healthy": state.healthy,
+            "warm": state.warm,
+            "breaker": state.breaker.state(),
+            "detail": reason or state.health_detail,
+        }
+    default = policy.routes[policy.default_route]
+    route_backends = {b for t in default.tiers for b in policy.tier(t).backends}
+    usable = [n for n in route_backends if backends.get(n, {}).get("usable")]
+    all_usable = all(backends[n]["usable"] for n in route_backends if n in backends)
+    status = "ready" if all_usable else ("degraded" if usable else "unavailable")
+    store = request.app.state.cache.store
+    cache_state, cache_detail = store.state()
+    if cache_state != "ok" and status == "ready":
+        status = "degraded"  # still serving, uncached
+    runtime.refresh_gauges()
+    return _json(
+        {
+            "status": status,
+            "policy": policy.hash,
+            "backends": backends,
+            "cache": {"store": store.kind, "state": cache_state, "detail": cache_detail},
+        },
+        200 if usable else 503,
+    )
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    registry: Metrics = request.app.state.metrics
+    _runtime(request).refresh_gauges()
+    return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,481 @@
+"""The request path as one function of a parsed request, with no HTTP in it:
+
+    plan (score → route → tier → candidates) → canary → cache → dispatch → price → account
+
+``Pipeline.handle(inbound)`` returns an ``Answer`` (whole: from a backend or the response
+cache) or a ``Stream`` (chunks as they come, then the end); a request that cannot be answered
+raises ``Refused`` with the client's error. Each result carries a ``Receipt``, what the gateway
+did with the request, which the HTTP edge renders as ``x-tiergate-*`` headers.
+
+Every request is accounted (metrics, log line, ledger row) exactly once: whole answers and
+failures at their one ending (``_Flight.settle``), a stream at its end or, when the client left
+or the server stopped first, when it is closed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from adapters.base import (
+    ChatRequest,
+    Chunk,
+    Completion,
+    EmbeddingRequest,
+    Embeddings,
+    FinishReason,
+    Timings,
+    Usage,
+)
+from adapters.errors import BackendError, BackendRateLimited
+from gateway.cache.request import RequestCache
+from gateway.cache.request import prepare as prepare_cache
+from gateway.cache.service import CachedAnswer, CacheService
+from gateway.canary.controller import CanaryController
+from gateway.canary.shadow import shadow_job
+from gateway.errors import (
+    BadGateway,
+    BadRequest,
+    GatewayError,
+    GatewayTimeout,
+    ServiceUnavailable,
+    TooManyRequests,
+)
+from gateway.ids import request_id
+from gateway.policy import Candidate, Decision, UnknownRoute
+from gateway.policy.pricing import Priced
+from gateway.routing.accounting import Accountant, Outcome
+from gateway.routing.choices import (
+    extra_requests,
+    extra_stream,
+    merged,
+    more_choices,
+    sum_usage,
+    total_usage,
+)
+from gateway.routing.dispatch import DispatchError, Opened, Trace
+from gateway.routing.plan import Plan, make_plan, plan_embeddings
+from gateway.routing.runtime import Active, Runtime
+from gateway.scoring.tokens import count_exact
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A chat or completion request as the edge parsed it."""
+
+    chat: ChatRequest
+    model: str | None  # the route or backend the client named; None: the default route
+    stream: bool
+    key_id: str = "-"
+    # The client's request headers (case-insensitive): a canary may split traffic by one.
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the gateway did with one request, as the client is told."""
+
+    request_id: str
+    policy: str
+    route: str | None = None
+    pinned: bool = False  # the client named a backend: no complexity score
+    complexity: float | None = None
+    tier: str | None = None
+    backend: str | None = None
+    fallbacks: int = 0
+    cache: str | None = None  # off | miss | hit | prefix:<tokens>, once a backend answered
+    cost: Decimal | None = None
+    baseline: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole answer: ``completion`` (its usage counts every choice) and ``more`` choices."""
+
+    completion: Completion
+    receipt: Receipt
+    more: tuple[Completion, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A stream's last event: each choice's finish reason and the usage of every call."""
+
+    finish: tuple[FinishReason, ...]
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Broke:
+    """The backend failed after the stream started; what came before stands, incomplete."""
+
+    message: str
+
+
+StreamEvent = tuple[int, Chunk] | Ended | Broke
+
+
+class Refused(Exception):
+    """A request the pipeline could not answer: the error for the client, and the receipt."""
+
+    def __init__(self, error: GatewayError, receipt: Receipt) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.receipt = receipt
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """An embeddings answer and its receipt."""
+
+    embeddings: Embeddings
+    receipt: Receipt
+
+
+class Pipeline:
+    """The gateway's request path over its live services."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        accountant: Accountant,
+        cache: CacheService,
+        canary: CanaryController,
+    ) -> None:
+        self.runtime = runtime
+        self.accountant = accountant
+        self.cache = cache
+        self.canary = canary
+
+    async def handle(self, inbound: Inbound) -> Answer | Stream:
+        active = self.runtime.active
+        chat = inbound.chat
+        outcome = _outcome(active, inbound.key_id, stream=inbound.stream, choices=chat.n)
+        try:
+            plan = make_plan(
+                active.policy, active.pool.capabilities, chat, inbound.model, stream=inbound.stream
+            )
+        except UnknownRoute as exc:
+            error = BadRequest(str(exc), param="model", code="model_not_found")
+            raise Refused(error, _receipt(outcome)) from None
+        except GatewayError as exc:
+            raise Refused(exc, _receipt(outcome)) from None
+        self.accountant.metrics.scorer.observe(plan.scorer_s)
+        routed = self.canary.route(
+            active.policy,
+            plan.decision,
+            key_id=outcome.key_id,
+            user=chat.user,
+            headers=inbound.headers,
+            rid=outcome.rid,
+            fits=plan.fits,
+        )
+        outcome.canary_arm = routed.arm
+        outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
+        outcome.prompt_estimate = plan.prompt_tokens
+        cache, decision = await prepare_cache(
+            self.cache,
+            active.policy,
+            routed.decision,
+            chat,
+            key_id=outcome.key_id,
+            in_flight=lambda name: active.pool[name].in_flight,
+            usable=lambda name: active.pool[name].unavailable_reason() is None,
+        )
+        flight = _Flight(self, active, chat, outcome, plan, cache, routed.shadow)
+        if cache.hit is not None:
+            return flight.from_cache(cache.hit)
+        if routed.arm == "candidate":
+            cache.key = None  # a candidate's answers are on trial: never replayed to other callers
+        outcome.cache = cache.label()
+        if inbound.stream:
+            return await flight.stream(decision)
+        return await flight.whole(decision)
+
+    async def embed(self, request: EmbeddingRequest, model: str | None, key_id: str) -> Embedded:
+        """Embeddings: the route's embedding backends, cheapest tier first, with fallback;
+        priced like chat (input tokens; a chat baseline says nothing about embeddings)."""
+        active = self.runtime.active
+        outcome = _outcome(active, key_id, stream=False, choices=1)
+        tokens = sum(count_exact(text) for text in request.inputs)
+        try:
+            plan = plan_embeddings(active.policy, active.pool.capabilities, model, tokens)
+        except UnknownRoute as exc:
+            error = BadRequest(str(exc), param="model", code="model_not_found")
+            raise Refused(error, _receipt(outcome)) from None
+        except GatewayError as exc:
+            raise Refused(exc, _receipt(outcome)) from None
+        outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
+        outcome.prompt_estimate = tokens
+        flight = _Flight(self, active, None, outcome, plan, None, shadow=False)
+        try:
+            served = await active.dispatcher.embed(plan.decision, request)
+        except DispatchError as exc:
+            raise flight.failed(exc) from None
+        flight.served_by(served.candidate, served.trace)
+        result = served.embeddings
+        outcome.model = result.model
+        outcome.usage, outcome.timings = result.usage, result.timings
+        priced = outcome.price(active.policy.prices, plan)
+        outcome.priced = Priced(priced.cost, priced.source, None)
+        flight.settle()
+        return Embedded(result, flight.receipt(served=True, priced=True))
+
+
+class Stream:
+    """A streamed answer whose first chunk has arrived. ``events`` yields ``(choice, chunk)``
+    pairs, then ``Ended`` or ``Broke``; ``close`` must be awaited however the response ends."""
+
+    def __init__(self, flight: _Flight, opened: Opened, choices: int) -> None:
+        self.receipt = flight.receipt(served=True)
+        self.model = flight.outcome.model
+        self.choices = choices
+        self._flight = flight
+        self._opened = opened
+        timeouts = flight.active.policy.timeouts
+        chat = flight.chat
+        assert chat is not None
+        sources = [flight.active.dispatcher.chunks(opened)]
+        sources += [
+            extra_stream(opened.state, r, timeouts.per_try_s, timeouts.stream_idle_s)
+            for r in extra_requests(chat, choices - 1)
+        ]
+        self.events = self._events(merged(sources))
+
+    async def close(self) -> None:
+        """Release the backend and, if the stream did not reach its end (the client left, the
+        server stopped), account for it as it stands."""
+        await self.events.aclose()
+        await self._opened.release()
+        self._flight.settle()
+
+    async def _events(
+        self, chunks: AsyncGenerator[tuple[int, Chunk], None]
+    ) -> AsyncGenerator[StreamEvent, None]:
+        outcome, choices = self._flight.outcome, self.choices
+        finish: list[FinishReason] = ["stop"] * choices
+        usages: list[Usage | None] = [None] * choices
+        counts = [0] * choices
+        first_at: float | None = None
+        texts: list[str] = []  # choice 0's: what the cache and the shadow comparison keep
+        outcome.status = 499  # until the stream completes: the client went away
+        try:
+            async for item in chunks:
+                index, chunk = item
+                if chunk.tool_calls or chunk.delta:
+                    if first_at is None:
+                        first_at = time.perf_counter()
+                    sent = bool(chunk.tool_calls) + bool(chunk.delta)
+                    counts[index] += sent
+                    outcome.chunks += sent
+                    if chunk.delta and index == 0:
+                        texts.append(chunk.delta)
+                if chunk.finish_reason is not None:
+                    finish[index] = chunk.finish_reason
+                if chunk.usage is not None:
+                    usages[index] = chunk.usage
+                if chunk.timings is not None and index == 0:
+                    outcome.timings = chunk.timings
+                yield item
+        except BackendError as exc:
+            outcome.status, outcome.error = 502, type(exc).__name__
+            self._flight.settle()
+            yield Broke(
+                f"the backend failed after the stream started ({exc.message}); the answer "
+                f"above is incomplete and was not retried, since the client already had part "
+                f"of it"
+            )
+            return
+        # A choice whose backend reported no usage: count what was sent, and the prompt as the
+        # scorer saw it.
+        known = [
+            u
+            if u is not None
+            else Usage(prompt_tokens=outcome.prompt_estimate, completion_tokens=n, estimated=True)
+            for u, n in zip(usages, counts, strict=True)
+        ]
+        usage = known[0] if choices == 1 else sum_usage(known)
+        outcome.usage = usage
+        now = time.perf_counter()
+        ttft = (first_at - outcome.started) * 1000.0 if first_at is not None else None
+        base = outcome.timings or Timings(latency_ms=0.0)
+        outcome.timings = Timings(
+            latency_ms=(now - outcome.started) * 1000.0,
+            ttft_ms=ttft,
+            server_ms=base.server_ms,
+            load_ms=base.load_ms,
+        )
+        yield Ended(tuple(finish), usage)
+        # The end's events are out; recorded before the stream's last byte, so a report asked
+        # for right after sees this request.
+        outcome.status = 200
+        answer = Completion(
+            "".join(texts), finish[0], usage, outcome.timings, outcome.backend, outcome.model
+        )
+        self._flight.succeed(answer)
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One request on its way: what the pipeline knows of it, and its one ending."""
+
+    pipeline: Pipeline
+    active: Active
+    chat: ChatRequest | None
+    outcome: Outcome
+    plan: Plan
+    cache: RequestCache | None
+    shadow: bool
+    settled: bool = False
+
+    async def whole(self, decision: Decision) -> Answer:
+        assert self.chat is not None
+        chat, outcome = self.chat, self.outcome
+        try:
+            served = await self.active.dispatcher.complete(decision, chat)
+        except DispatchError as exc:
+            raise self.failed(exc) from None
+        self.served_by(served.candidate, served.trace)
+        completion = served.completion
+        more: tuple[Completion, ...] = ()
+        if chat.n > 1:
+            try:
+                more = await more_choices(
+                    self.active.pool[served.candidate.backend],
+                    chat,
+                    chat.n - 1,
+                    self.active.policy.timeouts.per_try_s,
+                )
+            except BackendError as exc:
+                outcome.status, outcome.error = 502, type(exc).__name__
+                self.settle()
+                error = BadGateway(
+                    f"the first choice came, the other n-1 did not: {exc.message}",
+                    code="choices_failed",
+                )
+                raise Refused(error, self.receipt(served=True)) from None
+            completion = dataclasses.replace(completion, usage=total_usage(completion, more))
+        outcome.model = completion.model
+        outcome.usage, outcome.timings = completion.usage, completion.timings
+        if self.cache is not None:
+            outcome.cache = self.cache.label(completion.usage.cached_tokens)
+        self.succeed(completion)
+        return Answer(completion, self.receipt(served=True, priced=True), more)
+
+    async def stream(self, decision: Decision) -> Stream:
+        assert self.chat is not None
+        try:
+            opened = await self.active.dispatcher.open_stream(decision, self.chat)
+        except DispatchError as exc:
+            raise self.failed(exc) from None
+        self.served_by(opened.candidate, opened.trace)
+        self.outcome.model = opened.state.backend.model_id
+        return Stream(self, opened, self.chat.n)
+
+    def from_cache(self, hit: CachedAnswer) -> Answer:
+        """Answer from the response cache: no backend, cost 0, the saving recorded."""
+        outcome = self.outcome
+        completion = hit.completion((time.perf_counter() - outcome.started) * 1000.0)
+        outcome.cache, outcome.cache_saved = "hit", hit.cost_usd
+        outcome.tier, outcome.backend, outcome.model = hit.tier, "cache", hit.model
+        outcome.usage, outcome.timings = completion.usage, completion.timings
+        outcome.price(self.active.policy.prices, self.plan)
+        self.settle()
+        return Answer(completion, self.receipt(served=True, priced=True))
+
+    def served_by(self, candidate: Candidate, trace: Trace) -> None:
+        self.outcome.trace = trace
+        self.outcome.tier, self.outcome.backend = candidate.tier, candidate.backend
+
+    def succeed(self, answer: Completion) -> None:
+        """The success ending: price, keep the answer for the next identical request, account,
+        and (after the answer is made: the client never waits for it) mirror to a canary."""
+        priced = self.outcome.price(self.active.policy.prices, self.plan)
+        if self.cache is not None:
+            self.cache.keep(answer, self.outcome.tier, self.outcome.backend, priced.cost)
+        self.settle()
+        if self.shadow and self.chat is not None:
+            job = shadow_job(self.outcome, self.chat, answer)
+            self.pipeline.canary.mirror(self.active.policy, job)
+
+    def failed(self, exc: DispatchError) -> Refused:
+        """Book a request no backend answered (against the last one tried)."""
+        outcome = self.outcome
+        outcome.trace = Trace(exc.attempts, exc.skipped)
+        if exc.attempts:
+            last = exc.attempts[-1]
+            outcome.backend, outcome.tier = last.backend, last.tier
+        error = _dispatch_error(exc)
+        outcome.status, outcome.error = error.status, error.code
+        self.settle()
+        return Refused(error, self.receipt(served=False))
+
+    def settle(self) -> None:
+        """Account for the request: once, however it ended."""
+        if not self.settled:
+            self.settled = True
+            self.pipeline.accountant.finish(self.outcome, self.plan, self.active.policy.prices)
+
+    def receipt(self, *, served: bool, priced: bool = False) -> Receipt:
+        """What the client is told: the backend once one answered, the cost once priced."""
+        outcome, price = self.outcome, self.outcome.priced if priced else None
+        score = self.plan.score
+        return Receipt(
+            request_id=outcome.rid,
+            policy=outcome.policy_hash,
+            route=self.plan.decision.route,
+            pinned=score is None and self.chat is not None,  # embeddings are never scored
+            complexity=score.value if score is not None else None,
+            tier=outcome.tier if served else None,
+            backend=outcome.backend if served else None,
+            fallbacks=outcome.trace.fallbacks if served else 0,
+            cache=outcome.cache if served and self.cache is not None else None,
+            cost=price.cost if price else None,
+            baseline=price.baseline if price else None,
+        )
+
+
+def _outcome(active: Active, key_id: str, *, stream: bool, choices: int) -> Outcome:
+    policy_hash = active.policy.hash
+    return Outcome(
+        rid=request_id(),
+        ts=datetime.now(UTC),
+        started=time.perf_counter(),
+        key_id=key_id,
+        policy_hash=policy_hash,
+        stream=stream,
+        choices=choices,
+    )
+
+
+def _receipt(outcome: Outcome) -> Receipt:
+    """The receipt of a request refused before it had a plan."""
+    return Receipt(request_id=outcome.rid, policy=outcome.policy_hash)
+
+
+def _dispatch_error(exc: DispatchError) -> GatewayError:
+    """The client's error for a request no backend answered."""
+    detail = exc.describe()
+    if not exc.attempts:
+        return ServiceUnavailable(
+            f"no backend could take this request: {detail}", code="no_backend_available"
+        )
+    if exc.all_rejected:
+        return BadRequest(
+            f"the backends refused this request: {detail}", code="rejected_by_backend"
+        )
+    failed = [a for a in exc.attempts if a.error != "BackendRejected"]
+    kind = failed[-1].error if failed else None
+    message = f"every backend failed: {detail}"
+    if kind == "BackendTimeout":
+        return GatewayTimeout(message, code="backend_timeout")
+    if kind == "BackendRateLimited":
+        retry = exc.last.retry_after if isinstance(exc.last, BackendRateLimited) else None
+        return TooManyRequests(message, code="backend_rate_limited", retry_after=retry)
+    if kind == "BackendBadResponse":
+        return BadGateway(message, code="bad_backend_response")
+    return ServiceUnavailable(message, code="backend_unavailable")

@@ -1,0 +1,189 @@
+"""The end of a request: its metrics, its log line, and its ledger row (with its cost).
+
+Every request that reached a backend is accounted for here — answered, failed after attempts,
+or a stream the client abandoned — exactly once (the pipeline settles each request once).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+import orjson
+import structlog
+
+from adapters.base import Timings, Usage
+from gateway.ledger.entry import LedgerEntry
+from gateway.ledger.writer import LedgerWriter
+from gateway.metrics import Metrics
+from gateway.policy.pricing import PriceBook, Priced
+from gateway.routing.dispatch import Trace
+from gateway.routing.plan import Plan
+
+log = structlog.get_logger("tiergate.request")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What is known about one request as it goes; accounted once at the end."""
+
+    rid: str
+    ts: datetime
+    started: float
+    key_id: str
+    policy_hash: str
+    stream: bool
+    route: str = "-"
+    tier: str = "-"
+    backend: str = "-"
+    model: str = "-"
+    status: int = 200
+    error: str | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    trace: Trace = field(default_factory=Trace)
+    chunks: int = 0  # text chunks sent, for the estimate when a stream is cut short
+    choices: int = 1  # n: each choice's call read the prompt
+    prompt_estimate: int = 0  # the scorer's token count, when the backend reports none
+    priced: Priced | None = None
+    cache: str = "off"  # off | miss | hit | prefix:<tokens>
+    cache_saved: Decimal | None = None  # what the cached answer cost when it was made
+    canary_arm: str | None = None  # stable | candidate (a canary's split or shadow sample)
+
+    def final_usage(self, plan: Plan) -> Usage:
+        """Reported usage, or an estimate (flagged) when none arrived: the client left, or the
+        backend never said."""
+        if self.usage is not None:
+            return self.usage
+        if not self.trace.attempts or (self.status >= 500 and self.chunks == 0):
+            return Usage(estimated=self.chunks > 0)
+        return Usage(
+            prompt_tokens=plan.prompt_tokens * self.choices,
+            completion_tokens=self.chunks,
+            estimated=True,
+        )
+
+    def price(self, prices: PriceBook, plan: Plan) -> Priced:
+        if self.priced is None:
+            usage = self.final_usage(plan)
+            if self.cache == "hit":
+                # No backend ran: free; the baseline is what these tokens would have cost.
+                baseline = prices.baseline.cost(usage) if prices.baseline is not None else None
+                self.priced = Priced(Decimal(0), "cache", baseline)
+            elif usage.total_tokens == 0 and self.status != 200:
+                self.priced = Priced(Decimal(0), "failed", Decimal(0))
+            else:
+                self.priced = prices.price(self.backend, usage, self.timings)
+        return self.priced
+
+
+@dataclass(frozen=True, slots=True)
+class Accountant:
+    metrics: Metrics
+    ledger: LedgerWriter | None
+
+    def finish(self, outcome: Outcome, plan: Plan, prices: PriceBook) -> None:
+        elapsed = time.perf_counter() - outcome.started
+        if outcome.timings is None and outcome.trace.attempts:
+            # A stream cut short (the client left, or the backend failed mid-way) never got the
+            # backend's timings: its wall time stands for the busy time, so a backend priced by
+            # the hour is charged an estimate (the row says so) rather than left unpriced.
+            outcome.timings = Timings(latency_ms=elapsed * 1000.0)
+        self._metrics(outcome, elapsed)
+        usage = outcome.final_usage(plan)
+        priced = outcome.price(prices, plan)
+        timings = outcome.timings
+        self._log(outcome, plan, usage, elapsed)
+        if self.ledger is None or not (outcome.trace.attempts or outcome.cache == "hit"):
+            return  # no backend was reached: nothing to account for in the ledger
+        self.ledger.record(
+            LedgerEntry(
+                id=outcome.rid,
+                ts=outcome.ts,
+                key_id=outcome.key_id,
+                policy_hash=outcome.policy_hash,
+                route=outcome.route,
+                tier=outcome.tier,
+                backend=outcome.backend,
+                model=outcome.model,
+                score=round(plan.score.value, 6) if plan.score else None,
+                cache=outcome.cache,
+                canary_arm=outcome.canary_arm,
+                status=outcome.status,
+                error_class=outcome.error,
+                attempts=len(outcome.trace.attempts),
+                fallback_chain=">".join(a.backend for a in outcome.trace.attempts),
+                stream=outcome.stream,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
+                usage_estimated=usage.estimated,
+                latency_ms=round(elapsed * 1000.0, 3),
+                ttft_ms=timings.ttft_ms if timings else None,
+                server_ms=timings.server_ms if timings else None,
+                load_ms=timings.load_ms if timings else None,
+                cost_usd=priced.cost,
+                cost_source=priced.source,
+                baseline_cost_usd=priced.baseline,
+                cache_saved_usd=outcome.cache_saved,
+                capabilities=",".join(plan.labels),
+                features=_features(plan),
+            )
+        )
+
+    def _metrics(self, outcome: Outcome, elapsed: float) -> None:
+        m = self.metrics
+        m.requests.labels(outcome.route, outcome.tier, outcome.backend, outcome.status).inc()
+        for attempt in outcome.trace.attempts:
+            if attempt.error is not None:
+                m.fallbacks.labels(outcome.route, attempt.backend, attempt.error).inc()
+        if outcome.status == 200:
+            m.latency.labels(outcome.route, outcome.tier, outcome.backend).observe(elapsed)
+            ttft = outcome.timings.ttft_ms if outcome.timings else None
+            if ttft is not None:
+                m.ttft.labels(outcome.route, outcome.tier, outcome.backend).observe(ttft / 1000)
+
+    def _log(self, outcome: Outcome, plan: Plan, usage: Usage, elapsed: float) -> None:
+        timings = outcome.timings
+        priced = outcome.priced
+        log.info(
+            "request",
+            request_id=outcome.rid,
+            key_id=outcome.key_id,
+            route=outcome.route,
+            tier=outcome.tier,
+            backend=outcome.backend,
+            status=outcome.status,
+            error=outcome.error,
+            score=round(plan.score.value, 4) if plan.score else None,
+            latency_ms=round(elapsed * 1000, 2),
+            ttft_ms=_rounded(timings.ttft_ms if timings else None),
+            server_ms=_rounded(timings.server_ms if timings else None),
+            load_ms=_rounded(timings.load_ms if timings else None),  # a cold load, apart
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            usage_estimated=usage.estimated,
+            cost_usd=_money(priced.cost if priced else None),
+            baseline_cost_usd=_money(priced.baseline if priced else None),
+            needs=list(plan.labels),
+            attempts=[a.backend for a in outcome.trace.attempts],
+            skipped=[s.backend for s in outcome.trace.skipped],
+        )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value:.12f}"
+
+
+def _features(plan: Plan) -> str | None:
+    """The v1 scorer's inputs, non-zero ones only (the rest are 0), for ``policy replay``."""
+    inputs = plan.score.inputs if plan.score is not None else None
+    if inputs is None:
+        return None
+    return orjson.dumps({k: v for k, v in inputs.items() if v}).decode()

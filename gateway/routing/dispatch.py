@@ -1,0 +1,365 @@
+"""Send a request to its candidates in order, inside one deadline.
+
+* Each attempt gets ``per_try_s`` (plus ``cold_start_s`` while the backend has not finished
+  loading its model), never more than what is left of ``total_s``.
+* A backend that is disabled, unhealthy or whose breaker is open is skipped, and the reason is
+  kept for the error message and ``policy explain``.
+* A stream is retried on the next candidate only until its first chunk has arrived: after
+  that the client has bytes and a retry would duplicate them.
+* Breakers count failures that say something about the backend (unreachable, timeout, garbage);
+  a rejection (the request's fault) or rate limit (busy, alive) does not count, and neither does
+  a timeout while the model was still loading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from adapters.base import (
+    Backend,
+    ChatRequest,
+    Chunk,
+    Completion,
+    Embedder,
+    EmbeddingRequest,
+    Embeddings,
+)
+from adapters.errors import (
+    BackendBadResponse,
+    BackendError,
+    BackendRateLimited,
+    BackendRejected,
+    BackendTimeout,
+)
+from gateway.policy import Candidate, Decision
+from gateway.policy.schema import TimeoutSpec
+from gateway.routing.pool import BackendPool, BackendState
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    backend: str
+    tier: str
+    error: str | None  # the error's class name, None on success
+    message: str | None
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    backend: str
+    reason: str
+
+
+class DispatchError(Exception):
+    """No candidate produced an answer."""
+
+    def __init__(self, attempts: list[Attempt], skipped: list[Skip], last: BackendError | None):
+        self.attempts = attempts
+        self.skipped = skipped
+        self.last = last
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        parts = [f"{a.backend}: {a.message}" for a in self.attempts]
+        parts += [f"{s.backend}: skipped ({s.reason})" for s in self.skipped]
+        if not parts:
+            return "no backend to try"
+        return "; ".join(parts)
+
+    @property
+    def all_rejected(self) -> bool:
+        return bool(self.attempts) and all(a.error == "BackendRejected" for a in self.attempts)
+
+
+@dataclass(slots=True)
+class Trace:
+    """What happened while dispatching one request."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+
+    @property
+    def fallbacks(self) -> int:
+        return max(0, len(self.attempts) - 1)
+
+
+@dataclass(slots=True)
+class Served:
+    """A successful non-streamed answer and where it came from."""
+
+    completion: Completion
+    candidate: Candidate
+    trace: Trace
+
+
+@dataclass(slots=True)
+class Embedded:
+    """A successful embeddings answer and where it came from."""
+
+    embeddings: Embeddings
+    candidate: Candidate
+    trace: Trace
+
+
+@dataclass(slots=True)
+class Opened:
+    """A stream whose first chunk has arrived. The backend stays reserved (``in_flight``,
+    breaker probe slot) until ``release`` — which ``Dispatcher.chunks`` calls when
+    the stream ends, and the HTTP layer calls again (harmlessly) when the response closes."""
+
+    first: Chunk
+    rest: AsyncGenerator[Chunk, None]
+    candidate: Candidate
+    state: BackendState
+    trace: Trace
+    started: float
+    released: bool = False
+
+    async def release(self, error: BackendError | None = None, *, ok: bool = False) -> None:
+        if self.released:
+            return
+        self.released = True
+        self.state.in_flight -= 1
+        await _close_quietly(self.rest)
+        breaker = self.state.breaker
+        if ok:
+            breaker.record_success()
+        elif error is not None and _counts_against(error, self.state):
+            breaker.record_failure()
+        else:
+            breaker.release()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        pool: BackendPool,
+        timeouts: TimeoutSpec,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pool = pool
+        self._timeouts = timeouts
+        self._clock = clock
+
+    async def complete(self, decision: Decision, request: ChatRequest) -> Served:
+        def call(backend: Backend) -> Awaitable[Completion]:
+            return backend.acomplete(request)
+
+        completion, candidate, trace = await self._first(decision, call)
+        return Served(completion, candidate, trace)
+
+    async def embed(self, decision: Decision, request: EmbeddingRequest) -> Embedded:
+        """Embeddings from the first candidate that answers (same deadlines and fallbacks)."""
+
+        async def call(backend: Backend) -> Embeddings:
+            if not isinstance(backend, Embedder):
+                raise BackendRejected(backend.name, "this backend type cannot embed", 400)
+            return await backend.aembed(request)
+
+        embeddings, candidate, trace = await self._first(decision, call)
+        return Embedded(embeddings, candidate, trace)
+
+    async def _first(
+        self, decision: Decision, call: Callable[[Backend], Awaitable[_T]]
+    ) -> tuple[_T, Candidate, Trace]:
+        trace = Trace()
+        deadline = self._clock() + self._timeouts.total_s
+        last: BackendError | None = None
+        for candidate, state in self._usable(decision, trace):
+            budget = self._budget(state, deadline)
+            if budget <= 0:
+                last = _deadline_error(candidate.backend, self._timeouts.total_s)
+                break
+            started = self._clock()
+            state.in_flight += 1
+            try:
+                async with asyncio.timeout(budget):
+                    result = await call(state.backend)
+            except TimeoutError:
+                last = _timeout_error(candidate.backend, budget)
+            except BackendError as exc:
+                last = exc
+            except BaseException:
+                state.breaker.release()
+                raise
+            else:
+                state.breaker.record_success()
+                trace.attempts.append(
+                    Attempt(
+                        candidate.backend, candidate.tier, None, None, _ms(started, self._clock)
+                    )
+                )
+                return result, candidate, trace
+            finally:
+                state.in_flight -= 1
+            self._failed(state, candidate, last, started, trace)
+        raise DispatchError(trace.attempts, trace.skipped, last)
+
+    async def open_stream(self, decision: Decision, request: ChatRequest) -> Opened:
+        trace = Trace()
+        deadline = self._clock() + self._timeouts.total_s
+        last: BackendError | None = None
+        for candidate, state in self._usable(decision, trace):
+            budget = self._budget(state, deadline)
+            if budget <= 0:
+                last = _deadline_error(candidate.backend, self._timeouts.total_s)
+                break
+            started = self._clock()
+            stream = state.backend.astream(request)
+            state.in_flight += 1
+            try:
+                async with asyncio.timeout(budget):
+                    first = await anext(stream)
+            except (TimeoutError, BackendError, StopAsyncIteration) as exc:
+                state.in_flight -= 1
+                await _close_quietly(stream)
+                last = _as_backend_error(exc, candidate.backend, budget)
+                self._failed(state, candidate, last, started, trace)
+                continue
+            except BaseException:
+                state.in_flight -= 1
+                state.breaker.release()
+                await _close_quietly(stream)
+                raise
+            trace.attempts.append(
+                Attempt(candidate.backend, candidate.tier, None, None, _ms(started, self._clock))
+            )
+            return Opened(first, stream, candidate, state, trace, started)
+        raise DispatchError(trace.attempts, trace.skipped, last)
+
+    async def chunks(self, opened: Opened) -> AsyncGenerator[Chunk, None]:
+        """An opened stream's chunks, its first included, each of the rest within
+        ``stream_idle_s``. Releases the backend with the right verdict however it ends."""
+        idle = self._timeouts.stream_idle_s
+        loop = asyncio.get_running_loop()
+        try:
+            yield opened.first
+            # One timer for the whole stream, armed only while waiting on the backend (never
+            # while the client is being written to): cheaper than a new one per chunk.
+            async with asyncio.timeout(None) as timer:
+                while True:
+                    timer.reschedule(loop.time() + idle)
+                    try:
+                        chunk = await anext(opened.rest)
+                    except StopAsyncIteration:
+                        timer.reschedule(None)
+                        await opened.release(ok=True)
+                        return
+                    timer.reschedule(None)
+                    yield chunk
+        except TimeoutError as exc:
+            error = BackendTimeout(
+                opened.state.name,
+                f"the stream went silent for {idle} s; raise timeouts.stream_idle_s if this "
+                f"backend pauses longer",
+            )
+            await opened.release(error)
+            raise error from exc
+        except BackendError as exc:
+            await opened.release(exc)
+            raise
+        finally:
+            await opened.release()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _usable(self, decision: Decision, trace: Trace) -> Iterator[tuple[Candidate, BackendState]]:
+        """The candidates that may be tried, in order. Lazy: a breaker is asked only when its
+        turn comes, so a half-open probe slot goes to a request that really tries it."""
+        for candidate in decision.candidates:
+            state = self._pool.get(candidate.backend)
+            if state is None:
+                trace.skipped.append(Skip(candidate.backend, "not in the active policy"))
+                continue
+            reason = state.unavailable_reason()
+            if reason is not None:
+                trace.skipped.append(Skip(candidate.backend, reason))
+                continue
+            if not state.breaker.allow():
+                trace.skipped.append(
+                    Skip(
+                        candidate.backend,
+                        f"circuit open after {state.breaker.consecutive_failures} failures; "
+                        f"next probe in {state.breaker.retry_in():.0f} s",
+                    )
+                )
+                continue
+            yield candidate, state
+
+    def _budget(self, state: BackendState, deadline: float) -> float:
+        per_try = self._timeouts.per_try_s
+        if not state.warm:
+            per_try += self._timeouts.cold_start_s
+        return min(per_try, deadline - self._clock())
+
+    def _failed(
+        self,
+        state: BackendState,
+        candidate: Candidate,
+        error: BackendError | None,
+        started: float,
+        trace: Trace,
+    ) -> None:
+        assert error is not None
+        if _counts_against(error, state):
+            state.breaker.record_failure()
+        elif isinstance(error, BackendRejected):
+            state.breaker.record_success()  # it answered; the request was the problem
+        else:
+            state.breaker.release()
+        trace.attempts.append(
+            Attempt(
+                candidate.backend,
+                candidate.tier,
+                type(error).__name__,
+                error.message,
+                _ms(started, self._clock),
+            )
+        )
+
+
+def _counts_against(error: BackendError, state: BackendState) -> bool:
+    if isinstance(error, BackendRejected | BackendRateLimited):
+        return False
+    return not (isinstance(error, BackendTimeout) and not state.warm)
+
+
+def _ms(started: float, clock: Callable[[], float]) -> float:
+    return (clock() - started) * 1000.0
+
+
+def _timeout_error(backend: str, budget: float) -> BackendTimeout:
+    return BackendTimeout(
+        backend,
+        f"no answer within {budget:.1f} s; raise timeouts.per_try_s in the policy if this "
+        f"backend is just slow",
+    )
+
+
+def _deadline_error(backend: str, total: float) -> BackendTimeout:
+    return BackendTimeout(
+        backend, f"the request's deadline (timeouts.total_s = {total} s) ran out before this try"
+    )
+
+
+def _as_backend_error(exc: BaseException, backend: str, budget: float) -> BackendError:
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return _timeout_error(backend, budget)
+    return BackendBadResponse(backend, "the stream ended before any chunk arrived")
+
+
+async def _close_quietly(stream: AsyncIterator[Chunk]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()

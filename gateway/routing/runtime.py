@@ -1,0 +1,178 @@
+"""The gateway's live state: the active policy with its backend pool, and how it changes.
+
+A reload (file change, SIGHUP or the admin call) validates the new file first; an invalid one
+is rejected with its problems logged and the last good policy keeps serving. A valid one is
+swapped in with a single assignment, so a request sees either the old or the new policy whole,
+never a mix; backends the new policy dropped are closed once their requests have finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from adapters import load_backend
+from gateway.metrics import BREAKER_STATES, Metrics
+from gateway.policy import Policy, PolicyError, load_policy
+from gateway.routing.dispatch import Dispatcher
+from gateway.routing.pool import BackendFactory, BackendPool, BackendState, close_states
+
+log = structlog.get_logger("tiergate.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    """One consistent view: a policy and the backends built for it."""
+
+    policy: Policy
+    pool: BackendPool
+    dispatcher: Dispatcher
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    applied: bool
+    trigger: str
+    hash: str  # the hash serving after the attempt
+    previous_hash: str
+    problems: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "applied": self.applied,
+            "trigger": self.trigger,
+            "hash": self.hash,
+            "previous_hash": self.previous_hash,
+            "problems": list(self.problems),
+        }
+
+
+class Runtime:
+    def __init__(
+        self,
+        policy_path: Path,
+        metrics: Metrics,
+        *,
+        factory: BackendFactory = load_backend,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._path = policy_path
+        self._metrics = metrics
+        self._factory = factory
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        policy = load_policy(policy_path)  # raises PolicyError: the server does not start
+        pool = BackendPool.build(policy, factory=factory, clock=clock)
+        self._active = Active(policy, pool, Dispatcher(pool, policy.timeouts, clock))
+        metrics.set_policy(policy.hash)
+
+    @property
+    def active(self) -> Active:
+        return self._active
+
+    @property
+    def policy_path(self) -> Path:
+        return self._path
+
+    def start(self, *, watch: bool) -> None:
+        """Begin prewarming, health probing and (optionally) watching the policy file."""
+        self._active.pool.start_prewarm()
+        self.spawn(self._health_loop(), "health")
+        self._watch_dir = self._path.resolve().parent
+        if watch:
+            self.spawn(self._watch(), "policy-watch")
+
+    async def reload(self, trigger: str) -> ReloadResult:
+        async with self._lock:
+            old = self._active
+            try:
+                policy = load_policy(self._path)
+            except PolicyError as exc:
+                problems = tuple(str(exc).splitlines())
+                log.error("policy_rejected", trigger=trigger, problems=list(problems))
+                self._metrics.policy_reloads.labels("rejected", trigger).inc()
+                return ReloadResult(False, trigger, old.policy.hash, old.policy.hash, problems)
+            if policy.hash == old.policy.hash:
+                self._metrics.policy_reloads.labels("unchanged", trigger).inc()
+                return ReloadResult(False, trigger, old.policy.hash, old.policy.hash)
+            try:
+                pool = BackendPool.build(
+                    policy, previous=old.pool, factory=self._factory, clock=self._clock
+                )
+            except Exception as exc:  # a backend that cannot even be constructed
+                log.error("policy_rejected", trigger=trigger, problems=[str(exc)])
+                self._metrics.policy_reloads.labels("rejected", trigger).inc()
+                return ReloadResult(False, trigger, old.policy.hash, old.policy.hash, (str(exc),))
+            self._active = Active(policy, pool, Dispatcher(pool, policy.timeouts, self._clock))
+            pool.start_prewarm()
+            self._metrics.set_policy(policy.hash, old.policy.hash)
+            self._metrics.policy_reloads.labels("applied", trigger).inc()
+            log.info("policy_applied", trigger=trigger, hash=policy.hash, previous=old.policy.hash)
+            retired = old.pool.dropped_by(pool)
+            if retired:
+                self.spawn(self._retire(retired, policy.timeouts.total_s), "retire")
+            self._changed.set()
+            self._changed = asyncio.Event()
+            self.spawn(pool.probe_all(), "probe")
+            return ReloadResult(True, trigger, policy.hash, old.policy.hash)
+
+    async def wait_for_change(self) -> None:
+        """Return once the active policy changes (callers bound it with asyncio.timeout)."""
+        await self._changed.wait()
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._active.pool.aclose()
+
+    # --- background work -------------------------------------------------------------------
+
+    def spawn(self, coro: object, name: str) -> None:
+        """Run ``coro`` in the background, kept referenced and cancelled on close."""
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def refresh_gauges(self) -> None:
+        for state in self._active.pool.states():
+            usable = state.unavailable_reason() is None
+            self._metrics.backend_up.labels(state.name).set(1 if usable else 0)
+            self._metrics.breaker.labels(state.name).set(BREAKER_STATES[state.breaker.state()])
+
+    async def _health_loop(self) -> None:
+        while True:
+            active = self._active
+            try:
+                await active.pool.probe_all()
+                self.refresh_gauges()
+            except Exception as exc:  # the loop must survive anything a probe does
+                log.warning("health_loop_error", error=str(exc))
+            await asyncio.sleep(active.policy.health.interval_s)
+
+    async def _watch(self) -> None:
+        from watchfiles import awatch
+
+        # Editors replace files rather than write them in place, so watch the directory.
+        async for changes in awatch(self._watch_dir, debounce=200, recursive=False):
+            if any(Path(p).name == self._path.name for _, p in changes):
+                await self.reload("file_change")
+
+    async def _retire(self, states: list[BackendState], grace_s: float) -> None:
+        """Close dropped backends once idle (or after the longest a request may take)."""
+        deadline = self._clock() + grace_s
+        # A counter polled here rather than an Event per backend: in_flight is touched by every
+        # request, retirement happens once per reload.
+        while any(s.in_flight for s in states) and self._clock() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await close_states(states)
