@@ -14,9 +14,10 @@ or the server stopped first, when it is closed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,38 +29,24 @@ from adapters.base import (
     EmbeddingRequest,
     Embeddings,
     FinishReason,
-    Timings,
     Usage,
 )
-from adapters.errors import BackendError, BackendRateLimited
+from adapters.errors import BackendError
 from gateway.cache.request import RequestCache
 from gateway.cache.request import prepare as prepare_cache
 from gateway.cache.service import CachedAnswer, CacheService
 from gateway.canary.controller import CanaryController
 from gateway.canary.shadow import shadow_job
-from gateway.errors import (
-    BadGateway,
-    BadRequest,
-    GatewayError,
-    GatewayTimeout,
-    ServiceUnavailable,
-    TooManyRequests,
-)
+from gateway.errors import BadGateway, BadRequest, GatewayError
 from gateway.ids import request_id
 from gateway.policy import Candidate, Decision, UnknownRoute
 from gateway.policy.pricing import Priced
 from gateway.routing.accounting import Accountant, Outcome
-from gateway.routing.choices import (
-    extra_requests,
-    extra_stream,
-    merged,
-    more_choices,
-    sum_usage,
-    total_usage,
-)
+from gateway.routing.choices import extra_requests, extra_stream, merged, more_choices, total_usage
 from gateway.routing.dispatch import DispatchError, Opened, Trace
 from gateway.routing.plan import Plan, make_plan, plan_embeddings
 from gateway.routing.runtime import Active, Runtime
+from gateway.routing.tally import Tally
 from gateway.scoring.tokens import count_exact
 
 
@@ -136,34 +123,23 @@ class Embedded:
     receipt: Receipt
 
 
+@dataclass(frozen=True, slots=True)
 class Pipeline:
     """The gateway's request path over its live services."""
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        accountant: Accountant,
-        cache: CacheService,
-        canary: CanaryController,
-    ) -> None:
-        self.runtime = runtime
-        self.accountant = accountant
-        self.cache = cache
-        self.canary = canary
+    runtime: Runtime
+    accountant: Accountant
+    cache: CacheService
+    canary: CanaryController
 
     async def handle(self, inbound: Inbound) -> Answer | Stream:
         active = self.runtime.active
         chat = inbound.chat
         outcome = _outcome(active, inbound.key_id, stream=inbound.stream, choices=chat.n)
-        try:
+        with _refusing(outcome):
             plan = make_plan(
                 active.policy, active.pool.capabilities, chat, inbound.model, stream=inbound.stream
             )
-        except UnknownRoute as exc:
-            error = BadRequest(str(exc), param="model", code="model_not_found")
-            raise Refused(error, _receipt(outcome)) from None
-        except GatewayError as exc:
-            raise Refused(exc, _receipt(outcome)) from None
         self.accountant.metrics.scorer.observe(plan.scorer_s)
         routed = self.canary.route(
             active.policy,
@@ -202,13 +178,8 @@ class Pipeline:
         active = self.runtime.active
         outcome = _outcome(active, key_id, stream=False, choices=1)
         tokens = sum(count_exact(text) for text in request.inputs)
-        try:
+        with _refusing(outcome):
             plan = plan_embeddings(active.policy, active.pool.capabilities, model, tokens)
-        except UnknownRoute as exc:
-            error = BadRequest(str(exc), param="model", code="model_not_found")
-            raise Refused(error, _receipt(outcome)) from None
-        except GatewayError as exc:
-            raise Refused(exc, _receipt(outcome)) from None
         outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
         outcome.prompt_estimate = tokens
         flight = _Flight(self, active, None, outcome, plan, None, shadow=False)
@@ -256,30 +227,14 @@ class Stream:
     async def _events(
         self, chunks: AsyncGenerator[tuple[int, Chunk], None]
     ) -> AsyncGenerator[StreamEvent, None]:
-        outcome, choices = self._flight.outcome, self.choices
-        finish: list[FinishReason] = ["stop"] * choices
-        usages: list[Usage | None] = [None] * choices
-        counts = [0] * choices
-        first_at: float | None = None
-        texts: list[str] = []  # choice 0's: what the cache and the shadow comparison keep
+        outcome = self._flight.outcome
+        tally = Tally(self.choices, outcome.prompt_estimate, outcome.started)
         outcome.status = 499  # until the stream completes: the client went away
         try:
             async for item in chunks:
-                index, chunk = item
-                if chunk.tool_calls or chunk.delta:
-                    if first_at is None:
-                        first_at = time.perf_counter()
-                    sent = bool(chunk.tool_calls) + bool(chunk.delta)
-                    counts[index] += sent
-                    outcome.chunks += sent
-                    if chunk.delta and index == 0:
-                        texts.append(chunk.delta)
-                if chunk.finish_reason is not None:
-                    finish[index] = chunk.finish_reason
-                if chunk.usage is not None:
-                    usages[index] = chunk.usage
-                if chunk.timings is not None and index == 0:
-                    outcome.timings = chunk.timings
+                outcome.chunks += tally.add(*item)
+                if tally.timings is not None:
+                    outcome.timings = tally.timings
                 yield item
         except BackendError as exc:
             outcome.status, outcome.error = 502, type(exc).__name__
@@ -290,31 +245,14 @@ class Stream:
                 f"of it"
             )
             return
-        # A choice whose backend reported no usage: count what was sent, and the prompt as the
-        # scorer saw it.
-        known = [
-            u
-            if u is not None
-            else Usage(prompt_tokens=outcome.prompt_estimate, completion_tokens=n, estimated=True)
-            for u, n in zip(usages, counts, strict=True)
-        ]
-        usage = known[0] if choices == 1 else sum_usage(known)
-        outcome.usage = usage
-        now = time.perf_counter()
-        ttft = (first_at - outcome.started) * 1000.0 if first_at is not None else None
-        base = outcome.timings or Timings(latency_ms=0.0)
-        outcome.timings = Timings(
-            latency_ms=(now - outcome.started) * 1000.0,
-            ttft_ms=ttft,
-            server_ms=base.server_ms,
-            load_ms=base.load_ms,
-        )
-        yield Ended(tuple(finish), usage)
+        outcome.usage, outcome.timings = tally.usage(), tally.final_timings()
+        yield Ended(tuple(tally.finish), outcome.usage)
         # The end's events are out; recorded before the stream's last byte, so a report asked
         # for right after sees this request.
         outcome.status = 200
+        text = "".join(tally.texts)
         answer = Completion(
-            "".join(texts), finish[0], usage, outcome.timings, outcome.backend, outcome.model
+            text, tally.finish[0], outcome.usage, outcome.timings, outcome.backend, outcome.model
         )
         self._flight.succeed(answer)
 
@@ -409,7 +347,7 @@ class _Flight:
         if exc.attempts:
             last = exc.attempts[-1]
             outcome.backend, outcome.tier = last.backend, last.tier
-        error = _dispatch_error(exc)
+        error = exc.client_error()
         outcome.status, outcome.error = error.status, error.code
         self.settle()
         return Refused(error, self.receipt(served=False))
@@ -440,42 +378,25 @@ class _Flight:
 
 
 def _outcome(active: Active, key_id: str, *, stream: bool, choices: int) -> Outcome:
-    policy_hash = active.policy.hash
     return Outcome(
         rid=request_id(),
         ts=datetime.now(UTC),
         started=time.perf_counter(),
         key_id=key_id,
-        policy_hash=policy_hash,
+        policy_hash=active.policy.hash,
         stream=stream,
         choices=choices,
     )
 
 
-def _receipt(outcome: Outcome) -> Receipt:
-    """The receipt of a request refused before it had a plan."""
-    return Receipt(request_id=outcome.rid, policy=outcome.policy_hash)
-
-
-def _dispatch_error(exc: DispatchError) -> GatewayError:
-    """The client's error for a request no backend answered."""
-    detail = exc.describe()
-    if not exc.attempts:
-        return ServiceUnavailable(
-            f"no backend could take this request: {detail}", code="no_backend_available"
-        )
-    if exc.all_rejected:
-        return BadRequest(
-            f"the backends refused this request: {detail}", code="rejected_by_backend"
-        )
-    failed = [a for a in exc.attempts if a.error != "BackendRejected"]
-    kind = failed[-1].error if failed else None
-    message = f"every backend failed: {detail}"
-    if kind == "BackendTimeout":
-        return GatewayTimeout(message, code="backend_timeout")
-    if kind == "BackendRateLimited":
-        retry = exc.last.retry_after if isinstance(exc.last, BackendRateLimited) else None
-        return TooManyRequests(message, code="backend_rate_limited", retry_after=retry)
-    if kind == "BackendBadResponse":
-        return BadGateway(message, code="bad_backend_response")
-    return ServiceUnavailable(message, code="backend_unavailable")
+@contextlib.contextmanager
+def _refusing(outcome: Outcome) -> Iterator[None]:
+    """Planning's refusals (an unknown route, needs no backend meets) as ``Refused``."""
+    receipt = Receipt(request_id=outcome.rid, policy=outcome.policy_hash)
+    try:
+        yield
+    except UnknownRoute as exc:
+        error = BadRequest(str(exc), param="model", code="model_not_found")
+        raise Refused(error, receipt) from None
+    except GatewayError as exc:
+        raise Refused(exc, receipt) from None

@@ -10,11 +10,12 @@ from typing import Annotated
 import typer
 
 from gateway.cli.bench import bench
+from gateway.cli.calibrate import calibrate, replay_cmd
 from gateway.cli.canary import canary_app
 from gateway.cli.ledger import db_app, report
 from gateway.cli.models import eval_models, fit
 from gateway.cli.policy import policy_app, score_cmd, settings_or_exit
-from gateway.cli.scorer import calibrate, eval_router, replay_cmd, train_scorer
+from gateway.cli.scorer import eval_router, train_scorer
 from gateway.tools.demo import demo_command
 
 app = typer.Typer(

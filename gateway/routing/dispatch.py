@@ -36,6 +36,14 @@ from adapters.errors import (
     BackendRejected,
     BackendTimeout,
 )
+from gateway.errors import (
+    BadGateway,
+    BadRequest,
+    GatewayError,
+    GatewayTimeout,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 from gateway.policy import Candidate, Decision
 from gateway.policy.schema import TimeoutSpec
 from gateway.routing.pool import BackendPool, BackendState
@@ -77,6 +85,29 @@ class DispatchError(Exception):
     @property
     def all_rejected(self) -> bool:
         return bool(self.attempts) and all(a.error == "BackendRejected" for a in self.attempts)
+
+    def client_error(self) -> GatewayError:
+        """What the client is told when no backend answered."""
+        detail = self.describe()
+        if not self.attempts:
+            return ServiceUnavailable(
+                f"no backend could take this request: {detail}", code="no_backend_available"
+            )
+        if self.all_rejected:
+            return BadRequest(
+                f"the backends refused this request: {detail}", code="rejected_by_backend"
+            )
+        failed = [a for a in self.attempts if a.error != "BackendRejected"]
+        kind = failed[-1].error if failed else None
+        message = f"every backend failed: {detail}"
+        if kind == "BackendTimeout":
+            return GatewayTimeout(message, code="backend_timeout")
+        if kind == "BackendRateLimited":
+            retry = self.last.retry_after if isinstance(self.last, BackendRateLimited) else None
+            return TooManyRequests(message, code="backend_rate_limited", retry_after=retry)
+        if kind == "BackendBadResponse":
+            return BadGateway(message, code="bad_backend_response")
+        return ServiceUnavailable(message, code="backend_unavailable")
 
 
 @dataclass(slots=True)
