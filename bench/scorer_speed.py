@@ -1,8 +1,9 @@
 """Scorer speed: how long the learned scorer takes per request on the request path (target:
 p50 <= 1 ms on this CPU, no GPU), next to the v1 scorer.
 
-Prompts: every 8th labelled prompt of ``bench/data/routellm`` (GSM8K word problems, MMLU
-multiple-choice questions up to ~11,000 characters, MT-Bench instructions), in file order. Each
+Prompts: every 8th labelled prompt of the RouteLLM pairs (``../shared/research/data/routellm``:
+GSM8K word problems, MMLU multiple-choice questions up to ~11,000 characters, MT-Bench
+instructions), in file order. Each
 prompt is scored as a one-message chat request through ``Policy.score`` (the call the router
 makes), after one warm-up pass; every call is timed with ``perf_counter_ns``. Also measured: the
 import time of the learned scorer's module in a fresh interpreter (it must not pull numpy or
@@ -25,10 +26,9 @@ from pathlib import Path
 
 from gateway.policy import parse_policy
 from gateway.scoring.learned import DEFAULT_ARTIFACT, parse_artifact
-from gateway.tools.scorer.labels import read_labels
+from gateway.tools.scorer.labels import ROUTELLM_PAIRS, read_labels, shared_data
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "bench" / "data" / "routellm" / "routellm_pairs.jsonl.gz"
 POLICY = """
 version: 1
 backends:
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/scorer-speed.json")
     args = parser.parse_args()
-    items = read_labels([DATA]).items[:: args.every]
+    items = read_labels([shared_data(ROUTELLM_PAIRS, near=ROOT)]).items[:: args.every]
     requests = [(i.messages, i.max_tokens) for i in items]
     results = {}
     for kind in ("learned", "v1"):

@@ -201,15 +201,13 @@ class Stream:
     """A streamed answer whose first chunk has arrived. ``events`` yields ``(choice, chunk)``
     pairs, then ``Ended`` or ``Broke``; ``close`` must be awaited however the response ends."""
 
-    def __init__(self, flight: _Flight, opened: Opened, choices: int) -> None:
+    def __init__(self, flight: _Flight, opened: Opened, chat: ChatRequest) -> None:
         self.receipt = flight.receipt(served=True)
         self.model = flight.outcome.model
-        self.choices = choices
+        self.choices = choices = chat.n
         self._flight = flight
         self._opened = opened
         timeouts = flight.active.policy.timeouts
-        chat = flight.chat
-        assert chat is not None
         sources = [flight.active.dispatcher.chunks(opened)]
         sources += [
             extra_stream(opened.state, r, timeouts.per_try_s, timeouts.stream_idle_s)
@@ -312,7 +310,7 @@ class _Flight:
             raise self.failed(exc) from None
         self.served_by(opened.candidate, opened.trace)
         self.outcome.model = opened.state.backend.model_id
-        return Stream(self, opened, self.chat.n)
+        return Stream(self, opened, self.chat)
 
     def from_cache(self, hit: CachedAnswer) -> Answer:
         """Answer from the response cache: no backend, cost 0, the saving recorded."""

@@ -27,6 +27,7 @@ from gateway.canary.counters import CanaryMetrics
 from gateway.canary.events import (
     RESTARTABLE,
     Action,
+    CanaryConflict,
     CanaryEvent,
     Status,
     Superseded,
@@ -34,6 +35,7 @@ from gateway.canary.events import (
     recent_events,
     record_event,
     started_at,
+    stood,
 )
 from gateway.canary.guardrails import Verdict, candidate_arm, evaluate
 from gateway.canary.overlay import Routed, apply
@@ -47,10 +49,6 @@ from gateway.routing.runtime import Runtime
 log = structlog.get_logger("tiergate.canary")
 
 
-class CanaryConflict(Exception):
-    """A manual decision that does not apply to the canary's state (the message says why)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Current:
     spec: CanarySpec
@@ -59,17 +57,6 @@ class Current:
     reason: str
     event_id: str  # the latest event this process knows of ("" when none was recorded)
     actor: str = "auto"
-
-
-def _stood(wanted: Action, event: CanaryEvent) -> CanaryEvent:
-    """``event`` if it is the decision asked for; a conflict if another one was recorded first."""
-    if event.action != wanted:
-        raise CanaryConflict(
-            f"canary {event.canary!r}: {event.actor} recorded {event.action} at the same moment "
-            f"({event.reason}); nothing was changed: check `tiergate canary status` and decide "
-            f"again"
-        )
-    return event
 
 
 def _same(a: CanarySpec, b: CanarySpec) -> bool:
@@ -314,7 +301,7 @@ class CanaryController:
                     f"canary {current.spec.name!r} is {current.status}: only a running or ready "
                     f"canary can be promoted (a rolled-back one: `tiergate canary restart` first)"
                 )
-            return _stood(
+            return stood(
                 "promote",
                 await self._decide(
                     "promote", actor, reason or f"promoted by hand ({actor})", await self._numbers()
@@ -327,7 +314,7 @@ class CanaryController:
             current = self._require()
             if current.status == "rolled_back":
                 raise CanaryConflict(f"canary {current.spec.name!r} is already rolled back")
-            return _stood(
+            return stood(
                 "rollback",
                 await self._decide(
                     "rollback",
@@ -352,7 +339,7 @@ class CanaryController:
             if problem is not None:
                 raise CanaryConflict(problem)
             spec = current.spec
-            return _stood(
+            return stood(
                 "start",
                 await self._decide(
                     "start",

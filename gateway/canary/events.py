@@ -176,3 +176,18 @@ def _event(row: Any) -> CanaryEvent:
         id=row.id,
         follows=row.follows,
     )
+
+
+class CanaryConflict(Exception):
+    """A manual decision that does not apply to the canary's state (the message says why)."""
+
+
+def stood(wanted: Action, event: CanaryEvent) -> CanaryEvent:
+    """``event`` if it is the decision asked for; a conflict if another one was recorded first."""
+    if event.action != wanted:
+        raise CanaryConflict(
+            f"canary {event.canary!r}: {event.actor} recorded {event.action} at the same moment "
+            f"({event.reason}); nothing was changed: check `tiergate canary status` and decide "
+            f"again"
+        )
+    return event

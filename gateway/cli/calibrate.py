@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.policy import settings_or_exit
-from gateway.cli.scorer import KeepOpt, PolicyOpt, policy_at, read_label_files
+from gateway.cli.scorer import KeepOpt, PolicyOpt, label_files, policy_at, read_label_files
 from gateway.policy import Policy, PolicyError, parse_policy
 
 
@@ -84,7 +84,7 @@ def calibrate(
         return
     try:
         if labels:
-            items = read_label_files(labels, keep_contaminated).items
+            items = read_label_files(label_files(labels), keep_contaminated).items
             scores = [loaded.score(i.messages, i.max_tokens).value for i in items]
             typer.echo(f"scored {len(scores)} labelled prompts with the policy's scorer", err=True)
             if target_quality is not None:
@@ -170,7 +170,7 @@ def _calibrate_tiers(
     try:
         shares = parse_tier_shares(tier_shares, names)
         if labels:
-            items = read_label_files(labels, keep_contaminated).items
+            items = read_label_files(label_files(labels), keep_contaminated).items
             scores = [loaded.score(i.messages, i.max_tokens).value for i in items]
         else:
             scores = _ledger_scores(since, route)

@@ -12,12 +12,19 @@ import typer
 
 from gateway.cli.policy import settings_or_exit
 from gateway.policy import Policy, PolicyError, load_policy
-from gateway.tools.scorer.labels import LabelsError, LabelSet, read_labels
+from gateway.tools.scorer.labels import (
+    ROUTELLM_PAIRS,
+    LabelsError,
+    LabelSet,
+    read_labels,
+    shared_data,
+)
 
 LabelsArg = Annotated[
-    list[Path],
+    list[Path] | None,
     typer.Argument(
-        help="Labelled prompts: JSON lines (.jsonl or .jsonl.gz), see README.", exists=True
+        help="Labelled prompts: JSON lines (.jsonl or .jsonl.gz), see README. Default: the "
+        "RouteLLM pairs in the shared data folder, ../shared/research/data/routellm/."
     ),
 ]
 PolicyOpt = Annotated[Path | None, typer.Option(help="Policy (default: TIERGATE_POLICY).")]
@@ -35,6 +42,26 @@ def policy_at(path: Path | None) -> Policy:
         raise typer.Exit(code=1) from None
 
 
+def label_files(paths: list[Path] | None) -> list[Path]:
+    """The files named, each checked; none named: the shared RouteLLM pairs."""
+    try:
+        if not paths:
+            return [shared_data(ROUTELLM_PAIRS)]
+    except LabelsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    for path in paths:
+        if not path.is_file():
+            typer.echo(
+                f"error: {path}: no such file. The public labelled data (RouteLLM, "
+                f"RouterBench, AlpacaEval) lives outside the project, in "
+                f"../shared/research/data/ beside the checkout.",
+                err=True,
+            )
+            raise typer.Exit(code=2)
+    return paths
+
+
 def read_label_files(paths: list[Path], keep: bool) -> LabelSet:
     try:
         labels = read_labels(paths, keep_contaminated=keep)
@@ -47,7 +74,7 @@ def read_label_files(paths: list[Path], keep: bool) -> LabelSet:
 
 
 def eval_router(
-    labels_files: LabelsArg,
+    labels_files: LabelsArg = None,
     policy: PolicyOpt = None,
     kfold: Annotated[
         int | None,
@@ -72,6 +99,7 @@ def eval_router(
     )
 
     loaded = policy_at(policy)
+    labels_files = label_files(labels_files)
     labels = read_label_files(labels_files, keep_contaminated)
     items = labels.items
     routers: dict[str, list[float]] = {}
@@ -131,7 +159,7 @@ def _train_config(policy: Policy) -> Any:
 
 
 def train_scorer(
-    labels_files: LabelsArg,
+    labels_files: LabelsArg = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Where to write the artifact (default: the one shipped in gateway/)."),
@@ -142,6 +170,7 @@ def train_scorer(
     from gateway.scoring.learned import DEFAULT_ARTIFACT
     from gateway.tools.scorer.train import TrainConfig, dumps, featurize, fit
 
+    labels_files = label_files(labels_files)
     labels = read_label_files(labels_files, keep_contaminated)
     config = TrainConfig()
     feats = featurize(labels.items, config.buckets)

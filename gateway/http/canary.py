@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
-from gateway.canary.controller import CanaryConflict, CanaryController
+from gateway.canary.controller import CanaryController
+from gateway.canary.events import CanaryConflict
 from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.http.openai_in import validation_error
 

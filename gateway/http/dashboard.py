@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from starlette.responses import HTMLResponse
 
 from gateway.http.dashboard_charts import (
+    STYLE,
     Chart,
     Format,
     Series,
@@ -350,60 +351,3 @@ def _page(main: str, since: str, until: str | None = None, *, status: int = 200)
 </html>
 """
     return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
-
-
-STYLE = """
-:root{--bg:#f4f5f7;--panel:#fff;--ink:#1d2430;--muted:#5f6b7a;--line:#e3e6ea;--accent:#3b6fd8;
---baseline:#aab4c2;--cost:#e8833a;--save:#2e9d5b;--bad:#d64545;--p50:#6b9bf2;--p95:#1f3f8f;
---fallback:#f0b429}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--ink);
-font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-header{background:#1d2430;color:#fff;padding:14px 28px;display:flex;align-items:center;
-justify-content:space-between;gap:16px;flex-wrap:wrap}
-.brand{font-weight:700;font-size:18px}.brand span{font-weight:400;color:#aeb8c5;margin-left:6px}
-.period-form{display:flex;gap:8px;align-items:center;color:#cfd6df}
-select,button{font:inherit;padding:4px 10px;border-radius:6px;border:1px solid #4a5565;
-background:#2a3342;color:#fff}
-button{cursor:pointer;background:var(--accent);border-color:var(--accent)}
-main{max-width:1280px;margin:0 auto;padding:20px 28px 40px}
-code{font-size:12px;background:#eef0f3;padding:1px 4px;border-radius:4px}
-.period{color:var(--muted);margin:0 0 16px}
-.notice{background:#fff8e6;border:1px solid #f3d48b;border-radius:8px;padding:10px 14px;
-margin:0 0 16px}
-.notice.bad{background:#fdeeee;border-color:#efb0b0}
-.notice .value{font-weight:650}
-h2.group{font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);
-margin:0 0 6px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px;
-margin-bottom:18px}
-.card{background:var(--panel);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
-.card .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
-.card .value{font-size:24px;font-weight:650;margin-top:2px;font-variant-numeric:tabular-nums}
-.card .note{color:var(--muted);font-size:12px;margin-top:2px}
-.card .note .value{font-size:12px;font-weight:600;color:var(--ink)}
-.card.good{border-color:#9fd8b5;background:#f1fbf5}.card.good>.value{color:var(--save)}
-.card.bad{border-color:#efb0b0;background:#fdf3f3}.card.bad>.value{color:var(--bad)}
-.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(520px,100%),1fr));gap:16px}
-.panel{background:var(--panel);border:1px solid var(--line);border-radius:10px;padding:14px 16px;
-margin:0}
-.panel.wide{grid-column:1/-1}
-.panel h2{font-size:15px;margin:0 0 2px}.panel p{margin:0 0 8px;color:var(--muted);font-size:12px}
-svg.chart{width:100%;height:auto;display:block}
-svg text{font-size:11px;fill:var(--muted)}
-svg .legend,svg .cat,svg .val{fill:var(--ink)}
-svg .tick,svg .cat.left{text-anchor:end}
-svg .tick.mid,svg .cat{text-anchor:middle}
-svg .val.muted{fill:var(--muted);font-style:italic}
-svg .grid{stroke:var(--line)}svg .axis{stroke:#9aa4b1}
-.s-baseline_cost_usd{fill:var(--baseline)}.s-cost_usd,.s-cost_per_1m_tokens_usd{fill:var(--cost)}
-.s-savings_usd{fill:var(--save)}.s-requests{fill:var(--accent)}
-.s-latency_ms_p50{fill:var(--p50)}.s-latency_ms_p95{fill:var(--p95)}
-.s-fallback_rate{fill:var(--fallback)}.s-error_rate{fill:var(--bad)}
-rect.bar.negative{fill:var(--bad)}
-.empty{background:var(--panel);border:1px dashed #c3cad3;border-radius:10px;padding:32px;
-text-align:center;color:var(--muted)}
-.empty h2{color:var(--ink);margin-top:0}
-footer{margin-top:24px;color:var(--muted);font-size:12px}
-footer h2{font-size:13px;color:var(--ink);margin:0 0 4px}footer ul{margin:0;padding-left:18px}
-"""

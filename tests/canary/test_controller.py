@@ -13,9 +13,9 @@ import structlog.testing
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
-from gateway.canary.controller import CanaryConflict, CanaryController
+from gateway.canary.controller import CanaryController
 from gateway.canary.counters import CanaryMetrics
-from gateway.canary.events import recent_events
+from gateway.canary.events import CanaryConflict, recent_events
 from gateway.canary.guardrails import Verdict
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry

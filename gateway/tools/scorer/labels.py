@@ -20,9 +20,32 @@ from typing import Any
 
 from adapters.base import Message
 
+# Public labelled data is not part of the project: it stays in the shared folder beside a
+# checkout (`../shared/research/data/`), and the tools and tests read it from there.
+SHARED_DATA = Path("..") / "shared" / "research" / "data"
+ROUTELLM_PAIRS = SHARED_DATA / "routellm" / "routellm_pairs.jsonl.gz"
+
 
 class LabelsError(ValueError):
     """A labels file that cannot be read; the message names the file and line."""
+
+
+def shared_data(relative: Path, *, near: Path | None = None) -> Path:
+    """A file of the shared data folder: looked for beside the working directory's project
+    and beside the checkout this code runs from. Raises ``LabelsError`` saying where it
+    belongs when it is in neither."""
+    checkout = Path(__file__).resolve().parents[3]
+    bases = [near or Path.cwd(), checkout]
+    for base in bases:
+        candidate = (base / relative).resolve()
+        if candidate.is_file():
+            return candidate
+    raise LabelsError(
+        f"{relative}: not found beside {' or '.join(str(b) for b in bases)}. Public labelled "
+        f"data is kept outside the project, in the shared folder next to the checkout "
+        f"(../shared/research/data/; the RouteLLM pairs are "
+        f"routellm/routellm_pairs.jsonl.gz there); pass the path of a labels file explicitly."
+    )
 
 
 @dataclass(frozen=True, slots=True)

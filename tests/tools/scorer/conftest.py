@@ -1,5 +1,6 @@
-"""The labelled RouteLLM data shipped in bench/data, scored once per session by the shipped
-learned scorer (about 15,000 prompts: a few seconds)."""
+"""The labelled RouteLLM data, read from the shared data folder beside the checkout (public data
+stays outside the project), scored once per session by the shipped learned scorer (about
+15,000 prompts: a few seconds)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,15 @@ from pathlib import Path
 import pytest
 
 from gateway.scoring.learned import load_scorer
-from gateway.tools.scorer.labels import LabelSet, read_labels
+from gateway.tools.scorer.labels import ROUTELLM_PAIRS, LabelSet, read_labels, shared_data
 
-DATA = (
-    Path(__file__).resolve().parents[2] / "bench" / "data" / "routellm" / "routellm_pairs.jsonl.gz"
-)
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="session")
 def routellm() -> LabelSet:
-    return read_labels([DATA])
+    # No skip when it is missing: shared_data raises, naming where the data belongs.
+    return read_labels([shared_data(ROUTELLM_PAIRS, near=ROOT)])
 
 
 @pytest.fixture(scope="session")

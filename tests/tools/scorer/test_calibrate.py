@@ -21,7 +21,7 @@ from gateway.tools.scorer.calibrate import (
 )
 from gateway.tools.scorer.labels import LabelSet
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_threshold_sits_between_the_last_score_sent_up_and_the_first_kept() -> None:

@@ -21,7 +21,8 @@ from gateway.ledger.db import make_engine
 from gateway.ledger.models import RequestRow
 from gateway.policy import load_policy
 from gateway.policy.pricing import litellm_price
-from gateway.tools.demo import KINDS, LARGE_MAX_TOKENS, PROMPTS, Target, client_key, plan_requests
+from gateway.tools.demo import client_key
+from gateway.tools.demo_workload import KINDS, LARGE_MAX_TOKENS, PROMPTS, Target, plan_requests
 from tests.http.live_server import ADMIN_KEY, API_KEY, Server
 
 REPO = Path(__file__).resolve().parents[2]

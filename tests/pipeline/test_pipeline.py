@@ -1,0 +1,153 @@
+"""The request path without HTTP: ``Pipeline.handle`` over a process's real services (policy,
+backend pool, SQLite ledger, in-process cache, canary), driven with plain values."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from adapters.base import ChatRequest, Message
+from gateway.app import Services
+from gateway.ledger.models import RequestRow
+from gateway.pipeline import Answer, Broke, Ended, Inbound, Refused, Stream
+from gateway.settings import Settings
+from tests.http.helpers import factory_with
+
+POLICY = """
+version: 1
+backends:
+  small: {type: fake, model: small-model, script: [{reply: "small answer"}]}
+  big: {type: fake, model: big-model, script: [{reply: "big answer"}]}
+  broken:
+    type: fake
+    model: broken-model
+    script: [{reply: "half of it", error: unavailable, fail_after_chunks: 1}]
+tiers:
+  - {name: cheap, max_score: 0.3, backends: [small]}
+  - {name: strong, backends: [big, broken]}
+"""
+
+
+@pytest.fixture
+async def services(tmp_path: Path) -> AsyncIterator[Services]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    settings = Settings(
+        policy=policy,
+        watch_policy=False,
+        database_url=SecretStr(f"sqlite:///{tmp_path / 'ledger.db'}"),
+        outbox_path=tmp_path / "outbox.db",
+    )
+    opened = await Services.open(settings, factory_with({}))
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+def _inbound(text: str, *, model: str | None = None, stream: bool = False) -> Inbound:
+    chat = ChatRequest(messages=(Message("user", text),), max_tokens=16, temperature=0.0)
+    return Inbound(chat=chat, model=model, stream=stream, key_id="k1")
+
+
+async def _rows(services: Services) -> list[RequestRow]:
+    assert services.ledger is not None
+    await services.ledger.flush()
+    with services.ledger.engine.connect() as connection:
+        return list(connection.execute(select(RequestRow)).all())  # type: ignore[arg-type]
+
+
+async def test_a_whole_answer_carries_its_receipt_and_its_ledger_row(services: Services) -> None:
+    """A short prompt goes to the cheap tier; the receipt and the ledger row agree."""
+    result = await services.pipeline.handle(_inbound("hi"))
+    assert isinstance(result, Answer)
+    assert result.completion.text == "small answer"
+    receipt = result.receipt
+    assert (receipt.route, receipt.tier, receipt.backend) == ("auto", "cheap", "small")
+    assert receipt.complexity is not None
+    assert receipt.complexity < 0.3
+    assert receipt.cache == "miss"
+    (row,) = await _rows(services)
+    assert (row.id, row.tier, row.backend, row.status) == (
+        receipt.request_id,
+        "cheap",
+        "small",
+        200,
+    )
+
+
+async def test_the_same_request_again_is_answered_from_the_cache(services: Services) -> None:
+    first = await services.pipeline.handle(_inbound("hi"))
+    await services.cache.flush()  # the answer is stored off the request path
+    again = await services.pipeline.handle(_inbound("hi"))
+    assert isinstance(first, Answer)
+    assert isinstance(again, Answer)
+    assert again.completion.text == first.completion.text
+    assert (again.receipt.backend, again.receipt.cache) == ("cache", "hit")
+    assert again.receipt.cost == Decimal(0)
+    assert [r.backend for r in await _rows(services)] == ["small", "cache"]
+
+
+async def test_a_stream_yields_its_chunks_then_its_end_and_is_recorded_once(
+    services: Services,
+) -> None:
+    """The row is written when the end is reached (before the last byte), and closing the
+    stream afterwards does not write a second one."""
+    result = await services.pipeline.handle(_inbound("hi", model="big", stream=True))
+    assert isinstance(result, Stream)
+    assert result.receipt.complexity is None
+    assert result.receipt.pinned
+    text, ends = [], []
+    async for event in result.events:
+        if isinstance(event, tuple):
+            text.append(event[1].delta)
+        else:
+            ends.append(event)
+            if isinstance(event, Ended):
+                assert len(await _rows(services)) == 0  # the end's events first, then the row
+    assert "".join(text) == "big answer"
+    assert [type(e) for e in ends] == [Ended]
+    (row,) = await _rows(services)
+    await result.close()
+    assert [(r.id, r.status, r.stream) for r in await _rows(services)] == [
+        (result.receipt.request_id, 200, True)
+    ]
+    assert row.completion_tokens > 0
+
+
+async def test_a_stream_that_breaks_after_its_first_chunk_ends_with_broke(
+    services: Services,
+) -> None:
+    result = await services.pipeline.handle(_inbound("hi", model="broken", stream=True))
+    assert isinstance(result, Stream)
+    events = [event async for event in result.events]
+    assert isinstance(events[-1], Broke)
+    assert "incomplete" in events[-1].message
+    await result.close()
+    (row,) = await _rows(services)
+    assert (row.status, row.error_class) == (502, "BackendUnavailable")
+
+
+async def test_a_stream_closed_before_its_end_is_recorded_as_abandoned(
+    services: Services,
+) -> None:
+    result = await services.pipeline.handle(_inbound("hi", model="big", stream=True))
+    assert isinstance(result, Stream)
+    await anext(result.events)
+    await result.close()
+    (row,) = await _rows(services)
+    assert row.status == 499
+
+
+async def test_an_unknown_route_is_refused_naming_the_field(services: Services) -> None:
+    with pytest.raises(Refused) as refused:
+        await services.pipeline.handle(_inbound("hi", model="nope"))
+    error = refused.value.error
+    assert (error.status, error.param, error.code) == (400, "model", "model_not_found")
+    assert refused.value.receipt.route is None
+    assert await _rows(services) == []
