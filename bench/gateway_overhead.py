@@ -12,6 +12,11 @@ path's own; ``--ledger compare`` (the default) then runs the concurrency-32 load
 
 Run:  python bench/gateway_overhead.py [--duration 10] [--ledger compare|off|on]
         [--out bench/results/gateway-overhead.json]
+      python bench/gateway_overhead.py --against DIR [--rounds 5] [--out FILE]
+        this checkout against another one (say `git worktree add DIR <older commit>`) in one
+        run: both gateways up at once, their wrk runs interleaved, the same launcher for both
+        (uvicorn as `tiergate serve` configures it, only PYTHONPATH differs); reports added p50
+        at c=1, requests/s at c=32 and gateway CPU seconds per request, per tree.
 Needs wrk on PATH (Debian: apt-get install wrk).
 """
 
@@ -312,6 +317,118 @@ def compare_ledger(
     return results
 
 
+LAUNCH = (
+    "import uvicorn; from gateway.app import create_app; from gateway.settings import Settings; "
+    "from gateway.workers import uvicorn_config; s = Settings(); "
+    "uvicorn.Server(uvicorn_config(create_app(s), s)).run()"
+)
+
+
+class TreeGateway:
+    """One checkout's gateway (ledger off, one process), started with PYTHONPATH=``tree``."""
+
+    def __init__(self, tree: Path, work: Path, label: str) -> None:
+        self.label = label
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(tree),
+            "TIERGATE_POLICY": str(work / "policy.yaml"),
+            "TIERGATE_PORT": str(self.port),
+            "TIERGATE_HOST": "127.0.0.1",
+            "TIERGATE_WATCH_POLICY": "false",
+            "TIERGATE_LEDGER": "false",
+        }
+        env.pop("TIERGATE_API_KEYS", None)
+        self._log = (work / f"gateway-{label}.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", LAUNCH], env=env, cwd=tree, stdout=self._log, stderr=self._log
+        )
+
+    def ready(self) -> None:
+        wait_http(f"http://127.0.0.1:{self.port}/healthz", self.process)
+        check = httpx.post(self.url, json=BODY, timeout=10)
+        check.raise_for_status()
+        if check.headers.get("x-tiergate-backend") != "upstream":
+            raise RuntimeError(f"unexpected routing: {dict(check.headers)}")
+
+    def cpu_s(self) -> float:
+        import psutil
+
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def wrk(self, script: Path, connections: int, duration: int) -> dict[str, Any]:
+        before = self.cpu_s()
+        result = run_wrk(self.url, script, connections, duration)
+        result["cpu_ms_per_request"] = (self.cpu_s() - before) * 1000 / max(1, result["requests"])
+        return result
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        self._log.close()
+
+
+def compare_trees(
+    work: Path, mock_url: str, trees: dict[str, Path], duration: int, rounds: int
+) -> dict[str, Any]:
+    """Both gateways up at once; per load, their runs alternate (a, b, b, a, ...) so a change
+    in the machine's background load hits both alike; the mock alone is run between them."""
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    started = [TreeGateway(tree, work, label) for label, tree in trees.items()]
+    try:
+        for gateway in started:
+            gateway.ready()
+        for mode in ("json", "stream"):
+            script = wrk_script(work, stream=mode == "stream")
+            for c in (1, 32):
+                load = f"{mode}/c{c}"
+                for gateway in started:
+                    gateway.wrk(script, c, 2)  # warm-up
+                for turn in range(rounds):
+                    order = started if turn % 2 == 0 else started[::-1]
+                    for gateway in order:
+                        run = gateway.wrk(script, c, duration)
+                        runs.setdefault(load, {}).setdefault(gateway.label, []).append(run)
+                        print(f"{load}/{gateway.label}", json.dumps(run), flush=True)
+                    mock = run_wrk(mock_url, script, c, duration)
+                    runs[load].setdefault("mock", []).append(mock)
+    finally:
+        for gateway in started:
+            gateway.stop()
+    summary: dict[str, Any] = {}
+    for load, by_label in runs.items():
+        mock_p50 = statistics.median(r["p50_ms"] for r in by_label["mock"])
+        figures = {}
+        for label in trees:
+            each = by_label[label]
+            figures[label] = {
+                "p50_added_ms": round(statistics.median(r["p50_ms"] for r in each) - mock_p50, 3),
+                "rps": round(statistics.median(r["rps"] for r in each), 1),
+                "cpu_ms_per_request": round(
+                    statistics.median(r["cpu_ms_per_request"] for r in each), 4
+                ),
+            }
+        first, second = (figures[label] for label in trees)
+        figures["change_pct"] = {
+            key: round((second[key] - first[key]) / first[key] * 100, 2) for key in first
+        }
+        summary[load] = figures
+    return {"summary": summary, "runs": runs}
+
+
+def _commit(tree: Path) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(tree), "status", "--porcelain"], capture_output=True, text=True
+    ).stdout.strip()
+    return out.stdout.strip() + ("+uncommitted" if dirty else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -329,6 +446,12 @@ def main() -> int:
     parser.add_argument(
         "--ledger-rounds", type=int, default=3, help="interleaved runs each for the comparison"
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="another checkout to compare this one with (before/after), in one run",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved runs each (--against)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not on PATH: install it (Debian: apt-get install wrk)", file=sys.stderr)
@@ -347,6 +470,27 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
     )
     mock_url = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
+    if args.against is not None:
+        trees = {"against": args.against.resolve(), "this": ROOT}
+        try:
+            wait_http(f"http://127.0.0.1:{mock_port}/v1/models", mock)
+            compared = compare_trees(work, mock_url, trees, args.duration, args.rounds)
+        finally:
+            mock.terminate()
+            mock.wait(timeout=30)
+        commits = {label: _commit(tree) for label, tree in trees.items()}
+        compared = {
+            "benchmark": "gateway overhead, two checkouts in one run (wrk, mock upstream)",
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+            "trees": {k: {"commit": commits[k]} for k in trees},
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            **compared,
+        }
+        args.out.write_text(json.dumps(compared, indent=2) + "\n")
+        print(json.dumps(compared["summary"], indent=2))
+        return 0
     results: dict[str, Any] = {}
     ledger_summary: dict[str, Any] = {}
     try:

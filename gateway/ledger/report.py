@@ -78,10 +78,16 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     match = re.fullmatch(r"(\d+)\s*([dhm])", text.strip())
     if match:
         amount, unit = int(match.group(1)), match.group(2)
-        delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
-            unit, timedelta(minutes=amount)
-        )
-        return now - delta
+        try:
+            delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
+                unit, timedelta(minutes=amount)
+            )
+            return now - delta
+        except OverflowError:
+            raise ValueError(
+                f"{text.strip()!r} reaches back before the year 1: use a shorter span, or an "
+                f"ISO date like 2026-11-01"
+            ) from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

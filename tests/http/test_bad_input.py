@@ -152,6 +152,9 @@ CHAT_CASES: list[Any] = [
         chat(max_tokens=MAX_TOKENS_LIMIT + 1), "max_tokens", "out_of_range", id="max-tokens-limit"
     ),
     pytest.param(chat(temperature=3), "temperature", "less_than_equal", id="temperature-3"),
+    # Past 64 bits a seed broke the cache key's JSON encoding (a 500, the connection reset).
+    pytest.param(chat(seed=2**70), "seed", "less_than_equal", id="seed-past-64-bits"),
+    pytest.param(chat(seed=-(2**70)), "seed", "greater_than_equal", id="seed-below-64-bits"),
     pytest.param(chat(n=17), "n", "out_of_range", id="n-above-limit"),
     pytest.param(chat(stop=["a", "b", "c", "d", "e"]), "stop", "too_long", id="five-stops"),
     pytest.param(chat(model=""), "model", "string_too_short", id="model-empty"),

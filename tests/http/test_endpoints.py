@@ -689,3 +689,16 @@ async def test_admin_policy_shows_source_and_hash(
     assert "max_score: 0.4" in after["source"]
     again = await client.post(CHAT, json=chat_body())
     assert again.headers["x-tiergate-policy"] == after["hash"]
+
+
+@pytest.mark.parametrize("window", ["99999999d", "1000000000d", "next tuesday"])
+async def test_admin_report_refuses_a_window_it_cannot_read(
+    gw: tuple[httpx.AsyncClient, FastAPI], window: str
+) -> None:
+    """A window reaching before the year 1 was a 500 (OverflowError); it is a 400 naming the
+    parameter, like any other window the gateway cannot read."""
+    client, _ = gw
+    for param in ("since", "until"):
+        answer = await client.get("/admin/report", params={param: window})
+        assert answer.status_code == 400
+        assert answer.json()["error"]["param"] == param

@@ -386,6 +386,10 @@ def test_parse_since() -> None:
     assert parse_since("2026-11-20") == datetime(2026, 11, 20, tzinfo=UTC)
     with pytest.raises(ValueError, match="7d, 12h, 30m or an ISO date"):
         parse_since("last week")
+    # A span reaching before year 1 was an OverflowError: a 500 from /admin/report.
+    for huge in ("99999999d", "9999999999999h", "1000000000d"):
+        with pytest.raises(ValueError, match="before the year 1"):
+            parse_since(huge, now)
 
 
 # --- tiergate report --------------------------------------------------------------------------
