@@ -25,6 +25,7 @@ from gateway.http.errors import (
     on_validation_error,
 )
 from gateway.http.middleware import ApiKeys, BodyLimit
+from gateway.http.openapi import openapi_with_hot_routes
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, Refused
@@ -93,6 +94,7 @@ def asgi_app(settings: Settings, open_services: Callable[[], Awaitable[Services]
         app.add_route(path, endpoint, methods=["POST"])
     for module in (model_list, ops, admin, dashboard, canary, feedback):
         app.include_router(module.router)
+    app.openapi = openapi_with_hot_routes(app)  # type: ignore[method-assign]
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(Refused, on_refused)
     app.add_exception_handler(HTTPException, on_http_error)

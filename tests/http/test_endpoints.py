@@ -702,3 +702,38 @@ async def test_admin_report_refuses_a_window_it_cannot_read(
         answer = await client.get("/admin/report", params={param: window})
         assert answer.status_code == 400
         assert answer.json()["error"]["param"] == param
+
+
+async def test_openapi_lists_every_public_route_with_its_body(
+    gw: tuple[httpx.AsyncClient, FastAPI],
+) -> None:
+    """The hot routes (plain Starlette routes) are in /openapi.json with their request bodies,
+    and every reference in the schema resolves, so schema-driven clients reach them."""
+    client, _ = gw
+    schema = (await client.get("/openapi.json")).json()
+    served = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"}
+    assert served <= set(schema["paths"])
+    components = schema["components"]["schemas"]
+    for path, field in [
+        ("/v1/chat/completions", "messages"),
+        ("/v1/completions", "prompt"),
+        ("/v1/embeddings", "input"),
+    ]:
+        body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        name = body["schema"]["$ref"].rsplit("/", 1)[1]
+        assert field in components[name]["properties"]
+    refs = set()
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.add(node["$ref"])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(schema)
+    assert refs
+    assert {r.rsplit("/", 1)[1] for r in refs} <= set(components)
