@@ -13,10 +13,10 @@ from adapters.base import Backend
 from adapters.config import BackendConfig
 
 BACKEND_TYPES: dict[str, str] = {
-    "tiny": "adapters.tiny:TinyBackend",
-    "ollama": "adapters.ollama:OllamaBackend",
-    "openai_compat": "adapters.openai_compat:OpenAICompatBackend",
-    "remote": "adapters.remote:RemoteBackend",
+    "tiny": "adapters.tiny.backend:TinyBackend",
+    "ollama": "adapters.ollama.backend:OllamaBackend",
+    "openai_compat": "adapters.openai_compat.backend:OpenAICompatBackend",
+    "remote": "adapters.remote.backend:RemoteBackend",
     "fake": "adapters.fake:FakeBackend",
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.base import ChatRequest, Message, ToolCall, ToolCallDelta
+from adapters.chat import ChatRequest, Message, ToolCall, ToolCallDelta
 
 
 def message_json(message: Message) -> dict[str, Any]:

@@ -5,21 +5,80 @@ Two layers:
 * The *teaching contract*, kept exactly as it was: ``BackendInfo``, ``InferenceResult`` and the
   blocking ``Backend.complete(prompt, ...)`` that returns only the generated text.
 * The *server contract* the gateway types against: ``acomplete(ChatRequest) -> Completion``,
-  ``astream(ChatRequest) -> AsyncIterator[Chunk]``, ``prewarm()``, ``health()`` and ``aclose()``.
+  ``astream(ChatRequest) -> AsyncIterator[Chunk]``, ``prewarm()``, ``health()`` and ``aclose()``,
+  plus what a backend is: ``name``, ``model_id``, ``context_window`` and ``capabilities``.
 
-Every adapter implements both, so one object serves the CLI, the benchmark and the gateway.
-All values are frozen dataclasses; pydantic lives only at the edges (YAML, HTTP).
+Every adapter implements both, so one object serves the CLI, the benchmark and the gateway. The
+blocking ``complete()`` is written once, in ``BlockingComplete``, over ``acomplete()``. The chat
+values (``ChatRequest``, ``Completion``, ``Chunk``, ...) live in ``adapters.chat`` and are
+re-exported here, so ``from adapters.base import ChatRequest`` keeps working.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-Role = Literal["system", "user", "assistant", "tool"]
-ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+from adapters._blocking import run_blocking
+from adapters.chat import (
+    ROLES,
+    ChatRequest,
+    Chunk,
+    Completion,
+    EmbeddingRequest,
+    Embeddings,
+    FinishReason,
+    ImagePart,
+    Message,
+    ResponseFormat,
+    Role,
+    Timings,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    Usage,
+    collect,
+    merge_tool_calls,
+    normalise_finish_reason,
+)
+
+if TYPE_CHECKING:
+    from adapters.capabilities import Capabilities
+
+__all__ = [
+    "ROLES",
+    "Backend",
+    "BackendInfo",
+    "BlockingComplete",
+    "ChatRequest",
+    "Chunk",
+    "Completion",
+    "Embedder",
+    "EmbeddingRequest",
+    "Embeddings",
+    "FinishReason",
+    "Health",
+    "ImagePart",
+    "InferenceResult",
+    "Message",
+    "ResponseFormat",
+    "Role",
+    "Timings",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
+    "Usage",
+    "collect",
+    "merge_tool_calls",
+    "normalise_finish_reason",
+    "prompt_request",
+    "to_inference_result",
+]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -59,211 +118,6 @@ class InferenceResult:
 # --- the server contract --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ImagePart:
-    """An image in a user turn: an ``https://`` URL or a ``data:image/...;base64,`` URL, as
-    OpenAI's ``image_url`` content part carries it."""
-
-    url: str
-    detail: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A function call the model asked for. ``arguments`` is JSON text, as in OpenAI's wire
-    format (adapters whose backend speaks objects, like Ollama, convert)."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
-    """A piece of a streamed tool call: the first piece of each call carries ``id`` and
-    ``name``, later ones more ``arguments`` text; ``index`` tells the calls apart."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Tool:
-    """A function the model may call. ``parameters`` is its JSON schema (a read-only view)."""
-
-    name: str
-    description: str | None = None
-    parameters: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
-    strict: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ToolChoice:
-    """OpenAI's ``tool_choice``: ``auto``, ``none``, ``required``, or one named ``function``."""
-
-    mode: Literal["auto", "none", "required", "function"]
-    name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseFormat:
-    """OpenAI's ``response_format``: any JSON object, or JSON matching ``schema``."""
-
-    type: Literal["json_object", "json_schema"]
-    schema: Mapping[str, Any] | None = None
-    name: str | None = None
-    strict: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One chat turn. ``content`` is plain text (a multi-part turn's text parts, joined);
-    ``images`` are its image parts. An assistant turn may carry ``tool_calls``; a ``tool``
-    turn answers the call named by ``tool_call_id``."""
-
-    role: Role
-    content: str
-    name: str | None = None
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str | None = None
-    images: tuple[ImagePart, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    """What the router sends to a backend. The backend's own model id is in its config.
-
-    ``None`` means "the backend's default"; adapters only forward what was set.
-    """
-
-    messages: tuple[Message, ...]
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    tools: tuple[Tool, ...] = ()
-    tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    response_format: ResponseFormat | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = None
-    user: str | None = None
-    # Choices the client asked for. Adapters always answer one; the gateway asks again for
-    # the rest (gateway.choices), since most backends have no such parameter.
-    n: int = 1
-
-    @classmethod
-    def from_prompt(
-        cls,
-        prompt: str,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        stop: Iterable[str] = (),
-        seed: int | None = None,
-    ) -> ChatRequest:
-        """A single user turn: how the teaching ``complete(prompt)`` reaches a chat model."""
-        return cls(
-            messages=(Message(role="user", content=prompt),),
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            stop=tuple(stop),
-            seed=seed,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts. ``cached_tokens`` of the prompt were read from the provider's prompt cache,
-    ``cache_write_tokens`` of it were written there (both inside ``prompt_tokens``; hosted APIs
-    price them differently). ``estimated`` is true when we counted rather than the backend
-    reported."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    estimated: bool = False
-    cache_write_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class Timings:
-    """Where the time went, in milliseconds.
-
-    ``latency_ms`` is wall time from sending the request to the last byte; ``ttft_ms`` the wall
-    time to the first generated text; ``server_ms`` what the backend says it spent (``None`` when
-    it does not say); ``load_ms`` the part of it spent loading the model, so a cold load is not
-    mistaken for a slow or dead backend.
-    """
-
-    latency_ms: float
-    ttft_ms: float | None = None
-    server_ms: float | None = None
-    load_ms: float | None = None
-
-
-FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error"]
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """A whole answer from ``acomplete``."""
-
-    text: str
-    finish_reason: FinishReason
-    usage: Usage
-    timings: Timings
-    backend: str
-    model: str
-    tool_calls: tuple[ToolCall, ...] = ()
-    logprobs: Any = None  # the backend's OpenAI-shaped ``logprobs`` object, passed through
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """One piece of a streamed answer. The last chunk carries ``finish_reason``, ``usage``
-    and ``timings``; the ones before carry text (and tool-call pieces) only."""
-
-    delta: str = ""
-    finish_reason: FinishReason | None = None
-    usage: Usage | None = None
-    timings: Timings | None = None
-    tool_calls: tuple[ToolCallDelta, ...] = ()
-    logprobs: Any = None  # the backend's OpenAI-shaped ``logprobs`` for this piece
-
-
-@dataclass(frozen=True, slots=True)
-class EmbeddingRequest:
-    """Texts to embed (one vector each), as ``/v1/embeddings`` sends them."""
-
-    inputs: tuple[str, ...]
-    dimensions: int | None = None
-    user: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Embeddings:
-    """One vector per input, in input order; ``usage.prompt_tokens`` is what was read."""
-
-    vectors: tuple[tuple[float, ...], ...]
-    usage: Usage
-    timings: Timings
-    backend: str
-    model: str
-
-
 @runtime_checkable
 class Embedder(Protocol):
     """A backend that also serves ``/v1/embeddings`` (its model must be an embedding model:
@@ -291,7 +145,25 @@ class Backend(Protocol):
     """
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The backend's name in the policy."""
+        ...
+
+    @property
+    def model_id(self) -> str:
+        """The model it serves, as its configuration (or the GGUF file) names it."""
+        ...
+
+    @property
+    def context_window(self) -> int | None:
+        """Prompt plus output tokens it takes, as far as it knows now (``None``: unknown)."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What it can serve, as far as it knows now (before the policy's overrides, which
+        ``adapters.capabilities.effective`` applies)."""
+        ...
 
     @property
     def info(self) -> BackendInfo: ...
@@ -317,22 +189,7 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-# --- helpers shared by adapters -------------------------------------------------------------
-
-
-def normalise_finish_reason(value: str | None, *, hit_limit: bool = False) -> FinishReason:
-    """Map the many spellings backends use onto OpenAI's finish reasons."""
-    if hit_limit:
-        return "length"
-    match value:
-        case "length" | "max_tokens" | "MAX_TOKENS":
-            return "length"
-        case "content_filter" | "safety":
-            return "content_filter"
-        case "tool_calls" | "function_call" | "tool_use":
-            return "tool_calls"
-        case _:
-            return "stop"
+# --- the blocking complete(), once for every adapter ------------------------------------------
 
 
 def to_inference_result(prompt: str, completion: Completion) -> InferenceResult:
@@ -354,6 +211,7 @@ def to_inference_result(prompt: str, completion: Completion) -> InferenceResult:
                 "load_ms": timings.load_ms,
                 "cached_tokens": completion.usage.cached_tokens,
                 "usage_estimated": completion.usage.estimated,
+                "cache_write_tokens": completion.usage.cache_write_tokens,
             }
         ),
     )
@@ -375,44 +233,25 @@ def prompt_request(
     )
 
 
-def merge_tool_calls(deltas: Iterable[ToolCallDelta]) -> tuple[ToolCall, ...]:
-    """Whole tool calls from streamed pieces (joined by ``index``, in order of first sight)."""
-    calls: dict[int, list[str]] = {}
-    for delta in deltas:
-        entry = calls.setdefault(delta.index, ["", "", ""])
-        if delta.id:
-            entry[0] = delta.id
-        if delta.name:
-            entry[1] = delta.name
-        entry[2] += delta.arguments
-    return tuple(
-        ToolCall(id=call_id or f"call_{index}", name=name, arguments=arguments)
-        for index, (call_id, name, arguments) in calls.items()
-    )
+class BlockingComplete(ABC):
+    """The teaching contract's blocking ``complete()``, for every adapter: the prompt as one
+    user turn, answered by the adapter's own ``acomplete()`` run to the end on an event loop of
+    the call's own (``adapters._blocking``: it may be called from any thread, or from inside a
+    running loop, which it blocks), and expressed as an ``InferenceResult``."""
 
+    @abstractmethod
+    async def acomplete(self, request: ChatRequest) -> Completion: ...
 
-async def collect(backend: str, model: str, chunks: AsyncIterator[Chunk]) -> Completion:
-    """Join a stream into one ``Completion`` (the stream's last chunk supplies usage/timings)."""
-    parts: list[str] = []
-    deltas: list[ToolCallDelta] = []
-    finish: FinishReason = "stop"
-    usage = Usage(estimated=True)
-    timings = Timings(latency_ms=0.0)
-    async for chunk in chunks:
-        parts.append(chunk.delta)
-        deltas.extend(chunk.tool_calls)
-        if chunk.finish_reason is not None:
-            finish = chunk.finish_reason
-        if chunk.usage is not None:
-            usage = chunk.usage
-        if chunk.timings is not None:
-            timings = chunk.timings
-    return Completion(
-        text="".join(parts),
-        finish_reason=finish,
-        usage=usage,
-        timings=timings,
-        backend=backend,
-        model=model,
-        tool_calls=merge_tool_calls(deltas),
-    )
+    def complete(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+    ) -> InferenceResult:
+        request = prompt_request(
+            prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
+        )
+        return to_inference_result(prompt, run_blocking(self.acomplete(request)))

@@ -12,7 +12,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from adapters.config import OllamaConfig, TinyConfig
+
 if TYPE_CHECKING:
+    from adapters.base import Backend
     from adapters.config import BackendConfig, CapabilitiesConfig
 
 
@@ -45,11 +48,7 @@ class Capabilities:
 
     def names(self) -> list[str]:
         """The boolean capabilities this backend has, for messages and ``policy explain``."""
-        return [
-            f.name
-            for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), bool) and getattr(self, f.name)
-        ]
+        return [name for name, value in dataclasses.asdict(self).items() if value is True]
 
 
 # Per adapter type, before anything is learnt at run time.
@@ -94,8 +93,12 @@ _BY_TYPE = {
 def defaults_for(config: BackendConfig) -> Capabilities:
     """What a backend of this configuration can do, known without contacting it."""
     base = _BY_TYPE[config.type]
-    window = getattr(config, "n_ctx", None) or getattr(config, "num_ctx", None)
-    if isinstance(window, int):
+    window: int | None = None
+    if isinstance(config, TinyConfig):
+        window = config.n_ctx
+    elif isinstance(config, OllamaConfig):
+        window = config.num_ctx
+    if window is not None:
         base = dataclasses.replace(base, context_window=window)
     return base
 
@@ -151,17 +154,11 @@ def from_litellm_info(
     )
 
 
-def effective(backend: object, config: BackendConfig) -> Capabilities:
-    """A live backend's capabilities: what it reports (its ``capabilities`` property, else its
-    type's defaults, with its known ``context_window``), then the policy's overrides."""
-    reported = getattr(backend, "capabilities", None)
-    window = getattr(backend, "context_window", None)
-    if isinstance(reported, Capabilities):
-        caps = reported
-        if caps.context_window is None and isinstance(window, int):
-            caps = dataclasses.replace(caps, context_window=window)
-    else:
-        caps = defaults_for(config)
-        if isinstance(window, int):  # what the live backend knows beats the configuration
-            caps = dataclasses.replace(caps, context_window=window)
+def effective(backend: Backend, config: BackendConfig) -> Capabilities:
+    """A live backend's capabilities: what it reports (with its known ``context_window`` when
+    the report leaves the window open), then the policy's overrides."""
+    caps = backend.capabilities
+    window = backend.context_window
+    if caps.context_window is None and window is not None:
+        caps = dataclasses.replace(caps, context_window=window)
     return caps.overridden(config.capabilities)

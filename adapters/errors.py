@@ -12,9 +12,18 @@ them. Adapters raise them with ``raise ... from exc`` so the vendor exception st
 traceback for debugging, but the type the caller sees is always one of these.
 
 ``retryable`` tells the router whether another attempt (on this or another backend) may help.
+
+Every adapter maps foreign exceptions the same way: its sub-package's ``errors.py`` has
+``as_backend_error(exc, *, backend, config, ...) -> BackendError``, and its backend wraps each
+call upstream in ``with translated(self._error):``, where ``_error`` applies that function with
+the backend's name and configuration. Conditions an adapter detects itself (closed, busy, a
+stream cut short) are raised as ``BackendError``s directly and pass through unchanged.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class BackendError(Exception):
@@ -71,3 +80,19 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+@contextmanager
+def translated(as_backend_error: Callable[[Exception], BackendError]) -> Iterator[None]:
+    """Run the block; an exception it raises leaves as the ``BackendError`` that
+    ``as_backend_error`` maps it to, with the original chained (``raise ... from exc``).
+
+    A ``BackendError`` passes through unchanged, and so does what is not an ``Exception``
+    (cancellation, ``GeneratorExit`` when a stream is closed early, ``KeyboardInterrupt``).
+    """
+    try:
+        yield
+    except BackendError:
+        raise
+    except Exception as exc:
+        raise as_backend_error(exc) from exc

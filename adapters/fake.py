@@ -17,21 +17,18 @@ from collections import deque
 from collections.abc import AsyncGenerator, Iterable
 from itertools import cycle
 
-from adapters.base import (
-    BackendInfo,
+from adapters.base import BackendInfo, BlockingComplete, Health
+from adapters.capabilities import Capabilities, defaults_for
+from adapters.chat import (
     ChatRequest,
     Chunk,
     Completion,
     EmbeddingRequest,
     Embeddings,
-    Health,
-    InferenceResult,
     Timings,
     ToolCall,
     ToolCallDelta,
     Usage,
-    prompt_request,
-    to_inference_result,
 )
 from adapters.config import FakeConfig, FakeStep
 from adapters.errors import (
@@ -78,8 +75,9 @@ def _words(text: str) -> list[str]:
     return [p for p in pieces if p]
 
 
-class FakeBackend:
-    """A backend that answers from a script. See the module docstring."""
+class FakeBackend(BlockingComplete):
+    """A backend that answers from a script. See the module docstring. Its blocking
+    ``complete()`` is ``acomplete()``, as for every adapter."""
 
     def __init__(self, name: str, config: FakeConfig | None = None) -> None:
         self._name = name
@@ -113,6 +111,11 @@ class FakeBackend:
         return None
 
     @property
+    def capabilities(self) -> Capabilities:
+        """The fake's defaults (everything a test may script); a policy narrows them."""
+        return defaults_for(self._config)
+
+    @property
     def info(self) -> BackendInfo:
         return BackendInfo(name=self._name, model_id=self._config.model, extra={"type": "fake"})
 
@@ -131,35 +134,6 @@ class FakeBackend:
     def _usage(self, request: ChatRequest, completion_tokens: int) -> Usage:
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
         return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-
-    def complete(
-        self,
-        prompt: str,
-        *,
-        max_new_tokens: int = 128,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> InferenceResult:
-        request = prompt_request(
-            prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
-        )
-        start = time.perf_counter()
-        step = self._next(request)
-        if step.delay_ms:
-            time.sleep(step.delay_ms / 1000.0)  # the scripted latency is the behaviour under test
-        if step.error is not None:
-            raise _error(self._name, step.error)
-        pieces, truncated = self._reply_pieces(step, request)
-        completion = Completion(
-            text="".join(pieces),
-            finish_reason="length" if truncated else "stop",
-            usage=self._usage(request, len(pieces)),
-            timings=Timings(latency_ms=(time.perf_counter() - start) * 1000.0),
-            backend=self._name,
-            model=self._config.model,
-        )
-        return to_inference_result(prompt, completion)
 
     async def acomplete(self, request: ChatRequest) -> Completion:
         start = time.perf_counter()

@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 from adapters._offline import prepare_offline_env  # noqa: E402
 from adapters.base import ChatRequest, Message  # noqa: E402
 from adapters.config import TinyConfig  # noqa: E402
-from adapters.tiny import TinyBackend  # noqa: E402
-from adapters.tiny_prefix import restore_snapshot, take_snapshot  # noqa: E402
+from adapters.tiny.backend import TinyBackend  # noqa: E402
+from adapters.tiny.prefix import restore_snapshot, take_snapshot  # noqa: E402
 
 TARGET_RATIO = 5.0
 TOPICS = "shipping,refunds,warranty,billing,passwords,delivery,returns,discounts,invoices,accounts"

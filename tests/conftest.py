@@ -9,7 +9,7 @@ import pytest
 
 from adapters._offline import prepare_offline_env
 from adapters.config import TinyConfig
-from adapters.tiny import TinyBackend
+from adapters.tiny.backend import TinyBackend
 
 prepare_offline_env()
 

@@ -71,7 +71,7 @@ async def _ollama_shape(host: str, model: str) -> ModelShape:
 def _resolve(model: str, policy: Path | None, ollama_host: str) -> tuple[ModelShape, int | None]:
     """A model argument → its shape, and the context its tiergate backend is configured with."""
     from adapters.config import OllamaConfig, TinyConfig
-    from adapters.tiny import default_gguf_path
+    from adapters.tiny.gguf import default_gguf_path
 
     if model.startswith("ollama:"):
         return asyncio.run(_ollama_shape(ollama_host, model.removeprefix("ollama:"))), None

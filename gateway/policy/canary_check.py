@@ -50,7 +50,7 @@ def canary_problems(spec: PolicyFile, base_dir: Path) -> Iterator[tuple[str, str
 
 
 def _tiny_pin(expected: str | None, config: TinyConfig) -> Iterator[tuple[str, str]]:
-    from adapters.tiny import model_path
+    from adapters.tiny.gguf import model_path
 
     if expected is None:
         yield (

@@ -110,8 +110,7 @@ class BackendPool:
 
     def context_window(self, name: str) -> int | None:
         state = self._states.get(name)
-        window = getattr(state.backend, "context_window", None) if state else None
-        return window if isinstance(window, int) else None
+        return state.backend.context_window if state else None
 
     def capabilities(self, name: str) -> Capabilities:
         """What backend ``name`` can serve (an unknown name serves nothing)."""

@@ -144,7 +144,7 @@ def _run_direct(target: BenchTarget, settings: BenchSettings, out: Outcome) -> N
     """The baseline: llama_cpp.Llama called directly, same file and settings."""
     from llama_cpp import Llama
 
-    from adapters.tiny import model_path
+    from adapters.tiny.gguf import model_path
 
     assert isinstance(target.config, TinyConfig)
     config = target.config

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.adapters._openai_compat_upstream import LlamaServer
+from tests.adapters.openai_compat._upstream import LlamaServer
 
 
 @pytest.fixture(scope="session")

@@ -35,16 +35,17 @@ from adapters.base import (
 )
 from adapters.config import OllamaConfig, RemoteConfig
 from adapters.errors import BackendRejected
-from adapters.ollama import OllamaBackend
-from adapters.openai_wire import (
+from adapters.ollama.backend import OllamaBackend
+from adapters.openai_compat.wire import (
     build_embedding_payload,
     build_payload,
     parse_chunk,
     parse_embeddings,
     parse_response,
 )
-from adapters.remote import RemoteBackend, load_litellm
-from tests.adapters import _ollama_upstream
+from adapters.remote.backend import RemoteBackend
+from adapters.remote.loader import load_litellm
+from tests.adapters.ollama import _upstream as _ollama_upstream
 
 OLLAMA = "http://ollama.test:11434"
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"

@@ -4,11 +4,11 @@ Each test runs five times, once per type, through the ``backend`` fixture:
 
 * ``tiny``: the real SmolLM2-135M-Instruct GGUF in-process (a fresh instance per test, so a test
   may close it);
-* ``ollama``: ``OllamaBackend`` against the respx-mocked Ollama of ``_ollama_upstream``;
+* ``ollama``: ``OllamaBackend`` against the respx-mocked Ollama of ``ollama/_upstream.py``;
 * ``openai_compat``: ``OpenAICompatBackend`` against the real ``python -m llama_cpp.server`` of
   the session fixture ``openai_compat_server``;
 * ``remote``: ``RemoteBackend`` (litellm) against the respx-mocked OpenAI API of
-  ``_remote_upstream``;
+  ``remote/_upstream.py``;
 * ``fake``: ``FakeBackend`` with its default script.
 
 The ``failure`` fixture gives, per type, a backend and a prompt it must fail on: the respx
@@ -22,17 +22,20 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol, cast, get_args
+from typing import cast, get_args
 
 import httpx
 import pytest
 
 from adapters.base import Backend, ChatRequest, Chunk, Completion, FinishReason, Health
+from adapters.capabilities import Capabilities
 from adapters.config import FakeStep, TinyConfig
 from adapters.errors import BackendError
 from adapters.fake import FakeBackend
-from adapters.tiny import TinyBackend
-from tests.adapters import _ollama_upstream, _openai_compat_upstream, _remote_upstream
+from adapters.tiny.backend import TinyBackend
+from tests.adapters.ollama import _upstream as _ollama_upstream
+from tests.adapters.openai_compat import _upstream as _openai_compat_upstream
+from tests.adapters.remote import _upstream as _remote_upstream
 
 FINISH_REASONS: tuple[str, ...] = get_args(FinishReason)
 PROMPT = "Name three colours of the rainbow."
@@ -57,21 +60,11 @@ OPENAI_500 = {
 }
 
 
-class Adapter(Backend, Protocol):
-    """The shared contract plus the identity every adapter class has beyond the Protocol."""
-
-    @property
-    def model_id(self) -> str: ...
-
-    @property
-    def context_window(self) -> int | None: ...
-
-
 @dataclass(frozen=True)
 class Failure:
     """A backend and a prompt it cannot answer."""
 
-    backend: Adapter
+    backend: Backend
     prompt: str
 
 
@@ -100,7 +93,7 @@ async def fake_backend(*steps: FakeStep) -> AsyncIterator[FakeBackend]:
         await backend.aclose()
 
 
-Opener = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Adapter]]
+Opener = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Backend]]
 
 OPENERS: dict[str, Opener] = {
     "tiny": lambda _: tiny_backend(),
@@ -128,7 +121,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def backend(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[Adapter]:
+async def backend(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     """A ready backend of type ``kind`` whose upstream answers any chat plausibly."""
     async with OPENERS[kind](request) as ready:
         yield ready
@@ -161,7 +154,7 @@ async def failure(
         yield Failure(failing, prompt)
 
 
-async def stream_all(backend: Adapter, request: ChatRequest) -> list[Chunk]:
+async def stream_all(backend: Backend, request: ChatRequest) -> list[Chunk]:
     return [chunk async for chunk in backend.astream(request)]
 
 
@@ -175,9 +168,11 @@ def assert_usage_counted(completion: Completion | Chunk) -> None:
 # --- identity ---------------------------------------------------------------------------------
 
 
-async def test_satisfies_the_backend_protocol(backend: Adapter) -> None:
-    """Every adapter is a ``Backend`` whose ``info`` repeats its ``name`` and ``model_id``."""
+async def test_satisfies_the_backend_protocol(backend: Backend) -> None:
+    """Every adapter is a ``Backend`` that reports its capabilities and whose ``info`` repeats
+    its ``name`` and ``model_id``."""
     assert isinstance(backend, Backend)
+    assert isinstance(backend.capabilities, Capabilities)
     assert backend.name
     assert backend.model_id
     assert backend.info.name == backend.name
@@ -189,7 +184,7 @@ async def test_satisfies_the_backend_protocol(backend: Adapter) -> None:
 # --- acomplete --------------------------------------------------------------------------------
 
 
-async def test_acomplete_returns_a_whole_completion(backend: Adapter) -> None:
+async def test_acomplete_returns_a_whole_completion(backend: Backend) -> None:
     """``acomplete`` answers with text, its own name, a known finish reason, usage and latency."""
     completion = await backend.acomplete(request_for(PROMPT))
 
@@ -201,7 +196,7 @@ async def test_acomplete_returns_a_whole_completion(backend: Adapter) -> None:
     assert completion.timings.latency_ms > 0
 
 
-async def test_acomplete_honours_max_tokens(backend: Adapter) -> None:
+async def test_acomplete_honours_max_tokens(backend: Backend) -> None:
     """An answer capped below its natural length stops at ``max_tokens`` with "length"."""
     completion = await backend.acomplete(request_for(LONG_ANSWER_PROMPT, max_tokens=CAP))
 
@@ -213,7 +208,7 @@ async def test_acomplete_honours_max_tokens(backend: Adapter) -> None:
 # --- astream ----------------------------------------------------------------------------------
 
 
-async def test_stream_is_text_then_one_final_chunk(backend: Adapter) -> None:
+async def test_stream_is_text_then_one_final_chunk(backend: Backend) -> None:
     """A stream is text chunks, then exactly one final chunk with finish reason, usage, timings."""
     chunks = await stream_all(backend, request_for(PROMPT))
 
@@ -231,7 +226,7 @@ async def test_stream_is_text_then_one_final_chunk(backend: Adapter) -> None:
     assert "".join(c.delta for c in chunks).strip()
 
 
-async def test_stream_honours_max_tokens(backend: Adapter) -> None:
+async def test_stream_honours_max_tokens(backend: Backend) -> None:
     """A capped stream ends with "length" and counts no more than ``max_tokens``."""
     chunks = await stream_all(backend, request_for(LONG_ANSWER_PROMPT, max_tokens=CAP))
 
@@ -241,7 +236,7 @@ async def test_stream_honours_max_tokens(backend: Adapter) -> None:
     assert 0 < final.usage.completion_tokens <= CAP
 
 
-async def test_stream_closed_early_leaves_the_backend_serving(backend: Adapter) -> None:
+async def test_stream_closed_early_leaves_the_backend_serving(backend: Backend) -> None:
     """Closing a stream after its first chunk works, and the next request is answered."""
     async with aclosing(backend.astream(request_for(LONG_ANSWER_PROMPT))) as stream:
         first = await anext(stream)
@@ -254,7 +249,7 @@ async def test_stream_closed_early_leaves_the_backend_serving(backend: Adapter) 
 # --- the teaching contract --------------------------------------------------------------------
 
 
-async def test_sync_complete_returns_only_generated_text(backend: Adapter) -> None:
+async def test_sync_complete_returns_only_generated_text(backend: Backend) -> None:
     """The blocking ``complete`` returns generated text without the prompt, at a real speed."""
     result = await asyncio.to_thread(
         backend.complete, PROMPT, max_new_tokens=MAX_TOKENS, temperature=0.0
@@ -271,7 +266,7 @@ async def test_sync_complete_returns_only_generated_text(backend: Adapter) -> No
 # --- lifecycle --------------------------------------------------------------------------------
 
 
-async def test_health_reports_a_ready_backend_ok(backend: Adapter) -> None:
+async def test_health_reports_a_ready_backend_ok(backend: Backend) -> None:
     """``health`` on a backend whose upstream is up returns an ok ``Health`` with a detail."""
     health = await backend.health()
 
@@ -280,7 +275,7 @@ async def test_health_reports_a_ready_backend_ok(backend: Adapter) -> None:
     assert health.detail
 
 
-async def test_prewarm_succeeds_and_the_backend_answers(backend: Adapter) -> None:
+async def test_prewarm_succeeds_and_the_backend_answers(backend: Backend) -> None:
     """``prewarm`` completes without error and leaves the backend answering."""
     await backend.prewarm()
 
@@ -288,7 +283,7 @@ async def test_prewarm_succeeds_and_the_backend_answers(backend: Adapter) -> Non
     assert completion.text.strip()
 
 
-async def test_requests_after_aclose_raise_backend_error(backend: Adapter) -> None:
+async def test_requests_after_aclose_raise_backend_error(backend: Backend) -> None:
     """After ``aclose`` every request raises a ``BackendError`` and ``health`` still answers."""
     await backend.aclose()
 
@@ -301,7 +296,7 @@ async def test_requests_after_aclose_raise_backend_error(backend: Adapter) -> No
         await asyncio.to_thread(backend.complete, PROMPT, max_new_tokens=MAX_TOKENS)
 
 
-async def test_aclose_twice_is_harmless(backend: Adapter) -> None:
+async def test_aclose_twice_is_harmless(backend: Backend) -> None:
     """Closing an already closed backend does not raise (the gateway may close on reload and
     again on shutdown)."""
     await backend.aclose()

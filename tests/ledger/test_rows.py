@@ -32,7 +32,7 @@ from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.models import RequestRow
 from gateway.policy.pricing import PriceBook
 from gateway.policy.schema import PricingSpec
-from tests.adapters import _remote_upstream
+from tests.adapters.remote import _upstream as _remote_upstream
 from tests.http.helpers import gateway
 
 CHAT = "/v1/chat/completions"

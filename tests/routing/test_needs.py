@@ -3,12 +3,15 @@ raise its tier but never lower it."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from adapters.base import ChatRequest, ImagePart, Message, ResponseFormat, Tool, ToolChoice
-from adapters.capabilities import Capabilities, declared, effective
+from adapters.base import Backend, ChatRequest, ImagePart, Message, ResponseFormat, Tool, ToolChoice
+from adapters.capabilities import Capabilities, declared, defaults_for, effective
 from gateway.errors import BadRequest
 from gateway.policy import Policy, parse_policy
 from gateway.routing.needs import needs_of
@@ -185,19 +188,29 @@ def test_live_knowledge_then_policy_overrides() -> None:
     defaults; the policy's `capabilities:` replaces both."""
     loaded = policy()
 
-    class Loaded:
-        context_window = 1024  # e.g. the tiny model's n_ctx capped by its GGUF
+    @dataclass(frozen=True)
+    class Knows:
+        """The two things a backend reports about itself (the rest of the contract unused)."""
 
-    class Reporting:
-        capabilities = Capabilities(vision=True, context_window=None)
-        context_window = 4096
+        capabilities: Capabilities
+        context_window: int | None
 
-    assert effective(Loaded(), loaded.backends["tiny"]).context_window == 1024
-    reported = effective(Reporting(), loaded.backends["local"])
+    def backend(capabilities: Capabilities, window: int | None) -> Backend:
+        return cast(Backend, Knows(capabilities, window))
+
+    tiny = loaded.backends["tiny"]
+    # A report that leaves the window open takes the backend's own (say the tiny model's n_ctx
+    # capped by its GGUF) over the type's default.
+    opened = dataclasses.replace(defaults_for(tiny), context_window=None)
+    assert defaults_for(tiny).context_window == 2048
+    assert effective(backend(opened, 1024), tiny).context_window == 1024
+    reporting = backend(Capabilities(vision=True, context_window=None), 4096)
+    reported = effective(reporting, loaded.backends["local"])
     assert reported.vision is False  # the policy says vision: false for `local`
     assert reported.context_window == 4096
     assert not reported.tools  # reported, not the ollama defaults
-    remote = effective(object(), loaded.backends["remote"])
+    remote_config = loaded.backends["remote"]
+    remote = effective(backend(defaults_for(remote_config), None), remote_config)
     assert remote.context_window == 128000
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import respx
 
-from adapters.tiny import default_gguf_path
+from adapters.tiny.gguf import default_gguf_path
 from gateway.tools.fit import FitRequest, estimate, render
 from gateway.tools.model_meta import ModelMetaError, file_sha256, read_gguf, shape_from_ollama
 

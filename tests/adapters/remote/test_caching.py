@@ -20,8 +20,9 @@ import respx
 
 from adapters.base import ChatRequest, Chunk, Message
 from adapters.config import RemoteConfig
-from adapters.remote import RemoteBackend, load_litellm
-from adapters.remote_wire import build_payload, estimate_tokens, takes_cache_control
+from adapters.remote.backend import RemoteBackend
+from adapters.remote.loader import load_litellm
+from adapters.remote.wire import build_payload, estimate_tokens, takes_cache_control
 
 ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
@@ -350,7 +351,7 @@ class TestAnthropicUsage:
     def test_blocking_complete_reports_cache_writes_in_metadata(
         self, router: respx.MockRouter, key: str
     ) -> None:
-        """The teaching ``complete()`` (litellm's sync client) reports cache reads as
+        """The teaching ``complete()`` (over ``acomplete``) reports cache reads as
         ``cached_tokens`` and cache writes as ``cache_write_tokens`` in its metadata."""
         router.post(ANTHROPIC_URL).respond(200, json=anthropic_message(read=1200, written=700))
 

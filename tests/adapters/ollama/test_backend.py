@@ -31,9 +31,9 @@ from adapters.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from adapters.ollama import OllamaBackend
-from adapters.ollama_wire import listed
-from tests.adapters import _ollama_upstream
+from adapters.ollama.backend import OllamaBackend
+from adapters.ollama.models import listed
+from tests.adapters.ollama import _upstream as _ollama_upstream
 
 BASE = "http://ollama.test:11434"
 MODEL = "llama3.2"
@@ -270,7 +270,7 @@ async def test_missing_counts_are_estimated(mock: respx.MockRouter, backend: Oll
 
 
 def test_complete_returns_only_generated_text(mock: respx.MockRouter) -> None:
-    """The blocking teaching contract (sync client): only the reply, Ollama's counts, and the
+    """The blocking teaching contract (over acomplete): only the reply, Ollama's counts, and the
     prompt's sampling settings mapped into options."""
     route = mock.post("/api/chat").mock(return_value=httpx.Response(200, json=CHAT_RESPONSE))
     backend = OllamaBackend("local", config())

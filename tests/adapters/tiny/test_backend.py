@@ -13,7 +13,8 @@ import pytest
 from adapters.base import ChatRequest, Message
 from adapters.config import TinyConfig
 from adapters.errors import BackendRateLimited, BackendRejected, BackendUnavailable
-from adapters.tiny import TinyBackend, default_gguf_path
+from adapters.tiny.backend import TinyBackend
+from adapters.tiny.gguf import default_gguf_path
 
 pytestmark = pytest.mark.model
 

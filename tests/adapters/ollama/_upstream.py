@@ -24,7 +24,7 @@ import httpx
 import respx
 
 from adapters.config import OllamaConfig
-from adapters.ollama import OllamaBackend
+from adapters.ollama.backend import OllamaBackend
 
 BASE_URL = "http://ollama.upstream.test:11434"
 MODEL = "llama3.2"

@@ -17,7 +17,7 @@ from adapters._openai_shape import (
     parse_tool_calls,
     tool_fields,
 )
-from adapters.base import ChatRequest, ToolCall, ToolCallDelta, Usage
+from adapters.chat import ChatRequest, ToolCall, ToolCallDelta, Usage
 
 # Providers whose native API takes top_k. litellm forwards unknown parameters verbatim (to
 # OpenAI as extra_body, which OpenAI answers with HTTP 400), so for everyone else we drop it.
@@ -35,6 +35,10 @@ CACHE_CONTROL_PROVIDERS = frozenset({"anthropic", "bedrock", "vertex_ai"})
 # Anthropic accepts at most four cache breakpoints per request.
 MAX_CACHE_BREAKPOINTS = 4
 EPHEMERAL: Mapping[str, str] = MappingProxyType({"type": "ephemeral"})
+
+
+class MalformedAnswer(ValueError):
+    """An answer without a readable message, tool calls or vectors; says what is wrong."""
 
 
 def takes_cache_control(provider: str, model: str) -> bool:
@@ -148,16 +152,17 @@ def parse_cache_writes(usage: Any) -> int:
 
 
 def parse_response(response: Any) -> tuple[str, str | None, Usage | None]:
-    """Text, raw finish reason and usage of a whole answer; ``ValueError`` when it has none."""
+    """Text, raw finish reason and usage of a whole answer; ``MalformedAnswer`` when it has
+    none."""
     choices = _get(response, "choices")
     if not isinstance(choices, list) or not choices:
-        raise ValueError("the answer has no choices")
+        raise MalformedAnswer("the answer has no choices")
     first = choices[0]
     content = _get(_get(first, "message"), "content")
     if content is None:
         content = ""  # a refusal or tool call carries no text
     if not isinstance(content, str):
-        raise ValueError(f"the answer's content is a {type(content).__name__}, not text")
+        raise MalformedAnswer(f"the answer's content is a {type(content).__name__}, not text")
     finish = _get(first, "finish_reason")
     return (
         content,
@@ -200,11 +205,14 @@ def parse_logprobs(obj: Any, *, streamed: bool) -> Any:
 
 def parse_response_tool_calls(response: Any) -> tuple[ToolCall, ...]:
     """The tool calls of a whole answer (litellm gives every provider's in OpenAI's shape,
-    Anthropic's ``tool_use`` blocks included); ``ValueError`` when one is malformed."""
+    Anthropic's ``tool_use`` blocks included); ``MalformedAnswer`` when one is malformed."""
     choices = _get(response, "choices")
     if not isinstance(choices, list) or not choices:
         return ()
-    return parse_tool_calls(_get(choices[0], "message"))
+    try:
+        return parse_tool_calls(_get(choices[0], "message"))
+    except ValueError as exc:
+        raise MalformedAnswer(str(exc)) from exc
 
 
 def parse_chunk_tool_calls(chunk: Any) -> tuple[ToolCallDelta, ...]:
@@ -219,13 +227,13 @@ def parse_embedding_vectors(response: Any, count: int) -> tuple[tuple[float, ...
     """The vectors of litellm's ``EmbeddingResponse``, in input order."""
     items = _get(response, "data")
     if not isinstance(items, list) or len(items) != count:
-        raise ValueError(f"expected {count} embeddings")
+        raise MalformedAnswer(f"expected {count} embeddings")
     vectors: list[tuple[float, ...]] = [()] * count
     for position, item in enumerate(items):
         vector = _get(item, "embedding")
         index = _get(item, "index")
         if not isinstance(vector, list):
-            raise ValueError(f"data[{position}].embedding is not a list")
+            raise MalformedAnswer(f"data[{position}].embedding is not a list")
         slot = index if isinstance(index, int) and 0 <= index < count else position
         vectors[slot] = tuple(float(v) for v in vector)
     return tuple(vectors)

@@ -10,12 +10,14 @@ keys, and the message reaches logs and clients.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
 
+from adapters.config import RemoteConfig
 from adapters.errors import (
     BackendBadResponse,
     BackendError,
@@ -25,6 +27,7 @@ from adapters.errors import (
     BackendUnavailable,
     parse_retry_after,
 )
+from adapters.remote.wire import MalformedAnswer
 
 _KEY_LIKE = (
     (re.compile(r"(?i)\b(?:sk|pk|rk)-[A-Za-z0-9*_.\-]{3,}"), "[redacted]"),
@@ -36,6 +39,19 @@ _PREFIX = re.compile(r"^(?:(?:litellm\.)?\w+(?:Error|Exception):\s*)+")
 # litellm's advice to its own callers, and object reprs that say nothing to an operator.
 _NOISE = re.compile(r"\s*Handle with `litellm\.\w+`\.?|\s*ssl:<[^>]*>")
 _DETAIL_LIMIT = 300
+
+
+def secrets_in_environment(key_env: str | None) -> tuple[str, ...]:
+    """What to keep out of error messages: the key in the variable ``key_env`` and, as with
+    litellm's default variable we do not know which one it read, every credential-looking
+    variable, so a provider echoing it still cannot leak it."""
+    key = os.environ.get(key_env, "").strip() if key_env is not None else ""
+    found = [
+        value
+        for name, value in os.environ.items()
+        if re.search(r"(KEYS?|TOKEN|SECRET)$", name.upper()) and len(value) >= 8
+    ]
+    return (key, *found) if key else tuple(found)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -100,19 +116,38 @@ def retry_after(exc: BaseException) -> float | None:
     return None
 
 
-def map_error(
-    lib: Any,
-    backend: str,
-    exc: BaseException,
+def key_hint(config: RemoteConfig) -> str:
+    """What to check when the provider refuses the credentials."""
+    env = config.api_key_env
+    if env is not None:
+        return f"check the key in ${env} (valid, not revoked, allowed to use this model)"
+    return (
+        "check the key litellm read from the provider's default variable (e.g. "
+        "OPENAI_API_KEY), or set `api_key_env` of this backend"
+    )
+
+
+def as_backend_error(
+    exc: Exception,
     *,
-    model: str,
-    key_hint: str,
-    timeout_s: float,
+    backend: str,
+    config: RemoteConfig,
+    litellm: Any,
     context_window: int | None,
     secrets: Iterable[str] = (),
 ) -> BackendError:
-    """The ``BackendError`` for anything litellm raised; provider words are redacted."""
-    errors = lib.exceptions
+    """The ``BackendError`` for anything litellm raised; provider words are redacted.
+    ``litellm`` is the imported module (its exception classes), ``context_window`` the model's
+    (for the message when a prompt does not fit), ``secrets`` what to keep out of messages."""
+    model = config.model
+    timeout_s = config.timeout_s
+    if isinstance(exc, MalformedAnswer):
+        return BackendBadResponse(
+            backend,
+            f"{model} answered without a readable message ({exc}): check that `api_base` "
+            f"points at the provider's API",
+        )
+    errors = litellm.exceptions
     detail = redact(upstream_detail(exc), secrets)
     said = f" (the provider said: {detail})" if detail else ""
     status = getattr(exc, "status_code", None)
@@ -138,7 +173,7 @@ def map_error(
     if auth or status in (401, 403):
         return BackendRejected(
             backend,
-            f"the provider refused the credentials for {model}{said}: {key_hint}",
+            f"the provider refused the credentials for {model}{said}: {key_hint(config)}",
             status_code=status,
         )
     if isinstance(exc, errors.ContextWindowExceededError):

@@ -22,9 +22,9 @@ from adapters.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from adapters.openai_compat import OpenAICompatBackend
-from adapters.openai_wire import build_payload, estimate_usage
-from tests.adapters._openai_compat_upstream import MODEL_ALIAS, backend_for
+from adapters.openai_compat.backend import OpenAICompatBackend
+from adapters.openai_compat.wire import build_payload, estimate_usage
+from tests.adapters.openai_compat._upstream import MODEL_ALIAS, backend_for
 
 TEMPLATE_MARKERS = ("<|im_start|>", "<|im_end|>")
 
@@ -120,7 +120,8 @@ async def test_real_top_k_reaches_the_server(live: OpenAICompatBackend) -> None:
 
 @real
 def test_real_sync_complete_returns_only_generated_text(openai_compat_server: str) -> None:
-    """The teaching contract over the sync client: generated text only, counted tokens."""
+    """The teaching contract (``acomplete`` on a loop of its own): generated text only, counted
+    tokens."""
     backend = backend_for(openai_compat_server, name="teaching")
     prompt = "Name three primary colors."
     result = backend.complete(prompt, max_new_tokens=30, temperature=0.0)
@@ -757,7 +758,7 @@ async def test_closing_the_stream_closes_the_http_response(
 
 
 def test_sync_complete_over_http(api: respx.MockRouter) -> None:
-    """The teaching complete() goes through the sync client and shares the mapping."""
+    """The teaching complete() goes over HTTP through acomplete and shares the mapping."""
     route = api.post("/chat/completions").mock(return_value=httpx.Response(200, json=COMPLETION))
     backend = make_backend()
     result = backend.complete("hi", max_new_tokens=12, temperature=0.3, top_k=5)
@@ -768,7 +769,7 @@ def test_sync_complete_over_http(api: respx.MockRouter) -> None:
 
 
 def test_sync_complete_maps_errors(api: respx.MockRouter) -> None:
-    """The sync path raises the same adapter errors as the async one."""
+    """The blocking path raises the same adapter errors as the async one."""
     api.post("/chat/completions").mock(
         return_value=httpx.Response(
             429,

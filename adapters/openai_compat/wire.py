@@ -1,6 +1,6 @@
 """Pure mapping between our chat types and the OpenAI Chat Completions wire format, as spoken by
 OpenAI-compatible servers (llama.cpp's server, vLLM, LM Studio, MLX's server, Ollama's /v1). No
-I/O here, so the sync and async paths of ``adapters.openai_compat`` share it.
+I/O here; ``adapters.openai_compat.backend`` does that.
 
 Replies are read as plain JSON, not through the ``openai`` SDK's response models, because these
 servers differ in what they send and the SDK builds its models without validating them: a
@@ -33,7 +33,7 @@ from adapters._openai_shape import (
     parse_tool_calls,
     tool_fields,
 )
-from adapters.base import (
+from adapters.chat import (
     ChatRequest,
     Completion,
     EmbeddingRequest,

@@ -12,7 +12,7 @@ from adapters.base import ChatRequest, Message, ResponseFormat
 from adapters.capabilities import TINY
 from adapters.config import TinyConfig
 from adapters.errors import BackendRejected
-from adapters.tiny import TinyBackend
+from adapters.tiny.backend import TinyBackend
 
 SCHEMA = {
     "type": "object",

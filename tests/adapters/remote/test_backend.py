@@ -27,10 +27,11 @@ from adapters.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from adapters.pricing_map import ModelPrice
-from adapters.remote import RemoteBackend, load_litellm
-from adapters.remote_errors import redact
-from tests.adapters._remote_upstream import upstream
+from adapters.remote.backend import RemoteBackend
+from adapters.remote.errors import redact
+from adapters.remote.loader import load_litellm
+from adapters.remote.pricing_map import ModelPrice
+from tests.adapters.remote._upstream import upstream
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"

@@ -27,8 +27,8 @@ from typing import IO
 import httpx
 
 from adapters.config import OpenAICompatConfig
-from adapters.openai_compat import OpenAICompatBackend
-from adapters.tiny import default_gguf_path
+from adapters.openai_compat.backend import OpenAICompatBackend
+from adapters.tiny.gguf import default_gguf_path
 
 MODEL_ALIAS = "smollm2-135m-instruct"
 N_CTX = 2048

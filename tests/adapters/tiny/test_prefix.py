@@ -13,8 +13,8 @@ import pytest
 
 from adapters.base import ChatRequest, Message
 from adapters.config import TinyConfig
-from adapters.tiny import TinyBackend
-from adapters.tiny_prefix import PrefixCache, Snapshot, block_hashes
+from adapters.tiny.backend import TinyBackend
+from adapters.tiny.prefix import PrefixCache, Snapshot, block_hashes
 
 BLOCK = 64  # TinyConfig's default prefix_block_tokens
 MB = 1024 * 1024

