@@ -55,6 +55,8 @@ class Services:
         metrics = Metrics()
         runtime = Runtime(settings.policy, metrics, factory=backend_factory)
         ledger = await open_ledger(settings, metrics) if settings.ledger else None
+        if ledger is not None:
+            runtime.use_ledger(ledger.engine)  # the adaptive scorer's labels live there
         await asyncio.to_thread(warm_up)
         accountant = Accountant(metrics, ledger)
         cache = CacheService(open_store(settings), metrics)

@@ -2,14 +2,11 @@
 
     plan (score → route → tier → candidates) → canary → cache → dispatch → price → account
 
-``Pipeline.handle(inbound)`` returns an ``Answer`` (whole: from a backend or the response
-cache) or a ``Stream`` (chunks as they come, then the end); a request that cannot be answered
-raises ``Refused`` with the client's error. Each result carries a ``Receipt``, what the gateway
-did with the request, which the HTTP edge renders as ``x-tiergate-*`` headers.
-
-Every request is accounted (metrics, log line, ledger row) exactly once: whole answers and
-failures at their one ending (``_Flight.settle``), a stream at its end or, when the client left
-or the server stopped first, when it is closed.
+``Pipeline.handle(inbound)`` returns an ``Answer`` (whole, from a backend or the cache) or a
+``Stream``, or raises ``Refused``; each carries a ``Receipt`` (what the gateway did), which the
+HTTP edge renders as ``x-tiergate-*`` headers. Every request is accounted (metrics, log line,
+ledger row) exactly once: at its one ending (``_Flight.settle``), a stream at its end or, when
+the client left or the server stopped first, when it is closed.
 """
 
 from __future__ import annotations
@@ -100,7 +97,7 @@ class Ended:
 class Broke:
     """The backend failed after the stream started; what came before stands, incomplete."""
 
-    message: str
+    message: str  # the backend's error
 
 
 StreamEvent = tuple[int, Chunk] | Ended | Broke
@@ -138,7 +135,12 @@ class Pipeline:
         outcome = _outcome(active, inbound.key_id, stream=inbound.stream, choices=chat.n)
         with _refusing(outcome):
             plan = make_plan(
-                active.policy, active.pool.capabilities, chat, inbound.model, stream=inbound.stream
+                active.policy,
+                active.pool.capabilities,
+                chat,
+                inbound.model,
+                stream=inbound.stream,
+                adaptive=active.adaptive,
             )
         self.accountant.metrics.scorer.observe(plan.scorer_s)
         routed = self.canary.route(
@@ -237,11 +239,7 @@ class Stream:
         except BackendError as exc:
             outcome.status, outcome.error = 502, type(exc).__name__
             self._flight.settle()
-            yield Broke(
-                f"the backend failed after the stream started ({exc.message}); the answer "
-                f"above is incomplete and was not retried, since the client already had part "
-                f"of it"
-            )
+            yield Broke(exc.message)
             return
         outcome.usage, outcome.timings = tally.usage(), tally.final_timings()
         yield Ended(tuple(tally.finish), outcome.usage)

@@ -84,12 +84,68 @@ def eval_router(
             "fold (cross-validated figures); default: the policy's scorer as it is.",
         ),
     ] = None,
+    loso: Annotated[
+        bool,
+        typer.Option(
+            "--loso",
+            help="Leave one source out: train v2 on every other source, score the held-out "
+            "one; APGR with a bootstrap 95% interval per group. With no files: the seven "
+            "public sources of the shared data folder (RouteLLM, RouterBench, AlpacaEval).",
+        ),
+    ] = False,
+    with_learned: Annotated[
+        bool, typer.Option(help="--loso: also retrain the learned scorer per held-out source.")
+    ] = False,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Prequential: stream the rows in file order, score each with the adaptive "
+            "layer (over the policy's base scorer) from the earlier rows' labels only, then "
+            "reveal its label; APGR overall and per quarter, and the static base scorer's.",
+        ),
+    ] = False,
+    resamples: Annotated[int, typer.Option(min=10, help="--loso: bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="--loso: the bootstrap's seed.")] = 0,
+    drop_from_training: Annotated[
+        Path | None,
+        typer.Option(
+            help="--loso: a TSV with an 'id' column of prompts never to train on (default with "
+            "no files named: the shared routellm/overlap_drop.tsv; else none)."
+        ),
+    ] = None,
     out_json: Annotated[Path | None, typer.Option(help="Write the results as JSON.")] = None,
     out_md: Annotated[Path | None, typer.Option(help="Write the results as markdown.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Save the PGR curves as a PNG.")] = None,
     keep_contaminated: KeepOpt = False,
 ) -> None:
     """APGR, CPT(50%) and CPT(80%) of the policy's scorer per benchmark, with baselines."""
+    if online:
+        from gateway.tools.scorer.prequential import prequential, to_markdown
+
+        files = label_files(labels_files)
+        items = read_label_files(files, keep_contaminated).items
+        report = {"labels": [p.name for p in files], **prequential(items, policy_at(policy))}
+        typer.echo(to_markdown(report))
+        if out_json is not None:
+            out_json.parent.mkdir(parents=True, exist_ok=True)
+            out_json.write_text(json.dumps(report, indent=2) + "\n")
+        return
+    if loso:
+        from gateway.cli.loso import run_loso
+
+        run_loso(
+            labels_files,
+            policy=policy_at(policy) if policy is not None else None,
+            with_learned=with_learned,
+            resamples=resamples,
+            seed=seed,
+            drop_from_training=drop_from_training,
+            keep_contaminated=keep_contaminated,
+            out_json=out_json,
+            out_md=out_md,
+        )
+        return
     from gateway.tools.scorer.evaluate import (
         evaluate,
         kfold_scores,
@@ -127,6 +183,9 @@ def eval_router(
         routers["learned (policy artifact)"] = [
             learned.score(i.messages, i.max_tokens).value for i in items
         ]
+    elif loaded.v2 is not None:
+        v2 = loaded.v2
+        routers["v2 (policy artifact)"] = [v2.score(i.messages, i.max_tokens).value for i in items]
     routers["v1 scorer"] = v1_scores(items, loaded.scorer)
     try:
         results = evaluate(labels, routers)
@@ -164,9 +223,25 @@ def train_scorer(
         Path | None,
         typer.Option(help="Where to write the artifact (default: the one shipped in gateway/)."),
     ] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="learned, or v2 (with no files named, v2 trains on the shared RouteLLM pairs "
+            "minus routellm/overlap_drop.tsv plus the RouterBench slices)."
+        ),
+    ] = "learned",
     keep_contaminated: KeepOpt = False,
 ) -> None:
-    """Train the learned scorer on labelled prompts; the same files give the same bytes."""
+    """Train the learned or the v2 scorer on labelled prompts; the same files give the same
+    bytes."""
+    if kind not in ("learned", "v2"):
+        typer.echo(f"error: --kind {kind!r}: use learned or v2", err=True)
+        raise typer.Exit(code=2)
+    if kind == "v2":
+        from gateway.cli.loso import train_v2
+
+        train_v2(labels_files, out=out, keep_contaminated=keep_contaminated)
+        return
     from gateway.scoring.learned import DEFAULT_ARTIFACT
     from gateway.tools.scorer.train import TrainConfig, dumps, featurize, fit
 

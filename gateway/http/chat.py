@@ -118,7 +118,12 @@ async def _events(stream: Stream, shape: Shape, include_usage: bool) -> AsyncGen
             if include_usage:
                 yield shape.usage(event.usage)
         elif isinstance(event, Broke):
-            yield error_event(event.message, "upstream_error", "stream_interrupted")
+            message = (
+                f"the backend failed after the stream started ({event.message}); the answer "
+                f"above is incomplete and was not retried, since the client already had part "
+                f"of it"
+            )
+            yield error_event(message, "upstream_error", "stream_interrupted")
     if ended:
         yield DONE
 

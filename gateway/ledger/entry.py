@@ -3,6 +3,7 @@ the writer (and into JSON for the outbox)."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from decimal import Decimal
@@ -59,5 +60,24 @@ class LedgerEntry:
         for key in ("cost_usd", "baseline_cost_usd", "cache_saved_usd"):
             if values.get(key) is not None:
                 values[key] = Decimal(values[key])
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        kind: type[LedgerEntry] = cls
+        if values.get("embedding") is not None:
+            kind = SampledEntry
+            values["embedding"] = base64.b64decode(values["embedding"])
+        names = {f.name for f in fields(kind)}
+        return kind(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class SampledEntry(LedgerEntry):
+    """A ledger entry of a request the adaptive scorer routed to a cheaper tier: also the
+    prompt's embedding (never its text), written to ``adaptive_samples`` with the row, so
+    that feedback on the answer can become a label."""
+
+    embedding: bytes = b""
+    base_score: float | None = None  # the base scorer's score, before the neighbours' pull
+
+    def to_json(self) -> dict[str, Any]:
+        out = LedgerEntry.to_json(self)
+        out["embedding"] = base64.b64encode(self.embedding).decode()
+        return out

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, insert, select
 
+from gateway.ledger.adaptive import label_from_feedback
 from gateway.ledger.models import FeedbackRow, RequestRow
 
 
@@ -30,6 +31,8 @@ def request_owner(engine: Engine, request_id: str) -> str | None:
 
 
 def insert_feedback(engine: Engine, feedback: Feedback) -> None:
+    """Keep ``feedback``; when the adaptive scorer sampled the rated request (a cheaper tier
+    answered it), the feedback also becomes a label for its embedding, in one transaction."""
     with engine.begin() as connection:
         connection.execute(
             insert(FeedbackRow).values(
@@ -41,3 +44,4 @@ def insert_feedback(engine: Engine, feedback: Feedback) -> None:
                 comment=feedback.comment,
             )
         )
+        label_from_feedback(connection, feedback.request_id, feedback.ts, feedback.score)

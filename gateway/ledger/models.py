@@ -6,7 +6,17 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, Numeric, String, Text
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MONEY = Numeric(20, 12)  # USD; a token of a cheap model costs ~1e-8
@@ -97,3 +107,35 @@ class CanaryEventRow(Base):
         Index("ix_canary_events_canary_ts", "canary", "ts"),
         Index("ux_canary_events_follows", "canary", "candidate", "follows", unique=True),
     )
+
+
+class AdaptiveSampleRow(Base):
+    """A request the adaptive scorer routed to a cheaper tier, kept until its feedback may
+    come: its prompt's embedding (never its text) and the tier that answered. Pruned after
+    the policy's ``sample_ttl_h``."""
+
+    __tablename__ = "adaptive_samples"
+
+    request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    tier: Mapped[str] = mapped_column(String(64))
+    base_score: Mapped[float | None] = mapped_column(Float)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float16 × 256
+
+    __table_args__ = (Index("ix_adaptive_samples_ts", "ts"),)
+
+
+class AdaptiveLabelRow(Base):
+    """A labelled embedding the adaptive scorer learns from (1 = the strong model was needed).
+    Every replica reads the rows added since the last id it saw."""
+
+    __tablename__ = "adaptive_labels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(36))
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(16))  # feedback | judge
+    label: Mapped[float] = mapped_column(Float)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_adaptive_labels_request_id", "request_id"),)

@@ -20,8 +20,9 @@ from sqlalchemy import Engine, String
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from gateway.ledger.entry import LedgerEntry
-from gateway.ledger.models import RequestRow
+from gateway.ledger.adaptive import insert_samples
+from gateway.ledger.entry import LedgerEntry, SampledEntry
+from gateway.ledger.models import AdaptiveSampleRow, RequestRow
 
 _FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LedgerEntry))
 # Text columns and their lengths. PostgreSQL refuses a longer value, and with it the whole batch
@@ -55,7 +56,8 @@ def _row(entry: LedgerEntry) -> dict[str, Any]:
 
 
 def insert_batch(engine: Engine, entries: Sequence[LedgerEntry]) -> None:
-    """Insert ``entries`` in one transaction; ids already present are left as they are."""
+    """Insert ``entries`` in one transaction; ids already present are left as they are. The
+    adaptive scorer's samples among them go to ``adaptive_samples`` in the same transaction."""
     if not entries:
         return
     if engine.dialect.name == "sqlite":
@@ -64,6 +66,7 @@ def insert_batch(engine: Engine, entries: Sequence[LedgerEntry]) -> None:
     statement = _statement(engine.dialect.name)
     with engine.begin() as connection:
         connection.execute(statement, [_row(e) for e in entries])
+        insert_samples(connection, entries)
 
 
 # --- SQLite: multi-row VALUES on the raw connection ---------------------------------------------
@@ -119,9 +122,27 @@ def _sqlite_write(engine: Engine, entries: Sequence[LedgerEntry]) -> None:
                     value = row[name]
                     params.append(process(value) if process is not None else value)
             cursor.execute(_sqlite_sql(len(chunk)), params)
+        samples = [e for e in entries if isinstance(e, SampledEntry) and e.embedding]
+        if samples:
+            cursor.executemany(_SQLITE_SAMPLE_SQL, _sample_params(engine, samples))
         connection.commit()
     except BaseException:
         connection.rollback()
         raise
     finally:
         connection.close()
+
+
+_SQLITE_SAMPLE_SQL = (
+    f"INSERT INTO {AdaptiveSampleRow.__tablename__} (request_id, ts, tier, base_score, "
+    f"embedding) VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"
+)
+
+
+def _sample_params(engine: Engine, samples: Sequence[SampledEntry]) -> list[tuple[Any, ...]]:
+    column = AdaptiveSampleRow.__table__.columns["ts"]
+    process = column.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+    return [
+        (e.id, process(e.ts) if process else e.ts, e.tier[:64], e.base_score, e.embedding)
+        for e in samples
+    ]

@@ -22,12 +22,14 @@ from adapters.config import (
     TinyConfig,
     with_paths_resolved,
 )
+from gateway.policy.adaptive import adaptive_problems, adaptive_settings, base_kind
 from gateway.policy.canary_check import canary_problems
 from gateway.policy.model import Policy, Route, Tier
 from gateway.policy.pricing import PriceBook, litellm_price
 from gateway.policy.schema import BaselineSpec, PolicyFile, PricingSpec, RouteSpec
 from gateway.scoring.heuristic import DEFAULT_WEIGHTS, FEATURES, ScorerWeights
 from gateway.scoring.learned import ArtifactError, LearnedScorer, load_scorer
+from gateway.scoring.v2 import V2Scorer, load_v2
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,15 +144,28 @@ def _compile(spec: PolicyFile, *, source: str, digest: str, base_dir: Path) -> P
         cache=spec.cache,
         canary=spec.canary,
         learned=_learned_scorer(spec, source=source, base_dir=base_dir),
+        v2=_v2_scorer(spec, source=source, base_dir=base_dir),
+        adaptive=adaptive_settings(spec.scorer),
     )
 
 
 def _learned_scorer(spec: PolicyFile, *, source: str, base_dir: Path) -> LearnedScorer | None:
-    if spec.scorer.kind != "learned":
+    if base_kind(spec.scorer) != "learned":
         return None
     path = None if spec.scorer.artifact is None else base_dir / spec.scorer.artifact
     try:
         return load_scorer(path)
+    except ArtifactError as exc:
+        where = "scorer.artifact" if path is not None else "scorer.kind"
+        raise PolicyError(source, [Problem(where, str(exc))]) from None
+
+
+def _v2_scorer(spec: PolicyFile, *, source: str, base_dir: Path) -> V2Scorer | None:
+    if base_kind(spec.scorer) != "v2":
+        return None
+    path = None if spec.scorer.artifact is None else base_dir / spec.scorer.artifact
+    try:
+        return load_v2(path)
     except ArtifactError as exc:
         where = "scorer.artifact" if path is not None else "scorer.kind"
         raise PolicyError(source, [Problem(where, str(exc))]) from None
@@ -251,13 +266,18 @@ def _reference_problems(spec: PolicyFile) -> Iterable[Problem]:
             f"{baseline.model!r} is not in litellm's price map: use its name there (e.g. "
             f"openai/gpt-4o) or give usd_per_1m_input and usd_per_1m_output",
         )
-    if spec.scorer.kind == "learned" and (spec.scorer.weights or spec.scorer.bias):
+    if base_kind(spec.scorer) != "v1" and (spec.scorer.weights or spec.scorer.bias):
         yield Problem(
             "scorer.weights",
             "bias and weights tune the v1 scorer only; remove them, or use kind: v1",
         )
-    if spec.scorer.kind == "v1" and spec.scorer.artifact is not None:
-        yield Problem("scorer.artifact", "only a learned scorer has an artifact: add kind: learned")
+    if base_kind(spec.scorer) == "v1" and spec.scorer.artifact is not None:
+        yield Problem(
+            "scorer.artifact",
+            "only a learned or v2 scorer has an artifact: add kind: learned or kind: v2",
+        )
+    for path, message in adaptive_problems(spec.scorer):
+        yield Problem(path, message)
     for feature in spec.scorer.weights:
         if feature not in FEATURES:
             yield Problem(

@@ -18,8 +18,10 @@ from gateway.policy.schema import (
     LimitSpec,
     TimeoutSpec,
 )
+from gateway.scoring.adaptive import AdaptiveSettings
 from gateway.scoring.heuristic import Score, ScorerWeights, score
 from gateway.scoring.learned import LearnedScorer
+from gateway.scoring.v2 import V2Scorer
 
 PINNED_TIER = "pinned"
 
@@ -86,13 +88,23 @@ class Policy:
     cache: CacheSpec
     canary: CanarySpec | None = None
     learned: LearnedScorer | None = None  # set when the policy's scorer is kind: learned
+    v2: V2Scorer | None = None  # set when the policy's scorer is kind: v2
+    # Set when the policy's scorer is kind: adaptive. ``score`` is then its base scorer's; the
+    # neighbours' pull is added by the routing layer, which holds the live labels.
+    adaptive: AdaptiveSettings | None = None
 
     @property
     def scorer_kind(self) -> str:
+        if self.adaptive is not None:
+            return "adaptive"
+        if self.v2 is not None:
+            return "v2"
         return "v1" if self.learned is None else "learned"
 
     def score(self, messages: Sequence[Message], max_tokens: int | None) -> Score:
-        """The policy's scorer on a request: v1 (weighted cues) or the learned model."""
+        """The policy's scorer on a request: v1 (weighted cues), the learned model or v2."""
+        if self.v2 is not None:
+            return self.v2.score(messages, max_tokens)
         if self.learned is not None:
             return self.learned.score(messages, max_tokens)
         return score(messages, max_tokens, self.scorer)

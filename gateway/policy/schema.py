@@ -51,19 +51,51 @@ class RouteSpec(_Strict):
 
 class ScorerSpec(_Strict):
     version: Literal[1] = 1
-    kind: Literal["v1", "learned"] = Field(
+    kind: Literal["v1", "learned", "v2", "adaptive"] = Field(
         default="v1",
         description="v1: weighted cues (bias, weights); learned: a trained model whose score is "
-        "P(strong model needed) (see tiergate train-scorer)",
+        "P(strong model needed) (see tiergate train-scorer); v2: a linear model over the "
+        "prompt's embedding and the v1 cues (tiergate train-scorer --kind v2)",
     )
     artifact: str | None = Field(
         default=None,
-        description="kind learned: the model file, relative to the policy (default: the one "
-        "shipped with tiergate)",
+        description="kind learned or v2: the model file, relative to the policy (default: the "
+        "one shipped with tiergate)",
     )
     bias: float = Field(default=0.0, ge=-1.0, le=1.0)
     weights: dict[str, float] = Field(
         default_factory=dict, description="per feature; unset features keep their default"
+    )
+    # kind adaptive: k nearest labelled neighbours over prompt embeddings, shrunk toward the
+    # base scorer's score (README "How routing learns"); these fields are its settings.
+    base: Literal["v1", "learned", "v2"] = Field(
+        default="v1", description="kind adaptive: the scorer it starts from and shrinks toward"
+    )
+    k: int = Field(default=32, ge=1, le=1024, description="kind adaptive: neighbours consulted")
+    prior: float = Field(
+        default=4.0,
+        gt=0,
+        description="kind adaptive: how many close neighbours weigh as much as the base score",
+    )
+    min_similarity: float = Field(
+        default=0.3,
+        ge=-1.0,
+        lt=1.0,
+        description="kind adaptive: neighbours less similar (cosine) than this do not count",
+    )
+    store_embeddings: bool = Field(
+        default=True,
+        description="kind adaptive: keep the embeddings of requests answered by "
+        "cheaper tiers so feedback can label them (false: learn nothing new, store nothing)",
+    )
+    refresh_s: float = Field(
+        default=5.0, gt=0, description="kind adaptive: how often labels are re-read"
+    )
+    max_labels: int = Field(
+        default=20_000, ge=1, description="kind adaptive: the newest labels kept in memory"
+    )
+    sample_ttl_h: float = Field(
+        default=168.0, gt=0, description="kind adaptive: how long an embedding waits for feedback"
     )
 
 

@@ -7,7 +7,7 @@ or a stream the client abandoned — exactly once (the pipeline settles each req
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 
@@ -15,7 +15,7 @@ import orjson
 import structlog
 
 from adapters.base import Timings, Usage
-from gateway.ledger.entry import LedgerEntry
+from gateway.ledger.entry import LedgerEntry, SampledEntry
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.policy.pricing import PriceBook, Priced
@@ -98,40 +98,39 @@ class Accountant:
         self._log(outcome, plan, usage, elapsed)
         if self.ledger is None or not (outcome.trace.attempts or outcome.cache == "hit"):
             return  # no backend was reached: nothing to account for in the ledger
-        self.ledger.record(
-            LedgerEntry(
-                id=outcome.rid,
-                ts=outcome.ts,
-                key_id=outcome.key_id,
-                policy_hash=outcome.policy_hash,
-                route=outcome.route,
-                tier=outcome.tier,
-                backend=outcome.backend,
-                model=outcome.model,
-                score=round(plan.score.value, 6) if plan.score else None,
-                cache=outcome.cache,
-                canary_arm=outcome.canary_arm,
-                status=outcome.status,
-                error_class=outcome.error,
-                attempts=len(outcome.trace.attempts),
-                fallback_chain=">".join(a.backend for a in outcome.trace.attempts),
-                stream=outcome.stream,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cached_tokens=usage.cached_tokens,
-                usage_estimated=usage.estimated,
-                latency_ms=round(elapsed * 1000.0, 3),
-                ttft_ms=timings.ttft_ms if timings else None,
-                server_ms=timings.server_ms if timings else None,
-                load_ms=timings.load_ms if timings else None,
-                cost_usd=priced.cost,
-                cost_source=priced.source,
-                baseline_cost_usd=priced.baseline,
-                cache_saved_usd=outcome.cache_saved,
-                capabilities=",".join(plan.labels),
-                features=_features(plan),
-            )
+        entry = LedgerEntry(
+            id=outcome.rid,
+            ts=outcome.ts,
+            key_id=outcome.key_id,
+            policy_hash=outcome.policy_hash,
+            route=outcome.route,
+            tier=outcome.tier,
+            backend=outcome.backend,
+            model=outcome.model,
+            score=round(plan.score.value, 6) if plan.score else None,
+            cache=outcome.cache,
+            canary_arm=outcome.canary_arm,
+            status=outcome.status,
+            error_class=outcome.error,
+            attempts=len(outcome.trace.attempts),
+            fallback_chain=">".join(a.backend for a in outcome.trace.attempts),
+            stream=outcome.stream,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            usage_estimated=usage.estimated,
+            latency_ms=round(elapsed * 1000.0, 3),
+            ttft_ms=timings.ttft_ms if timings else None,
+            server_ms=timings.server_ms if timings else None,
+            load_ms=timings.load_ms if timings else None,
+            cost_usd=priced.cost,
+            cost_source=priced.source,
+            baseline_cost_usd=priced.baseline,
+            cache_saved_usd=outcome.cache_saved,
+            capabilities=",".join(plan.labels),
+            features=_features(plan),
         )
+        self.ledger.record(_sampled(entry, outcome, plan))
 
     def _metrics(self, outcome: Outcome, elapsed: float) -> None:
         m = self.metrics
@@ -179,6 +178,16 @@ def _rounded(value: float | None) -> float | None:
 
 def _money(value: Decimal | None) -> str | None:
     return None if value is None else f"{value:.12f}"
+
+
+def _sampled(entry: LedgerEntry, outcome: Outcome, plan: Plan) -> LedgerEntry:
+    """With the prompt's embedding when the adaptive scorer routed the request and a cheaper
+    tier than the route's strongest answered it: feedback on that answer becomes a label."""
+    sample = plan.sample
+    if sample is None or outcome.status != 200 or outcome.tier == sample.top_tier:
+        return entry
+    values = {f.name: getattr(entry, f.name) for f in fields(LedgerEntry)}
+    return SampledEntry(**values, embedding=sample.embedding, base_score=round(sample.base, 6))
 
 
 def _features(plan: Plan) -> str | None:

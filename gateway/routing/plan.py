@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from adapters.base import ChatRequest
 from gateway.errors import BadRequest
 from gateway.policy import Candidate, Decision, Policy, Route
+from gateway.routing.adaptive import AdaptiveLayer, Sample
 from gateway.routing.needs import PARAM_OF, CapabilityLookup, Needs, missing, needs_of
 from gateway.scoring.heuristic import Score
 from gateway.scoring.request_tokens import extra_prompt_tokens
@@ -37,6 +38,7 @@ class Plan:
     needs: Needs = field(default_factory=Needs)
     long_context: bool = False  # some backend was ruled out by its context window
     screen: Callable[[str], str | None] | None = None  # why a backend cannot serve it, or None
+    sample: Sample | None = None  # adaptive scorer: the embedding kept if a cheaper tier answers
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -56,12 +58,23 @@ def make_plan(
     model: str | None,
     *,
     stream: bool = False,
+    adaptive: AdaptiveLayer | None = None,
 ) -> Plan:
     """Decide where a request goes. ``capabilities`` gives a backend's capabilities (context
-    window ``None`` when unknown). Raises ``UnknownRoute`` or ``BadRequest``."""
+    window ``None`` when unknown); ``adaptive`` holds the labels an adaptive policy's scorer
+    learns from (without it, such a policy scores with its base scorer). Raises
+    ``UnknownRoute`` or ``BadRequest``."""
     target = policy.route_for(model)
     started = time.perf_counter()
     result = policy.score(request.messages, request.max_tokens)
+    sample = None
+    settings = policy.adaptive
+    scored = isinstance(target, Route) and target.fixed_tier is None
+    if adaptive is not None and settings is not None and isinstance(target, Route) and scored:
+        base = result.value
+        result, embedding = adaptive.score(result, request.messages, settings)
+        if settings.store_embeddings:
+            sample = Sample(embedding, base, target.tiers[-1])
     scorer_s = time.perf_counter() - started
     decision = policy.decide(target, result.value if policy.needs_score(target) else None)
     needs = needs_of(request, stream=stream)
@@ -106,6 +119,7 @@ def make_plan(
         needs=needs,
         long_context=screen.ruled_out_by_context,
         screen=screen.why_not,
+        sample=sample,
     )
 
 

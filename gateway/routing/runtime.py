@@ -16,23 +16,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from sqlalchemy import Engine
 
 from adapters import load_backend
 from gateway.metrics import BREAKER_STATES, Metrics
 from gateway.policy import Policy, PolicyError, load_policy
+from gateway.routing.adaptive import AdaptiveLayer
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.pool import BackendFactory, BackendPool, BackendState, close_states
+from gateway.scoring.adaptive import AdaptiveSettings
 
 log = structlog.get_logger("tiergate.runtime")
 
 
 @dataclass(frozen=True, slots=True)
 class Active:
-    """One consistent view: a policy and the backends built for it."""
+    """One consistent view: a policy, the backends built for it, and (an adaptive policy's
+    scorer) the labels it learns from, to pass to ``make_plan``."""
 
     policy: Policy
     pool: BackendPool
     dispatcher: Dispatcher
+    adaptive: AdaptiveLayer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,7 @@ class Runtime:
         policy = load_policy(policy_path)  # raises PolicyError: the server does not start
         pool = BackendPool.build(policy, factory=factory, clock=clock)
         self._active = Active(policy, pool, Dispatcher(pool, policy.timeouts, clock))
+        self._adaptive: AdaptiveLayer | None = None
         metrics.set_policy(policy.hash)
 
     @property
@@ -82,10 +88,32 @@ class Runtime:
     def policy_path(self) -> Path:
         return self._path
 
+    def use_ledger(self, engine: Engine) -> None:
+        """Keep the adaptive scorer's labels in step with the ledger database at ``engine``
+        (before ``start``). Without it an adaptive policy scores with its base scorer."""
+        self._adaptive = AdaptiveLayer(engine, clock=self._clock)
+        self._active = self._with_adaptive(self._active.policy, self._active.pool)
+
+    def _with_adaptive(self, policy: Policy, pool: BackendPool) -> Active:
+        adaptive = self._adaptive if policy.adaptive is not None else None
+        return Active(policy, pool, Dispatcher(pool, policy.timeouts, self._clock), adaptive)
+
+    def _adaptive_settings(self) -> AdaptiveSettings | None:
+        return self._active.policy.adaptive
+
     def start(self, *, watch: bool) -> None:
-        """Begin prewarming, health probing and (optionally) watching the policy file."""
+        """Begin prewarming, health probing, refreshing the adaptive scorer's labels and
+        (optionally) watching the policy file."""
         self._active.pool.start_prewarm()
         self.spawn(self._health_loop(), "health")
+        if self._adaptive is not None:
+            self.spawn(self._adaptive.run(self._adaptive_settings), "adaptive-refresh")
+        elif self._active.policy.adaptive is not None:
+            log.warning(
+                "adaptive_without_ledger",
+                detail="the policy's scorer is adaptive but the ledger is off: scoring with its "
+                "base scorer only; set TIERGATE_LEDGER=true to learn from feedback",
+            )
         self._watch_dir = self._path.resolve().parent
         if watch:
             self.spawn(self._watch(), "policy-watch")
@@ -111,7 +139,7 @@ class Runtime:
                 log.error("policy_rejected", trigger=trigger, problems=[str(exc)])
                 self._metrics.policy_reloads.labels("rejected", trigger).inc()
                 return ReloadResult(False, trigger, old.policy.hash, old.policy.hash, (str(exc),))
-            self._active = Active(policy, pool, Dispatcher(pool, policy.timeouts, self._clock))
+            self._active = self._with_adaptive(policy, pool)
             pool.start_prewarm()
             self._metrics.set_policy(policy.hash, old.policy.hash)
             self._metrics.policy_reloads.labels("applied", trigger).inc()

@@ -5,8 +5,10 @@ quality the weak and the strong model reached on it.
 
 ``prompt`` (a string) or ``messages`` (OpenAI-style list) is required, and so are ``weak`` and
 ``strong`` (any numeric scale: 0/1 correctness, judge grades). Optional: ``id``, ``benchmark``
-(or ``group``: results are reported per group), ``contaminated`` (true: left out, as RouteLLM
-does for prompts that overlap its routers' training data), ``max_tokens``.
+(or ``group``: results are reported per group), ``source`` (what leave-one-source-out holds out
+together; default: the group, else the file's name), ``contaminated`` (true: left out, as
+RouteLLM does for prompts that overlap its routers' training data), ``max_tokens``. Any other
+field is ignored.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ class Labelled:
     weak: float
     strong: float
     max_tokens: int | None = None
+    source: str = ""  # held out as one by leave-one-source-out; "" means the group
+
+    @property
+    def origin(self) -> str:
+        """The source this prompt belongs to (its group when none was named)."""
+        return self.source or self.group
 
     @property
     def gain(self) -> float:
@@ -73,6 +81,9 @@ class LabelSet:
     def of(self, group: str) -> tuple[Labelled, ...]:
         return tuple(i for i in self.items if i.group == group)
 
+    def sources(self) -> list[str]:
+        return sorted({i.origin for i in self.items})
+
 
 def read_labels(paths: Sequence[Path], *, keep_contaminated: bool = False) -> LabelSet:
     items: list[Labelled] = []
@@ -86,7 +97,7 @@ def read_labels(paths: Sequence[Path], *, keep_contaminated: bool = False) -> La
                 if raw.get("contaminated") and not keep_contaminated:
                     left_out += 1
                     continue
-                items.append(_item(raw, f"{path.name}:{number}"))
+                items.append(_item(raw, f"{path.name}:{number}", _stem(path)))
             except (ValueError, TypeError, KeyError) as exc:
                 raise LabelsError(f"{path}: line {number}: {exc}") from None
     if not items:
@@ -95,6 +106,14 @@ def read_labels(paths: Sequence[Path], *, keep_contaminated: bool = False) -> La
             f"messages, weak and strong)"
         )
     return LabelSet(tuple(items), left_out)
+
+
+def _stem(path: Path) -> str:
+    """A file's name without its .jsonl / .json / .gz endings: its default source."""
+    name = path.name
+    for ending in (".gz", ".jsonl", ".json"):
+        name = name.removesuffix(ending)
+    return name
 
 
 def _lines(path: Path) -> Iterable[tuple[int, str]]:
@@ -108,7 +127,7 @@ def _lines(path: Path) -> Iterable[tuple[int, str]]:
         raise LabelsError(f"{path}: cannot read it ({exc})") from None
 
 
-def _item(raw: dict[str, Any], where: str) -> Labelled:
+def _item(raw: dict[str, Any], where: str, file_source: str) -> Labelled:
     weak, strong = raw.get("weak"), raw.get("strong")
     for name, value in (("weak", weak), ("strong", strong)):
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -118,9 +137,13 @@ def _item(raw: dict[str, Any], where: str) -> Labelled:
     max_tokens = raw.get("max_tokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise ValueError('"max_tokens" must be a positive integer or null')
+    named = raw.get("benchmark", raw.get("group"))
+    source = raw.get("source")
+    group = named if named is not None else source
     return Labelled(
         id=str(raw.get("id", where)),
-        group=str(raw.get("benchmark", raw.get("group", "all"))),
+        group=str(group if group is not None else "all"),
+        source=str(source if source is not None else (named if named is not None else file_source)),
         messages=_messages(raw),
         weak=float(weak),
         strong=float(strong),

@@ -63,6 +63,8 @@ def same_scorer(a: Policy, b: Policy) -> bool:
 
 
 def _artifact(policy: Policy) -> str | None:
+    if policy.v2 is not None:
+        return policy.v2.digest
     return policy.learned.digest if policy.learned is not None else None
 
 

@@ -1,0 +1,102 @@
+"""The adaptive scorer's tables: request embeddings waiting for feedback, and the labels every
+replica learns from. Embeddings and numbers only: no prompt text is ever written here.
+
+* ``adaptive_samples``: written with the ledger row (same transaction) for each request the
+  adaptive scorer routed to a tier below the route's strongest, when the policy stores
+  embeddings; pruned once older than the policy's ``sample_ttl_h``.
+* ``adaptive_labels``: one row per label. A feedback on a sampled request copies its embedding
+  here with ``label = 1 - feedback score`` (in the feedback's transaction), so the sample can be
+  pruned and the label stays. Replicas read the rows past the last id they saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.ledger.entry import LedgerEntry, SampledEntry
+from gateway.ledger.models import AdaptiveLabelRow, AdaptiveSampleRow
+from gateway.scoring.adaptive import feedback_label
+
+FEEDBACK = "feedback"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLabel:
+    id: int
+    label: float
+    embedding: bytes
+
+
+def insert_samples(connection: Connection, entries: Sequence[LedgerEntry]) -> None:
+    """The embeddings of the sampled entries among ``entries`` (idempotent by request id)."""
+    rows = [
+        {
+            "request_id": e.id,
+            "ts": e.ts,
+            "tier": e.tier[:64],
+            "base_score": e.base_score,
+            "embedding": e.embedding,
+        }
+        for e in entries
+        if isinstance(e, SampledEntry) and e.embedding
+    ]
+    if not rows:
+        return
+    dialect = connection.dialect.name
+    insert_of: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert_of(AdaptiveSampleRow).on_conflict_do_nothing(index_elements=["request_id"])
+    connection.execute(statement, rows)
+
+
+def label_from_feedback(
+    connection: Connection, request_id: str, ts: datetime, quality: float
+) -> bool:
+    """Turn a feedback on ``request_id`` into a label when the request was sampled (answered by
+    a cheaper tier under an adaptive policy); returns whether it was."""
+    label = feedback_label(quality)
+    chosen = select(
+        AdaptiveSampleRow.request_id,
+        literal(ts, AdaptiveLabelRow.ts.type),
+        literal(FEEDBACK, AdaptiveLabelRow.source.type),
+        literal(label, AdaptiveLabelRow.label.type),
+        AdaptiveSampleRow.embedding,
+    ).where(AdaptiveSampleRow.request_id == request_id)
+    result = connection.execute(
+        insert(AdaptiveLabelRow).from_select(
+            ["request_id", "ts", "source", "label", "embedding"], chosen
+        )
+    )
+    return bool(result.rowcount)
+
+
+def read_labels(
+    engine: Engine, after: int, also: Sequence[int] = (), limit: int = 5000
+) -> list[StoredLabel]:
+    """Labels with an id above ``after`` (oldest first, at most ``limit``), and those of the ids
+    in ``also`` (gaps an earlier read saw: a transaction that had not committed yet)."""
+    where = AdaptiveLabelRow.id > after
+    if also:
+        where = where | AdaptiveLabelRow.id.in_(list(also))
+    statement = (
+        select(AdaptiveLabelRow.id, AdaptiveLabelRow.label, AdaptiveLabelRow.embedding)
+        .where(where)
+        .order_by(AdaptiveLabelRow.id)
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        return [
+            StoredLabel(int(i), float(v), bytes(e)) for i, v, e in connection.execute(statement)
+        ]
+
+
+def prune_samples(engine: Engine, before: datetime) -> int:
+    """Forget the embeddings of requests older than ``before`` (their labels stay)."""
+    with engine.begin() as connection:
+        result = connection.execute(delete(AdaptiveSampleRow).where(AdaptiveSampleRow.ts < before))
+    return int(result.rowcount)

@@ -1,0 +1,169 @@
+"""The adaptive layer's maths: k nearest labelled neighbours over prompt embeddings, shrunk
+toward a base scorer's score. Pure: no database, no clock, no I/O (the ledger keeps the labels,
+the routing layer feeds them in).
+
+A *label* says how much a prompt needed the strong model: 1 = the cheaper tier's answer was not
+good enough (or the strong model's was better), 0 = the cheaper tier did fine. For a request,
+the ``k`` labelled prompts most similar to it (cosine similarity of wordllama embeddings, at
+least ``min_similarity``) each weigh ``w = (similarity - min_similarity) / (1 - min_similarity)``
+(a near-duplicate weighs ~1, a far one ~0), and the score is
+
+    (prior × base + Σ w × label) / (prior + Σ w)
+
+so a request with no near neighbours keeps its base score, and one with many close ones moves
+to what they were labelled. ``prior`` is how many perfect neighbours count as much as the base.
+The labels are on the scale of P(strong model needed), as the learned and v2 scorers' scores
+are; over v1, whose score is a weighted sum of cues on its own scale, a well-labelled region
+moves to the labels' level, so calibrate the thresholds again once labels have accumulated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from adapters.base import Message
+from gateway.scoring.embedding import DIMENSIONS
+from gateway.scoring.features import last_user_text, sample
+from gateway.scoring.heuristic import Contribution, Score
+
+BaseKind = Literal["v1", "learned", "v2"]
+# Embeddings are kept as little-endian float16: 512 bytes each, cosine error ~1e-3.
+_STORED = np.dtype("<f2")
+DEFAULT_MAX_LABELS = 20_000  # ~1.5 ms a request for the neighbour search
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveSettings:
+    """The policy's ``scorer: {kind: adaptive, ...}`` block, compiled."""
+
+    base: BaseKind = "v1"
+    k: int = 32
+    prior: float = 4.0
+    min_similarity: float = 0.3
+    store_embeddings: bool = True  # false: keep scoring from the labels there, store no more
+    refresh_s: float = 5.0  # how often each replica reads the labels other replicas added
+    max_labels: int = DEFAULT_MAX_LABELS  # the newest this many labels are kept in memory
+    sample_ttl_h: float = 168.0  # a request's embedding waits this long for its feedback
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The blended score and what went into it."""
+
+    value: float
+    base: float
+    neighbours: int  # how many labelled prompts counted (similarity above the floor)
+    weight: float  # their total weight
+    neighbour_mean: float | None  # their weighted mean label
+
+
+def text_of(messages: Sequence[Message]) -> str:
+    """What is embedded: the last user message, sampled (its first 1,500 and last 500
+    characters), as scorer v2 does."""
+    return sample(last_user_text(messages))
+
+
+def pack(vector: NDArray[np.float32]) -> bytes:
+    """An embedding as stored (512 bytes)."""
+    if vector.shape != (DIMENSIONS,):
+        raise ValueError(f"an embedding has {DIMENSIONS} numbers, got shape {vector.shape}")
+    return vector.astype(_STORED).tobytes()
+
+
+def unpack(data: bytes) -> NDArray[np.float32]:
+    if len(data) != DIMENSIONS * _STORED.itemsize:
+        raise ValueError(
+            f"a stored embedding has {DIMENSIONS * _STORED.itemsize} bytes, got {len(data)}: "
+            f"the adaptive_labels table holds something else"
+        )
+    vector: NDArray[np.float32] = np.frombuffer(data, dtype=_STORED).astype(np.float32)
+    return vector
+
+
+def feedback_label(quality: float) -> float:
+    """A feedback score (0 bad .. 1 good) on a cheaper tier's answer, as a label."""
+    return min(1.0, max(0.0, 1.0 - quality))
+
+
+def blend(
+    base: float,
+    similarities: NDArray[np.float32],
+    labels: NDArray[np.float32],
+    settings: AdaptiveSettings,
+) -> Estimate:
+    """The estimate from the similarities and labels of the candidates (any number)."""
+    floor = settings.min_similarity
+    if similarities.size > settings.k:
+        top = np.argpartition(-similarities, settings.k - 1)[: settings.k]
+        similarities, labels = similarities[top], labels[top]
+    keep = similarities > floor
+    weights = (similarities[keep].astype(np.float64) - floor) / (1.0 - floor)
+    total = float(weights.sum())
+    if total <= 0.0:
+        return Estimate(base, base, 0, 0.0, None)
+    mean = float(weights @ labels[keep].astype(np.float64)) / total
+    value = (settings.prior * base + total * mean) / (settings.prior + total)
+    return Estimate(min(1.0, max(0.0, value)), base, int(keep.sum()), total, mean)
+
+
+class LabelIndex:
+    """Labelled embeddings in memory, newest last; grows as labels arrive.
+
+    Live state (not a frozen value): one per process, fed by the routing layer from the ledger
+    (or by the prequential evaluation from earlier rows). Every change replaces the arrays in
+    one assignment, so a reader sees a whole state."""
+
+    def __init__(self, max_labels: int = DEFAULT_MAX_LABELS) -> None:
+        self.max_labels = max_labels
+        self._vectors: NDArray[np.float32] = np.zeros((0, DIMENSIONS), dtype=np.float32)
+        self._labels: NDArray[np.float32] = np.zeros(0, dtype=np.float32)
+        self._ids: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._seen: set[int] = set()
+
+    def __len__(self) -> int:
+        return int(self._labels.size)
+
+    def __contains__(self, label_id: int) -> bool:
+        return label_id in self._seen
+
+    def add(self, ids: Sequence[int], vectors: NDArray[np.float32], labels: Sequence[float]) -> int:
+        """Add labelled embeddings (ids already present are skipped); returns how many."""
+        fresh = [i for i, label_id in enumerate(ids) if label_id not in self._seen]
+        if not fresh:
+            return 0
+        new_ids = np.asarray([ids[i] for i in fresh], dtype=np.int64)
+        self._seen.update(int(i) for i in new_ids)
+        stacked_ids = np.concatenate([self._ids, new_ids])
+        stacked = np.vstack([self._vectors, np.asarray(vectors, dtype=np.float32)[fresh]])
+        values = np.concatenate([self._labels, np.asarray(labels, dtype=np.float32)[fresh]])
+        if values.size > self.max_labels:
+            cut = values.size - self.max_labels
+            self._seen.difference_update(int(i) for i in stacked_ids[:cut])
+            stacked_ids, stacked, values = stacked_ids[cut:], stacked[cut:], values[cut:]
+        self._ids, self._vectors, self._labels = stacked_ids, stacked, values
+        return len(fresh)
+
+    def estimate(
+        self, vector: NDArray[np.float32], base: float, settings: AdaptiveSettings
+    ) -> Estimate:
+        vectors, labels = self._vectors, self._labels  # one consistent state
+        if labels.size == 0:
+            return Estimate(base, base, 0, 0.0, None)
+        similarities: NDArray[np.float32] = vectors @ vector
+        return blend(base, similarities, labels, settings)
+
+
+def adapted(base: Score, estimate: Estimate) -> Score:
+    """``base`` with the estimate's value; the neighbours' pull shown as a contribution."""
+    pull = Contribution(
+        "neighbours",
+        estimate.neighbour_mean if estimate.neighbour_mean is not None else 0.0,
+        estimate.value - estimate.base,
+    )
+    contributions = sorted((*base.contributions, pull), key=lambda c: -c.contribution)
+    return Score(estimate.value, base.prompt_tokens, tuple(contributions), inputs=None)
