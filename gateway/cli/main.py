@@ -12,6 +12,7 @@ import typer
 from gateway.cli.bench import bench
 from gateway.cli.calibrate import calibrate, replay_cmd
 from gateway.cli.canary import canary_app
+from gateway.cli.labels import export_labels
 from gateway.cli.ledger import db_app, report
 from gateway.cli.models import eval_models, fit
 from gateway.cli.policy import policy_app, score_cmd, settings_or_exit
@@ -31,6 +32,7 @@ policy_app.command("replay")(replay_cmd)
 app.add_typer(policy_app, name="policy")
 app.command("eval-router")(eval_router)
 app.command("train-scorer")(train_scorer)
+app.command("export-labels")(export_labels)
 app.command("calibrate")(calibrate)
 app.add_typer(db_app, name="db")
 app.add_typer(canary_app, name="canary")
