@@ -56,6 +56,9 @@ class Capabilities:
 # by default: llama-cpp-python applies the grammar over the whole vocabulary at every token
 # (several times slower), and a 135M model rambles into max_tokens, cutting the JSON short.
 # A policy turns it on with `capabilities: {json_mode: true, json_schema: true}`.
+# It returns token log-probs when asked (adapters.tiny.logprobs, ~0.1 ms a token) but does not
+# declare them: a policy that wants logprobs requests (or a confidence cascade) on a tiny
+# backend says `capabilities: {logprobs: true}`.
 TINY = Capabilities()
 OLLAMA = Capabilities(tools=True, parallel_tool_calls=True, json_mode=True, json_schema=True)
 # Ollama's /api/chat has no tool_choice: "required" or a named function cannot be enforced.
@@ -70,8 +73,8 @@ OPENAI_COMPAT = Capabilities(
 REMOTE = Capabilities(
     tools=True, parallel_tool_calls=True, tool_choice=True, json_mode=True, json_schema=True
 )
-# The fake scripts whatever a test needs (it has no logprobs to give); a test narrows it with
-# ``capabilities:``.
+# The fake scripts whatever a test needs; a test narrows it (or, when its script gives token
+# log-probs, widens it) with ``capabilities:``.
 FAKE = Capabilities(
     tools=True,
     parallel_tool_calls=True,

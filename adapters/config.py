@@ -190,6 +190,11 @@ class FakeStep(_Strict):
     fail_after_chunks: int | None = Field(
         default=None, ge=0, description="stream this many chunks, then fail with `error`"
     )
+    logprobs: tuple[float, ...] = Field(
+        default=(),
+        description="the reply's token log-probs, one per word (the last repeats); returned "
+        "when a request asks for logprobs (declare `capabilities: {logprobs: true}`)",
+    )
 
 
 class FakeConfig(_Strict):

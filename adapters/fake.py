@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Iterable
 from itertools import cycle
+from typing import Any
 
 from adapters.base import BackendInfo, BlockingComplete, Health
 from adapters.capabilities import Capabilities, defaults_for
@@ -65,6 +66,18 @@ def _calls(step: FakeStep) -> tuple[ToolCall, ...]:
         ToolCall(id=f"call_fake_{i}", name=c.name, arguments=c.arguments)
         for i, c in enumerate(step.tool_calls)
     )
+
+
+def _logprobs(step: FakeStep, request: ChatRequest, pieces: list[str]) -> Any:
+    """The scripted log-probs as OpenAI's ``logprobs`` object, one entry per word."""
+    if not (request.logprobs and step.logprobs):
+        return None
+    values = [step.logprobs[min(i, len(step.logprobs) - 1)] for i in range(len(pieces))]
+    content = [
+        {"token": p, "logprob": v, "bytes": list(p.encode()), "top_logprobs": []}
+        for p, v in zip(pieces, values, strict=True)
+    ]
+    return {"content": content, "refusal": None}
 
 
 def _words(text: str) -> list[str]:
@@ -153,6 +166,7 @@ class FakeBackend(BlockingComplete):
             backend=self._name,
             model=self._config.model,
             tool_calls=calls,
+            logprobs=_logprobs(step, request, pieces),
         )
 
     async def astream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
@@ -183,6 +197,7 @@ class FakeBackend(BlockingComplete):
             finish_reason="length" if truncated else ("tool_calls" if calls else "stop"),
             usage=self._usage(request, len(pieces)),
             timings=Timings(latency_ms=elapsed, ttft_ms=ttft, server_ms=elapsed),
+            logprobs=_logprobs(step, request, pieces),
         )
 
     async def aembed(self, request: EmbeddingRequest) -> Embeddings:

@@ -1,12 +1,11 @@
 """The request path as one function of a parsed request, with no HTTP in it:
 
-    plan (score → route → tier → candidates) → canary → cache → dispatch → price → account
+    plan (score → route → tier → candidates) → canary → cache → dispatch (cascade) → price → account
 
 ``Pipeline.handle(inbound)`` returns an ``Answer`` (whole, from a backend or the cache) or a
-``Stream``, or raises ``Refused``; each carries a ``Receipt`` (what the gateway did), which the
-HTTP edge renders as ``x-tiergate-*`` headers. Every request is accounted (metrics, log line,
-ledger row) exactly once: at its one ending (``_Flight.settle``), a stream at its end or, when
-the client left or the server stopped first, when it is closed.
+``Stream``, or raises ``Refused``; each carries a ``Receipt`` (what the gateway did), rendered by
+the HTTP edge as ``x-tiergate-*`` headers. Every request is accounted (metrics, log line, ledger
+row) exactly once, at its one ending (``_Flight.settle``): a stream at its end or when closed.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from gateway.errors import BadGateway, BadRequest, GatewayError
 from gateway.ids import request_id
 from gateway.policy import Candidate, Decision, UnknownRoute
 from gateway.policy.pricing import Priced
+from gateway.routing import cascade as cascading
 from gateway.routing.accounting import Accountant, Outcome
 from gateway.routing.choices import extra_requests, extra_stream, merged, more_choices, total_usage
 from gateway.routing.dispatch import DispatchError, Opened, Trace
@@ -74,6 +74,7 @@ class Receipt:
     cache: str | None = None  # off | miss | hit | prefix:<tokens>, once a backend answered
     cost: Decimal | None = None
     baseline: Decimal | None = None
+    cascade: cascading.Verdict | None = None  # a cascading tier answered first: kept or not
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +271,7 @@ class _Flight:
         assert self.chat is not None
         chat, outcome = self.chat, self.outcome
         try:
-            served = await self.active.dispatcher.complete(decision, chat)
+            served = await cascading.complete(self, decision, chat)
         except DispatchError as exc:
             raise self.failed(exc) from None
         self.served_by(served.candidate, served.trace)
@@ -303,7 +304,7 @@ class _Flight:
     async def stream(self, decision: Decision) -> Stream:
         assert self.chat is not None
         try:
-            opened = await self.active.dispatcher.open_stream(decision, self.chat)
+            opened = await cascading.open_stream(self, decision, self.chat)
         except DispatchError as exc:
             raise self.failed(exc) from None
         self.served_by(opened.candidate, opened.trace)
@@ -370,6 +371,7 @@ class _Flight:
             cache=outcome.cache if served and self.cache is not None else None,
             cost=price.cost if price else None,
             baseline=price.baseline if price else None,
+            cascade=outcome.cascade if served else None,
         )
 
 

@@ -46,14 +46,15 @@ from adapters.errors import (
 )
 from adapters.tiny.errors import (
     Cancelled,
-    GrammarRefused,
     LoadFailed,
     TemplateRefused,
     as_backend_error,
 )
 from adapters.tiny.gguf import model_id, model_path, trained_context
+from adapters.tiny.grammar import grammar_for
+from adapters.tiny.logprobs import TokenLogprobs
 from adapters.tiny.prefix import PrefixReuse
-from adapters.tiny.wire import json_schema_text, sampling, template_messages
+from adapters.tiny.wire import sampling, template_messages
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -146,8 +147,11 @@ class TinyBackend(BlockingComplete):
                 while not queue.empty():
                     yield queue.get_nowait()
                 result = done.result()  # raises the worker's BackendError
-                yield Chunk(
-                    finish_reason=result.finish_reason, usage=result.usage, timings=result.timings
+                yield Chunk(  # logprobs (when asked for) come whole with the last chunk
+                    finish_reason=result.finish_reason,
+                    usage=result.usage,
+                    timings=result.timings,
+                    logprobs=result.logprobs,
                 )
                 return
         finally:
@@ -277,23 +281,6 @@ class TinyBackend(BlockingComplete):
             self._llm.close()
             self._llm = None
 
-    def _grammar(self, request: ChatRequest) -> Any:
-        """JSON mode by grammar-constrained decoding: llama.cpp only samples tokens that keep
-        the text valid JSON (any object, or one matching the request's schema)."""
-        fmt = request.response_format
-        if fmt is None:
-            return None
-        from llama_cpp import llama_grammar
-
-        try:
-            if fmt.type == "json_object":
-                return llama_grammar.LlamaGrammar.from_string(
-                    llama_grammar.JSON_GBNF, verbose=False
-                )
-            return llama_grammar.LlamaGrammar.from_json_schema(json_schema_text(fmt), verbose=False)
-        except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
-            raise GrammarRefused from exc
-
     def _prompt_tokens(self, request: ChatRequest) -> list[int]:
         try:
             formatted = self._formatter(messages=template_messages(request))
@@ -344,14 +331,16 @@ class TinyBackend(BlockingComplete):
         eog = self._eog
         assert eog is not None  # set by _ensure_loaded
 
-        grammar = self._grammar(request)
-        tokens = llm.generate(prompt, grammar=grammar, **sampling(request))
+        scores = TokenLogprobs(llm, request.top_logprobs) if request.logprobs else None
+        tokens = llm.generate(prompt, grammar=grammar_for(request), **sampling(request))
         try:
             for token in tokens if max_tokens > 0 else ():
                 if eog(token):
                     finish = "stop"
                     break
                 generated += 1
+                if scores is not None:  # before the next token is decoded
+                    scores.add(token)
                 text, stopped = scanner.feed(decoder.decode(llm.detokenize([token])))
                 if text:
                     if ttft is None:
@@ -395,4 +384,5 @@ class TinyBackend(BlockingComplete):
             ),
             backend=self._name,
             model=self.model_id,
+            logprobs=scores.openai() if scores is not None else None,
         )

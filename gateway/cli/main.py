@@ -12,6 +12,7 @@ import typer
 from gateway.cli.bench import bench
 from gateway.cli.calibrate import calibrate, replay_cmd
 from gateway.cli.canary import canary_app
+from gateway.cli.cascade import cascade_calibrate
 from gateway.cli.labels import export_labels
 from gateway.cli.ledger import db_app, report
 from gateway.cli.models import eval_models, fit
@@ -34,6 +35,7 @@ app.command("eval-router")(eval_router)
 app.command("train-scorer")(train_scorer)
 app.command("export-labels")(export_labels)
 app.command("calibrate")(calibrate)
+app.command("cascade-calibrate")(cascade_calibrate)
 app.add_typer(db_app, name="db")
 app.add_typer(canary_app, name="canary")
 app.command("report")(report)

@@ -25,4 +25,7 @@ def receipt_headers(receipt: Receipt) -> dict[str, str]:
         headers["x-tiergate-cost-usd"] = f"{receipt.cost:.12f}"
     if receipt.baseline is not None:
         headers["x-tiergate-baseline-cost-usd"] = f"{receipt.baseline:.12f}"
+    if receipt.cascade is not None:
+        headers["x-tiergate-cascade"] = receipt.cascade.decision
+        headers["x-tiergate-confidence"] = f"{receipt.cascade.confidence:.3f}"
     return headers

@@ -9,6 +9,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+_MONEY = ("cost_usd", "baseline_cost_usd", "cache_saved_usd", "cascade_cost_usd")
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
@@ -43,12 +45,19 @@ class LedgerEntry:
     capabilities: str = ""  # what the request needed, comma-separated (tools, json, vision, …)
     quality: float | None = None  # a shadow call: its answer compared with the stable one, 0-1
     features: str | None = None  # the v1 scorer's non-zero features, JSON (for policy replay)
+    # A confidence cascade's decision (kept | escalated | unescalated), the cheap answer's
+    # calibrated confidence, and its call's cost and tokens (inside cost_usd and the totals).
+    cascade: str | None = None
+    cascade_confidence: float | None = None
+    cascade_cost_usd: Decimal | None = None
+    cascade_prompt_tokens: int | None = None
+    cascade_completion_tokens: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe (the outbox stores entries as JSON text)."""
         out = asdict(self)
         out["ts"] = self.ts.isoformat()
-        for key in ("cost_usd", "baseline_cost_usd", "cache_saved_usd"):
+        for key in _MONEY:
             value = out[key]
             out[key] = None if value is None else str(value)
         return out
@@ -57,7 +66,7 @@ class LedgerEntry:
     def from_json(cls, data: dict[str, Any]) -> LedgerEntry:
         values = dict(data)
         values["ts"] = datetime.fromisoformat(values["ts"])
-        for key in ("cost_usd", "baseline_cost_usd", "cache_saved_usd"):
+        for key in _MONEY:
             if values.get(key) is not None:
                 values[key] = Decimal(values[key])
         kind: type[LedgerEntry] = cls

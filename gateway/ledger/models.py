@@ -63,6 +63,13 @@ class RequestRow(Base):
     quality: Mapped[float | None] = mapped_column(Float)  # shadow rows: the comparison, 0-1
     # The v1 scorer's non-zero features as JSON: `policy replay` re-scores under new weights.
     features: Mapped[str | None] = mapped_column(String(512))
+    # A confidence cascade: kept | escalated | unescalated, the cheap answer's calibrated
+    # confidence, and the cheap call's cost and tokens (already inside the row's totals).
+    cascade: Mapped[str | None] = mapped_column(String(16))
+    cascade_confidence: Mapped[float | None] = mapped_column(Float)
+    cascade_cost_usd: Mapped[Decimal | None] = mapped_column(MONEY)
+    cascade_prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    cascade_completion_tokens: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_ledger_requests_ts", "ts"),

@@ -24,6 +24,7 @@ from adapters.config import (
 )
 from gateway.policy.adaptive import adaptive_problems, adaptive_settings, base_kind
 from gateway.policy.canary_check import canary_problems
+from gateway.policy.cascade import cascade_problems, compile_cascade
 from gateway.policy.model import Policy, Route, Tier
 from gateway.policy.pricing import PriceBook, litellm_price
 from gateway.policy.schema import BaselineSpec, PolicyFile, PricingSpec, RouteSpec
@@ -97,6 +98,7 @@ def parse_policy(data: bytes, *, source: str, base_dir: Path) -> Policy:
     problems = list(_reference_problems(spec))
     if not problems:  # the canary's checks assume the rest of the file is consistent
         problems = [Problem(path, message) for path, message in canary_problems(spec, base_dir)]
+        problems += [Problem(path, text) for path, text in cascade_problems(spec, base_dir)]
     if problems:
         raise PolicyError(source, problems)
     return _compile(spec, source=source, digest=policy_hash(data), base_dir=base_dir)
@@ -108,6 +110,7 @@ def _compile(spec: PolicyFile, *, source: str, digest: str, base_dir: Path) -> P
             name=t.name,
             backends=t.backends,
             max_score=1.0 if t.max_score is None else t.max_score,
+            cascade=compile_cascade(t.cascade, base_dir),
         )
         for t in spec.tiers
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from adapters.base import Message
 from adapters.config import BackendConfig
 from gateway.policy.canary import CanarySpec
+from gateway.policy.cascade import Cascade
 from gateway.policy.pricing import PriceBook
 from gateway.policy.schema import (
     BreakerSpec,
@@ -31,6 +32,7 @@ class Tier:
     name: str
     backends: tuple[str, ...]
     max_score: float  # 1.0 on the last tier
+    cascade: Cascade | None = None  # answer here first; unsure → the route's next tier
 
 
 @dataclass(frozen=True, slots=True)

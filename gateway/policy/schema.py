@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.config import BackendConfig
 from gateway.policy.canary import CanarySpec
@@ -21,6 +21,45 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CalibrationSpec(_Strict):
+    """A cascade's calibration written inline (the artifact's ``weights``, ``bias``, ``points``)."""
+
+    weights: dict[str, float] = Field(
+        min_length=1, description="raw = bias + Σ weight × feature (min, p10, p25, mean, last)"
+    )
+    bias: float = 0.0
+    points: tuple[tuple[float, float], ...] = Field(
+        min_length=2, description="the isotonic table: [raw, confidence] pairs, both rising"
+    )
+
+
+class CascadeSpec(_Strict):
+    """Confidence cascade: this tier answers first; below ``min_confidence`` the next tier
+    of the route answers instead (README "Confidence cascade")."""
+
+    min_confidence: float = Field(
+        ge=0.0, le=1.0, description="keep the answer when its calibrated confidence is ≥ this"
+    )
+    calibration: str | CalibrationSpec | None = Field(
+        default=None,
+        description="a JSON artifact from `tiergate cascade-calibrate` (relative to the policy), "
+        "or the table inline; default: the one shipped for SmolLM2-135M-Instruct",
+    )
+    streamed: Literal["buffer", "off"] = Field(
+        default="buffer",
+        description="buffer: a streamed request waits for the whole cheap answer (its time to "
+        "first token becomes the cheap tier's generation time); off: streams never cascade",
+    )
+
+    @field_validator("streamed", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML 1.1 reads a bare ``off`` as false (and ``on`` as true)."""
+        if isinstance(value, bool):
+            return "buffer" if value else "off"
+        return value
+
+
 class TierSpec(_Strict):
     """A tier: requests scoring at most ``max_score`` go here (if no cheaper tier took them)."""
 
@@ -28,6 +67,9 @@ class TierSpec(_Strict):
     backends: tuple[str, ...] = Field(min_length=1, description="in order of preference")
     max_score: float | None = Field(
         default=None, ge=0.0, le=1.0, description="omit on the last tier: it takes the rest"
+    )
+    cascade: CascadeSpec | None = Field(
+        default=None, description="answer here first, escalate to the next tier when unsure"
     )
 
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import orjson
 import structlog
@@ -19,8 +20,11 @@ from gateway.ledger.entry import LedgerEntry, SampledEntry
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.policy.pricing import PriceBook, Priced
-from gateway.routing.dispatch import Trace
+from gateway.routing.dispatch import Attempt, Trace
 from gateway.routing.plan import Plan
+
+if TYPE_CHECKING:
+    from gateway.routing.cascade import Verdict
 
 log = structlog.get_logger("tiergate.request")
 
@@ -51,6 +55,8 @@ class Outcome:
     cache: str = "off"  # off | miss | hit | prefix:<tokens>
     cache_saved: Decimal | None = None  # what the cached answer cost when it was made
     canary_arm: str | None = None  # stable | candidate (a canary's split or shadow sample)
+    cascade: Verdict | None = None  # a cascading tier answered first: what was decided
+    cascade_cost: Decimal | None = None  # what the cascade's cheap call cost (inside priced)
 
     def final_usage(self, plan: Plan) -> Usage:
         """Reported usage, or an estimate (flagged) when none arrived: the client left, or the
@@ -76,7 +82,26 @@ class Outcome:
                 self.priced = Priced(Decimal(0), "failed", Decimal(0))
             else:
                 self.priced = prices.price(self.backend, usage, self.timings)
+                self._add_cascade(prices)
         return self.priced
+
+    def _add_cascade(self, prices: PriceBook) -> None:
+        """Both calls of a cascade are billed: the discarded cheap answer's cost is added."""
+        assert self.priced is not None
+        spent = self.cascade.spent if self.cascade is not None else None
+        if spent is None:
+            self.cascade_cost = self.priced.cost if self.cascade is not None else None
+            return
+        first = prices.price(spent.backend, spent.usage, spent.timings)
+        self.cascade_cost = first.cost
+        final = self.priced
+        total = None if final.cost is None or first.cost is None else final.cost + first.cost
+        self.priced = Priced(total, final.source, final.baseline)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Every backend call, a cascade's cheap one included."""
+        return list(self.cascade.attempts) if self.cascade is not None else self.trace.attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +121,9 @@ class Accountant:
         priced = outcome.price(prices, plan)
         timings = outcome.timings
         self._log(outcome, plan, usage, elapsed)
+        verdict = outcome.cascade
+        first = verdict.spent if verdict is not None else None
+        spent = first.usage if first is not None else Usage()
         if self.ledger is None or not (outcome.trace.attempts or outcome.cache == "hit"):
             return  # no backend was reached: nothing to account for in the ledger
         entry = LedgerEntry(
@@ -112,12 +140,12 @@ class Accountant:
             canary_arm=outcome.canary_arm,
             status=outcome.status,
             error_class=outcome.error,
-            attempts=len(outcome.trace.attempts),
-            fallback_chain=">".join(a.backend for a in outcome.trace.attempts),
+            attempts=len(outcome.attempts),
+            fallback_chain=">".join(a.backend for a in outcome.attempts),
             stream=outcome.stream,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
+            prompt_tokens=usage.prompt_tokens + spent.prompt_tokens,
+            completion_tokens=usage.completion_tokens + spent.completion_tokens,
+            cached_tokens=usage.cached_tokens + spent.cached_tokens,
             usage_estimated=usage.estimated,
             latency_ms=round(elapsed * 1000.0, 3),
             ttft_ms=timings.ttft_ms if timings else None,
@@ -129,6 +157,11 @@ class Accountant:
             cache_saved_usd=outcome.cache_saved,
             capabilities=",".join(plan.labels),
             features=_features(plan),
+            cascade=verdict.decision if verdict is not None else None,
+            cascade_confidence=verdict.confidence if verdict is not None else None,
+            cascade_cost_usd=outcome.cascade_cost,
+            cascade_prompt_tokens=verdict.first.usage.prompt_tokens if verdict else None,
+            cascade_completion_tokens=verdict.first.usage.completion_tokens if verdict else None,
         )
         self.ledger.record(_sampled(entry, outcome, plan))
 
@@ -167,7 +200,8 @@ class Accountant:
             cost_usd=_money(priced.cost if priced else None),
             baseline_cost_usd=_money(priced.baseline if priced else None),
             needs=list(plan.labels),
-            attempts=[a.backend for a in outcome.trace.attempts],
+            attempts=[a.backend for a in outcome.attempts],
+            cascade=outcome.cascade.decision if outcome.cascade is not None else None,
             skipped=[s.backend for s in outcome.trace.skipped],
         )
 
