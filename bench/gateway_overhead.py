@@ -415,6 +415,13 @@ def compare_trees(
         figures["change_pct"] = {
             key: round((second[key] - first[key]) / first[key] * 100, 2) for key in first
         }
+        # Each round's two runs ran back to back: their ratio cancels most of the machine's
+        # drift between rounds, so its median is steadier than the ratio of the medians.
+        before, after = (by_label[label] for label in trees)
+        figures["paired_median_ratio"] = {
+            key: round(statistics.median(b[key] / a[key] for a, b in zip(before, after)), 4)
+            for key in ("cpu_ms_per_request", "rps")
+        }
         summary[load] = figures
     return {"summary": summary, "runs": runs}
 

@@ -27,6 +27,7 @@ from gateway.log import configure_logging
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.routing.accounting import Accountant
+from gateway.routing.judging import LabelSampler
 from gateway.routing.pool import BackendFactory
 from gateway.routing.runtime import Runtime
 from gateway.scoring.tokens import warm_up
@@ -67,7 +68,8 @@ class Services:
             record=ledger.record if ledger else None,
             flush=ledger.flush if ledger else None,
         )
-        pipeline = Pipeline(runtime, accountant, cache, canary)
+        labels = LabelSampler(metrics.registry, ledger.record, ledger.engine) if ledger else None
+        pipeline = Pipeline(runtime, accountant, cache, canary, labels)
         services = cls(metrics, runtime, ledger, accountant, cache, canary, pipeline)
         runtime.start(watch=settings.watch_policy)
         await canary.start()
@@ -84,6 +86,8 @@ class Services:
     async def aclose(self) -> None:
         _remove_sighup()
         await self.canary.aclose()
+        if self.pipeline.labels is not None:
+            await self.pipeline.labels.aclose()
         if self.ledger is not None:
             await self.ledger.aclose()  # after the server drained its requests: rows written
         await self.cache.aclose()

@@ -15,7 +15,6 @@ import dataclasses
 import time
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from adapters.base import (
@@ -34,13 +33,13 @@ from gateway.cache.service import CachedAnswer, CacheService
 from gateway.canary.controller import CanaryController
 from gateway.canary.shadow import shadow_job
 from gateway.errors import BadGateway, BadRequest, GatewayError
-from gateway.ids import request_id
 from gateway.policy import Candidate, Decision, UnknownRoute
 from gateway.policy.pricing import Priced
 from gateway.routing import cascade as cascading
 from gateway.routing.accounting import Accountant, Outcome
 from gateway.routing.choices import extra_requests, extra_stream, merged, more_choices, total_usage
 from gateway.routing.dispatch import DispatchError, Opened, Trace
+from gateway.routing.judging import LabelSampler
 from gateway.routing.plan import Plan, make_plan, plan_embeddings
 from gateway.routing.runtime import Active, Runtime
 from gateway.routing.tally import Tally
@@ -129,11 +128,14 @@ class Pipeline:
     accountant: Accountant
     cache: CacheService
     canary: CanaryController
+    labels: LabelSampler | None = None  # an adaptive policy's judged samples (with the ledger)
 
     async def handle(self, inbound: Inbound) -> Answer | Stream:
         active = self.runtime.active
         chat = inbound.chat
-        outcome = _outcome(active, inbound.key_id, stream=inbound.stream, choices=chat.n)
+        outcome = Outcome.begin(
+            active.policy.hash, inbound.key_id, stream=inbound.stream, choices=chat.n
+        )
         with _refusing(outcome):
             plan = make_plan(
                 active.policy,
@@ -179,7 +181,7 @@ class Pipeline:
         """Embeddings: the route's embedding backends, cheapest tier first, with fallback;
         priced like chat (input tokens; a chat baseline says nothing about embeddings)."""
         active = self.runtime.active
-        outcome = _outcome(active, key_id, stream=False, choices=1)
+        outcome = Outcome.begin(active.policy.hash, key_id, stream=False, choices=1)
         tokens = sum(count_exact(text) for text in request.inputs)
         with _refusing(outcome):
             plan = plan_embeddings(active.policy, active.pool.capabilities, model, tokens)
@@ -328,7 +330,8 @@ class _Flight:
 
     def succeed(self, answer: Completion) -> None:
         """The success ending: price, keep the answer for the next identical request, account,
-        and (after the answer is made: the client never waits for it) mirror to a canary."""
+        and (after the answer is made: the client never waits for them) mirror to a canary and
+        offer the answer to the adaptive scorer's judge."""
         priced = self.outcome.price(self.active.policy.prices, self.plan)
         if self.cache is not None:
             self.cache.keep(answer, self.outcome.tier, self.outcome.backend, priced.cost)
@@ -336,6 +339,8 @@ class _Flight:
         if self.shadow and self.chat is not None:
             job = shadow_job(self.outcome, self.chat, answer)
             self.pipeline.canary.mirror(self.active.policy, job)
+        if self.pipeline.labels is not None:
+            self.pipeline.labels.offer(self.active, self.plan, self.outcome, self.chat, answer)
 
     def failed(self, exc: DispatchError) -> Refused:
         """Book a request no backend answered (against the last one tried)."""
@@ -373,18 +378,6 @@ class _Flight:
             baseline=price.baseline if price else None,
             cascade=outcome.cascade if served else None,
         )
-
-
-def _outcome(active: Active, key_id: str, *, stream: bool, choices: int) -> Outcome:
-    return Outcome(
-        rid=request_id(),
-        ts=datetime.now(UTC),
-        started=time.perf_counter(),
-        key_id=key_id,
-        policy_hash=active.policy.hash,
-        stream=stream,
-        choices=choices,
-    )
 
 
 @contextlib.contextmanager

@@ -21,15 +21,15 @@ from datetime import UTC, datetime
 
 import structlog
 
-from adapters.base import ChatRequest, Completion, Usage
+from adapters.base import ChatRequest, Completion
 from adapters.errors import BackendError, BackendTimeout, BackendUnavailable
 from gateway.canary.compare import compare
 from gateway.canary.counters import CanaryMetrics
-from gateway.canary.judge import RateLimit, judge_request, parse_grade
-from gateway.ids import request_id
 from gateway.ledger.entry import LedgerEntry
 from gateway.policy.canary import CanarySpec
 from gateway.routing.accounting import Outcome
+from gateway.routing.background import Call, Parent, background_entry
+from gateway.routing.judge import RateLimit, judge_request, parse_grade
 from gateway.routing.runtime import Active
 
 log = structlog.get_logger("tiergate.canary")
@@ -148,8 +148,8 @@ class ShadowRunner:
         else:
             self._metrics.shadow.labels(spec.name, "failed").inc()
         if self._record is not None:
-            call = _Call(spec.candidate, "shadow", ts, latency_ms, completion, error)
-            self._record(_entry(job, active, call, quality))
+            call = Call(spec.candidate, "shadow", ts, latency_ms, completion, error)
+            self._record(background_entry(active.policy, _parent(job), call, quality))
 
     async def _judge(
         self, job: ShadowJob, spec: CanarySpec, active: Active, answer: str
@@ -177,62 +177,12 @@ class ShadowRunner:
             error = exc
         if self._record is not None:  # the judge's calls cost money too: they are booked
             latency_ms = (time.perf_counter() - started) * 1000.0
-            call = _Call(judge.backend, "judge", ts, latency_ms, graded, error)
-            self._record(_entry(job, active, call, None))
+            call = Call(judge.backend, "judge", ts, latency_ms, graded, error)
+            self._record(background_entry(active.policy, _parent(job), call))
         if graded is None:
             log.warning("canary_judge_failed", canary=spec.name, error=str(error)[:200])
             return None
         return parse_grade(graded.text)
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One background call (the candidate's shadow call, or the judge's grading)."""
-
-    backend: str
-    arm: str  # shadow | judge
-    ts: datetime
-    latency_ms: float
-    completion: Completion | None
-    error: BackendError | None
-
-
-def _entry(job: ShadowJob, active: Active, call: _Call, quality: float | None) -> LedgerEntry:
-    completion = call.completion
-    usage = completion.usage if completion is not None else Usage()
-    timings = completion.timings if completion is not None else None
-    priced = active.policy.prices.price(call.backend, usage, timings)
-    config = active.policy.backends.get(call.backend)
-    return LedgerEntry(
-        id=request_id(),
-        ts=call.ts,
-        key_id=job.key_id,
-        policy_hash=job.policy_hash,
-        route=job.route,
-        tier=job.tier,
-        backend=call.backend,
-        model=completion.model if completion else (config.model if config else "-"),
-        score=None,
-        cache="off",
-        canary_arm=call.arm,
-        status=200 if completion is not None else 502,
-        error_class=None if call.error is None else type(call.error).__name__,
-        attempts=1,
-        fallback_chain=call.backend,
-        stream=False,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cached_tokens=usage.cached_tokens,
-        usage_estimated=usage.estimated,
-        latency_ms=round(call.latency_ms, 3),
-        ttft_ms=timings.ttft_ms if timings else None,
-        server_ms=timings.server_ms if timings else None,
-        load_ms=timings.load_ms if timings else None,
-        cost_usd=priced.cost if completion is not None else None,
-        cost_source=priced.source if completion is not None else "failed",
-        baseline_cost_usd=None,
-        quality=quality,
-    )
 
 
 def shadow_job(outcome: Outcome, request: ChatRequest, answer: Completion) -> ShadowJob:
@@ -247,3 +197,7 @@ def shadow_job(outcome: Outcome, request: ChatRequest, answer: Completion) -> Sh
         key_id=outcome.key_id,
         policy_hash=outcome.policy_hash,
     )
+
+
+def _parent(job: ShadowJob) -> Parent:
+    return Parent(job.key_id, job.policy_hash, job.route, job.tier)

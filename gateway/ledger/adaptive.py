@@ -6,7 +6,9 @@ replica learns from. Embeddings and numbers only: no prompt text is ever written
   embeddings; pruned once older than the policy's ``sample_ttl_h``.
 * ``adaptive_labels``: one row per label. A feedback on a sampled request copies its embedding
   here with ``label = 1 - feedback score`` (in the feedback's transaction), so the sample can be
-  pruned and the label stays. Replicas read the rows past the last id they saw.
+  pruned and the label stays. A judged sample (``gateway.routing.judging``: a cheaper tier's
+  answer graded against the next stronger tier's) adds a row with source ``judge``.
+  Replicas read the rows past the last id they saw.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from gateway.ledger.models import AdaptiveLabelRow, AdaptiveSampleRow
 from gateway.scoring.adaptive import feedback_label
 
 FEEDBACK = "feedback"
+JUDGE = "judge"
+# The ledger rows of a judged sample's calls (their canary_arm): the stronger tier's answer and
+# the judge's grading. Not client traffic: the savings report keeps them apart.
+LABEL_STRONG = "label_strong"
+LABEL_JUDGE = "label_judge"
+LABEL_ARMS: tuple[str, ...] = (LABEL_STRONG, LABEL_JUDGE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,21 @@ def label_from_feedback(
         )
     )
     return bool(result.rowcount)
+
+
+def insert_label(
+    engine: Engine, request_id: str, ts: datetime, source: str, label: float, embedding: bytes
+) -> None:
+    """One label on a request's embedding (a judged sample's, say)."""
+    row = {
+        "request_id": request_id,
+        "ts": ts,
+        "source": source,
+        "label": min(1.0, max(0.0, label)),
+        "embedding": embedding,
+    }
+    with engine.begin() as connection:
+        connection.execute(insert(AdaptiveLabelRow), [row])
 
 
 def read_labels(

@@ -16,6 +16,10 @@ Definitions (per group and in total):
 * fallback rate = requests that needed more than one attempt / requests; error rate = requests
   answered with an error status / requests; abandoned rate = requests the client left before the
   end (status 499) / requests; cache hit rate = requests served from the cache / requests.
+
+The adaptive scorer's judged samples (rows with ``canary_arm`` ``label_strong`` or
+``label_judge``) are the gateway's own calls, not client traffic: they are left out of every
+figure above and shown apart under ``labelling`` (calls and their cost).
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 
+from gateway.ledger.adaptive import LABEL_ARMS
 from gateway.ledger.models import FeedbackRow, RequestRow
 
 GroupBy = Literal["tier", "route", "backend", "day", "key", "model", "cost_source"]
@@ -247,7 +252,9 @@ def build_report(
     # In UTC: SQLite keeps the times as naive UTC text and compares the bounds as text too, so
     # a bound with another offset (``--since 2026-11-20T09:00+02:00``) would be hours off there.
     since, until = _utc(since), _utc(until or datetime.now(UTC))
-    where = (RequestRow.ts >= since, RequestRow.ts < until)
+    span = (RequestRow.ts >= since, RequestRow.ts < until)
+    client = or_(RequestRow.canary_arm.is_(None), RequestRow.canary_arm.not_in(LABEL_ARMS))
+    where = (*span, client)
     with engine.connect() as connection:
         total_rows = connection.execute(select(func.count()).where(*where)).scalar_one()
         progress(0, total_rows)
@@ -265,6 +272,11 @@ def build_report(
             done += len(chunk)
             progress(done, total_rows)
         _add_feedback(connection, where, by, total, groups)
+        labelling = connection.execute(
+            select(func.count(), func.sum(RequestRow.cost_usd)).where(
+                *span, RequestRow.canary_arm.in_(LABEL_ARMS)
+            )
+        ).one()
     return {
         "since": since.isoformat(),
         "until": until.isoformat(),
@@ -273,6 +285,7 @@ def build_report(
         "groups": [{"key": key, **acc.figures()} for key, acc in sorted(groups.items())]
         if by is not None
         else [],
+        "labelling": {"calls": int(labelling[0]), "cost_usd": _usd(Decimal(labelling[1] or 0))},
     }
 
 

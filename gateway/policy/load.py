@@ -149,6 +149,7 @@ def _compile(spec: PolicyFile, *, source: str, digest: str, base_dir: Path) -> P
         learned=_learned_scorer(spec, source=source, base_dir=base_dir),
         v2=_v2_scorer(spec, source=source, base_dir=base_dir),
         adaptive=adaptive_settings(spec.scorer),
+        label_judge=spec.scorer.judge if spec.scorer.kind == "adaptive" else None,
     )
 
 
@@ -279,7 +280,7 @@ def _reference_problems(spec: PolicyFile) -> Iterable[Problem]:
             "scorer.artifact",
             "only a learned or v2 scorer has an artifact: add kind: learned or kind: v2",
         )
-    for path, message in adaptive_problems(spec.scorer):
+    for path, message in adaptive_problems(spec):
         yield Problem(path, message)
     for feature in spec.scorer.weights:
         if feature not in FEATURES:

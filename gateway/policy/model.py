@@ -16,6 +16,7 @@ from gateway.policy.schema import (
     CacheSpec,
     Fallback,
     HealthSpec,
+    LabelJudgeSpec,
     LimitSpec,
     TimeoutSpec,
 )
@@ -94,6 +95,7 @@ class Policy:
     # Set when the policy's scorer is kind: adaptive. ``score`` is then its base scorer's; the
     # neighbours' pull is added by the routing layer, which holds the live labels.
     adaptive: AdaptiveSettings | None = None
+    label_judge: LabelJudgeSpec | None = None  # kind adaptive: labels from a judge, sampled
 
     @property
     def scorer_kind(self) -> str:

@@ -91,6 +91,33 @@ class RouteSpec(_Strict):
     )
 
 
+class LabelJudgeSpec(_Strict):
+    """kind adaptive: labels from a judge. A sampled request answered by a tier below the
+    route's strongest is also sent, in the background, to the next stronger tier, and the judge
+    grades the cheaper answer against the stronger one (README "How routing learns")."""
+
+    backend: str = Field(description="the judge: a backend of this policy (a strong model)")
+    sample: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="share of the requests a cheaper tier answered that are judged (2 calls each)",
+    )
+    max_per_minute: int = Field(
+        default=30, ge=1, description="judged samples started a minute, at most (per replica)"
+    )
+    max_usd_per_day: float = Field(
+        default=1.0,
+        ge=0,
+        description="the judged samples' calls (stronger tier and judge) spend at most this a "
+        "UTC day, per replica (unpriced backends count as 0)",
+    )
+    concurrency: int = Field(default=2, ge=1, le=64, description="judged samples at once")
+    queue: int = Field(
+        default=32, ge=0, description="judged samples waiting; beyond this they are dropped"
+    )
+
+
 class ScorerSpec(_Strict):
     version: Literal[1] = 1
     kind: Literal["v1", "learned", "v2", "adaptive"] = Field(
@@ -138,6 +165,9 @@ class ScorerSpec(_Strict):
     )
     sample_ttl_h: float = Field(
         default=168.0, gt=0, description="kind adaptive: how long an embedding waits for feedback"
+    )
+    judge: LabelJudgeSpec | None = Field(
+        default=None, description="kind adaptive: also learn from a judge's verdicts (sampled)"
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,7 @@ import orjson
 import structlog
 
 from adapters.base import Timings, Usage
+from gateway.ids import request_id
 from gateway.ledger.entry import LedgerEntry, SampledEntry
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
@@ -57,6 +58,19 @@ class Outcome:
     canary_arm: str | None = None  # stable | candidate (a canary's split or shadow sample)
     cascade: Verdict | None = None  # a cascading tier answered first: what was decided
     cascade_cost: Decimal | None = None  # what the cascade's cheap call cost (inside priced)
+
+    @classmethod
+    def begin(cls, policy_hash: str, key_id: str, *, stream: bool, choices: int) -> Outcome:
+        """A request arriving now, with a new request id."""
+        return cls(
+            rid=request_id(),
+            ts=datetime.now(UTC),
+            started=time.perf_counter(),
+            key_id=key_id,
+            policy_hash=policy_hash,
+            stream=stream,
+            choices=choices,
+        )
 
     def final_usage(self, plan: Plan) -> Usage:
         """Reported usage, or an estimate (flagged) when none arrived: the client left, or the

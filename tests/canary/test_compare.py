@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.canary.compare import compare
-from gateway.canary.judge import RateLimit, parse_grade
+from gateway.routing.judge import RateLimit, parse_grade
 
 STABLE = "Paris is the capital of France, on the Seine."
 

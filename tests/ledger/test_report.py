@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from gateway.ledger.adaptive import LABEL_JUDGE, LABEL_STRONG
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.report import CSV_FIELDS, build_report, nearest_rank, parse_since
@@ -365,6 +366,41 @@ def test_the_window_excludes_rows_outside_it(ledger: str) -> None:
     assert empty["totals"]["requests"] == 0
     assert empty["totals"]["savings_pct"] is None
     assert empty["totals"]["latency_ms_p50"] is None
+
+
+def test_judged_samples_calls_are_kept_apart_from_client_traffic(ledger: str) -> None:
+    """The adaptive scorer's judged samples (a stronger tier's call and the judge's, marked by
+    canary_arm) are the gateway's own spend: no client figure, total or grouped, counts them,
+    and ``labelling`` shows their calls and cost."""
+    first = to_entry(90, ROWS[0])
+    own = [
+        dataclasses.replace(
+            first,
+            id=f"00000000-0000-7000-8000-0000000000{90 + i}",
+            canary_arm=arm,
+            tier="strong",
+            backend="remote",
+            status=status,
+            prompt_tokens=7000,
+            latency_ms=99_999.0,
+            cost_usd=cost,
+            baseline_cost_usd=None,
+        )
+        for i, (arm, status, cost) in enumerate(
+            [(LABEL_STRONG, 200, D("0.25")), (LABEL_JUDGE, 502, D("0.05"))]
+        )
+    ]
+    engine = make_engine(ledger)
+    try:
+        insert_batch(engine, own)
+    finally:
+        engine.dispose()
+    result = report(ledger)
+    assert result["totals"] == TOTALS
+    assert result["labelling"] == {"calls": 2, "cost_usd": 0.3}
+    assert groups(report(ledger, by="tier")) == BY_TIER
+    assert [g["key"] for g in report(ledger, by="canary_arm")["groups"]] == ["-"]
+    assert report(ledger, since="2026-11-23", until="2026-11-24")["labelling"]["calls"] == 0
 
 
 def test_nearest_rank() -> None:

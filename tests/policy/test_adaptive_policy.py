@@ -53,3 +53,57 @@ def test_misplaced_adaptive_fields_are_errors_that_say_the_fix(scorer: str, expe
     with pytest.raises(PolicyError) as caught:
         load(scorer)
     assert expected in str(caught.value)
+
+
+def test_a_judge_block_compiles_with_its_limits() -> None:
+    head = HEAD.replace("strong: {type: fake}", "strong: {type: fake}\n  grader: {type: fake}")
+    text = head + (
+        "scorer: {kind: adaptive, judge: {backend: grader, sample: 0.2, max_per_minute: 5, "
+        "max_usd_per_day: 0.5}}\n"
+    )
+    policy = parse_policy(text.encode(), source="p.yaml", base_dir=Path())
+    judge = policy.label_judge
+    assert judge is not None
+    assert (judge.backend, judge.sample, judge.max_per_minute, judge.max_usd_per_day) == (
+        "grader",
+        0.2,
+        5,
+        0.5,
+    )
+    assert load("{kind: adaptive}").label_judge is None
+
+
+@pytest.mark.parametrize(
+    ("head", "scorer", "expected"),
+    [
+        (
+            HEAD,
+            "{kind: adaptive, judge: {backend: nobody}}",
+            "scorer.judge.backend: unknown backend 'nobody' (known: strong, weak)",
+        ),
+        (
+            HEAD,
+            "{kind: adaptive, judge: {backend: strong, every: 3}}",
+            "scorer.judge.every: unknown field 'every'; valid fields here: backend, sample",
+        ),
+        (
+            HEAD,
+            "{kind: adaptive, judge: {backend: strong, sample: 1.5}}",
+            "scorer.judge.sample: Input should be less than or equal to 1",
+        ),
+        (
+            HEAD,
+            "{kind: v2, judge: {backend: strong}}",
+            "scorer.judge: only an adaptive scorer has judge: add kind: adaptive",
+        ),
+        (
+            HEAD.replace("  - {name: weak, max_score: 0.5, backends: [weak]}\n", ""),
+            "{kind: adaptive, judge: {backend: weak}}",
+            "scorer.judge: no scored route has a tier above another",
+        ),
+    ],
+)
+def test_judge_problems_say_the_fix(head: str, scorer: str, expected: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy((head + f"scorer: {scorer}\n").encode(), source="p.yaml", base_dir=Path())
+    assert expected in str(caught.value)

@@ -1,5 +1,7 @@
-"""The judge: a backend that grades the candidate's answer against the stable one, sampled
-and rate-limited (it is usually a paid remote model)."""
+"""The judge: a backend that grades one answer against a reference answer, sampled and
+rate-limited (it is usually a paid remote model). A canary's shadow calls ask it about the
+candidate's answer against the stable one; the adaptive scorer's labels ask it about a cheaper
+tier's answer against the next stronger tier's (``gateway.routing.judging``)."""
 
 from __future__ import annotations
 
@@ -20,14 +22,25 @@ _INSTRUCTIONS = (
 _MAX_CHARS = 6000
 
 
-def judge_request(request: ChatRequest, reference: str, candidate: str) -> ChatRequest:
+# Grading a cheaper tier's answer against the stronger tier's, for the adaptive scorer.
+TIER_INSTRUCTIONS = (
+    "You compare two answers to the same conversation. The reference answer comes from a "
+    "strong model; the candidate answer from a cheaper one. Grade the candidate from 0 (wrong, "
+    "or clearly worse: the strong model was needed) to 10 (as good as or better than the "
+    "reference). Reply with the number only."
+)
+
+
+def judge_request(
+    request: ChatRequest, reference: str, candidate: str, *, instructions: str = _INSTRUCTIONS
+) -> ChatRequest:
     conversation = "\n".join(f"{m.role}: {m.content}" for m in request.messages)[-_MAX_CHARS:]
     prompt = (
         f"Conversation:\n{conversation}\n\nReference answer:\n{reference[:_MAX_CHARS]}\n\n"
         f"Candidate answer:\n{candidate[:_MAX_CHARS]}\n\nGrade (0-10):"
     )
     return ChatRequest(
-        messages=(Message(role="system", content=_INSTRUCTIONS), Message("user", prompt)),
+        messages=(Message(role="system", content=instructions), Message("user", prompt)),
         max_tokens=8,
         temperature=0.0,
     )

@@ -1,0 +1,88 @@
+"""Calls the gateway makes on its own, after the client has its answer: a canary's shadow and
+judge calls, the adaptive scorer's stronger-tier and judge calls. Each is booked in the ledger as
+its own row, marked by ``canary_arm`` (shadow, judge, label_strong, label_judge) so reports keep
+them apart from client traffic: their cost is real, their baseline is not (they replaced
+nothing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from adapters.base import Completion, Usage
+from adapters.errors import BackendError
+from gateway.ids import request_id
+from gateway.ledger.entry import LedgerEntry
+from gateway.policy import Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One background call and how it went."""
+
+    backend: str
+    arm: str  # the row's canary_arm: what the call was for
+    ts: datetime
+    latency_ms: float
+    completion: Completion | None
+    error: BackendError | None
+
+
+@dataclass(frozen=True, slots=True)
+class Parent:
+    """The client request a background call was made for."""
+
+    key_id: str
+    policy_hash: str
+    route: str
+    tier: str
+
+
+def call_cost(policy: Policy, call: Call) -> Decimal:
+    """What ``call`` cost (0 when it failed or its backend is unpriced)."""
+    if call.completion is None:
+        return Decimal(0)
+    priced = policy.prices.price(call.backend, call.completion.usage, call.completion.timings)
+    return priced.cost or Decimal(0)
+
+
+def background_entry(
+    policy: Policy, parent: Parent, call: Call, quality: float | None = None
+) -> LedgerEntry:
+    """The ledger row of a background call."""
+    completion = call.completion
+    usage = completion.usage if completion is not None else Usage()
+    timings = completion.timings if completion is not None else None
+    priced = policy.prices.price(call.backend, usage, timings)
+    config = policy.backends.get(call.backend)
+    return LedgerEntry(
+        id=request_id(),
+        ts=call.ts,
+        key_id=parent.key_id,
+        policy_hash=parent.policy_hash,
+        route=parent.route,
+        tier=parent.tier,
+        backend=call.backend,
+        model=completion.model if completion else (config.model if config else "-"),
+        score=None,
+        cache="off",
+        canary_arm=call.arm,
+        status=200 if completion is not None else 502,
+        error_class=None if call.error is None else type(call.error).__name__,
+        attempts=1,
+        fallback_chain=call.backend,
+        stream=False,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        usage_estimated=usage.estimated,
+        latency_ms=round(call.latency_ms, 3),
+        ttft_ms=timings.ttft_ms if timings else None,
+        server_ms=timings.server_ms if timings else None,
+        load_ms=timings.load_ms if timings else None,
+        cost_usd=priced.cost if completion is not None else None,
+        cost_source=priced.source if completion is not None else "failed",
+        baseline_cost_usd=None,
+        quality=quality,
+    )
