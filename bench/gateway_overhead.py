@@ -419,7 +419,9 @@ def compare_trees(
         # drift between rounds, so its median is steadier than the ratio of the medians.
         before, after = (by_label[label] for label in trees)
         figures["paired_median_ratio"] = {
-            key: round(statistics.median(b[key] / a[key] for a, b in zip(before, after)), 4)
+            key: round(
+                statistics.median(b[key] / a[key] for a, b in zip(before, after, strict=True)), 4
+            )
             for key in ("cpu_ms_per_request", "rps")
         }
         summary[load] = figures
