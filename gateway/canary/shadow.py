@@ -12,7 +12,6 @@ the same way, with ``canary_arm = "judge"``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from gateway.canary.counters import CanaryMetrics
 from gateway.ledger.entry import LedgerEntry
 from gateway.policy.canary import CanarySpec
 from gateway.routing.accounting import Outcome
-from gateway.routing.background import Call, Parent, background_entry
+from gateway.routing.background import Call, Parent, TaskSet, background_entry
 from gateway.routing.judge import RateLimit, judge_request, parse_grade
 from gateway.routing.runtime import Active
 
@@ -58,7 +57,7 @@ class ShadowRunner:
         self._metrics = metrics
         self._record = record
         self._rng = rng or random.Random()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._spec: CanarySpec | None = None
         self._slots = asyncio.Semaphore(1)
         self._judge_limit = RateLimit(1)
@@ -77,22 +76,15 @@ class ShadowRunner:
         if len(self._tasks) >= spec.shadow.concurrency + spec.shadow.queue:
             self._metrics.shadow.labels(spec.name, "dropped").inc()
             return False
-        task = asyncio.create_task(self._run(job, spec, active, self._slots), name="shadow")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(job, spec, active, self._slots), "shadow")
         return True
 
     async def drain(self) -> None:
         """Wait for the shadow calls under way (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.drain()
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.aclose()
 
     async def _run(
         self, job: ShadowJob, spec: CanarySpec, active: Active, slots: asyncio.Semaphore

@@ -19,7 +19,6 @@ kept out of the savings report's client figures. Outcomes are counted in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import random
 import time
@@ -38,7 +37,7 @@ from gateway.ledger.entry import LedgerEntry
 from gateway.policy import Candidate, Decision, Policy
 from gateway.policy.schema import LabelJudgeSpec
 from gateway.routing.accounting import Outcome
-from gateway.routing.background import Call, Parent, background_entry, call_cost
+from gateway.routing.background import Call, Parent, TaskSet, background_entry, call_cost
 from gateway.routing.dispatch import DispatchError
 from gateway.routing.judge import TIER_INSTRUCTIONS, RateLimit, judge_request, parse_grade
 from gateway.routing.plan import Plan
@@ -109,7 +108,7 @@ class LabelSampler:
             ["outcome"],
             registry=registry,
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._spec: LabelJudgeSpec | None = None
         self._slots = asyncio.Semaphore(1)
         self._limit = RateLimit(1, clock)
@@ -153,22 +152,15 @@ class LabelSampler:
         parent = Parent(outcome.key_id, outcome.policy_hash, outcome.route, strong.tier)
         request = dataclasses.replace(chat, n=1)
         job = LabelJob(outcome.rid, request, answer.text, strong, sample.embedding, parent)
-        task = asyncio.create_task(self._run(job, spec, active, self._slots), name="label-judge")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(job, spec, active, self._slots), "label-judge")
         return True
 
     async def drain(self) -> None:
         """Wait for the samples under way (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.drain()
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.aclose()
 
     async def _run(
         self, job: LabelJob, spec: LabelJudgeSpec, active: Active, slots: asyncio.Semaphore
