@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
@@ -32,6 +32,17 @@ class FeedbackIn(BaseModel):
     request_id: str = Field(min_length=1, max_length=36, description="the answer's x-request-id")
     score: float = Field(ge=0.0, le=1.0, description="0 (bad) to 1 (good)")
     comment: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("request_id", "comment")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        # PostgreSQL's text cannot hold NUL: refused here, the client's mistake, rather than
+        # failing the insert (which read as the database being away: a 503).
+        if value is not None and "\x00" in value:
+            raise ValueError(
+                "contains a NUL character (\\u0000), which cannot be stored; remove it"
+            )
+        return value
 
 
 @router.post("/v1/feedback")
