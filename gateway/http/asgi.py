@@ -10,6 +10,7 @@ from typing import Protocol
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from gateway.cache.service import CacheService
 from gateway.canary.controller import CanaryController
@@ -18,6 +19,7 @@ from gateway.http import admin, canary, dashboard, feedback, model_list, ops
 from gateway.http.chat import chat_completions, completions
 from gateway.http.embeddings import embeddings
 from gateway.http.errors import (
+    on_client_gone,
     on_gateway_error,
     on_http_error,
     on_refused,
@@ -99,6 +101,7 @@ def asgi_app(settings: Settings, open_services: Callable[[], Awaitable[Services]
     app.add_exception_handler(Refused, on_refused)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
     # Outermost first: the size limit applies before anything reads the body.
     app.add_middleware(

@@ -11,7 +11,7 @@ import orjson
 import structlog
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError
@@ -102,6 +102,14 @@ async def on_validation_error(_request: Request, exc: Exception) -> Response:
     return error_response(
         400, f"{param}: {first.get('msg', 'invalid')}", type_="invalid_request_error", param=param
     )
+
+
+async def on_client_gone(request: Request, exc: Exception) -> Response:
+    """The client left while sending its request: nothing reached a backend, nobody reads the
+    answer. Worth an info line, not an error with a traceback."""
+    assert isinstance(exc, ClientDisconnect)
+    log.info("client_disconnected", path=request.url.path, detail="left while sending the body")
+    return Response(status_code=499)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:

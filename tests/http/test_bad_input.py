@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from adapters.config import FakeStep
 from adapters.fake import FakeBackend
@@ -434,3 +435,45 @@ async def test_no_bad_input_turns_into_a_server_error(gw: Gateway) -> None:
             assert 400 <= response.status_code < 500, (path, body, response.text)
             check_error(response, response.status_code, response.json()["error"]["param"])
     assert gw.forwarded() == 0
+
+
+async def test_a_client_leaving_mid_upload_is_an_info_line_not_an_error(
+    policy_file: Path,
+) -> None:
+    """The body stops half-way and the client disconnects: the log says so at info level, with
+    no traceback and no `unhandled_error`, and no backend is called."""
+    backends = fakes("small", "big")
+    messages: list[dict[str, object]] = [
+        {"type": "http.request", "body": b'{"messages": [{"role": "us', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": CHAT,
+        "raw_path": CHAT.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"gw")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("gw", 80),
+    }
+    async with gateway(policy_file, backends=backends) as (_client, app):
+        with capture_logs() as logs:
+            await app(scope, receive, send)  # type: ignore[arg-type]
+    events = {entry["event"]: entry for entry in logs}
+    assert "unhandled_error" not in events
+    assert events["client_disconnected"]["log_level"] == "info"
+    assert sum(len(b.requests) for b in backends.values()) == 0
