@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +29,10 @@ from gateway.routing.breaker import Breaker
 log = structlog.get_logger("tiergate.pool")
 
 HEALTH_TIMEOUT_S = 5.0
+# A chat backend whose context window neither it nor the policy states is taken to hold this
+# many tokens: refusing a prompt it might have held beats forwarding a prompt of any size to it.
+# The policy says more with `capabilities: {context_window: N}`.
+UNKNOWN_CONTEXT_WINDOW = 8192
 
 
 @dataclass(slots=True, eq=False)
@@ -108,16 +113,15 @@ class BackendPool:
     def names(self) -> list[str]:
         return list(self._states)
 
-    def context_window(self, name: str) -> int | None:
-        state = self._states.get(name)
-        return state.backend.context_window if state else None
-
     def capabilities(self, name: str) -> Capabilities:
         """What backend ``name`` can serve (an unknown name serves nothing)."""
         state = self._states.get(name)
         if state is None:
             return Capabilities(chat=False, streaming=False)
-        return effective(state.backend, state.config)
+        caps = effective(state.backend, state.config)
+        if caps.context_window is None and caps.chat:
+            return dataclasses.replace(caps, context_window=UNKNOWN_CONTEXT_WINDOW)
+        return caps
 
     def dropped_by(self, newer: BackendPool) -> list[BackendState]:
         """States of this pool that ``newer`` does not carry over (to be closed)."""

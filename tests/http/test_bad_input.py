@@ -386,6 +386,39 @@ async def test_prompt_longer_than_every_context_window(tiny_policy: Path, path: 
     assert "256" in error["message"]
 
 
+UNDECLARED = """
+version: 1
+backends:
+  upstream: {type: fake, model: upstream-model%s}
+tiers:
+  - {name: only, backends: [upstream]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("declared", "status"), [("", 400), (", capabilities: {context_window: 32768}", 200)]
+)
+async def test_a_backend_whose_window_nobody_states_holds_8192_tokens(
+    tmp_path: Path, declared: str, status: int
+) -> None:
+    """A backend that states no context window (an OpenAI-compatible server, a fake) counted as
+    unlimited, so a prompt of any size was forwarded; it is taken to hold 8,192 tokens unless
+    the policy says more."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(UNDECLARED % declared)
+    upstream = FakeBackend.scripted("upstream", "answered")
+    prompt = " ".join(f"word{i}" for i in range(9000))  # well over 8,192 tokens
+    async with gateway(policy, backends={"upstream": upstream}) as (client, _):
+        response = await post(client, CHAT, {"messages": [{"role": "user", "content": prompt}]})
+    assert response.status_code == status, response.text
+    if status == 400:
+        error = check_error(response, 400, "messages", mentions="context window 8192")
+        assert error["code"] == "context_length_exceeded"
+        assert upstream.requests == []
+    else:
+        assert len(upstream.requests) == 1
+
+
 async def test_malformed_backend_reply_is_a_502(policy_file: Path) -> None:
     """When every backend answers garbage the client gets a 502 that says so, with the request
     id and the policy hash."""
