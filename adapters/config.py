@@ -176,6 +176,11 @@ class FakeToolCall(_Strict):
     arguments: str = "{}"
 
 
+FakeError = Literal[
+    "unavailable", "timeout", "rate_limited", "rejected", "unauthorized", "bad_response"
+]
+
+
 class FakeStep(_Strict):
     """One scripted answer of the fake backend."""
 
@@ -183,9 +188,12 @@ class FakeStep(_Strict):
     tool_calls: tuple[FakeToolCall, ...] = Field(
         default=(), description="answer with these tool calls (after `reply`, if any)"
     )
-    error: Literal["unavailable", "timeout", "rate_limited", "rejected", "bad_response"] | None = (
-        None
-    )
+    error: (
+        Literal[
+            "unavailable", "timeout", "rate_limited", "rejected", "unauthorized", "bad_response"
+        ]
+        | None
+    ) = None
     delay_ms: float = Field(default=0.0, ge=0)
     fail_after_chunks: int | None = Field(
         default=None, ge=0, description="stream this many chunks, then fail with `error`"

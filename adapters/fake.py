@@ -52,6 +52,10 @@ def _error(name: str, kind: str) -> BackendError:
             return BackendRateLimited(name, "scripted failure: rate limited", retry_after=1.0)
         case "rejected":
             return BackendRejected(name, "scripted failure: rejected", status_code=400)
+        case "unauthorized":  # as an upstream refusing the gateway's own key says it
+            return BackendRejected(
+                name, "scripted failure: unauthorized; check FAKE_API_KEY", status_code=401
+            )
         case _:
             return BackendBadResponse(name, "scripted failure: bad response")
 

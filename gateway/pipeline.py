@@ -39,6 +39,7 @@ from gateway.routing import cascade as cascading
 from gateway.routing.accounting import Accountant, Outcome
 from gateway.routing.choices import extra_requests, extra_stream, merged, more_choices, total_usage
 from gateway.routing.dispatch import DispatchError, Opened, Trace
+from gateway.routing.failures import client_error
 from gateway.routing.judging import LabelSampler
 from gateway.routing.plan import Plan, make_plan, plan_embeddings
 from gateway.routing.runtime import Active, Runtime
@@ -349,7 +350,7 @@ class _Flight:
         if exc.attempts:
             last = exc.attempts[-1]
             outcome.backend, outcome.tier = last.backend, last.tier
-        error = exc.client_error()
+        error = client_error(exc)
         outcome.status, outcome.error = error.status, error.code
         self.settle()
         return Refused(error, self.receipt(served=False))

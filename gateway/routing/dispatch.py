@@ -36,14 +36,6 @@ from adapters.errors import (
     BackendRejected,
     BackendTimeout,
 )
-from gateway.errors import (
-    BadGateway,
-    BadRequest,
-    GatewayError,
-    GatewayTimeout,
-    ServiceUnavailable,
-    TooManyRequests,
-)
 from gateway.policy import Candidate, Decision
 from gateway.policy.schema import TimeoutSpec
 from gateway.routing.pool import BackendPool, BackendState
@@ -58,6 +50,7 @@ class Attempt:
     error: str | None  # the error's class name, None on success
     message: str | None
     latency_ms: float
+    status: int | None = None  # the upstream's HTTP status, when it refused the request
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,29 +78,6 @@ class DispatchError(Exception):
     @property
     def all_rejected(self) -> bool:
         return bool(self.attempts) and all(a.error == "BackendRejected" for a in self.attempts)
-
-    def client_error(self) -> GatewayError:
-        """What the client is told when no backend answered."""
-        detail = self.describe()
-        if not self.attempts:
-            return ServiceUnavailable(
-                f"no backend could take this request: {detail}", code="no_backend_available"
-            )
-        if self.all_rejected:
-            return BadRequest(
-                f"the backends refused this request: {detail}", code="rejected_by_backend"
-            )
-        failed = [a for a in self.attempts if a.error != "BackendRejected"]
-        kind = failed[-1].error if failed else None
-        message = f"every backend failed: {detail}"
-        if kind == "BackendTimeout":
-            return GatewayTimeout(message, code="backend_timeout")
-        if kind == "BackendRateLimited":
-            retry = self.last.retry_after if isinstance(self.last, BackendRateLimited) else None
-            return TooManyRequests(message, code="backend_rate_limited", retry_after=retry)
-        if kind == "BackendBadResponse":
-            return BadGateway(message, code="bad_backend_response")
-        return ServiceUnavailable(message, code="backend_unavailable")
 
 
 @dataclass(slots=True)
@@ -353,6 +323,7 @@ class Dispatcher:
                 type(error).__name__,
                 error.message,
                 _ms(started, self._clock),
+                error.status_code if isinstance(error, BackendRejected) else None,
             )
         )
 

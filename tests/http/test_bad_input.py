@@ -510,3 +510,24 @@ async def test_a_client_leaving_mid_upload_is_an_info_line_not_an_error(
     assert "unhandled_error" not in events
     assert events["client_disconnected"]["log_level"] == "info"
     assert sum(len(b.requests) for b in backends.values()) == 0
+
+
+async def test_an_upstream_refusing_the_gateways_own_key_is_a_502_for_the_operator(
+    tmp_path: Path,
+) -> None:
+    """An upstream's 401 answers the gateway's credentials, not the client's request: a 502
+    `upstream_auth_failed` (was a 400 `rejected_by_backend`, as if the client were at fault),
+    whose body names the backend but not the setting; the log names it for the operator."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(UNDECLARED % "")
+    upstream = FakeBackend.scripted("upstream", FakeStep(error="unauthorized"))
+    with capture_logs() as logs:
+        async with gateway(policy, backends={"upstream": upstream}) as (client, _):
+            response = await post(client, CHAT, {"messages": HI})
+    error = check_error(response, 502, None, "upstream_error", mentions="upstream")
+    assert error["code"] == "upstream_auth_failed"
+    assert "credentials" in error["message"]
+    assert "FAKE_API_KEY" not in response.text
+    (logged,) = [e for e in logs if e["event"] == "upstream_auth_failed"]
+    assert logged["backends"] == ["upstream"]
+    assert "FAKE_API_KEY" in logged["detail"]
