@@ -34,7 +34,6 @@ from gateway.canary.controller import CanaryController
 from gateway.canary.shadow import shadow_job
 from gateway.errors import BadGateway, BadRequest, GatewayError
 from gateway.policy import Candidate, Decision, UnknownRoute
-from gateway.policy.pricing import Priced
 from gateway.routing import cascade as cascading
 from gateway.routing.accounting import Accountant, Outcome
 from gateway.routing.choices import extra_requests, extra_stream, merged, more_choices, total_usage
@@ -57,6 +56,7 @@ class Inbound:
     key_id: str = "-"
     # The client's request headers (case-insensitive): a canary may split traffic by one.
     headers: Mapping[str, str] = field(default_factory=dict)
+    arrived: float | None = None  # time.perf_counter() at the edge: the deadline counts from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +135,11 @@ class Pipeline:
         active = self.runtime.active
         chat = inbound.chat
         outcome = Outcome.begin(
-            active.policy.hash, inbound.key_id, stream=inbound.stream, choices=chat.n
+            active.policy.hash,
+            inbound.key_id,
+            stream=inbound.stream,
+            choices=chat.n,
+            arrived=inbound.arrived,
         )
         with _refusing(outcome):
             plan = make_plan(
@@ -178,27 +182,29 @@ class Pipeline:
             return await flight.stream(decision)
         return await flight.whole(decision)
 
-    async def embed(self, request: EmbeddingRequest, model: str | None, key_id: str) -> Embedded:
+    async def embed(
+        self, request: EmbeddingRequest, model: str | None, key_id: str, arrived: float
+    ) -> Embedded:
         """Embeddings: the route's embedding backends, cheapest tier first, with fallback;
         priced like chat (input tokens; a chat baseline says nothing about embeddings)."""
         active = self.runtime.active
-        outcome = Outcome.begin(active.policy.hash, key_id, stream=False, choices=1)
+        policy = active.policy
+        outcome = Outcome.begin(policy.hash, key_id, stream=False, choices=1, arrived=arrived)
         tokens = sum(count_exact(text) for text in request.inputs)
         with _refusing(outcome):
-            plan = plan_embeddings(active.policy, active.pool.capabilities, model, tokens)
+            plan = plan_embeddings(policy, active.pool.capabilities, model, tokens)
         outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
         outcome.prompt_estimate = tokens
         flight = _Flight(self, active, None, outcome, plan, None, shadow=False)
         try:
-            served = await active.dispatcher.embed(plan.decision, request)
+            served = await active.dispatcher.embed(plan.decision, request, arrived=arrived)
         except DispatchError as exc:
             raise flight.failed(exc) from None
         flight.served_by(served.candidate, served.trace)
         result = served.embeddings
         outcome.model = result.model
         outcome.usage, outcome.timings = result.usage, result.timings
-        priced = outcome.price(active.policy.prices, plan)
-        outcome.priced = Priced(priced.cost, priced.source, None)
+        outcome.priced = dataclasses.replace(outcome.price(policy.prices, plan), baseline=None)
         flight.settle()
         return Embedded(result, flight.receipt(served=True, priced=True))
 

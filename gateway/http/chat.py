@@ -21,6 +21,7 @@ from gateway.pipeline import Answer, Broke, Ended, Inbound, Pipeline, Refused, S
 
 
 async def chat_completions(request: Request) -> Response:
+    arrived = time.perf_counter()  # the deadline counts from here
     body = parse_chat(await request.body())
     limits = _pipeline(request).runtime.active.policy.limits
     if len(body.messages) > limits.max_messages:
@@ -32,15 +33,18 @@ async def chat_completions(request: Request) -> Response:
         )
     chat = chat_request(body, limits.max_tokens)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _serve(request, chat, body.model, bool(body.stream), include_usage, "chat")
+    stream = bool(body.stream)
+    return await _serve(request, chat, body.model, stream, include_usage, "chat", arrived)
 
 
 async def completions(request: Request) -> Response:
+    arrived = time.perf_counter()  # the deadline counts from here
     body = parse_completion(await request.body())
     limits = _pipeline(request).runtime.active.policy.limits
     chat = completion_request(body, limits.max_tokens)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _serve(request, chat, body.model, bool(body.stream), include_usage, "completion")
+    stream = bool(body.stream)
+    return await _serve(request, chat, body.model, stream, include_usage, "completion", arrived)
 
 
 async def _serve(
@@ -50,6 +54,7 @@ async def _serve(
     stream: bool,
     include_usage: bool,
     kind: Kind,
+    arrived: float,
 ) -> Response:
     inbound = Inbound(
         chat=chat,
@@ -57,6 +62,7 @@ async def _serve(
         stream=stream,
         key_id=request.scope.get("state", {}).get("key_id", "-"),
         headers=request.headers,
+        arrived=arrived,
     )
     try:
         result = await _pipeline(request).handle(inbound)

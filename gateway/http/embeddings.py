@@ -3,6 +3,8 @@ OpenAI's list of vectors and the receipt's headers."""
 
 from __future__ import annotations
 
+import time
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,12 +17,13 @@ from gateway.pipeline import Pipeline, Refused
 
 
 async def embeddings(request: Request) -> Response:
+    arrived = time.perf_counter()  # the deadline counts from here
     body = parse_embedding(await request.body())
     embed = embedding_request(body)
     pipeline: Pipeline = request.app.state.pipeline
     key_id = request.scope.get("state", {}).get("key_id", "-")
     try:
-        served = await pipeline.embed(embed, body.model, key_id)
+        served = await pipeline.embed(embed, body.model, key_id, arrived)
     except Refused as refused:
         return refused_response(refused)
     result = served.embeddings

@@ -60,12 +60,21 @@ class Outcome:
     cascade_cost: Decimal | None = None  # what the cascade's cheap call cost (inside priced)
 
     @classmethod
-    def begin(cls, policy_hash: str, key_id: str, *, stream: bool, choices: int) -> Outcome:
-        """A request arriving now, with a new request id."""
+    def begin(
+        cls,
+        policy_hash: str,
+        key_id: str,
+        *,
+        stream: bool,
+        choices: int,
+        arrived: float | None = None,
+    ) -> Outcome:
+        """A request that arrived at ``arrived`` (``time.perf_counter()``; default now), with a
+        new request id."""
         return cls(
             rid=request_id(),
             ts=datetime.now(UTC),
-            started=time.perf_counter(),
+            started=time.perf_counter() if arrived is None else arrived,
             key_id=key_id,
             policy_hash=policy_hash,
             stream=stream,

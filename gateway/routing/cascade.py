@@ -74,13 +74,13 @@ async def complete(flight: Flight, decision: Decision, chat: ChatRequest) -> Ser
     dispatcher = active.dispatcher
     cascade = cascade_of(active.policy, decision, chat)
     if cascade is None:
-        return await dispatcher.complete(decision, chat)
-    first = await dispatcher.complete(decision, _asking(chat))
+        return await dispatcher.complete(decision, chat, arrived=outcome.started)
+    first = await dispatcher.complete(decision, _asking(chat), arrived=outcome.started)
     up = _judge(active.policy, cascade, decision, plan, first, outcome)
     if up is None:
         return _as_asked(first, chat)
     try:
-        better = await dispatcher.complete(up, chat)
+        better = await dispatcher.complete(up, chat, arrived=outcome.started)
     except DispatchError as exc:
         _unescalated(outcome, exc)
         return _as_asked(first, chat)
@@ -95,12 +95,12 @@ async def open_stream(flight: Flight, decision: Decision, chat: ChatRequest) -> 
     dispatcher = active.dispatcher
     cascade = cascade_of(active.policy, decision, chat)
     if cascade is None or not cascade.streamed:
-        return await dispatcher.open_stream(decision, chat)
-    first = await dispatcher.complete(decision, _asking(chat))
+        return await dispatcher.open_stream(decision, chat, arrived=outcome.started)
+    first = await dispatcher.complete(decision, _asking(chat), arrived=outcome.started)
     up = _judge(active.policy, cascade, decision, plan, first, outcome)
     if up is not None:
         try:
-            opened = await dispatcher.open_stream(up, chat)
+            opened = await dispatcher.open_stream(up, chat, arrived=outcome.started)
         except DispatchError as exc:
             _unescalated(outcome, exc)
         else:

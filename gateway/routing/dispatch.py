@@ -150,14 +150,21 @@ class Dispatcher:
         self._timeouts = timeouts
         self._clock = clock
 
-    async def complete(self, decision: Decision, request: ChatRequest) -> Served:
+    async def complete(
+        self, decision: Decision, request: ChatRequest, *, arrived: float | None = None
+    ) -> Served:
+        """The first candidate's answer, inside the deadline (``timeouts.total_s`` from
+        ``arrived``, the request's ``time.perf_counter()`` when it came in; default now)."""
+
         def call(backend: Backend) -> Awaitable[Completion]:
             return backend.acomplete(request)
 
-        completion, candidate, trace = await self._first(decision, call)
+        completion, candidate, trace = await self._first(decision, call, arrived)
         return Served(completion, candidate, trace)
 
-    async def embed(self, decision: Decision, request: EmbeddingRequest) -> Embedded:
+    async def embed(
+        self, decision: Decision, request: EmbeddingRequest, *, arrived: float | None = None
+    ) -> Embedded:
         """Embeddings from the first candidate that answers (same deadlines and fallbacks)."""
 
         async def call(backend: Backend) -> Embeddings:
@@ -165,14 +172,14 @@ class Dispatcher:
                 raise BackendRejected(backend.name, "this backend type cannot embed", 400)
             return await backend.aembed(request)
 
-        embeddings, candidate, trace = await self._first(decision, call)
+        embeddings, candidate, trace = await self._first(decision, call, arrived)
         return Embedded(embeddings, candidate, trace)
 
     async def _first(
-        self, decision: Decision, call: Callable[[Backend], Awaitable[_T]]
+        self, decision: Decision, call: Callable[[Backend], Awaitable[_T]], arrived: float | None
     ) -> tuple[_T, Candidate, Trace]:
         trace = Trace()
-        deadline = self._clock() + self._timeouts.total_s
+        deadline = self._deadline(arrived)
         last: BackendError | None = None
         for candidate, state in self._usable(decision, trace):
             budget = self._budget(state, deadline)
@@ -204,9 +211,11 @@ class Dispatcher:
             self._failed(state, candidate, last, started, trace)
         raise DispatchError(trace.attempts, trace.skipped, last)
 
-    async def open_stream(self, decision: Decision, request: ChatRequest) -> Opened:
+    async def open_stream(
+        self, decision: Decision, request: ChatRequest, *, arrived: float | None = None
+    ) -> Opened:
         trace = Trace()
-        deadline = self._clock() + self._timeouts.total_s
+        deadline = self._deadline(arrived)
         last: BackendError | None = None
         for candidate, state in self._usable(decision, trace):
             budget = self._budget(state, deadline)
@@ -294,6 +303,12 @@ class Dispatcher:
                 )
                 continue
             yield candidate, state
+
+    def _deadline(self, arrived: float | None) -> float:
+        """The request's deadline on this dispatcher's clock: ``timeouts.total_s`` from its
+        arrival, so time spent before dispatch (a cold start, a slow plan) counts too."""
+        spent = time.perf_counter() - arrived if arrived is not None else 0.0
+        return self._clock() + self._timeouts.total_s - max(0.0, spent)
 
     def _budget(self, state: BackendState, deadline: float) -> float:
         per_try = self._timeouts.per_try_s

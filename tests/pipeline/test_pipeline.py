@@ -3,6 +3,7 @@ backend pool, SQLite ledger, in-process cache, canary), driven with plain values
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -151,3 +152,43 @@ async def test_an_unknown_route_is_refused_naming_the_field(services: Services) 
     assert (error.status, error.param, error.code) == (400, "model", "model_not_found")
     assert refused.value.receipt.route is None
     assert await _rows(services) == []
+
+
+SLOW = """
+version: 1
+backends:
+  slow: {type: fake, model: slow-model, script: [{reply: "late answer", delay_ms: 300}]}
+tiers:
+  - {name: only, backends: [slow]}
+timeouts: {total_s: 1.0, per_try_s: 1.0, cold_start_s: 0}
+"""
+
+
+@pytest.mark.parametrize(("spent_s", "answered"), [(0.0, True), (0.9, False)])
+async def test_the_deadline_counts_from_the_requests_arrival(
+    tmp_path: Path, spent_s: float, answered: bool
+) -> None:
+    """Time spent before dispatch (reading the body, a cold start, planning) comes out of
+    timeouts.total_s: a request that arrived 0.9 s ago has 0.1 s left for a 0.3 s answer."""
+    policy = tmp_path / "slow.yaml"
+    policy.write_text(SLOW)
+    settings = Settings(policy=policy, watch_policy=False, ledger=False)
+    services = await Services.open(settings, factory_with({}))
+    try:
+        chat = ChatRequest(messages=(Message("user", "hi"),), max_tokens=16)
+        inbound = Inbound(
+            chat=chat, model=None, stream=False, arrived=time.perf_counter() - spent_s
+        )
+        if answered:
+            result = await services.pipeline.handle(inbound)
+            assert isinstance(result, Answer)
+            assert result.completion.text == "late answer"
+        else:
+            with pytest.raises(Refused) as refused:
+                await services.pipeline.handle(inbound)
+            assert (refused.value.error.status, refused.value.error.code) == (
+                504,
+                "backend_timeout",
+            )
+    finally:
+        await services.aclose()
