@@ -22,8 +22,8 @@ stream cut short) are raised as ``BackendError``s directly and pass through unch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
 
 
 class BackendError(Exception):
@@ -82,17 +82,30 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-@contextmanager
-def translated(as_backend_error: Callable[[Exception], BackendError]) -> Iterator[None]:
-    """Run the block; an exception it raises leaves as the ``BackendError`` that
-    ``as_backend_error`` maps it to, with the original chained (``raise ... from exc``).
+class translated:
+    """``with translated(as_backend_error):`` an exception the block raises leaves as the
+    ``BackendError`` that ``as_backend_error`` maps it to, with the original chained
+    (``raise ... from exc``).
 
     A ``BackendError`` passes through unchanged, and so does what is not an ``Exception``
     (cancellation, ``GeneratorExit`` when a stream is closed early, ``KeyboardInterrupt``).
+    A class rather than ``@contextmanager``: it wraps every backend call and stream step, and a
+    generator per ``with`` costs several times more.
     """
-    try:
-        yield
-    except BackendError:
-        raise
-    except Exception as exc:
-        raise as_backend_error(exc) from exc
+
+    __slots__ = ("_as_backend_error",)
+
+    def __init__(self, as_backend_error: Callable[[Exception], BackendError]) -> None:
+        self._as_backend_error = as_backend_error
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, BackendError):
+            raise self._as_backend_error(exc) from exc

@@ -71,6 +71,7 @@ class TinyBackend(BlockingComplete):
         self._llm: Any = None
         self._formatter: Any = None
         self._trained_ctx: int | None = None
+        self._caps: Capabilities | None = None
         self._eog: Callable[[int], bool] | None = None
         self._admit = threading.Lock()
         self._in_flight = 0
@@ -111,8 +112,12 @@ class TinyBackend(BlockingComplete):
 
     @property
     def capabilities(self) -> Capabilities:
-        """The tiny type's defaults with this backend's ``context_window``."""
-        return dataclasses.replace(defaults_for(self._config), context_window=self.context_window)
+        """The tiny type's defaults with this backend's ``context_window`` (the same object
+        until the window changes: the router asks on every request)."""
+        window = self.context_window
+        if self._caps is None or self._caps.context_window != window:
+            self._caps = dataclasses.replace(defaults_for(self._config), context_window=window)
+        return self._caps
 
     # --- server contract ------------------------------------------------------------------
 

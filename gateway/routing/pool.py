@@ -49,6 +49,22 @@ class BackendState:
     warm: bool = False
     in_flight: int = 0
     prewarm_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # (the backend's report, its window) → what the router uses: planned on every request,
+    # recomputed only when the backend learns something (a probe, a model load).
+    _caps: tuple[Capabilities, int | None, Capabilities] | None = field(default=None, repr=False)
+
+    def capabilities(self) -> Capabilities:
+        """What this backend serves: its report, the policy's overrides, and a chat backend
+        whose window nobody states holds ``UNKNOWN_CONTEXT_WINDOW`` tokens."""
+        reported, window = self.backend.capabilities, self.backend.context_window
+        memo = self._caps
+        if memo is not None and memo[1] == window and (memo[0] is reported or memo[0] == reported):
+            return memo[2]
+        caps = effective(self.backend, self.config)
+        if caps.context_window is None and caps.chat:
+            caps = dataclasses.replace(caps, context_window=UNKNOWN_CONTEXT_WINDOW)
+        self._caps = (reported, window, caps)
+        return caps
 
     def unavailable_reason(self) -> str | None:
         """Why the router should skip this backend now, or None if it may be tried."""
@@ -118,10 +134,7 @@ class BackendPool:
         state = self._states.get(name)
         if state is None:
             return Capabilities(chat=False, streaming=False)
-        caps = effective(state.backend, state.config)
-        if caps.context_window is None and caps.chat:
-            return dataclasses.replace(caps, context_window=UNKNOWN_CONTEXT_WINDOW)
-        return caps
+        return state.capabilities()
 
     def dropped_by(self, newer: BackendPool) -> list[BackendState]:
         """States of this pool that ``newer`` does not carry over (to be closed)."""
