@@ -327,7 +327,9 @@ LAUNCH = (
 class TreeGateway:
     """One checkout's gateway (ledger off, one process), started with PYTHONPATH=``tree``."""
 
-    def __init__(self, tree: Path, work: Path, label: str) -> None:
+    def __init__(
+        self, tree: Path, work: Path, label: str, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.label = label
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
@@ -339,6 +341,7 @@ class TreeGateway:
             "TIERGATE_HOST": "127.0.0.1",
             "TIERGATE_WATCH_POLICY": "false",
             "TIERGATE_LEDGER": "false",
+            **(extra_env or {}),
         }
         env.pop("TIERGATE_API_KEYS", None)
         self._log = (work / f"gateway-{label}.log").open("wb")
@@ -372,12 +375,20 @@ class TreeGateway:
 
 
 def compare_trees(
-    work: Path, mock_url: str, trees: dict[str, Path], duration: int, rounds: int
+    work: Path,
+    mock_url: str,
+    trees: dict[str, Path],
+    duration: int,
+    rounds: int,
+    envs: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Both gateways up at once; per load, their runs alternate (a, b, b, a, ...) so a change
-    in the machine's background load hits both alike; the mock alone is run between them."""
+    in the machine's background load hits both alike; the mock alone is run between them.
+    ``envs`` adds settings per label (the same tree twice, configured two ways)."""
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    started = [TreeGateway(tree, work, label) for label, tree in trees.items()]
+    started = [
+        TreeGateway(tree, work, label, (envs or {}).get(label)) for label, tree in trees.items()
+    ]
     try:
         for gateway in started:
             gateway.ready()
@@ -460,7 +471,15 @@ def main() -> int:
         type=Path,
         help="another checkout to compare this one with (before/after), in one run",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved runs each (--against)")
+    parser.add_argument(
+        "--journal",
+        action="store_true",
+        help="this checkout twice, ledger on (SQLite), write-ahead journal off vs on, "
+        "interleaved like --against",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved runs each (--against, --journal)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not on PATH: install it (Debian: apt-get install wrk)", file=sys.stderr)
@@ -479,17 +498,31 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
     )
     mock_url = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
-    if args.against is not None:
-        trees = {"against": args.against.resolve(), "this": ROOT}
+    if args.against is not None or args.journal:
+        envs: dict[str, dict[str, str]] = {}
+        if args.journal:
+            trees = {"journal-off": ROOT, "journal-on": ROOT}
+            envs = {
+                label: {
+                    "TIERGATE_LEDGER": "true",
+                    "TIERGATE_JOURNAL": "true" if label == "journal-on" else "false",
+                    "TIERGATE_DATABASE_URL": f"sqlite:///{work / label}-ledger.db",
+                    "TIERGATE_OUTBOX_PATH": str(work / f"{label}-outbox.db"),
+                }
+                for label in trees
+            }
+        else:
+            assert args.against is not None
+            trees = {"against": args.against.resolve(), "this": ROOT}
         try:
             wait_http(f"http://127.0.0.1:{mock_port}/v1/models", mock)
-            compared = compare_trees(work, mock_url, trees, args.duration, args.rounds)
+            compared = compare_trees(work, mock_url, trees, args.duration, args.rounds, envs)
         finally:
             mock.terminate()
             mock.wait(timeout=30)
         commits = {label: _commit(tree) for label, tree in trees.items()}
         compared = {
-            "benchmark": "gateway overhead, two checkouts in one run (wrk, mock upstream)",
+            "benchmark": "gateway overhead, two set-ups in one run (wrk, mock upstream)",
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
             "trees": {k: {"commit": commits[k]} for k in trees},

@@ -21,6 +21,7 @@ from gateway.canary.controller import CanaryController
 from gateway.canary.counters import CanaryMetrics
 from gateway.http.asgi import asgi_app
 from gateway.ledger.db import ensure_schema, make_engine
+from gateway.ledger.journal import Journal, recover
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
 from gateway.log import configure_logging
@@ -123,7 +124,14 @@ async def open_ledger(settings: Settings, metrics: Metrics) -> LedgerWriter:
             detail="starting anyway; ledger rows go to the local outbox",
         )
     outbox = await asyncio.to_thread(Outbox, settings.outbox_path)
-    writer = LedgerWriter(engine, outbox, metrics)
+    # Rows a killed process journaled but never wrote: into the outbox, replayed from there.
+    await asyncio.to_thread(recover, settings.journal_path(), outbox)
+    journal = None
+    if settings.journal:
+        journal = await asyncio.to_thread(
+            Journal, settings.journal_path(), sync=settings.journal_sync
+        )
+    writer = LedgerWriter(engine, outbox, metrics, journal=journal)
     writer.start()
     if outbox.size:
         log.warning("ledger_outbox_pending", rows=outbox.size, path=str(outbox.path))

@@ -101,6 +101,19 @@ class Metrics:
             registry=r,
             multiprocess_mode=live,
         )
+        self.ledger_journal = Gauge(
+            "tiergate_ledger_journal_rows",
+            "Ledger rows in the local write-ahead journal, not yet in the database or outbox.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_journal_age = Gauge(
+            "tiergate_ledger_journal_oldest_seconds",
+            "Age of the oldest row in the write-ahead journal (0 when empty): a database that "
+            "stopped taking rows shows here first.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.ledger_rows = Counter(
             "tiergate_ledger_rows",
             "Ledger rows written, by destination (db, outbox, replayed from the outbox).",

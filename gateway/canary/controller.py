@@ -70,7 +70,7 @@ class CanaryController:
         metrics: CanaryMetrics,
         *,
         engine: Engine | None,
-        record: Callable[[LedgerEntry], None] | None,
+        record: Callable[[LedgerEntry], object] | None,
         flush: Callable[[], Awaitable[None]] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:

@@ -50,7 +50,7 @@ class ShadowRunner:
     def __init__(
         self,
         metrics: CanaryMetrics,
-        record: Callable[[LedgerEntry], None] | None,
+        record: Callable[[LedgerEntry], object] | None,
         *,
         rng: random.Random | None = None,
     ) -> None:

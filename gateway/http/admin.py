@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from starlette.responses import Response
 
 from adapters.base import ChatRequest
 from gateway.errors import BadRequest
+from gateway.http.ledger_calls import ledger_call, ledger_deadline
 from gateway.http.openai_in import ChatCompletionIn, validation_error
 from gateway.http.openai_requests import chat_request
 from gateway.ledger.report import GROUPINGS, build_report, parse_since
@@ -64,8 +66,11 @@ async def admin_report(
         raise BadRequest(f"until: {exc}", param="until") from None
     if by is not None and by not in GROUPINGS:
         raise BadRequest(f"by: use one of {', '.join(GROUPINGS)}", param="by")
-    await ledger.flush()  # include what this process has just answered
-    result = await asyncio.to_thread(build_report, ledger.engine, since=start, until=end, by=by)
+    async with ledger_deadline():
+        await ledger.flush()  # include what this process has just answered
+        result = await ledger_call(
+            partial(build_report, ledger.engine, since=start, until=end, by=by)
+        )
     return _json(result)
 
 

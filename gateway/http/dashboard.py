@@ -10,16 +10,17 @@ carry ``data-field`` (the report's name for it) and ``data-value`` (its exact va
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
 from sqlalchemy import Engine
 from starlette.responses import HTMLResponse
 
+from gateway.errors import ServiceUnavailable
 from gateway.http.dashboard_charts import (
     STYLE,
     Chart,
@@ -36,6 +37,7 @@ from gateway.http.dashboard_charts import (
     series_of,
     usd,
 )
+from gateway.http.ledger_calls import ledger_call, ledger_deadline
 from gateway.ledger.report import build_report, parse_since
 from gateway.ledger.writer import LedgerWriter
 
@@ -117,8 +119,15 @@ async def dashboard(request: Request, since: str = "7d", until: str | None = Non
     except ValueError as exc:
         problem = f'<section class="notice bad" data-testid="bad-request">{esc(exc)}</section>'
         return _page(problem, since, status=400)
-    await ledger.flush()  # include what this process has just answered
-    reports = await asyncio.to_thread(collect, ledger.engine, start, end)
+    try:
+        async with ledger_deadline():
+            await ledger.flush()  # include what this process has just answered
+            reports = await ledger_call(partial(collect, ledger.engine, start, end))
+    except ServiceUnavailable as exc:
+        problem = (
+            f'<section class="notice bad" data-testid="ledger-down">{esc(exc.message)}</section>'
+        )
+        return _page(problem, since, status=503)
     policy = request.app.state.runtime.active.policy
     tier_order = [tier.name for tier in policy.tiers]
     body = render(reports, tier_order=tier_order, policy_hash=policy.hash)

@@ -8,16 +8,16 @@ admin key any). Reports show the average per tier and per canary arm, and a cana
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
+from functools import partial
 
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
-from gateway.errors import BadRequest, NotFound, ServiceUnavailable
+from gateway.errors import BadRequest, NotFound
+from gateway.http.ledger_calls import ledger_call, ledger_deadline
 from gateway.http.openai_in import validation_error
 from gateway.ids import request_id
 from gateway.ledger.feedback import Feedback, insert_feedback, request_owner
@@ -57,9 +57,9 @@ async def feedback(request: Request) -> Response:
             "the ledger is off (TIERGATE_LEDGER=false): there is nowhere to keep feedback"
         )
     key_id: str = request.scope.get("state", {}).get("key_id", "-")
-    await ledger.flush()  # the request being rated may have been answered a moment ago
-    try:
-        owner = await asyncio.to_thread(request_owner, ledger.engine, body.request_id)
+    async with ledger_deadline():
+        await ledger.flush()  # the request being rated may have been answered a moment ago
+        owner = await ledger_call(partial(request_owner, ledger.engine, body.request_id))
         if owner is None or (owner != key_id and key_id != "admin"):
             raise NotFound(
                 f"request_id: no request {body.request_id!r} made with this key is in the "
@@ -75,11 +75,6 @@ async def feedback(request: Request) -> Response:
             score=body.score,
             comment=body.comment,
         )
-        await asyncio.to_thread(insert_feedback, ledger.engine, row)
-    except SQLAlchemyError:
-        raise ServiceUnavailable(
-            "the ledger database is unreachable: feedback was not stored; try again later",
-            code="ledger_unavailable",
-        ) from None
+        await ledger_call(partial(insert_feedback, ledger.engine, row))
     payload = {"id": row.id, "request_id": row.request_id, "score": row.score, "stored": True}
     return Response(orjson.dumps(payload), status_code=201, media_type="application/json")

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 
 DEFAULT_DIR = Path(".tiergate")
+TCP_USER_TIMEOUT_MS = 5_000
 
 
 class LedgerError(RuntimeError):
@@ -41,7 +42,17 @@ def make_engine(url: str, *, statement_timeout_ms: int | None = None) -> Engine:
             cursor.close()
 
         return engine
-    connect_args: dict[str, Any] = {"connect_timeout": 3}
+    # A frozen server or network (packets dropped, not refused) ends a call within seconds:
+    # unacknowledged data fails the socket after TCP_USER_TIMEOUT, an idle connection is probed
+    # by keepalives; the server-side statement_timeout alone cannot, since nothing arrives.
+    connect_args: dict[str, Any] = {
+        "connect_timeout": 3,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 2,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+    }
     if statement_timeout_ms is not None:
         connect_args["options"] = f"-c statement_timeout={statement_timeout_ms}"
     return create_engine(

@@ -7,6 +7,11 @@ and inserts it on a worker thread. When the database is unreachable the batch go
 outbox instead (SQLite, WAL, synchronous=FULL) and the database is tried again every
 ``retry_s``; once it answers, the outbox is replayed into it (idempotent: ids already there are
 skipped) and emptied. ``aclose()`` drains the queue before the process exits.
+
+With a ``Journal`` (the default in a served gateway), ``record()`` also appends the row to it and
+returns a future that is done once the row is on local disk: the request path awaits it before
+the answer's last byte, so a killed process loses no row (the next start recovers the journal).
+The journal's entries are forgotten once their batch is in the database or the outbox.
 """
 
 from __future__ import annotations
@@ -24,11 +29,23 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from gateway.ledger.db import retire_engine
 from gateway.ledger.entry import LedgerEntry
+from gateway.ledger.journal import Journal
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.store import insert_batch
 from gateway.metrics import Metrics
 
 log = structlog.get_logger("tiergate.ledger")
+
+class DatabaseFrozen(OSError):
+    """The database took an insert and did not answer within the writer's deadline."""
+
+
+def _quietly(call: asyncio.Future[None]) -> None:
+    """A given-up insert ended: retrieve its outcome (its rows are in the outbox either way;
+    the replay skips any it did write)."""
+    if not call.cancelled():
+        call.exception()
+
 
 _DB_ERRORS = (SQLAlchemyError, OSError)
 # The database refused these rows (not the connection): retrying them cannot help.
@@ -50,9 +67,12 @@ class LedgerWriter:
         retry_s: float = 2.0,
         linger_s: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
+        journal: Journal | None = None,
+        insert_timeout_s: float = 5.0,
     ) -> None:
         self._engine = engine
         self._outbox = outbox
+        self._journal = journal
         self._metrics = metrics
         self._queue_size = queue_size
         self._batch_size = batch_size
@@ -65,6 +85,11 @@ class LedgerWriter:
         self._overflow: deque[LedgerEntry] = deque()
         self._task: asyncio.Task[None] | None = None
         self._down_until = 0.0  # the database failed; go to the outbox until then
+        # A frozen database (it accepts, then never answers: no error comes) is noticed by a
+        # deadline on each insert; the insert it gave up on may still be blocked on its
+        # thread, and until it returns the database counts as down (no second one piles up).
+        self._insert_timeout_s = insert_timeout_s
+        self._stuck: asyncio.Future[None] | None = None
         self._down = False
         self._idle: asyncio.Event | None = None
         self._inflight: list[LedgerEntry] = []  # being inserted now (for a timed-out drain)
@@ -73,6 +98,10 @@ class LedgerWriter:
     @property
     def outbox(self) -> Outbox:
         return self._outbox
+
+    @property
+    def journal(self) -> Journal | None:
+        return self._journal
 
     @property
     def engine(self) -> Engine:
@@ -89,13 +118,18 @@ class LedgerWriter:
         self._hurry = asyncio.Event()
         if not self._outbox.size:
             self._idle.set()  # else flush() also waits for the first replay of what was left
+        if self._journal is not None:
+            self._journal.start()
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
         self._gauges()
 
-    def record(self, entry: LedgerEntry) -> None:
-        """Queue a row. Never blocks and never raises on the request path."""
+    def record(self, entry: LedgerEntry) -> asyncio.Future[None] | None:
+        """Queue a row. Never blocks and never raises on the request path. With a journal:
+        a future, done once the row is on local disk (the caller awaits it before the answer
+        ends)."""
         assert self._queue is not None, "LedgerWriter.start() was not called"
         assert self._idle is not None
+        written = self._journal.append(entry) if self._journal is not None else None
         self._idle.clear()
         try:
             self._queue.put_nowait(entry)
@@ -103,6 +137,12 @@ class LedgerWriter:
             if not self._overflow:
                 log.warning("ledger_queue_full", size=self._queue_size)
             self._overflow.append(entry)
+        return written
+
+    def opened(self, entry: LedgerEntry) -> asyncio.Future[None] | None:
+        """Journal a stream's row as it would stand if the process died now (an interrupted
+        row); its real row replaces it at the end. None without a journal."""
+        return self._journal.append(entry) if self._journal is not None else None
 
     async def aclose(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
         """Write everything queued (to the database, or the outbox), then stop. If the database
@@ -125,6 +165,7 @@ class LedgerWriter:
                 if item is not None:
                     left.append(item)
             await asyncio.to_thread(self._outbox.put, left)
+            self._forget(left)
             log.error(
                 "ledger_drain_timeout",
                 rows=len(left),
@@ -134,6 +175,8 @@ class LedgerWriter:
             self._outbox.close()
             with contextlib.suppress(*_DB_ERRORS):
                 retire_engine(self._engine)
+        if self._journal is not None:
+            await self._journal.aclose()
         self._gauges()
 
     async def flush(self) -> None:
@@ -206,7 +249,24 @@ class LedgerWriter:
         return batch, False
 
     def _is_down(self) -> bool:
+        if self._stuck is not None:
+            if not self._stuck.done():
+                return True
+            self._stuck = None
         return self._clock() < self._down_until
+
+    async def _insert_within(self, rows: list[LedgerEntry]) -> None:
+        """``insert_batch`` on a worker thread, given up on after ``insert_timeout_s``."""
+        call = asyncio.ensure_future(asyncio.to_thread(insert_batch, self._engine, rows))
+        try:
+            async with asyncio.timeout(self._insert_timeout_s):
+                await asyncio.shield(call)
+        except TimeoutError:
+            self._stuck = call
+            call.add_done_callback(_quietly)
+            raise DatabaseFrozen(
+                f"no answer to an insert within {self._insert_timeout_s:g} s"
+            ) from None
 
     def _mark_down(self, exc: BaseException) -> None:
         self._down_until = self._clock() + self._retry_s
@@ -232,7 +292,7 @@ class LedgerWriter:
         outbox's rejected table) instead of holding every other row back."""
         self._inflight = rows
         try:
-            await asyncio.to_thread(insert_batch, self._engine, rows)
+            await self._insert_within(rows)
             return rows
         except _ROW_ERRORS:
             pass  # split below
@@ -241,7 +301,7 @@ class LedgerWriter:
         written: list[LedgerEntry] = []
         for row in rows:
             try:
-                await asyncio.to_thread(insert_batch, self._engine, [row])
+                await self._insert_within([row])
             except _ROW_ERRORS as exc:
                 await asyncio.to_thread(self._outbox.reject, [row], str(exc).splitlines()[0])
                 log.error("ledger_rows_rejected", ids=[row.id], error=str(exc).splitlines()[0])
@@ -258,6 +318,7 @@ class LedgerWriter:
             else:
                 self._mark_up()
                 self._count("db", len(batch))
+                self._forget(batch)
                 return
         try:
             await asyncio.to_thread(self._outbox.put, batch)
@@ -274,6 +335,12 @@ class LedgerWriter:
             await asyncio.sleep(self._retry_s)
             return
         self._count("outbox", len(batch))
+        self._forget(batch)
+
+    def _forget(self, rows: list[LedgerEntry]) -> None:
+        """These rows are safe elsewhere (database or outbox): out of the journal."""
+        if self._journal is not None:
+            self._journal.forget(row.id for row in rows)
 
     async def _replay(self) -> None:
         while self._outbox.size:
@@ -298,3 +365,6 @@ class LedgerWriter:
         if self._metrics is not None:
             self._metrics.ledger_queue.set(self.queue_depth)
             self._metrics.ledger_outbox.set(self._outbox.size)
+            if self._journal is not None:
+                self._metrics.ledger_journal.set(self._journal.backlog)
+                self._metrics.ledger_journal_age.set(self._journal.oldest_age_s())

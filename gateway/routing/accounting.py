@@ -6,6 +6,8 @@ or a stream the client abandoned — exactly once (the pipeline settles each req
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -18,6 +20,7 @@ import structlog
 from adapters.base import Timings, Usage
 from gateway.ids import request_id
 from gateway.ledger.entry import LedgerEntry, SampledEntry
+from gateway.ledger.journal import INTERRUPTED
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.policy.pricing import PriceBook, Priced
@@ -132,7 +135,11 @@ class Accountant:
     metrics: Metrics
     ledger: LedgerWriter | None
 
-    def finish(self, outcome: Outcome, plan: Plan, prices: PriceBook) -> None:
+    def finish(
+        self, outcome: Outcome, plan: Plan, prices: PriceBook
+    ) -> asyncio.Future[None] | None:
+        """Metrics, log line and ledger row. With a journal, the future is done once the row
+        is on local disk: await it before the answer's last byte."""
         elapsed = time.perf_counter() - outcome.started
         if outcome.timings is None and outcome.trace.attempts:
             # A stream cut short (the client left, or the backend failed mid-way) never got the
@@ -142,51 +149,27 @@ class Accountant:
         self._metrics(outcome, elapsed)
         usage = outcome.final_usage(plan)
         priced = outcome.price(prices, plan)
-        timings = outcome.timings
         self._log(outcome, plan, usage, elapsed)
-        verdict = outcome.cascade
-        first = verdict.spent if verdict is not None else None
-        spent = first.usage if first is not None else Usage()
         if self.ledger is None or not (outcome.trace.attempts or outcome.cache == "hit"):
-            return  # no backend was reached: nothing to account for in the ledger
-        entry = LedgerEntry(
-            id=outcome.rid,
-            ts=outcome.ts,
-            key_id=outcome.key_id,
-            policy_hash=outcome.policy_hash,
-            route=outcome.route,
-            tier=outcome.tier,
-            backend=outcome.backend,
-            model=outcome.model,
-            score=round(plan.score.value, 6) if plan.score else None,
-            cache=outcome.cache,
-            canary_arm=outcome.canary_arm,
-            status=outcome.status,
-            error_class=outcome.error,
-            attempts=len(outcome.attempts),
-            fallback_chain=">".join(a.backend for a in outcome.attempts),
-            stream=outcome.stream,
-            prompt_tokens=usage.prompt_tokens + spent.prompt_tokens,
-            completion_tokens=usage.completion_tokens + spent.completion_tokens,
-            cached_tokens=usage.cached_tokens + spent.cached_tokens,
-            usage_estimated=usage.estimated,
-            latency_ms=round(elapsed * 1000.0, 3),
-            ttft_ms=timings.ttft_ms if timings else None,
-            server_ms=timings.server_ms if timings else None,
-            load_ms=timings.load_ms if timings else None,
-            cost_usd=priced.cost,
-            cost_source=priced.source,
-            baseline_cost_usd=priced.baseline,
-            cache_saved_usd=outcome.cache_saved,
-            capabilities=",".join(plan.labels),
-            features=_features(plan),
-            cascade=verdict.decision if verdict is not None else None,
-            cascade_confidence=verdict.confidence if verdict is not None else None,
-            cascade_cost_usd=outcome.cascade_cost,
-            cascade_prompt_tokens=verdict.first.usage.prompt_tokens if verdict else None,
-            cascade_completion_tokens=verdict.first.usage.completion_tokens if verdict else None,
+            return None  # no backend was reached: nothing to account for in the ledger
+        entry = _entry(outcome, plan, usage, priced, elapsed)
+        return self.ledger.record(_sampled(entry, outcome, plan))
+
+    def opened(
+        self, outcome: Outcome, plan: Plan, prices: PriceBook
+    ) -> asyncio.Future[None] | None:
+        """A stream opened: journal its row as it would stand if the process died now (status
+        499, ``interrupted``, the prompt's estimated tokens); ``finish`` replaces it."""
+        if self.ledger is None:
+            return None
+        usage = Usage(prompt_tokens=plan.prompt_tokens * outcome.choices, estimated=True)
+        elapsed = time.perf_counter() - outcome.started
+        timings = Timings(latency_ms=elapsed * 1000.0)
+        priced = prices.price(outcome.backend, usage, timings)
+        entry = _entry(outcome, plan, usage, priced, elapsed)
+        return self.ledger.opened(
+            dataclasses.replace(entry, status=499, error_class=INTERRUPTED, ttft_ms=None)
         )
-        self.ledger.record(_sampled(entry, outcome, plan))
 
     def _metrics(self, outcome: Outcome, elapsed: float) -> None:
         m = self.metrics
@@ -227,6 +210,53 @@ class Accountant:
             cascade=outcome.cascade.decision if outcome.cascade is not None else None,
             skipped=[s.backend for s in outcome.trace.skipped],
         )
+
+
+def _entry(
+    outcome: Outcome, plan: Plan, usage: Usage, priced: Priced, elapsed: float
+) -> LedgerEntry:
+    """The request's ledger row (a cascade's discarded cheap call counted in its tokens)."""
+    timings = outcome.timings
+    verdict = outcome.cascade
+    first = verdict.spent if verdict is not None else None
+    spent = first.usage if first is not None else Usage()
+    return LedgerEntry(
+        id=outcome.rid,
+        ts=outcome.ts,
+        key_id=outcome.key_id,
+        policy_hash=outcome.policy_hash,
+        route=outcome.route,
+        tier=outcome.tier,
+        backend=outcome.backend,
+        model=outcome.model,
+        score=round(plan.score.value, 6) if plan.score else None,
+        cache=outcome.cache,
+        canary_arm=outcome.canary_arm,
+        status=outcome.status,
+        error_class=outcome.error,
+        attempts=len(outcome.attempts),
+        fallback_chain=">".join(a.backend for a in outcome.attempts),
+        stream=outcome.stream,
+        prompt_tokens=usage.prompt_tokens + spent.prompt_tokens,
+        completion_tokens=usage.completion_tokens + spent.completion_tokens,
+        cached_tokens=usage.cached_tokens + spent.cached_tokens,
+        usage_estimated=usage.estimated,
+        latency_ms=round(elapsed * 1000.0, 3),
+        ttft_ms=timings.ttft_ms if timings else None,
+        server_ms=timings.server_ms if timings else None,
+        load_ms=timings.load_ms if timings else None,
+        cost_usd=priced.cost,
+        cost_source=priced.source,
+        baseline_cost_usd=priced.baseline,
+        cache_saved_usd=outcome.cache_saved,
+        capabilities=",".join(plan.labels),
+        features=_features(plan),
+        cascade=verdict.decision if verdict is not None else None,
+        cascade_confidence=verdict.confidence if verdict is not None else None,
+        cascade_cost_usd=outcome.cascade_cost,
+        cascade_prompt_tokens=verdict.first.usage.prompt_tokens if verdict else None,
+        cascade_completion_tokens=verdict.first.usage.completion_tokens if verdict else None,
+    )
 
 
 def _rounded(value: float | None) -> float | None:

@@ -88,7 +88,7 @@ class LabelSampler:
     def __init__(
         self,
         registry: CollectorRegistry,
-        record: Callable[[LedgerEntry], None],
+        record: Callable[[LedgerEntry], object],
         engine: Engine,
         *,
         rng: random.Random | None = None,

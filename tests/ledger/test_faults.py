@@ -248,13 +248,19 @@ async def test_database_outage_keeps_one_row_per_answered_request(
 class LedgerServer(Server):
     """``tiergate serve`` (``Server``) with its ledger at ``database_url``."""
 
-    def __init__(self, policy: Path, *, workers: int, database_url: str) -> None:
+    def __init__(
+        self, policy: Path, *, workers: int, database_url: str, journal: bool = True
+    ) -> None:
         self.outbox = policy.parent / "outbox.db"
         super().__init__(
             policy,
             watch=False,
             workers=workers,
-            env={"TIERGATE_DATABASE_URL": database_url, "TIERGATE_OUTBOX_PATH": str(self.outbox)},
+            env={
+                "TIERGATE_DATABASE_URL": database_url,
+                "TIERGATE_OUTBOX_PATH": str(self.outbox),
+                "TIERGATE_JOURNAL": "true" if journal else "false",
+            },
         )
 
 

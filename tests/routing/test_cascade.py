@@ -80,9 +80,9 @@ async def services(tmp_path: Path, backends: dict[str, FakeBackend]) -> AsyncIte
         await opened.aclose()
 
 
-def inbound(*, stream: bool = False, logprobs: bool = False) -> Inbound:
+def inbound(*, stream: bool = False, logprobs: bool = False, text: str = "hi there") -> Inbound:
     chat = ChatRequest(
-        messages=(Message("user", "hi there"),), max_tokens=16, temperature=0.0, logprobs=logprobs
+        messages=(Message("user", text),), max_tokens=16, temperature=0.0, logprobs=logprobs
     )
     return Inbound(chat=chat, model=None, stream=stream, key_id="k1")
 
@@ -141,9 +141,10 @@ async def test_an_escalation_bills_both_calls_and_the_ledger_row_records_the_dec
     services: Services, backends: dict[str, FakeBackend]
 ) -> None:
     plant(backends["small"], -2.0)
-    escalated = await services.pipeline.handle(inbound())
+    escalated = await services.pipeline.handle(inbound(text="first question"))
     plant(backends["small"], -0.5)
-    kept = await services.pipeline.handle(inbound())
+    # Another prompt: the same one could be answered from the response cache.
+    kept = await services.pipeline.handle(inbound(text="second question"))
     assert isinstance(escalated, Answer)
     assert isinstance(kept, Answer)
     # Fake tokens are words: a 2-word prompt and a 2-word answer from each backend.

@@ -7,11 +7,15 @@ without touching the server itself.
         await proxy.cut()        # listener closed, every live connection reset: refused/broken
         ...
         await proxy.restore()    # listening again on the same port; new connections go through
+        await proxy.freeze()     # connections stay open, nothing is forwarded: a frozen server
+        await proxy.thaw()       # what was held back flows again
 
 It runs on the test's event loop, so the loop must be running while clients use it (an async
 test; clients on worker threads, such as the ledger writer's, are fine). ``cut()`` aborts live
 connections (an RST, like a crashed server or a dropped link), so a client mid-query gets an
 error at once rather than waiting for a timeout; while cut, connecting is refused at once.
+``freeze()`` is the other failure: connecting succeeds and bytes are accepted (the proxy's
+kernel acknowledges them, as a stopped server's does), but no answer comes until ``thaw()``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._transports: set[asyncio.WriteTransport] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     @property
     def port(self) -> int:
@@ -68,6 +74,13 @@ class TcpProxy:
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
 
+    async def freeze(self) -> None:
+        """Hold every byte in both directions (open connections and new ones) until ``thaw``."""
+        self._flowing.clear()
+
+    async def thaw(self) -> None:
+        self._flowing.set()
+
     async def cut(self) -> None:
         """Stop listening and reset every live connection. Does nothing when already cut."""
         server, self._server = self._server, None
@@ -94,6 +107,7 @@ class TcpProxy:
         self.accepted += 1
         upstream_w: asyncio.StreamWriter | None = None
         try:
+            await self._flowing.wait()  # frozen: accepted, never connected onward
             try:
                 upstream_r, upstream_w = await asyncio.open_connection(
                     self.target_host, self.target_port
@@ -102,8 +116,8 @@ class TcpProxy:
                 return  # the target is down too: the client sees its connection reset
             self._transports.add(upstream_w.transport)
             pipes = [
-                asyncio.create_task(_pipe(client_r, upstream_w)),
-                asyncio.create_task(_pipe(upstream_r, client_w)),
+                asyncio.create_task(_pipe(client_r, upstream_w, self._flowing)),
+                asyncio.create_task(_pipe(upstream_r, client_w, self._flowing)),
             ]
             try:
                 await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
@@ -119,9 +133,12 @@ class TcpProxy:
             self._handlers.discard(task)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy bytes one way until either side ends."""
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+) -> None:
+    """Copy bytes one way until either side ends (holding them while frozen)."""
     with contextlib.suppress(OSError):
         while data := await reader.read(CHUNK):
+            await flowing.wait()
             writer.write(data)
             await writer.drain()

@@ -1,30 +1,22 @@
-"""The request path as one function of a parsed request, with no HTTP in it:
-
-    plan (score → route → tier → candidates) → canary → cache → dispatch (cascade) → price → account
-
-``Pipeline.handle(inbound)`` returns an ``Answer`` (whole, from a backend or the cache) or a
-``Stream``, or raises ``Refused``; each carries a ``Receipt`` (what the gateway did), rendered by
-the HTTP edge as ``x-tiergate-*`` headers. Every request is accounted (metrics, log line, ledger
-row) exactly once, at its one ending (``_Flight.settle``): a stream at its end or when closed.
+"""The pipeline's flow: ``Pipeline.handle`` and ``Pipeline.embed``, a ``Stream``'s events, and
+``_Flight``, one request on its way. Every request is accounted (metrics, log line, ledger row)
+exactly once, at its one ending (``_Flight.settle``): a stream at its end or when closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, Iterator, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass
 
 from adapters.base import (
     ChatRequest,
     Chunk,
     Completion,
     EmbeddingRequest,
-    Embeddings,
-    FinishReason,
-    Usage,
 )
 from adapters.errors import BackendError
 from gateway.cache.request import RequestCache
@@ -33,6 +25,16 @@ from gateway.cache.service import CachedAnswer, CacheService
 from gateway.canary.controller import CanaryController
 from gateway.canary.shadow import shadow_job
 from gateway.errors import BadGateway, BadRequest, GatewayError
+from gateway.pipeline.answers import (
+    Answer,
+    Broke,
+    Embedded,
+    Ended,
+    Inbound,
+    Receipt,
+    Refused,
+    StreamEvent,
+)
 from gateway.policy import Candidate, Decision, UnknownRoute
 from gateway.routing import cascade as cascading
 from gateway.routing.accounting import Accountant, Outcome
@@ -44,81 +46,6 @@ from gateway.routing.plan import Plan, make_plan, plan_embeddings
 from gateway.routing.runtime import Active, Runtime
 from gateway.routing.tally import Tally
 from gateway.scoring.tokens import count_exact
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A chat or completion request as the edge parsed it."""
-
-    chat: ChatRequest
-    model: str | None  # the route or backend the client named; None: the default route
-    stream: bool
-    key_id: str = "-"
-    # The client's request headers (case-insensitive): a canary may split traffic by one.
-    headers: Mapping[str, str] = field(default_factory=dict)
-    arrived: float | None = None  # time.perf_counter() at the edge: the deadline counts from it
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """What the gateway did with one request, as the client is told."""
-
-    request_id: str
-    policy: str
-    route: str | None = None
-    pinned: bool = False  # the client named a backend: no complexity score
-    complexity: float | None = None
-    tier: str | None = None
-    backend: str | None = None
-    fallbacks: int = 0
-    cache: str | None = None  # off | miss | hit | prefix:<tokens>, once a backend answered
-    cost: Decimal | None = None
-    baseline: Decimal | None = None
-    cascade: cascading.Verdict | None = None  # a cascading tier answered first: kept or not
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A whole answer: ``completion`` (its usage counts every choice) and ``more`` choices."""
-
-    completion: Completion
-    receipt: Receipt
-    more: tuple[Completion, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """A stream's last event: each choice's finish reason and the usage of every call."""
-
-    finish: tuple[FinishReason, ...]
-    usage: Usage
-
-
-@dataclass(frozen=True, slots=True)
-class Broke:
-    """The backend failed after the stream started; what came before stands, incomplete."""
-
-    message: str  # the backend's error
-
-
-StreamEvent = tuple[int, Chunk] | Ended | Broke
-
-
-class Refused(Exception):
-    """A request the pipeline could not answer: the error for the client, and the receipt."""
-
-    def __init__(self, error: GatewayError, receipt: Receipt) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.receipt = receipt
-
-
-@dataclass(frozen=True, slots=True)
-class Embedded:
-    """An embeddings answer and its receipt."""
-
-    embeddings: Embeddings
-    receipt: Receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +101,9 @@ class Pipeline:
         )
         flight = _Flight(self, active, chat, outcome, plan, cache, routed.shadow)
         if cache.hit is not None:
-            return flight.from_cache(cache.hit)
+            answer = flight.from_cache(cache.hit)
+            await flight.durable()
+            return answer
         if routed.arm == "candidate":
             cache.key = None  # a candidate's answers are on trial: never replayed to other callers
         outcome.cache = cache.label()
@@ -199,13 +128,14 @@ class Pipeline:
         try:
             served = await active.dispatcher.embed(plan.decision, request, arrived=arrived)
         except DispatchError as exc:
-            raise flight.failed(exc) from None
+            raise await flight.refused(exc) from None
         flight.served_by(served.candidate, served.trace)
         result = served.embeddings
         outcome.model = result.model
         outcome.usage, outcome.timings = result.usage, result.timings
         outcome.priced = dataclasses.replace(outcome.price(policy.prices, plan), baseline=None)
         flight.settle()
+        await flight.durable()
         return Embedded(result, flight.receipt(served=True, priced=True))
 
 
@@ -249,6 +179,7 @@ class Stream:
         except BackendError as exc:
             outcome.status, outcome.error = 502, type(exc).__name__
             self._flight.settle()
+            await self._flight.durable()
             yield Broke(exc.message)
             return
         outcome.usage, outcome.timings = tally.usage(), tally.final_timings()
@@ -261,6 +192,7 @@ class Stream:
             text, tally.finish[0], outcome.usage, outcome.timings, outcome.backend, outcome.model
         )
         self._flight.succeed(answer)
+        await self._flight.durable()  # the row is on disk before the stream's last byte
 
 
 @dataclass(slots=True)
@@ -275,6 +207,7 @@ class _Flight:
     cache: RequestCache | None
     shadow: bool
     settled: bool = False
+    written: asyncio.Future[None] | None = None  # the row's journal write (None: no journal)
 
     async def whole(self, decision: Decision) -> Answer:
         assert self.chat is not None
@@ -282,7 +215,7 @@ class _Flight:
         try:
             served = await cascading.complete(self, decision, chat)
         except DispatchError as exc:
-            raise self.failed(exc) from None
+            raise await self.refused(exc) from None
         self.served_by(served.candidate, served.trace)
         completion = served.completion
         more: tuple[Completion, ...] = ()
@@ -297,6 +230,7 @@ class _Flight:
             except BackendError as exc:
                 outcome.status, outcome.error = 502, type(exc).__name__
                 self.settle()
+                await self.durable()
                 error = BadGateway(
                     f"the first choice came, the other n-1 did not: {exc.message}",
                     code="choices_failed",
@@ -308,6 +242,7 @@ class _Flight:
         if self.cache is not None:
             outcome.cache = self.cache.label(completion.usage.cached_tokens)
         self.succeed(completion)
+        await self.durable()
         return Answer(completion, self.receipt(served=True, priced=True), more)
 
     async def stream(self, decision: Decision) -> Stream:
@@ -315,9 +250,15 @@ class _Flight:
         try:
             opened = await cascading.open_stream(self, decision, self.chat)
         except DispatchError as exc:
-            raise self.failed(exc) from None
+            raise await self.refused(exc) from None
         self.served_by(opened.candidate, opened.trace)
         self.outcome.model = opened.state.backend.model_id
+        # Journaled as an interrupted row before the first byte: a crash mid-stream leaves one.
+        journaled = self.pipeline.accountant.opened(
+            self.outcome, self.plan, self.active.policy.prices
+        )
+        if journaled is not None:
+            await journaled
         return Stream(self, opened, self.chat)
 
     def from_cache(self, hit: CachedAnswer) -> Answer:
@@ -349,8 +290,8 @@ class _Flight:
         if self.pipeline.labels is not None:
             self.pipeline.labels.offer(self.active, self.plan, self.outcome, self.chat, answer)
 
-    def failed(self, exc: DispatchError) -> Refused:
-        """Book a request no backend answered (against the last one tried)."""
+    async def refused(self, exc: DispatchError) -> Refused:
+        """Book a request no backend answered (against the last one tried), durably."""
         outcome = self.outcome
         outcome.trace = Trace(exc.attempts, exc.skipped)
         if exc.attempts:
@@ -359,13 +300,21 @@ class _Flight:
         error = client_error(exc)
         outcome.status, outcome.error = error.status, error.code
         self.settle()
+        await self.durable()
         return Refused(error, self.receipt(served=False))
 
     def settle(self) -> None:
         """Account for the request: once, however it ended."""
         if not self.settled:
             self.settled = True
-            self.pipeline.accountant.finish(self.outcome, self.plan, self.active.policy.prices)
+            self.written = self.pipeline.accountant.finish(
+                self.outcome, self.plan, self.active.policy.prices
+            )
+
+    async def durable(self) -> None:
+        """Return once the request's row is on local disk (at once without a journal)."""
+        if self.written is not None:
+            await self.written
 
     def receipt(self, *, served: bool, priced: bool = False) -> Receipt:
         """What the client is told: the backend once one answered, the cost once priced."""

@@ -1,0 +1,34 @@
+"""The request path as one function of a parsed request, with no HTTP in it:
+
+    plan (score → route → tier → candidates) → canary → cache → dispatch (cascade) → price →
+    account (the row journaled before the answer's last byte)
+
+``Pipeline.handle(inbound)`` returns an ``Answer`` (whole, from a backend or the cache) or a
+``Stream``, or raises ``Refused``; each carries a ``Receipt`` (what the gateway did), rendered by
+the HTTP edge as ``x-tiergate-*`` headers. ``answers`` holds these values; ``flow`` the path.
+"""
+
+from gateway.pipeline.answers import (
+    Answer,
+    Broke,
+    Embedded,
+    Ended,
+    Inbound,
+    Receipt,
+    Refused,
+    StreamEvent,
+)
+from gateway.pipeline.flow import Pipeline, Stream
+
+__all__ = [
+    "Answer",
+    "Broke",
+    "Embedded",
+    "Ended",
+    "Inbound",
+    "Pipeline",
+    "Receipt",
+    "Refused",
+    "Stream",
+    "StreamEvent",
+]

@@ -1,0 +1,87 @@
+"""What goes into the pipeline and what comes out: the parsed request, the answer (whole or a
+stream's events), the refusal, and the receipt that says what the gateway did."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from adapters.base import ChatRequest, Chunk, Completion, Embeddings, FinishReason, Usage
+from gateway.errors import GatewayError
+from gateway.routing import cascade as cascading
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A chat or completion request as the edge parsed it."""
+
+    chat: ChatRequest
+    model: str | None  # the route or backend the client named; None: the default route
+    stream: bool
+    key_id: str = "-"
+    # The client's request headers (case-insensitive): a canary may split traffic by one.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    arrived: float | None = None  # time.perf_counter() at the edge: the deadline counts from it
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the gateway did with one request, as the client is told."""
+
+    request_id: str
+    policy: str
+    route: str | None = None
+    pinned: bool = False  # the client named a backend: no complexity score
+    complexity: float | None = None
+    tier: str | None = None
+    backend: str | None = None
+    fallbacks: int = 0
+    cache: str | None = None  # off | miss | hit | prefix:<tokens>, once a backend answered
+    cost: Decimal | None = None
+    baseline: Decimal | None = None
+    cascade: cascading.Verdict | None = None  # a cascading tier answered first: kept or not
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole answer: ``completion`` (its usage counts every choice) and ``more`` choices."""
+
+    completion: Completion
+    receipt: Receipt
+    more: tuple[Completion, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A stream's last event: each choice's finish reason and the usage of every call."""
+
+    finish: tuple[FinishReason, ...]
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Broke:
+    """The backend failed after the stream started; what came before stands, incomplete."""
+
+    message: str  # the backend's error
+
+
+StreamEvent = tuple[int, Chunk] | Ended | Broke
+
+
+class Refused(Exception):
+    """A request the pipeline could not answer: the error for the client, and the receipt."""
+
+    def __init__(self, error: GatewayError, receipt: Receipt) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.receipt = receipt
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """An embeddings answer and its receipt."""
+
+    embeddings: Embeddings
+    receipt: Receipt

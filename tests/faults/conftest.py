@@ -1,0 +1,5 @@
+"""Fault tests run against SQLite and PostgreSQL ledgers, like the ledger's own tests."""
+
+from tests.ledger.conftest import ledger_url, pg_cluster
+
+__all__ = ["ledger_url", "pg_cluster"]
