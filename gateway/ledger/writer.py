@@ -36,6 +36,7 @@ from gateway.metrics import Metrics
 
 log = structlog.get_logger("tiergate.ledger")
 
+
 class DatabaseFrozen(OSError):
     """The database took an insert and did not answer within the writer's deadline."""
 
