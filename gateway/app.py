@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
 
 from adapters import load_backend
+from adapters.remote.loader import load_litellm
 from gateway.cache.service import CacheService
 from gateway.cache.store import MemoryStore, RedisStore, Store
 from gateway.canary.controller import CanaryController
@@ -60,6 +61,10 @@ class Services:
         if ledger is not None:
             runtime.use_ledger(ledger.engine)  # the adaptive scorer's labels live there
         await asyncio.to_thread(warm_up)
+        if runtime.active.pool.has_remote():
+            # litellm's map gives the remote models' context windows and prices: read before the
+            # first request, not after (a prompt judged against a default window until then).
+            await asyncio.to_thread(load_litellm)
         accountant = Accountant(metrics, ledger)
         cache = CacheService(open_store(settings), metrics)
         canary = CanaryController(

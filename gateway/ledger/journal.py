@@ -1,40 +1,42 @@
 """The write-ahead journal: a request's ledger row is on local disk before the client has the
 last byte of its answer, so a killed process (SIGKILL, the OOM killer, a crash) loses none.
 
-One SQLite file per process (``journal-<pid>-<token>.db`` in the journal directory, WAL mode),
-held with an exclusive ``flock`` on ``<file>.lock`` for the process's life. The request path
-appends entries and awaits a future; a committer thread writes every append waiting at that
-moment in one transaction (group commit: concurrent requests share a commit) and then resolves
-their futures. A stream appends its entry when it opens (already in the shape of an interrupted
-row: status 499, ``error_class = interrupted``, usage estimated from the prompt) and replaces it
-with the real row at its end. The ledger writer forgets entries once their rows are in the
-database or the outbox.
+An append-only file per process, in segments (``journal-<pid>-<token>-<n>.jsonl`` in the journal
+directory), held with an exclusive ``flock`` on ``journal-<pid>-<token>.lock`` for the process's
+life. Each entry is one JSON line, written with one ``write()`` on the event loop's thread as the
+request ends (a few microseconds: no thread hand-off, no page rewrite). A stream appends its
+entry when it opens (already shaped as an interrupted row: status 499, ``error_class =
+interrupted``, usage estimated from the prompt) and appends its real row at the end; the last
+line of an id wins. The ledger writer ``forget``s entries once their rows are in the database or
+the outbox; a segment whose entries are all forgotten is deleted (a new one starts every
+``SEGMENT_BYTES``).
 
-At start, ``recover`` moves every journal no living process holds (its ``flock`` is free) into
+Durability: ``sync="normal"`` (the default): once ``write()`` returns, the line is in the
+operating system's page cache and survives the process being killed; ``append`` returns None
+(nothing to wait for). ``sync="full"`` also survives a power cut: ``append`` returns a future
+done after an ``fdatasync`` that covers the line; a thread runs them, one for every append
+waiting at that moment (group commit: concurrent requests share a sync).
+
+At start, ``recover`` moves every journal that no living process holds (its lock is free) into
 the outbox, from where the writer replays it into the database idempotently, and deletes it.
-
-Durability: ``sync="normal"`` (the default) survives the process being killed (a committed
-WAL frame is in the operating system's page cache); ``sync="full"`` also survives a power cut,
-at an fsync per group commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fcntl
-import json
 import os
-import queue
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
+import orjson
 import structlog
 
 from gateway.ledger.entry import LedgerEntry
@@ -44,45 +46,122 @@ log = structlog.get_logger("tiergate.ledger")
 
 Sync = Literal["normal", "full"]
 INTERRUPTED = "interrupted"  # the error class of a row a stream's opening entry became
+SEGMENT_BYTES = 8 * 1024 * 1024
+_NAMES: dict[type[LedgerEntry], tuple[str, ...]] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class _Put:
-    entry: LedgerEntry
-    future: asyncio.Future[None]
+def encode(entry: LedgerEntry) -> bytes:
+    """One journal line (``LedgerEntry.from_json`` reads it back)."""
+    names = _NAMES.get(type(entry))
+    if names is None:
+        names = _NAMES[type(entry)] = tuple(f.name for f in fields(entry))
+    return orjson.dumps({n: getattr(entry, n) for n in names}, default=_default) + b"\n"
 
 
-@dataclass(frozen=True, slots=True)
-class _Forget:
-    ids: tuple[str, ...]
+def _default(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot journal a {type(value).__name__}")
 
 
-_Op = _Put | _Forget | None  # None: stop
+@dataclass(slots=True)
+class _Syncer:
+    """``sync="full"``: fdatasync on a thread, one for all the appends waiting for it."""
+
+    loop: asyncio.AbstractEventLoop
+    waiting: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+    retired: list[int] = field(default_factory=list)  # rotated-out descriptors to sync, close
+    wake: threading.Condition = field(default_factory=threading.Condition)
+    stopping: bool = False
+    thread: threading.Thread | None = None
+    syncs: int = 0  # fdatasync passes made
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="ledger-journal-sync", daemon=True)
+        self.thread.start()
+
+    def after(self, fd: int) -> asyncio.Future[None]:
+        future = self.loop.create_future()
+        with self.wake:
+            self.waiting.append((fd, future))
+            self.wake.notify()
+        return future
+
+    def retire(self, fd: int) -> None:
+        with self.wake:
+            self.retired.append(fd)
+            self.wake.notify()
+
+    def stop(self) -> None:
+        with self.wake:
+            self.stopping = True
+            self.wake.notify()
+        if self.thread is not None:
+            self.thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self.wake:
+                self.wake.wait_for(lambda: self.waiting or self.retired or self.stopping)
+                waiting, self.waiting = self.waiting, []
+                retired, self.retired = self.retired, []
+                stopping = self.stopping
+            for fd in sorted({fd for fd, _ in waiting} | set(retired)):
+                with contextlib.suppress(OSError):
+                    os.fdatasync(fd)
+            if waiting:
+                self.syncs += 1
+            for fd in retired:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if waiting:
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    self.loop.call_soon_threadsafe(_resolve, [f for _, f in waiting])
+            if stopping and not waiting and not retired:
+                return
 
 
 class Journal:
-    """This process's journal. ``append`` and ``forget`` are called on the event loop."""
+    """This process's journal. Every method is called on the event loop's thread."""
 
-    def __init__(self, directory: Path, *, sync: Sync = "normal") -> None:
+    def __init__(
+        self, directory: Path, *, sync: Sync = "normal", segment_bytes: int = SEGMENT_BYTES
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self._path = directory / f"journal-{os.getpid()}-{uuid.uuid4().hex[:8]}.db"
-        lock = _claim(self._path)
+        self._directory = directory
+        self._stem = f"journal-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # Locked under a name ``recover`` does not look at, then renamed (the lock stays with
+        # the file): another process's ``recover`` never sees this journal unlocked.
+        hidden = directory / f".{self._stem}.lock"
+        lock = _claim(hidden)
         if lock is None:  # a fresh name: nobody else can hold it
-            raise RuntimeError(f"cannot lock the new journal {self._path}")
+            raise RuntimeError(f"cannot lock the new journal {self._stem} in {directory}")
+        os.rename(hidden, directory / f"{self._stem}.lock")
         self._lock = lock
-        self._db = _connect(self._path, sync)
-        self._ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # Entries appended and not yet forgotten, with when each first arrived (monotonic): the
-        # backlog and its oldest entry's age, for the metrics.
+        self._sync = sync
+        self._segment_bytes = segment_bytes
+        self._seq = 0
+        self._size = 0
+        self._fd = self._open(0)
+        self._syncer: _Syncer | None = None
+        # Entries written and not yet forgotten: id → the segments holding a line of it; per
+        # segment, how many ids still need it; per id, when it was first written (monotonic).
+        self._where: dict[str, list[int]] = {}
+        self._live: dict[int, int] = {0: 0}
         self._pending: dict[str, float] = {}
-        self.commits = 0  # group commits made
-        self.failures = 0  # commits that failed (the rows stay in memory on their way)
+        self.failures = 0  # appends that could not be written (the row still goes on)
 
     @property
     def path(self) -> Path:
-        return self._path
+        """The segment being written."""
+        return self._segment(self._seq)
+
+    @property
+    def syncs(self) -> int:
+        """fdatasync passes (``sync="full"``): fewer than appends when they overlap."""
+        return self._syncer.syncs if self._syncer is not None else 0
 
     @property
     def backlog(self) -> int:
@@ -94,84 +173,90 @@ class Journal:
         return 0.0
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="ledger-journal", daemon=True)
-        self._thread.start()
+        if self._sync == "full":
+            self._syncer = _Syncer(asyncio.get_running_loop())
+            self._syncer.start()
 
-    def append(self, entry: LedgerEntry) -> asyncio.Future[None]:
-        """Write ``entry`` (replacing an earlier one of the same id); the future is done once
-        it is on disk. Never raises: a journal that cannot write logs it and resolves anyway
-        (the row is still on its way to the database)."""
-        assert self._loop is not None, "Journal.start() was not called"
-        future = self._loop.create_future()
+    def append(self, entry: LedgerEntry) -> asyncio.Future[None] | None:
+        """Write ``entry``. ``sync="normal"``: on disk as far as a killed process goes when this
+        returns (None). ``full``: a future, done once it would survive a power cut. Never
+        raises: a journal that cannot write logs it, and the row still goes to the database."""
+        line = encode(entry)
+        try:
+            _write_all(self._fd, line)
+        except OSError as exc:
+            self._failed(exc)
+            return None
+        segments = self._where.setdefault(entry.id, [])
+        if not segments or segments[-1] != self._seq:
+            segments.append(self._seq)
+            self._live[self._seq] += 1
         self._pending.setdefault(entry.id, time.monotonic())
-        self._ops.put(_Put(entry, future))
-        return future
+        self._size += len(line)
+        # Registered before a rotation retires this descriptor: its sync comes first.
+        synced = self._syncer.after(self._fd) if self._syncer is not None else None
+        if self._size >= self._segment_bytes:
+            self._rotate()
+        return synced
 
-    def forget(self, ids: Iterable[str]) -> None:
+    def forget(self, ids: Any) -> None:
         """These rows are in the database or the outbox: their entries may go."""
-        done = tuple(ids)
-        for rid in done:
+        for rid in ids:
             self._pending.pop(rid, None)
-        if done:
-            self._ops.put(_Forget(done))
+            for seq in self._where.pop(rid, ()):
+                self._live[seq] -= 1
+                if self._live[seq] == 0 and seq != self._seq:
+                    del self._live[seq]
+                    _unlink(self._segment(seq))
 
     async def aclose(self) -> None:
-        """Write what is queued, stop the thread, and delete the file if nothing is left in it
-        (what is left is recovered at the next start)."""
-        if self._thread is not None:
-            self._ops.put(None)
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-        (left,) = self._db.execute("SELECT count(*) FROM journal").fetchone()
-        self._db.close()
-        if not left:
-            _remove(self._path)
+        """Stop writing; delete the files if every entry was forgotten (else they are
+        recovered at the next start)."""
+        if self._syncer is not None:
+            await asyncio.to_thread(self._syncer.stop)
+        with contextlib.suppress(OSError):
+            if self._sync == "full":
+                os.fdatasync(self._fd)
+            os.close(self._fd)
+        if not self._pending:
+            for seq in list(self._live):
+                _unlink(self._segment(seq))
+            _unlink(self._directory / f"{self._stem}.lock")
         _release(self._lock)
 
-    # --- the committer thread ---------------------------------------------------------------
+    # --- segments ---------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            ops = [self._ops.get()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    ops.append(self._ops.get_nowait())
-            stopping = any(op is None for op in ops)
-            self._commit([op for op in ops if op is not None])
+    def _segment(self, seq: int) -> Path:
+        return self._directory / f"{self._stem}-{seq:06d}.jsonl"
 
-    def _commit(self, ops: list[_Put | _Forget]) -> None:
-        futures = [op.future for op in ops if isinstance(op, _Put)]
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            for op in ops:
-                if isinstance(op, _Put):
-                    entry = op.entry
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO journal (id, payload) VALUES (?, ?)",
-                        (entry.id, json.dumps(entry.to_json())),
-                    )
-                else:
-                    self._db.executemany(
-                        "DELETE FROM journal WHERE id = ?", [(rid,) for rid in op.ids]
-                    )
-            self._db.execute("COMMIT")
-            self.commits += 1
-        except (sqlite3.Error, OSError) as exc:
-            self.failures += 1
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+    def _open(self, seq: int) -> int:
+        return os.open(self._segment(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def _rotate(self) -> None:
+        old, old_fd = self._seq, self._fd
+        self._seq += 1
+        self._fd = self._open(self._seq)
+        self._live[self._seq] = 0
+        self._size = 0
+        if self._syncer is not None:
+            self._syncer.retire(old_fd)  # synced, then closed, by its thread
+        else:
+            os.close(old_fd)
+        if self._live[old] == 0:
+            del self._live[old]
+            _unlink(self._segment(old))
+
+    def _failed(self, exc: OSError) -> None:
+        self.failures += 1
+        if self.failures == 1 or self.failures % 1000 == 0:
             log.critical(
                 "ledger_journal_unwritable",
                 error=f"{type(exc).__name__}: {exc}",
-                journal=str(self._path),
+                journal=str(self.path),
+                failures=self.failures,
                 detail="rows still go to the database, but a crash now could lose them; "
                 "free disk space or fix the journal directory's permissions",
             )
-        if futures and self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
-                self._loop.call_soon_threadsafe(_resolve, futures)
 
 
 def recover(directory: Path, outbox: Outbox) -> int:
@@ -181,35 +266,53 @@ def recover(directory: Path, outbox: Outbox) -> int:
     if not directory.is_dir():
         return 0
     moved = 0
-    for path in sorted(directory.glob("journal-*.db")):
-        lock = _claim(path)
+    for lock_path in sorted(directory.glob("journal-*.lock")):
+        lock = _claim(lock_path)
         if lock is None:
             continue  # a living process's journal
         try:
-            db = sqlite3.connect(path, isolation_level=None)
-            try:
-                rows = db.execute("SELECT payload FROM journal").fetchall()
-            except sqlite3.OperationalError:
-                rows = []  # created and killed before its table existed
-            finally:
-                db.close()
-            entries = [LedgerEntry.from_json(json.loads(payload)) for (payload,) in rows]
+            stem = lock_path.name.removesuffix(".lock")
+            segments = sorted(directory.glob(f"{stem}-*.jsonl"))
+            latest: dict[str, LedgerEntry] = {}
+            for segment in segments:
+                for entry in _read(segment):
+                    latest[entry.id] = entry  # the last line of an id wins
+            entries = list(latest.values())
             if entries:
                 outbox.put(entries)
                 interrupted = sum(1 for e in entries if e.error_class == INTERRUPTED)
                 log.warning(
                     "ledger_journal_recovered",
-                    journal=str(path),
+                    journal=stem,
                     rows=len(entries),
                     interrupted_streams=interrupted,
                     detail="rows of a process that stopped without writing them; they go to "
                     "the database through the outbox",
                 )
             moved += len(entries)
-            _remove(path)
+            for segment in segments:
+                _unlink(segment)
+            _unlink(lock_path)
         finally:
             _release(lock)
     return moved
+
+
+def _read(segment: Path) -> list[LedgerEntry]:
+    """The entries of one segment; a line cut short by the crash (the last one) is skipped."""
+    entries: list[LedgerEntry] = []
+    for line in segment.read_bytes().splitlines():
+        try:
+            entries.append(LedgerEntry.from_json(orjson.loads(line)))
+        except (orjson.JSONDecodeError, TypeError, ValueError, KeyError):
+            log.warning("ledger_journal_line_skipped", journal=segment.name, bytes=len(line))
+    return entries
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:
@@ -218,17 +321,9 @@ def _resolve(futures: list[asyncio.Future[None]]) -> None:
             future.set_result(None)
 
 
-def _connect(path: Path, sync: Sync) -> sqlite3.Connection:
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-    db.execute("CREATE TABLE IF NOT EXISTS journal (id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
-    return db
-
-
 def _claim(path: Path) -> IO[bytes] | None:
-    """An exclusive lock on ``<path>.lock``, or None while another process holds it."""
-    handle = open(f"{path}.lock", "ab")  # noqa: SIM115 - held open for the process's life
+    """An exclusive lock on ``path``, or None while another process holds it."""
+    handle = open(path, "ab")  # noqa: SIM115 - held open for the process's life
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -243,7 +338,6 @@ def _release(handle: IO[bytes]) -> None:
     handle.close()
 
 
-def _remove(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{path}{suffix}")
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

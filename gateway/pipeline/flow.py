@@ -12,6 +12,8 @@ import time
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 
+import structlog
+
 from adapters.base import (
     ChatRequest,
     Chunk,
@@ -40,12 +42,14 @@ from gateway.routing import cascade as cascading
 from gateway.routing.accounting import Accountant, Outcome
 from gateway.routing.choices import extra_requests, extra_stream, merged, more_choices, total_usage
 from gateway.routing.dispatch import DispatchError, Opened, Trace
-from gateway.routing.failures import client_error
+from gateway.routing.failures import client_error, public
 from gateway.routing.judging import LabelSampler
 from gateway.routing.plan import Plan, make_plan, plan_embeddings
 from gateway.routing.runtime import Active, Runtime
 from gateway.routing.tally import Tally
 from gateway.scoring.tokens import count_exact
+
+log = structlog.get_logger("tiergate.request")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +184,7 @@ class Stream:
             outcome.status, outcome.error = 502, type(exc).__name__
             self._flight.settle()
             await self._flight.durable()
-            yield Broke(exc.message)
+            yield Broke(self._flight.public(exc))
             return
         outcome.usage, outcome.timings = tally.usage(), tally.final_timings()
         yield Ended(tuple(tally.finish), outcome.usage)
@@ -232,7 +236,7 @@ class _Flight:
                 self.settle()
                 await self.durable()
                 error = BadGateway(
-                    f"the first choice came, the other n-1 did not: {exc.message}",
+                    f"the first choice came, the other n-1 did not: {self.public(exc)}",
                     code="choices_failed",
                 )
                 raise Refused(error, self.receipt(served=True)) from None
@@ -297,7 +301,7 @@ class _Flight:
         if exc.attempts:
             last = exc.attempts[-1]
             outcome.backend, outcome.tier = last.backend, last.tier
-        error = client_error(exc)
+        error = client_error(exc, outcome.rid)
         outcome.status, outcome.error = error.status, error.code
         self.settle()
         await self.durable()
@@ -310,6 +314,13 @@ class _Flight:
             self.written = self.pipeline.accountant.finish(
                 self.outcome, self.plan, self.active.policy.prices
             )
+
+    def public(self, exc: BackendError) -> str:
+        """A backend's error as a client may read it; the full text goes to the log."""
+        text = public(exc.message)
+        if text != exc.message:
+            log.warning("backend_error", request_id=self.outcome.rid, detail=exc.message)
+        return text
 
     async def durable(self) -> None:
         """Return once the request's row is on local disk (at once without a journal)."""

@@ -5,7 +5,11 @@ closed ──(N consecutive failures)──► open ──(cooldown elapsed)─�
    └──────────(probe succeeds)─────────┼──────(probe fails)───────────┘
 
 While open the backend is skipped; half-open lets exactly one request through as a probe.
-The clock is injectable so tests move time instead of sleeping.
+A failed health check ``suspect``s the backend: half-open at once, so trial traffic (one
+request at a time) still reaches it, and the first answer closes the breaker again; a backend
+that stays down costs one failed try (and a fallback) per health interval, not an outage as
+long as a probe interval after it is back. The clock is injectable so tests move time instead
+of sleeping.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ State = Literal["closed", "open", "half_open"]
 
 
 class Breaker:
-    __slots__ = ("_clock", "_cooldown", "_failures", "_opened_at", "_probing", "_threshold")
+    __slots__ = (
+        "_clock",
+        "_cooldown",
+        "_failures",
+        "_opened_at",
+        "_probing",
+        "_suspected",
+        "_threshold",
+    )
 
     def __init__(
         self,
@@ -32,6 +44,7 @@ class Breaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._probing = False
+        self._suspected = False
 
     def state(self) -> State:
         if self._opened_at is None:
@@ -68,6 +81,20 @@ class Breaker:
         self._failures = 0
         self._opened_at = None
         self._probing = False
+        self._suspected = False
+
+    def suspect(self) -> None:
+        """A health check failed: half-open now (one trial request at a time)."""
+        self._suspected = True
+        if not self._probing:
+            self._opened_at = self._clock() - self._cooldown
+
+    def clear_suspicion(self) -> None:
+        """A health check passed: close a breaker that only a failed check had opened (one
+        opened by failed requests keeps its cooldown)."""
+        if self._suspected and not self._probing and self._failures == 0:
+            self._opened_at = None
+        self._suspected = False
 
     def record_failure(self) -> None:
         self._failures += 1

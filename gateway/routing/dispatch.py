@@ -294,13 +294,17 @@ class Dispatcher:
                 trace.skipped.append(Skip(candidate.backend, reason))
                 continue
             if not state.breaker.allow():
-                trace.skipped.append(
-                    Skip(
-                        candidate.backend,
-                        f"circuit open after {state.breaker.consecutive_failures} failures; "
-                        f"next probe in {state.breaker.retry_in():.0f} s",
+                if state.healthy is False:
+                    why = (
+                        f"unhealthy: {state.health_detail} (one trial request at a time until "
+                        f"it answers or a health check passes)"
                     )
-                )
+                else:
+                    why = (
+                        f"circuit open after {state.breaker.consecutive_failures} failures; "
+                        f"next probe in {state.breaker.retry_in():.0f} s"
+                    )
+                trace.skipped.append(Skip(candidate.backend, why))
                 continue
             yield candidate, state
 

@@ -1,8 +1,15 @@
 """What a client is told when no backend answered its request: the error class follows the last
 real failure (a timeout, a rate limit, garbage, an outage); refusals of the request itself are
-the client's 400, refusals of the gateway's own credentials the operator's 502."""
+the client's 400, refusals of the gateway's own credentials the operator's 502.
+
+Adapters word their errors for the operator: backend addresses and the environment variables to
+check. A client sees backend names, error classes and the upstream's own words, with addresses
+and variable names taken out (``public``); the log line ``dispatch_failed`` (with the request id)
+keeps the full text."""
 
 from __future__ import annotations
+
+import re
 
 import structlog
 
@@ -19,10 +26,26 @@ from gateway.routing.dispatch import DispatchError
 
 log = structlog.get_logger("tiergate.dispatch")
 
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>)\],;]+", re.IGNORECASE)
+_HOST_PORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|\[[0-9a-f:]+\])(?::\d+)?\b")
+_ENV_PHRASE = re.compile(r"(?:the )?environment variable `?[A-Za-z_][A-Za-z0-9_]*`?")
+_ENV_NAME = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
 
-def client_error(failure: DispatchError) -> GatewayError:
-    """What the client is told when no backend answered."""
-    detail = failure.describe()
+
+def public(message: str) -> str:
+    """``message`` without backend addresses or environment-variable names (for clients)."""
+    text = _URL.sub("[backend address]", message)
+    text = _HOST_PORT.sub("[backend address]", text)
+    text = _ENV_PHRASE.sub("a variable in the gateway's environment", text)
+    return _ENV_NAME.sub("[gateway setting]", text)
+
+
+def client_error(failure: DispatchError, request_id: str) -> GatewayError:
+    """What the client is told when no backend answered (the full story goes to the log)."""
+    full = failure.describe()
+    detail = public(full)
+    if detail != full:
+        log.warning("dispatch_failed", request_id=request_id, detail=full)
     if not failure.attempts:
         return ServiceUnavailable(
             f"no backend could take this request: {detail}", code="no_backend_available"
@@ -31,7 +54,7 @@ def client_error(failure: DispatchError) -> GatewayError:
     if failure.all_rejected and refused:
         # The gateway's own credentials, not the client's request: the operator's to fix,
         # and the adapters' messages (which name the setting to check) are for the log.
-        log.warning("upstream_auth_failed", backends=refused, detail=detail)
+        log.warning("upstream_auth_failed", request_id=request_id, backends=refused, detail=full)
         return BadGateway(
             f"the upstream refused this gateway's own credentials for {', '.join(refused)}; "
             f"the request was fine: the gateway's operator must fix its configuration "

@@ -70,9 +70,17 @@ class BackendState:
         """Why the router should skip this backend now, or None if it may be tried."""
         if self.disabled is not None:
             return self.disabled
-        if self.healthy is False:
-            return f"unhealthy: {self.health_detail}"
-        return None
+        return None  # unhealthy: its breaker lets trial traffic through (``mark``)
+
+    def mark(self, ok: bool, detail: str) -> None:
+        """A health check's verdict (or a failed prewarm's). Unhealthy does not remove the
+        backend: its breaker turns half-open, so one request at a time tries it."""
+        self.healthy = ok
+        self.health_detail = detail
+        if ok:
+            self.breaker.clear_suspicion()
+        else:
+            self.breaker.suspect()
 
 
 def disabled_reason(config: BackendConfig) -> str | None:
@@ -136,6 +144,10 @@ class BackendPool:
             return Capabilities(chat=False, streaming=False)
         return state.capabilities()
 
+    def has_remote(self) -> bool:
+        """Is a hosted-API (litellm) backend enabled?"""
+        return any(s.config.type == "remote" and s.disabled is None for s in self._states.values())
+
     def dropped_by(self, newer: BackendPool) -> list[BackendState]:
         """States of this pool that ``newer`` does not carry over (to be closed)."""
         return [s for n, s in self._states.items() if newer.get(n) is not s]
@@ -153,7 +165,7 @@ class BackendPool:
     async def probe_all(self) -> None:
         """Run every enabled backend's health check once, concurrently."""
         await asyncio.gather(
-            *(_probe(s) for s in self._states.values() if s.disabled is None),
+            *(probe(s) for s in self._states.values() if s.disabled is None),
         )
 
     async def aclose(self) -> None:
@@ -177,13 +189,11 @@ async def _prewarm(state: BackendState) -> None:
     try:
         await state.backend.prewarm()
     except BackendError as exc:
-        state.healthy = False
-        state.health_detail = exc.message
+        state.mark(False, exc.message)
         log.warning("backend_prewarm_failed", backend=state.name, reason=exc.message)
         return
     except Exception as exc:  # an adapter bug must not kill the task silently
-        state.healthy = False
-        state.health_detail = f"prewarm failed unexpectedly: {type(exc).__name__}: {exc}"
+        state.mark(False, f"prewarm failed unexpectedly: {type(exc).__name__}: {exc}")
         log.error("backend_prewarm_failed", backend=state.name, reason=state.health_detail)
         return
     state.warm = True
@@ -193,7 +203,7 @@ async def _prewarm(state: BackendState) -> None:
     log.info("backend_warm", backend=state.name)
 
 
-async def _probe(state: BackendState) -> None:
+async def probe(state: BackendState) -> None:
     try:
         health = await asyncio.wait_for(state.backend.health(), HEALTH_TIMEOUT_S)
     except TimeoutError:
@@ -201,8 +211,7 @@ async def _probe(state: BackendState) -> None:
     except Exception as exc:  # a health check must never take the gateway down
         health = Health(ok=False, detail=f"health check failed: {exc}")
     was = state.healthy
-    state.healthy = health.ok
-    state.health_detail = health.detail
+    state.mark(health.ok, health.detail)
     if was is not health.ok:
         event = "backend_up" if health.ok else "backend_down"
         log.info(event, backend=state.name, detail=health.detail)

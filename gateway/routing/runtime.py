@@ -23,7 +23,7 @@ from gateway.metrics import BREAKER_STATES, Metrics
 from gateway.policy import Policy, PolicyError, load_policy
 from gateway.routing.adaptive import AdaptiveLayer
 from gateway.routing.dispatch import Dispatcher
-from gateway.routing.pool import BackendFactory, BackendPool, BackendState, close_states
+from gateway.routing.pool import BackendFactory, BackendPool, BackendState, close_states, probe
 from gateway.scoring.adaptive import AdaptiveSettings
 
 log = structlog.get_logger("tiergate.runtime")
@@ -174,19 +174,33 @@ class Runtime:
 
     def refresh_gauges(self) -> None:
         for state in self._active.pool.states():
-            usable = state.unavailable_reason() is None
+            usable = state.unavailable_reason() is None and state.healthy is not False
             self._metrics.backend_up.labels(state.name).set(1 if usable else 0)
             self._metrics.breaker.labels(state.name).set(BREAKER_STATES[state.breaker.state()])
 
     async def _health_loop(self) -> None:
-        while True:
-            active = self._active
-            try:
-                await active.pool.probe_all()
-                self.refresh_gauges()
-            except Exception as exc:  # the loop must survive anything a probe does
-                log.warning("health_loop_error", error=str(exc))
-            await asyncio.sleep(active.policy.health.interval_s)
+        """Each backend's check on its own schedule: a slow or blackholed one (its check runs
+        until ``HEALTH_TIMEOUT_S``) neither delays the others' nor stretches the interval."""
+        probing: dict[int, asyncio.Task[None]] = {}
+        try:
+            while True:
+                active = self._active
+                try:
+                    current = {id(s): s for s in active.pool.states() if s.disabled is None}
+                    for key in [k for k, t in probing.items() if t.done() or k not in current]:
+                        probing.pop(key).cancel()
+                    for key, state in current.items():
+                        if key not in probing:
+                            probing[key] = asyncio.create_task(
+                                probe(state), name=f"probe-{state.name}"
+                            )
+                    self.refresh_gauges()
+                except Exception as exc:  # the loop must survive anything a probe does
+                    log.warning("health_loop_error", error=str(exc))
+                await asyncio.sleep(active.policy.health.interval_s)
+        finally:
+            for task in probing.values():
+                task.cancel()
 
     async def _watch(self) -> None:
         from watchfiles import awatch

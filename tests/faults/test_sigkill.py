@@ -51,7 +51,7 @@ def rows_by_id(url: str) -> dict[str, tuple[int, str | None]]:
 
 
 def journal_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("journal-*.db")) if directory.is_dir() else []
+    return sorted(directory.glob("journal-*")) if directory.is_dir() else []
 
 
 async def kill_under_load(

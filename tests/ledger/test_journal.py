@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import orjson
+
 from gateway.ledger.db import make_engine, upgrade
+from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.journal import INTERRUPTED, Journal, recover
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
@@ -24,42 +25,59 @@ from tests.ledger.test_faults import entry, ledger_rows
 REPO = Path(__file__).resolve().parents[2]
 
 
-def on_disk(path: Path) -> dict[str, dict[str, object]]:
-    """What another process reading the journal file finds: id → entry JSON."""
-    connection = sqlite3.connect(path)
-    try:
-        rows = connection.execute("SELECT id, payload FROM journal").fetchall()
-    finally:
-        connection.close()
-    return {rid: json.loads(payload) for rid, payload in rows}
+def lines(path: Path) -> list[LedgerEntry]:
+    """What another process reading the journal segment finds, line by line."""
+    return [LedgerEntry.from_json(orjson.loads(line)) for line in path.read_bytes().splitlines()]
 
 
-async def test_an_entry_is_on_disk_once_its_future_is_done(tmp_path: Path) -> None:
+async def test_an_entry_is_on_disk_when_append_returns(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal")
     journal.start()
     row = entry(1)
-    await journal.append(row)
-    assert on_disk(journal.path) == {row.id: row.to_json()}
-    # A stream's opening entry is replaced by its real row at the end: one entry per id.
+    assert journal.append(row) is None  # nothing to wait for: write() has returned
+    assert lines(journal.path) == [row]
+    # A stream's opening entry, then its real row: the last line of an id wins.
     finished = dataclasses.replace(row, completion_tokens=99)
-    await journal.append(finished)
-    assert on_disk(journal.path) == {row.id: finished.to_json()}
+    journal.append(finished)
+    assert lines(journal.path) == [row, finished]
     assert journal.backlog == 1
     await journal.aclose()
     assert journal.path.exists()  # not forgotten: kept for the next start to recover
 
 
-async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "journal")
+async def test_segments_go_once_their_rows_are_forgotten(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    journal = Journal(directory, segment_bytes=2_000)
     journal.start()
-    rows = [entry(n) for n in range(200)]
-    await asyncio.gather(*(journal.append(row) for row in rows))
-    assert set(on_disk(journal.path)) == {row.id for row in rows}
-    assert 1 <= journal.commits < 50  # group commit: far fewer commits than appends
-    journal.forget(row.id for row in rows)
+    rows = [entry(n) for n in range(20)]
+    for row in rows:
+        journal.append(row)
+    segments = sorted(directory.glob("*.jsonl"))
+    assert len(segments) > 3  # about two rows per segment
+    journal.forget(row.id for row in rows[:10])
+    left = sorted(directory.glob("*.jsonl"))
+    assert segments[0] not in left
+    assert journal.path in left
+    kept = [e.id for path in left for e in lines(path)]
+    assert {row.id for row in rows[10:]} <= set(kept)
+    journal.forget(row.id for row in rows[10:])
+    assert sorted(directory.glob("*.jsonl")) == [journal.path]
     assert journal.backlog == 0
     await journal.aclose()
-    assert not journal.path.exists()  # empty at a clean stop: removed with its lock file
+    assert list(directory.iterdir()) == []  # nothing left: the lock file goes too
+
+
+async def test_full_sync_shares_one_fdatasync_among_concurrent_appends(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal", sync="full")
+    journal.start()
+    rows = [entry(n) for n in range(200)]
+    synced = [journal.append(row) for row in rows]
+    await asyncio.gather(*(s for s in synced if s is not None))
+    assert len([s for s in synced if s is not None]) == len(rows)
+    assert 1 <= journal.syncs < 50  # group commit: far fewer syncs than appends
+    assert [e.id for e in lines(journal.path)] == [row.id for row in rows]
+    journal.forget(row.id for row in rows)
+    await journal.aclose()
     assert list((tmp_path / "journal").iterdir()) == []
 
 
@@ -73,15 +91,13 @@ async def test_a_writer_forgets_what_reached_the_database(tmp_path: Path) -> Non
     )
     writer.start()
     rows = [entry(n) for n in range(30)]
-    written = [writer.record(row) for row in rows]
-    assert all(w is not None for w in written)
-    await asyncio.gather(*(w for w in written if w is not None))
-    assert set(on_disk(journal.path)) == {row.id for row in rows}
+    assert [writer.record(row) for row in rows] == [None] * len(rows)  # written already
+    assert [e.id for e in lines(journal.path)] == [row.id for row in rows]
     await writer.flush()
     assert journal.backlog == 0
     assert metrics.registry.get_sample_value("tiergate_ledger_journal_rows") == 0
     await writer.aclose()
-    assert not journal.path.exists()
+    assert list((tmp_path / "journal").iterdir()) == []
     assert sorted(rid for rid, _ in ledger_rows(url)) == sorted(row.id for row in rows)
 
 
@@ -96,8 +112,8 @@ CHILD = textwrap.dedent(
         journal = Journal(Path(sys.argv[1]))
         journal.start()
         opened = dataclasses.replace(entry(1), status=499, error_class=INTERRUPTED)
-        await journal.append(opened)
-        await journal.append(entry(2))
+        journal.append(opened)
+        journal.append(entry(2))
         print("journaled", flush=True)
         await asyncio.to_thread(sys.stdin.read)  # until killed
 
@@ -130,6 +146,8 @@ def test_recover_takes_only_the_journals_of_dead_processes(tmp_path: Path) -> No
         for pipe in (child.stdin, child.stdout):
             if pipe is not None:
                 pipe.close()
+    with (directory / next(p.name for p in directory.glob("*.jsonl"))).open("ab") as segment:
+        segment.write(b'{"id": "cut short by the kil')  # a line the kill interrupted
     assert recover(directory, outbox) == 2
     rows = {row.id: row for row in outbox.peek(10)}
     assert rows[entry(1).id].status == 499

@@ -177,18 +177,61 @@ async def test_no_retry_after_the_first_streamed_chunk() -> None:
 
 
 async def test_unavailable_and_disabled_backends_are_skipped_with_reasons() -> None:
-    """Unhealthy or disabled candidates are not tried; why is kept for the error message."""
+    """A disabled candidate is not tried, nor an unhealthy one while its one trial request is
+    out; why is kept for the error message."""
     policy, pool, dispatcher, _ = setup()
-    pool["a"].healthy = False
-    pool["a"].health_detail = "Ollama is not reachable"
+    pool["a"].mark(False, "Ollama is not reachable")
+    assert pool["a"].breaker.allow()  # another request holds the trial slot
     pool["b"].disabled = "disabled: set the environment variable X to enable it"
     served = await dispatcher.complete(decision(policy), REQUEST)
     assert served.candidate.backend == "c"
     reasons = {s.backend: s.reason for s in served.trace.skipped}
     assert reasons == {
-        "a": "unhealthy: Ollama is not reachable",
+        "a": "unhealthy: Ollama is not reachable (one trial request at a time until it "
+        "answers or a health check passes)",
         "b": "disabled: set the environment variable X to enable it",
     }
+
+
+async def test_a_failed_health_check_lets_trial_traffic_through() -> None:
+    """Half-open, not removed: after a failed check the next request still tries the backend;
+    its answer closes the breaker, so traffic flows again before the next check."""
+    policy, pool, dispatcher, backends = setup()
+    pool["a"].mark(False, "connection refused")
+    trial = await dispatcher.complete(decision(policy), REQUEST)
+    assert trial.candidate.backend == "a"  # the backend came back: the trial answered
+    assert pool["a"].breaker.state() == "closed"
+    after = await dispatcher.complete(decision(policy), REQUEST)
+    assert after.candidate.backend == "a"
+    assert len(backends["a"].requests) == 2
+
+
+async def test_a_failed_trial_falls_back_and_waits_for_the_next_check() -> None:
+    clock = Clock()
+    policy, pool, dispatcher, backends = setup(clock=clock)
+    pool["a"].mark(False, "connection refused")
+    backends["a"].enqueue(FakeStep(error="unavailable"))
+    served = await dispatcher.complete(decision(policy), REQUEST)
+    assert [a.backend for a in served.trace.attempts] == ["a", "b"]
+    again = await dispatcher.complete(decision(policy), REQUEST)
+    assert again.candidate.backend == "b"  # no second trial until the next check
+    assert len(backends["a"].requests) == 1
+    pool["a"].mark(False, "connection refused")  # the next check fails too: one more trial
+    third = await dispatcher.complete(decision(policy), REQUEST)
+    assert third.candidate.backend == "a"
+    pool["a"].mark(True, "ok")
+    assert pool["a"].breaker.state() == "closed"
+
+
+async def test_a_passed_check_does_not_close_a_breaker_opened_by_failed_requests() -> None:
+    clock = Clock()
+    policy, pool, dispatcher, backends = setup(clock=clock)
+    for _ in range(policy.breaker.failures):
+        backends["a"].enqueue(FakeStep(error="unavailable"))
+        await dispatcher.complete(decision(policy), REQUEST)
+    assert pool["a"].breaker.state() == "open"
+    pool["a"].mark(True, "ok")
+    assert pool["a"].breaker.state() == "open"  # its own cooldown decides
 
 
 def closed_port() -> int:

@@ -1,0 +1,113 @@
+"""Clients see backend names and error classes; the backends' addresses and the environment
+variables an operator should check stay in the gateway's log (with the request id)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from adapters.config import FakeStep
+from adapters.fake import FakeBackend
+from tests.http.helpers import gateway
+
+CHAT = "/v1/chat/completions"
+BODY = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
+KEY_VAR = "TIERGATE_TEST_UPSTREAM_KEY"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_an_unreachable_upstream_is_named_but_not_located(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_VAR, "sk-test-0123456789")
+    port = closed_port()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"""
+version: 1
+backends:
+  upstream:
+    type: openai_compat
+    model: m
+    base_url: "http://127.0.0.1:{port}/v1"
+    api_key_env: {KEY_VAR}
+tiers:
+  - {{name: only, backends: [upstream]}}
+"""
+    )
+    with capture_logs() as logs:
+        async with gateway(policy, ledger=False) as (client, _app):
+            response = await client.post(CHAT, json=BODY)
+    assert response.status_code == 503
+    text = response.text
+    assert "upstream" in response.json()["error"]["message"]  # the backend, by name
+    for internal in ("127.0.0.1", str(port), "/v1", KEY_VAR):
+        assert internal not in text
+    logged = [e for e in logs if e["event"] == "dispatch_failed"]
+    assert [e["request_id"] for e in logged] == [response.headers["x-request-id"]]
+    assert f"127.0.0.1:{port}" in logged[0]["detail"]  # the operator's view keeps it
+
+
+async def test_a_disabled_backend_does_not_name_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(KEY_VAR, raising=False)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"""
+version: 1
+backends:
+  remote: {{type: remote, model: openai/gpt-4o-mini, api_key_env: {KEY_VAR}}}
+tiers:
+  - {{name: only, backends: [remote]}}
+"""
+    )
+    async with gateway(policy, ledger=False) as (client, _app):
+        response = await client.post(CHAT, json=BODY)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "no_backend_available"
+    assert "remote" in error["message"]
+    assert "disabled" in error["message"]
+    assert KEY_VAR not in response.text
+
+
+async def test_a_stream_broken_mid_way_does_not_leak_the_backends_advice(
+    tmp_path: Path,
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        """
+version: 1
+backends:
+  small: {type: fake, model: small-model}
+tiers:
+  - {name: only, backends: [small]}
+"""
+    )
+    small = FakeBackend.scripted(
+        "small", FakeStep(reply="one two three", error="unauthorized", fail_after_chunks=1)
+    )
+    with capture_logs() as logs:
+        async with gateway(policy, backends={"small": small}, ledger=False) as (client, _app):
+            response = await client.post(CHAT, json={**BODY, "stream": True})
+    events = [
+        line.removeprefix("data: ")
+        for line in response.text.splitlines()
+        if line.startswith("data: ")
+    ]
+    error = json.loads(events[-1])["error"]
+    assert error["code"] == "stream_interrupted"
+    assert "FAKE_API_KEY" not in response.text
+    assert "unauthorized" in error["message"]  # the class of failure stays
+    logged = [e for e in logs if e["event"] == "backend_error"]
+    assert "FAKE_API_KEY" in logged[0]["detail"]
