@@ -58,7 +58,7 @@ async def models(request: Request) -> Response:
                     "type": config.type,
                     "model": config.model,
                     "tier": policy.tier_of(name),
-                    "available": state is not None and state.unavailable_reason() is None,
+                    "available": state is not None and state.is_up(),
                 },
             }
         )

@@ -40,7 +40,7 @@ async def readyz(request: Request) -> Response:
         reason = state.unavailable_reason()
         backends[state.name] = {
             "tier": policy.tier_of(state.name),
-            "usable": reason is None and state.breaker.state() != "open",
+            "usable": state.is_up() and state.breaker.state() != "open",
             "healthy": state.healthy,
             "warm": state.warm,
             "breaker": state.breaker.state(),

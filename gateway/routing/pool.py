@@ -72,6 +72,11 @@ class BackendState:
             return self.disabled
         return None  # unhealthy: its breaker lets trial traffic through (``mark``)
 
+    def is_up(self) -> bool:
+        """Enabled and not failing its health check (what readiness and the model list show;
+        an unhealthy backend still gets trial requests, one at a time)."""
+        return self.disabled is None and self.healthy is not False
+
     def mark(self, ok: bool, detail: str) -> None:
         """A health check's verdict (or a failed prewarm's). Unhealthy does not remove the
         backend: its breaker turns half-open, so one request at a time tries it."""

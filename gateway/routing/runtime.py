@@ -174,7 +174,7 @@ class Runtime:
 
     def refresh_gauges(self) -> None:
         for state in self._active.pool.states():
-            usable = state.unavailable_reason() is None and state.healthy is not False
+            usable = state.is_up()
             self._metrics.backend_up.labels(state.name).set(1 if usable else 0)
             self._metrics.breaker.labels(state.name).set(BREAKER_STATES[state.breaker.state()])
 
