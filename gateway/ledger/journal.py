@@ -9,7 +9,7 @@ entry when it opens (already shaped as an interrupted row: status 499, ``error_c
 interrupted``, usage estimated from the prompt) and appends its real row at the end; the last
 line of an id wins. The ledger writer ``forget``s entries once their rows are in the database or
 the outbox; a segment whose entries are all forgotten is deleted (a new one starts every
-``SEGMENT_BYTES``).
+``SEGMENT_BYTES``, or sooner when nothing is pending).
 
 Durability: ``sync="normal"`` (the default): once ``write()`` returns, the line is in the
 operating system's page cache and survives the process being killed; ``append`` returns None
@@ -46,7 +46,11 @@ log = structlog.get_logger("tiergate.ledger")
 
 Sync = Literal["normal", "full"]
 INTERRUPTED = "interrupted"  # the error class of a row a stream's opening entry became
-SEGMENT_BYTES = 8 * 1024 * 1024
+# A new segment every SEGMENT_BYTES (about 1,300 rows), or once every row was forgotten and the
+# segment holds IDLE_ROTATE_BYTES: a segment whose rows all reached the database is deleted,
+# so what a restart replays (idempotently) is little more than what was really in flight.
+SEGMENT_BYTES = 1024 * 1024
+IDLE_ROTATE_BYTES = 64 * 1024
 _NAMES: dict[type[LedgerEntry], tuple[str, ...]] = {}
 
 
@@ -208,6 +212,8 @@ class Journal:
                 if self._live[seq] == 0 and seq != self._seq:
                     del self._live[seq]
                     _unlink(self._segment(seq))
+        if not self._pending and self._size >= IDLE_ROTATE_BYTES:
+            self._rotate()  # everything written is safe: start afresh, drop the old file
 
     async def aclose(self) -> None:
         """Stop writing; delete the files if every entry was forgotten (else they are

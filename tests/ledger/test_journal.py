@@ -16,7 +16,7 @@ import orjson
 
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
-from gateway.ledger.journal import INTERRUPTED, Journal, recover
+from gateway.ledger.journal import IDLE_ROTATE_BYTES, INTERRUPTED, Journal, recover
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
@@ -156,3 +156,23 @@ def test_recover_takes_only_the_journals_of_dead_processes(tmp_path: Path) -> No
     assert list(directory.iterdir()) == []  # the dead journal is gone
     assert recover(directory, outbox) == 0  # and nothing is recovered twice
     outbox.close()
+
+
+async def test_an_idle_journal_starts_a_fresh_segment(tmp_path: Path) -> None:
+    """Once every row written has been forgotten, a segment past IDLE_ROTATE_BYTES is replaced
+    by an empty one: a restart has almost nothing to replay."""
+    directory = tmp_path / "journal"
+    journal = Journal(directory)
+    journal.start()
+    rows = [entry(n) for n in range(IDLE_ROTATE_BYTES // 500)]
+    for row in rows:
+        journal.append(row)
+    first = journal.path
+    assert first.stat().st_size >= IDLE_ROTATE_BYTES
+    journal.forget(row.id for row in rows[:-1])
+    assert journal.path == first  # one row still on its way: nothing moves
+    journal.forget([rows[-1].id])
+    assert journal.path != first
+    assert sorted(directory.glob("*.jsonl")) == [journal.path]
+    assert journal.path.stat().st_size == 0
+    await journal.aclose()
