@@ -26,6 +26,7 @@ from gateway.http.errors import (
     on_unexpected,
     on_validation_error,
 )
+from gateway.http.messages import count_tokens, messages
 from gateway.http.middleware import ApiKeys, BodyLimit
 from gateway.http.openapi import openapi_with_hot_routes
 from gateway.ledger.writer import LedgerWriter
@@ -42,6 +43,8 @@ HOT_ROUTES = (
     ("/v1/chat/completions", chat_completions),
     ("/v1/completions", completions),
     ("/v1/embeddings", embeddings),
+    ("/v1/messages", messages),
+    ("/v1/messages/count_tokens", count_tokens),
 )
 
 

@@ -15,16 +15,28 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError
+from gateway.http.anthropic_out import error_body as anthropic_error_body
 from gateway.http.receipt import receipt_headers
 from gateway.ids import request_id
 from gateway.pipeline import Receipt, Refused
 
 log = structlog.get_logger("tiergate.app")
+ANTHROPIC_PREFIX = "/v1/messages"
 
 
 def error_body(
-    message: str, *, type_: str, param: str | None = None, code: str | None = None
+    message: str,
+    *,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    status: int = 400,
+    path: str = "",
 ) -> bytes:
+    """The error in the shape of the API its path belongs to: Anthropic's for
+    ``/v1/messages``, OpenAI's everywhere else."""
+    if path.startswith(ANTHROPIC_PREFIX):
+        return anthropic_error_body(status, message)
     return orjson.dumps(
         {"error": {"message": message, "type": type_, "param": param, "code": code}}
     )
@@ -38,16 +50,19 @@ def error_response(
     param: str | None = None,
     code: str | None = None,
     headers: Mapping[str, str] | None = None,
+    path: str = "",
 ) -> Response:
     return Response(
-        content=error_body(message, type_=type_, param=param, code=code),
+        content=error_body(message, type_=type_, param=param, code=code, status=status, path=path),
         status_code=status,
         media_type="application/json",
         headers=dict(headers or {}),
     )
 
 
-def gateway_error_response(error: GatewayError, headers: Mapping[str, str]) -> Response:
+def gateway_error_response(
+    error: GatewayError, headers: Mapping[str, str], path: str = ""
+) -> Response:
     extra = dict(headers)
     if error.retry_after:
         extra["retry-after"] = str(max(1, round(error.retry_after)))
@@ -58,12 +73,13 @@ def gateway_error_response(error: GatewayError, headers: Mapping[str, str]) -> R
         param=error.param,
         code=error.code,
         headers=extra,
+        path=path,
     )
 
 
-def refused_response(refused: Refused) -> Response:
+def refused_response(refused: Refused, path: str = "") -> Response:
     """A request the pipeline could not answer, with what it did with it."""
-    return gateway_error_response(refused.error, receipt_headers(refused.receipt))
+    return gateway_error_response(refused.error, receipt_headers(refused.receipt), path)
 
 
 async def on_gateway_error(request: Request, exc: Exception) -> Response:
@@ -75,15 +91,15 @@ async def on_gateway_error(request: Request, exc: Exception) -> Response:
     headers = {"x-request-id": request_id()}
     if policy is not None:
         headers = receipt_headers(Receipt(request_id=headers["x-request-id"], policy=policy))
-    return gateway_error_response(exc, headers)
+    return gateway_error_response(exc, headers, request.url.path)
 
 
-async def on_refused(_request: Request, exc: Exception) -> Response:
+async def on_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
-    return refused_response(exc)
+    return refused_response(exc, request.url.path)
 
 
-async def on_http_error(_request: Request, exc: Exception) -> Response:
+async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, exc.detail)
     return error_response(
@@ -92,15 +108,20 @@ async def on_http_error(_request: Request, exc: Exception) -> Response:
         type_="invalid_request_error",
         code="not_found" if exc.status_code == 404 else None,
         headers=dict(exc.headers or {}),
+        path=request.url.path,
     )
 
 
-async def on_validation_error(_request: Request, exc: Exception) -> Response:
+async def on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first: dict[str, Any] = dict(exc.errors()[0]) if exc.errors() else {}
     param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
     return error_response(
-        400, f"{param}: {first.get('msg', 'invalid')}", type_="invalid_request_error", param=param
+        400,
+        f"{param}: {first.get('msg', 'invalid')}",
+        type_="invalid_request_error",
+        param=param,
+        path=request.url.path,
     )
 
 
@@ -119,4 +140,5 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
         "internal error in the gateway; the log has the details",
         type_="server_error",
         code="internal_error",
+        path=request.url.path,
     )

@@ -22,9 +22,16 @@ BASIC_CHALLENGE = {"www-authenticate": 'Basic realm="tiergate"'}
 
 
 async def _send_error(
-    send: Send, status: int, message: str, type_: str, code: str, extra: Mapping[str, str] = {}
+    send: Send,
+    status: int,
+    message: str,
+    type_: str,
+    code: str,
+    extra: Mapping[str, str] = {},
+    *,
+    path: str,
 ) -> None:
-    body = error_body(message, type_=type_, code=code)
+    body = error_body(message, type_=type_, code=code, status=status, path=path)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -57,7 +64,7 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.limit:
-                    await self._refuse(send)
+                    await self._refuse(send, scope["path"])
                     return
                 break
         received = 0
@@ -82,9 +89,9 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, scope["path"])
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, path: str) -> None:
         await _send_error(
             send,
             413,
@@ -92,6 +99,7 @@ class BodyLimit:
             "invalid_request_error",
             "body_too_large",
             {"connection": "close"},
+            path=path,
         )
 
 
@@ -138,10 +146,11 @@ class ApiKeys:
             await _send_error(
                 send,
                 401,
-                f"missing API key: send it as {how}",
+                f"missing API key: send it as {how} (or 'x-api-key: <key>')",
                 "authentication_error",
                 "missing_api_key",
                 challenge,
+                path=scope["path"],
             )
             return
         digest = _digest(token)
@@ -154,6 +163,7 @@ class ApiKeys:
                     "admin routes are disabled: set TIERGATE_ADMIN_KEY to use them",
                     "permission_error",
                     "admin_disabled",
+                    path=scope["path"],
                 )
                 return
             if not is_admin:
@@ -165,6 +175,7 @@ class ApiKeys:
                     "permission_error" if known else "authentication_error",
                     "admin_key_required",
                     {} if known else challenge,
+                    path=scope["path"],
                 )
                 return
             state["key_id"] = "admin"
@@ -172,7 +183,12 @@ class ApiKeys:
             key_id = "admin" if is_admin else self._clients.get(digest)
             if key_id is None:
                 await _send_error(
-                    send, 401, "invalid API key", "authentication_error", "invalid_api_key"
+                    send,
+                    401,
+                    "invalid API key",
+                    "authentication_error",
+                    "invalid_api_key",
+                    path=scope["path"],
                 )
                 return
             state["key_id"] = key_id

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from gateway.http.anthropic_in import CountTokensIn, MessagesIn
 from gateway.http.openai_in import ChatCompletionIn, CompletionIn, EmbeddingIn
 
 REF = "#/components/schemas/{model}"
@@ -19,6 +20,8 @@ HOT_BODIES: dict[str, tuple[type[BaseModel], str]] = {
     "/v1/chat/completions": (ChatCompletionIn, "A chat completion (OpenAI's wire format)"),
     "/v1/completions": (CompletionIn, "A text completion (OpenAI's legacy wire format)"),
     "/v1/embeddings": (EmbeddingIn, "Embeddings (OpenAI's wire format)"),
+    "/v1/messages": (MessagesIn, "A message (Anthropic's Messages wire format)"),
+    "/v1/messages/count_tokens": (CountTokensIn, "Count a message's input tokens (Anthropic's)"),
 }
 
 

@@ -150,6 +150,7 @@ class Stream:
     def __init__(self, flight: _Flight, opened: Opened, chat: ChatRequest) -> None:
         self.receipt = flight.receipt(served=True)
         self.model = flight.outcome.model
+        self.prompt_tokens = flight.outcome.prompt_estimate  # the gateway's count, until usage
         self.choices = choices = chat.n
         self._flight = flight
         self._opened = opened

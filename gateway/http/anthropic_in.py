@@ -1,0 +1,273 @@
+"""Anthropic Messages request bodies (``POST /v1/messages``, ``/v1/messages/count_tokens``),
+validated with pydantic and translated into the adapters' ``ChatRequest``: system prompt, text,
+image, ``tool_use`` and ``tool_result`` blocks, tools and ``tool_choice``. Anthropic's wire is
+documented at https://docs.anthropic.com/en/api/messages."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adapters.base import ChatRequest, ImagePart, Message, Tool, ToolCall, ToolChoice
+from gateway.errors import BadRequest
+from gateway.http.openai_in import validation_error
+from gateway.routing.plan import check_max_tokens
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class _Block(BaseModel):
+    # Clients echo an answer's blocks back as they got them, with fields newer than this
+    # gateway (``caller``, ``citations``, ``cache_control`` for prompt caching): ignored.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class TextBlock(_Block):
+    type: Literal["text"]
+    text: str
+
+
+class Base64Source(_Wire):
+    type: Literal["base64"]
+    media_type: str = Field(min_length=1)
+    data: str = Field(min_length=1)
+
+
+class UrlSource(_Wire):
+    type: Literal["url"]
+    url: str = Field(min_length=1)
+
+
+class ImageBlock(_Block):
+    type: Literal["image"]
+    source: Annotated[Base64Source | UrlSource, Field(discriminator="type")]
+
+
+class ToolUseBlock(_Block):
+    type: Literal["tool_use"]
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: dict[str, Any]
+
+
+class ToolResultBlock(_Block):
+    type: Literal["tool_result"]
+    tool_use_id: str = Field(min_length=1)
+    content: str | list[TextBlock] | None = None
+    is_error: bool | None = None
+
+
+class OtherBlock(BaseModel):
+    """Documents, thinking, server tools: accepted by the schema so the refusal names them."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["document", "thinking", "redacted_thinking", "server_tool_use", "search_result"]
+
+
+Block = Annotated[
+    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | OtherBlock,
+    Field(discriminator="type"),
+]
+
+
+class MessageIn(_Wire):
+    role: Literal["user", "assistant"]
+    content: str | list[Block]
+
+
+class ToolIn(_Wire):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    input_schema: dict[str, Any]
+    type: Literal["custom"] | None = None
+    cache_control: dict[str, Any] | None = None
+
+
+class ToolChoiceIn(_Wire):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = Field(default=None, min_length=1)
+    disable_parallel_tool_use: bool | None = None
+
+
+class MetadataIn(_Wire):
+    user_id: str | None = None
+
+
+class CountTokensIn(_Wire):
+    """``POST /v1/messages/count_tokens``."""
+
+    model: str = Field(min_length=1)
+    messages: list[MessageIn] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: ToolChoiceIn | None = None
+    # Extended thinking is not offered: accepted (Claude Code sends it) and ignored.
+    thinking: dict[str, Any] | None = None
+
+
+class MessagesIn(CountTokensIn):
+    """``POST /v1/messages``."""
+
+    max_tokens: int = Field(ge=1)
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1)
+    metadata: MetadataIn | None = None
+    stream: bool | None = None
+    service_tier: str | None = None
+
+
+def parse_messages(body: bytes) -> MessagesIn:
+    return _parse(MessagesIn, body)
+
+
+def parse_count_tokens(body: bytes) -> CountTokensIn:
+    return _parse(CountTokensIn, body)
+
+
+def _parse(model: type[_M], body: bytes) -> _M:
+    if not body.strip():
+        raise BadRequest("the request body is empty: send a JSON object", code="invalid_json")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+# --- translation ------------------------------------------------------------------------------
+
+
+def chat_request(body: CountTokensIn, max_tokens_limit: int) -> ChatRequest:
+    """The request as the pipeline takes it (Anthropic's turns as chat messages)."""
+    messages: list[Message] = []
+    system = _system(body.system)
+    if system:
+        messages.append(Message(role="system", content=system))
+    for i, turn in enumerate(body.messages):
+        messages.extend(_turn(turn, f"messages[{i}]"))
+    tools = tuple(
+        Tool(name=t.name, description=t.description, parameters=t.input_schema)
+        for t in body.tools or ()
+    )
+    full = body if isinstance(body, MessagesIn) else None
+    max_tokens = full.max_tokens if full is not None else None
+    if max_tokens is not None:
+        check_max_tokens(max_tokens, max_tokens_limit, "max_tokens")
+    return ChatRequest(
+        messages=tuple(messages),
+        max_tokens=max_tokens,
+        temperature=full.temperature if full else None,
+        top_p=full.top_p if full else None,
+        top_k=full.top_k if full else None,
+        stop=tuple(full.stop_sequences or ()) if full else (),
+        tools=tools,
+        tool_choice=_tool_choice(body.tool_choice, tools),
+        parallel_tool_calls=(
+            False
+            if body.tool_choice is not None and body.tool_choice.disable_parallel_tool_use
+            else None
+        ),
+        user=full.metadata.user_id if full and full.metadata else None,
+    )
+
+
+def _system(system: str | list[TextBlock] | None) -> str:
+    if system is None or isinstance(system, str):
+        return system or ""
+    return "\n".join(block.text for block in system)
+
+
+def _turn(turn: MessageIn, where: str) -> list[Message]:
+    """One Anthropic turn as chat messages: a user turn's ``tool_result`` blocks become
+    ``tool`` messages (first, as they answer the previous turn's calls), the rest one message."""
+    if isinstance(turn.content, str):
+        return [Message(role=turn.role, content=turn.content)]
+    texts: list[str] = []
+    images: list[ImagePart] = []
+    calls: list[ToolCall] = []
+    results: list[Message] = []
+    for j, block in enumerate(turn.content):
+        at = f"{where}.content[{j}]"
+        if isinstance(block, TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, ImageBlock):
+            source = block.source
+            url = (
+                source.url
+                if isinstance(source, UrlSource)
+                else f"data:{source.media_type};base64,{source.data}"
+            )
+            images.append(ImagePart(url=url))
+        elif isinstance(block, ToolUseBlock):
+            if turn.role != "assistant":
+                raise _misplaced(at, "tool_use", "assistant")
+            calls.append(ToolCall(block.id, block.name, json.dumps(block.input)))
+        elif isinstance(block, ToolResultBlock):
+            if turn.role != "user":
+                raise _misplaced(at, "tool_result", "user")
+            content = block.content
+            text = content if isinstance(content, str) or content is None else ""
+            if isinstance(content, list):
+                text = "\n".join(part.text for part in content)
+            if block.is_error:
+                text = f"(the tool failed) {text or ''}".strip()
+            results.append(Message(role="tool", content=text or "", tool_call_id=block.tool_use_id))
+        else:
+            raise BadRequest(
+                f"{at}.type: content blocks of type {block.type!r} are not supported; send "
+                f"text, image, tool_use or tool_result blocks",
+                param=f"{at}.type",
+                code="unsupported_content",
+            )
+    out = list(results)
+    if texts or images or calls or not results:
+        out.append(
+            Message(
+                role=turn.role,
+                content="\n".join(texts),
+                tool_calls=tuple(calls),
+                images=tuple(images),
+            )
+        )
+    return out
+
+
+def _misplaced(at: str, kind: str, role: str) -> BadRequest:
+    return BadRequest(
+        f"{at}: a {kind} block belongs in a {role} turn",
+        param=f"{at}.type",
+        code="invalid_request",
+    )
+
+
+def _tool_choice(choice: ToolChoiceIn | None, tools: tuple[Tool, ...]) -> ToolChoice | None:
+    if choice is None:
+        return None
+    if choice.type == "tool":
+        if choice.name is None:
+            raise BadRequest(
+                "tool_choice.name: required when tool_choice.type is 'tool'",
+                param="tool_choice.name",
+                code="missing",
+            )
+        if choice.name not in {t.name for t in tools}:
+            raise BadRequest(
+                f"tool_choice.name: {choice.name!r} is not one of the tools",
+                param="tool_choice.name",
+                code="invalid_value",
+            )
+        return ToolChoice(mode="function", name=choice.name)
+    modes: dict[str, Literal["auto", "required", "none"]] = {
+        "auto": "auto",
+        "any": "required",
+        "none": "none",
+    }
+    return ToolChoice(mode=modes[choice.type])

@@ -1,0 +1,142 @@
+"""``POST /v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API as a front
+door onto the same pipeline as chat (scored, routed to any backend, cached, priced, one ledger
+row), answered in Anthropic's shapes: the message, its event stream, its errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncGenerator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from adapters.base import ChatRequest, ToolCallDelta
+from gateway.errors import BadRequest
+from gateway.http.anthropic_in import (
+    CountTokensIn,
+    chat_request,
+    parse_count_tokens,
+    parse_messages,
+)
+from gateway.http.anthropic_out import EventStream, error_event, message_id, whole
+from gateway.http.errors import refused_response
+from gateway.http.receipt import receipt_headers
+from gateway.http.sse import EventStreamResponse
+from gateway.pipeline import Answer, Broke, Ended, Inbound, Pipeline, Refused, Stream
+from gateway.scoring.tokens import count_exact
+
+
+async def messages(request: Request) -> Response:
+    arrived = time.perf_counter()  # the deadline counts from here
+    body = parse_messages(await request.body())
+    pipeline = _pipeline(request)
+    chat = _chat(pipeline, body)
+    inbound = Inbound(
+        chat=chat,
+        model=body.model,
+        stream=bool(body.stream),
+        key_id=request.scope.get("state", {}).get("key_id", "-"),
+        headers=request.headers,
+        arrived=arrived,
+    )
+    try:
+        result = await pipeline.handle(inbound)
+    except Refused as refused:
+        return refused_response(refused, request.url.path)
+    headers = receipt_headers(result.receipt)
+    msg_id = message_id(result.receipt.request_id)
+    if isinstance(result, Stream):
+        headers["cache-control"] = "no-cache"
+        shape = EventStream(msg_id, result.model, result.prompt_tokens)
+        return EventStreamResponse(_events(result, shape), headers=headers, on_close=result.close)
+    completion = result.completion
+    if not body.stream:
+        return Response(
+            whole(completion, msg_id, completion.model),
+            media_type="application/json",
+            headers=headers,
+        )
+    # A streamed request answered whole (from the response cache): its events in one body.
+    headers["cache-control"] = "no-cache"
+    return Response(
+        _whole_as_events(result, msg_id), media_type="text/event-stream", headers=headers
+    )
+
+
+async def count_tokens(request: Request) -> Response:
+    """The prompt's tokens as tiergate counts them (the tokenizer its router uses: an estimate
+    of what the backend that answers will count)."""
+    body = parse_count_tokens(await request.body())
+    chat = _chat(_pipeline(request), body)
+    return Response(orjson.dumps({"input_tokens": _count(chat)}), media_type="application/json")
+
+
+def _chat(pipeline: Pipeline, body: CountTokensIn) -> ChatRequest:
+    limits = pipeline.runtime.active.policy.limits
+    count = len(body.messages)
+    if count > limits.max_messages:
+        raise BadRequest(
+            f"messages: {count} messages is above this gateway's limit of {limits.max_messages}",
+            param="messages",
+            code="too_many_messages",
+        )
+    return chat_request(body, limits.max_tokens)
+
+
+def _count(chat: ChatRequest) -> int:
+    total = 0
+    for message in chat.messages:
+        total += count_exact(message.content) + 4  # the turn's role and separators
+        for call in message.tool_calls:
+            total += count_exact(call.name) + count_exact(call.arguments)
+    for tool in chat.tools:
+        # The standard library's json: a schema may hold integers past 64 bits (orjson's limit).
+        total += count_exact(tool.name) + count_exact(json.dumps(tool.parameters))
+        total += count_exact(tool.description or "")
+    return total
+
+
+def _pipeline(request: Request) -> Pipeline:
+    pipeline: Pipeline = request.app.state.pipeline
+    return pipeline
+
+
+async def _events(stream: Stream, shape: EventStream) -> AsyncGenerator[bytes, None]:
+    yield shape.start()
+    async for event in stream.events:
+        if isinstance(event, tuple):
+            index, chunk = event
+            if index:
+                continue  # Anthropic has no n: only the first choice is asked for
+            if chunk.tool_calls:
+                yield shape.tool_calls(chunk.tool_calls)
+            if chunk.delta:
+                yield shape.text(chunk.delta)
+        elif isinstance(event, Ended):
+            yield shape.end(event.finish[0], event.usage)
+        elif isinstance(event, Broke):
+            message = (
+                f"the backend failed after the stream started ({event.message}); the answer "
+                f"above is incomplete and was not retried, since the client already had part "
+                f"of it"
+            )
+            yield error_event(502, message)
+
+
+def _whole_as_events(answer: Answer, msg_id: str) -> bytes:
+    completion = answer.completion
+    shape = EventStream(msg_id, completion.model, completion.usage.prompt_tokens)
+    parts = [shape.start()]
+    if completion.text:
+        parts.append(shape.text(completion.text))
+    if completion.tool_calls:
+        parts.append(
+            shape.tool_calls(
+                ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
+                for i, c in enumerate(completion.tool_calls)
+            )
+        )
+    parts.append(shape.end(completion.finish_reason, completion.usage))
+    return b"".join(parts)

@@ -1,0 +1,173 @@
+"""End to end with the official ``anthropic`` SDK, unchanged, against a real ``tiergate serve``:
+messages on the real tiny model (whole and streamed), tool use to an OpenAI-compatible upstream
+(a real HTTP stub; the gateway translates Anthropic's blocks to chat and back), count_tokens,
+and errors in Anthropic's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+from anthropic.types import MessageParam, ToolParam
+
+from tests.e2e._tool_upstream import StubServer, stub_server
+from tests.e2e.conftest import API_KEY, Server, serving
+from tests.e2e.test_capabilities import POLICY, TOOL_RESULT
+
+WEATHER: ToolParam = {
+    "name": "get_weather",
+    "description": "The current weather in a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+QUESTION: list[MessageParam] = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StubServer]:
+    with stub_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, stub: StubServer) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("e2e_anthropic")
+    with serving(root, POLICY.format(base_url=stub.base_url)) as running:
+        yield running
+
+
+def client(server: Server, key: str = API_KEY) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.base_url, api_key=key, max_retries=0)
+
+
+@pytest.fixture
+def sdk(gateway: Server) -> Iterator[anthropic.Anthropic]:
+    with client(gateway) as opened:
+        yield opened
+
+
+def test_a_message_from_the_tiny_model(gateway: Server) -> None:
+    with client(gateway) as sdk:
+        raw = sdk.messages.with_raw_response.create(
+            model="auto", max_tokens=12, messages=[{"role": "user", "content": "Say hello."}]
+        )
+    message = raw.parse()
+    assert raw.headers["x-tiergate-tier"] == "tiny"  # an easy prompt: the cheapest tier
+    assert raw.headers["x-request-id"]
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert message.id.startswith("msg_")
+    assert message.content[0].type == "text"
+    assert message.content[0].text.strip()
+    assert message.stop_reason in ("end_turn", "max_tokens")
+    assert message.usage.input_tokens > 0
+    assert 0 < message.usage.output_tokens <= 12
+
+
+def test_a_streamed_message_from_the_tiny_model(gateway: Server) -> None:
+    with (
+        client(gateway) as sdk,
+        sdk.messages.stream(
+            model="auto", max_tokens=12, messages=[{"role": "user", "content": "Say hello."}]
+        ) as stream,
+    ):
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.strip()
+    assert final.content[0].type == "text"
+    assert final.content[0].text == text
+    assert final.stop_reason in ("end_turn", "max_tokens")
+    assert final.usage.output_tokens > 0
+
+
+def test_tool_use_round_trip(sdk: anthropic.Anthropic, stub: StubServer) -> None:
+    """The call comes back as a ``tool_use`` block; the ``tool_result`` reaches the upstream
+    as a tool message answering that call, and the final answer uses it."""
+    first = sdk.messages.create(model="agent", max_tokens=64, messages=QUESTION, tools=[WEATHER])
+    sent = stub.last()
+    assert sent["tools"][0]["function"]["name"] == "get_weather"
+    assert sent["tools"][0]["function"]["parameters"] == WEATHER["input_schema"]
+    assert first.stop_reason == "tool_use"
+    calls = [block for block in first.content if block.type == "tool_use"]
+    assert [(c.name, c.input) for c in calls] == [("get_weather", {"city": "Paris"})]
+
+    assistant: MessageParam = {
+        "role": "assistant",
+        "content": [
+            {"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in calls
+        ],
+    }
+    result: MessageParam = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": calls[0].id, "content": TOOL_RESULT}],
+    }
+    follow_up = [*QUESTION, assistant, result]
+    second = sdk.messages.create(model="agent", max_tokens=64, messages=follow_up, tools=[WEATHER])
+    sent = stub.last()
+    assert sent["messages"][1]["tool_calls"][0]["id"] == calls[0].id
+    assert sent["messages"][2] == {
+        "role": "tool",
+        "content": TOOL_RESULT,
+        "tool_call_id": calls[0].id,
+    }
+    assert second.stop_reason == "end_turn"
+    assert second.content[0].type == "text"
+    assert second.content[0].text == f"The weather in Paris: {TOOL_RESULT}"
+
+
+def test_streamed_tool_use_joins_into_the_call(gateway: Server) -> None:
+    with (
+        client(gateway) as sdk,
+        sdk.messages.stream(
+            model="agent", max_tokens=64, messages=QUESTION, tools=[WEATHER]
+        ) as stream,
+    ):
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    calls = [block for block in final.content if block.type == "tool_use"]
+    assert [(c.name, c.input) for c in calls] == [("get_weather", {"city": "Paris"})]
+
+
+def test_count_tokens(gateway: Server) -> None:
+    with client(gateway) as sdk:
+        short = sdk.messages.count_tokens(model="auto", messages=QUESTION)
+        longer = sdk.messages.count_tokens(
+            model="auto", messages=QUESTION, system="Answer in French.", tools=[WEATHER]
+        )
+    assert 0 < short.input_tokens < longer.input_tokens
+
+
+def test_errors_come_in_anthropics_shape(gateway: Server) -> None:
+    with (
+        client(gateway, key="not-a-key") as stranger,
+        pytest.raises(anthropic.AuthenticationError) as denied,
+    ):
+        stranger.messages.create(model="auto", max_tokens=8, messages=QUESTION)
+    assert _error(denied.value.body) == "authentication_error"
+    with client(gateway) as sdk, pytest.raises(anthropic.BadRequestError) as unknown:
+        sdk.messages.create(model="gpt-17-ultra", max_tokens=8, messages=QUESTION)
+    assert _error(unknown.value.body) == "invalid_request_error"
+    assert "gpt-17-ultra" in str(unknown.value.body)
+    # max_tokens is required, as at Anthropic (the SDK's types ask for it: sent raw here).
+    raw = httpx.post(
+        f"{gateway.base_url}/v1/messages",
+        headers={"x-api-key": API_KEY, "anthropic-version": "2023-06-01"},
+        json={"model": "auto", "messages": QUESTION},
+    )
+    assert raw.status_code == 400
+    body = raw.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in body["error"]["message"]
+
+
+def _error(body: object) -> Any:
+    assert isinstance(body, dict)
+    assert body["type"] == "error"
+    return body["error"]["type"]

@@ -1,0 +1,172 @@
+"""``/v1/messages`` in-process, with scripted backends: the translation of Anthropic's blocks,
+the event sequence of a stream, refusals in Anthropic's shape, and the same request through
+chat and messages reaching the same backend at the same cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters.config import FakeStep
+from adapters.fake import FakeBackend
+from tests.http.helpers import gateway
+
+POLICY = """
+version: 1
+backends:
+  small: {type: fake, model: small-model}
+tiers:
+  - {name: only, backends: [small]}
+pricing:
+  backends:
+    small: {usd_per_1m_input: 1.0, usd_per_1m_output: 2.0}
+"""
+PIXEL = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5E"
+    "rkJggg=="
+)
+HEADERS = {"anthropic-version": "2023-06-01"}
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+def events(text: str) -> list[tuple[str, dict[str, object]]]:
+    """(event name, data) of a server-sent event stream."""
+    out: list[tuple[str, dict[str, object]]] = []
+    for chunk in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in chunk.splitlines())
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+async def test_blocks_become_the_chat_the_backend_sees(policy: Path) -> None:
+    small = FakeBackend.scripted("small", "seen")
+    body = {
+        "model": "auto",
+        "max_tokens": 20,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this picture?"},
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": PIXEL},
+                    },
+                ],
+            }
+        ],
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "u-42"},
+    }
+    async with gateway(policy, backends={"small": small}, ledger=False) as (client, _app):
+        response = await client.post("/v1/messages", json=body, headers=HEADERS)
+    assert response.status_code == 200, response.text
+    sent = small.requests[-1]
+    assert [(m.role, m.content) for m in sent.messages] == [
+        ("system", "Be brief."),
+        ("user", "What is in this picture?"),
+    ]
+    assert sent.messages[1].images[0].url == f"data:image/png;base64,{PIXEL}"
+    assert (sent.stop, sent.user, sent.max_tokens) == (("END",), "u-42", 20)
+    message = response.json()
+    assert message["content"] == [{"type": "text", "text": "seen"}]
+    assert message["stop_reason"] == "end_turn"
+
+
+async def test_a_stream_follows_anthropics_event_sequence(policy: Path) -> None:
+    small = FakeBackend.scripted("small", "one two three")
+    body = {
+        "model": "auto",
+        "max_tokens": 20,
+        "stream": True,
+        "messages": [{"role": "user", "content": "count"}],
+    }
+    async with gateway(policy, backends={"small": small}, ledger=False) as (client, _app):
+        response = await client.post("/v1/messages", json=body, headers=HEADERS)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    seen = events(response.text)
+    names = [name for name, _ in seen]
+    assert names[:3] == ["message_start", "ping", "content_block_start"]
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(names[3:-3]) == {"content_block_delta"}
+    text = "".join(
+        str(data["delta"]["text"])  # type: ignore[index]
+        for name, data in seen
+        if name == "content_block_delta"
+    )
+    assert text == "one two three"
+    delta = dict(seen[-2][1])
+    assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+
+
+async def test_unsupported_blocks_are_refused_in_anthropics_shape(policy: Path) -> None:
+    body = {
+        "model": "auto",
+        "max_tokens": 20,
+        "messages": [
+            {"role": "user", "content": [{"type": "document", "source": {"type": "text"}}]}
+        ],
+    }
+    async with gateway(policy, ledger=False) as (client, _app):
+        response = await client.post("/v1/messages", json=body, headers=HEADERS)
+        missing = await client.post(
+            "/v1/messages", json={"model": "auto", "messages": []}, headers=HEADERS
+        )
+    assert response.status_code == 400
+    error = response.json()
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "invalid_request_error"
+    assert "messages[0].content[0].type" in error["error"]["message"]
+    assert "'document'" in error["error"]["message"]
+    assert missing.status_code == 400
+    assert missing.json()["type"] == "error"
+
+
+async def test_chat_and_messages_reach_the_same_backend_at_the_same_cost(policy: Path) -> None:
+    small = FakeBackend.scripted("small", FakeStep(reply="the same answer"))
+    prompt = "Summarise the plot of Hamlet in one line."
+    async with gateway(policy, backends={"small": small}, ledger=False) as (client, _app):
+        chat = await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "auto",
+                "max_tokens": 30,
+                "messages": [{"role": "user", "content": prompt}],
+            },
+        )
+        messages = await client.post(
+            "/v1/messages",
+            json={
+                "model": "auto",
+                "max_tokens": 30,
+                "messages": [{"role": "user", "content": prompt}],
+            },
+            headers=HEADERS,
+        )
+    assert chat.status_code == messages.status_code == 200
+    for header in ("x-tiergate-backend", "x-tiergate-tier", "x-tiergate-complexity"):
+        assert chat.headers[header] == messages.headers[header]
+    assert chat.headers["x-tiergate-cost-usd"] == messages.headers["x-tiergate-cost-usd"]
+    assert small.requests[0] == small.requests[1]  # the very same request reached it
+    usage = chat.json()["usage"]
+    assert messages.json()["usage"]["input_tokens"] == usage["prompt_tokens"]
+    assert messages.json()["usage"]["output_tokens"] == usage["completion_tokens"]
+
+
+async def test_count_tokens_takes_any_json_schema(policy: Path) -> None:
+    """A tool schema may hold integers past 64 bits (found by the schema fuzzer: a 500)."""
+    tool = {"name": "big", "input_schema": {"type": "integer", "maximum": 2**70}}
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "tools": [tool]}
+    async with gateway(policy, ledger=False) as (client, _app):
+        response = await client.post("/v1/messages/count_tokens", json=body, headers=HEADERS)
+    assert response.status_code == 200, response.text
+    assert response.json()["input_tokens"] > 0
