@@ -63,6 +63,7 @@ async def _serve(
         key_id=request.scope.get("state", {}).get("key_id", "-"),
         headers=request.headers,
         arrived=arrived,
+        api="chat" if kind == "chat" else "completions",
     )
     try:
         result = await _pipeline(request).handle(inbound)

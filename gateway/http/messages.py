@@ -40,6 +40,7 @@ async def messages(request: Request) -> Response:
         key_id=request.scope.get("state", {}).get("key_id", "-"),
         headers=request.headers,
         arrived=arrived,
+        api="messages",
     )
     try:
         result = await pipeline.handle(inbound)

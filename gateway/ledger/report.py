@@ -48,6 +48,7 @@ GROUPINGS: tuple[str, ...] = (
     "cost_source",
     "capability",
     "canary_arm",
+    "api",
 )
 # A request that needed nothing special, in a report by capability.
 PLAIN = "plain"
@@ -56,6 +57,7 @@ CHUNK = 5000
 _COLUMNS = (
     RequestRow.ts,
     RequestRow.canary_arm,
+    RequestRow.api,
     RequestRow.capabilities,
     RequestRow.key_id,
     RequestRow.route,
@@ -229,6 +231,8 @@ def _key(row: Any, by: str | None) -> str:
             return str(row.key_id)
         case "canary_arm":
             return str(row.canary_arm or "-")
+        case "api":
+            return str(row.api or "-")
         case _:
             return str(getattr(row, by))
 

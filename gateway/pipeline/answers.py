@@ -23,6 +23,7 @@ class Inbound:
     # The client's request headers (case-insensitive): a canary may split traffic by one.
     headers: Mapping[str, str] = field(default_factory=dict)
     arrived: float | None = None  # time.perf_counter() at the edge: the deadline counts from it
+    api: str = "chat"  # the wire format it came through (recorded in the ledger)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ class Pipeline:
             choices=chat.n,
             arrived=inbound.arrived,
         )
+        outcome.api = inbound.api
         with _refusing(outcome):
             plan = make_plan(
                 active.policy,
@@ -123,6 +124,7 @@ class Pipeline:
         active = self.runtime.active
         policy = active.policy
         outcome = Outcome.begin(policy.hash, key_id, stream=False, choices=1, arrived=arrived)
+        outcome.api = "embeddings"
         tokens = sum(count_exact(text) for text in request.inputs)
         with _refusing(outcome):
             plan = plan_embeddings(policy, active.pool.capabilities, model, tokens)

@@ -61,6 +61,7 @@ class Outcome:
     canary_arm: str | None = None  # stable | candidate (a canary's split or shadow sample)
     cascade: Verdict | None = None  # a cascading tier answered first: what was decided
     cascade_cost: Decimal | None = None  # what the cascade's cheap call cost (inside priced)
+    api: str | None = None  # the wire format the request came through
 
     @classmethod
     def begin(
@@ -256,6 +257,7 @@ def _entry(
         cascade_cost_usd=outcome.cascade_cost,
         cascade_prompt_tokens=verdict.first.usage.prompt_tokens if verdict else None,
         cascade_completion_tokens=verdict.first.usage.completion_tokens if verdict else None,
+        api=outcome.api,
     )
 
 

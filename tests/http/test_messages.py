@@ -4,13 +4,17 @@ chat and messages reaching the same backend at the same cost."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from adapters.config import FakeStep
 from adapters.fake import FakeBackend
+from gateway.ledger.models import RequestRow
 from tests.http.helpers import gateway
 
 POLICY = """
@@ -35,6 +39,11 @@ def policy(tmp_path: Path) -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
     return path
+
+
+def recorded_apis(engine: Engine) -> dict[str, str | None]:
+    with Session(engine) as session:
+        return {row.id: row.api for row in session.scalars(select(RequestRow))}
 
 
 def events(text: str) -> list[tuple[str, dict[str, object]]]:
@@ -134,7 +143,7 @@ async def test_unsupported_blocks_are_refused_in_anthropics_shape(policy: Path) 
 async def test_chat_and_messages_reach_the_same_backend_at_the_same_cost(policy: Path) -> None:
     small = FakeBackend.scripted("small", FakeStep(reply="the same answer"))
     prompt = "Summarise the plot of Hamlet in one line."
-    async with gateway(policy, backends={"small": small}, ledger=False) as (client, _app):
+    async with gateway(policy, backends={"small": small}) as (client, app):
         chat = await client.post(
             "/v1/chat/completions",
             json={
@@ -152,7 +161,14 @@ async def test_chat_and_messages_reach_the_same_backend_at_the_same_cost(policy:
             },
             headers=HEADERS,
         )
+        await app.state.ledger.flush()
+        apis = await asyncio.to_thread(recorded_apis, app.state.ledger.engine)
     assert chat.status_code == messages.status_code == 200
+    # One row each, with the wire format it came through.
+    assert apis == {
+        chat.headers["x-request-id"]: "chat",
+        messages.headers["x-request-id"]: "messages",
+    }
     for header in ("x-tiergate-backend", "x-tiergate-tier", "x-tiergate-complexity"):
         assert chat.headers[header] == messages.headers[header]
     assert chat.headers["x-tiergate-cost-usd"] == messages.headers["x-tiergate-cost-usd"]
