@@ -136,7 +136,13 @@ async def open_ledger(settings: Settings, metrics: Metrics) -> LedgerWriter:
         journal = await asyncio.to_thread(
             Journal, settings.journal_path(), sync=settings.journal_sync
         )
-    writer = LedgerWriter(engine, outbox, metrics, journal=journal)
+    writer = LedgerWriter(
+        engine,
+        outbox,
+        metrics,
+        journal=journal,
+        insert_timeout_s=settings.ledger_insert_timeout_s,
+    )
     writer.start()
     if outbox.size:
         log.warning("ledger_outbox_pending", rows=outbox.size, path=str(outbox.path))

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         default=Path(".tiergate/outbox.db"),
         description="local outbox for ledger rows while the database is unreachable",
     )
+    ledger_insert_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="a ledger insert not answered within this is given up: its rows go to the "
+        "outbox (a frozen database is noticed)",
+    )
     journal: bool = Field(
         default=True,
         description="write every ledger row to a local write-ahead journal before the answer "

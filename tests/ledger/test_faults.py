@@ -85,6 +85,17 @@ def outbox_rows(path: Path) -> int:
         connection.close()
 
 
+def outbox_entries(path: Path) -> dict[str, int]:
+    """id → status of the rows waiting in the outbox file."""
+    if not path.exists():
+        return {}
+    box = Outbox(path)
+    try:
+        return {entry.id: entry.status for entry in box.peek(1_000_000)}
+    finally:
+        box.close()
+
+
 def numbers(**figures: object) -> None:
     """The run's figures, in the test's output (``pytest -rP`` shows them)."""
     print("figures:", ", ".join(f"{name}={value}" for name, value in figures.items()))
@@ -324,7 +335,11 @@ async def test_sigterm_under_load_loses_no_row(
     complete = {e.request_id or "(no x-request-id)": e.status for e in exchanges if e.complete}
     cut_short = {e.request_id for e in exchanges if e.request_id and not e.complete}
     unanswered = [e for e in exchanges if e.request_id is None]
-    rows = dict(await asyncio.to_thread(ledger_rows, ledger_url))
+    in_db = dict(await asyncio.to_thread(ledger_rows, ledger_url))
+    # A drain whose inserts the lock held past the writer's 5 s deadline (a slow machine) put
+    # the rest in the outbox, which the next start replays: kept, not lost.
+    waiting = outbox_entries(server.outbox)
+    rows = {**waiting, **in_db}
     accounted = {
         e["request_id"] for e in server.events("request") if e.get("attempts")
     }  # every request that reached a backend, as the server logged it
@@ -338,6 +353,7 @@ async def test_sigterm_under_load_loses_no_row(
         cut_short=len(cut_short),
         no_response=len(unanswered),
         rows=len(rows),
+        rows_in_outbox=len(waiting),
     )
 
     assert in_flight
@@ -349,7 +365,6 @@ async def test_sigterm_under_load_loses_no_row(
     assert set(rows) == accounted
     # Rows of no exchange the clients saw can only be requests whose response never came.
     assert len(set(rows) - set(complete) - cut_short) <= len(unanswered)
-    assert outbox_rows(server.outbox) == 0
 
 
 # --- 3. a restart with rows in the outbox -------------------------------------------------------
