@@ -6,21 +6,18 @@ documented at https://docs.anthropic.com/en/api/messages."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.base import ChatRequest, ImagePart, Message, Tool, ToolCall, ToolChoice
 from gateway.errors import BadRequest
-from gateway.http.openai_in import validation_error
+from gateway.http.openai_in import parse_as
 from gateway.routing.plan import check_max_tokens
 
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-
-
-_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Block(BaseModel):
@@ -126,20 +123,11 @@ class MessagesIn(CountTokensIn):
 
 
 def parse_messages(body: bytes) -> MessagesIn:
-    return _parse(MessagesIn, body)
+    return parse_as(MessagesIn, body)
 
 
 def parse_count_tokens(body: bytes) -> CountTokensIn:
-    return _parse(CountTokensIn, body)
-
-
-def _parse(model: type[_M], body: bytes) -> _M:
-    if not body.strip():
-        raise BadRequest("the request body is empty: send a JSON object", code="invalid_json")
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    return parse_as(CountTokensIn, body)
 
 
 # --- translation ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from gateway.http.errors import (
 from gateway.http.messages import count_tokens, messages
 from gateway.http.middleware import ApiKeys, BodyLimit
 from gateway.http.openapi import openapi_with_hot_routes
+from gateway.http.responses import responses
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, Refused
@@ -45,6 +46,7 @@ HOT_ROUTES = (
     ("/v1/embeddings", embeddings),
     ("/v1/messages", messages),
     ("/v1/messages/count_tokens", count_tokens),
+    ("/v1/responses", responses),
 )
 
 

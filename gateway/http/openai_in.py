@@ -170,18 +170,19 @@ class EmbeddingIn(_Wire):
 
 
 def parse_chat(body: bytes) -> ChatCompletionIn:
-    return _parse(ChatCompletionIn, body)
+    return parse_as(ChatCompletionIn, body)
 
 
 def parse_completion(body: bytes) -> CompletionIn:
-    return _parse(CompletionIn, body)
+    return parse_as(CompletionIn, body)
 
 
 def parse_embedding(body: bytes) -> EmbeddingIn:
-    return _parse(EmbeddingIn, body)
+    return parse_as(EmbeddingIn, body)
 
 
-def _parse(model: type[_M], body: bytes) -> _M:
+def parse_as(model: type[_M], body: bytes) -> _M:
+    """``body`` as ``model``; a 400 naming the first field that is wrong."""
     if not body.strip():
         raise BadRequest("the request body is empty: send a JSON object", code="invalid_json")
     try:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from gateway.http.anthropic_in import CountTokensIn, MessagesIn
 from gateway.http.openai_in import ChatCompletionIn, CompletionIn, EmbeddingIn
+from gateway.http.responses_in import ResponsesIn
 
 REF = "#/components/schemas/{model}"
 HOT_BODIES: dict[str, tuple[type[BaseModel], str]] = {
@@ -22,6 +23,7 @@ HOT_BODIES: dict[str, tuple[type[BaseModel], str]] = {
     "/v1/embeddings": (EmbeddingIn, "Embeddings (OpenAI's wire format)"),
     "/v1/messages": (MessagesIn, "A message (Anthropic's Messages wire format)"),
     "/v1/messages/count_tokens": (CountTokensIn, "Count a message's input tokens (Anthropic's)"),
+    "/v1/responses": (ResponsesIn, "A response (OpenAI's Responses wire format, stateless)"),
 }
 
 

@@ -52,7 +52,7 @@ class LedgerEntry:
     cascade_cost_usd: Decimal | None = None
     cascade_prompt_tokens: int | None = None
     cascade_completion_tokens: int | None = None
-    api: str | None = None  # the wire format: chat | completions | embeddings | messages
+    api: str | None = None  # the wire format: chat, completions, embeddings, messages, responses
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe (the outbox stores entries as JSON text)."""

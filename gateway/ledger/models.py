@@ -70,8 +70,8 @@ class RequestRow(Base):
     cascade_cost_usd: Mapped[Decimal | None] = mapped_column(MONEY)
     cascade_prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     cascade_completion_tokens: Mapped[int | None] = mapped_column(Integer)
-    # The wire format it came through: chat | completions | embeddings | messages (None: the
-    # gateway's own calls, shadow and judge, and rows from before migration 0009).
+    # The wire format it came through: chat | completions | embeddings | messages | responses
+    # (None: the gateway's own calls, shadow and judge, and rows from before migration 0009).
     api: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (

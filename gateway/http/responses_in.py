@@ -1,0 +1,244 @@
+"""OpenAI Responses request bodies (``POST /v1/responses``, stateless), validated with pydantic
+and translated into the adapters' ``ChatRequest``: ``input`` as a string or items (messages
+with text and image parts, function calls and their outputs), ``instructions``, function
+``tools``, ``tool_choice``, ``max_output_tokens``, ``text.format``. Responses are not stored:
+``previous_response_id`` and ``store: true`` are refused by name."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.base import ChatRequest, ImagePart, Message, ResponseFormat, Tool, ToolCall
+from adapters.base import ToolChoice as ChatToolChoice
+from gateway.errors import BadRequest
+from gateway.http.openai_in import parse_as
+from gateway.routing.plan import check_max_tokens
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Item(BaseModel):
+    # Clients send back the output items they got, with ids and statuses: ignored.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class InputText(_Item):
+    type: Literal["input_text", "output_text"]
+    text: str
+
+
+class InputImage(_Item):
+    type: Literal["input_image"]
+    image_url: str | None = None
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class OtherPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["input_file", "input_audio", "refusal"]
+
+
+Part = Annotated[InputText | InputImage | OtherPart, Field(discriminator="type")]
+
+
+class MessageItem(_Item):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[Part]
+
+
+class FunctionCallItem(_Item):
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: str
+
+
+class FunctionOutputItem(_Item):
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str
+
+
+class OtherItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal[
+        "reasoning",
+        "file_search_call",
+        "web_search_call",
+        "computer_call",
+        "computer_call_output",
+        "item_reference",
+    ]
+
+
+Item = MessageItem | FunctionCallItem | FunctionOutputItem | OtherItem
+
+
+class FunctionTool(_Wire):
+    type: Literal["function"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class NamedFunction(_Wire):
+    type: Literal["function"]
+    name: str = Field(min_length=1)
+
+
+class FormatIn(_Wire):
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+
+class TextIn(_Wire):
+    format: FormatIn | None = None
+    verbosity: str | None = None
+
+
+class ResponsesIn(_Wire):
+    model: str = Field(min_length=1)
+    input: str | list[Item]
+    instructions: str | None = None
+    tools: list[FunctionTool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedFunction | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    text: TextIn | None = None
+    stream: bool | None = None
+    store: bool | None = None
+    previous_response_id: str | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    reasoning: dict[str, Any] | None = None
+    include: list[str] | None = None
+
+
+def parse_responses(body: bytes) -> ResponsesIn:
+    parsed = parse_as(ResponsesIn, body)
+    if parsed.previous_response_id is not None:
+        raise BadRequest(
+            "previous_response_id: this gateway keeps no responses; send the whole "
+            "conversation in `input` (the earlier output items as they came back)",
+            param="previous_response_id",
+            code="unsupported_feature",
+        )
+    if parsed.store:
+        raise BadRequest(
+            "store: this gateway keeps no responses (stateless); send `store: false` or leave "
+            "it out",
+            param="store",
+            code="unsupported_feature",
+        )
+    return parsed
+
+
+def chat_request(body: ResponsesIn, max_tokens_limit: int) -> ChatRequest:
+    messages: list[Message] = []
+    if body.instructions:
+        messages.append(Message(role="system", content=body.instructions))
+    if isinstance(body.input, str):
+        messages.append(Message(role="user", content=body.input))
+    else:
+        _items(body.input, messages)
+    if not messages:
+        raise BadRequest("input: no message to answer", param="input", code="missing")
+    if body.max_output_tokens is not None:
+        check_max_tokens(body.max_output_tokens, max_tokens_limit, "max_output_tokens")
+    tools = tuple(
+        Tool(name=t.name, description=t.description, parameters=t.parameters or {}, strict=t.strict)
+        for t in body.tools or ()
+    )
+    return ChatRequest(
+        messages=tuple(messages),
+        max_tokens=body.max_output_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        tools=tools,
+        tool_choice=_tool_choice(body.tool_choice),
+        parallel_tool_calls=body.parallel_tool_calls,
+        response_format=_format(body.text),
+        user=body.user,
+    )
+
+
+def _items(items: list[Item], out: list[Message]) -> None:
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        if isinstance(item, MessageItem):
+            text, images = _content(item.content, where)
+            role = "system" if item.role == "developer" else item.role
+            out.append(Message(role=role, content=text, images=images))
+        elif isinstance(item, FunctionCallItem):
+            call = ToolCall(item.call_id, item.name, item.arguments)
+            last = out[-1] if out else None
+            if last is not None and last.role == "assistant" and not last.content:
+                out[-1] = Message(role="assistant", content="", tool_calls=(*last.tool_calls, call))
+            else:
+                out.append(Message(role="assistant", content="", tool_calls=(call,)))
+        elif isinstance(item, FunctionOutputItem):
+            out.append(Message(role="tool", content=item.output, tool_call_id=item.call_id))
+        else:
+            raise BadRequest(
+                f"{where}.type: input items of type {item.type!r} are not supported; send "
+                f"messages, function_call and function_call_output items",
+                param=f"{where}.type",
+                code="unsupported_content",
+            )
+
+
+def _content(content: str | list[Part], where: str) -> tuple[str, tuple[ImagePart, ...]]:
+    if isinstance(content, str):
+        return content, ()
+    texts: list[str] = []
+    images: list[ImagePart] = []
+    for j, part in enumerate(content):
+        if isinstance(part, InputText):
+            texts.append(part.text)
+        elif isinstance(part, InputImage) and part.image_url:
+            images.append(ImagePart(url=part.image_url, detail=part.detail))
+        else:
+            raise BadRequest(
+                f"{where}.content[{j}].type: content parts of type {part.type!r} are not "
+                f"supported; send input_text or input_image (with image_url) parts",
+                param=f"{where}.content[{j}].type",
+                code="unsupported_content",
+            )
+    return "\n".join(texts), tuple(images)
+
+
+def _tool_choice(
+    choice: Literal["auto", "none", "required"] | NamedFunction | None,
+) -> ChatToolChoice | None:
+    if choice is None:
+        return None
+    if isinstance(choice, NamedFunction):
+        return ChatToolChoice(mode="function", name=choice.name)
+    return ChatToolChoice(mode=choice)
+
+
+def _format(text: TextIn | None) -> ResponseFormat | None:
+    fmt = text.format if text is not None else None
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return ResponseFormat(type="json_object")
+    if fmt.schema_ is None or fmt.name is None:
+        raise BadRequest(
+            "text.format: a json_schema format needs `name` and `schema`",
+            param="text.format",
+            code="missing",
+        )
+    return ResponseFormat(type="json_schema", schema=fmt.schema_, name=fmt.name, strict=fmt.strict)

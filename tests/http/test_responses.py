@@ -1,0 +1,107 @@
+"""``/v1/responses`` in-process, with scripted backends: the translation of input items, the
+refusals (named, in OpenAI's shape), and the same request through chat and responses reaching
+the same backend at the same cost, each recorded with its wire format."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from adapters.fake import FakeBackend
+from tests.http.helpers import gateway
+from tests.http.test_messages import POLICY, recorded_apis
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+async def test_items_become_the_chat_the_backend_sees(policy: Path) -> None:
+    small = FakeBackend.scripted("small", "seen")
+    body = {
+        "model": "auto",
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "developer", "content": "Use metric units."},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "How far is Lyon from Paris?"}],
+            },
+        ],
+        "max_output_tokens": 40,
+    }
+    async with gateway(policy, backends={"small": small}, ledger=False) as (client, _app):
+        response = await client.post("/v1/responses", json=body)
+    assert response.status_code == 200, response.text
+    sent = small.requests[-1]
+    assert [(m.role, m.content) for m in sent.messages] == [
+        ("system", "Be brief."),
+        ("system", "Use metric units."),
+        ("user", "How far is Lyon from Paris?"),
+    ]
+    assert sent.max_tokens == 40
+    answer = response.json()
+    assert answer["object"] == "response"
+    assert answer["output"][0]["content"][0] == {
+        "type": "output_text",
+        "text": "seen",
+        "annotations": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "auto", "input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
+        (
+            {"model": "auto", "input": "hi", "previous_response_id": "resp_1"},
+            "previous_response_id",
+        ),
+        ({"model": "auto", "input": "hi", "store": True}, "store"),
+        ({"model": "auto", "input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+    ],
+)
+async def test_what_cannot_be_honoured_is_refused_by_name(
+    policy: Path, body: dict[str, object], param: str
+) -> None:
+    async with gateway(policy, ledger=False) as (client, _app):
+        response = await client.post("/v1/responses", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == param
+    assert param in error["message"]
+
+
+async def test_chat_and_responses_reach_the_same_backend_at_the_same_cost(policy: Path) -> None:
+    small = FakeBackend.scripted("small", "the same answer")
+    prompt = "Summarise the plot of Hamlet in one line."
+    async with gateway(policy, backends={"small": small}) as (client, app):
+        chat = await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "auto",
+                "max_tokens": 30,
+                "messages": [{"role": "user", "content": prompt}],
+            },
+        )
+        responses = await client.post(
+            "/v1/responses", json={"model": "auto", "max_output_tokens": 30, "input": prompt}
+        )
+        await app.state.ledger.flush()
+        apis = await asyncio.to_thread(recorded_apis, app.state.ledger.engine)
+    assert chat.status_code == responses.status_code == 200
+    for header in ("x-tiergate-backend", "x-tiergate-tier", "x-tiergate-complexity"):
+        assert chat.headers[header] == responses.headers[header]
+    assert chat.headers["x-tiergate-cost-usd"] == responses.headers["x-tiergate-cost-usd"]
+    assert small.requests[0] == small.requests[1]
+    assert responses.json()["usage"]["input_tokens"] == chat.json()["usage"]["prompt_tokens"]
+    assert apis == {
+        chat.headers["x-request-id"]: "chat",
+        responses.headers["x-request-id"]: "responses",
+    }
