@@ -9,11 +9,13 @@ import json
 from pathlib import Path
 
 import pytest
+import respx
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from adapters.config import FakeStep
 from adapters.fake import FakeBackend
+from adapters.remote.loader import load_litellm
 from gateway.ledger.models import RequestRow
 from tests.http.helpers import gateway
 
@@ -186,3 +188,66 @@ async def test_count_tokens_takes_any_json_schema(policy: Path) -> None:
         response = await client.post("/v1/messages/count_tokens", json=body, headers=HEADERS)
     assert response.status_code == 200, response.text
     assert response.json()["input_tokens"] > 0
+
+
+# https://docs.anthropic.com/en/api/messages (response), with the prompt-caching usage fields.
+ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
+ANTHROPIC_MESSAGE = {
+    "id": "msg_013Zva2CMHLNnXjNJJKqJ2EF",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-haiku-4-5-20251001",
+    "content": [{"type": "text", "text": "Hi! My name is Claude."}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {
+        "input_tokens": 10,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 1500,
+        "output_tokens": 41,
+    },
+}
+
+
+async def test_a_remote_anthropic_model_is_called_with_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through litellm, a remote Anthropic model gets Anthropic's own Messages call (mocked at
+    the HTTP layer), and its usage comes back in Anthropic's terms."""
+    lib = load_litellm()
+    monkeypatch.setattr(lib, "disable_aiohttp_transport", True)  # else respx sees nothing
+    monkeypatch.setenv("TIERGATE_TEST_ANTHROPIC_KEY", "sk-ant-test-0123456789")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        """
+version: 1
+backends:
+  claude:
+    type: remote
+    model: anthropic/claude-haiku-4-5-20251001
+    api_key_env: TIERGATE_TEST_ANTHROPIC_KEY
+tiers:
+  - {name: remote, backends: [claude]}
+"""
+    )
+    body = {
+        "model": "auto",
+        "max_tokens": 50,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Hi, who are you?"}],
+    }
+    with respx.mock(assert_all_mocked=False) as router:
+        upstream = router.post(ANTHROPIC_URL).respond(200, json=ANTHROPIC_MESSAGE)
+        async with gateway(policy, ledger=False) as (client, _app):
+            response = await client.post("/v1/messages", json=body, headers=HEADERS)
+    assert response.status_code == 200, response.text
+    sent = json.loads(upstream.calls.last.request.content)
+    assert "Be brief." in json.dumps(sent["system"])
+    assert [m["role"] for m in sent["messages"]] == ["user"]
+    assert "Hi, who are you?" in json.dumps(sent["messages"])
+    assert sent["max_tokens"] == 50
+    answer = response.json()
+    assert answer["content"] == [{"type": "text", "text": "Hi! My name is Claude."}]
+    assert answer["usage"]["input_tokens"] == 10
+    assert answer["usage"]["cache_read_input_tokens"] == 1500
+    assert answer["usage"]["output_tokens"] == 41
