@@ -156,13 +156,17 @@ class CompletionIn(SamplingIn):
     best_of: int | None = Field(default=None, ge=1)
 
 
+MAX_DIMENSIONS = 16_384  # above every embedding model's width (OpenAI's largest: 3,072)
+
+
 class EmbeddingIn(_Wire):
     """https://platform.openai.com/docs/api-reference/embeddings/create"""
 
     model: str | None = Field(default=None, min_length=1)
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: int | None = Field(default=None, ge=1)
+    # Bounded: a backend would build (or a fake would allocate) a vector this long per input.
+    dimensions: int | None = Field(default=None, ge=1, le=MAX_DIMENSIONS)
     user: str | None = None
 
 
