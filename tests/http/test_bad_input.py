@@ -531,3 +531,26 @@ async def test_an_upstream_refusing_the_gateways_own_key_is_a_502_for_the_operat
     (logged,) = [e for e in logs if e["event"] == "upstream_auth_failed"]
     assert logged["backends"] == ["upstream"]
     assert "FAKE_API_KEY" in logged["detail"]
+
+
+async def test_embedding_dimensions_are_bounded(tmp_path: Path) -> None:
+    """Found by the schema fuzzer: ``dimensions`` had no upper bound, and a backend (the shipped
+    fake at least) built a vector that long for every input — gigabytes of memory for one
+    request. Now a 400 naming the field."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        """
+version: 1
+backends:
+  vectors: {type: fake, model: embed-model, capabilities: {chat: false, embeddings: true}}
+tiers:
+  - {name: only, backends: [vectors]}
+"""
+    )
+    async with gateway(policy, ledger=False) as (client, _app):
+        huge = await client.post("/v1/embeddings", json={"input": "hi", "dimensions": 10**9})
+        fine = await client.post("/v1/embeddings", json={"input": "hi", "dimensions": 256})
+    assert huge.status_code == 400
+    assert huge.json()["error"]["param"] == "dimensions"
+    assert fine.status_code == 200
+    assert len(fine.json()["data"][0]["embedding"]) == 256
