@@ -158,6 +158,10 @@ class EventStream:
         )
         return out + event("message_stop", {})
 
+    def error(self, message: str) -> bytes:
+        """The backend failed mid-stream (a 502's kind of error)."""
+        return error_event(502, message)
+
     def _switch(self, kind: str, block: dict[str, Any]) -> bytes:
         if self._kind == kind:
             return b""

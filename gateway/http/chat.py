@@ -10,27 +10,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters.base import ChatRequest
-from gateway.errors import BadRequest
 from gateway.http.errors import refused_response
 from gateway.http.openai_in import parse_chat, parse_completion
 from gateway.http.openai_out import DONE, Kind, Shape, error_event
 from gateway.http.openai_requests import chat_request, completion_request
 from gateway.http.receipt import receipt_headers
 from gateway.http.sse import EventStreamResponse
+from gateway.http.typed_events import broken_message
 from gateway.pipeline import Answer, Broke, Ended, Inbound, Pipeline, Refused, Stream
+from gateway.routing.plan import check_message_count
 
 
 async def chat_completions(request: Request) -> Response:
     arrived = time.perf_counter()  # the deadline counts from here
     body = parse_chat(await request.body())
     limits = _pipeline(request).runtime.active.policy.limits
-    if len(body.messages) > limits.max_messages:
-        raise BadRequest(
-            f"messages: {len(body.messages)} messages is above this gateway's limit of "
-            f"{limits.max_messages}",
-            param="messages",
-            code="too_many_messages",
-        )
+    check_message_count(len(body.messages), limits.max_messages, "messages")
     chat = chat_request(body, limits.max_tokens)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     stream = bool(body.stream)
@@ -125,12 +120,7 @@ async def _events(stream: Stream, shape: Shape, include_usage: bool) -> AsyncGen
             if include_usage:
                 yield shape.usage(event.usage)
         elif isinstance(event, Broke):
-            message = (
-                f"the backend failed after the stream started ({event.message}); the answer "
-                f"above is incomplete and was not retried, since the client already had part "
-                f"of it"
-            )
-            yield error_event(message, "upstream_error", "stream_interrupted")
+            yield error_event(broken_message(event.message), "upstream_error", "stream_interrupted")
     if ended:
         yield DONE
 

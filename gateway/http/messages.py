@@ -6,25 +6,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncGenerator
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.base import ChatRequest, ToolCallDelta
-from gateway.errors import BadRequest
+from adapters.base import ChatRequest
 from gateway.http.anthropic_in import (
     CountTokensIn,
     chat_request,
     parse_count_tokens,
     parse_messages,
 )
-from gateway.http.anthropic_out import EventStream, error_event, message_id, whole
+from gateway.http.anthropic_out import EventStream, message_id, whole
 from gateway.http.errors import refused_response
 from gateway.http.receipt import receipt_headers
 from gateway.http.sse import EventStreamResponse
-from gateway.pipeline import Answer, Broke, Ended, Inbound, Pipeline, Refused, Stream
+from gateway.http.typed_events import streamed, whole_as_events
+from gateway.pipeline import Answer, Inbound, Pipeline, Refused, Stream
+from gateway.routing.plan import check_message_count
 from gateway.scoring.tokens import count_exact
 
 
@@ -51,7 +51,7 @@ async def messages(request: Request) -> Response:
     if isinstance(result, Stream):
         headers["cache-control"] = "no-cache"
         shape = EventStream(msg_id, result.model, result.prompt_tokens)
-        return EventStreamResponse(_events(result, shape), headers=headers, on_close=result.close)
+        return EventStreamResponse(streamed(result, shape), headers=headers, on_close=result.close)
     completion = result.completion
     if not body.stream:
         return Response(
@@ -62,7 +62,9 @@ async def messages(request: Request) -> Response:
     # A streamed request answered whole (from the response cache): its events in one body.
     headers["cache-control"] = "no-cache"
     return Response(
-        _whole_as_events(result, msg_id), media_type="text/event-stream", headers=headers
+        whole_as_events(result, _whole_shape(result, msg_id)),
+        media_type="text/event-stream",
+        headers=headers,
     )
 
 
@@ -76,13 +78,7 @@ async def count_tokens(request: Request) -> Response:
 
 def _chat(pipeline: Pipeline, body: CountTokensIn) -> ChatRequest:
     limits = pipeline.runtime.active.policy.limits
-    count = len(body.messages)
-    if count > limits.max_messages:
-        raise BadRequest(
-            f"messages: {count} messages is above this gateway's limit of {limits.max_messages}",
-            param="messages",
-            code="too_many_messages",
-        )
+    check_message_count(len(body.messages), limits.max_messages, "messages")
     return chat_request(body, limits.max_tokens)
 
 
@@ -104,40 +100,6 @@ def _pipeline(request: Request) -> Pipeline:
     return pipeline
 
 
-async def _events(stream: Stream, shape: EventStream) -> AsyncGenerator[bytes, None]:
-    yield shape.start()
-    async for event in stream.events:
-        if isinstance(event, tuple):
-            index, chunk = event
-            if index:
-                continue  # Anthropic has no n: only the first choice is asked for
-            if chunk.tool_calls:
-                yield shape.tool_calls(chunk.tool_calls)
-            if chunk.delta:
-                yield shape.text(chunk.delta)
-        elif isinstance(event, Ended):
-            yield shape.end(event.finish[0], event.usage)
-        elif isinstance(event, Broke):
-            message = (
-                f"the backend failed after the stream started ({event.message}); the answer "
-                f"above is incomplete and was not retried, since the client already had part "
-                f"of it"
-            )
-            yield error_event(502, message)
-
-
-def _whole_as_events(answer: Answer, msg_id: str) -> bytes:
+def _whole_shape(answer: Answer, msg_id: str) -> EventStream:
     completion = answer.completion
-    shape = EventStream(msg_id, completion.model, completion.usage.prompt_tokens)
-    parts = [shape.start()]
-    if completion.text:
-        parts.append(shape.text(completion.text))
-    if completion.tool_calls:
-        parts.append(
-            shape.tool_calls(
-                ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
-                for i, c in enumerate(completion.tool_calls)
-            )
-        )
-    parts.append(shape.end(completion.finish_reason, completion.usage))
-    return b"".join(parts)
+    return EventStream(msg_id, completion.model, completion.usage.prompt_tokens)

@@ -24,15 +24,13 @@ the outbox, from where the writer replays it into the database idempotently, and
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import fcntl
 import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, fields
-from decimal import Decimal
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -51,23 +49,11 @@ INTERRUPTED = "interrupted"  # the error class of a row a stream's opening entry
 # so what a restart replays (idempotently) is little more than what was really in flight.
 SEGMENT_BYTES = 1024 * 1024
 IDLE_ROTATE_BYTES = 64 * 1024
-_NAMES: dict[type[LedgerEntry], tuple[str, ...]] = {}
 
 
 def encode(entry: LedgerEntry) -> bytes:
     """One journal line (``LedgerEntry.from_json`` reads it back)."""
-    names = _NAMES.get(type(entry))
-    if names is None:
-        names = _NAMES[type(entry)] = tuple(f.name for f in fields(entry))
-    return orjson.dumps({n: getattr(entry, n) for n in names}, default=_default) + b"\n"
-
-
-def _default(value: Any) -> str:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    raise TypeError(f"cannot journal a {type(value).__name__}")
+    return orjson.dumps(entry.to_json()) + b"\n"
 
 
 @dataclass(slots=True)

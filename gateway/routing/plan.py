@@ -291,6 +291,15 @@ def plan_embeddings(
     )
 
 
+def check_message_count(count: int, limit: int, param: str, what: str = "messages") -> None:
+    if count > limit:
+        raise BadRequest(
+            f"{param}: {count} {what} is above this gateway's limit of {limit}",
+            param=param,
+            code="too_many_messages",
+        )
+
+
 def check_max_tokens(value: int | None, limit: int, param: str) -> None:
     if value is not None and value > limit:
         raise BadRequest(

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e._tool_upstream import StubServer, stub_server
+
 API_KEY = "e2e-client-key-0001"
 ADMIN_KEY = "e2e-admin-key-0002"
 
@@ -107,6 +109,49 @@ def serving(root: Path, policy_text: str) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# The tool-capable set-up (tools, JSON mode, images, other wire formats): the tiny model, a
+# text-only fake, and an OpenAI-compatible HTTP stub upstream (``_tool_upstream``).
+TOOL_POLICY = """
+version: 1
+backends:
+  tiny: {{type: tiny, model: default, n_ctx: 2048}}
+  small:
+    type: fake
+    model: small-model
+    capabilities: {{context_window: 1024, tools: false, json_mode: false, json_schema: false,
+                   vision: false, embeddings: false}}
+    script: [{{reply: "an answer from the small text-only backend"}}]
+  agent:
+    type: openai_compat
+    model: stub-model
+    base_url: {base_url}
+    http_client: httpx
+    capabilities: {{vision: true, context_window: 128000, embeddings: true}}
+tiers:
+  - {{name: tiny, max_score: 0.25, backends: [tiny]}}
+  - {{name: local, max_score: 0.6, backends: [small]}}
+  - {{name: strong, backends: [agent]}}
+routes:
+  auto: {{}}
+  cheap: {{tier: tiny}}
+"""
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StubServer]:
+    with stub_server() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, stub: StubServer) -> Iterator[Server]:
+    """``tiergate serve`` over ``TOOL_POLICY``, one per test module."""
+    with serving(
+        tmp_path_factory.mktemp("e2e_tools"), TOOL_POLICY.format(base_url=stub.base_url)
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from anthropic.types import MessageParam, ToolParam
 
-from tests.e2e._tool_upstream import StubServer, stub_server
-from tests.e2e.conftest import API_KEY, Server, serving
-from tests.e2e.test_capabilities import POLICY, TOOL_RESULT
+from tests.e2e._tool_upstream import StubServer
+from tests.e2e.conftest import API_KEY, Server
+from tests.e2e.test_capabilities import TOOL_RESULT
 
 WEATHER: ToolParam = {
     "name": "get_weather",
@@ -27,19 +27,6 @@ WEATHER: ToolParam = {
     },
 }
 QUESTION: list[MessageParam] = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubServer]:
-    with stub_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, stub: StubServer) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("e2e_anthropic")
-    with serving(root, POLICY.format(base_url=stub.base_url)) as running:
-        yield running
 
 
 def client(server: Server, key: str = API_KEY) -> anthropic.Anthropic:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +20,9 @@ from tests.e2e._tool_upstream import (
     PLAIN_REPLY,
     TOOL_ARGUMENTS,
     StubServer,
-    stub_server,
     vector,
 )
-from tests.e2e.conftest import ADMIN_KEY, API_KEY, Server, serving, tiergate_bin
-
-POLICY = """
-version: 1
-backends:
-  tiny: {{type: tiny, model: default, n_ctx: 2048}}
-  small:
-    type: fake
-    model: small-model
-    capabilities: {{context_window: 1024, tools: false, json_mode: false, json_schema: false,
-                   vision: false, embeddings: false}}
-    script: [{{reply: "an answer from the small text-only backend"}}]
-  agent:
-    type: openai_compat
-    model: stub-model
-    base_url: {base_url}
-    http_client: httpx
-    capabilities: {{vision: true, context_window: 128000, embeddings: true}}
-tiers:
-  - {{name: tiny, max_score: 0.25, backends: [tiny]}}
-  - {{name: local, max_score: 0.6, backends: [small]}}
-  - {{name: strong, backends: [agent]}}
-routes:
-  auto: {{}}
-  cheap: {{tier: tiny}}
-"""
+from tests.e2e.conftest import ADMIN_KEY, API_KEY, TOOL_POLICY, Server, tiergate_bin
 
 WEATHER_TOOL: ChatCompletionToolParam = {
     "type": "function",
@@ -71,19 +44,6 @@ PIXEL = (
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAH"
     "ggJ/PchI7wAAAABJRU5ErkJggg=="
 )
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubServer]:
-    with stub_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, stub: StubServer) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("e2e_capabilities")
-    with serving(root, POLICY.format(base_url=stub.base_url)) as running:
-        yield running
 
 
 def client(server: Server) -> openai.OpenAI:
@@ -378,7 +338,7 @@ def test_policy_explain_shows_the_capability_filter(tmp_path: Path, stub: StubSe
     """`tiergate policy explain --tools` lists what the request needs and which backends the
     filter excluded, and the tier it moved up to."""
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY.format(base_url=stub.base_url))
+    policy.write_text(TOOL_POLICY.format(base_url=stub.base_url))
     result = subprocess.run(
         [tiergate_bin(), "policy", "explain", str(policy), "--prompt", "Hi there", "--tools"],
         capture_output=True,

@@ -12,9 +12,9 @@ import openai
 import pytest
 from openai.types.responses import FunctionToolParam, ResponseInputParam
 
-from tests.e2e._tool_upstream import JSON_REPLY, StubServer, stub_server
-from tests.e2e.conftest import API_KEY, Server, serving
-from tests.e2e.test_capabilities import POLICY, TOOL_RESULT
+from tests.e2e._tool_upstream import JSON_REPLY, StubServer
+from tests.e2e.conftest import API_KEY, Server
+from tests.e2e.test_capabilities import TOOL_RESULT
 
 WEATHER: FunctionToolParam = {
     "type": "function",
@@ -27,19 +27,6 @@ WEATHER: FunctionToolParam = {
     },
     "strict": True,
 }
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubServer]:
-    with stub_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, stub: StubServer) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("e2e_responses")
-    with serving(root, POLICY.format(base_url=stub.base_url)) as running:
-        yield running
 
 
 @pytest.fixture

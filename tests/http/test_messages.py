@@ -4,7 +4,6 @@ chat and messages reaching the same backend at the same cost."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -13,10 +12,10 @@ import respx
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from adapters.config import FakeStep
 from adapters.fake import FakeBackend
 from adapters.remote.loader import load_litellm
 from gateway.ledger.models import RequestRow
+from tests.adapters.remote.test_backend import ANTHROPIC_MESSAGE, ANTHROPIC_URL
 from tests.http.helpers import gateway
 
 POLICY = """
@@ -142,44 +141,6 @@ async def test_unsupported_blocks_are_refused_in_anthropics_shape(policy: Path) 
     assert missing.json()["type"] == "error"
 
 
-async def test_chat_and_messages_reach_the_same_backend_at_the_same_cost(policy: Path) -> None:
-    small = FakeBackend.scripted("small", FakeStep(reply="the same answer"))
-    prompt = "Summarise the plot of Hamlet in one line."
-    async with gateway(policy, backends={"small": small}) as (client, app):
-        chat = await client.post(
-            "/v1/chat/completions",
-            json={
-                "model": "auto",
-                "max_tokens": 30,
-                "messages": [{"role": "user", "content": prompt}],
-            },
-        )
-        messages = await client.post(
-            "/v1/messages",
-            json={
-                "model": "auto",
-                "max_tokens": 30,
-                "messages": [{"role": "user", "content": prompt}],
-            },
-            headers=HEADERS,
-        )
-        await app.state.ledger.flush()
-        apis = await asyncio.to_thread(recorded_apis, app.state.ledger.engine)
-    assert chat.status_code == messages.status_code == 200
-    # One row each, with the wire format it came through.
-    assert apis == {
-        chat.headers["x-request-id"]: "chat",
-        messages.headers["x-request-id"]: "messages",
-    }
-    for header in ("x-tiergate-backend", "x-tiergate-tier", "x-tiergate-complexity"):
-        assert chat.headers[header] == messages.headers[header]
-    assert chat.headers["x-tiergate-cost-usd"] == messages.headers["x-tiergate-cost-usd"]
-    assert small.requests[0] == small.requests[1]  # the very same request reached it
-    usage = chat.json()["usage"]
-    assert messages.json()["usage"]["input_tokens"] == usage["prompt_tokens"]
-    assert messages.json()["usage"]["output_tokens"] == usage["completion_tokens"]
-
-
 async def test_count_tokens_takes_any_json_schema(policy: Path) -> None:
     """A tool schema may hold integers past 64 bits (found by the schema fuzzer: a 500)."""
     tool = {"name": "big", "input_schema": {"type": "integer", "maximum": 2**70}}
@@ -188,25 +149,6 @@ async def test_count_tokens_takes_any_json_schema(policy: Path) -> None:
         response = await client.post("/v1/messages/count_tokens", json=body, headers=HEADERS)
     assert response.status_code == 200, response.text
     assert response.json()["input_tokens"] > 0
-
-
-# https://docs.anthropic.com/en/api/messages (response), with the prompt-caching usage fields.
-ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
-ANTHROPIC_MESSAGE = {
-    "id": "msg_013Zva2CMHLNnXjNJJKqJ2EF",
-    "type": "message",
-    "role": "assistant",
-    "model": "claude-haiku-4-5-20251001",
-    "content": [{"type": "text", "text": "Hi! My name is Claude."}],
-    "stop_reason": "end_turn",
-    "stop_sequence": None,
-    "usage": {
-        "input_tokens": 10,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 1500,
-        "output_tokens": 41,
-    },
-}
 
 
 async def test_a_remote_anthropic_model_is_called_with_messages(

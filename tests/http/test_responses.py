@@ -11,7 +11,7 @@ import pytest
 
 from adapters.fake import FakeBackend
 from tests.http.helpers import gateway
-from tests.http.test_messages import POLICY, recorded_apis
+from tests.http.test_messages import HEADERS, POLICY, recorded_apis
 
 
 @pytest.fixture
@@ -78,30 +78,41 @@ async def test_what_cannot_be_honoured_is_refused_by_name(
     assert param in error["message"]
 
 
-async def test_chat_and_responses_reach_the_same_backend_at_the_same_cost(policy: Path) -> None:
+async def test_the_three_front_doors_reach_the_same_backend_at_the_same_cost(
+    policy: Path,
+) -> None:
+    """The same prompt through chat, messages and responses: the very same request reaches
+    the same backend, with the same prompt tokens and cost, and one ledger row each records
+    the wire format it came through."""
     small = FakeBackend.scripted("small", "the same answer")
     prompt = "Summarise the plot of Hamlet in one line."
+    turns = [{"role": "user", "content": prompt}]
     async with gateway(policy, backends={"small": small}) as (client, app):
         chat = await client.post(
-            "/v1/chat/completions",
-            json={
-                "model": "auto",
-                "max_tokens": 30,
-                "messages": [{"role": "user", "content": prompt}],
-            },
+            "/v1/chat/completions", json={"model": "auto", "max_tokens": 30, "messages": turns}
+        )
+        messages = await client.post(
+            "/v1/messages",
+            json={"model": "auto", "max_tokens": 30, "messages": turns},
+            headers=HEADERS,
         )
         responses = await client.post(
             "/v1/responses", json={"model": "auto", "max_output_tokens": 30, "input": prompt}
         )
         await app.state.ledger.flush()
         apis = await asyncio.to_thread(recorded_apis, app.state.ledger.engine)
-    assert chat.status_code == responses.status_code == 200
-    for header in ("x-tiergate-backend", "x-tiergate-tier", "x-tiergate-complexity"):
-        assert chat.headers[header] == responses.headers[header]
-    assert chat.headers["x-tiergate-cost-usd"] == responses.headers["x-tiergate-cost-usd"]
-    assert small.requests[0] == small.requests[1]
-    assert responses.json()["usage"]["input_tokens"] == chat.json()["usage"]["prompt_tokens"]
+    assert chat.status_code == messages.status_code == responses.status_code == 200
     assert apis == {
         chat.headers["x-request-id"]: "chat",
+        messages.headers["x-request-id"]: "messages",
         responses.headers["x-request-id"]: "responses",
     }
+    for other in (messages, responses):
+        for header in ("x-tiergate-backend", "x-tiergate-tier", "x-tiergate-complexity"):
+            assert chat.headers[header] == other.headers[header]
+        assert chat.headers["x-tiergate-cost-usd"] == other.headers["x-tiergate-cost-usd"]
+    assert small.requests[0] == small.requests[1] == small.requests[2]
+    usage = chat.json()["usage"]
+    assert messages.json()["usage"]["input_tokens"] == usage["prompt_tokens"]
+    assert messages.json()["usage"]["output_tokens"] == usage["completion_tokens"]
+    assert responses.json()["usage"]["input_tokens"] == usage["prompt_tokens"]
