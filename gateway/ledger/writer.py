@@ -8,9 +8,9 @@ outbox instead (SQLite, WAL, synchronous=FULL) and the database is tried again e
 ``retry_s``; once it answers, the outbox is replayed into it (idempotent: ids already there are
 skipped) and emptied. ``aclose()`` drains the queue before the process exits.
 
-With a ``Journal`` (the default in a served gateway), ``record()`` also appends the row to it and
-returns a future that is done once the row is on local disk: the request path awaits it before
-the answer's last byte, so a killed process loses no row (the next start recovers the journal).
+With a ``Journal`` (the default in a served gateway), ``record()`` first appends the row to it,
+before the answer's last byte (with ``sync="full"`` it returns a future the request path awaits),
+so a killed process loses no row (the next start recovers the journal).
 The journal's entries are forgotten once their batch is in the database or the outbox.
 """
 
@@ -101,10 +101,6 @@ class LedgerWriter:
         return self._outbox
 
     @property
-    def journal(self) -> Journal | None:
-        return self._journal
-
-    @property
     def engine(self) -> Engine:
         return self._engine
 
@@ -125,9 +121,10 @@ class LedgerWriter:
         self._gauges()
 
     def record(self, entry: LedgerEntry) -> asyncio.Future[None] | None:
-        """Queue a row. Never blocks and never raises on the request path. With a journal:
-        a future, done once the row is on local disk (the caller awaits it before the answer
-        ends)."""
+        """Journal the row (already on disk against a killed process when this returns) and
+        queue it. Never blocks and never raises on the request path. With ``sync="full"`` a
+        future, done once it would survive a power cut: the caller awaits it before the answer
+        ends."""
         assert self._queue is not None, "LedgerWriter.start() was not called"
         assert self._idle is not None
         written = self._journal.append(entry) if self._journal is not None else None

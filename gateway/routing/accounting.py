@@ -139,8 +139,9 @@ class Accountant:
     def finish(
         self, outcome: Outcome, plan: Plan, prices: PriceBook
     ) -> asyncio.Future[None] | None:
-        """Metrics, log line and ledger row. With a journal, the future is done once the row
-        is on local disk: await it before the answer's last byte."""
+        """Metrics, log line and ledger row (journaled before this returns). A future only with
+        ``journal_sync=full``: done once the row would survive a power cut; await it before the
+        answer's last byte."""
         elapsed = time.perf_counter() - outcome.started
         if outcome.timings is None and outcome.trace.attempts:
             # A stream cut short (the client left, or the backend failed mid-way) never got the
