@@ -3,6 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# llama.cpp is built for any AVX2 x86-64 CPU, not with -march=native: a native build on a CPU
+# with AMX crashes at its first token (ldtilecfg faults) where the kernel grants no AMX state,
+# as in sandboxes. Ignored on other architectures.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
 .PHONY: install serve test lint typecheck unit bench fix browser
 
@@ -11,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip==26.3
 	# llama-cpp-python compiles from source on first install (~5-12 min on 2 cores);
 	# pip caches the wheel, so later installs on the same machine take seconds.
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -114,6 +114,10 @@ class ChatRequest:
     # Choices the client asked for. Adapters always answer one; the gateway asks again for
     # the rest (gateway.routing.choices), since most backends have no such parameter.
     n: int = 1
+    # W3C trace context (``traceparent``, ``tracestate``) that HTTP adapters send upstream, so
+    # the upstream's spans join the gateway's trace. Set by the gateway per attempt, never
+    # from a client's request.
+    trace_headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_prompt(
@@ -210,6 +214,7 @@ class EmbeddingRequest:
     inputs: tuple[str, ...]
     dimensions: int | None = None
     user: str | None = None
+    trace_headers: tuple[tuple[str, str], ...] = ()  # as ``ChatRequest.trace_headers``
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from gateway.routing.pool import BackendFactory
 from gateway.routing.runtime import Runtime
 from gateway.scoring.tokens import warm_up
 from gateway.settings import Settings, check_exposure
+from gateway.tracing import Tracing, open_tracing
 
 log = structlog.get_logger("tiergate.app")
 
@@ -55,7 +56,7 @@ class Services:
 
     @classmethod
     async def open(cls, settings: Settings, backend_factory: BackendFactory) -> Services:
-        metrics = Metrics()
+        metrics = Metrics(key_labels=settings.metrics_key_labels)
         runtime = Runtime(settings.policy, metrics, factory=backend_factory)
         ledger = await open_ledger(settings, metrics) if settings.ledger else None
         if ledger is not None:
@@ -107,12 +108,16 @@ def create_app(
     *,
     backend_factory: BackendFactory = load_backend,
     configure_logs: bool = True,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """Build the gateway. ``backend_factory`` lets tests put shipped fakes behind any name."""
+    """Build the gateway. ``backend_factory`` lets tests put shipped fakes behind any name;
+    ``tracing`` defaults to what the ``OTEL_*`` variables ask for (usually nothing)."""
     check_exposure(settings)
     if configure_logs:
         configure_logging(settings.log_level, settings.log_format, settings.secrets())
-    return asgi_app(settings, lambda: Services.open(settings, backend_factory))
+    if tracing is None:
+        tracing = open_tracing(settings.trace_content)
+    return asgi_app(settings, lambda: Services.open(settings, backend_factory), tracing)
 
 
 async def open_ledger(settings: Settings, metrics: Metrics) -> LedgerWriter:

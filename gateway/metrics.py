@@ -24,8 +24,12 @@ BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """``key_labels``: the token and cost counters also by key id (unbounded with many keys, so
+    off unless asked: ``TIERGATE_METRICS_KEY_LABELS``)."""
+
+    def __init__(self, *, key_labels: bool = False) -> None:
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self.key_labels = key_labels
         self.registry = CollectorRegistry()
         r = self.registry
         live: Final = "livemax"  # gauges across workers: the highest among live workers
@@ -47,6 +51,27 @@ class Metrics:
             "Wall time from request to the first generated text.",
             ["route", "tier", "backend"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        spent = ["route", "tier", "backend", *(["key"] if key_labels else [])]
+        self.tokens = Counter(
+            "tiergate_tokens",
+            "Tokens by route, tier, backend and kind: input (prompt, cached part included), "
+            "output, cached (the part of input a prompt cache served).",
+            [*spent, "kind"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "tiergate_cost_usd",
+            "What answered requests cost in USD (0 for a cache hit), by route, tier and backend.",
+            spent,
+            registry=r,
+        )
+        self.baseline_cost = Counter(
+            "tiergate_baseline_cost_usd",
+            "What the same requests would have cost on the policy's baseline model (USD); "
+            "savings = baseline − cost.",
+            spent,
             registry=r,
         )
         self.fallbacks = Counter(

@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     redis_timeout_ms: float = Field(
         default=50.0, gt=0, le=5000, description="bound on every Redis call; then go uncached"
     )
+    trace_content: bool = Field(
+        default=False,
+        description="record prompt and answer text on trace spans (traces are on when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER is set); off: never",
+    )
+    metrics_key_labels: bool = Field(
+        default=False,
+        description="add a key label (the key id, never the key) to the token and cost "
+        "metrics: one series per key, so only with a bounded number of keys",
+    )
 
     @field_validator("host")
     @classmethod

@@ -135,7 +135,9 @@ class OllamaBackend(BlockingComplete):
         started = time.perf_counter()
         with translated(self._error):
             call = build_call(request, self._config)
-            line = parse_line(await self._post(CHAT_PATH, call.body(stream=False)))
+            line = parse_line(
+                await self._post(CHAT_PATH, call.body(stream=False), request.trace_headers)
+            )
         # Not streamed, so the first text arrives with the last: no time to first token.
         return parse_response(
             line,
@@ -158,7 +160,9 @@ class OllamaBackend(BlockingComplete):
             body = build_call(request, self._config).body(stream=True)
             # Leaving this block (a consumer closing the stream included) closes the HTTP
             # response, which is how Ollama learns to stop generating.
-            async with self._client().stream("POST", CHAT_PATH, json=body) as response:
+            async with self._client().stream(
+                "POST", CHAT_PATH, json=body, headers=dict(request.trace_headers) or None
+            ) as response:
                 if response.is_error:
                     await response.aread()
                     raise error_from(response.status_code, response.text)
@@ -232,7 +236,9 @@ class OllamaBackend(BlockingComplete):
         started = time.perf_counter()
         with translated(self._error):
             reply = parse_embeddings(
-                await self._post(EMBED_PATH, build_embed_body(request, self._config))
+                await self._post(
+                    EMBED_PATH, build_embed_body(request, self._config), request.trace_headers
+                )
             )
         if len(reply.vectors) != len(request.inputs):
             raise BackendBadResponse(
@@ -350,9 +356,12 @@ class OllamaBackend(BlockingComplete):
     def _error(self, exc: Exception) -> BackendError:
         return as_backend_error(exc, backend=self._name, config=self._config)
 
-    async def _post(self, path: str, body: dict[str, Any]) -> object:
-        """``POST`` a JSON body; the decoded JSON reply, or ``OllamaError`` for an error status."""
-        return self._read(await self._client().post(path, json=body))
+    async def _post(
+        self, path: str, body: dict[str, Any], headers: tuple[tuple[str, str], ...] = ()
+    ) -> object:
+        """``POST`` a JSON body (with ``headers``: a request's trace context); the decoded JSON
+        reply, or ``OllamaError`` for an error status."""
+        return self._read(await self._client().post(path, json=body, headers=dict(headers) or None))
 
     async def _get(self, path: str) -> object:
         return self._read(await self._client().get(path))

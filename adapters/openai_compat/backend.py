@@ -63,7 +63,7 @@ from adapters.openai_compat.wire import (
 )
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI, AsyncStream
+    from openai import AsyncOpenAI, AsyncStream, RequestOptions
 
 
 # Local servers ignore the key, but the SDK refuses to start without one.
@@ -129,7 +129,9 @@ class OpenAICompatBackend(BlockingComplete):
 
     async def acomplete(self, request: ChatRequest) -> Completion:
         started = time.perf_counter()
-        body = await self._post(CHAT_PATH, build_payload(self._config.model, request))
+        body = await self._post(
+            CHAT_PATH, build_payload(self._config.model, request), request.trace_headers
+        )
         with translated(self._error):
             return parse_response(
                 decode_json(body),
@@ -139,12 +141,17 @@ class OpenAICompatBackend(BlockingComplete):
                 latency_ms=_since(started),
             )
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> bytes:
+    async def _post(
+        self, path: str, payload: dict[str, Any], headers: tuple[tuple[str, str], ...]
+    ) -> bytes:
         """POST ``payload`` through the SDK's client (auth, base URL, timeouts, its error
         types) without its typed layer: we parse the JSON ourselves, so the per-request cost
-        stays small."""
+        stays small. ``headers``: the request's trace context, if any."""
+        options: RequestOptions = {"headers": dict(headers)} if headers else {}
         with translated(self._error):
-            response = await self._client().post(path, body=payload, cast_to=httpx.Response)
+            response = await self._client().post(
+                path, body=payload, cast_to=httpx.Response, options=options
+            )
         content: bytes = response.content
         return content
 
@@ -192,7 +199,9 @@ class OpenAICompatBackend(BlockingComplete):
     async def aembed(self, request: EmbeddingRequest) -> Embeddings:
         """``POST /embeddings`` (https://platform.openai.com/docs/api-reference/embeddings)."""
         started = time.perf_counter()
-        body = await self._post(EMBED_PATH, build_embedding_payload(self._config.model, request))
+        body = await self._post(
+            EMBED_PATH, build_embedding_payload(self._config.model, request), request.trace_headers
+        )
         with translated(self._error):
             vectors, usage = parse_embeddings(decode_json(body), request)
         return Embeddings(
@@ -261,12 +270,16 @@ class OpenAICompatBackend(BlockingComplete):
         events come back as plain JSON (``cast_to=object``), parsed by ``wire``."""
         client = self._client()
         payload = {**build_payload(self._config.model, request), "stream": True}
+        options: RequestOptions = (
+            {"headers": dict(request.trace_headers)} if request.trace_headers else {}
+        )
 
         async def create(body: Mapping[str, Any]) -> AsyncStream[object]:
             return await client.post(
                 CHAT_PATH,
                 body=body,
                 cast_to=object,
+                options=options,
                 stream=True,
                 stream_cls=self._openai.AsyncStream[object],
             )

@@ -337,6 +337,8 @@ class RemoteBackend(BlockingComplete):
             kwargs["api_base"] = self._config.api_base
         if key is not None:
             kwargs["api_key"] = key
+        if request.trace_headers:
+            kwargs["extra_headers"] = dict(request.trace_headers)  # the attempt's trace context
         return kwargs
 
     def _error(self, exc: Exception) -> BackendError:

@@ -3,6 +3,7 @@ lifespan that opens the process's services and keeps them on ``app.state``."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
@@ -30,12 +31,14 @@ from gateway.http.messages import count_tokens, messages
 from gateway.http.middleware import ApiKeys, BodyLimit
 from gateway.http.openapi import openapi_with_hot_routes
 from gateway.http.responses import responses
+from gateway.http.traced import Traced
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, Refused
 from gateway.routing.accounting import Accountant
 from gateway.routing.runtime import Runtime
 from gateway.settings import Settings
+from gateway.tracing import Tracing
 
 # The hot routes are plain Starlette routes: they parse their own body, so FastAPI's dependency
 # machinery would only add time to every request (~15% of the gateway's CPU in the overhead
@@ -71,7 +74,11 @@ class Services(Protocol):
     async def aclose(self) -> None: ...
 
 
-def asgi_app(settings: Settings, open_services: Callable[[], Awaitable[Services]]) -> FastAPI:
+def asgi_app(
+    settings: Settings,
+    open_services: Callable[[], Awaitable[Services]],
+    tracing: Tracing | None = None,
+) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await open_services()
@@ -91,6 +98,8 @@ def asgi_app(settings: Settings, open_services: Callable[[], Awaitable[Services]
             yield
         finally:
             await services.aclose()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # the last spans, exported
 
     app = FastAPI(
         title="tiergate",
@@ -115,4 +124,7 @@ def asgi_app(settings: Settings, open_services: Callable[[], Awaitable[Services]
         admin_key=settings.admin_key.get_secret_value() if settings.admin_key else None,
     )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if tracing is not None:  # outermost: a refused request has its span too
+        paths = {getattr(route, "path", "") for route in app.routes}
+        app.add_middleware(Traced, tracing=tracing, paths=paths)
     return app

@@ -21,6 +21,7 @@ from adapters.base import (
     EmbeddingRequest,
 )
 from adapters.errors import BackendError
+from gateway import tracing
 from gateway.cache.request import RequestCache
 from gateway.cache.request import prepare as prepare_cache
 from gateway.cache.service import CachedAnswer, CacheService
@@ -39,6 +40,7 @@ from gateway.pipeline.answers import (
 )
 from gateway.policy import Candidate, Decision, UnknownRoute
 from gateway.routing import cascade as cascading
+from gateway.routing import spans
 from gateway.routing.accounting import Accountant, Outcome
 from gateway.routing.choices import extra_requests, extra_stream, merged, more_choices, total_usage
 from gateway.routing.dispatch import DispatchError, Opened, Trace
@@ -73,7 +75,10 @@ class Pipeline:
             arrived=inbound.arrived,
         )
         outcome.api = inbound.api
-        with _refusing(outcome):
+        traced = tracing.current()
+        if traced is not None:
+            spans.asked(chat, inbound.api, inbound.model, stream=inbound.stream)
+        with _refusing(outcome), tracing.step("tiergate.plan") as span:
             plan = make_plan(
                 active.policy,
                 active.pool.capabilities,
@@ -82,6 +87,8 @@ class Pipeline:
                 stream=inbound.stream,
                 adaptive=active.adaptive,
             )
+            if span is not None:
+                spans.planned(span, plan)
         self.accountant.metrics.scorer.observe(plan.scorer_s)
         routed = self.canary.route(
             active.policy,
@@ -95,15 +102,18 @@ class Pipeline:
         outcome.canary_arm = routed.arm
         outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
         outcome.prompt_estimate = plan.prompt_tokens
-        cache, decision = await prepare_cache(
-            self.cache,
-            active.policy,
-            routed.decision,
-            chat,
-            key_id=outcome.key_id,
-            in_flight=lambda name: active.pool[name].in_flight,
-            usable=lambda name: active.pool[name].unavailable_reason() is None,
-        )
+        with tracing.step("tiergate.cache") as span:
+            cache, decision = await prepare_cache(
+                self.cache,
+                active.policy,
+                routed.decision,
+                chat,
+                key_id=outcome.key_id,
+                in_flight=lambda name: active.pool[name].in_flight,
+                usable=lambda name: active.pool[name].unavailable_reason() is None,
+            )
+            if span is not None:
+                span.set_attribute("tiergate.cache", "hit" if cache.hit else cache.label())
         flight = _Flight(self, active, chat, outcome, plan, cache, routed.shadow)
         if cache.hit is not None:
             answer = flight.from_cache(cache.hit)
@@ -125,9 +135,13 @@ class Pipeline:
         policy = active.policy
         outcome = Outcome.begin(policy.hash, key_id, stream=False, choices=1, arrived=arrived)
         outcome.api = "embeddings"
+        if tracing.current() is not None:
+            spans.asked(None, "embeddings", model, stream=False)
         tokens = sum(count_exact(text) for text in request.inputs)
-        with _refusing(outcome):
+        with _refusing(outcome), tracing.step("tiergate.plan") as span:
             plan = plan_embeddings(policy, active.pool.capabilities, model, tokens)
+            if span is not None:
+                spans.planned(span, plan)
         outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
         outcome.prompt_estimate = tokens
         flight = _Flight(self, active, None, outcome, plan, None, shadow=False)
@@ -296,6 +310,9 @@ class _Flight:
             self.pipeline.canary.mirror(self.active.policy, job)
         if self.pipeline.labels is not None:
             self.pipeline.labels.offer(self.active, self.plan, self.outcome, self.chat, answer)
+        traced = tracing.current()
+        if traced is not None and traced.content and self.chat is not None:
+            spans.content(self.chat, answer)
 
     async def refused(self, exc: DispatchError) -> Refused:
         """Book a request no backend answered (against the last one tried), durably."""

@@ -18,12 +18,14 @@ import orjson
 import structlog
 
 from adapters.base import Timings, Usage
+from gateway import tracing
 from gateway.ids import request_id
 from gateway.ledger.entry import LedgerEntry, SampledEntry
 from gateway.ledger.journal import INTERRUPTED
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.policy.pricing import PriceBook, Priced
+from gateway.routing import spans
 from gateway.routing.dispatch import Attempt, Trace
 from gateway.routing.plan import Plan
 
@@ -152,10 +154,14 @@ class Accountant:
         usage = outcome.final_usage(plan)
         priced = outcome.price(prices, plan)
         self._log(outcome, plan, usage, elapsed)
+        self._spent(outcome, usage, priced)
+        if tracing.current() is not None:
+            spans.settled(outcome, plan, usage, priced)
         if self.ledger is None or not (outcome.trace.attempts or outcome.cache == "hit"):
             return None  # no backend was reached: nothing to account for in the ledger
         entry = _entry(outcome, plan, usage, priced, elapsed)
-        return self.ledger.record(_sampled(entry, outcome, plan))
+        with tracing.step("tiergate.ledger.write"):
+            return self.ledger.record(_sampled(entry, outcome, plan))
 
     def opened(
         self, outcome: Outcome, plan: Plan, prices: PriceBook
@@ -184,6 +190,22 @@ class Accountant:
             ttft = outcome.timings.ttft_ms if outcome.timings else None
             if ttft is not None:
                 m.ttft.labels(outcome.route, outcome.tier, outcome.backend).observe(ttft / 1000)
+
+    def _spent(self, outcome: Outcome, usage: Usage, priced: Priced) -> None:
+        m = self.metrics
+        labels = [outcome.route, outcome.tier, outcome.backend]
+        if m.key_labels:
+            labels.append(outcome.key_id)
+        if usage.prompt_tokens:
+            m.tokens.labels(*labels, "input").inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            m.tokens.labels(*labels, "output").inc(usage.completion_tokens)
+        if usage.cached_tokens:
+            m.tokens.labels(*labels, "cached").inc(usage.cached_tokens)
+        if priced.cost:
+            m.cost.labels(*labels).inc(float(priced.cost))
+        if priced.baseline:
+            m.baseline_cost.labels(*labels).inc(float(priced.baseline))
 
     def _log(self, outcome: Outcome, plan: Plan, usage: Usage, elapsed: float) -> None:
         timings = outcome.timings

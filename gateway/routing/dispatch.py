@@ -20,6 +20,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from opentelemetry.trace import Span
+
 from adapters.base import (
     Backend,
     ChatRequest,
@@ -36,11 +38,14 @@ from adapters.errors import (
     BackendRejected,
     BackendTimeout,
 )
+from gateway import tracing
 from gateway.policy import Candidate, Decision
 from gateway.policy.schema import TimeoutSpec
+from gateway.routing import spans
 from gateway.routing.pool import BackendPool, BackendState
 
 _T = TypeVar("_T")
+_R = TypeVar("_R", ChatRequest, EmbeddingRequest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,7 @@ class Opened:
     trace: Trace
     started: float
     released: bool = False
+    span: Span | None = None  # the attempt's trace span (tracing on), ended at the release
 
     async def release(self, error: BackendError | None = None, *, ok: bool = False) -> None:
         if self.released:
@@ -130,6 +136,11 @@ class Opened:
         self.released = True
         self.state.in_flight -= 1
         await _close_quietly(self.rest)
+        if self.span is not None:
+            if ok or error is not None:
+                spans.ended(self.span, error)
+            else:
+                spans.closed(self.span)
         breaker = self.state.breaker
         if ok:
             breaker.record_success()
@@ -156,10 +167,7 @@ class Dispatcher:
         """The first candidate's answer, inside the deadline (``timeouts.total_s`` from
         ``arrived``, the request's ``time.perf_counter()`` when it came in; default now)."""
 
-        def call(backend: Backend) -> Awaitable[Completion]:
-            return backend.acomplete(request)
-
-        completion, candidate, trace = await self._first(decision, call, arrived)
+        completion, candidate, trace = await self._first(decision, request, _complete, arrived)
         return Served(completion, candidate, trace)
 
     async def embed(
@@ -167,39 +175,46 @@ class Dispatcher:
     ) -> Embedded:
         """Embeddings from the first candidate that answers (same deadlines and fallbacks)."""
 
-        async def call(backend: Backend) -> Embeddings:
-            if not isinstance(backend, Embedder):
-                raise BackendRejected(backend.name, "this backend type cannot embed", 400)
-            return await backend.aembed(request)
-
-        embeddings, candidate, trace = await self._first(decision, call, arrived)
+        embeddings, candidate, trace = await self._first(decision, request, _embed, arrived)
         return Embedded(embeddings, candidate, trace)
 
     async def _first(
-        self, decision: Decision, call: Callable[[Backend], Awaitable[_T]], arrived: float | None
+        self,
+        decision: Decision,
+        request: _R,
+        call: Callable[[Backend, _R], Awaitable[_T]],
+        arrived: float | None,
     ) -> tuple[_T, Candidate, Trace]:
         trace = Trace()
         deadline = self._deadline(arrived)
         last: BackendError | None = None
+        traced = tracing.current()
         for candidate, state in self._usable(decision, trace):
             budget = self._budget(state, deadline)
             if budget <= 0:
                 last = _deadline_error(candidate.backend, self._timeouts.total_s)
                 break
             started = self._clock()
+            span, sent = (None, request)
+            if traced is not None:
+                span, sent = spans.start(traced, candidate, state, request)
             state.in_flight += 1
             try:
                 async with asyncio.timeout(budget):
-                    result = await call(state.backend)
+                    result = await call(state.backend, sent)
             except TimeoutError:
                 last = _timeout_error(candidate.backend, budget)
             except BackendError as exc:
                 last = exc
             except BaseException:
                 state.breaker.release()
+                if span is not None:
+                    spans.closed(span)
                 raise
             else:
                 state.breaker.record_success()
+                if span is not None:
+                    spans.succeeded(span, result)
                 trace.attempts.append(
                     Attempt(
                         candidate.backend, candidate.tier, None, None, _ms(started, self._clock)
@@ -209,6 +224,8 @@ class Dispatcher:
             finally:
                 state.in_flight -= 1
             self._failed(state, candidate, last, started, trace)
+            if span is not None:
+                spans.ended(span, last)
         raise DispatchError(trace.attempts, trace.skipped, last)
 
     async def open_stream(
@@ -217,13 +234,17 @@ class Dispatcher:
         trace = Trace()
         deadline = self._deadline(arrived)
         last: BackendError | None = None
+        traced = tracing.current()
         for candidate, state in self._usable(decision, trace):
             budget = self._budget(state, deadline)
             if budget <= 0:
                 last = _deadline_error(candidate.backend, self._timeouts.total_s)
                 break
             started = self._clock()
-            stream = state.backend.astream(request)
+            span, sent = (None, request)
+            if traced is not None:
+                span, sent = spans.start(traced, candidate, state, request)
+            stream = state.backend.astream(sent)
             state.in_flight += 1
             try:
                 async with asyncio.timeout(budget):
@@ -233,16 +254,21 @@ class Dispatcher:
                 await _close_quietly(stream)
                 last = _as_backend_error(exc, candidate.backend, budget)
                 self._failed(state, candidate, last, started, trace)
+                if span is not None:
+                    spans.ended(span, last)
                 continue
             except BaseException:
                 state.in_flight -= 1
                 state.breaker.release()
                 await _close_quietly(stream)
+                if span is not None:
+                    spans.closed(span)
                 raise
-            trace.attempts.append(
-                Attempt(candidate.backend, candidate.tier, None, None, _ms(started, self._clock))
-            )
-            return Opened(first, stream, candidate, state, trace, started)
+            waited = _ms(started, self._clock)
+            trace.attempts.append(Attempt(candidate.backend, candidate.tier, None, None, waited))
+            if span is not None:
+                spans.first_chunk(span, waited)
+            return Opened(first, stream, candidate, state, trace, started, span=span)
         raise DispatchError(trace.attempts, trace.skipped, last)
 
     async def chunks(self, opened: Opened) -> AsyncGenerator[Chunk, None]:
@@ -264,6 +290,8 @@ class Dispatcher:
                         await opened.release(ok=True)
                         return
                     timer.reschedule(None)
+                    if chunk.usage is not None and opened.span is not None:
+                        spans.usage(opened.span, chunk.usage)
                     yield chunk
         except TimeoutError as exc:
             error = BackendTimeout(
@@ -345,6 +373,16 @@ class Dispatcher:
                 error.status_code if isinstance(error, BackendRejected) else None,
             )
         )
+
+
+async def _complete(backend: Backend, request: ChatRequest) -> Completion:
+    return await backend.acomplete(request)
+
+
+async def _embed(backend: Backend, request: EmbeddingRequest) -> Embeddings:
+    if not isinstance(backend, Embedder):
+        raise BackendRejected(backend.name, "this backend type cannot embed", 400)
+    return await backend.aembed(request)
 
 
 def _counts_against(error: BackendError, state: BackendState) -> bool:

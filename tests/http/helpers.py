@@ -17,6 +17,7 @@ from gateway.app import create_app
 from gateway.policy import Policy, parse_policy
 from gateway.routing.pool import BackendFactory
 from gateway.settings import Settings
+from gateway.tracing import Tracing
 
 TWO_TIERS = """
 version: 1
@@ -54,7 +55,10 @@ async def gateway(
     **settings: object,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
     """A fresh app with its lifespan running, and an httpx client talking to it in-process.
-    Its ledger is a SQLite file next to the policy."""
+    Its ledger is a SQLite file next to the policy. ``tracing=`` gives the app a ``Tracing``
+    (the rest are settings)."""
+    tracing = settings.pop("tracing", None)
+    assert tracing is None or isinstance(tracing, Tracing)
     options: dict[str, object] = {
         "policy": policy_file,
         "watch_policy": False,
@@ -63,7 +67,12 @@ async def gateway(
         **settings,
     }
     config = Settings(**options)  # type: ignore[arg-type]
-    app = create_app(config, backend_factory=factory_with(backends or {}), configure_logs=False)
+    app = create_app(
+        config,
+        backend_factory=factory_with(backends or {}),
+        configure_logs=False,
+        tracing=tracing,
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:

@@ -1,0 +1,219 @@
+"""What the request path writes on trace spans.
+
+An attempt on a backend is a CLIENT span named and attributed after the OpenTelemetry GenAI
+semantic conventions (``{operation} {model}``; ``gen_ai.*`` for what was asked and answered)
+plus ``tiergate.*`` for the backend, tier and outcome; its context is what an HTTP upstream
+receives as ``traceparent``. The request's server span gets the same ``gen_ai.*`` view of the
+whole request (the model asked for is the route) and the gateway's decisions: route, tier,
+complexity score, cache outcome, cost. Prompt and answer text only when ``Tracing.content``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, TypeVar
+
+import orjson
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from adapters.base import ChatRequest, Completion, EmbeddingRequest, Embeddings, Usage
+from adapters.errors import BackendError
+from gateway import tracing
+from gateway.policy import Candidate
+from gateway.routing.pool import BackendState
+from gateway.tracing import OPERATIONS, Tracing
+
+if TYPE_CHECKING:
+    from gateway.policy.pricing import Priced
+    from gateway.routing.accounting import Outcome
+    from gateway.routing.plan import Plan
+
+_R = TypeVar("_R", ChatRequest, EmbeddingRequest)
+
+# The conventions' provider names for the local backend types; a remote backend says its own
+# (litellm's provider: openai, anthropic, ...).
+PROVIDERS = {
+    "tiny": "llama_cpp",
+    "ollama": "ollama",
+    "openai_compat": "openai_compat",
+    "fake": "tiergate.fake",
+}
+
+
+def provider(state: BackendState) -> str:
+    kind = state.config.type
+    if kind == "remote":
+        named = state.backend.info.extra.get("provider")
+        if isinstance(named, str) and named:
+            return named
+        model = state.backend.model_id
+        return model.split("/", 1)[0] if "/" in model else "openai"
+    return PROVIDERS.get(kind, kind)
+
+
+def start(
+    traced: Tracing, candidate: Candidate, state: BackendState, request: _R
+) -> tuple[Span, _R]:
+    """An attempt's span (a child of the current request's span), and ``request`` carrying its
+    trace context for the upstream."""
+    model = state.backend.model_id
+    if isinstance(request, ChatRequest):
+        operation = "chat"
+        attributes: dict[str, tracing.AttributeValue] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": provider(state),
+            "gen_ai.request.model": model,
+            "tiergate.backend": candidate.backend,
+            "tiergate.tier": candidate.tier,
+        }
+        if request.max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            attributes["gen_ai.request.temperature"] = request.temperature
+        if request.top_p is not None:
+            attributes["gen_ai.request.top_p"] = request.top_p
+        if request.seed is not None:
+            attributes["gen_ai.request.seed"] = request.seed
+        if request.stop:
+            attributes["gen_ai.request.stop_sequences"] = list(request.stop)
+    else:
+        operation = "embeddings"
+        attributes = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": provider(state),
+            "gen_ai.request.model": model,
+            "tiergate.backend": candidate.backend,
+            "tiergate.tier": candidate.tier,
+        }
+    span = traced.tracer.start_span(
+        f"{operation} {model}", kind=tracing.CLIENT, attributes=attributes
+    )
+    return span, dataclasses.replace(request, trace_headers=tracing.headers_for(span))
+
+
+def usage(span: Span, used: Usage | None) -> None:
+    if used is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", used.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", used.completion_tokens)
+        if used.cached_tokens:
+            span.set_attribute("gen_ai.usage.cache_read.input_tokens", used.cached_tokens)
+
+
+def succeeded(span: Span, result: object) -> None:
+    """A whole answer (or the embeddings) came: what it was, then the span ends."""
+    if not isinstance(result, Completion):
+        if isinstance(result, Embeddings):
+            span.set_attribute("gen_ai.response.model", result.model)
+            usage(span, result.usage)
+        ended(span, None)
+        return
+    completion = result
+    span.set_attribute("gen_ai.response.model", completion.model)
+    span.set_attribute("gen_ai.response.finish_reasons", [completion.finish_reason])
+    usage(span, completion.usage)
+    if completion.timings.ttft_ms is not None:
+        span.set_attribute("tiergate.ttft_ms", completion.timings.ttft_ms)
+    span.set_attribute("tiergate.outcome", "ok")
+    span.end()
+
+
+def ended(span: Span, error: BackendError | None) -> None:
+    """The attempt is over: ok, or failed with ``error`` (its class is ``error.type``)."""
+    if error is None:
+        span.set_attribute("tiergate.outcome", "ok")
+    else:
+        span.set_attribute("tiergate.outcome", type(error).__name__)
+        tracing.failed(span, type(error).__name__)
+    span.end()
+
+
+def first_chunk(span: Span, waited_ms: float) -> None:
+    """A stream's first chunk arrived after ``waited_ms``: its time to first token."""
+    span.set_attribute("tiergate.ttft_ms", waited_ms)
+
+
+def closed(span: Span) -> None:
+    """The attempt was given up without a verdict (the client left, the server stopped)."""
+    span.set_attribute("tiergate.outcome", "closed")
+    span.end()
+
+
+# --- the request's own spans ---------------------------------------------------------------
+
+
+def planned(span: Span, plan: Plan) -> None:
+    """The scoring and planning step's result."""
+    span.set_attribute("tiergate.route", plan.decision.route)
+    span.set_attribute("tiergate.tier", plan.decision.tier)
+    span.set_attribute("tiergate.prompt_tokens", plan.prompt_tokens)
+    if plan.score is not None:
+        span.set_attribute("tiergate.complexity", plan.score.value)
+    span.set_attribute("tiergate.candidates", [c.backend for c in plan.decision.candidates])
+
+
+def asked(chat: ChatRequest | None, api: str | None, model: str | None, *, stream: bool) -> None:
+    """What the client asked for, on the request's span (``chat`` None: embeddings)."""
+    span = trace.get_current_span()
+    span.set_attribute("gen_ai.operation.name", OPERATIONS.get(api or "chat", "chat"))
+    if model is not None:
+        span.set_attribute("gen_ai.request.model", model)
+    span.set_attribute("tiergate.stream", stream)
+    if api is not None:
+        span.set_attribute("tiergate.api", api)
+    if chat is None:
+        return
+    if chat.max_tokens is not None:
+        span.set_attribute("gen_ai.request.max_tokens", chat.max_tokens)
+    if chat.temperature is not None:
+        span.set_attribute("gen_ai.request.temperature", chat.temperature)
+    if chat.top_p is not None:
+        span.set_attribute("gen_ai.request.top_p", chat.top_p)
+
+
+def settled(outcome: Outcome, plan: Plan, used: Usage, priced: Priced | None) -> None:
+    """The request's ending on its server span: who answered, what it used and cost."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return  # no span of this request (a background job's accounting, say)
+    span.set_attribute("tiergate.request_id", outcome.rid)
+    span.set_attribute("tiergate.route", outcome.route)
+    span.set_attribute("tiergate.tier", outcome.tier)
+    span.set_attribute("tiergate.backend", outcome.backend)
+    span.set_attribute("tiergate.cache", outcome.cache)
+    span.set_attribute("tiergate.status", outcome.status)
+    span.set_attribute("tiergate.fallbacks", outcome.trace.fallbacks)
+    if plan.score is not None:
+        span.set_attribute("tiergate.complexity", plan.score.value)
+    if outcome.canary_arm is not None:
+        span.set_attribute("tiergate.canary_arm", outcome.canary_arm)
+    if outcome.error is not None:
+        tracing.failed(span, outcome.error)
+    if outcome.model != "-":
+        span.set_attribute("gen_ai.response.model", outcome.model)
+    usage(span, used)
+    if used.estimated:
+        span.set_attribute("tiergate.usage_estimated", True)
+    if priced is not None:
+        if priced.cost is not None:
+            span.set_attribute("tiergate.cost_usd", float(priced.cost))
+        if priced.baseline is not None:
+            span.set_attribute("tiergate.baseline_cost_usd", float(priced.baseline))
+
+
+def content(chat: ChatRequest, answer: Completion) -> None:
+    """The prompt and the answer on the request's span, in the conventions' message shape (only
+    when ``TIERGATE_TRACE_CONTENT`` asks for it)."""
+    span = trace.get_current_span()
+    messages = [
+        {"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in chat.messages
+    ]
+    output = [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": answer.text}],
+            "finish_reason": answer.finish_reason,
+        }
+    ]
+    span.set_attribute("gen_ai.input.messages", orjson.dumps(messages).decode())
+    span.set_attribute("gen_ai.output.messages", orjson.dumps(output).decode())

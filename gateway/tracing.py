@@ -1,0 +1,203 @@
+"""OpenTelemetry traces, off unless the standard ``OTEL_*`` variables ask for them.
+
+One server span per request (opened by ``gateway.http.traced``, which continues a client's W3C
+``traceparent``) and, under it, a span for scoring and planning, the cache lookup, each attempt
+on a backend (a CLIENT span named and attributed after the GenAI semantic conventions, whose
+context is passed on to HTTP upstreams as ``traceparent``) and the ledger write.
+
+The request's ``Tracing`` travels in a context variable the server middleware sets, like the
+current span itself: code on the request path asks ``current()`` and does nothing more when it
+is ``None`` (tracing off, or work outside a request). Prompt and answer text are recorded only
+with ``TIERGATE_TRACE_CONTENT=true``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+# Only W3C trace context crosses the gateway (never baggage: a client must not be able to set
+# headers that reach an upstream).
+PROPAGATOR = TraceContextTextMapPropagator()
+TRACER_NAME = "tiergate"
+DEFAULT_SERVICE = "tiergate"
+# OTEL_TRACES_EXPORTER values this gateway speaks (the SDK's own names).
+EXPORTERS = ("otlp", "console", "none")
+
+AttributeValue = str | bool | int | float | Sequence[str]
+
+_CURRENT: ContextVar[Tracing | None] = ContextVar("tiergate_tracing", default=None)
+
+# The GenAI conventions' operation names, by the gateway's wire format.
+OPERATIONS: Mapping[str, str] = {
+    "chat": "chat",
+    "messages": "chat",
+    "responses": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Tracing:
+    """A process's tracer and what it may record."""
+
+    tracer: Tracer
+    content: bool = False  # prompt and answer text on the spans (TIERGATE_TRACE_CONTENT)
+    provider: TracerProvider | None = None  # the SDK's, flushed at shutdown
+
+    def child(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> Span:
+        """A span under the current one (the request's server span); the caller ends it."""
+        return self.tracer.start_span(name, attributes=attributes)
+
+    def shutdown(self) -> None:
+        """Export what is still buffered, then stop the exporter (at process shutdown)."""
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def current() -> Tracing | None:
+    """The tracing of the request being served, or None (off, or outside a request)."""
+    return _CURRENT.get()
+
+
+def bind(tracing: Tracing | None) -> object:
+    """Make ``tracing`` the current one (the server middleware, per request); returns the token
+    for ``unbind``."""
+    return _CURRENT.set(tracing)
+
+
+def unbind(token: object) -> None:
+    _CURRENT.reset(token)  # type: ignore[arg-type]
+
+
+def headers_for(span: Span) -> tuple[tuple[str, str], ...]:
+    """The W3C trace-context headers that make ``span`` an upstream's parent."""
+    carrier: dict[str, str] = {}
+    PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+    return tuple(carrier.items())
+
+
+def extract(headers: Mapping[str, str]) -> Context:
+    """The context a client's ``traceparent`` (and ``tracestate``) describes; empty without."""
+    return PROPAGATOR.extract(headers)
+
+
+def failed(span: Span, error: str) -> None:
+    """Mark ``span`` as failed with the error's class name (the conventions' ``error.type``)."""
+    span.set_attribute("error.type", error)
+    span.set_status(StatusCode.ERROR)
+
+
+def configured(environ: Mapping[str, str]) -> bool:
+    """Whether the standard variables ask for traces: an OTLP endpoint is set, or
+    ``OTEL_TRACES_EXPORTER`` names an exporter, and the SDK is not disabled."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none":
+        return False
+    if exporter:
+        return True
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+
+
+class TracingConfigError(ValueError):
+    """The ``OTEL_*`` variables ask for something this gateway cannot do."""
+
+
+def open_tracing(content: bool, environ: Mapping[str, str] | None = None) -> Tracing | None:
+    """The process's tracing from the standard variables, or None when they ask for none.
+
+    ``OTEL_TRACES_EXPORTER``: ``otlp`` (OTLP over HTTP/protobuf, the default when an endpoint is
+    set; ``OTEL_EXPORTER_OTLP_*`` configure it) or ``console``. The SDK reads the rest itself:
+    ``OTEL_SERVICE_NAME`` (default ``tiergate``), ``OTEL_RESOURCE_ATTRIBUTES``,
+    ``OTEL_TRACES_SAMPLER(_ARG)``, ``OTEL_BSP_*`` for the batch processor.
+    """
+    env = os.environ if environ is None else environ
+    if not configured(env):
+        return None
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+    kind = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
+    exporter: SpanExporter
+    if kind == "otlp":
+        protocol = env.get(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+        ).strip()
+        if protocol not in ("", "http/protobuf"):
+            raise TracingConfigError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: tiergate exports OTLP over HTTP "
+                f"(http/protobuf); point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP "
+                f"port (4318) and unset the protocol"
+            )
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
+    elif kind == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        exporter = ConsoleSpanExporter()
+    else:
+        raise TracingConfigError(
+            f"OTEL_TRACES_EXPORTER={kind!r} is not one tiergate has: use one of "
+            f"{', '.join(EXPORTERS)}"
+        )
+    attributes = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: DEFAULT_SERVICE}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return Tracing(provider.get_tracer(TRACER_NAME), content=content, provider=provider)
+
+
+SERVER = SpanKind.SERVER
+CLIENT = SpanKind.CLIENT
+
+
+class step:  # lower case: used like a function, ``with step("tiergate.plan") as span``
+    """A child span of the current request around a block (nothing when tracing is off): the
+    block gets the span (or None) to add attributes; an exception marks it failed."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None:
+        tracing = _CURRENT.get()
+        self.span = None if tracing is None else tracing.child(name, attributes)
+
+    def __enter__(self) -> Span | None:
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, exc: object, tb: object) -> None:
+        if self.span is not None:
+            if kind is not None:
+                failed(self.span, kind.__name__)
+            self.span.end()
+
+
+def in_memory(*, content: bool = False) -> tuple[Tracing, InMemorySpanExporter]:
+    """Tracing that keeps every finished span in memory, exported as each ends: for tests
+    (``create_app(settings, tracing=...)``), shipped like the fake backend."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Tracing(provider.get_tracer(TRACER_NAME), content=content, provider=provider), exporter

@@ -1,0 +1,54 @@
+"""A real ``tiergate serve``, configured only by the standard ``OTEL_*`` variables, exports its
+spans over OTLP/HTTP to a receiver this test runs; the receiver decodes the protobuf."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.http.live_server import API_KEY, Server, fake_policy
+from tests.support.otlp_receiver import ReceivedSpan, receiver
+
+TRACEPARENT = "00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-01"
+
+
+def test_a_served_request_arrives_at_the_collector(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(fake_policy())
+    with receiver() as collector:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "50",  # ms: export soon after the request
+        }
+        server = Server(policy, watch=False, env=env)
+        try:
+            server.wait_ready()
+            response = server.http.post(
+                "/v1/chat/completions",
+                json={"model": "auto", "messages": [{"role": "user", "content": "Hi there."}]},
+                headers={"authorization": f"Bearer {API_KEY}", "traceparent": TRACEPARENT},
+            )
+            assert response.status_code == 200, response.text
+            rid = response.headers["x-request-id"]
+
+            def mine(spans: list[ReceivedSpan]) -> bool:
+                return any(s.attributes.get("tiergate.request_id") == rid for s in spans) and any(
+                    s.name == "tiergate.ledger.write" for s in spans
+                )
+
+            spans = collector.wait_for(mine)
+        finally:
+            server.stop()
+    usage = response.json()["usage"]
+    (root,) = [s for s in spans if s.attributes.get("tiergate.request_id") == rid]
+    assert root.name == "POST /v1/chat/completions"
+    assert root.trace_id == "5b8efff798038103d269b633813fc60c"
+    assert root.parent_span_id == "eee19b7ec3c1b174"
+    assert root.resource["service.name"] == "tiergate"
+    assert root.attributes["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
+    assert root.attributes["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
+    children = [s for s in spans if s.parent_span_id == root.span_id]
+    names = {s.name for s in children}
+    assert {"tiergate.plan", "tiergate.cache", "tiergate.ledger.write"} <= names
+    (attempt,) = [s for s in children if s.name.startswith("chat ")]
+    assert attempt.attributes["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
+    assert attempt.trace_id == root.trace_id
