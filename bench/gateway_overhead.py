@@ -478,7 +478,16 @@ def main() -> int:
         "interleaved like --against",
     )
     parser.add_argument(
-        "--rounds", type=int, default=5, help="interleaved runs each (--against, --journal)"
+        "--tracing",
+        action="store_true",
+        help="this checkout twice, OpenTelemetry tracing off vs on (every request sampled, "
+        "batch exporter, OTLP/HTTP to the mock upstream as collector), interleaved",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved runs each (--against, --journal, --tracing)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -498,9 +507,17 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
     )
     mock_url = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
-    if args.against is not None or args.journal:
+    if args.against is not None or args.journal or args.tracing:
         envs: dict[str, dict[str, str]] = {}
-        if args.journal:
+        if args.tracing:
+            trees = {"tracing-off": ROOT, "tracing-on": ROOT}
+            envs = {
+                "tracing-on": {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{mock_port}",
+                    "OTEL_TRACES_SAMPLER": "always_on",
+                }
+            }
+        elif args.journal:
             trees = {"journal-off": ROOT, "journal-on": ROOT}
             envs = {
                 label: {

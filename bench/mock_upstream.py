@@ -3,7 +3,9 @@
 A raw asyncio protocol (uvloop when present) answering canned bodies, so that the upstream's
 own cost is as small as possible and the benchmark measures the gateway, not the mock.
 ``POST /v1/chat/completions`` answers JSON, or SSE when the body asks for ``"stream": true``;
-``GET /v1/models`` lists one model. HTTP/1.1 keep-alive.
+``GET /v1/models`` lists one model; ``POST /v1/traces`` takes OTLP/HTTP spans and answers an
+empty ``ExportTraceServiceResponse`` (the ``--tracing`` comparison's collector). HTTP/1.1
+keep-alive.
 
 Run: ``python bench/mock_upstream.py PORT``
 """
@@ -78,6 +80,7 @@ def _response(status: bytes, content_type: bytes, body: bytes) -> bytes:
 RESP_JSON = _response(b"200 OK", b"application/json", _COMPLETION)
 RESP_SSE = _response(b"200 OK", b"text/event-stream", _STREAM)
 RESP_MODELS = _response(b"200 OK", b"application/json", _MODELS)
+RESP_TRACES = _response(b"200 OK", b"application/x-protobuf", b"")  # an empty message
 RESP_404 = _response(b"404 Not Found", b"application/json", b'{"error":{"message":"no"}}')
 
 
@@ -114,6 +117,8 @@ class Upstream(asyncio.Protocol):
             self.transport.write(RESP_SSE if streaming else RESP_JSON)
         elif b"/models" in request_line:
             self.transport.write(RESP_MODELS)
+        elif b"/v1/traces" in request_line:
+            self.transport.write(RESP_TRACES)
         else:
             self.transport.write(RESP_404)
 

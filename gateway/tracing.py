@@ -14,19 +14,16 @@ with ``TIERGATE_TRACE_CONTENT=true``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from gateway.tracer import InMemory, LeanTracer, Sampler, TracingConfigError
 
 # Only W3C trace context crosses the gateway (never baggage: a client must not be able to set
 # headers that reach an upstream).
@@ -56,16 +53,15 @@ class Tracing:
 
     tracer: Tracer
     content: bool = False  # prompt and answer text on the spans (TIERGATE_TRACE_CONTENT)
-    provider: TracerProvider | None = None  # the SDK's, flushed at shutdown
+    close: Callable[[], None] | None = None  # at shutdown: export what is queued, then stop
 
     def child(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> Span:
         """A span under the current one (the request's server span); the caller ends it."""
         return self.tracer.start_span(name, attributes=attributes)
 
     def shutdown(self) -> None:
-        """Export what is still buffered, then stop the exporter (at process shutdown)."""
-        if self.provider is not None:
-            self.provider.shutdown()
+        if self.close is not None:
+            self.close()
 
 
 def current() -> Tracing | None:
@@ -117,10 +113,6 @@ def configured(environ: Mapping[str, str]) -> bool:
     )
 
 
-class TracingConfigError(ValueError):
-    """The ``OTEL_*`` variables ask for something this gateway cannot do."""
-
-
 def open_tracing(content: bool, environ: Mapping[str, str] | None = None) -> Tracing | None:
     """The process's tracing from the standard variables, or None when they ask for none.
 
@@ -133,11 +125,15 @@ def open_tracing(content: bool, environ: Mapping[str, str] | None = None) -> Tra
     if not configured(env):
         return None
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+    from gateway.otlp_wire import BatchExport, Send, console_sender, otlp_sender
+
+    sampler = Sampler.from_env(env)
+    named = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: DEFAULT_SERVICE}
+    resource = Resource.create(named)
     kind = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
-    exporter: SpanExporter
+    stop: Callable[[], None] = _nothing
+    send: Send
     if kind == "otlp":
         protocol = env.get(
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
@@ -148,22 +144,25 @@ def open_tracing(content: bool, environ: Mapping[str, str] | None = None) -> Tra
                 f"(http/protobuf); point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP "
                 f"port (4318) and unset the protocol"
             )
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter()
+        send, stop = otlp_sender(resource, TRACER_NAME)
     elif kind == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        exporter = ConsoleSpanExporter()
+        send = console_sender(resource)
     else:
         raise TracingConfigError(
             f"OTEL_TRACES_EXPORTER={kind!r} is not one tiergate has: use one of "
             f"{', '.join(EXPORTERS)}"
         )
-    attributes = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: DEFAULT_SERVICE}
-    provider = TracerProvider(resource=Resource.create(attributes))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    return Tracing(provider.get_tracer(TRACER_NAME), content=content, provider=provider)
+    batches = BatchExport.from_env(send, env)
+
+    def close() -> None:
+        batches.shutdown()
+        stop()
+
+    return Tracing(LeanTracer(batches, sampler), content=content, close=close)
+
+
+def _nothing() -> None:
+    pass
 
 
 SERVER = SpanKind.SERVER
@@ -190,14 +189,8 @@ class step:  # lower case: used like a function, ``with step("tiergate.plan") as
             self.span.end()
 
 
-def in_memory(*, content: bool = False) -> tuple[Tracing, InMemorySpanExporter]:
-    """Tracing that keeps every finished span in memory, exported as each ends: for tests
+def in_memory(*, content: bool = False) -> tuple[Tracing, InMemory]:
+    """Tracing that keeps every ended span in memory (every trace sampled): for tests
     (``create_app(settings, tracing=...)``), shipped like the fake backend."""
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return Tracing(provider.get_tracer(TRACER_NAME), content=content, provider=provider), exporter
+    spans = InMemory()
+    return Tracing(LeanTracer(spans), content=content), spans

@@ -41,6 +41,10 @@ PROVIDERS = {
 }
 
 
+# The backend types that call an HTTP upstream, which gets the attempt's ``traceparent``.
+HTTP_TYPES = frozenset({"ollama", "openai_compat", "remote"})
+
+
 def provider(state: BackendState) -> str:
     kind = state.config.type
     if kind == "remote":
@@ -89,6 +93,8 @@ def start(
     span = traced.tracer.start_span(
         f"{operation} {model}", kind=tracing.CLIENT, attributes=attributes
     )
+    if state.config.type not in HTTP_TYPES:
+        return span, request  # in-process: no upstream to tell
     return span, dataclasses.replace(request, trace_headers=tracing.headers_for(span))
 
 
@@ -112,18 +118,13 @@ def succeeded(span: Span, result: object) -> None:
     span.set_attribute("gen_ai.response.model", completion.model)
     span.set_attribute("gen_ai.response.finish_reasons", [completion.finish_reason])
     usage(span, completion.usage)
-    if completion.timings.ttft_ms is not None:
-        span.set_attribute("tiergate.ttft_ms", completion.timings.ttft_ms)
-    span.set_attribute("tiergate.outcome", "ok")
     span.end()
 
 
 def ended(span: Span, error: BackendError | None) -> None:
-    """The attempt is over: ok, or failed with ``error`` (its class is ``error.type``)."""
-    if error is None:
-        span.set_attribute("tiergate.outcome", "ok")
-    else:
-        span.set_attribute("tiergate.outcome", type(error).__name__)
+    """The attempt is over: it answered, or it failed with ``error`` (its class is the span's
+    ``error.type`` and the span's status is ERROR)."""
+    if error is not None:
         tracing.failed(span, type(error).__name__)
     span.end()
 
@@ -144,9 +145,7 @@ def closed(span: Span) -> None:
 
 def planned(span: Span, plan: Plan) -> None:
     """The scoring and planning step's result."""
-    span.set_attribute("tiergate.route", plan.decision.route)
     span.set_attribute("tiergate.tier", plan.decision.tier)
-    span.set_attribute("tiergate.prompt_tokens", plan.prompt_tokens)
     if plan.score is not None:
         span.set_attribute("tiergate.complexity", plan.score.value)
     span.set_attribute("tiergate.candidates", [c.backend for c in plan.decision.candidates])
@@ -158,7 +157,8 @@ def asked(chat: ChatRequest | None, api: str | None, model: str | None, *, strea
     span.set_attribute("gen_ai.operation.name", OPERATIONS.get(api or "chat", "chat"))
     if model is not None:
         span.set_attribute("gen_ai.request.model", model)
-    span.set_attribute("tiergate.stream", stream)
+    if stream:
+        span.set_attribute("tiergate.stream", True)
     if api is not None:
         span.set_attribute("tiergate.api", api)
     if chat is None:
@@ -181,8 +181,8 @@ def settled(outcome: Outcome, plan: Plan, used: Usage, priced: Priced | None) ->
     span.set_attribute("tiergate.tier", outcome.tier)
     span.set_attribute("tiergate.backend", outcome.backend)
     span.set_attribute("tiergate.cache", outcome.cache)
-    span.set_attribute("tiergate.status", outcome.status)
-    span.set_attribute("tiergate.fallbacks", outcome.trace.fallbacks)
+    if outcome.trace.fallbacks:
+        span.set_attribute("tiergate.fallbacks", outcome.trace.fallbacks)
     if plan.score is not None:
         span.set_attribute("tiergate.complexity", plan.score.value)
     if outcome.canary_arm is not None:

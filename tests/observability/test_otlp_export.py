@@ -3,6 +3,9 @@ spans over OTLP/HTTP to a receiver this test runs; the receiver decodes the prot
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.http.live_server import API_KEY, Server, fake_policy
@@ -52,3 +55,23 @@ def test_a_served_request_arrives_at_the_collector(tmp_path: Path) -> None:
     (attempt,) = [s for s in children if s.name.startswith("chat ")]
     assert attempt.attributes["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
     assert attempt.trace_id == root.trace_id
+
+
+def test_a_protocol_it_cannot_speak_stops_the_start_with_the_fix(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(fake_policy())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIERGATE_", "OTEL_"))}
+    env.update(
+        TIERGATE_POLICY=str(policy),
+        TIERGATE_LEDGER="false",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4317",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+    )
+    tiergate = Path(sys.executable).parent / "tiergate"
+    done = subprocess.run(
+        [str(tiergate), "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "http/protobuf" in done.stderr
+    assert "4318" in done.stderr
+    assert "Traceback" not in done.stderr
