@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from adapters.artifact import extra
 from adapters.artifact.errors import (
     Cancelled,
+    DeviceUnavailable,
     LoadFailed,
+    NoChatTemplate,
     TemplateRefused,
     as_backend_error,
 )
@@ -230,7 +232,7 @@ class ArtifactBackend(BlockingComplete):
         start = time.perf_counter()
         try:
             loaded = runtime.load(self._config)
-        except (ArtifactFileError, runtime.NoChatTemplate, runtime.DeviceUnavailable):
+        except (ArtifactFileError, NoChatTemplate, DeviceUnavailable):
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise LoadFailed(str(exc)) from exc
@@ -260,12 +262,12 @@ class ArtifactBackend(BlockingComplete):
         cancel: threading.Event,
         started: float,
     ) -> Completion:
-        from adapters.artifact.loop import Sampling, generate
-
         if cancel.is_set():
             raise BackendTimeout(self._name, "the request was abandoned while it waited")
         run_start = time.perf_counter()  # server time includes a model load (load_ms)
-        load_ms = self._ensure_loaded()
+        load_ms = self._ensure_loaded()  # first: it reports a missing torch extra
+        from adapters.artifact.loop import Sampling, generate
+
         loaded = self._loaded
         assert loaded is not None  # set by _ensure_loaded
         deadline = time.perf_counter() + self._config.timeout_s

@@ -10,6 +10,14 @@ from adapters.config import ArtifactConfig
 from adapters.errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 
 
+class DeviceUnavailable(RuntimeError):
+    """The configured device is not present on this machine."""
+
+
+class NoChatTemplate(ValueError):
+    """The tokenizer carries no chat template."""
+
+
 class LoadFailed(Exception):
     """transformers could not load the artifact (the cause is chained)."""
 
@@ -28,8 +36,6 @@ def _cause(exc: BaseException) -> BaseException:
 
 def as_backend_error(exc: Exception, *, backend: str, config: ArtifactConfig) -> BackendError:
     """Our error for a failure of the in-process model, saying what to do about it."""
-    from adapters.artifact.runtime import DeviceUnavailable, NoChatTemplate
-
     if isinstance(exc, Cancelled):
         return BackendTimeout(backend, "the client went away; generation stopped")
     if isinstance(exc, MissingExtra | ArtifactFileError):

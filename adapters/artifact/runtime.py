@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from adapters.artifact.errors import DeviceUnavailable, NoChatTemplate
 from adapters.artifact.files import context_length, read_config, require_directory
 from adapters.config import ArtifactConfig
 
@@ -20,14 +21,6 @@ _DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-
-
-class DeviceUnavailable(RuntimeError):
-    """The configured device is not present on this machine."""
-
-
-class NoChatTemplate(ValueError):
-    """The tokenizer carries no chat template."""
 
 
 @dataclass(frozen=True, slots=True)
