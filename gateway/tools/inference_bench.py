@@ -28,7 +28,7 @@ from typing import Any
 
 from adapters import load_backend
 from adapters.base import ChatRequest, Completion
-from adapters.config import BackendConfig, TinyConfig
+from adapters.config import ArtifactConfig, BackendConfig, TinyConfig
 
 DEFAULT_PROMPTS: tuple[str, ...] = (
     "Explain in a few sentences why the sky is blue.",
@@ -83,6 +83,9 @@ class Outcome:
     label: str
     load_ms: float | None = None
     peak_rss_mb: float = 0.0
+    # Peak RSS before the model loaded (after importing torch for an artifact), so that
+    # peak_rss_mb - base_rss_mb is what the model itself took.
+    base_rss_mb: float | None = None
     samples: list[Sample] = field(default_factory=list)
     error: str | None = None
 
@@ -205,6 +208,12 @@ def _child(target: BenchTarget, settings: BenchSettings, conn: Any) -> None:
 
     prepare_offline_env()
     out = Outcome(label=target.label)
+    if isinstance(target.config, ArtifactConfig):
+        # Import torch and transformers first: their ~400 MB is the same with or without int8.
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+        out.base_rss_mb = _peak_rss_mb()
     try:
         if target.direct:
             _run_direct(target, settings, out)
@@ -253,6 +262,7 @@ def summarise(label: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         s.completion_tokens / (s.latency_ms / 1000.0) for s in samples if s.latency_ms > 0
     ]
     loads = [o.load_ms for o in outcomes if o.load_ms is not None]
+    model_rss = [o.peak_rss_mb - o.base_rss_mb for o in outcomes if o.base_rss_mb is not None]
     return {
         "backend": label,
         "requests": len(samples),
@@ -269,6 +279,7 @@ def summarise(label: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "ttft_ms_p90": _pct(ttfts, 90),
         "load_ms": statistics.median(loads) if loads else None,
         "peak_rss_mb": max((o.peak_rss_mb for o in outcomes), default=None),
+        "model_rss_mb": max(model_rss) if model_rss else None,
         "texts": [s.text for s in samples[: len(samples) // max(len(outcomes), 1)]],
     }
 
@@ -317,7 +328,7 @@ def _machine() -> dict[str, Any]:
     import os
 
     versions = {}
-    for package in ("llama-cpp-python", "tiergate"):
+    for package in ("llama-cpp-python", "tiergate", "torch", "transformers"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     return {
