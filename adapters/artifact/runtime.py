@@ -61,9 +61,11 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def quantize_int8(model: Any) -> Any:
+def quantize_int8(model: Any, *, inplace: bool = True) -> Any:
     """Every ``nn.Linear`` of ``model`` as int8 weights with activations quantized on the fly
-    (PyTorch dynamic quantization; CPU only). Returns a new module; ``model`` is left as is."""
+    (PyTorch dynamic quantization; CPU only). ``inplace`` swaps the layers in ``model`` itself,
+    so the float32 weights are freed layer by layer instead of copied first (a lower peak);
+    ``inplace=False`` returns a quantized copy and leaves ``model`` as it was."""
     with warnings.catch_warnings():
         # torch 2.13 deprecates torch.ao.quantization in favour of the torchao package; the
         # eager API still works and is what this backend documents. Silence only those two.
@@ -72,7 +74,7 @@ def quantize_int8(model: Any) -> Any:
         )
         warnings.filterwarnings("ignore", message="torch.quantize_per_tensor", category=UserWarning)
         return torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-            model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False
+            model, {torch.nn.Linear}, dtype=torch.qint8, inplace=inplace
         )
 
 

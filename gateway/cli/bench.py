@@ -72,7 +72,8 @@ def _table(report: dict[str, Any]) -> Table:
         ("ttft p50 ms", "ttft_ms_p50", 1),
         ("load ms", "load_ms", 0),
         ("peak RSS MB", "peak_rss_mb", 0),
-        ("model RSS MB", "model_rss_mb", 0),
+        ("model peak MB", "model_rss_mb", 0),
+        ("model end MB", "model_rss_end_mb", 0),
     )
     for header, *_ in columns:
         table.add_column(header, justify="left" if header == "backend" else "right")

@@ -80,7 +80,8 @@ def int8_ratios(results: Sequence[dict[str, Any]]) -> dict[str, float]:
         for key, name in (
             ("tokens_per_second", "tokens/s"),
             ("ttft_ms_p50", "TTFT p50"),
-            ("model_rss_mb", "model RSS"),
+            ("model_rss_mb", "model peak RSS"),
+            ("model_rss_end_mb", "model RSS at the end"),
         ):
             if row.get(key) and base.get(key):
                 ratios[f"{label} / {base['backend']} {name}"] = row[key] / base[key]

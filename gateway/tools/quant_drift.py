@@ -6,7 +6,9 @@ scored on the same contexts). At every position where the model predicts an answ
 the two next-token distributions are compared:
 
 * agreement: the share of positions where both pick the same most likely token (greedy argmax);
-* KL divergence KL(original || int8) in nats, its mean and maximum over positions.
+* KL divergence KL(original || int8) in nats, its mean and maximum over positions;
+* the original's mean top-1 probability: how decided it was (a random-weight model's next-token
+  distributions are nearly flat, so a tiny change can flip its argmax).
 
 The weights' size in memory is measured as the bytes of each model's serialized state dict (for
 the int8 copy: packed int8 weights, their scales, and the float parts left unquantized).
@@ -33,6 +35,7 @@ class Drift:
     agreement: float
     mean_kl: float
     max_kl: float
+    original_top1_mean: float
     original_weights_mb: float
     int8_weights_mb: float
 
@@ -73,13 +76,15 @@ def _log_probs(model: Any, ids: list[int], start: int) -> Any:
 
 def measure(path: Path, prompts: Sequence[str], max_tokens: int) -> Drift:
     """Load the artifact at ``path`` on the CPU, quantize a copy, and compare them."""
+    import torch
+
     from adapters.artifact.loop import Sampling, generate
     from adapters.artifact.runtime import load, quantize_int8
     from adapters.config import ArtifactConfig
 
     loaded = load(ArtifactConfig(type="artifact", path=str(path), device="cpu", dtype="float32"))
     original = loaded.model
-    int8 = quantize_int8(original)
+    int8 = quantize_int8(original, inplace=False)
     tokenizer = loaded.tokenizer
     reference: list[Any] = []
     candidate: list[Any] = []
@@ -95,12 +100,14 @@ def measure(path: Path, prompts: Sequence[str], max_tokens: int) -> Drift:
         reference.append(_log_probs(original, ids, start))
         candidate.append(_log_probs(int8, ids, start))
     positions, agreement, mean_kl, max_kl = compare(reference, candidate)
+    top1 = float(torch.cat(reference).exp().max(dim=-1).values.mean().item())
     return Drift(
         prompts=len(prompts),
         positions=positions,
         agreement=agreement,
         mean_kl=mean_kl,
         max_kl=max_kl,
+        original_top1_mean=top1,
         original_weights_mb=_state_mb(original),
         int8_weights_mb=_state_mb(int8),
     )
