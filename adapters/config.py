@@ -201,6 +201,11 @@ class ArtifactConfig(_Strict):
     timeout_s: float = Field(default=120.0, gt=0)
     capabilities: CapabilitiesConfig | None = _CAPABILITIES
 
+    @property
+    def model(self) -> str:
+        """The model's name, as every backend config has one: the artifact directory's name."""
+        return Path(self.path).name or self.path
+
     @model_validator(mode="after")
     def _int8_on_cpu(self) -> ArtifactConfig:
         if self.quantize == "int8" and self.device in ("cuda", "mps"):

@@ -88,7 +88,7 @@ class ArtifactBackend(BlockingComplete):
 
     @property
     def model_id(self) -> str:
-        return Path(self._config.path).name or self._config.path
+        return self._config.model
 
     @property
     def info(self) -> BackendInfo:
