@@ -3,6 +3,8 @@ generates, how it counts, where it stops, and what it does with the options."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from adapters.artifact.loop import Sampling, generate
 from adapters.artifact.runtime import load
 from adapters.chat import ChatRequest, Message
 from adapters.config import ArtifactConfig
-from adapters.errors import BackendRejected, BackendUnavailable
+from adapters.errors import BackendRateLimited, BackendRejected, BackendUnavailable
 
 PROMPT = "Tell me a long story about a dragon who learns to fly."
 
@@ -201,8 +203,6 @@ def int8(artifact_dir: Path) -> Iterator[ArtifactBackend]:
         "int8", ArtifactConfig(type="artifact", path=str(artifact_dir), quantize="int8")
     )
     yield backend
-    import asyncio
-
     asyncio.run(backend.aclose())
 
 
@@ -264,3 +264,26 @@ async def test_a_missing_directory_is_unhealthy_and_unavailable(tmp_path: Path) 
     assert "save_pretrained" in health.detail
     assert "not a directory" in caught.value.message
     assert backend.context_window is None
+
+
+async def test_requests_beyond_max_queue_are_refused_as_busy(artifact_dir: Path) -> None:
+    """One request at a time: while the worker is busy, a request beyond ``max_queue`` waiting
+    is refused at once with a retry hint, and the waiting one is still answered."""
+    backend = ArtifactBackend(
+        "queue", ArtifactConfig(type="artifact", path=str(artifact_dir), max_queue=0)
+    )
+    gate = threading.Event()
+    backend._executor.submit(gate.wait)  # occupy the one worker thread
+    try:
+        waiting = asyncio.ensure_future(backend.acomplete(greedy(max_tokens=2)))
+        await asyncio.sleep(0)  # let it submit (an event-loop turn, not a timed wait)
+        with pytest.raises(BackendRateLimited) as caught:
+            await backend.acomplete(greedy(max_tokens=2))
+        gate.set()
+        answered = await waiting
+    finally:
+        gate.set()
+        await backend.aclose()
+    assert caught.value.retry_after == 1.0
+    assert "max_queue" in caught.value.message
+    assert answered.usage.completion_tokens == 2

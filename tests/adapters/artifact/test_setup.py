@@ -139,3 +139,26 @@ def test_an_incomplete_character_at_the_end_is_flushed() -> None:
     decoder = IncrementalDecoder(lambda ids: "a\ufffd" if len(ids) else "")
     assert decoder.add(7) == ""
     assert decoder.flush() == "a\ufffd"
+
+
+def test_torch_loads_only_for_a_policy_that_uses_the_type() -> None:
+    """Building the app's policy and backends for a policy without an artifact backend, and
+    checking one with it, imports neither torch nor transformers."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from adapters import load_backend
+        from gateway.policy import load_policy
+        policy = load_policy(Path("policies/default.yaml"))
+        backends = [load_backend(name, config) for name, config in policy.backends.items()]
+        from adapters.artifact.backend import ArtifactBackend
+        from adapters.config import ArtifactConfig
+        ArtifactBackend("art", ArtifactConfig(type="artifact", path="somewhere"))
+        print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]"
