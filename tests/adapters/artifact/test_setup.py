@@ -162,3 +162,30 @@ def test_torch_loads_only_for_a_policy_that_uses_the_type() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_policy_with_int8_on_cuda_names_the_backend_and_the_fix(tmp_path: Path) -> None:
+    from gateway.policy import PolicyError, parse_policy
+
+    policy = b"""
+version: 1
+backends:
+  art: {type: artifact, path: m, device: cuda, quantize: int8}
+tiers:
+  - {name: local, backends: [art]}
+routes:
+  auto: {}
+"""
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(policy, source="p.yaml", base_dir=tmp_path)
+    assert "p.yaml: backends.art:" in str(caught.value)
+    assert "set `device: cpu`" in str(caught.value)
+
+
+def test_an_artifact_is_priced_as_a_local_backend() -> None:
+    """Without a price in the policy, its time is charged at the local_default hardware."""
+    from gateway.policy.pricing import rule_for
+    from gateway.policy.schema import PricingSpec
+
+    rule = rule_for("art", ArtifactConfig(type="artifact", path="m"), PricingSpec())
+    assert getattr(rule, "source", None) == "default-hardware"
