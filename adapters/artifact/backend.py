@@ -241,7 +241,12 @@ class ArtifactBackend(BlockingComplete):
         return (time.perf_counter() - start) * 1000.0
 
     def _unload(self) -> None:
-        self._loaded = None
+        loaded, self._loaded = self._loaded, None
+        if loaded is not None and loaded.device.type == "cuda":
+            import torch
+
+            del loaded
+            torch.cuda.empty_cache()  # hand the freed blocks back to the GPU
 
     def _prompt_ids(self, loaded: Loaded, request: ChatRequest) -> list[int]:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]

@@ -21,7 +21,7 @@ from gateway.tools.inference_bench import (
     run_bench,
     write_report,
 )
-from gateway.tools.quant_bench import int8_ratios, run_drift, targets_for
+from gateway.tools.quant_bench import Device, int8_ratios, run_drift, targets_for
 
 DEFAULT_POLICY = Path("policies/default.yaml")
 
@@ -90,6 +90,10 @@ def bench(
             "int8-quantized, with the int8 copy's drift (repeatable; needs tiergate[torch])."
         ),
     ] = None,
+    artifact_device: Annotated[
+        Device,
+        typer.Option(help="Device of the as-is --artifact run (the int8 copy runs on the CPU)."),
+    ] = "cpu",
     artifact_threads: Annotated[
         int | None,
         typer.Option(min=1, help="torch threads for --artifact runs (default: torch's choice)."),
@@ -145,7 +149,9 @@ def bench(
                 f"{path} is not a saved transformers model (no config.json)",
                 param_hint="--artifact",
             )
-        targets.extend(targets_for(path.resolve(), n_threads=artifact_threads))
+        targets.extend(
+            targets_for(path.resolve(), device=artifact_device, n_threads=artifact_threads)
+        )
     if not targets:
         targets.append(BenchTarget(label="tiny", config=TinyConfig(type="tiny")))
     if direct:
