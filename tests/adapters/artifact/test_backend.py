@@ -164,6 +164,13 @@ async def test_a_tiny_top_p_keeps_only_the_most_likely_token(artifact: ArtifactB
     assert (await artifact.acomplete(nucleus)).text == (await artifact.acomplete(greedy())).text
 
 
+async def test_top_k_of_one_is_greedy(artifact: ArtifactBackend) -> None:
+    """top_k 1 leaves only the most likely token, so sampling at temperature 1 is greedy."""
+    top1 = ChatRequest.from_prompt(PROMPT, max_tokens=12, temperature=1.0, top_k=1, seed=4)
+
+    assert (await artifact.acomplete(top1)).text == (await artifact.acomplete(greedy())).text
+
+
 async def test_a_prompt_past_the_context_window_is_rejected(artifact: ArtifactBackend) -> None:
     """Prompt plus max_tokens beyond max_position_embeddings is a 400 naming the numbers."""
     assert artifact.context_window == 512
