@@ -1,7 +1,7 @@
 """Backends the gateway can route to. Never imports ``gateway``.
 
 The registry maps a policy's ``type:`` to an import string, so a backend's heavy dependencies
-(llama_cpp, litellm) load only when a policy actually uses that type.
+(llama_cpp, litellm, torch) load only when a policy actually uses that type.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ BACKEND_TYPES: dict[str, str] = {
     "ollama": "adapters.ollama.backend:OllamaBackend",
     "openai_compat": "adapters.openai_compat.backend:OpenAICompatBackend",
     "remote": "adapters.remote.backend:RemoteBackend",
+    "artifact": "adapters.artifact.backend:ArtifactBackend",
     "fake": "adapters.fake:FakeBackend",
 }
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.config import OllamaConfig, TinyConfig
+from adapters.config import ArtifactConfig, OllamaConfig, TinyConfig
 
 if TYPE_CHECKING:
     from adapters.base import Backend
@@ -60,6 +61,9 @@ class Capabilities:
 # declare them: a policy that wants logprobs requests (or a confidence cascade) on a tiny
 # backend says `capabilities: {logprobs: true}`.
 TINY = Capabilities()
+# A transformers artifact: plain chat, streamed. Its context window is the model config's
+# max_position_embeddings (read from config.json by the backend).
+ARTIFACT = Capabilities()
 OLLAMA = Capabilities(tools=True, parallel_tool_calls=True, json_mode=True, json_schema=True)
 # Ollama's /api/chat has no tool_choice: "required" or a named function cannot be enforced.
 OPENAI_COMPAT = Capabilities(
@@ -89,6 +93,7 @@ _BY_TYPE = {
     "ollama": OLLAMA,
     "openai_compat": OPENAI_COMPAT,
     "remote": REMOTE,
+    "artifact": ARTIFACT,
     "fake": FAKE,
 }
 
@@ -101,9 +106,20 @@ def defaults_for(config: BackendConfig) -> Capabilities:
         window = config.n_ctx
     elif isinstance(config, OllamaConfig):
         window = config.num_ctx
+    elif isinstance(config, ArtifactConfig):
+        window = _artifact_window(config)
     if window is not None:
         base = dataclasses.replace(base, context_window=window)
     return base
+
+
+def _artifact_window(config: ArtifactConfig) -> int | None:
+    from adapters.artifact.files import ArtifactFileError, context_length, read_config
+
+    try:
+        return context_length(read_config(Path(config.path)))
+    except ArtifactFileError:
+        return None
 
 
 def declared(config: BackendConfig) -> Capabilities:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -169,6 +169,58 @@ class RemoteConfig(_Strict):
         return None if value is None else _check_http_url(value)
 
 
+class ArtifactConfig(_Strict):
+    """A saved Hugging Face transformers model directory (config.json, safetensors weights,
+    tokenizer with its chat template) run in-process with PyTorch. Needs the ``torch`` extra:
+    ``pip install 'tiergate[torch]'``."""
+
+    type: Literal["artifact"]
+    path: str = Field(
+        min_length=1,
+        description="the directory save_pretrained wrote (relative to the policy file's folder)",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        default="auto", description="auto: CUDA if available, then Apple MPS, then the CPU"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="auto: float32 on the CPU, bfloat16 on CUDA (float16 where the GPU lacks "
+        "bfloat16), float16 on MPS",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        default="none",
+        description="int8: PyTorch dynamic quantization of every nn.Linear (weights int8, "
+        "activations quantized on the fly); CPU and float32 only",
+    )
+    n_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads (default: torch's own choice)"
+    )
+    max_queue: int = Field(
+        default=16, ge=0, description="requests allowed to wait for the model before 'busy'"
+    )
+    timeout_s: float = Field(default=120.0, gt=0)
+    capabilities: CapabilitiesConfig | None = _CAPABILITIES
+
+    @property
+    def model(self) -> str:
+        """The model's name, as every backend config has one: the artifact directory's name."""
+        return Path(self.path).name or self.path
+
+    @model_validator(mode="after")
+    def _int8_on_cpu(self) -> ArtifactConfig:
+        if self.quantize == "int8" and self.device in ("cuda", "mps"):
+            raise ValueError(
+                f"quantize: int8 runs on the CPU only (PyTorch dynamic quantization has no "
+                f"{self.device} kernels): set `device: cpu` (or auto), or `quantize: none`"
+            )
+        if self.quantize == "int8" and self.dtype in ("float16", "bfloat16"):
+            raise ValueError(
+                f"quantize: int8 quantizes float32 weights: set `dtype: float32` (or auto) "
+                f"instead of {self.dtype}, or `quantize: none`"
+            )
+        return self
+
+
 class FakeToolCall(_Strict):
     """A tool call the fake backend answers with."""
 
@@ -218,7 +270,7 @@ class FakeConfig(_Strict):
 
 
 BackendConfig = Annotated[
-    TinyConfig | OllamaConfig | OpenAICompatConfig | RemoteConfig | FakeConfig,
+    TinyConfig | OllamaConfig | OpenAICompatConfig | RemoteConfig | ArtifactConfig | FakeConfig,
     Field(discriminator="type"),
 ]
 
@@ -230,4 +282,8 @@ def with_paths_resolved(config: BackendConfig, base_dir: Path) -> BackendConfig:
         path = Path(config.model).expanduser()
         if not path.is_absolute():
             return config.model_copy(update={"model": str(base_dir / path)})
+    if isinstance(config, ArtifactConfig):
+        path = Path(config.path).expanduser()
+        if not path.is_absolute():
+            return config.model_copy(update={"path": str(base_dir / path)})
     return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,25 @@ def tiny() -> Iterator[TinyBackend]:
     backend = TinyBackend("tiny", TinyConfig(type="tiny", n_ctx=2048))
     yield backend
     asyncio.run(backend.aclose())
+
+
+@pytest.fixture(scope="session")
+def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Llama artifact (~0.1M parameters, a BPE tokenizer trained here, a
+    chat template, EOS never the most likely token), saved with save_pretrained; built once."""
+    from gateway.tools.random_artifact import build_random_artifact
+
+    return build_random_artifact(tmp_path_factory.mktemp("artifact") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def eos_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same shape with EOS the most likely token at every step."""
+    from gateway.tools.random_artifact import ArtifactShape, build_random_artifact
+
+    return build_random_artifact(
+        tmp_path_factory.mktemp("artifact") / "eos-llama", ArtifactShape(eos_first=True)
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -21,6 +21,7 @@ from gateway.tools.inference_bench import (
     run_bench,
     write_report,
 )
+from gateway.tools.quant_bench import Device, int8_ratios, run_drift, targets_for
 
 DEFAULT_POLICY = Path("policies/default.yaml")
 
@@ -71,6 +72,8 @@ def _table(report: dict[str, Any]) -> Table:
         ("ttft p50 ms", "ttft_ms_p50", 1),
         ("load ms", "load_ms", 0),
         ("peak RSS MB", "peak_rss_mb", 0),
+        ("model peak MB", "model_rss_mb", 0),
+        ("model end MB", "model_rss_end_mb", 0),
     )
     for header, *_ in columns:
         table.add_column(header, justify="left" if header == "backend" else "right")
@@ -80,6 +83,24 @@ def _table(report: dict[str, Any]) -> Table:
 
 
 def bench(
+    artifact: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Add a saved transformers artifact (a directory) twice: as-is (float32) and "
+            "int8-quantized, with the int8 copy's drift (repeatable; needs tiergate[torch])."
+        ),
+    ] = None,
+    artifact_device: Annotated[
+        Device,
+        typer.Option(help="Device of the as-is --artifact run (the int8 copy runs on the CPU)."),
+    ] = "cpu",
+    artifact_threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="torch threads for --artifact runs (default: torch's choice)."),
+    ] = None,
+    drift_tokens: Annotated[
+        int, typer.Option(min=1, help="Answer tokens per prompt scored for int8 drift.")
+    ] = 32,
     gguf: Annotated[
         list[Path] | None,
         typer.Option(help="Add an in-process tiny backend for this GGUF file (repeatable)."),
@@ -122,6 +143,15 @@ def bench(
             raise typer.BadParameter(f"{path} is not a file", param_hint="--gguf")
         config = TinyConfig(type="tiny", model=str(path.resolve()))
         targets.append(BenchTarget(label=path.stem, config=config))
+    for path in artifact or ():
+        if not (path / "config.json").is_file():
+            raise typer.BadParameter(
+                f"{path} is not a saved transformers model (no config.json)",
+                param_hint="--artifact",
+            )
+        targets.extend(
+            targets_for(path.resolve(), device=artifact_device, n_threads=artifact_threads)
+        )
     if not targets:
         targets.append(BenchTarget(label="tiny", config=TinyConfig(type="tiny")))
     if direct:
@@ -144,10 +174,20 @@ def bench(
         report = run_bench(
             targets, settings, rounds=rounds, progress=lambda msg: status.update(msg)
         )
+        if artifact:
+            report["ratios"].update(int8_ratios(report["results"]))
+            report["drift"] = {}
+            for path in artifact:
+                status.update(f"int8 drift: {path.name}")
+                report["drift"][path.name] = run_drift(
+                    path.resolve(), settings.prompts, drift_tokens
+                )
     out_console = Console() if Console().is_terminal else Console(width=160)
     out_console.print(_table(report))
     for key, value in report["ratios"].items():
         out_console.print(f"{key}: {value:.3f}")
+    for name, drift in report.get("drift", {}).items():
+        out_console.print(f"int8 drift of {name}: {drift}")
     failed = [r for r in report["results"] if r["errors"]]
     for row in failed:
         console.print(f"[red]{row['backend']} failed:[/red] {'; '.join(row['errors'])}")

@@ -21,9 +21,16 @@ from gateway.tools.eval_models import (
     run_backend,
 )
 from gateway.tools.fit import GIB, FitRequest, ModelShape, estimate, render
-from gateway.tools.model_meta import ModelMetaError, read_gguf, shape_from_ollama
+from gateway.tools.model_meta import (
+    ARTIFACT_KV_TYPE,
+    ModelMetaError,
+    read_artifact,
+    read_gguf,
+    shape_from_ollama,
+)
 
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+F16 = "f16"  # llama.cpp's default KV cache type
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -68,18 +75,23 @@ async def _ollama_shape(host: str, model: str) -> ModelShape:
     return shape_from_ollama(model, body, f"sha256:{digest}" if digest else None)
 
 
-def _resolve(model: str, policy: Path | None, ollama_host: str) -> tuple[ModelShape, int | None]:
-    """A model argument → its shape, and the context its tiergate backend is configured with."""
-    from adapters.config import OllamaConfig, TinyConfig
+def _resolve(
+    model: str, policy: Path | None, ollama_host: str
+) -> tuple[ModelShape, int | None, str]:
+    """A model argument → its shape, the context its tiergate backend is configured with, and
+    its default KV cache type (llama.cpp's f16; a transformers artifact's weights' dtype)."""
+    from adapters.config import ArtifactConfig, OllamaConfig, TinyConfig
     from adapters.tiny.gguf import default_gguf_path
 
+    if Path(model).is_dir():
+        return _artifact(Path(model))
     if model.startswith("ollama:"):
-        return asyncio.run(_ollama_shape(ollama_host, model.removeprefix("ollama:"))), None
+        return asyncio.run(_ollama_shape(ollama_host, model.removeprefix("ollama:"))), None, F16
     if model == "default":
-        return read_gguf(default_gguf_path()), int(TinyConfig.model_fields["n_ctx"].default)
+        return read_gguf(default_gguf_path()), int(TinyConfig.model_fields["n_ctx"].default), F16
     path = Path(model)
     if path.suffix == ".gguf" or path.exists():
-        return read_gguf(path), None
+        return read_gguf(path), None, F16
     from gateway.policy import PolicyError, load_policy
 
     source = policy or settings_or_exit().policy
@@ -95,20 +107,29 @@ def _resolve(model: str, policy: Path | None, ollama_host: str) -> tuple[ModelSh
         )
     if isinstance(config, TinyConfig):
         path = default_gguf_path() if config.model == "default" else Path(config.model)
-        return read_gguf(path), config.n_ctx
+        return read_gguf(path), config.n_ctx, F16
     if isinstance(config, OllamaConfig):
-        return asyncio.run(_ollama_shape(config.base_url, config.model)), None
+        return asyncio.run(_ollama_shape(config.base_url, config.model)), None, F16
+    if isinstance(config, ArtifactConfig):
+        return _artifact(Path(config.path))
     raise ModelMetaError(
-        f"backend {model!r} is of type {config.type!r}: only tiny (GGUF) and ollama models can "
-        "be sized here"
+        f"backend {model!r} is of type {config.type!r}: only tiny (GGUF), artifact and ollama "
+        "models can be sized here"
     )
+
+
+def _artifact(path: Path) -> tuple[ModelShape, int | None, str]:
+    shape = read_artifact(path)
+    # Sized at the context the model was built for, unless --context says otherwise.
+    return shape, shape.context_train or None, ARTIFACT_KV_TYPE.get(shape.quantization, F16)
 
 
 def fit(
     model: Annotated[
         str,
         typer.Argument(
-            help="A .gguf file, 'default' (SmolLM2), 'ollama:<tag>', or a backend of the policy."
+            help="A .gguf file, a saved transformers model directory, 'default' (SmolLM2), "
+            "'ollama:<tag>', or a backend of the policy."
         ),
     ],
     memory: Annotated[
@@ -120,7 +141,13 @@ def fit(
         typer.Option(min=1, help="Context per slot (default: the backend's n_ctx, else 4096)."),
     ] = None,
     parallel: Annotated[int, typer.Option(min=1, help="Parallel slots (sequences).")] = 1,
-    kv_type: Annotated[str, typer.Option(help="KV cache type: f16, q8_0, q4_0, f32.")] = "f16",
+    kv_type: Annotated[
+        str | None,
+        typer.Option(
+            help="KV cache type: f16, q8_0, q4_0, f32, bf16 (default: f16; an artifact's: its "
+            "weights' dtype)."
+        ),
+    ] = None,
     policy: Annotated[Path | None, typer.Option(help="Policy naming the backend.")] = None,
     ollama_host: Annotated[str, typer.Option(help="Ollama for 'ollama:<tag>'.")] = (
         "http://127.0.0.1:11434"
@@ -130,12 +157,12 @@ def fit(
     """Will a model fit? Weights, KV cache and buffers, each with the numbers behind it.
     Exits 0 when it fits, 1 when it does not, 2 on an error."""
     try:
-        shape, configured = _resolve(model, policy, ollama_host)
+        shape, configured, kv_default = _resolve(model, policy, ollama_host)
         request = FitRequest(
             memory_bytes=parse_size(memory) if memory else _available_memory(),
             context=context or configured or 4096,
             parallel=parallel,
-            kv_type=kv_type,
+            kv_type=kv_type or kv_default,
         )
         report = estimate(shape, request)
     except (ModelMetaError, ValueError) as exc:

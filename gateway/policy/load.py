@@ -14,7 +14,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from adapters import BACKEND_TYPES
+from adapters.artifact import extra as artifact_extra
 from adapters.config import (
+    ArtifactConfig,
     FakeConfig,
     OllamaConfig,
     OpenAICompatConfig,
@@ -53,6 +55,7 @@ _BACKEND_MODELS: dict[str, type[BaseModel]] = {
     "ollama": OllamaConfig,
     "openai_compat": OpenAICompatConfig,
     "remote": RemoteConfig,
+    "artifact": ArtifactConfig,
     "fake": FakeConfig,
 }
 
@@ -96,6 +99,7 @@ def parse_policy(data: bytes, *, source: str, base_dir: Path) -> Policy:
     except ValidationError as exc:
         raise PolicyError(source, _validation_problems(exc, raw)) from exc
     problems = list(_reference_problems(spec))
+    problems += _extra_problems(spec)
     if not problems:  # the canary's checks assume the rest of the file is consistent
         problems = [Problem(path, message) for path, message in canary_problems(spec, base_dir)]
         problems += [Problem(path, text) for path, text in cascade_problems(spec, base_dir)]
@@ -185,6 +189,18 @@ def _effective_pricing(spec: PolicyFile) -> PricingSpec:
         if isinstance(config, RemoteConfig):
             return spec.pricing.model_copy(update={"baseline": BaselineSpec(model=config.model)})
     return spec.pricing
+
+
+def _extra_problems(spec: PolicyFile) -> list[Problem]:
+    """Backends whose optional dependencies are not installed (found without importing them)."""
+    users = [n for n, cfg in spec.backends.items() if isinstance(cfg, ArtifactConfig)]
+    package = artifact_extra.missing() if users else None
+    if package is None:
+        return []
+    return [
+        Problem(f"backends.{name}.type", str(artifact_extra.MissingExtra(package)))
+        for name in users
+    ]
 
 
 def _reference_problems(spec: PolicyFile) -> Iterable[Problem]:

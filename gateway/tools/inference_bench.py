@@ -28,7 +28,7 @@ from typing import Any
 
 from adapters import load_backend
 from adapters.base import ChatRequest, Completion
-from adapters.config import BackendConfig, TinyConfig
+from adapters.config import ArtifactConfig, BackendConfig, TinyConfig
 
 DEFAULT_PROMPTS: tuple[str, ...] = (
     "Explain in a few sentences why the sky is blue.",
@@ -83,6 +83,12 @@ class Outcome:
     label: str
     load_ms: float | None = None
     peak_rss_mb: float = 0.0
+    # Peak RSS before the model loaded (after importing torch for an artifact), so that
+    # peak_rss_mb - base_rss_mb is what the model itself took.
+    base_rss_mb: float | None = None
+    # RSS when the run ended (the model loaded and warm): what it keeps, where the peak also
+    # counts what loading needed for a moment (an int8 model is quantized from float32).
+    end_rss_mb: float | None = None
     samples: list[Sample] = field(default_factory=list)
     error: str | None = None
 
@@ -101,6 +107,12 @@ def _request(prompt: str, settings: BenchSettings) -> ChatRequest:
 def _peak_rss_mb() -> float:
     # ru_maxrss is in kibibytes on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _current_rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / (1024.0 * 1024.0)
 
 
 async def _run_adapter(target: BenchTarget, settings: BenchSettings, out: Outcome) -> None:
@@ -205,6 +217,12 @@ def _child(target: BenchTarget, settings: BenchSettings, conn: Any) -> None:
 
     prepare_offline_env()
     out = Outcome(label=target.label)
+    if isinstance(target.config, ArtifactConfig):
+        # Import torch and transformers first: their ~400 MB is the same with or without int8.
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+        out.base_rss_mb = _peak_rss_mb()
     try:
         if target.direct:
             _run_direct(target, settings, out)
@@ -213,6 +231,7 @@ def _child(target: BenchTarget, settings: BenchSettings, conn: Any) -> None:
     except Exception as exc:  # report any failure to the parent rather than dying silently
         out.error = f"{type(exc).__name__}: {exc}"
     out.peak_rss_mb = _peak_rss_mb()
+    out.end_rss_mb = _current_rss_mb()
     conn.send(out)
     conn.close()
 
@@ -253,6 +272,12 @@ def summarise(label: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         s.completion_tokens / (s.latency_ms / 1000.0) for s in samples if s.latency_ms > 0
     ]
     loads = [o.load_ms for o in outcomes if o.load_ms is not None]
+    model_rss = [o.peak_rss_mb - o.base_rss_mb for o in outcomes if o.base_rss_mb is not None]
+    model_end = [
+        o.end_rss_mb - o.base_rss_mb
+        for o in outcomes
+        if o.base_rss_mb is not None and o.end_rss_mb is not None
+    ]
     return {
         "backend": label,
         "requests": len(samples),
@@ -269,6 +294,8 @@ def summarise(label: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "ttft_ms_p90": _pct(ttfts, 90),
         "load_ms": statistics.median(loads) if loads else None,
         "peak_rss_mb": max((o.peak_rss_mb for o in outcomes), default=None),
+        "model_rss_mb": max(model_rss) if model_rss else None,
+        "model_rss_end_mb": max(model_end) if model_end else None,
         "texts": [s.text for s in samples[: len(samples) // max(len(outcomes), 1)]],
     }
 
@@ -317,7 +344,7 @@ def _machine() -> dict[str, Any]:
     import os
 
     versions = {}
-    for package in ("llama-cpp-python", "tiergate"):
+    for package in ("llama-cpp-python", "tiergate", "torch", "transformers"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     return {

@@ -1,9 +1,11 @@
-"""A model's shape for sizing, read from a GGUF file's metadata or from Ollama's model details.
+"""A model's shape for sizing, read from a GGUF file's metadata, from Ollama's model details, or
+from a saved transformers artifact (its config.json and safetensors headers).
 
 GGUF files are read with the ``gguf`` package (llama.cpp's own reader: metadata and tensor
 table only, the weights stay on disk). Ollama's ``/api/show`` gives the same GGUF keys under
 ``model_info`` but no tensor table, so its weight size is parameters × the quantization's
-nominal bits per weight (and says it is an estimate).
+nominal bits per weight (and says it is an estimate). An artifact's parameters and bytes are
+summed from its safetensors headers (``adapters.artifact.files``: exact, no weights loaded).
 """
 
 from __future__ import annotations
@@ -175,4 +177,58 @@ def shape_from_ollama(model: str, show: Mapping[str, Any], digest: str | None) -
         weight_bytes=None,
         quantization=str(details.get("quantization_level") or "unknown"),
         digest=digest,
+    )
+
+
+# An artifact's KV cache is kept in the weights' dtype (PyTorch has no separate cache type).
+ARTIFACT_KV_TYPE: Mapping[str, str] = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
+
+
+def _config_int(config: Mapping[str, Any], key: str, source: str) -> int:
+    value = config.get(key)
+    if not isinstance(value, int):
+        raise ModelMetaError(
+            f"{source}: config.json has no integer {key!r}; this architecture cannot be sized "
+            "automatically"
+        )
+    return value
+
+
+def read_artifact(path: Path) -> ModelShape:
+    """A saved transformers model directory: the shape from ``config.json``, parameters and
+    bytes per dtype from the safetensors headers (the weights are not read)."""
+    from adapters.artifact.files import (
+        ArtifactFileError,
+        read_config,
+        require_directory,
+        summarise_weights,
+        text_config,
+    )
+
+    try:
+        require_directory(path)
+        config = text_config(read_config(path))
+        weights = summarise_weights(path)
+    except ArtifactFileError as exc:
+        raise ModelMetaError(str(exc)) from None
+    source = str(path / "config.json")
+    layers = _config_int(config, "num_hidden_layers", source)
+    heads = _config_int(config, "num_attention_heads", source)
+    hidden = _config_int(config, "hidden_size", source)
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or hidden // max(1, heads)
+    return ModelShape(
+        name=path.name,
+        architecture=str(config.get("model_type") or "unknown"),
+        parameters=weights.parameters,
+        weight_bytes=weights.weight_bytes,
+        weights_exact=True,
+        quantization=weights.main_dtype,
+        layers=layers,
+        kv_heads=int(kv_heads),
+        key_size=int(head_dim),
+        value_size=int(head_dim),
+        context_train=int(config.get("max_position_embeddings") or 0),
+        vocab=int(config.get("vocab_size") or 0),
+        digest=None,
     )

@@ -1,6 +1,6 @@
 """The Backend contract of ``adapters/base.py``, checked against every adapter type.
 
-Each test runs five times, once per type, through the ``backend`` fixture:
+Each test runs six times, once per type, through the ``backend`` fixture:
 
 * ``tiny``: the real SmolLM2-135M-Instruct GGUF in-process (a fresh instance per test, so a test
   may close it);
@@ -9,10 +9,12 @@ Each test runs five times, once per type, through the ``backend`` fixture:
   the session fixture ``openai_compat_server``;
 * ``remote``: ``RemoteBackend`` (litellm) against the respx-mocked OpenAI API of
   ``remote/_upstream.py``;
+* ``artifact``: ``ArtifactBackend`` on the session's tiny random-weight Llama artifact
+  (``artifact_dir``; a fresh instance per test, the model loads in milliseconds);
 * ``fake``: ``FakeBackend`` with its default script.
 
 The ``failure`` fixture gives, per type, a backend and a prompt it must fail on: the respx
-upstreams answer HTTP 500, the two real models get a prompt longer than their context window,
+upstreams answer HTTP 500, the three real models get a prompt longer than their context window,
 and the fake is scripted to fail. Requests stay short: the tiny model writes ~60 tokens/s.
 """
 
@@ -22,14 +24,16 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast, get_args
 
 import httpx
 import pytest
 
+from adapters.artifact.backend import ArtifactBackend
 from adapters.base import Backend, ChatRequest, Chunk, Completion, FinishReason, Health
 from adapters.capabilities import Capabilities
-from adapters.config import FakeStep, TinyConfig
+from adapters.config import ArtifactConfig, FakeStep, TinyConfig
 from adapters.errors import BackendError
 from adapters.fake import FakeBackend
 from adapters.tiny.backend import TinyBackend
@@ -43,7 +47,8 @@ LONG_ANSWER_PROMPT = "Tell me a long story about a dragon who learns to fly."
 MAX_TOKENS = 8  # enough for a few words, short enough for the tiny model
 CAP = 3  # well below the natural length of any backend's answer to LONG_ANSWER_PROMPT
 N_CTX = 2048  # the tiny backend's and the real server's context window
-# ~3000 tokens for SmolLM2's tokenizer: more than N_CTX, so both real models must refuse it.
+# ~3000 tokens for SmolLM2's tokenizer: more than N_CTX (and the artifact's 512), so every real
+# model must refuse it.
 TOO_LONG_PROMPT = "word " * 3000
 
 # HTTP 500 bodies the respx upstreams answer with in the failure cases.
@@ -85,6 +90,15 @@ async def tiny_backend() -> AsyncIterator[TinyBackend]:
 
 
 @asynccontextmanager
+async def artifact_backend(path: Path) -> AsyncIterator[ArtifactBackend]:
+    backend = ArtifactBackend("artifact", ArtifactConfig(type="artifact", path=str(path)))
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@asynccontextmanager
 async def fake_backend(*steps: FakeStep) -> AsyncIterator[FakeBackend]:
     backend = FakeBackend.scripted("fake", *steps) if steps else FakeBackend("fake")
     try:
@@ -102,6 +116,9 @@ OPENERS: dict[str, Opener] = {
         cast(str, request.getfixturevalue("openai_compat_server"))
     ),
     "remote": lambda _: _remote_upstream.upstream(),
+    "artifact": lambda request: artifact_backend(
+        cast(Path, request.getfixturevalue("artifact_dir"))
+    ),
     "fake": lambda _: fake_backend(),
 }
 
@@ -110,6 +127,7 @@ KINDS = [
     "ollama",
     pytest.param("openai_compat", marks=pytest.mark.model),
     "remote",
+    "artifact",
     "fake",
 ]
 
@@ -149,7 +167,7 @@ async def failure(
         async with fake_backend(FakeStep(error="unavailable")) as scripted:
             yield Failure(scripted, PROMPT)
         return
-    prompt = TOO_LONG_PROMPT if kind in ("tiny", "openai_compat") else PROMPT
+    prompt = TOO_LONG_PROMPT if kind in ("tiny", "openai_compat", "artifact") else PROMPT
     async with OPENERS[kind](request) as failing:
         yield Failure(failing, prompt)
 

@@ -4,6 +4,7 @@ computed by hand from each model's published architecture."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -228,3 +229,36 @@ def test_the_command_reads_ollama_over_http() -> None:
     )
     with pytest.raises(ModelMetaError, match="ollama pull nope"):
         asyncio.run(_ollama_shape("http://ollama.test:11434", "nope"))
+
+
+def test_an_artifact_is_sized_from_config_json_and_safetensors_headers(
+    artifact_dir: Path,
+) -> None:
+    """A transformers model directory: exact parameters and bytes from the safetensors headers,
+    the shape from config.json, the KV cache in the weights' dtype at the trained context."""
+    from safetensors import safe_open
+
+    with safe_open(artifact_dir / "model.safetensors", framework="pt") as handle:
+        names = list(handle.keys())
+        parameters = sum(math.prod(handle.get_slice(name).get_shape()) for name in names)
+
+    result = _tiergate("fit", str(artifact_dir), "--memory", "1GiB", "--json")
+
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    model = body["model"]
+    assert model["parameters"] == parameters
+    assert model["weight_bytes"] == 4 * parameters
+    assert model["quantization"] == "F32"
+    assert (model["architecture"], model["layers"], model["kv_heads"]) == ("llama", 2, 2)
+    assert (model["key_size"], model["context_train"], model["vocab"]) == (16, 512, 400)
+    assert body["request"]["kv_type"] == "f32"
+    assert body["request"]["context"] == 512
+    assert body["bytes"]["kv_cache"] == 2 * 2 * 2 * 16 * 512 * 4
+
+
+def test_a_directory_without_weights_is_an_error_that_says_so(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    result = _tiergate("fit", str(tmp_path), "--memory", "1GiB")
+    assert result.returncode == 2
+    assert "no .safetensors weights" in result.stderr

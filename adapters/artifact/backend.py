@@ -1,0 +1,332 @@
+"""The artifact tier: a saved Hugging Face transformers model answering inside the gateway
+process, through PyTorch (the optional ``torch`` extra: ``pip install 'tiergate[torch]'``).
+
+One model answers one request at a time: every generation runs on this backend's own single
+worker thread (a one-thread executor: its queue *is* the bounded queue), as the tiny tier does.
+The event loop only waits on futures and receives streamed text through
+``call_soon_threadsafe``, so it never blocks. Requests beyond ``max_queue`` waiting are refused
+at once as "busy".
+
+torch and transformers are imported on the worker thread when the model first loads, so
+importing this module costs nothing and a missing extra is reported as a ``BackendError`` that
+names the install command. The generation loop is ``adapters.artifact.loop``; loading (device,
+dtype, int8) is ``adapters.artifact.runtime``; failures are mapped in ``adapters.artifact.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from adapters.artifact import extra
+from adapters.artifact.errors import (
+    Cancelled,
+    DeviceUnavailable,
+    LoadFailed,
+    NoChatTemplate,
+    TemplateRefused,
+    as_backend_error,
+)
+from adapters.artifact.files import (
+    ArtifactFileError,
+    context_length,
+    read_config,
+    require_directory,
+)
+from adapters.base import BackendInfo, BlockingComplete, Health
+from adapters.capabilities import ARTIFACT, Capabilities
+from adapters.chat import ChatRequest, Chunk, Completion, Timings, Usage
+from adapters.config import ArtifactConfig
+from adapters.errors import (
+    BackendError,
+    BackendRateLimited,
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+    translated,
+)
+
+if TYPE_CHECKING:
+    from adapters.artifact.runtime import Loaded
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Sampling defaults for fields a request leaves unset: OpenAI's.
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TOP_P = 1.0
+# max_tokens when the request sets none and the model's context length is unknown.
+DEFAULT_MAX_TOKENS = 512
+
+
+class ArtifactBackend(BlockingComplete):
+    """An in-process transformers chat model. Implements the teaching and the server contract."""
+
+    def __init__(self, name: str, config: ArtifactConfig) -> None:
+        self._name = name
+        self._config = config
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"artifact-{name}")
+        self._loaded: Loaded | None = None
+        self._window = self._configured_window()
+        self._caps: Capabilities | None = None
+        self._admit = threading.Lock()
+        self._in_flight = 0
+        self._closed = False
+
+    # --- identity -------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def model_id(self) -> str:
+        return self._config.model
+
+    @property
+    def info(self) -> BackendInfo:
+        extra_info: dict[str, Any] = {
+            "type": "artifact",
+            "path": self._config.path,
+            "quantize": self._config.quantize,
+        }
+        if self._loaded is not None:
+            extra_info["device"] = str(self._loaded.device)
+            extra_info["dtype"] = str(self._loaded.dtype).removeprefix("torch.")
+        return BackendInfo(name=self._name, model_id=self.model_id, extra=extra_info)
+
+    @property
+    def context_window(self) -> int | None:
+        """The model config's ``max_position_embeddings`` (``None`` if it has none)."""
+        return self._window
+
+    @property
+    def capabilities(self) -> Capabilities:
+        if self._caps is None or self._caps.context_window != self._window:
+            self._caps = dataclasses.replace(ARTIFACT, context_window=self._window)
+        return self._caps
+
+    def _configured_window(self) -> int | None:
+        try:
+            return context_length(read_config(Path(self._config.path)))
+        except ArtifactFileError:
+            return None  # reported by health() and by the first request
+
+    # --- server contract ------------------------------------------------------------------
+
+    async def acomplete(self, request: ChatRequest) -> Completion:
+        cancel = threading.Event()
+        future = self._submit(request, None, cancel, time.perf_counter())
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            cancel.set()
+
+    async def astream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Chunk] = asyncio.Queue()
+
+        def emit(text: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, Chunk(delta=text))
+
+        cancel = threading.Event()
+        future = self._submit(request, emit, cancel, time.perf_counter())
+        done = asyncio.wrap_future(future)
+        try:
+            while True:
+                getter: asyncio.Future[Chunk] = asyncio.ensure_future(queue.get())
+                waiters: set[asyncio.Future[Any]] = {getter, done}
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                # The worker finished: drain what it queued before the result.
+                while not queue.empty():
+                    yield queue.get_nowait()
+                result = done.result()  # raises the worker's BackendError
+                yield Chunk(
+                    finish_reason=result.finish_reason, usage=result.usage, timings=result.timings
+                )
+                return
+        finally:
+            cancel.set()
+
+    async def prewarm(self) -> None:
+        """Load the model now, so the first request does not pay for it."""
+        await asyncio.wrap_future(self._executor.submit(self._on_worker, self._ensure_loaded))
+
+    async def health(self) -> Health:
+        if self._closed:
+            return Health(ok=False, detail="the backend is closed (the gateway is stopping)")
+        package = extra.missing()
+        if package is not None:
+            return Health(ok=False, detail=str(extra.MissingExtra(package)))
+        try:
+            require_directory(Path(self._config.path))
+        except ArtifactFileError as exc:
+            return Health(ok=False, detail=str(exc))
+        if self._loaded is not None:
+            return Health(ok=True, detail=f"loaded {self.model_id} on {self._loaded.device}")
+        return Health(ok=True, detail=f"{self.model_id} present, loads on first request")
+
+    async def aclose(self) -> None:
+        """Free the model after the work already queued; closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.wrap_future(self._executor.submit(self._unload))
+        self._executor.shutdown(wait=False)
+
+    # --- worker side ------------------------------------------------------------------------
+
+    def _submit(
+        self,
+        request: ChatRequest,
+        emit: Callable[[str], None] | None,
+        cancel: threading.Event,
+        started: float,
+    ) -> Future[Completion]:
+        if self._closed:
+            raise BackendUnavailable(self._name, "the backend is closed (the gateway is stopping)")
+        with self._admit:
+            if self._in_flight > self._config.max_queue:
+                raise BackendRateLimited(
+                    self._name,
+                    f"busy: {self._in_flight} requests already waiting for the in-process model "
+                    f"(it answers one at a time); retry shortly, raise `max_queue` "
+                    f"({self._config.max_queue}), or let the policy fall back to another tier",
+                    retry_after=1.0,
+                )
+            self._in_flight += 1
+        future = self._executor.submit(self._on_worker, self._run, request, emit, cancel, started)
+        future.add_done_callback(self._release)
+        return future
+
+    def _on_worker(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``work`` (on the worker thread) with torch's errors mapped to ours."""
+        with translated(self._error):
+            return work(*args, **kwargs)
+
+    def _error(self, exc: Exception) -> BackendError:
+        return as_backend_error(exc, backend=self._name, config=self._config)
+
+    def _release(self, _future: Future[Completion]) -> None:
+        with self._admit:
+            self._in_flight -= 1
+
+    def _ensure_loaded(self) -> float | None:
+        """Load the model (on the worker thread). Returns the load time if it loaded now."""
+        if self._loaded is not None:
+            return None
+        extra.require()
+        from adapters.artifact import runtime
+
+        start = time.perf_counter()
+        try:
+            loaded = runtime.load(self._config)
+        except (ArtifactFileError, NoChatTemplate, DeviceUnavailable):
+            raise
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise LoadFailed(str(exc)) from exc
+        self._loaded = loaded
+        self._window = loaded.context_window
+        return (time.perf_counter() - start) * 1000.0
+
+    def _unload(self) -> None:
+        loaded, self._loaded = self._loaded, None
+        if loaded is not None and loaded.device.type == "cuda":
+            import torch
+
+            del loaded
+            torch.cuda.empty_cache()  # hand the freed blocks back to the GPU
+
+    def _prompt_ids(self, loaded: Loaded, request: ChatRequest) -> list[int]:
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        try:
+            text = loaded.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:  # jinja raises many types, all meaning "template refused"
+            raise TemplateRefused(str(exc)) from exc
+        # The template writes the special tokens itself (BOS included, where it has one).
+        ids: list[int] = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def _run(
+        self,
+        request: ChatRequest,
+        emit: Callable[[str], None] | None,
+        cancel: threading.Event,
+        started: float,
+    ) -> Completion:
+        if cancel.is_set():
+            raise BackendTimeout(self._name, "the request was abandoned while it waited")
+        run_start = time.perf_counter()  # server time includes a model load (load_ms)
+        load_ms = self._ensure_loaded()  # first: it reports a missing torch extra
+        from adapters.artifact.loop import Sampling, generate
+
+        loaded = self._loaded
+        assert loaded is not None  # set by _ensure_loaded
+        deadline = time.perf_counter() + self._config.timeout_s
+        prompt = self._prompt_ids(loaded, request)
+        max_tokens = self._max_tokens(len(prompt), request.max_tokens)
+
+        def check() -> None:
+            if cancel.is_set():
+                raise Cancelled
+            if time.perf_counter() > deadline:
+                raise BackendTimeout(
+                    self._name,
+                    f"generation ran past timeout_s={self._config.timeout_s}; lower max_tokens "
+                    f"or raise `timeout_s` of this backend",
+                )
+
+        sampling = Sampling(
+            max_tokens=max_tokens,
+            temperature=request.temperature
+            if request.temperature is not None
+            else DEFAULT_TEMPERATURE,
+            top_p=request.top_p if request.top_p is not None else DEFAULT_TOP_P,
+            top_k=request.top_k,
+            seed=request.seed if request.seed is not None else random.getrandbits(63),
+        )
+        outcome = generate(loaded, prompt, sampling, stops=request.stop, emit=emit, check=check)
+        end = time.perf_counter()
+        first = outcome.first_text_at
+        return Completion(
+            text=outcome.text,
+            finish_reason=outcome.finish,
+            usage=Usage(prompt_tokens=len(prompt), completion_tokens=len(outcome.completion_ids)),
+            timings=Timings(
+                latency_ms=(end - started) * 1000.0,
+                ttft_ms=(first - started) * 1000.0 if first is not None else None,
+                server_ms=(end - run_start) * 1000.0,
+                load_ms=load_ms,
+            ),
+            backend=self._name,
+            model=self.model_id,
+        )
+
+    def _max_tokens(self, prompt_tokens: int, asked: int | None) -> int:
+        window = self._window
+        if window is None:
+            return asked if asked is not None else DEFAULT_MAX_TOKENS
+        room = window - prompt_tokens
+        max_tokens = asked if asked is not None else room
+        if max_tokens > room:
+            raise BackendRejected(
+                self._name,
+                f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}, but the "
+                f"model's context (max_position_embeddings) is {window}: shorten the prompt or "
+                f"lower max_tokens",
+                status_code=400,
+            )
+        return max_tokens
