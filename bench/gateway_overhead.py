@@ -484,6 +484,13 @@ def main() -> int:
         "batch exporter, OTLP/HTTP to the mock upstream as collector), interleaved",
     )
     parser.add_argument(
+        "--trace-ratio",
+        type=float,
+        default=1.0,
+        help="with --tracing: the share of traces recorded (parentbased_traceidratio); "
+        "default 1: every request",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=5,
@@ -514,7 +521,8 @@ def main() -> int:
             envs = {
                 "tracing-on": {
                     "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{mock_port}",
-                    "OTEL_TRACES_SAMPLER": "always_on",
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": str(args.trace_ratio),
                 }
             }
         elif args.journal:
@@ -545,6 +553,7 @@ def main() -> int:
             "trees": {k: {"commit": commits[k]} for k in trees},
             "duration_s": args.duration,
             "rounds": args.rounds,
+            **({"trace_ratio": args.trace_ratio} if args.tracing else {}),
             **compared,
         }
         args.out.write_text(json.dumps(compared, indent=2) + "\n")

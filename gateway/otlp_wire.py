@@ -164,6 +164,7 @@ class BatchExport:
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._stopping = False
+        self._flushing = False
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
         self._thread.start()
@@ -202,17 +203,22 @@ class BatchExport:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self._delay_s)
+            full = self._wake.wait(self._delay_s)
             self._wake.clear()
-            self._drain()
+            # Woken by a full batch: send full batches only (a remainder sent at once would
+            # become a stream of tiny requests under load, each a whole HTTP round trip).
+            # The schedule, a flush and the shutdown send everything.
+            everything = not full or self._stopping or self._flushing
+            self._flushing = False
+            self._drain(everything)
             self._idle.set()
             if self._stopping:
                 return
 
-    def _drain(self) -> None:
-        queue = self._queue
-        while queue:
-            spans = [queue.popleft() for _ in range(min(self._batch, len(queue)))]
+    def _drain(self, everything: bool) -> None:
+        queue, batch = self._queue, self._batch
+        while len(queue) >= batch or (everything and queue):
+            spans = [queue.popleft() for _ in range(min(batch, len(queue)))]
             try:
                 self._send(spans)
             except Exception:
@@ -221,6 +227,7 @@ class BatchExport:
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Send what is queued now; True once sent (within ``timeout_s``)."""
         self._idle.clear()
+        self._flushing = True
         self._wake.set()
         return self._idle.wait(timeout_s)
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.base import ChatRequest, Completion
+from gateway import tracing
 from gateway.cache.affinity import leading_group, with_affinity
 from gateway.cache.keys import deterministic, prefix_hashes, response_key
 from gateway.cache.service import CachedAnswer, CacheService
@@ -102,7 +103,10 @@ async def prepare(
             extra=answer_shaping(request),
             key_id=key_id if responses.per_key else None,
         )
-        cache.hit = await service.lookup(cache.key)
+        with tracing.step("tiergate.cache") as span:  # a span only when there is a lookup
+            cache.hit = await service.lookup(cache.key)
+            if span is not None:
+                span.set_attribute("tiergate.cache", "miss" if cache.hit is None else "hit")
         if cache.hit is not None:
             return cache, decision  # answered from the cache: no replica to choose
     prefixes = policy.cache.prefixes
@@ -112,9 +116,12 @@ async def prepare(
     if len(replicas) < 2:
         return cache, decision
     cache.hashes = prefix_hashes(request.messages, block_tokens=prefixes.block_tokens)
-    warm: Mapping[str, int] = await service.warm_tokens(
-        cache.hashes, replicas, block_tokens=prefixes.block_tokens, ttl_s=prefixes.ttl_s
-    )
+    with tracing.step("tiergate.cache.prefixes") as span:
+        warm: Mapping[str, int] = await service.warm_tokens(
+            cache.hashes, replicas, block_tokens=prefixes.block_tokens, ttl_s=prefixes.ttl_s
+        )
+        if span is not None:
+            span.set_attribute("tiergate.cache.warm_tokens", max(warm.values(), default=0))
     loads = {name: in_flight(name) for name in replicas}
     decision, cache.warm = with_affinity(decision, warm, loads, prefixes.load_margin)
     service.routed(warm=cache.warm > 0)

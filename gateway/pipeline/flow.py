@@ -102,18 +102,15 @@ class Pipeline:
         outcome.canary_arm = routed.arm
         outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
         outcome.prompt_estimate = plan.prompt_tokens
-        with tracing.step("tiergate.cache") as span:
-            cache, decision = await prepare_cache(
-                self.cache,
-                active.policy,
-                routed.decision,
-                chat,
-                key_id=outcome.key_id,
-                in_flight=lambda name: active.pool[name].in_flight,
-                usable=lambda name: active.pool[name].unavailable_reason() is None,
-            )
-            if span is not None:
-                span.set_attribute("tiergate.cache", "hit" if cache.hit else cache.label())
+        cache, decision = await prepare_cache(
+            self.cache,
+            active.policy,
+            routed.decision,
+            chat,
+            key_id=outcome.key_id,
+            in_flight=lambda name: active.pool[name].in_flight,
+            usable=lambda name: active.pool[name].unavailable_reason() is None,
+        )
         flight = _Flight(self, active, chat, outcome, plan, cache, routed.shadow)
         if cache.hit is not None:
             answer = flight.from_cache(cache.hit)

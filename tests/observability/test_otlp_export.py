@@ -27,7 +27,11 @@ def test_a_served_request_arrives_at_the_collector(tmp_path: Path) -> None:
             server.wait_ready()
             response = server.http.post(
                 "/v1/chat/completions",
-                json={"model": "auto", "messages": [{"role": "user", "content": "Hi there."}]},
+                json={
+                    "model": "auto",
+                    "temperature": 0,  # cacheable: a lookup, and so a cache span
+                    "messages": [{"role": "user", "content": "Hi there."}],
+                },
                 headers={"authorization": f"Bearer {API_KEY}", "traceparent": TRACEPARENT},
             )
             assert response.status_code == 200, response.text
