@@ -103,7 +103,13 @@ async def test_a_chat_request_is_one_trace_continuing_the_clients(policy: Path) 
     assert format(server.parent.span_id, "016x") == CLIENT_SPAN
     # Every span of the request is in the client's trace, under the server span.
     named = by_name(spans)
-    children = {"tiergate.plan", "tiergate.cache", "chat small-model", "tiergate.ledger.write"}
+    children = {
+        "tiergate.plan",
+        "tiergate.cache",  # the response cache lookup (temperature 0: cacheable)
+        "tiergate.cache.prefixes",  # which of the tier's two replicas holds the prompt's prefix
+        "chat small-model",
+        "tiergate.ledger.write",
+    }
     assert children | {server.name} == set(named)
     for name in children:
         (span,) = named[name]
