@@ -15,16 +15,15 @@ dtype, int8) is ``adapters.artifact.runtime``; failures are mapped in ``adapters
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import random
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from adapters._in_process import WorkerModel
 from adapters.artifact import extra
 from adapters.artifact.errors import (
     Cancelled,
@@ -40,24 +39,19 @@ from adapters.artifact.files import (
     read_config,
     require_directory,
 )
-from adapters.base import BackendInfo, BlockingComplete, Health
+from adapters.base import BackendInfo, Health
 from adapters.capabilities import ARTIFACT, Capabilities
-from adapters.chat import ChatRequest, Chunk, Completion, Timings, Usage
+from adapters.chat import ChatRequest, Completion, Timings, Usage
 from adapters.config import ArtifactConfig
 from adapters.errors import (
     BackendError,
-    BackendRateLimited,
     BackendRejected,
     BackendTimeout,
-    BackendUnavailable,
-    translated,
 )
 
 if TYPE_CHECKING:
     from adapters.artifact.runtime import Loaded
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
 # Sampling defaults for fields a request leaves unset: OpenAI's.
 DEFAULT_TEMPERATURE = 1.0
@@ -66,25 +60,18 @@ DEFAULT_TOP_P = 1.0
 DEFAULT_MAX_TOKENS = 512
 
 
-class ArtifactBackend(BlockingComplete):
-    """An in-process transformers chat model. Implements the teaching and the server contract."""
+class ArtifactBackend(WorkerModel):
+    """An in-process transformers chat model on a worker thread of its own
+    (``adapters._in_process``). Implements the teaching and the server contract."""
 
     def __init__(self, name: str, config: ArtifactConfig) -> None:
-        self._name = name
+        super().__init__(name, "artifact", config.max_queue)
         self._config = config
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"artifact-{name}")
         self._loaded: Loaded | None = None
         self._window = self._configured_window()
         self._caps: Capabilities | None = None
-        self._admit = threading.Lock()
-        self._in_flight = 0
-        self._closed = False
 
     # --- identity -------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def model_id(self) -> str:
@@ -121,48 +108,6 @@ class ArtifactBackend(BlockingComplete):
 
     # --- server contract ------------------------------------------------------------------
 
-    async def acomplete(self, request: ChatRequest) -> Completion:
-        cancel = threading.Event()
-        future = self._submit(request, None, cancel, time.perf_counter())
-        try:
-            return await asyncio.wrap_future(future)
-        finally:
-            cancel.set()
-
-    async def astream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Chunk] = asyncio.Queue()
-
-        def emit(text: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, Chunk(delta=text))
-
-        cancel = threading.Event()
-        future = self._submit(request, emit, cancel, time.perf_counter())
-        done = asyncio.wrap_future(future)
-        try:
-            while True:
-                getter: asyncio.Future[Chunk] = asyncio.ensure_future(queue.get())
-                waiters: set[asyncio.Future[Any]] = {getter, done}
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                    continue
-                getter.cancel()
-                # The worker finished: drain what it queued before the result.
-                while not queue.empty():
-                    yield queue.get_nowait()
-                result = done.result()  # raises the worker's BackendError
-                yield Chunk(
-                    finish_reason=result.finish_reason, usage=result.usage, timings=result.timings
-                )
-                return
-        finally:
-            cancel.set()
-
-    async def prewarm(self) -> None:
-        """Load the model now, so the first request does not pay for it."""
-        await asyncio.wrap_future(self._executor.submit(self._on_worker, self._ensure_loaded))
-
     async def health(self) -> Health:
         if self._closed:
             return Health(ok=False, detail="the backend is closed (the gateway is stopping)")
@@ -177,50 +122,8 @@ class ArtifactBackend(BlockingComplete):
             return Health(ok=True, detail=f"loaded {self.model_id} on {self._loaded.device}")
         return Health(ok=True, detail=f"{self.model_id} present, loads on first request")
 
-    async def aclose(self) -> None:
-        """Free the model after the work already queued; closing twice is harmless."""
-        if self._closed:
-            return
-        self._closed = True
-        await asyncio.wrap_future(self._executor.submit(self._unload))
-        self._executor.shutdown(wait=False)
-
-    # --- worker side ------------------------------------------------------------------------
-
-    def _submit(
-        self,
-        request: ChatRequest,
-        emit: Callable[[str], None] | None,
-        cancel: threading.Event,
-        started: float,
-    ) -> Future[Completion]:
-        if self._closed:
-            raise BackendUnavailable(self._name, "the backend is closed (the gateway is stopping)")
-        with self._admit:
-            if self._in_flight > self._config.max_queue:
-                raise BackendRateLimited(
-                    self._name,
-                    f"busy: {self._in_flight} requests already waiting for the in-process model "
-                    f"(it answers one at a time); retry shortly, raise `max_queue` "
-                    f"({self._config.max_queue}), or let the policy fall back to another tier",
-                    retry_after=1.0,
-                )
-            self._in_flight += 1
-        future = self._executor.submit(self._on_worker, self._run, request, emit, cancel, started)
-        future.add_done_callback(self._release)
-        return future
-
-    def _on_worker(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``work`` (on the worker thread) with torch's errors mapped to ours."""
-        with translated(self._error):
-            return work(*args, **kwargs)
-
     def _error(self, exc: Exception) -> BackendError:
         return as_backend_error(exc, backend=self._name, config=self._config)
-
-    def _release(self, _future: Future[Completion]) -> None:
-        with self._admit:
-            self._in_flight -= 1
 
     def _ensure_loaded(self) -> float | None:
         """Load the model (on the worker thread). Returns the load time if it loaded now."""

@@ -20,25 +20,23 @@ thread runs inside ``translated(self._error)``.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import dataclasses
 import random
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
+from adapters._in_process import WorkerModel
 from adapters._text import StopScanner
-from adapters.base import BackendInfo, BlockingComplete, Health
+from adapters.base import BackendInfo, Health
 from adapters.capabilities import Capabilities, defaults_for
-from adapters.chat import ChatRequest, Chunk, Completion, FinishReason, Timings, Usage
+from adapters.chat import ChatRequest, Completion, FinishReason, Timings, Usage
 from adapters.config import TinyConfig
 from adapters.errors import (
     BackendError,
-    BackendRateLimited,
     BackendRejected,
     BackendTimeout,
     BackendUnavailable,
@@ -56,36 +54,26 @@ from adapters.tiny.logprobs import TokenLogprobs
 from adapters.tiny.prefix import PrefixReuse
 from adapters.tiny.wire import sampling, template_messages
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
-
-class TinyBackend(BlockingComplete):
-    """An in-process GGUF chat model. Implements the teaching and the server contract."""
+class TinyBackend(WorkerModel):
+    """An in-process GGUF chat model on a worker thread of its own (``adapters._in_process``).
+    Implements the teaching and the server contract."""
 
     def __init__(self, name: str, config: TinyConfig) -> None:
-        self._name = name
+        super().__init__(name, "tiny", config.max_queue)
         self._config = config
         self._path: Path | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tiny-{name}")
         self._llm: Any = None
         self._formatter: Any = None
         self._trained_ctx: int | None = None
         self._caps: Capabilities | None = None
         self._eog: Callable[[int], bool] | None = None
-        self._admit = threading.Lock()
-        self._in_flight = 0
-        self._closed = False
         # Worker-thread state, like the model: snapshots of shared prompt prefixes.
         self._prefix = PrefixReuse(
             config.prefix_cache_mb, config.prefix_block_tokens, config.prefix_min_blocks
         )
 
     # --- identity -------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def info(self) -> BackendInfo:
@@ -121,51 +109,6 @@ class TinyBackend(BlockingComplete):
 
     # --- server contract ------------------------------------------------------------------
 
-    async def acomplete(self, request: ChatRequest) -> Completion:
-        cancel = threading.Event()
-        future = self._submit(request, None, cancel, time.perf_counter())
-        try:
-            return await asyncio.wrap_future(future)
-        finally:
-            cancel.set()
-
-    async def astream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Chunk] = asyncio.Queue()
-
-        def emit(text: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, Chunk(delta=text))
-
-        cancel = threading.Event()
-        future = self._submit(request, emit, cancel, time.perf_counter())
-        done = asyncio.wrap_future(future)
-        try:
-            while True:
-                getter: asyncio.Future[Chunk] = asyncio.ensure_future(queue.get())
-                waiters: set[asyncio.Future[Any]] = {getter, done}
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                    continue
-                getter.cancel()
-                # The worker finished: drain what it queued before the result.
-                while not queue.empty():
-                    yield queue.get_nowait()
-                result = done.result()  # raises the worker's BackendError
-                yield Chunk(  # logprobs (when asked for) come whole with the last chunk
-                    finish_reason=result.finish_reason,
-                    usage=result.usage,
-                    timings=result.timings,
-                    logprobs=result.logprobs,
-                )
-                return
-        finally:
-            cancel.set()
-
-    async def prewarm(self) -> None:
-        """Load the model now, so the first request does not pay for it."""
-        await asyncio.wrap_future(self._executor.submit(self._on_worker, self._ensure_loaded))
-
     async def health(self) -> Health:
         if self._closed:
             return Health(ok=False, detail="the backend is closed (the gateway is stopping)")
@@ -178,50 +121,8 @@ class TinyBackend(BlockingComplete):
             return Health(ok=True, detail=f"loaded {path.name}")
         return Health(ok=True, detail=f"{path.name} present, loads on first request")
 
-    async def aclose(self) -> None:
-        """Free the model after the work already queued; closing twice is harmless."""
-        if self._closed:
-            return
-        self._closed = True
-        await asyncio.wrap_future(self._executor.submit(self._unload))
-        self._executor.shutdown(wait=False)
-
-    # --- worker side ------------------------------------------------------------------------
-
-    def _submit(
-        self,
-        request: ChatRequest,
-        emit: Callable[[str], None] | None,
-        cancel: threading.Event,
-        started: float,
-    ) -> Future[Completion]:
-        if self._closed:
-            raise BackendUnavailable(self._name, "the backend is closed (the gateway is stopping)")
-        with self._admit:
-            if self._in_flight > self._config.max_queue:
-                raise BackendRateLimited(
-                    self._name,
-                    f"busy: {self._in_flight} requests already waiting for the in-process model; "
-                    f"retry shortly, raise `max_queue` ({self._config.max_queue}), or let the "
-                    f"policy fall back to another tier",
-                    retry_after=1.0,
-                )
-            self._in_flight += 1
-        future = self._executor.submit(self._on_worker, self._run, request, emit, cancel, started)
-        future.add_done_callback(self._release)
-        return future
-
-    def _on_worker(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``work`` (on the worker thread) with llama.cpp's errors mapped to ours."""
-        with translated(self._error):
-            return work(*args, **kwargs)
-
     def _error(self, exc: Exception) -> BackendError:
         return as_backend_error(exc, backend=self._name, config=self._config)
-
-    def _release(self, _future: Future[Completion]) -> None:
-        with self._admit:
-            self._in_flight -= 1
 
     def _resolve(self) -> Path:
         if self._path is None:

@@ -42,8 +42,9 @@ from gateway.policy import Candidate, Decision, UnknownRoute
 from gateway.routing import cascade as cascading
 from gateway.routing import spans
 from gateway.routing.accounting import Accountant, Outcome
+from gateway.routing.attempts import DispatchError, Trace
 from gateway.routing.choices import extra_requests, extra_stream, merged, more_choices, total_usage
-from gateway.routing.dispatch import DispatchError, Opened, Trace
+from gateway.routing.dispatch import Opened
 from gateway.routing.failures import client_error, public
 from gateway.routing.judging import LabelSampler
 from gateway.routing.plan import Plan, make_plan, plan_embeddings

@@ -26,7 +26,7 @@ from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.policy.pricing import PriceBook, Priced
 from gateway.routing import spans
-from gateway.routing.dispatch import Attempt, Trace
+from gateway.routing.attempts import Attempt, Trace
 from gateway.routing.plan import Plan
 
 if TYPE_CHECKING:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from adapters.base import ChatRequest, Chunk, Completion, ToolCallDelta
 from gateway.policy import Candidate, Decision, Policy
 from gateway.policy.cascade import Cascade
-from gateway.routing.dispatch import Attempt, DispatchError, Opened, Served
+from gateway.routing.attempts import Attempt, DispatchError, Served
+from gateway.routing.dispatch import Opened
 from gateway.routing.plan import Plan
 from gateway.scoring.confidence import token_logprobs
 

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from opentelemetry.trace import Span
@@ -42,77 +42,11 @@ from gateway import tracing
 from gateway.policy import Candidate, Decision
 from gateway.policy.schema import TimeoutSpec
 from gateway.routing import spans
+from gateway.routing.attempts import Attempt, DispatchError, Embedded, Served, Skip, Trace
 from gateway.routing.pool import BackendPool, BackendState
 
 _T = TypeVar("_T")
 _R = TypeVar("_R", ChatRequest, EmbeddingRequest)
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    backend: str
-    tier: str
-    error: str | None  # the error's class name, None on success
-    message: str | None
-    latency_ms: float
-    status: int | None = None  # the upstream's HTTP status, when it refused the request
-
-
-@dataclass(frozen=True, slots=True)
-class Skip:
-    backend: str
-    reason: str
-
-
-class DispatchError(Exception):
-    """No candidate produced an answer."""
-
-    def __init__(self, attempts: list[Attempt], skipped: list[Skip], last: BackendError | None):
-        self.attempts = attempts
-        self.skipped = skipped
-        self.last = last
-        super().__init__(self.describe())
-
-    def describe(self) -> str:
-        parts = [f"{a.backend}: {a.message}" for a in self.attempts]
-        parts += [f"{s.backend}: skipped ({s.reason})" for s in self.skipped]
-        if not parts:
-            return "no backend to try"
-        return "; ".join(parts)
-
-    @property
-    def all_rejected(self) -> bool:
-        return bool(self.attempts) and all(a.error == "BackendRejected" for a in self.attempts)
-
-
-@dataclass(slots=True)
-class Trace:
-    """What happened while dispatching one request."""
-
-    attempts: list[Attempt] = field(default_factory=list)
-    skipped: list[Skip] = field(default_factory=list)
-
-    @property
-    def fallbacks(self) -> int:
-        return max(0, len(self.attempts) - 1)
-
-
-@dataclass(slots=True)
-class Served:
-    """A successful non-streamed answer and where it came from."""
-
-    completion: Completion
-    candidate: Candidate
-    trace: Trace
-
-
-@dataclass(slots=True)
-class Embedded:
-    """A successful embeddings answer and where it came from."""
-
-    embeddings: Embeddings
-    candidate: Candidate
-    trace: Trace
 
 
 @dataclass(slots=True)
@@ -136,11 +70,7 @@ class Opened:
         self.released = True
         self.state.in_flight -= 1
         await _close_quietly(self.rest)
-        if self.span is not None:
-            if ok or error is not None:
-                spans.ended(self.span, error)
-            else:
-                spans.closed(self.span)
+        spans.released(self.span, error, ok=ok)
         breaker = self.state.breaker
         if ok:
             breaker.record_success()
@@ -195,9 +125,7 @@ class Dispatcher:
                 last = _deadline_error(candidate.backend, self._timeouts.total_s)
                 break
             started = self._clock()
-            span, sent = (None, request)
-            if traced is not None:
-                span, sent = spans.start(traced, candidate, state, request)
+            span, sent = spans.start(traced, candidate, state, request)
             state.in_flight += 1
             try:
                 async with asyncio.timeout(budget):
@@ -208,13 +136,11 @@ class Dispatcher:
                 last = exc
             except BaseException:
                 state.breaker.release()
-                if span is not None:
-                    spans.closed(span)
+                spans.closed(span)
                 raise
             else:
                 state.breaker.record_success()
-                if span is not None:
-                    spans.succeeded(span, result)
+                spans.succeeded(span, result)
                 trace.attempts.append(
                     Attempt(
                         candidate.backend, candidate.tier, None, None, _ms(started, self._clock)
@@ -224,8 +150,7 @@ class Dispatcher:
             finally:
                 state.in_flight -= 1
             self._failed(state, candidate, last, started, trace)
-            if span is not None:
-                spans.ended(span, last)
+            spans.ended(span, last)
         raise DispatchError(trace.attempts, trace.skipped, last)
 
     async def open_stream(
@@ -241,9 +166,7 @@ class Dispatcher:
                 last = _deadline_error(candidate.backend, self._timeouts.total_s)
                 break
             started = self._clock()
-            span, sent = (None, request)
-            if traced is not None:
-                span, sent = spans.start(traced, candidate, state, request)
+            span, sent = spans.start(traced, candidate, state, request)
             stream = state.backend.astream(sent)
             state.in_flight += 1
             try:
@@ -254,20 +177,17 @@ class Dispatcher:
                 await _close_quietly(stream)
                 last = _as_backend_error(exc, candidate.backend, budget)
                 self._failed(state, candidate, last, started, trace)
-                if span is not None:
-                    spans.ended(span, last)
+                spans.ended(span, last)
                 continue
             except BaseException:
                 state.in_flight -= 1
                 state.breaker.release()
                 await _close_quietly(stream)
-                if span is not None:
-                    spans.closed(span)
+                spans.closed(span)
                 raise
             waited = _ms(started, self._clock)
             trace.attempts.append(Attempt(candidate.backend, candidate.tier, None, None, waited))
-            if span is not None:
-                spans.first_chunk(span, waited)
+            spans.first_chunk(span, waited)
             return Opened(first, stream, candidate, state, trace, started, span=span)
         raise DispatchError(trace.attempts, trace.skipped, last)
 

@@ -22,7 +22,7 @@ from gateway.errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
-from gateway.routing.dispatch import DispatchError
+from gateway.routing.attempts import DispatchError
 
 log = structlog.get_logger("tiergate.dispatch")
 

@@ -37,8 +37,8 @@ from gateway.ledger.entry import LedgerEntry
 from gateway.policy import Candidate, Decision, Policy
 from gateway.policy.schema import LabelJudgeSpec
 from gateway.routing.accounting import Outcome
+from gateway.routing.attempts import DispatchError
 from gateway.routing.background import Call, Parent, TaskSet, background_entry, call_cost
-from gateway.routing.dispatch import DispatchError
 from gateway.routing.judge import TIER_INSTRUCTIONS, RateLimit, judge_request, parse_grade
 from gateway.routing.plan import Plan
 from gateway.routing.runtime import Active

@@ -57,20 +57,23 @@ def provider(state: BackendState) -> str:
 
 
 def start(
-    traced: Tracing, candidate: Candidate, state: BackendState, request: _R
-) -> tuple[Span, _R]:
+    traced: Tracing | None, candidate: Candidate, state: BackendState, request: _R
+) -> tuple[Span | None, _R]:
     """An attempt's span (a child of the current request's span), and ``request`` carrying its
-    trace context for the upstream."""
+    trace context for the upstream; ``(None, request)`` when tracing is off. The functions below
+    take that span and do nothing with None."""
+    if traced is None:
+        return None, request
     model = state.backend.model_id
+    operation = "chat" if isinstance(request, ChatRequest) else "embeddings"
+    attributes: dict[str, tracing.AttributeValue] = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.provider.name": provider(state),
+        "gen_ai.request.model": model,
+        "tiergate.backend": candidate.backend,
+        "tiergate.tier": candidate.tier,
+    }
     if isinstance(request, ChatRequest):
-        operation = "chat"
-        attributes: dict[str, tracing.AttributeValue] = {
-            "gen_ai.operation.name": operation,
-            "gen_ai.provider.name": provider(state),
-            "gen_ai.request.model": model,
-            "tiergate.backend": candidate.backend,
-            "tiergate.tier": candidate.tier,
-        }
         if request.max_tokens is not None:
             attributes["gen_ai.request.max_tokens"] = request.max_tokens
         if request.temperature is not None:
@@ -81,15 +84,6 @@ def start(
             attributes["gen_ai.request.seed"] = request.seed
         if request.stop:
             attributes["gen_ai.request.stop_sequences"] = list(request.stop)
-    else:
-        operation = "embeddings"
-        attributes = {
-            "gen_ai.operation.name": operation,
-            "gen_ai.provider.name": provider(state),
-            "gen_ai.request.model": model,
-            "tiergate.backend": candidate.backend,
-            "tiergate.tier": candidate.tier,
-        }
     span = traced.tracer.start_span(
         f"{operation} {model}", kind=tracing.CLIENT, attributes=attributes
     )
@@ -106,8 +100,10 @@ def usage(span: Span, used: Usage | None) -> None:
             span.set_attribute("gen_ai.usage.cache_read.input_tokens", used.cached_tokens)
 
 
-def succeeded(span: Span, result: object) -> None:
+def succeeded(span: Span | None, result: object) -> None:
     """A whole answer (or the embeddings) came: what it was, then the span ends."""
+    if span is None:
+        return
     if not isinstance(result, Completion):
         if isinstance(result, Embeddings):
             span.set_attribute("gen_ai.response.model", result.model)
@@ -121,23 +117,35 @@ def succeeded(span: Span, result: object) -> None:
     span.end()
 
 
-def ended(span: Span, error: BackendError | None) -> None:
+def ended(span: Span | None, error: BackendError | None) -> None:
     """The attempt is over: it answered, or it failed with ``error`` (its class is the span's
     ``error.type`` and the span's status is ERROR)."""
+    if span is None:
+        return
     if error is not None:
         tracing.failed(span, type(error).__name__)
     span.end()
 
 
-def first_chunk(span: Span, waited_ms: float) -> None:
+def first_chunk(span: Span | None, waited_ms: float) -> None:
     """A stream's first chunk arrived after ``waited_ms``: its time to first token."""
-    span.set_attribute("tiergate.ttft_ms", waited_ms)
+    if span is not None:
+        span.set_attribute("tiergate.ttft_ms", waited_ms)
 
 
-def closed(span: Span) -> None:
+def closed(span: Span | None) -> None:
     """The attempt was given up without a verdict (the client left, the server stopped)."""
-    span.set_attribute("tiergate.outcome", "closed")
-    span.end()
+    if span is not None:
+        span.set_attribute("tiergate.outcome", "closed")
+        span.end()
+
+
+def released(span: Span | None, error: BackendError | None, *, ok: bool) -> None:
+    """A stream's backend is released: it ended well (``ok``), failed, or was given up."""
+    if ok or error is not None:
+        ended(span, error)
+    else:
+        closed(span)
 
 
 # --- the request's own spans ---------------------------------------------------------------

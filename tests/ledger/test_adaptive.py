@@ -21,7 +21,7 @@ from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.routing.accounting import Accountant, Outcome
-from gateway.routing.dispatch import Attempt, Trace
+from gateway.routing.attempts import Attempt, Trace
 from gateway.routing.plan import Plan, make_plan
 from gateway.routing.runtime import Runtime
 from tests.support.topics import BAKING, NETWORKING, prompts

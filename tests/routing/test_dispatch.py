@@ -13,7 +13,8 @@ from adapters.config import FakeStep
 from adapters.errors import BackendTimeout, BackendUnavailable
 from adapters.fake import FakeBackend
 from gateway.policy import Decision, Policy
-from gateway.routing.dispatch import Dispatcher, DispatchError
+from gateway.routing.attempts import DispatchError
+from gateway.routing.dispatch import Dispatcher
 from gateway.routing.pool import BackendPool
 from tests.http.helpers import factory_with, policy_from
 

@@ -1,0 +1,150 @@
+"""A model run inside the gateway's process on one worker thread of its own (the ``tiny`` and
+``artifact`` backends): one request at a time, at most ``max_queue`` more waiting (beyond that a
+request is refused at once as busy, so the policy can fall back), the event loop only waiting on
+futures and receiving streamed text through ``call_soon_threadsafe``. A request that is given up
+(a closed stream, a cancelled call) sets its ``cancel`` event; the generation loop checks it
+between tokens.
+
+A subclass says how to load, run and unload its model, and how its library's errors read as
+ours (``_error``); everything here runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from adapters.base import BlockingComplete
+from adapters.chat import ChatRequest, Chunk, Completion
+from adapters.errors import BackendError, BackendRateLimited, BackendUnavailable, translated
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Emit = Callable[[str], None]
+
+
+class WorkerModel(BlockingComplete):
+    """The server contract's ``acomplete``/``astream``/``prewarm``/``aclose`` over one worker
+    thread; subclasses implement ``_run``, ``_ensure_loaded``, ``_unload`` and ``_error``."""
+
+    def __init__(self, name: str, kind: str, max_queue: int) -> None:
+        self._name = name
+        self._max_queue = max_queue
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{kind}-{name}")
+        self._admit = threading.Lock()
+        self._in_flight = 0
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    # --- what a subclass provides (each runs on the worker thread but _error) ----------------
+
+    @abstractmethod
+    def _run(
+        self, request: ChatRequest, emit: Emit | None, cancel: threading.Event, started: float
+    ) -> Completion:
+        """Answer ``request``, passing text to ``emit`` as it comes (streams)."""
+
+    @abstractmethod
+    def _ensure_loaded(self) -> float | None:
+        """Load the model if it is not; the load time in ms if it loaded now."""
+
+    @abstractmethod
+    def _unload(self) -> None: ...
+
+    @abstractmethod
+    def _error(self, exc: Exception) -> BackendError:
+        """The library's exception as one of ours."""
+
+    # --- server contract ------------------------------------------------------------------
+
+    async def acomplete(self, request: ChatRequest) -> Completion:
+        cancel = threading.Event()
+        future = self._submit(request, None, cancel, time.perf_counter())
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            cancel.set()
+
+    async def astream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Chunk] = asyncio.Queue()
+
+        def emit(text: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, Chunk(delta=text))
+
+        cancel = threading.Event()
+        future = self._submit(request, emit, cancel, time.perf_counter())
+        done = asyncio.wrap_future(future)
+        try:
+            while True:
+                getter: asyncio.Future[Chunk] = asyncio.ensure_future(queue.get())
+                waiters: set[asyncio.Future[Any]] = {getter, done}
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                # The worker finished: drain what it queued before the result.
+                while not queue.empty():
+                    yield queue.get_nowait()
+                result = done.result()  # raises the worker's BackendError
+                yield Chunk(  # logprobs (when asked for) come whole with the last chunk
+                    finish_reason=result.finish_reason,
+                    usage=result.usage,
+                    timings=result.timings,
+                    logprobs=result.logprobs,
+                )
+                return
+        finally:
+            cancel.set()
+
+    async def prewarm(self) -> None:
+        """Load the model now, so the first request does not pay for it."""
+        await asyncio.wrap_future(self._executor.submit(self._on_worker, self._ensure_loaded))
+
+    async def aclose(self) -> None:
+        """Free the model after the work already queued; closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.wrap_future(self._executor.submit(self._unload))
+        self._executor.shutdown(wait=False)
+
+    # --- worker side ------------------------------------------------------------------------
+
+    def _submit(
+        self, request: ChatRequest, emit: Emit | None, cancel: threading.Event, started: float
+    ) -> Future[Completion]:
+        if self._closed:
+            raise BackendUnavailable(self._name, "the backend is closed (the gateway is stopping)")
+        with self._admit:
+            if self._in_flight > self._max_queue:
+                raise BackendRateLimited(
+                    self._name,
+                    f"busy: {self._in_flight} requests already waiting for the in-process model "
+                    f"(it answers one at a time); retry shortly, raise `max_queue` "
+                    f"({self._max_queue}), or let the policy fall back to another tier",
+                    retry_after=1.0,
+                )
+            self._in_flight += 1
+        future = self._executor.submit(self._on_worker, self._run, request, emit, cancel, started)
+        future.add_done_callback(self._release)
+        return future
+
+    def _on_worker(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``work`` (on the worker thread) with the library's errors mapped to ours."""
+        with translated(self._error):
+            return work(*args, **kwargs)
+
+    def _release(self, _future: Future[Completion]) -> None:
+        with self._admit:
+            self._in_flight -= 1

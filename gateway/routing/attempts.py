@@ -1,0 +1,78 @@
+"""What dispatching one request produced: each attempt on a backend and each candidate skipped
+(the ``Trace`` the ledger and ``policy explain`` read), the answer and where it came from, or
+the ``DispatchError`` when no candidate answered (``gateway.routing.dispatch`` makes them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from adapters.base import Completion, Embeddings
+from adapters.errors import BackendError
+from gateway.policy import Candidate
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    backend: str
+    tier: str
+    error: str | None  # the error's class name, None on success
+    message: str | None
+    latency_ms: float
+    status: int | None = None  # the upstream's HTTP status, when it refused the request
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    backend: str
+    reason: str
+
+
+class DispatchError(Exception):
+    """No candidate produced an answer."""
+
+    def __init__(self, attempts: list[Attempt], skipped: list[Skip], last: BackendError | None):
+        self.attempts = attempts
+        self.skipped = skipped
+        self.last = last
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        parts = [f"{a.backend}: {a.message}" for a in self.attempts]
+        parts += [f"{s.backend}: skipped ({s.reason})" for s in self.skipped]
+        if not parts:
+            return "no backend to try"
+        return "; ".join(parts)
+
+    @property
+    def all_rejected(self) -> bool:
+        return bool(self.attempts) and all(a.error == "BackendRejected" for a in self.attempts)
+
+
+@dataclass(slots=True)
+class Trace:
+    """What happened while dispatching one request."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+
+    @property
+    def fallbacks(self) -> int:
+        return max(0, len(self.attempts) - 1)
+
+
+@dataclass(slots=True)
+class Served:
+    """A successful non-streamed answer and where it came from."""
+
+    completion: Completion
+    candidate: Candidate
+    trace: Trace
+
+
+@dataclass(slots=True)
+class Embedded:
+    """A successful embeddings answer and where it came from."""
+
+    embeddings: Embeddings
+    candidate: Candidate
+    trace: Trace
