@@ -117,9 +117,10 @@ def open_tracing(content: bool, environ: Mapping[str, str] | None = None) -> Tra
     """The process's tracing from the standard variables, or None when they ask for none.
 
     ``OTEL_TRACES_EXPORTER``: ``otlp`` (OTLP over HTTP/protobuf, the default when an endpoint is
-    set; ``OTEL_EXPORTER_OTLP_*`` configure it) or ``console``. The SDK reads the rest itself:
-    ``OTEL_SERVICE_NAME`` (default ``tiergate``), ``OTEL_RESOURCE_ATTRIBUTES``,
-    ``OTEL_TRACES_SAMPLER(_ARG)``, ``OTEL_BSP_*`` for the batch processor.
+    set; ``OTEL_EXPORTER_OTLP_*`` configure the SDK's client that sends it) or ``console``.
+    ``OTEL_SERVICE_NAME`` (default ``tiergate``) and ``OTEL_RESOURCE_ATTRIBUTES`` name the
+    resource; ``OTEL_TRACES_SAMPLER(_ARG)`` are read by ``tracer.Sampler``, ``OTEL_BSP_*`` by
+    ``otlp_wire.BatchExport``.
     """
     env = os.environ if environ is None else environ
     if not configured(env):
