@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 from fastapi import FastAPI
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from adapters import load_backend
@@ -20,6 +21,9 @@ from gateway.cache.service import CacheService
 from gateway.cache.store import MemoryStore, RedisStore, Store
 from gateway.canary.controller import CanaryController
 from gateway.canary.counters import CanaryMetrics
+from gateway.governance.book import KeyBook
+from gateway.governance.budgets import MemoryBudgets, RedisBudgets
+from gateway.governance.gate import Governor
 from gateway.http.asgi import asgi_app
 from gateway.ledger.db import ensure_schema, make_engine
 from gateway.ledger.journal import Journal, recover
@@ -53,9 +57,15 @@ class Services:
     cache: CacheService
     canary: CanaryController
     pipeline: Pipeline
+    keys: KeyBook
+    governor: Governor
 
     @classmethod
-    async def open(cls, settings: Settings, backend_factory: BackendFactory) -> Services:
+    async def open(
+        cls, settings: Settings, backend_factory: BackendFactory, keys: KeyBook | None = None
+    ) -> Services:
+        if keys is None:
+            keys = key_book(settings)
         metrics = Metrics(key_labels=settings.metrics_key_labels)
         runtime = Runtime(settings.policy, metrics, factory=backend_factory)
         ledger = await open_ledger(settings, metrics) if settings.ledger else None
@@ -76,12 +86,18 @@ class Services:
             flush=ledger.flush if ledger else None,
         )
         labels = LabelSampler(metrics.registry, ledger.record, ledger.engine) if ledger else None
-        pipeline = Pipeline(runtime, accountant, cache, canary, labels)
-        services = cls(metrics, runtime, ledger, accountant, cache, canary, pipeline)
+        governor = open_governor(settings, ledger.engine if ledger else None)
+        pipeline = Pipeline(runtime, accountant, cache, canary, labels, governor)
+        services = cls(
+            metrics, runtime, ledger, accountant, cache, canary, pipeline, keys, governor
+        )
+        if ledger is not None:
+            await keys.refresh(ledger.engine)  # the virtual keys, before the first request
+            keys.start(ledger.engine, settings.keys_refresh_s)
         runtime.start(watch=settings.watch_policy)
         await canary.start()
         _install_sighup(runtime)
-        if not settings.client_keys():
+        if keys.open:
             log.warning(
                 "no_api_keys",
                 detail=f"no API keys configured: serving on {settings.host} (loopback) only, "
@@ -92,9 +108,11 @@ class Services:
 
     async def aclose(self) -> None:
         _remove_sighup()
+        await self.keys.aclose()
         await self.canary.aclose()
         if self.pipeline.labels is not None:
             await self.pipeline.labels.aclose()
+        await self.governor.aclose()  # budgets reconciled before the ledger closes
         if self.ledger is not None:
             await self.ledger.aclose()  # after the server drained its requests: rows written
         await self.cache.aclose()
@@ -117,7 +135,25 @@ def create_app(
         configure_logging(settings.log_level, settings.log_format, settings.secrets())
     if tracing is None:
         tracing = open_tracing(settings.trace_content)
-    return asgi_app(settings, lambda: Services.open(settings, backend_factory), tracing)
+    keys = key_book(settings)
+    return asgi_app(settings, keys, lambda: Services.open(settings, backend_factory, keys), tracing)
+
+
+def key_book(settings: Settings) -> KeyBook:
+    """The keys the gateway accepts: the bootstrap ones now, the virtual ones once the ledger
+    database is open."""
+    admin = settings.admin_key.get_secret_value() if settings.admin_key else None
+    return KeyBook(settings.client_keys(), admin)
+
+
+def open_governor(settings: Settings, engine: Engine | None) -> Governor:
+    """Budgets (and rate limits) shared through Redis when TIERGATE_REDIS_URL is set, else kept
+    by this process."""
+    timeout_s = settings.redis_timeout_ms / 1000.0
+    if settings.redis_url is None:
+        return Governor(MemoryBudgets(), None, engine)
+    url = settings.redis_url.get_secret_value()
+    return Governor(RedisBudgets(url, timeout_s=timeout_s), None, engine)
 
 
 async def open_ledger(settings: Settings, metrics: Metrics) -> LedgerWriter:

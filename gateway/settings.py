@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     redis_timeout_ms: float = Field(
         default=50.0, gt=0, le=5000, description="bound on every Redis call; then go uncached"
     )
+    keys_refresh_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=5.0,
+        description="how often virtual keys are re-read from the ledger database",
+    )
     trace_content: bool = Field(
         default=False,
         description="record prompt and answer text on trace spans (traces are on when "
@@ -159,7 +165,8 @@ class ExposureError(RuntimeError):
 
 
 def check_exposure(settings: Settings) -> None:
-    if not settings.client_keys() and not settings.loopback_only:
+    # With an admin key every route needs a key (virtual keys are made with it).
+    if not settings.client_keys() and settings.admin_key is None and not settings.loopback_only:
         raise ExposureError(
             f"refusing to listen on {settings.host} without API keys: anyone who can reach it "
             f"could spend your providers' credit. Set TIERGATE_API_KEYS (and TIERGATE_ADMIN_KEY), "

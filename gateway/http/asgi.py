@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from gateway.cache.service import CacheService
 from gateway.canary.controller import CanaryController
 from gateway.errors import GatewayError
+from gateway.governance.book import KeyBook
 from gateway.http import admin, canary, dashboard, feedback, model_list, ops
 from gateway.http.chat import chat_completions, completions
 from gateway.http.embeddings import embeddings
@@ -70,12 +71,15 @@ class Services(Protocol):
     def canary(self) -> CanaryController: ...
     @property
     def pipeline(self) -> Pipeline: ...
+    @property
+    def keys(self) -> KeyBook: ...
 
     async def aclose(self) -> None: ...
 
 
 def asgi_app(
     settings: Settings,
+    keys: KeyBook,
     open_services: Callable[[], Awaitable[Services]],
     tracing: Tracing | None = None,
 ) -> FastAPI:
@@ -94,6 +98,7 @@ def asgi_app(
             services.canary,
         )
         state.pipeline = services.pipeline
+        state.keys = services.keys
         try:
             yield
         finally:
@@ -118,11 +123,7 @@ def asgi_app(
     app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
     # Outermost first: the size limit applies before anything reads the body.
-    app.add_middleware(
-        ApiKeys,
-        client_keys=settings.client_keys(),
-        admin_key=settings.admin_key.get_secret_value() if settings.admin_key else None,
-    )
+    app.add_middleware(ApiKeys, book=keys)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if tracing is not None:  # outermost: a refused request has its span too
         paths = {getattr(route, "path", "") for route in app.routes}

@@ -56,6 +56,7 @@ async def _serve(
         model=model,
         stream=stream,
         key_id=request.scope.get("state", {}).get("key_id", "-"),
+        grant=request.scope.get("state", {}).get("grant"),
         headers=request.headers,
         arrived=arrived,
         api="chat" if kind == "chat" else "completions",

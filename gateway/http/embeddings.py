@@ -21,9 +21,11 @@ async def embeddings(request: Request) -> Response:
     body = parse_embedding(await request.body())
     embed = embedding_request(body)
     pipeline: Pipeline = request.app.state.pipeline
-    key_id = request.scope.get("state", {}).get("key_id", "-")
+    state = request.scope.get("state", {})
     try:
-        served = await pipeline.embed(embed, body.model, key_id, arrived)
+        served = await pipeline.embed(
+            embed, body.model, state.get("key_id", "-"), arrived, state.get("grant")
+        )
     except Refused as refused:
         return refused_response(refused)
     result = served.embeddings

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.governance.book import KeyBook, key_digest
 from gateway.http.errors import error_body
 
 OPEN_PATHS = frozenset({"/healthz"})
@@ -103,33 +104,28 @@ class BodyLimit:
         )
 
 
-def _digest(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return hashlib.sha256(raw).digest()
-
-
 class ApiKeys:
     """Every path but ``/healthz`` needs a client key; admin paths need the admin key.
 
-    With no keys configured at all (loopback-only mode) every path is open. With client keys
-    but no admin key, admin paths are refused: there is no safe default for them.
-    Keys are compared by SHA-256 digest, so lookups take the same time whatever the key.
-    ``/dashboard`` also accepts the admin key as an HTTP Basic password (any user name); no
-    other path does.
+    Keys come from the ``KeyBook``: bootstrap keys and virtual keys (re-read from the database).
+    With no key of any kind (loopback-only mode) every path is open. With client keys but no
+    admin key, admin paths are refused: there is no safe default for them. Keys are looked up
+    by SHA-256 digest, so a lookup takes the same time whatever the key. ``/dashboard`` also
+    accepts the admin key as an HTTP Basic password (any user name); no other path does.
+    The caller's ``Grant`` goes to ``scope["state"]["grant"]`` and its id to ``key_id``.
     """
 
-    def __init__(self, app: ASGIApp, client_keys: Mapping[str, str], admin_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, book: KeyBook) -> None:
         self.app = app
-        self._clients = {_digest(k): key_id for k, key_id in client_keys.items()}
-        self._admin = _digest(admin_key) if admin_key else None
-        self._open = not self._clients and self._admin is None
+        self.book = book
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        if self._open:
+        book = self.book
+        if book.open:
             state["key_id"] = "local"
             await self.app(scope, receive, send)
             return
@@ -153,10 +149,10 @@ class ApiKeys:
                 path=scope["path"],
             )
             return
-        digest = _digest(token)
-        is_admin = self._admin is not None and hmac.compare_digest(digest, self._admin)
+        digest = key_digest(token)
+        is_admin = book.admin is not None and hmac.compare_digest(digest, book.admin)
         if admin_path:
-            if self._admin is None:
+            if book.admin is None:
                 await _send_error(
                     send,
                     403,
@@ -167,7 +163,7 @@ class ApiKeys:
                 )
                 return
             if not is_admin:
-                known = digest in self._clients
+                known = book.knows(digest)
                 await _send_error(
                     send,
                     403 if known else 401,
@@ -179,9 +175,11 @@ class ApiKeys:
                 )
                 return
             state["key_id"] = "admin"
+        elif is_admin:
+            state["key_id"] = "admin"
         else:
-            key_id = "admin" if is_admin else self._clients.get(digest)
-            if key_id is None:
+            grant = book.lookup(digest)
+            if grant is None:
                 await _send_error(
                     send,
                     401,
@@ -191,7 +189,19 @@ class ApiKeys:
                     path=scope["path"],
                 )
                 return
-            state["key_id"] = key_id
+            if grant.expires_at is not None and grant.expired(datetime.now(UTC)):
+                await _send_error(
+                    send,
+                    401,
+                    f"this API key expired at {grant.expires_at.isoformat()}: ask for a new "
+                    f"one (or `tiergate keys update {grant.key_id} --expires 30d`)",
+                    "authentication_error",
+                    "expired_api_key",
+                    path=scope["path"],
+                )
+                return
+            state["key_id"] = grant.key_id
+            state["grant"] = grant
         await self.app(scope, receive, send)
 
 

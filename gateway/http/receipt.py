@@ -28,4 +28,8 @@ def receipt_headers(receipt: Receipt) -> dict[str, str]:
     if receipt.cascade is not None:
         headers["x-tiergate-cascade"] = receipt.cascade.decision
         headers["x-tiergate-confidence"] = f"{receipt.cascade.confidence:.3f}"
+    if receipt.budget is not None:
+        headers["x-tiergate-budget"] = receipt.budget
+    for name, value in receipt.limits:
+        headers[name] = value
     return headers

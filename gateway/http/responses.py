@@ -30,6 +30,7 @@ async def responses(request: Request) -> Response:
         model=body.model,
         stream=bool(body.stream),
         key_id=request.scope.get("state", {}).get("key_id", "-"),
+        grant=request.scope.get("state", {}).get("grant"),
         headers=request.headers,
         arrived=arrived,
         api="responses",

@@ -54,6 +54,8 @@ class LedgerEntry:
     cascade_prompt_tokens: int | None = None
     cascade_completion_tokens: int | None = None
     api: str | None = None  # the wire format: chat, completions, embeddings, messages, responses
+    team: str | None = None  # the caller's team (virtual keys)
+    budget: str | None = None  # stepped-down: a budget moved it to a cheaper tier
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe (the outbox and the journal store entries as JSON text). Field by field,

@@ -73,10 +73,16 @@ class RequestRow(Base):
     # The wire format it came through: chat | completions | embeddings | messages | responses
     # (None: the gateway's own calls, shadow and judge, and rows from before migration 0009).
     api: Mapped[str | None] = mapped_column(String(16))
+    # The caller's team (virtual keys) and ``stepped-down`` when a budget moved the request to
+    # a cheaper tier than its score chose (None before migration 0010, or no team / no step).
+    team: Mapped[str | None] = mapped_column(String(64))
+    budget: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         Index("ix_ledger_requests_ts", "ts"),
         Index("ix_ledger_requests_route_ts", "route", "ts"),
+        Index("ix_ledger_requests_key_ts", "key_id", "ts"),
+        Index("ix_ledger_requests_team_ts", "team", "ts"),
     )
 
 
@@ -149,3 +155,45 @@ class AdaptiveLabelRow(Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
 
     __table_args__ = (Index("ix_adaptive_labels_request_id", "request_id"),)
+
+
+class TeamRow(Base):
+    """A team: the budget and rate limits its keys share."""
+
+    __tablename__ = "gov_teams"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    budget_usd: Mapped[Decimal | None] = mapped_column(MONEY)
+    budget_period: Mapped[str] = mapped_column(String(8), server_default="month")
+    on_exhausted: Mapped[str] = mapped_column(String(16), server_default="step_down")
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KeyRow(Base):
+    """A virtual key: its SHA-256 digest (never the key), owner, limits and lifetime."""
+
+    __tablename__ = "gov_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    team: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64))
+    hint: Mapped[str] = mapped_column(String(16))  # the key's first characters, to recognise it
+    budget_usd: Mapped[Decimal | None] = mapped_column(MONEY)
+    budget_period: Mapped[str] = mapped_column(String(8), server_default="month")
+    on_exhausted: Mapped[str] = mapped_column(String(16), server_default="step_down")
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+    routes: Mapped[str | None] = mapped_column(String(1024))  # comma-separated; None: any
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_gov_keys_digest", "digest", unique=True),
+        Index("ix_gov_keys_updated_at", "updated_at"),
+    )

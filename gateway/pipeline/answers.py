@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from adapters.base import ChatRequest, Chunk, Completion, Embeddings, FinishReason, Usage
 from gateway.errors import GatewayError
+from gateway.governance.grants import Grant
 from gateway.routing import cascade as cascading
 
 
@@ -24,6 +25,7 @@ class Inbound:
     headers: Mapping[str, str] = field(default_factory=dict)
     arrived: float | None = None  # time.perf_counter() at the edge: the deadline counts from it
     api: str = "chat"  # the wire format it came through (recorded in the ledger)
+    grant: Grant | None = None  # the caller's key and its limits (None: no key, or admin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,8 @@ class Receipt:
     cost: Decimal | None = None
     baseline: Decimal | None = None
     cascade: cascading.Verdict | None = None  # a cascading tier answered first: kept or not
+    limits: tuple[tuple[str, str], ...] = ()  # the caller's rate-limit headers (OpenAI's names)
+    budget: str | None = None  # stepped-down: a budget moved it to a cheaper tier
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ from gateway.cache.service import CachedAnswer, CacheService
 from gateway.canary.controller import CanaryController
 from gateway.canary.shadow import shadow_job
 from gateway.errors import BadGateway, BadRequest, GatewayError
+from gateway.governance.gate import STEPPED_DOWN, Admission, Denied, Governor
+from gateway.governance.grants import Grant
 from gateway.pipeline.answers import (
     Answer,
     Broke,
@@ -64,6 +66,7 @@ class Pipeline:
     cache: CacheService
     canary: CanaryController
     labels: LabelSampler | None = None  # an adaptive policy's judged samples (with the ledger)
+    governor: Governor | None = None  # keys' routes, rate limits and budgets
 
     async def handle(self, inbound: Inbound) -> Answer | Stream:
         active = self.runtime.active
@@ -103,16 +106,23 @@ class Pipeline:
         outcome.canary_arm = routed.arm
         outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
         outcome.prompt_estimate = plan.prompt_tokens
+        outcome.team = inbound.grant.team if inbound.grant is not None else None
+        admission = None
+        if self.governor is not None and inbound.grant is not None:
+            admission = await self._admit(
+                inbound.grant, active, routed.decision, plan, outcome, chat.max_tokens
+            )
         cache, decision = await prepare_cache(
             self.cache,
             active.policy,
-            routed.decision,
+            admission.decision if admission is not None else routed.decision,
             chat,
             key_id=outcome.key_id,
             in_flight=lambda name: active.pool[name].in_flight,
             usable=lambda name: active.pool[name].unavailable_reason() is None,
         )
         flight = _Flight(self, active, chat, outcome, plan, cache, routed.shadow)
+        flight.admission, flight.grant = admission, inbound.grant
         if cache.hit is not None:
             answer = flight.from_cache(cache.hit)
             await flight.durable()
@@ -124,8 +134,57 @@ class Pipeline:
             return await flight.stream(decision)
         return await flight.whole(decision)
 
+    async def _admit(
+        self,
+        grant: Grant,
+        active: Active,
+        decision: Decision,
+        plan: Plan,
+        outcome: Outcome,
+        max_tokens: int | None,
+        *,
+        step_down: bool = True,
+    ) -> Admission | None:
+        """The governance gate: the key's routes, rate limits and budgets (None: no limits).
+        The worst case counts every choice's prompt and ``max_tokens`` (the policy's largest
+        when the request sets none)."""
+        if not grant.allowances and grant.routes is None:
+            return None
+        assert self.governor is not None
+        policy = active.policy
+        n = outcome.choices
+        try:
+            admission = await self.governor.admit(
+                grant,
+                policy,
+                decision,
+                rid=outcome.rid,
+                prompt_tokens=plan.prompt_tokens * n,
+                max_tokens=(max_tokens or policy.limits.max_tokens) * n,
+                fits=plan.fits,
+                deadline_s=policy.timeouts.total_s,
+                step_down=step_down,
+            )
+        except Denied as denied:
+            receipt = Receipt(
+                request_id=outcome.rid,
+                policy=outcome.policy_hash,
+                route=decision.route,
+                limits=denied.headers,
+            )
+            raise Refused(denied.error, receipt) from None
+        if admission.stepped:
+            outcome.budget = STEPPED_DOWN
+            outcome.tier = admission.decision.tier
+        return admission
+
     async def embed(
-        self, request: EmbeddingRequest, model: str | None, key_id: str, arrived: float
+        self,
+        request: EmbeddingRequest,
+        model: str | None,
+        key_id: str,
+        arrived: float,
+        grant: Grant | None = None,
     ) -> Embedded:
         """Embeddings: the route's embedding backends, cheapest tier first, with fallback;
         priced like chat (input tokens; a chat baseline says nothing about embeddings)."""
@@ -142,9 +201,17 @@ class Pipeline:
                 spans.planned(span, plan)
         outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
         outcome.prompt_estimate = tokens
+        outcome.team = grant.team if grant is not None else None
+        admission = None
+        if self.governor is not None and grant is not None:
+            admission = await self._admit(
+                grant, active, plan.decision, plan, outcome, 0, step_down=False
+            )
+        decision = admission.decision if admission is not None else plan.decision
         flight = _Flight(self, active, None, outcome, plan, None, shadow=False)
+        flight.admission, flight.grant = admission, grant
         try:
-            served = await active.dispatcher.embed(plan.decision, request, arrived=arrived)
+            served = await active.dispatcher.embed(decision, request, arrived=arrived)
         except DispatchError as exc:
             raise await flight.refused(exc) from None
         flight.served_by(served.candidate, served.trace)
@@ -227,6 +294,8 @@ class _Flight:
     shadow: bool
     settled: bool = False
     written: asyncio.Future[None] | None = None  # the row's journal write (None: no journal)
+    admission: Admission | None = None  # what the governance gate let through and holds
+    grant: Grant | None = None
 
     async def whole(self, decision: Decision) -> Answer:
         assert self.chat is not None
@@ -329,9 +398,21 @@ class _Flight:
         """Account for the request: once, however it ended."""
         if not self.settled:
             self.settled = True
+            outcome = self.outcome
             self.written = self.pipeline.accountant.finish(
-                self.outcome, self.plan, self.active.policy.prices
+                outcome, self.plan, self.active.policy.prices
             )
+            governor, admission = self.pipeline.governor, self.admission
+            if governor is not None and admission is not None and self.grant is not None:
+                priced = outcome.priced
+                usage = outcome.final_usage(self.plan)
+                governor.release(
+                    self.grant,
+                    admission,
+                    outcome.rid,
+                    priced.cost if priced is not None else None,
+                    usage.prompt_tokens + usage.completion_tokens,
+                )
 
     def public(self, exc: BackendError) -> str:
         """A backend's error as a client may read it; the full text goes to the log."""
@@ -362,6 +443,8 @@ class _Flight:
             cost=price.cost if price else None,
             baseline=price.baseline if price else None,
             cascade=outcome.cascade if served else None,
+            limits=self.admission.headers if self.admission is not None else (),
+            budget=outcome.budget,
         )
 
 

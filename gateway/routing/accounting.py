@@ -64,6 +64,8 @@ class Outcome:
     cascade: Verdict | None = None  # a cascading tier answered first: what was decided
     cascade_cost: Decimal | None = None  # what the cascade's cheap call cost (inside priced)
     api: str | None = None  # the wire format the request came through
+    team: str | None = None  # the caller's team (virtual keys)
+    budget: str | None = None  # stepped-down: a budget moved it to a cheaper tier
 
     @classmethod
     def begin(
@@ -281,6 +283,8 @@ def _entry(
         cascade_prompt_tokens=verdict.first.usage.prompt_tokens if verdict else None,
         cascade_completion_tokens=verdict.first.usage.completion_tokens if verdict else None,
         api=outcome.api,
+        team=outcome.team,
+        budget=outcome.budget,
     )
 
 

@@ -1,0 +1,277 @@
+"""The governance gate on the request path: the key's routes, its rate limits, then its
+budgets — reserving the worst case of where the request would go, stepping down to a cheaper
+tier of its route when that does not fit, and refusing (429 ``budget_exceeded``) when nothing
+does. ``release`` reconciles with the real cost once the request has ended.
+
+A caller with no limits (a bootstrap key, the admin key, loopback mode) passes untouched and
+costs nothing here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Protocol
+
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.errors import Forbidden, GatewayError, TooManyRequests
+from gateway.governance import store
+from gateway.governance.budgets import (
+    NONE_FITS,
+    UNSEEDED,
+    BudgetStore,
+    Hold,
+    from_nano,
+    to_nano,
+)
+from gateway.governance.grants import Grant
+from gateway.policy import Candidate, Decision, Policy
+from gateway.policy.pricing import HardwarePrice, TokenPrice
+
+log = structlog.get_logger("tiergate.governance")
+
+STEPPED_DOWN = "stepped-down"
+HOLD_MARGIN_S = 30.0  # a reservation outlives its request's deadline by this much
+
+
+@dataclass(frozen=True, slots=True)
+class RateCheck:
+    allowed: bool
+    retry_after_s: float | None
+    headers: tuple[tuple[str, str], ...]
+    limited_by: str | None = None  # what refused it, for the message
+
+
+class RateGate(Protocol):
+    async def admit(self, grant: Grant, tokens: int) -> RateCheck: ...
+
+    async def settle(self, grant: Grant, estimated: int, actual: int) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Denied(Exception):
+    """The gate refused a request: the error for the client and the rate-limit headers."""
+
+    def __init__(self, error: GatewayError, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self.error = error
+        self.headers = headers
+        super().__init__(error.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request let through: where it may go now, and what it holds until it ends."""
+
+    decision: Decision
+    stepped: bool
+    holds: tuple[Hold, ...]
+    reserved: int  # nano-USD
+    tokens: int  # counted toward the token rate limit
+    headers: tuple[tuple[str, str], ...]  # the rate-limit headers
+
+
+@dataclass(frozen=True, slots=True)
+class Worst:
+    """What a request may cost at most on a backend."""
+
+    prices: object
+    prompt_tokens: int
+    max_tokens: int
+    busy_s: float
+
+    def of(self, backend: str) -> Decimal:
+        rule = getattr(self.prices, "rules", {}).get(backend)
+        if isinstance(rule, TokenPrice):
+            return self.prompt_tokens * rule.input + self.max_tokens * rule.output
+        if isinstance(rule, HardwarePrice):
+            return rule.per_ms * Decimal(str(self.busy_s * 1000.0))
+        return Decimal(0)  # unpriced (a scripted fake): nothing to hold
+
+    def of_all(self, candidates: Sequence[Candidate]) -> int:
+        return max((to_nano(self.of(c.backend), up=True) for c in candidates), default=0)
+
+
+def options(
+    policy: Policy,
+    decision: Decision,
+    worst: Worst,
+    fits: Callable[[str], bool],
+    *,
+    step_down: bool,
+) -> list[tuple[Decision, int, bool]]:
+    """Where the request may go, best first, each with its worst case and whether it is a
+    step down: the decision as planned; its chosen tier without the pricier fallbacks; then
+    (``step_down``) each cheaper tier of the route, the next cheaper first."""
+    out: list[tuple[Decision, int, bool]] = [(decision, worst.of_all(decision.candidates), False)]
+    chosen = [c for c in decision.candidates if c.tier == decision.tier]
+    if chosen and len(chosen) < len(decision.candidates):
+        cheaper = _replace(decision, decision.tier, chosen, None)
+        out.append((cheaper, worst.of_all(chosen), False))
+    route = policy.routes.get(decision.route)
+    if not step_down or decision.pinned or route is None or decision.tier not in route.tiers:
+        return out
+    below = list(route.tiers[: route.tiers.index(decision.tier)])
+    for tier in reversed(below):
+        kept = [Candidate(b, tier) for b in policy.tier(tier).backends if fits(b)]
+        if kept:
+            why = f"budget: stepped down from tier {decision.tier!r} to {tier!r}"
+            out.append((_replace(decision, tier, kept, why), worst.of_all(kept), True))
+    return out
+
+
+def _replace(
+    decision: Decision, tier: str, candidates: Sequence[Candidate], why: str | None
+) -> Decision:
+    reasons = decision.reasons if why is None else (*decision.reasons, why)
+    return Decision(decision.route, tier, tuple(candidates), decision.pinned, reasons)
+
+
+class Governor:
+    def __init__(
+        self,
+        budgets: BudgetStore,
+        rates: RateGate | None,
+        engine: Engine | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.budgets = budgets
+        self.rates = rates
+        self._engine = engine
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def admit(
+        self,
+        grant: Grant,
+        policy: Policy,
+        decision: Decision,
+        *,
+        rid: str,
+        prompt_tokens: int,
+        max_tokens: int,
+        fits: Callable[[str], bool],
+        deadline_s: float,
+        step_down: bool = True,
+    ) -> Admission:
+        """Let the request through (maybe to a cheaper tier) or raise ``Denied``."""
+        if grant.routes is not None and decision.route not in grant.routes:
+            allowed = ", ".join(sorted(grant.routes))
+            raise Denied(
+                Forbidden(
+                    f"this key may not use {decision.route!r}: it may use {allowed} "
+                    f"(ask an admin to add the route to the key)",
+                    param="model",
+                    code="route_not_allowed",
+                )
+            )
+        tokens = prompt_tokens + max_tokens
+        headers: tuple[tuple[str, str], ...] = ()
+        if self.rates is not None and any(a.rpm or a.tpm for a in grant.allowances):
+            check = await self.rates.admit(grant, tokens)
+            headers = check.headers
+            if not check.allowed:
+                limited = TooManyRequests(
+                    f"rate limit reached: {check.limited_by or 'this key'}; retry after "
+                    f"{check.retry_after_s or 1:.1f} s",
+                    code="rate_limit_exceeded",
+                    retry_after=check.retry_after_s,
+                )
+                raise Denied(limited, headers)
+        holds = tuple(Hold.of(a, datetime.now(UTC)) for a in grant.budgets)
+        if not holds:
+            return Admission(decision, False, (), 0, tokens, headers)
+        worst = Worst(policy.prices, prompt_tokens, max_tokens, deadline_s)
+        choices = options(
+            policy, decision, worst, fits, step_down=step_down and grant.on_exhausted != "reject"
+        )
+        expires = self._clock() + deadline_s + HOLD_MARGIN_S
+        amounts = [amount for _, amount, _ in choices]
+        for _ in range(len(holds) + 1):
+            got = await self.budgets.reserve(holds, amounts, rid, expires)
+            if got.index != UNSEEDED:
+                break
+            await self._seed(holds[got.left[0]])
+        if got.index in (NONE_FITS, UNSEEDED):
+            if self.rates is not None and headers:
+                await self.rates.settle(grant, tokens, 0)
+            raise Denied(_exhausted(holds, got.left, amounts[-1]), headers)
+        chosen, amount, stepped = choices[got.index]
+        return Admission(chosen, stepped, holds, amount, tokens, headers)
+
+    def release(
+        self, grant: Grant, admission: Admission, rid: str, cost: Decimal | None, tokens: int
+    ) -> None:
+        """The request ended: its real cost replaces its reservation (in the background; the
+        client never waits for it)."""
+        if not admission.holds and (self.rates is None or not admission.headers):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._release(grant, admission, rid, cost, tokens), name="budget-release"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _release(
+        self, grant: Grant, admission: Admission, rid: str, cost: Decimal | None, tokens: int
+    ) -> None:
+        if admission.holds:
+            actual = to_nano(cost) if cost is not None and cost > 0 else 0
+            await self.budgets.settle(admission.holds, rid, actual)
+        if self.rates is not None and admission.headers:
+            await self.rates.settle(grant, admission.tokens, tokens)
+
+    async def _seed(self, hold: Hold) -> None:
+        spent = Decimal(0)
+        if self._engine is not None:
+            try:
+                spent = await asyncio.to_thread(
+                    store.spent, self._engine, hold.allowance, hold.start
+                )
+            except SQLAlchemyError as exc:
+                log.warning(
+                    "budget_seed_failed",
+                    subject=f"{hold.allowance.kind}:{hold.allowance.id}",
+                    error=str(exc).splitlines()[0][:200],
+                    detail="counting this period's spend from zero until the ledger answers",
+                )
+        await self.budgets.seed(hold, to_nano(spent), datetime.now(UTC))
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.drain()
+        await self.budgets.aclose()
+        if self.rates is not None:
+            await self.rates.aclose()
+
+
+def _exhausted(holds: Sequence[Hold], left: Sequence[int], needed: int) -> TooManyRequests:
+    index = min(range(len(holds)), key=lambda i: left[i]) if left else 0
+    hold = holds[index]
+    room = max(0, left[index]) if left else 0
+    a = hold.allowance
+    per = "in total" if hold.resets is None else f"per {a.period}"
+    when = (
+        "it does not reset (raise it or use another key)"
+        if hold.resets is None
+        else f"it resets at {hold.resets.isoformat()}"
+    )
+    return TooManyRequests(
+        f"budget exceeded: {a.kind} {a.id!r} has a budget of ${a.budget_usd} {per}, "
+        f"${from_nano(room):.6f} is left and this request may cost up to "
+        f"${from_nano(needed):.6f} even on the cheapest tier; {when}",
+        code="budget_exceeded",
+        retry_after=None
+        if hold.resets is None
+        else max(1.0, (hold.resets - datetime.now(UTC)).total_seconds()),
+    )
