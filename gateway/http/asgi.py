@@ -17,6 +17,7 @@ from gateway.cache.service import CacheService
 from gateway.canary.controller import CanaryController
 from gateway.errors import GatewayError
 from gateway.governance.book import KeyBook
+from gateway.governance.gate import Governor
 from gateway.http import admin, canary, dashboard, feedback, model_list, ops
 from gateway.http.chat import chat_completions, completions
 from gateway.http.embeddings import embeddings
@@ -73,6 +74,8 @@ class Services(Protocol):
     def pipeline(self) -> Pipeline: ...
     @property
     def keys(self) -> KeyBook: ...
+    @property
+    def governor(self) -> Governor: ...
 
     async def aclose(self) -> None: ...
 
@@ -98,7 +101,7 @@ def asgi_app(
             services.canary,
         )
         state.pipeline = services.pipeline
-        state.keys = services.keys
+        state.keys, state.governor = services.keys, services.governor
         try:
             yield
         finally:
