@@ -47,10 +47,12 @@ async def test_reserve_takes_the_first_option_that_fits_every_budget(store_url: 
     store = make_store(store_url, clock)
     key, team = hold("key", "1.00"), hold("team", "0.50")
     got = await store.reserve([key, team], [to_nano(Decimal("0.1"))], "r0", clock.now + 60)
-    assert got.index == UNSEEDED and got.left == (0,)
+    assert got.index == UNSEEDED
+    assert got.left == (0,)
     await store.seed(key, to_nano(Decimal("0.20")), NOW)
     got = await store.reserve([key, team], [to_nano(Decimal("0.1"))], "r0", clock.now + 60)
-    assert got.index == UNSEEDED and got.left == (1,)  # the team's turn
+    assert got.index == UNSEEDED
+    assert got.left == (1,)
     await store.seed(team, to_nano(Decimal("0.30")), NOW)
     # left: key 0.80, team 0.20 → 0.30 does not fit the team, 0.15 does
     options = [to_nano(Decimal("0.30")), to_nano(Decimal("0.15")), 0]
@@ -60,11 +62,13 @@ async def test_reserve_takes_the_first_option_that_fits_every_budget(store_url: 
     got = await store.reserve([key, team], options, "r2", clock.now + 60)
     assert got.index == 2  # 0.05 left on the team: only the free option
     got = await store.reserve([key, team], options[:2], "r3", clock.now + 60)
-    assert got.index == NONE_FITS and got.left[1] == to_nano(Decimal("0.05"))
+    assert got.index == NONE_FITS
+    assert got.left[1] == to_nano(Decimal("0.05"))
     # r1 ends having cost 0.01: its 0.15 hold becomes 0.01 of spend
     await store.settle([key, team], "r1", to_nano(Decimal("0.01")))
     got = await store.reserve([key, team], options[:2], "r4", clock.now + 60)
-    assert got.index == 1 and got.left[1] == to_nano(Decimal("0.19"))
+    assert got.index == 1
+    assert got.left[1] == to_nano(Decimal("0.19"))
     await store.aclose()
 
 
