@@ -117,11 +117,26 @@ class RateLimiter:
         self._retry_at = 0.0
 
     @classmethod
-    def from_settings(cls, settings: Settings, **options: float) -> RateLimiter:
-        """Shared through ``TIERGATE_REDIS_URL`` (its call bound too) when it is set."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        prefix: str = PREFIX,
+        window_s: float = 60.0,
+        retry_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> RateLimiter:
+        """Shared through ``TIERGATE_REDIS_URL`` when it is set, each call bounded by
+        ``TIERGATE_REDIS_TIMEOUT_MS``; per process otherwise."""
         url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
-        options.setdefault("timeout_s", settings.redis_timeout_ms / 1000)
-        return cls(url, **options)  # type: ignore[arg-type]
+        return cls(
+            url,
+            prefix=prefix,
+            window_s=window_s,
+            timeout_s=settings.redis_timeout_ms / 1000,
+            retry_s=retry_s,
+            clock=clock,
+        )
 
     def state(self) -> tuple[Literal["ok", "degraded"], str]:
         """For a readiness check: degraded while the limits are per process for want of Redis."""

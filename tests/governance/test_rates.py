@@ -285,6 +285,39 @@ async def test_redis_killed_then_back(private_redis: test_redis.PrivateRedis, cl
         await limiter.aclose()
 
 
+async def test_redis_frozen_answers_within_the_bound(
+    private_redis: test_redis.PrivateRedis, clock: Clock
+) -> None:
+    """SIGSTOP: connections are accepted, nothing answers; each admission waits at most about
+    the call bound (50 ms) once, then the limits are local until the retry time."""
+    limiter = RateLimiter(private_redis.url(), timeout_s=0.05, retry_s=5.0, clock=clock)
+    subjects = [key(rpm=100)]
+    try:
+        assert (await limiter.admit(subjects, 1)).allowed
+        private_redis.freeze()
+        with capture_logs() as logs:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            first = await limiter.admit(subjects, 1)
+            first_s = loop.time() - start
+            start = loop.time()
+            rest = [await limiter.admit(subjects, 1) for _ in range(20)]
+            rest_s = loop.time() - start
+        assert first.allowed
+        assert all(v.allowed for v in rest)
+        assert first_s < 1.0  # the bound (50 ms), with room for a loaded machine
+        assert rest_s < first_s + 0.5  # no Redis call while local: nothing waits on it
+        assert [e["event"] for e in logs] == ["rate_limits_local"]
+        assert "Timeout" in logs[0]["reason"]
+        private_redis.thaw()
+        clock.now += 5.0
+        with capture_logs() as logs:
+            assert (await limiter.admit(subjects, 1)).allowed
+        assert [e["event"] for e in logs] == ["rate_limits_shared"]
+    finally:
+        await limiter.aclose()
+
+
 def test_openai_durations() -> None:
     assert [duration(s) for s in (0, 0.0004, 0.02, 1, 1.5, 59.9994, 60, 360, 3725.5)] == [
         "0s",
