@@ -2,7 +2,8 @@
 budget and rate-limit checks together ≤ 0.2 ms p50), for a request counted against a key and
 its team, each with a requests and a tokens limit (2 subjects × 2 limits).
 
-Timed, each call with ``perf_counter_ns`` after a warm-up, one call at a time on one event loop:
+Timed, each call with ``perf_counter_ns`` after a warm-up, one call at a time on one event loop,
+the variants interleaved (one call of each in turn) so that they share the machine's load:
 
 * ``memory``: no Redis configured, ``limits``' in-process sliding-window counters;
 * ``redis``: the Redis windows, one Lua script call per admission;
@@ -11,7 +12,8 @@ Timed, each call with ``perf_counter_ns`` after a warm-up, one call at a time on
   ``SlidingWindowCounterRateLimiter``, one ``hit`` per limit (4 scripts, no all-or-nothing, no
   header numbers);
 * ``limits_redis_full``: the same doing what ``admit`` does: ``test`` each limit, then ``hit``
-  each, then ``get_window_stats`` each (12 round trips);
+  each, then ``get_window_stats`` each (12 round trips); these two get a fifth of the calls,
+  interleaved with each other;
 * ``redis_ping``: one bare Redis round trip on the same client, the floor.
 
 The limits are high enough that nothing is refused. Keys go under a prefix of the run's own,
@@ -66,31 +68,27 @@ def summary(samples_ns: list[int]) -> dict[str, float]:
     }
 
 
-async def timed(call: Callable[[], Awaitable[object]], calls: int) -> dict[str, float]:
+async def timed(
+    calls_by_name: dict[str, Callable[[], Awaitable[object]]], calls: int
+) -> dict[str, dict[str, float]]:
+    """Each variant ``calls`` times, interleaved (one call of each in turn), so that all of them
+    see the same load on a shared machine."""
     for _ in range(min(500, calls)):
-        await call()
-    samples: list[int] = []
+        for call in calls_by_name.values():
+            await call()
+    samples: dict[str, list[int]] = {name: [] for name in calls_by_name}
     for _ in range(calls):
-        start = time.perf_counter_ns()
-        await call()
-        samples.append(time.perf_counter_ns() - start)
-    return summary(samples)
+        for name, call in calls_by_name.items():
+            start = time.perf_counter_ns()
+            await call()
+            samples[name].append(time.perf_counter_ns() - start)
+    return {name: summary(values) for name, values in samples.items()}
 
 
 async def run(url: str, calls: int, prefix: str) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, float]] = {}
     memory = RateLimiter(None, prefix=prefix)
-    results["memory"] = await timed(lambda: memory.admit(SUBJECTS, TOKENS), calls)
-    await memory.aclose()
-
     shared = RateLimiter(url, prefix=prefix, timeout_s=1.0)
-    results["redis"] = await timed(lambda: shared.admit(SUBJECTS, TOKENS), calls)
-    results["redis_settle"] = await timed(
-        lambda: shared.settle(SUBJECTS, TOKENS, TOKENS + 5), calls
-    )
-    assert shared.state()[0] == "ok", shared.state()
-    await shared.aclose()
-
+    client = aredis.Redis.from_url(url)
     storage = RedisStorage("async+" + url, implementation="redispy", key_prefix=prefix + "limits")
     limiter = SlidingWindowCounterRateLimiter(storage)
     items = [
@@ -111,11 +109,21 @@ async def run(url: str, calls: int, prefix: str) -> dict[str, dict[str, float]]:
         for item, _, *ids in items:
             await limiter.get_window_stats(item, *ids)
 
-    results["limits_redis_hit_only"] = await timed(hit_only, calls)
-    results["limits_redis_full"] = await timed(full, calls)
-
-    client = aredis.Redis.from_url(url)
-    results["redis_ping"] = await timed(client.ping, calls)
+    results = await timed(
+        {
+            "memory": lambda: memory.admit(SUBJECTS, TOKENS),
+            "redis": lambda: shared.admit(SUBJECTS, TOKENS),
+            "redis_settle": lambda: shared.settle(SUBJECTS, TOKENS, TOKENS + 5),
+            "redis_ping": client.ping,
+        },
+        calls,
+    )
+    assert shared.state()[0] == "ok", shared.state()
+    results |= await timed(
+        {"limits_redis_hit_only": hit_only, "limits_redis_full": full}, max(500, calls // 5)
+    )
+    await memory.aclose()
+    await shared.aclose()
     await client.aclose()
     return results
 

@@ -5,7 +5,7 @@ nothing: every limit of the request is checked and the costs are added only when
 
 * ``RedisWindows``: one Lua script, so one round trip, however many limits a request has
   (``limits``' own Redis storage runs a script per limit and per question: test, hit and window
-  stats for 2 subjects × 2 limits are 12 round trips, about 1 ms here; see
+  stats for 2 subjects × 2 limits are 12 round trips, 3–6 ms p50 here; see
   bench/rate_limits.py). The counters are named ``<prefix><kind>:<id>:<r|t>:<window number>``,
   the window number from the caller's clock, so replicas agree as far as their clocks do.
 * ``LocalWindows``: ``limits``' ``MemoryStorage`` with its ``SlidingWindowCounterRateLimiter``,
@@ -92,7 +92,13 @@ class RedisWindows:
     kind = "redis"
 
     def __init__(
-        self, url: str, *, prefix: str, timeout_s: float, clock: Callable[[], float]
+        self,
+        url: str,
+        *,
+        prefix: str,
+        timeout_s: float,
+        connect_timeout_s: float,
+        clock: Callable[[], float],
     ) -> None:
         import redis.asyncio as redis
         from redis.backoff import NoBackoff
@@ -101,7 +107,7 @@ class RedisWindows:
         self._redis = redis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
+            socket_connect_timeout=connect_timeout_s,
             retry=Retry(NoBackoff(), 0),  # a failure is handled by going local, not retried
             retry_on_timeout=False,
             health_check_interval=0,
