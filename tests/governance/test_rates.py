@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from gateway.governance.rates import Limits, RateLimiter, RateVerdict, Subject
 from gateway.governance.windows import duration
+from gateway.settings import Settings
 from tests.support import redis as test_redis
 
 WINDOW_S = 60.0
@@ -317,6 +319,27 @@ async def test_redis_frozen_answers_within_the_bound(
         assert [e["event"] for e in logs] == ["rate_limits_shared"]
     finally:
         await limiter.aclose()
+
+
+async def test_from_settings(redis_server: test_redis.RedisServer, prefix: str) -> None:
+    shared = RateLimiter.from_settings(
+        Settings(redis_url=SecretStr(redis_server.url()), redis_timeout_ms=80), prefix=prefix
+    )
+    local = RateLimiter.from_settings(Settings(redis_url=None), prefix=prefix)
+    try:
+        assert shared.state() == ("ok", "shared through Redis")
+        assert local.state() == ("ok", "per process (no Redis configured)")
+        assert (await shared.admit([key(rpm=1)], 1)).allowed
+        assert not (await shared.admit([key(rpm=1)], 1)).allowed
+        assert (await local.admit([key(rpm=1)], 1)).allowed  # its own counts
+        client = redis_server.client()
+        try:
+            assert list(client.scan_iter(match=prefix + "*"))  # the shared one wrote to Redis
+        finally:
+            client.close()
+    finally:
+        await shared.aclose()
+        await local.aclose()
 
 
 def test_openai_durations() -> None:
