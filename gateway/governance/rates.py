@@ -1,0 +1,246 @@
+"""Rate limits per virtual key and per team: requests and tokens per minute.
+
+``RateLimiter.admit`` is asked once per request, before it is routed, with the subjects the
+request counts against (its key, the key's team) and the tokens it may use (prompt plus
+``max_tokens``, or a cap). Every limit of every subject is checked — requests at a cost of 1,
+tokens at that estimate — and the costs are added only when all of them fit: a request refused
+by its team's limit takes nothing from its key's. The verdict carries OpenAI's rate-limit headers
+for every answer (the tighter of key and team for each of requests and tokens) and, on a refusal,
+``retry-after``. ``settle`` corrects the tokens once the real usage is known: more than the
+estimate is added, less is given back.
+
+The counters are shared by every replica through Redis (``TIERGATE_REDIS_URL``), one script
+call per admission. When Redis fails (refused, timed out), one ``rate_limits_local`` warning is
+logged for the outage, the limits are kept per process (``limits``' in-memory storage) and the
+request is served; Redis is tried again on the request path every ``retry_s`` seconds (no
+background task, no sleeping), and ``rate_limits_shared`` is logged when it answers again. While
+local, each replica enforces the full limit on its own, so the fleet lets through up to a limit
+per replica; the per-process counts are not merged back into Redis.
+
+Redis keys hold only the subject kinds and ids (key ids and team ids, never a key itself):
+``tiergate:rl:<kind>:<id>:<r|t>:<window number>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import structlog
+
+from gateway.governance.rate_stores import LocalWindows, RedisWindows, WindowStore
+from gateway.governance.windows import Check, Counts, fits, headers, wait_s
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+log = structlog.get_logger("tiergate.governance")
+
+T = TypeVar("T")
+PREFIX = "tiergate:rl:"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Requests and tokens per minute; None: no limit of that kind."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Whom a request counts against: a virtual key or a team, by id (never the secret)."""
+
+    kind: Literal["key", "team"]
+    id: str
+    limits: Limits
+
+
+@dataclass(frozen=True, slots=True)
+class RateVerdict:
+    """``allowed``; when not, ``retry_after_s`` (None: waiting will not help, the request alone
+    is over a tokens limit) and ``limited_by`` ("team:t-1:tokens"). ``headers`` go on the
+    answer either way (``retry-after`` among them on a refusal)."""
+
+    allowed: bool
+    retry_after_s: float | None
+    headers: tuple[tuple[str, str], ...]
+    limited_by: str | None
+
+
+ALLOWED = RateVerdict(True, None, (), None)
+
+
+def checks_for(subjects: Sequence[Subject], tokens: int) -> list[Check]:
+    out: list[Check] = []
+    for subject in subjects:
+        base = f"{subject.kind}:{subject.id}"
+        if subject.limits.rpm is not None:
+            out.append(Check(f"{base}:requests", f"{base}:r", "requests", subject.limits.rpm, 1))
+        if subject.limits.tpm is not None:
+            cost = max(0, tokens)
+            out.append(Check(f"{base}:tokens", f"{base}:t", "tokens", subject.limits.tpm, cost))
+    return out
+
+
+class RateLimiter:
+    """The rate limits of one gateway process; Redis-shared when ``redis_url`` is given.
+
+    ``window_s`` is the limits' window (a minute), ``timeout_s`` bounds each Redis reply,
+    ``connect_timeout_s`` each new connection (set-up takes 10–40 ms on a busy machine; a refused
+    connection fails at once whatever the bound), ``retry_s`` is how often Redis is tried again
+    while it is away, ``clock`` gives the Redis windows' time (time.time; the in-process
+    fallback keeps ``limits``' own clock), ``max_in_flight`` caps the Redis calls at once (a
+    script call holds a connection ~0.1 ms, so 16 serve tens of thousands of admissions a
+    second; more wait their turn).
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        prefix: str = PREFIX,
+        window_s: float = 60.0,
+        timeout_s: float = 0.05,
+        connect_timeout_s: float = 0.25,
+        retry_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        max_in_flight: int = 16,
+    ) -> None:
+        self._window_s = window_s
+        self._gate = asyncio.Semaphore(max_in_flight)
+        self._retry_s = retry_s
+        self._clock = clock
+        self._local = LocalWindows(prefix)
+        self._shared = (
+            RedisWindows(
+                redis_url,
+                prefix=prefix,
+                timeout_s=timeout_s,
+                connect_timeout_s=max(timeout_s, connect_timeout_s),
+                clock=clock,
+            )
+            if redis_url
+            else None
+        )
+        self._outage: str | None = None  # why Redis is not used now; None: it is
+        self._retry_at = 0.0
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        prefix: str = PREFIX,
+        window_s: float = 60.0,
+        retry_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> RateLimiter:
+        """Shared through ``TIERGATE_REDIS_URL`` when it is set, each call bounded by
+        ``TIERGATE_REDIS_TIMEOUT_MS``; per process otherwise."""
+        url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+        return cls(
+            url,
+            prefix=prefix,
+            window_s=window_s,
+            timeout_s=settings.redis_timeout_ms / 1000,
+            retry_s=retry_s,
+            clock=clock,
+        )
+
+    def state(self) -> tuple[Literal["ok", "degraded"], str]:
+        """For a readiness check: degraded while the limits are per process for want of Redis."""
+        if self._shared is None:
+            return "ok", "per process (no Redis configured)"
+        if self._outage is not None:
+            return "degraded", f"per process while Redis is away: {self._outage}"
+        return "ok", "shared through Redis"
+
+    async def admit(self, subjects: Sequence[Subject], tokens: int) -> RateVerdict:
+        checks = checks_for(subjects, tokens)
+        if not checks:
+            return ALLOWED
+        window_s = self._window_s
+        allowed, counts = await self._on_store(lambda store: store.admit(checks, window_s))
+        if allowed:
+            return RateVerdict(True, None, headers(checks, counts, window_s, None), None)
+        return self._refusal(checks, counts)
+
+    def _refusal(self, checks: Sequence[Check], counts: Sequence[Counts]) -> RateVerdict:
+        window_s = self._window_s
+        limited_by: str | None = None
+        retry: float | None = 0.0
+        for check, count in zip(checks, counts, strict=True):
+            if fits(check, count, window_s):
+                continue
+            wait = wait_s(check, count, window_s)
+            if limited_by is None or wait is None or (retry is not None and wait > retry):
+                limited_by = check.name
+            retry = None if wait is None or retry is None else max(retry, wait)
+        if limited_by is None:
+            # every limit fitted by the time the counters were read back (a race with other
+            # requests in this process): refuse this one, ask for a retry at once
+            limited_by, retry = checks[0].name, 0.0
+        return RateVerdict(False, retry, headers(checks, counts, window_s, retry), limited_by)
+
+    async def settle(self, subjects: Sequence[Subject], estimated: int, actual: int) -> None:
+        """Correct the tokens windows once the usage is known: ``actual - estimated`` is added
+        (given back when negative, never below zero) to each subject's current tokens window.
+        A window that has turned since the admission gets the correction instead (a give-back
+        then frees at most the estimate early). Never raises for want of Redis."""
+        delta = actual - estimated
+        if delta == 0:
+            return
+        changes = [
+            (check, delta) for check in checks_for(subjects, 0) if check.dimension == "tokens"
+        ]
+        if changes:
+            window_s = self._window_s
+            await self._on_store(lambda store: store.adjust(changes, window_s))
+
+    def _shared_now(self) -> bool:
+        return self._outage is None or self._clock() >= self._retry_at
+
+    async def _on_store(self, op: Callable[[WindowStore], Awaitable[T]]) -> T:
+        shared = self._shared
+        if shared is not None and self._shared_now():
+            # a burst queues here rather than opening a connection per request at once (which
+            # on a busy machine runs past the connect bound and reads as an outage)
+            async with self._gate:
+                if self._shared_now():  # Redis may have gone away while this one queued
+                    try:
+                        result = await op(shared)
+                    except shared.errors as exc:
+                        self._went_away(exc)
+                    else:
+                        if self._outage is not None:
+                            log.info(
+                                "rate_limits_shared",
+                                detail="Redis answers again: rate limits are shared by every "
+                                "replica",
+                                was=self._outage,
+                            )
+                            self._outage = None
+                        return result
+        return await op(self._local)
+
+    def _went_away(self, exc: BaseException) -> None:
+        self._retry_at = self._clock() + self._retry_s
+        if self._outage is not None:
+            return
+        self._outage = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning(
+            "rate_limits_local",
+            reason=self._outage,
+            detail=f"Redis is unreachable: rate limits are per process until it answers "
+            f"(tried again every {self._retry_s:g} s)",
+        )
+
+    async def aclose(self) -> None:
+        if self._shared is not None:
+            await self._shared.aclose()
+        await self._local.aclose()
