@@ -24,6 +24,7 @@ from gateway.canary.counters import CanaryMetrics
 from gateway.governance.book import KeyBook
 from gateway.governance.budgets import MemoryBudgets, RedisBudgets
 from gateway.governance.gate import Governor
+from gateway.governance.rates import RateLimiter
 from gateway.http.asgi import asgi_app
 from gateway.ledger.db import ensure_schema, make_engine
 from gateway.ledger.journal import Journal, recover
@@ -149,11 +150,12 @@ def key_book(settings: Settings) -> KeyBook:
 def open_governor(settings: Settings, engine: Engine | None) -> Governor:
     """Budgets (and rate limits) shared through Redis when TIERGATE_REDIS_URL is set, else kept
     by this process."""
-    timeout_s = settings.redis_timeout_ms / 1000.0
+    rates = RateLimiter.from_settings(settings)
     if settings.redis_url is None:
-        return Governor(MemoryBudgets(), None, engine)
+        return Governor(MemoryBudgets(), rates, engine)
     url = settings.redis_url.get_secret_value()
-    return Governor(RedisBudgets(url, timeout_s=timeout_s), None, engine)
+    timeout_s = settings.governance_timeout_ms / 1000.0
+    return Governor(RedisBudgets(url, timeout_s=timeout_s), rates, engine)
 
 
 async def open_ledger(settings: Settings, metrics: Metrics) -> LedgerWriter:

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     redis_timeout_ms: float = Field(
         default=50.0, gt=0, le=5000, description="bound on every Redis call; then go uncached"
     )
+    governance_timeout_ms: float = Field(
+        default=1000.0,
+        gt=0,
+        description="bound on each Redis call for rate limits and budget holds; past it the "
+        "process keeps its own until Redis answers (generous: a spurious timeout under load "
+        "would let each process spend the whole limit)",
+    )
     keys_refresh_s: float = Field(
         default=2.0,
         gt=0,

@@ -34,6 +34,7 @@ class KeyBook:
         self._virtual: dict[bytes, Grant] = {}
         self.admin = key_digest(admin_key) if admin_key else None
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._failing = False
         self.loaded = asyncio.Event()
 
@@ -70,18 +71,23 @@ class KeyBook:
         self.loaded.set()
 
     def start(self, engine: Engine, refresh_s: float) -> None:
+        stop = self._stop = asyncio.Event()
+
         async def loop() -> None:
-            while True:
-                await self.refresh(engine)
-                await asyncio.sleep(refresh_s)
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), refresh_s)
+                if not stop.is_set():
+                    await self.refresh(engine)
 
         self._task = asyncio.get_running_loop().create_task(loop(), name="key-book")
 
     async def aclose(self) -> None:
+        """Stop refreshing; a read in progress finishes first (its connection goes back to
+        the pool before the ledger's engine is closed)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stop.set()
+            await self._task
 
 
 def now() -> datetime:

@@ -199,10 +199,10 @@ class RedisBudgets:
     again every few seconds."""
 
     def __init__(
-        self, url: str, *, timeout_s: float = 0.5, clock: Callable[[], float] = time.time
+        self, url: str, *, timeout_s: float = 1.0, clock: Callable[[], float] = time.time
     ) -> None:
         self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            url, socket_timeout=timeout_s, socket_connect_timeout=max(2.0, timeout_s)
         )
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)

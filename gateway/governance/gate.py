@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Protocol
 
 import structlog
 from sqlalchemy import Engine
@@ -32,6 +31,7 @@ from gateway.governance.budgets import (
     to_nano,
 )
 from gateway.governance.grants import Grant
+from gateway.governance.rates import Limits, RateLimiter, RateVerdict, Subject
 from gateway.policy import Candidate, Decision, Policy
 from gateway.policy.pricing import HardwarePrice, TokenPrice
 
@@ -39,22 +39,6 @@ log = structlog.get_logger("tiergate.governance")
 
 STEPPED_DOWN = "stepped-down"
 HOLD_MARGIN_S = 30.0  # a reservation outlives its request's deadline by this much
-
-
-@dataclass(frozen=True, slots=True)
-class RateCheck:
-    allowed: bool
-    retry_after_s: float | None
-    headers: tuple[tuple[str, str], ...]
-    limited_by: str | None = None  # what refused it, for the message
-
-
-class RateGate(Protocol):
-    async def admit(self, grant: Grant, tokens: int) -> RateCheck: ...
-
-    async def settle(self, grant: Grant, estimated: int, actual: int) -> None: ...
-
-    async def aclose(self) -> None: ...
 
 
 class Denied(Exception):
@@ -138,7 +122,7 @@ class Governor:
     def __init__(
         self,
         budgets: BudgetStore,
-        rates: RateGate | None,
+        rates: RateLimiter | None,
         engine: Engine | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -174,17 +158,12 @@ class Governor:
             )
         tokens = prompt_tokens + max_tokens
         headers: tuple[tuple[str, str], ...] = ()
-        if self.rates is not None and any(a.rpm or a.tpm for a in grant.allowances):
-            check = await self.rates.admit(grant, tokens)
+        subjects = rate_subjects(grant)
+        if self.rates is not None and subjects:
+            check = await self.rates.admit(subjects, tokens)
             headers = check.headers
             if not check.allowed:
-                limited = TooManyRequests(
-                    f"rate limit reached: {check.limited_by or 'this key'}; retry after "
-                    f"{check.retry_after_s or 1:.1f} s",
-                    code="rate_limit_exceeded",
-                    retry_after=check.retry_after_s,
-                )
-                raise Denied(limited, headers)
+                raise Denied(_rate_limited(check), headers)
         holds = tuple(Hold.of(a, datetime.now(UTC)) for a in grant.budgets)
         if not holds:
             return Admission(decision, False, (), 0, tokens, headers)
@@ -200,8 +179,8 @@ class Governor:
                 break
             await self._seed(holds[got.left[0]])
         if got.index in (NONE_FITS, UNSEEDED):
-            if self.rates is not None and headers:
-                await self.rates.settle(grant, tokens, 0)
+            if self.rates is not None and subjects:
+                await self.rates.settle(subjects, tokens, 0)
             raise Denied(_exhausted(holds, got.left, amounts[-1]), headers)
         chosen, amount, stepped = choices[got.index]
         return Admission(chosen, stepped, holds, amount, tokens, headers)
@@ -211,7 +190,7 @@ class Governor:
     ) -> None:
         """The request ended: its real cost replaces its reservation (in the background; the
         client never waits for it)."""
-        if not admission.holds and (self.rates is None or not admission.headers):
+        if not admission.holds and not admission.headers:
             return
         task = asyncio.get_running_loop().create_task(
             self._release(grant, admission, rid, cost, tokens), name="budget-release"
@@ -225,8 +204,9 @@ class Governor:
         if admission.holds:
             actual = to_nano(cost) if cost is not None and cost > 0 else 0
             await self.budgets.settle(admission.holds, rid, actual)
-        if self.rates is not None and admission.headers:
-            await self.rates.settle(grant, admission.tokens, tokens)
+        subjects = rate_subjects(grant)
+        if self.rates is not None and subjects:
+            await self.rates.settle(subjects, admission.tokens, tokens)
 
     async def _seed(self, hold: Hold) -> None:
         spent = Decimal(0)
@@ -253,6 +233,29 @@ class Governor:
         await self.budgets.aclose()
         if self.rates is not None:
             await self.rates.aclose()
+
+
+def rate_subjects(grant: Grant) -> tuple[Subject, ...]:
+    """The key and team a request's rate limits count against (those with a limit)."""
+    return tuple(
+        Subject(a.kind, a.id, Limits(a.rpm, a.tpm))
+        for a in grant.allowances
+        if a.rpm is not None or a.tpm is not None
+    )
+
+
+def _rate_limited(check: RateVerdict) -> TooManyRequests:
+    kind, _, rest = (check.limited_by or "key::requests").partition(":")
+    who, _, what = rest.rpartition(":")
+    if check.retry_after_s is None:
+        how = "this request alone asks for more tokens than the limit allows: lower max_tokens"
+    else:
+        how = f"retry after {check.retry_after_s:.1f} s"
+    return TooManyRequests(
+        f"rate limit reached: {kind} {who!r} is at its {what} per minute limit; {how}",
+        code="rate_limit_exceeded",
+        retry_after=check.retry_after_s,
+    )
 
 
 def _exhausted(holds: Sequence[Hold], left: Sequence[int], needed: int) -> TooManyRequests:

@@ -105,8 +105,8 @@ class RateLimiter:
         *,
         prefix: str = PREFIX,
         window_s: float = 60.0,
-        timeout_s: float = 0.05,
-        connect_timeout_s: float = 0.25,
+        timeout_s: float = 1.0,
+        connect_timeout_s: float = 2.0,
         retry_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         max_in_flight: int = 16,
@@ -141,13 +141,16 @@ class RateLimiter:
         clock: Callable[[], float] = time.time,
     ) -> RateLimiter:
         """Shared through ``TIERGATE_REDIS_URL`` when it is set, each call bounded by
-        ``TIERGATE_REDIS_TIMEOUT_MS``; per process otherwise."""
+        ``TIERGATE_GOVERNANCE_TIMEOUT_MS``; per process otherwise."""
         url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
         return cls(
             url,
             prefix=prefix,
             window_s=window_s,
-            timeout_s=settings.redis_timeout_ms / 1000,
+            timeout_s=settings.governance_timeout_ms / 1000,
+            # a connection is made rarely, and a busy event loop can hold a connect's reply
+            # past a tight bound: a burst would then read as an outage
+            connect_timeout_s=max(2.0, settings.governance_timeout_ms / 1000),
             retry_s=retry_s,
             clock=clock,
         )
