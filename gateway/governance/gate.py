@@ -23,10 +23,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.errors import Forbidden, GatewayError, TooManyRequests
 from gateway.governance import store
 from gateway.governance.budgets import (
-    NONE_FITS,
     UNSEEDED,
     BudgetStore,
     Hold,
+    Reserved,
     from_nano,
     to_nano,
 )
@@ -157,33 +157,51 @@ class Governor:
                 )
             )
         tokens = prompt_tokens + max_tokens
-        headers: tuple[tuple[str, str], ...] = ()
-        subjects = rate_subjects(grant)
-        if self.rates is not None and subjects:
-            check = await self.rates.admit(subjects, tokens)
-            headers = check.headers
-            if not check.allowed:
-                raise Denied(_rate_limited(check), headers)
+        subjects = rate_subjects(grant) if self.rates is not None else ()
         holds = tuple(Hold.of(a, datetime.now(UTC)) for a in grant.budgets)
         if not holds:
-            return Admission(decision, False, (), 0, tokens, headers)
+            check = await self._rates(subjects, tokens)
+            return Admission(decision, False, (), 0, tokens, _allowed(check))
         worst = Worst(policy.prices, prompt_tokens, max_tokens, deadline_s)
-        choices = options(
-            policy, decision, worst, fits, step_down=step_down and grant.on_exhausted != "reject"
-        )
-        expires = self._clock() + deadline_s + HOLD_MARGIN_S
+        step = step_down and grant.on_exhausted != "reject"
+        choices = options(policy, decision, worst, fits, step_down=step)
         amounts = [amount for _, amount, _ in choices]
-        for _ in range(len(holds) + 1):
-            got = await self.budgets.reserve(holds, amounts, rid, expires)
-            if got.index != UNSEEDED:
-                break
-            await self._seed(holds[got.left[0]])
-        if got.index in (NONE_FITS, UNSEEDED):
-            if self.rates is not None and subjects:
+        if subjects:
+            # The rate check and the budget hold are independent round trips: at once, so the
+            # request waits for one, not two; whichever refuses undoes the other.
+            check, got = await asyncio.gather(
+                self._rates(subjects, tokens), self._hold(holds, amounts, rid, deadline_s)
+            )
+        else:
+            check, got = None, await self._hold(holds, amounts, rid, deadline_s)
+        if check is not None and not check.allowed:
+            if got.index >= 0:
+                await self.budgets.settle(holds, rid, 0)
+            raise Denied(_rate_limited(check), check.headers)
+        headers = _allowed(check)
+        if got.index < 0:
+            if subjects and self.rates is not None:
                 await self.rates.settle(subjects, tokens, 0)
             raise Denied(_exhausted(holds, got.left, amounts[-1]), headers)
         chosen, amount, stepped = choices[got.index]
         return Admission(chosen, stepped, holds, amount, tokens, headers)
+
+    async def _rates(self, subjects: tuple[Subject, ...], tokens: int) -> RateVerdict | None:
+        if not subjects or self.rates is None:
+            return None
+        return await self.rates.admit(subjects, tokens)
+
+    async def _hold(
+        self, holds: tuple[Hold, ...], amounts: list[int], rid: str, deadline_s: float
+    ) -> Reserved:
+        expires = self._clock() + deadline_s + HOLD_MARGIN_S
+        got = await self.budgets.reserve(holds, amounts, rid, expires)
+        for _ in range(len(holds)):
+            if got.index != UNSEEDED:
+                break
+            await self._seed(holds[got.left[0]])
+            got = await self.budgets.reserve(holds, amounts, rid, expires)
+        return got
 
     def release(
         self, grant: Grant, admission: Admission, rid: str, cost: Decimal | None, tokens: int
@@ -233,6 +251,15 @@ class Governor:
         await self.budgets.aclose()
         if self.rates is not None:
             await self.rates.aclose()
+
+
+def _allowed(check: RateVerdict | None) -> tuple[tuple[str, str], ...]:
+    """The rate-limit headers of an admitted request (none without rate limits)."""
+    if check is None:
+        return ()
+    if not check.allowed:
+        raise Denied(_rate_limited(check), check.headers)
+    return check.headers
 
 
 def rate_subjects(grant: Grant) -> tuple[Subject, ...]:
