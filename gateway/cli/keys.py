@@ -15,6 +15,7 @@ from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -165,11 +166,12 @@ def _console() -> Console:
 
 
 def _cell(value: Any) -> str:
+    """A value as a table shows it (names are the user's: never read as rich markup)."""
     if value is None:
         return "—"
     if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
+        return escape(",".join(str(v) for v in value))
+    return escape(str(value))
 
 
 def _keys_table(rows: list[dict[str, Any]], title: str) -> Table:
@@ -181,8 +183,8 @@ def _keys_table(rows: list[dict[str, Any]], title: str) -> Table:
         table.add_column(header)
     for row in rows:
         table.add_row(
-            row["id"],
-            row["name"],
+            _cell(row["id"]),
+            _cell(row["name"]),
             _cell(row["team"]),
             f"{row['hint']}…",
             _cell(row["budget_usd"]),
@@ -201,7 +203,7 @@ def _show_created(created: store.Created, as_json: bool, what: str) -> None:
         typer.echo(json.dumps({"key": created.key, "id": created.id, **created.row}, indent=2))
         return
     console = _console()
-    console.print(f"{what} key [bold]{created.id}[/bold] ({created.row['name']}):")
+    console.print(f"{what} key [bold]{created.id}[/bold] ({escape(created.row['name'])}):")
     typer.echo(created.key)
     console.print(
         "This is the only time the key is shown: store it now (the database keeps only its "
@@ -245,7 +247,7 @@ def list_cmd(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    title = "tiergate keys" + (f" of team {team}" if team else "")
+    title = "tiergate keys" + (f" of team {escape(team)}" if team else "")
     _console().print(_keys_table(rows, title))
 
 
@@ -260,7 +262,7 @@ def show(key_id: KeyId, as_json: JsonOpt = False) -> None:
         typer.echo(json.dumps(out, indent=2))
         return
     console = _console()
-    console.print(_keys_table([row], f"key {key_id}"))
+    console.print(_keys_table([row], f"key {escape(key_id)}"))
     for label, budget in (("key", info["budget"]), ("team", info["team_budget"])):
         if budget is None:
             continue
@@ -290,7 +292,7 @@ def revoke(key_id: KeyId, as_json: JsonOpt = False) -> None:
         typer.echo(json.dumps(row, indent=2))
         return
     console = _console()
-    console.print(f"Revoked key [bold]{key_id}[/bold] ({row['name']}).")
+    console.print(f"Revoked key [bold]{escape(key_id)}[/bold] ({escape(row['name'])}).")
     _note(console)
 
 
@@ -342,7 +344,7 @@ def update(
         typer.echo(json.dumps(row, indent=2))
         return
     console = _console()
-    console.print(_keys_table([row], f"key {key_id}, updated"))
+    console.print(_keys_table([row], f"key {escape(key_id)}, updated"))
     _note(console)
 
 
@@ -383,7 +385,7 @@ def team(
         typer.echo(json.dumps(view, indent=2))
         return
     console = _console()
-    console.print(_teams_table([view], f"team {name}"))
+    console.print(_teams_table([view], f"team {escape(name)}"))
     _note(console)
 
 
@@ -405,7 +407,7 @@ def _teams_table(rows: list[dict[str, Any]], title: str) -> Table:
         table.add_column(header, justify="right" if header in NUMBERS else "left")
     for row in rows:
         table.add_row(
-            row["id"],
+            _cell(row["id"]),
             _cell(row["budget_usd"]),
             row["budget_period"],
             _cell(row["rpm"]),

@@ -73,7 +73,7 @@ async def admin_report(
     async with ledger_deadline():
         await ledger.flush()  # include what this process has just answered
         result = await ledger_call(
-            partial(build_report, ledger.engine, since=start, until=end, by=by, team=team)
+            partial(build_report, ledger.engine, since=start, until=end, by=by, team=team or None)
         )
     return _json(result)
 

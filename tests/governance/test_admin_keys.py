@@ -341,3 +341,14 @@ async def test_the_key_is_never_logged_nor_stored(
         for row in stored:
             for value in row:
                 assert secret not in str(value)
+
+
+async def test_team_names_are_escaped_on_the_dashboard(policy_file: Path, db_url: str) -> None:
+    hostile = '<b>"x"</b>'
+    async with app_on(policy_file, db_url) as (client, _):
+        made = await client.post("/admin/teams", json={"name": hostile}, headers=ADMIN)
+        assert made.status_code == 200, made.text
+        page = await client.get("/dashboard", params={"team": hostile}, headers=ADMIN)
+    assert page.status_code == 200
+    assert hostile not in page.text
+    assert "&lt;b&gt;&quot;x&quot;&lt;/b&gt;" in page.text

@@ -304,3 +304,14 @@ def test_report_by_team_and_for_one_team(db_url: str, engine: Engine) -> None:
     table = tg(db_url, "report", "--by", "team").stdout
     assert "eng" in table
     assert "ops" in table
+
+
+def test_names_are_shown_as_written_not_as_markup(db_url: str) -> None:
+    """Names are the user's: rich markup in them is printed, not applied (nor an error)."""
+    tg(db_url, "keys", "team", "[red]ops[/red]")
+    key = created(db_url, "--name", "[bold]svc[/", "--team", "[red]ops[/red]")
+    out = tg(db_url, "keys", "list").stdout
+    assert "[bold]svc[/" in out
+    assert "[red]ops[/red]" in out
+    assert "[bold]svc[/" in tg(db_url, "keys", "revoke", key["id"]).stdout
+    assert "[red]ops[/red]" in tg(db_url, "keys", "teams").stdout
