@@ -42,6 +42,9 @@ def report(
     output: Annotated[
         str, typer.Option("--format", help="table, json or csv.", case_sensitive=False)
     ] = "table",
+    team: Annotated[
+        str | None, typer.Option("--team", help="Only this team's requests (virtual keys).")
+    ] = None,
 ) -> None:
     """Requests, tokens, cost, baseline cost, savings, latency and reliability from the ledger."""
     if output not in ("table", "json", "csv"):
@@ -71,6 +74,7 @@ def report(
                 since=start,
                 until=end,
                 by=by,
+                team=team,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     except OperationalError as exc:
@@ -97,7 +101,10 @@ def report(
 
 def _table(result: dict[str, Any]) -> Table:
     by = result["by"] or "all"
-    table = Table(title=f"tiergate report: {result['since'][:19]} to {result['until'][:19]}")
+    title = f"tiergate report: {result['since'][:19]} to {result['until'][:19]}"
+    if result.get("team"):
+        title += f", team {result['team']}"
+    table = Table(title=title)
     columns = (
         (by, "key", None),
         ("requests", "requests", "{:,}"),

@@ -13,6 +13,7 @@ from gateway.cli.bench import bench
 from gateway.cli.calibrate import calibrate, replay_cmd
 from gateway.cli.canary import canary_app
 from gateway.cli.cascade import cascade_calibrate
+from gateway.cli.keys import keys_app
 from gateway.cli.labels import export_labels
 from gateway.cli.ledger import db_app, report
 from gateway.cli.models import eval_models, fit
@@ -38,6 +39,7 @@ app.command("calibrate")(calibrate)
 app.command("cascade-calibrate")(cascade_calibrate)
 app.add_typer(db_app, name="db")
 app.add_typer(canary_app, name="canary")
+app.add_typer(keys_app, name="keys")
 app.command("report")(report)
 app.command("demo")(demo_command)
 app.command("fit")(fit)

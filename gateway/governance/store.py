@@ -266,3 +266,45 @@ def _public(row: RowMapping) -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def grant_of(engine: Engine, key_id: str) -> Grant:
+    """The grant of one key, revoked or not (what ``tiergate keys show`` reports on)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(KeyRow.__table__).where(KeyRow.id == key_id)).mappings().first()
+        if row is None:
+            raise GovernanceError(f"no key {key_id!r}: `tiergate keys list` shows the ids")
+        team = None
+        if row["team"]:
+            query = select(TeamRow.__table__).where(TeamRow.id == row["team"])
+            team = conn.execute(query).mappings().first()
+    return Grant(
+        key_id=row["id"],
+        name=row["name"],
+        team=row["team"],
+        key=_allowance("key", row),
+        team_allowance=_allowance("team", team) if team is not None else None,
+        routes=frozenset(row["routes"].split(",")) if row["routes"] else None,
+        expires_at=_utc(row["expires_at"]),
+        virtual=True,
+    )
+
+
+def team_limits(engine: Engine, team: str, changes: Mapping[str, Any]) -> LimitsIn:
+    """A team's limits with ``changes`` applied (``budget_usd``, ``period``, ``on_exhausted``,
+    ``rpm``, ``tpm``; None clears a limit): what is not named keeps its value."""
+    with engine.connect() as conn:
+        row = conn.execute(select(TeamRow.__table__).where(TeamRow.id == team)).mappings().first()
+    old: dict[str, Any] = {}
+    if row is not None:
+        old = {
+            "budget_usd": row["budget_usd"],
+            "period": row["budget_period"],
+            "on_exhausted": row["on_exhausted"],
+            "rpm": row["rpm"],
+            "tpm": row["tpm"],
+        }
+    merged = {**old, **changes}
+    if merged.get("budget_usd") is not None:
+        merged["budget_usd"] = Decimal(str(merged["budget_usd"]))
+    return LimitsIn(**merged)

@@ -50,9 +50,13 @@ async def admin_reload(request: Request) -> Response:
 
 @router.get("/admin/report")
 async def admin_report(
-    request: Request, since: str = "7d", until: str | None = None, by: str | None = None
+    request: Request,
+    since: str = "7d",
+    until: str | None = None,
+    by: str | None = None,
+    team: str | None = None,
 ) -> Response:
-    """The same figures as ``tiergate report --format json``."""
+    """The same figures as ``tiergate report --format json`` (``team``: that team's only)."""
     ledger: LedgerWriter | None = request.app.state.ledger
     if ledger is None:
         raise BadRequest("the ledger is off (TIERGATE_LEDGER=false): there is nothing to report")
@@ -69,7 +73,7 @@ async def admin_report(
     async with ledger_deadline():
         await ledger.flush()  # include what this process has just answered
         result = await ledger_call(
-            partial(build_report, ledger.engine, since=start, until=end, by=by)
+            partial(build_report, ledger.engine, since=start, until=end, by=by, team=team or None)
         )
     return _json(result)
 

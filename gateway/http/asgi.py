@@ -19,6 +19,7 @@ from gateway.errors import GatewayError
 from gateway.governance.book import KeyBook
 from gateway.governance.gate import Governor
 from gateway.http import admin, canary, dashboard, feedback, model_list, ops
+from gateway.http import keys as key_routes
 from gateway.http.chat import chat_completions, completions
 from gateway.http.embeddings import embeddings
 from gateway.http.errors import (
@@ -116,7 +117,7 @@ def asgi_app(
     )
     for path, endpoint in HOT_ROUTES:
         app.add_route(path, endpoint, methods=["POST"])
-    for module in (model_list, ops, admin, dashboard, canary, feedback):
+    for module in (model_list, ops, admin, key_routes, dashboard, canary, feedback):
         app.include_router(module.router)
     app.openapi = openapi_with_hot_routes(app)  # type: ignore[method-assign]
     app.add_exception_handler(GatewayError, on_gateway_error)

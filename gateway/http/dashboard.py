@@ -10,6 +10,7 @@ carry ``data-field`` (the report's name for it) and ``data-value`` (its exact va
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,9 +19,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import HTMLResponse
 
 from gateway.errors import ServiceUnavailable
+from gateway.governance.store import list_teams
 from gateway.http.dashboard_charts import (
     STYLE,
     Chart,
@@ -38,7 +41,7 @@ from gateway.http.dashboard_charts import (
     usd,
 )
 from gateway.http.ledger_calls import ledger_call, ledger_deadline
-from gateway.ledger.report import build_report, parse_since
+from gateway.ledger.report import build_report, ledger_teams, parse_since
 from gateway.ledger.writer import LedgerWriter
 
 router = APIRouter()
@@ -87,6 +90,7 @@ class Reports:
     by_day: dict[str, Any]
     by_tier: dict[str, Any]
     by_backend: dict[str, Any]
+    teams: tuple[str, ...] = ()  # for the selector: in the ledger's period, or in gov_teams
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -94,16 +98,25 @@ class Reports:
         return totals
 
 
-def collect(engine: Engine, since: datetime, until: datetime) -> Reports:
+def collect(engine: Engine, since: datetime, until: datetime, team: str | None = None) -> Reports:
     def report(by: str) -> dict[str, Any]:
-        return build_report(engine, since=since, until=until, by=by)
+        return build_report(engine, since=since, until=until, by=by, team=team)
 
-    return Reports(report("day"), report("tier"), report("backend"))
+    teams = set(ledger_teams(engine, since))
+    # No governance tables (a schema from before 0010): the ledger's teams only.
+    with contextlib.suppress(SQLAlchemyError):
+        teams.update(row["id"] for row in list_teams(engine))
+    return Reports(report("day"), report("tier"), report("backend"), tuple(sorted(teams)))
 
 
 @router.get("/dashboard", include_in_schema=False)
-async def dashboard(request: Request, since: str = "7d", until: str | None = None) -> HTMLResponse:
-    """The savings report with charts, for the period ``since``..``until`` (default: now)."""
+async def dashboard(
+    request: Request, since: str = "7d", until: str | None = None, team: str | None = None
+) -> HTMLResponse:
+    """The savings report with charts, for the period ``since``..``until`` (default: now);
+    ``team``: only that team's requests."""
+    team = team or None  # the selector's "all teams" sends team=''
+    form = Form(since, until, team)
     ledger: LedgerWriter | None = request.app.state.ledger
     if ledger is None:
         notice = (
@@ -112,26 +125,26 @@ async def dashboard(request: Request, since: str = "7d", until: str | None = Non
             "recorded and there is nothing to report. Set <code>TIERGATE_LEDGER=true</code> and "
             "restart it.</p></section>"
         )
-        return _page(notice, since)
+        return _page(notice, form)
     try:
         start = parse_since(since)
         end = parse_since(until) if until else datetime.now(UTC)
     except ValueError as exc:
         problem = f'<section class="notice bad" data-testid="bad-request">{esc(exc)}</section>'
-        return _page(problem, since, status=400)
+        return _page(problem, form, status=400)
     try:
         async with ledger_deadline():
             await ledger.flush()  # include what this process has just answered
-            reports = await ledger_call(partial(collect, ledger.engine, start, end))
+            reports = await ledger_call(partial(collect, ledger.engine, start, end, team))
     except ServiceUnavailable as exc:
         problem = (
             f'<section class="notice bad" data-testid="ledger-down">{esc(exc.message)}</section>'
         )
-        return _page(problem, since, status=503)
+        return _page(problem, form, status=503)
     policy = request.app.state.runtime.active.policy
     tier_order = [tier.name for tier in policy.tiers]
     body = render(reports, tier_order=tier_order, policy_hash=policy.hash)
-    return _page(body, since, until)
+    return _page(body, Form(since, until, team, reports.teams))
 
 
 def render(reports: Reports, *, tier_order: Sequence[str], policy_hash: str) -> str:
@@ -139,7 +152,8 @@ def render(reports: Reports, *, tier_order: Sequence[str], policy_hash: str) -> 
     totals = reports.totals
     out = [
         f'<p class="period" data-testid="period">{_when(reports.by_day["since"])} → '
-        f"{_when(reports.by_day['until'])} · policy <code>{esc(policy_hash)}</code></p>"
+        f"{_when(reports.by_day['until'])} · policy <code>{esc(policy_hash)}</code>"
+        f"{_team_note(reports.by_day.get('team'))}</p>"
     ]
     if totals["unpriced_requests"]:
         out.append(
@@ -324,7 +338,41 @@ def _when(iso: str) -> str:
     return esc(moment.strftime("%Y-%m-%d %H:%M UTC"))
 
 
-def _period_form(since: str, until: str | None) -> str:
+@dataclass(frozen=True, slots=True)
+class Form:
+    """What the header's form shows: the period, and the team (with the teams to pick from)."""
+
+    since: str
+    until: str | None = None
+    team: str | None = None
+    teams: tuple[str, ...] = ()
+
+
+def _team_note(team: str | None) -> str:
+    if not team:
+        return ""
+    return f' · team <code data-testid="team">{esc(team)}</code>'
+
+
+def _team_select(team: str | None, teams: Sequence[str]) -> str:
+    names = list(teams)
+    if team and team not in names:
+        names.append(team)
+    if not names:
+        return ""
+    options = ['<option value="">All teams</option>']
+    options += [
+        f'<option value="{esc(name)}"{" selected" if name == team else ""}>{esc(name)}</option>'
+        for name in names
+    ]
+    return (
+        '<label for="team">Team</label>'
+        f'<select id="team" name="team" data-testid="team-select">{"".join(options)}</select>'
+    )
+
+
+def _period_form(form: Form) -> str:
+    since, until = form.since, form.until
     options = list(PERIODS)
     if since not in {value for value, _ in PERIODS}:
         options.append((since, f"Since {since}"))
@@ -336,11 +384,12 @@ def _period_form(since: str, until: str | None) -> str:
     return (
         '<form method="get" class="period-form"><label for="since">Period</label>'
         f'<select id="since" name="since">{rendered}</select>{hidden}'
+        f"{_team_select(form.team, form.teams)}"
         '<button type="submit">Show</button></form>'
     )
 
 
-def _page(main: str, since: str, until: str | None = None, *, status: int = 200) -> HTMLResponse:
+def _page(main: str, form: Form, *, status: int = 200) -> HTMLResponse:
     html = f"""<!doctype html>
 <html lang="en">
 <head>
@@ -352,7 +401,7 @@ def _page(main: str, since: str, until: str | None = None, *, status: int = 200)
 </head>
 <body>
 <header><div class="brand">tiergate <span>savings report</span></div>
-{_period_form(since, until)}</header>
+{_period_form(form)}</header>
 <main>
 {main}
 </main>

@@ -37,13 +37,14 @@ from sqlalchemy import Engine, func, or_, select
 from gateway.ledger.adaptive import LABEL_ARMS
 from gateway.ledger.models import FeedbackRow, RequestRow
 
-GroupBy = Literal["tier", "route", "backend", "day", "key", "model", "cost_source"]
+GroupBy = Literal["tier", "route", "backend", "day", "key", "team", "model", "cost_source"]
 GROUPINGS: tuple[str, ...] = (
     "tier",
     "route",
     "backend",
     "day",
     "key",
+    "team",
     "model",
     "cost_source",
     "capability",
@@ -60,6 +61,7 @@ _COLUMNS = (
     RequestRow.api,
     RequestRow.capabilities,
     RequestRow.key_id,
+    RequestRow.team,
     RequestRow.route,
     RequestRow.tier,
     RequestRow.backend,
@@ -231,6 +233,8 @@ def _key(row: Any, by: str | None) -> str:
             return str(row.key_id)
         case "canary_arm":
             return str(row.canary_arm or "-")
+        case "team":
+            return str(row.team or "-")
         case "api":
             return str(row.api or "-")
         case _:
@@ -248,17 +252,22 @@ def build_report(
     since: datetime,
     until: datetime | None = None,
     by: str | None = None,
+    team: str | None = None,
     progress: Callable[[int, int], None] = lambda _done, _total: None,
 ) -> dict[str, Any]:
-    """Aggregate the ledger between ``since`` and ``until`` (default: now), grouped ``by``."""
+    """Aggregate the ledger between ``since`` and ``until`` (default: now), grouped ``by``;
+    with ``team``, only that team's requests (its virtual keys' traffic)."""
     if by is not None and by not in GROUPINGS:
         raise ValueError(f"cannot group by {by!r}: use one of {', '.join(GROUPINGS)}")
     # In UTC: SQLite keeps the times as naive UTC text and compares the bounds as text too, so
     # a bound with another offset (``--since 2026-11-20T09:00+02:00``) would be hours off there.
     since, until = _utc(since), _utc(until or datetime.now(UTC))
-    span = (RequestRow.ts >= since, RequestRow.ts < until)
+    span: tuple[Any, ...] = (RequestRow.ts >= since, RequestRow.ts < until)
     client = or_(RequestRow.canary_arm.is_(None), RequestRow.canary_arm.not_in(LABEL_ARMS))
-    where = (*span, client)
+    where: tuple[Any, ...] = (*span, client)
+    if team is not None:
+        span = (*span, RequestRow.team == team)
+        where = (*where, RequestRow.team == team)
     with engine.connect() as connection:
         total_rows = connection.execute(select(func.count()).where(*where)).scalar_one()
         progress(0, total_rows)
@@ -285,6 +294,7 @@ def build_report(
         "since": since.isoformat(),
         "until": until.isoformat(),
         "by": by,
+        "team": team,
         "totals": total.figures(),
         "groups": [{"key": key, **acc.figures()} for key, acc in sorted(groups.items())]
         if by is not None
@@ -332,6 +342,17 @@ CSV_FIELDS = (
     "feedback_avg",
     "feedback_count",
 )
+
+
+def ledger_teams(engine: Engine, since: datetime) -> list[str]:
+    """The teams with requests in the ledger since ``since`` (for the dashboard's selector)."""
+    query = (
+        select(RequestRow.team)
+        .where(RequestRow.team.is_not(None), RequestRow.ts >= _utc(since))
+        .distinct()
+    )
+    with engine.connect() as connection:
+        return sorted(str(team) for team in connection.execute(query).scalars())
 
 
 def rows_for_output(report: dict[str, Any]) -> Iterable[dict[str, Any]]:
