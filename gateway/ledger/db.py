@@ -72,13 +72,15 @@ def _close_on_checkin(_dbapi_connection: Any, record: Any) -> None:
     record.invalidate()  # closes the driver's connection; nothing reuses this engine
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
 def migrations_dir() -> Path:
-    """``migrations/`` at the repository root (editable installs), or shipped in the wheel."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "migrations", here.parents[1] / "_migrations"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise LedgerError("the Alembic migrations are missing from this installation; reinstall")
+    """The Alembic scripts, shipped inside the package (``gateway/ledger/migrations/``): a wheel
+    install migrates from any working directory, with no ``alembic.ini`` beside it."""
+    if not (MIGRATIONS / "env.py").is_file():
+        raise LedgerError("the Alembic migrations are missing from this installation; reinstall")
+    return MIGRATIONS
 
 
 def alembic_config(url: str) -> Any:
