@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,18 @@ class Settings(BaseSettings):
     policy: Path = Field(default=Path("policies/default.yaml"), description="policy YAML")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    ops_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="a second port, on the same host, serving only /healthz, /readyz and /metrics, "
+        "with no key: for probes and Prometheus scrapes (unset: none)",
+    )
+    open_ops: bool = Field(
+        default=False,
+        description="serve /readyz and /metrics without a key on the main port too (/healthz "
+        "always is); they show backend names and states, and counters, never keys or prompts",
+    )
     api_keys: SecretStr | None = Field(
         default=None,
         description="comma-separated client keys, each 'key' or 'key_id:key'",
@@ -88,6 +100,12 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _ops_port(self) -> Settings:
+        if self.ops_port is not None and self.ops_port == self.port:
+            raise ValueError("TIERGATE_OPS_PORT must differ from TIERGATE_PORT")
+        return self
 
     def journal_path(self) -> Path:
         return self.journal_dir or self.outbox_path.parent / "journal"

@@ -122,6 +122,8 @@ def asgi_app(
         ApiKeys,
         client_keys=settings.client_keys(),
         admin_key=settings.admin_key.get_secret_value() if settings.admin_key else None,
+        ops_port=settings.ops_port,
+        open_ops=settings.open_ops,
     )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if tracing is not None:  # outermost: a refused request has its span too

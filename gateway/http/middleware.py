@@ -14,6 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.http.errors import error_body
 
 OPEN_PATHS = frozenset({"/healthz"})
+# What the ops port (TIERGATE_OPS_PORT) serves, with no key, and all it serves; with
+# TIERGATE_OPEN_OPS the main port serves them with no key too.
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 ADMIN_PREFIXES = ("/admin", "/dashboard")
 # The one page meant for a browser, which cannot send a bearer token from the address bar: it
 # also takes the admin key as the password of HTTP Basic auth, and a 401 there asks for it.
@@ -111,6 +114,9 @@ def _digest(value: str | bytes) -> bytes:
 class ApiKeys:
     """Every path but ``/healthz`` needs a client key; admin paths need the admin key.
 
+    A request that arrived on ``ops_port`` may reach only ``OPS_PATHS``, with no key (404 for
+    anything else); with ``open_ops`` those paths need no key on the main port either.
+
     With no keys configured at all (loopback-only mode) every path is open. With client keys
     but no admin key, admin paths are refused: there is no safe default for them.
     Keys are compared by SHA-256 digest, so lookups take the same time whatever the key.
@@ -118,14 +124,40 @@ class ApiKeys:
     other path does.
     """
 
-    def __init__(self, app: ASGIApp, client_keys: Mapping[str, str], admin_key: str | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        client_keys: Mapping[str, str],
+        admin_key: str | None,
+        *,
+        ops_port: int | None = None,
+        open_ops: bool = False,
+    ) -> None:
         self.app = app
         self._clients = {_digest(k): key_id for k, key_id in client_keys.items()}
         self._admin = _digest(admin_key) if admin_key else None
         self._open = not self._clients and self._admin is None
+        self._ops_port = ops_port
+        self._open_paths = OPS_PATHS if open_ops else OPEN_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._ops_port is not None and _local_port(scope) == self._ops_port:
+            if scope["path"] in OPS_PATHS:
+                await self.app(scope, receive, send)
+            else:
+                await _send_error(
+                    send,
+                    404,
+                    "the ops port serves only /healthz, /readyz and /metrics",
+                    "invalid_request_error",
+                    "not_found",
+                    path=scope["path"],
+                )
+            return
+        if scope["path"] in self._open_paths:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
@@ -193,6 +225,11 @@ class ApiKeys:
                 return
             state["key_id"] = key_id
         await self.app(scope, receive, send)
+
+
+def _local_port(scope: Scope) -> int | None:
+    server = scope.get("server")
+    return int(server[1]) if server and server[1] is not None else None
 
 
 def _token(scope: Scope) -> str | None:
