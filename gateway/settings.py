@@ -13,11 +13,21 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_POLICY = Path("policies/default.yaml")
+# The wheel carries a copy of policies/default.yaml here (pyproject: force-include), so an
+# installed gateway started outside the repository has a policy to start with.
+BUNDLED_POLICY = Path(__file__).resolve().parent / "policy" / "default.yaml"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIERGATE_", extra="ignore", frozen=True)
 
-    policy: Path = Field(default=Path("policies/default.yaml"), description="policy YAML")
+    policy: Path = Field(
+        default=DEFAULT_POLICY,
+        validate_default=True,
+        description="policy YAML (default: policies/default.yaml in the working directory, else "
+        "the copy inside the installed package)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     ops_port: int | None = Field(
@@ -93,6 +103,13 @@ class Settings(BaseSettings):
         description="add a key label (the key id, never the key) to the token and cost "
         "metrics: one series per key, so only with a bounded number of keys",
     )
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: Path) -> Path:
+        if value == DEFAULT_POLICY and not value.exists() and BUNDLED_POLICY.is_file():
+            return BUNDLED_POLICY
+        return value
 
     @field_validator("host")
     @classmethod

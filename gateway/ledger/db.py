@@ -28,9 +28,7 @@ def make_engine(url: str, *, statement_timeout_ms: int | None = None) -> Engine:
     """An engine for ``url``. ``statement_timeout_ms`` bounds each statement on PostgreSQL (the
     writer's engine: a hung database then fails fast and rows go to the outbox)."""
     if is_sqlite(url):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _make_sqlite_dir(url)
         engine = create_engine(url, connect_args={"timeout": 5})
 
         @event.listens_for(engine, "connect")
@@ -58,6 +56,13 @@ def make_engine(url: str, *, statement_timeout_ms: int | None = None) -> Engine:
     return create_engine(
         url, pool_pre_ping=True, pool_size=2, max_overflow=2, connect_args=connect_args
     )
+
+
+def _make_sqlite_dir(url: str) -> None:
+    """SQLite creates the file, not the folders above it (``.tiergate/`` in a fresh directory)."""
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def retire_engine(engine: Engine) -> None:
@@ -95,6 +100,8 @@ def alembic_config(url: str) -> Any:
 def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
+    if is_sqlite(url):
+        _make_sqlite_dir(url)  # `tiergate db upgrade` in a fresh directory
     command.upgrade(alembic_config(url), revision)
 
 
