@@ -10,16 +10,38 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_POLICY = Path("policies/default.yaml")
+# The wheel carries a copy of policies/default.yaml here (pyproject: force-include), so an
+# installed gateway started outside the repository has a policy to start with.
+BUNDLED_POLICY = Path(__file__).resolve().parent / "policy" / "default.yaml"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIERGATE_", extra="ignore", frozen=True)
 
-    policy: Path = Field(default=Path("policies/default.yaml"), description="policy YAML")
+    policy: Path = Field(
+        default=DEFAULT_POLICY,
+        validate_default=True,
+        description="policy YAML (default: policies/default.yaml in the working directory, else "
+        "the copy inside the installed package)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    ops_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="a second port, on the same host, serving only /healthz, /readyz and /metrics, "
+        "with no key: for probes and Prometheus scrapes (unset: none)",
+    )
+    open_ops: bool = Field(
+        default=False,
+        description="serve /readyz and /metrics without a key on the main port too (/healthz "
+        "always is); they show backend names and states, and counters, never keys or prompts",
+    )
     api_keys: SecretStr | None = Field(
         default=None,
         description="comma-separated client keys, each 'key' or 'key_id:key'",
@@ -95,12 +117,25 @@ class Settings(BaseSettings):
         "metrics: one series per key, so only with a bounded number of keys",
     )
 
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: Path) -> Path:
+        if value == DEFAULT_POLICY and not value.exists() and BUNDLED_POLICY.is_file():
+            return BUNDLED_POLICY
+        return value
+
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
         if not value:
             raise ValueError("must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _ops_port(self) -> Settings:
+        if self.ops_port is not None and self.ops_port == self.port:
+            raise ValueError("TIERGATE_OPS_PORT must differ from TIERGATE_PORT")
+        return self
 
     def journal_path(self) -> Path:
         return self.journal_dir or self.outbox_path.parent / "journal"

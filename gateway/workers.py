@@ -8,7 +8,8 @@ last good one keeps serving. Here SIGHUP is forwarded, so every worker reloads i
 
 * Each worker listens on its own socket with SO_REUSEPORT, so the kernel spreads connections
   evenly (one shared socket lets whichever worker wakes first take most of them). The parent
-  binds the port first without listening: a conflict fails at once, and the port stays held.
+  binds the port (and the ops port) first without listening: a conflict fails at once, and the
+  port stays held.
 * SIGHUP → each worker reloads its policy (validate, then swap, or keep the last good one).
 * SIGTERM / SIGINT → each worker drains and stops; the parent waits for them.
 * A worker that dies unexpectedly is restarted (after a second, so a crash loop cannot spin).
@@ -44,11 +45,12 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 RESTART_DELAY_S = 1.0
 
 
-def bind(host: str, port: int, *, listen: bool) -> socket.socket:
+def bind(host: str, port: int, *, listen: bool, reuse_port: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host.strip("[]"), port))
     if listen:
         sock.listen(2048)
@@ -56,15 +58,38 @@ def bind(host: str, port: int, *, listen: bool) -> socket.socket:
 
 
 def run_worker(port: int) -> None:
-    """One worker: the app from the environment's settings, on its own SO_REUSEPORT socket."""
+    """One worker: the app from the environment's settings, on its own SO_REUSEPORT sockets
+    (the main port, and the ops port when TIERGATE_OPS_PORT is set)."""
     import uvicorn
 
     from gateway.app import create_app
 
     settings = Settings()
-    sock = bind(settings.host, port, listen=True)
+    sockets = [bind(settings.host, port, listen=True)]
+    if settings.ops_port is not None:
+        sockets.append(bind(settings.host, settings.ops_port, listen=True))
     server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
+
+
+def run_single(app: FastAPI, settings: Settings) -> None:
+    """``tiergate serve`` with one process. With an ops port, one server listens on both
+    ports (the app tells them apart by the local port: ``ApiKeys``)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    if settings.ops_port is None:
+        server.run()
+        return
+    sockets = [
+        bind(settings.host, port, listen=True, reuse_port=False)
+        for port in (settings.port, settings.ops_port)
+    ]
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
@@ -96,6 +121,8 @@ class Supervisor:
         os.environ[MULTIPROC_ENV] = metrics_dir  # inherited by the workers
         sock = bind(self._settings.host, self._settings.port, listen=False)
         port = int(sock.getsockname()[1])
+        ops_port = self._settings.ops_port
+        ops_sock = bind(self._settings.host, ops_port, listen=False) if ops_port else None
         signal.signal(signal.SIGHUP, self._forward_hup)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
@@ -114,6 +141,8 @@ class Supervisor:
             return 0
         finally:
             sock.close()
+            if ops_sock is not None:
+                ops_sock.close()
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
     def _start(self, port: int) -> BaseProcess:

@@ -62,13 +62,11 @@ def serve(
     ] = None,
 ) -> None:
     """Start the gateway (uvicorn) with the policy's backends."""
-    import uvicorn
-
     from gateway.app import create_app
     from gateway.ledger.db import LedgerError, check_ledger
     from gateway.policy import PolicyError, load_policy
     from gateway.settings import ExposureError
-    from gateway.workers import Supervisor, uvicorn_config
+    from gateway.workers import Supervisor, run_single
 
     overrides = {
         k: v
@@ -95,7 +93,7 @@ def serve(
         raise typer.Exit(code=2) from None
     if settings.workers > 1:
         raise typer.Exit(code=Supervisor(settings, settings.workers).run())
-    uvicorn.Server(uvicorn_config(app, settings)).run()
+    run_single(app, settings)
 
 
 @app.command()

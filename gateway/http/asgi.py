@@ -127,7 +127,7 @@ def asgi_app(
     app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
     # Outermost first: the size limit applies before anything reads the body.
-    app.add_middleware(ApiKeys, book=keys)
+    app.add_middleware(ApiKeys, book=keys, ops_port=settings.ops_port, open_ops=settings.open_ops)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if tracing is not None:  # outermost: a refused request has its span too
         paths = {getattr(route, "path", "") for route in app.routes}

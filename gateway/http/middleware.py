@@ -15,6 +15,9 @@ from gateway.governance.book import KeyBook, key_digest
 from gateway.http.errors import error_body
 
 OPEN_PATHS = frozenset({"/healthz"})
+# What the ops port (TIERGATE_OPS_PORT) serves, with no key, and all it serves; with
+# TIERGATE_OPEN_OPS the main port serves them with no key too.
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 ADMIN_PREFIXES = ("/admin", "/dashboard")
 # The one page meant for a browser, which cannot send a bearer token from the address bar: it
 # also takes the admin key as the password of HTTP Basic auth, and a 401 there asks for it.
@@ -108,6 +111,9 @@ class ApiKeys:
     """Every path but ``/healthz`` needs a client key; admin paths need the admin key.
 
     Keys come from the ``KeyBook``: bootstrap keys and virtual keys (re-read from the database).
+    A request that arrived on ``ops_port`` may reach only ``OPS_PATHS``, with no key (404 for
+    anything else); with ``open_ops`` those paths need no key on the main port either.
+
     With no key of any kind (loopback-only mode) every path is open. With client keys but no
     admin key, admin paths are refused: there is no safe default for them. Keys are looked up
     by SHA-256 digest, so a lookup takes the same time whatever the key. ``/dashboard`` also
@@ -115,12 +121,37 @@ class ApiKeys:
     The caller's ``Grant`` goes to ``scope["state"]["grant"]`` and its id to ``key_id``.
     """
 
-    def __init__(self, app: ASGIApp, book: KeyBook) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        book: KeyBook,
+        *,
+        ops_port: int | None = None,
+        open_ops: bool = False,
+    ) -> None:
         self.app = app
         self.book = book
+        self._ops_port = ops_port
+        self._open_paths = OPS_PATHS if open_ops else OPEN_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._ops_port is not None and _local_port(scope) == self._ops_port:
+            if scope["path"] in OPS_PATHS:
+                await self.app(scope, receive, send)
+            else:
+                await _send_error(
+                    send,
+                    404,
+                    "the ops port serves only /healthz, /readyz and /metrics",
+                    "invalid_request_error",
+                    "not_found",
+                    path=scope["path"],
+                )
+            return
+        if scope["path"] in self._open_paths:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
@@ -203,6 +234,11 @@ class ApiKeys:
             state["key_id"] = grant.key_id
             state["grant"] = grant
         await self.app(scope, receive, send)
+
+
+def _local_port(scope: Scope) -> int | None:
+    server = scope.get("server")
+    return int(server[1]) if server and server[1] is not None else None
 
 
 def _token(scope: Scope) -> str | None:

@@ -28,9 +28,7 @@ def make_engine(url: str, *, statement_timeout_ms: int | None = None) -> Engine:
     """An engine for ``url``. ``statement_timeout_ms`` bounds each statement on PostgreSQL (the
     writer's engine: a hung database then fails fast and rows go to the outbox)."""
     if is_sqlite(url):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _make_sqlite_dir(url)
         engine = create_engine(url, connect_args={"timeout": 5})
 
         @event.listens_for(engine, "connect")
@@ -60,6 +58,13 @@ def make_engine(url: str, *, statement_timeout_ms: int | None = None) -> Engine:
     )
 
 
+def _make_sqlite_dir(url: str) -> None:
+    """SQLite creates the file, not the folders above it (``.tiergate/`` in a fresh directory)."""
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 def retire_engine(engine: Engine) -> None:
     """Close ``engine`` for good: its idle connections now, and any connection still checked
     out on a worker thread (an insert a timed-out shutdown gave up on) when that thread hands
@@ -72,13 +77,15 @@ def _close_on_checkin(_dbapi_connection: Any, record: Any) -> None:
     record.invalidate()  # closes the driver's connection; nothing reuses this engine
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
 def migrations_dir() -> Path:
-    """``migrations/`` at the repository root (editable installs), or shipped in the wheel."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "migrations", here.parents[1] / "_migrations"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise LedgerError("the Alembic migrations are missing from this installation; reinstall")
+    """The Alembic scripts, shipped inside the package (``gateway/ledger/migrations/``): a wheel
+    install migrates from any working directory, with no ``alembic.ini`` beside it."""
+    if not (MIGRATIONS / "env.py").is_file():
+        raise LedgerError("the Alembic migrations are missing from this installation; reinstall")
+    return MIGRATIONS
 
 
 def alembic_config(url: str) -> Any:
@@ -93,6 +100,8 @@ def alembic_config(url: str) -> Any:
 def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
+    if is_sqlite(url):
+        _make_sqlite_dir(url)  # `tiergate db upgrade` in a fresh directory
     command.upgrade(alembic_config(url), revision)
 
 

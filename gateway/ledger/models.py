@@ -1,5 +1,5 @@
-"""The ledger's tables (SQLAlchemy 2). The Alembic history in ``migrations/`` creates them;
-``alembic check`` in the tests keeps the two in step."""
+"""The ledger's tables (SQLAlchemy 2). The Alembic history in ``gateway/ledger/migrations/``
+creates them; ``alembic check`` in the tests keeps the two in step."""
 
 from __future__ import annotations
 

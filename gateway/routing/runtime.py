@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,7 +115,6 @@ class Runtime:
                 detail="the policy's scorer is adaptive but the ledger is off: scoring with its "
                 "base scorer only; set TIERGATE_LEDGER=true to learn from feedback",
             )
-        self._watch_dir = self._path.resolve().parent
         if watch:
             self.spawn(self._watch(), "policy-watch")
 
@@ -202,13 +202,45 @@ class Runtime:
             for task in probing.values():
                 task.cancel()
 
+    def _watch_dirs(self) -> list[Path]:
+        """The folder the policy's path names, not resolved: a Kubernetes ConfigMap volume
+        updates by renaming a new ``..data`` symlink over the old one beside ``policy.yaml``
+        (itself a symlink through ``..data``), and the timestamped folder the link resolved to
+        is deleted. When the path is a symlink to a file in another folder, that one too."""
+        here = self._path.absolute().parent
+        there = self._path.resolve().parent
+        return [here] if there == here or there.is_relative_to(here) else [here, there]
+
+    def _fingerprint(self) -> tuple[str, int, int, int] | None:
+        """The file the policy's path resolves to now, and its identity and size."""
+        try:
+            real = os.path.realpath(self._path)
+            stat = os.stat(real)
+        except OSError:
+            return None
+        return real, stat.st_ino, stat.st_mtime_ns, stat.st_size
+
     async def _watch(self) -> None:
         from watchfiles import awatch
 
         # Editors replace files rather than write them in place, so watch the directory.
-        async for changes in awatch(self._watch_dir, debounce=200, recursive=False):
-            if any(Path(p).name == self._path.name for _, p in changes):
-                await self.reload("file_change")
+        dirs = self._watch_dirs()
+        changes_of = awatch(*dirs, debounce=200, recursive=False)
+        pending = asyncio.ensure_future(anext(changes_of))
+        await asyncio.sleep(0)  # its first step sets up the OS watches (RustNotify)
+        log.info("policy_watch_started", dirs=[str(d) for d in dirs])
+        seen = self._fingerprint()
+        try:
+            while True:
+                changes = await pending
+                now = self._fingerprint()
+                named = any(Path(p).name == self._path.name for _, p in changes)
+                if named or now != seen:  # the file itself, or what its symlinks lead to
+                    await self.reload("file_change")
+                seen = now
+                pending = asyncio.ensure_future(anext(changes_of))
+        finally:
+            pending.cancel()
 
     async def _retire(self, states: list[BackendState], grace_s: float) -> None:
         """Close dropped backends once idle (or after the longest a request may take)."""

@@ -184,7 +184,7 @@ def test_relative_gguf_paths_resolve_against_the_policy_directory(tmp_path: Path
     "path",
     [
         *sorted(Path(".").glob("policies/**/*.yaml")),
-        *(p for p in sorted(Path(".").glob("deploy/*.yaml")) if p.name != "compose.yaml"),
+        *sorted(Path(".").glob("deploy/**/policy/*.yaml")),  # compose and Kubernetes policies
     ],
     ids=str,
 )

@@ -1,0 +1,158 @@
+"""deploy/k8s: the kustomize base and the production overlay render with ``kubectl kustomize``
+and every object validates against the Kubernetes API's schemas (kubernetes-validate ships
+them; nothing is fetched). Then what the gateway relies on: probes on the keyless ops port, a
+non-root read-only pod, secrets by reference, the policy folder mounted whole (so ConfigMap
+updates reach the watcher), and the production overlay's replicas and image."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gateway.policy import load_policy
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.32"  # the oldest minor this is meant to run on
+KINDS = {
+    "ConfigMap",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "Job",
+    "PodDisruptionBudget",
+    "Service",
+}
+SECRET_ENV = {
+    "TIERGATE_DATABASE_URL": "database-url",
+    "TIERGATE_REDIS_URL": "redis-url",
+    "TIERGATE_ADMIN_KEY": "admin-key",
+    "TIERGATE_API_KEYS": "api-keys",
+}
+
+
+def render(target: str) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "this test needs kubectl (1.27 or later: kustomize built in) on PATH"
+    result = subprocess.run(
+        [kubectl, "kustomize", str(K8S / target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    kinds = {obj["kind"]: obj for obj in objects}
+    assert len(kinds) == len(objects), "one object of each kind"
+    return kinds
+
+
+def container(objects: list[dict[str, Any]], kind: str = "Deployment") -> dict[str, Any]:
+    (only,) = by_kind(objects)[kind]["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = only
+    return result
+
+
+@pytest.fixture(scope="module", params=["base", "overlays/production"])
+def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return render(request.param)
+
+
+def test_every_object_is_valid_for_the_api(objects: list[dict[str, Any]]) -> None:
+    assert set(by_kind(objects)) == KINDS
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_probes_use_the_ops_port(objects: list[dict[str, Any]]) -> None:
+    gateway = container(objects)
+    ports = {port["name"]: port["containerPort"] for port in gateway["ports"]}
+    assert ports == {"http": 8000, "ops": 9000}
+    env = {item["name"]: item for item in gateway["env"]}
+    assert env["TIERGATE_OPS_PORT"]["value"] == "9000"
+    assert env["TIERGATE_PORT"]["value"] == "8000"
+    assert gateway["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ops"}
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ops"}
+    assert gateway["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "ops"}
+    annotations = by_kind(objects)["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9000"
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_pods_run_as_the_images_user_without_privileges(objects: list[dict[str, Any]]) -> None:
+    for kind in ("Deployment", "Job"):
+        pod = by_kind(objects)[kind]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        (only,) = pod["containers"]
+        assert only["securityContext"]["allowPrivilegeEscalation"] is False
+        assert only["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert only["resources"]["requests"]
+        assert only["resources"]["limits"]["memory"]
+        # A read-only root: every path the process writes is a volume.
+        assert only["securityContext"]["readOnlyRootFilesystem"] is True
+        assert "/tmp" in {m["mountPath"] for m in only["volumeMounts"]}
+    mounts = {m["mountPath"] for m in container(objects)["volumeMounts"]}
+    assert "/var/lib/tiergate" in mounts  # the image's working directory: outbox, journal
+
+
+def test_secrets_are_referenced_not_written(objects: list[dict[str, Any]]) -> None:
+    env = {item["name"]: item for item in container(objects)["env"]}
+    for name, key in SECRET_ENV.items():
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "tiergate", "key": key}
+    migrate_env = {item["name"]: item for item in container(objects, "Job")["env"]}
+    assert migrate_env["TIERGATE_DATABASE_URL"] == env["TIERGATE_DATABASE_URL"]
+    assert "Secret" not in by_kind(objects)
+
+
+def test_the_policy_configmap_is_mounted_as_a_folder(
+    objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    kinds = by_kind(objects)
+    config_map = kinds["ConfigMap"]
+    assert config_map["metadata"]["name"] == "tiergate-policy"  # no hash: updated in place
+    (source,) = config_map["data"].items()
+    name, text = source
+    (tmp_path / name).write_text(text)
+    assert load_policy(tmp_path / name).tiers
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["policy"]["configMap"]["name"] == "tiergate-policy"
+    (mount,) = (m for m in container(objects)["volumeMounts"] if m["name"] == "policy")
+    assert "subPath" not in mount  # a subPath mount never sees an update
+    env = {item["name"]: item.get("value") for item in container(objects)["env"]}
+    assert env["TIERGATE_POLICY"] == f"{mount['mountPath']}/{name}"
+
+
+def test_migration_job_and_availability(objects: list[dict[str, Any]]) -> None:
+    kinds = by_kind(objects)
+    assert container(objects, "Job")["args"] == ["db", "upgrade"]
+    selector = kinds["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert kinds["Service"]["spec"]["selector"] == selector
+    assert kinds["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == selector
+    job_labels = kinds["Job"]["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= job_labels.items()  # the Service never sends to it
+    hpa = kinds["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == kinds["Deployment"]["metadata"]["name"]
+
+
+def test_production_overlay() -> None:
+    kinds = by_kind(render("overlays/production"))
+    deployment = kinds["Deployment"]
+    assert deployment["spec"]["replicas"] == 3
+    assert kinds["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 3
+    gateway = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["image"] == "registry.example.com/tiergate:0.1.0"
+    assert gateway["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+    assert container(list(kinds.values()), "Job")["image"] == gateway["image"]
+    assert {obj["metadata"].get("namespace") for obj in kinds.values()} == {"tiergate"}
