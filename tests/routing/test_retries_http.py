@@ -15,12 +15,14 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from gateway.ledger.db import make_engine
 from gateway.ledger.models import RequestRow
 from gateway.routing.retry import Retrier
+from gateway.tracing import in_memory
 from tests.adapters.remote import _upstream as upstream
 from tests.http.helpers import gateway
 
@@ -200,5 +202,41 @@ async def test_a_stream_cut_after_its_first_chunk_is_not_retried(
     assert response.status_code == 200  # the headers went out with the first chunk
     assert "Hel" in response.text
     assert "error" in response.text
+    assert compat.call_count == 1
+    assert waits == []
+
+
+async def test_each_retry_is_a_span_of_its_own(
+    tmp_path: Path, compat: respx.Route, waits: list[float]
+) -> None:
+    """A retry is another attempt span (``tiergate.retry`` counts the tries before it), and
+    the request's span counts retries apart from fallbacks."""
+    compat.mock(side_effect=scripted(failing(500)))
+    tracing, exporter = in_memory()
+    async with gateway(write(tmp_path), tracing=tracing, ledger=False) as (client, _app):
+        response = await client.post(CHAT, json=chat())
+    assert response.status_code == 200, response.text
+    spans = exporter.get_finished_spans()
+    tries = [dict(s.attributes or {}) for s in spans if s.kind is SpanKind.CLIENT]
+    assert [(t["tiergate.backend"], t.get("tiergate.retry")) for t in tries] == [
+        ("compat", None),
+        ("compat", 1),
+    ]
+    (server,) = [dict(s.attributes or {}) for s in spans if s.kind is SpanKind.SERVER]
+    assert server["tiergate.retries"] == 1
+    assert "tiergate.fallbacks" not in server
+
+
+async def test_a_retry_after_past_the_deadline_is_not_waited(
+    tmp_path: Path, compat: respx.Route, waits: list[float]
+) -> None:
+    """Retry-After 20 s with a 10 s deadline (and max_ms raised past both): the gateway answers
+    the 429 now instead of sleeping past the deadline, and passes the Retry-After on."""
+    compat.mock(side_effect=lambda _request: failing(429, **{"retry-after": "20"}))
+    policy = write(tmp_path, "timeouts: {total_s: 10}\nretries: {max_ms: 60000}\n")
+    async with gateway(policy, ledger=False) as (client, _app):
+        response = await client.post(CHAT, json=chat())
+    assert response.status_code == 429, response.text
+    assert response.headers.get("retry-after") == "20"
     assert compat.call_count == 1
     assert waits == []
