@@ -242,10 +242,19 @@ class FakeStep(_Strict):
     )
     error: (
         Literal[
-            "unavailable", "timeout", "rate_limited", "rejected", "unauthorized", "bad_response"
+            "unavailable",
+            "timeout",
+            "rate_limited",
+            "rejected",
+            "unauthorized",
+            "bad_response",
+            "server_error",
         ]
         | None
     ) = None
+    retry_after_s: float | None = Field(
+        default=1.0, ge=0, description="the Retry-After a `rate_limited` error carries (null: none)"
+    )
     delay_ms: float = Field(default=0.0, ge=0)
     fail_after_chunks: int | None = Field(
         default=None, ge=0, description="stream this many chunks, then fail with `error`"

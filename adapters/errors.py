@@ -12,6 +12,8 @@ them. Adapters raise them with ``raise ... from exc`` so the vendor exception st
 traceback for debugging, but the type the caller sees is always one of these.
 
 ``retryable`` tells the router whether another attempt (on this or another backend) may help.
+``status_code`` is the upstream's HTTP status when it answered with one (a 5xx says the server
+failed and a retry on the same backend may help; a missing one says nothing either way).
 
 Every adapter maps foreign exceptions the same way: its sub-package's ``errors.py`` has
 ``as_backend_error(exc, *, backend, config, ...) -> BackendError``, and its backend wraps each
@@ -31,9 +33,10 @@ class BackendError(Exception):
 
     retryable: bool = True
 
-    def __init__(self, backend: str, message: str) -> None:
+    def __init__(self, backend: str, message: str, *, status_code: int | None = None) -> None:
         self.backend = backend
         self.message = message
+        self.status_code = status_code
         super().__init__(f"backend {backend!r}: {message}")
 
 
@@ -48,9 +51,16 @@ class BackendTimeout(BackendError):
 class BackendRateLimited(BackendError):
     """The backend asked us to slow down; ``retry_after`` is in seconds when it said."""
 
-    def __init__(self, backend: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        backend: str,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        status_code: int | None = None,
+    ) -> None:
         self.retry_after = retry_after
-        super().__init__(backend, message)
+        super().__init__(backend, message, status_code=status_code)
 
 
 class BackendRejected(BackendError):
@@ -59,8 +69,7 @@ class BackendRejected(BackendError):
     retryable = False
 
     def __init__(self, backend: str, message: str, status_code: int | None = None) -> None:
-        self.status_code = status_code
-        super().__init__(backend, message)
+        super().__init__(backend, message, status_code=status_code)
 
 
 class BackendBadResponse(BackendError):

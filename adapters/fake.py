@@ -42,14 +42,18 @@ from adapters.errors import (
 )
 
 
-def _error(name: str, kind: str) -> BackendError:
-    match kind:
+def _error(name: str, step: FakeStep) -> BackendError:
+    match step.error:
         case "unavailable":
             return BackendUnavailable(name, "scripted failure: unavailable")
+        case "server_error":  # as an upstream answering HTTP 503 says it
+            return BackendUnavailable(name, "scripted failure: HTTP 503", status_code=503)
         case "timeout":
             return BackendTimeout(name, "scripted failure: timeout")
         case "rate_limited":
-            return BackendRateLimited(name, "scripted failure: rate limited", retry_after=1.0)
+            return BackendRateLimited(
+                name, "scripted failure: rate limited", step.retry_after_s, status_code=429
+            )
         case "rejected":
             return BackendRejected(name, "scripted failure: rejected", status_code=400)
         case "unauthorized":  # as an upstream refusing the gateway's own key says it
@@ -158,7 +162,7 @@ class FakeBackend(BlockingComplete):
         if step.delay_ms:
             await asyncio.sleep(step.delay_ms / 1000.0)
         if step.error is not None:
-            raise _error(self._name, step.error)
+            raise _error(self._name, step)
         pieces, truncated = self._reply_pieces(step, request)
         elapsed = (time.perf_counter() - start) * 1000.0
         calls = _calls(step)
@@ -179,20 +183,20 @@ class FakeBackend(BlockingComplete):
         if step.delay_ms:
             await asyncio.sleep(step.delay_ms / 1000.0)
         if step.error is not None and step.fail_after_chunks is None:
-            raise _error(self._name, step.error)
+            raise _error(self._name, step)
         pieces, truncated = self._reply_pieces(step, request)
         pace = 1.0 / self._config.tokens_per_second if self._config.tokens_per_second else 0.0
         ttft: float | None = None
         for sent, piece in enumerate(pieces):
             if step.error is not None and sent == step.fail_after_chunks:
-                raise _error(self._name, step.error)
+                raise _error(self._name, step)
             if pace:
                 await asyncio.sleep(pace)
             if ttft is None:
                 ttft = (time.perf_counter() - start) * 1000.0
             yield Chunk(delta=piece)
         if step.error is not None:
-            raise _error(self._name, step.error)
+            raise _error(self._name, step)
         calls = _calls(step)
         for index, call in enumerate(calls):
             yield Chunk(tool_calls=(ToolCallDelta(index, call.id, call.name, call.arguments),))
@@ -212,7 +216,7 @@ class FakeBackend(BlockingComplete):
         if step.delay_ms:
             await asyncio.sleep(step.delay_ms / 1000.0)
         if step.error is not None:
-            raise _error(self._name, step.error)
+            raise _error(self._name, step)
         size = request.dimensions or 8
         vectors = tuple(_vector(text, size) for text in request.inputs)
         tokens = sum(len(text.split()) for text in request.inputs)

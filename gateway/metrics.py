@@ -80,6 +80,13 @@ class Metrics:
             ["route", "backend", "error"],
             registry=r,
         )
+        self.retries = Counter(
+            "tiergate_retries",
+            "Tries that re-sent a request to the same backend, by why (rate_limited: a 429; "
+            "server_error: a 5xx).",
+            ["backend", "reason"],
+            registry=r,
+        )
         self.scorer = Histogram(
             "tiergate_scorer_duration_seconds",
             "Time spent scoring a request's complexity.",

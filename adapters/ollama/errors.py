@@ -128,6 +128,7 @@ def _reported(exc: OllamaError, *, backend: str, config: OllamaConfig) -> Backen
             f"Ollama at {url} is busy ({status}: {said}): retry shortly, let the policy fall "
             f"back to another backend, or raise OLLAMA_NUM_PARALLEL / OLLAMA_MAX_QUEUE on the "
             f"server",
+            status_code=status,
         )
     if status in (401, 403):
         return BackendRejected(
@@ -148,4 +149,5 @@ def _reported(exc: OllamaError, *, backend: str, config: OllamaConfig) -> Backen
         backend,
         f"Ollama at {url} failed ({status}: {said}); its server log says why (often the model "
         f"does not fit in memory: try a smaller model or `num_ctx`)",
+        status_code=status,
     )

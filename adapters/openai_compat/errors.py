@@ -125,6 +125,7 @@ def _from_status(
             f"the server at {url} is rate limiting (HTTP 429: {says}); retry {when}, or "
             f"let the policy fall back to another backend",
             retry_after=retry_after,
+            status_code=status,
         )
     if isinstance(exc, openai.NotFoundError):
         return BackendUnavailable(
@@ -150,6 +151,7 @@ def _from_status(
             backend,
             f"the server at {url} failed (HTTP {status}: {says}); check its logs, the "
             f"policy may fall back meanwhile",
+            status_code=status,
         )
     return BackendRejected(
         backend, f"the server at {url} refused the request (HTTP {status}: {says})", status

@@ -162,6 +162,7 @@ def as_backend_error(
             f"{model} is rate limited{said}: {when}, raise the account's limits, or let the "
             f"policy fall back to another backend",
             retry_after=wait,
+            status_code=status or 429,
         )
     if isinstance(exc, errors.Timeout) or any(isinstance(e, httpx.TimeoutException) for e in chain):
         return BackendTimeout(
@@ -227,6 +228,7 @@ def as_backend_error(
             backend,
             f"the provider of {model} failed with{code or ' a server error'}{said}: retry later or "
             f"let the policy fall back to another backend",
+            status_code=upstream if upstream is not None else _server_status(status),
         )
     if isinstance(
         exc,
@@ -240,9 +242,16 @@ def as_backend_error(
             backend,
             f"the provider of {model} answered something litellm could not read{said}: check "
             f"that `api_base` points at the provider's API, or let the policy fall back",
+            status_code=_server_status(status),
         )
     return BackendUnavailable(
         backend,
         f"litellm failed before {model} answered ({type(exc).__name__}){said}: check this "
         f"backend's `model` and `api_base`",
     )
+
+
+def _server_status(status: int | None) -> int | None:
+    """litellm's ``status_code`` when it is a server error's (5xx), else None: litellm sets
+    one on exceptions it raised itself too, where it says nothing about the upstream."""
+    return status if status is not None and status >= 500 else None

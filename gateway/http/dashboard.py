@@ -76,7 +76,7 @@ CARD_GROUPS: tuple[tuple[str, tuple[Card, ...]], ...] = (
             ("ttft_ms_p50", "First token p50", ms, "time to first token"),
             ("error_rate", "Error rate", rate, "answered with an error"),
             ("abandoned_rate", "Abandoned", rate, "the client left mid-answer"),
-            ("fallback_rate", "Fallback rate", rate, "needed more than one attempt"),
+            ("fallback_rate", "Fallback rate", rate, "passed on to another backend"),
             ("cache_hit_rate", "Cache hit rate", rate, "served from the cache"),
         ),
     ),

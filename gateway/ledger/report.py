@@ -69,6 +69,7 @@ _COLUMNS = (
     RequestRow.cost_source,
     RequestRow.status,
     RequestRow.attempts,
+    RequestRow.fallback_chain,
     RequestRow.cache,
     RequestRow.prompt_tokens,
     RequestRow.completion_tokens,
@@ -162,7 +163,7 @@ class _Acc:
             self.latencies.append(float(row.latency_ms))
             if row.ttft_ms is not None:
                 self.ttfts.append(float(row.ttft_ms))
-        self.fallbacks += row.attempts > 1
+        self.fallbacks += _moved_on(row.fallback_chain)
         self.cache_hits += row.cache == "hit"
 
     def figures(self) -> dict[str, Any]:
@@ -359,3 +360,10 @@ def rows_for_output(report: dict[str, Any]) -> Iterable[dict[str, Any]]:
     """The groups (or the totals alone) plus a total line, for tables and CSV."""
     yield from report["groups"]
     yield {"key": "total", **report["totals"]}
+
+
+def _moved_on(chain: str) -> bool:
+    """Whether a request's ``fallback_chain`` ("small>small>big") left its first backend: a
+    retry on the same backend is an attempt too, but no fallback."""
+    backends = chain.split(">")
+    return any(b != backends[0] for b in backends[1:])

@@ -144,6 +144,7 @@ def _compile(spec: PolicyFile, *, source: str, digest: str, base_dir: Path) -> P
         ),
         timeouts=spec.timeouts,
         breaker=spec.breaker,
+        retries=spec.retries,
         health=spec.health,
         limits=spec.limits,
         base_dir=base_dir,

@@ -18,6 +18,7 @@ from gateway.policy.schema import (
     HealthSpec,
     LabelJudgeSpec,
     LimitSpec,
+    RetrySpec,
     TimeoutSpec,
 )
 from gateway.scoring.adaptive import AdaptiveSettings
@@ -84,6 +85,7 @@ class Policy:
     scorer: ScorerWeights
     timeouts: TimeoutSpec
     breaker: BreakerSpec
+    retries: RetrySpec
     health: HealthSpec
     limits: LimitSpec
     base_dir: Path

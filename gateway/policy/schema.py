@@ -186,6 +186,40 @@ class TimeoutSpec(_Strict):
     )
 
 
+class RetrySpec(_Strict):
+    """Retries on the same backend (429 and 5xx) before the next candidate is tried."""
+
+    per_backend: int = Field(
+        default=2, ge=0, le=10, description="retries on one backend after its first try (0: off)"
+    )
+    base_ms: float = Field(
+        default=25.0, gt=0, description="first back-off's ceiling; doubles each retry (full jitter)"
+    )
+    max_ms: float = Field(
+        default=2000.0,
+        gt=0,
+        description="longest wait before a retry; a longer Retry-After moves on at once",
+    )
+    budget_ratio: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="retries allowed per first try on a backend (0.2: at most ~20% extra calls)",
+    )
+    min_per_s: float = Field(
+        default=1.0, ge=0, description="retries per second allowed per backend beyond the ratio"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetrySpec:
+        if self.base_ms > self.max_ms:
+            raise ValueError(
+                f"base_ms ({self.base_ms:g}) is above max_ms ({self.max_ms:g}): lower base_ms "
+                f"or raise max_ms"
+            )
+        return self
+
+
 class BreakerSpec(_Strict):
     failures: int = Field(default=5, ge=1, description="consecutive failures that open it")
     cooldown_s: float = Field(default=30.0, gt=0, description="how long it stays open")
@@ -306,6 +340,7 @@ class PolicyFile(_Strict):
     scorer: ScorerSpec = ScorerSpec()
     timeouts: TimeoutSpec = TimeoutSpec()
     breaker: BreakerSpec = BreakerSpec()
+    retries: RetrySpec = RetrySpec()
     health: HealthSpec = HealthSpec()
     limits: LimitSpec = LimitSpec()
     pricing: PricingSpec = PricingSpec()

@@ -184,8 +184,12 @@ class Accountant:
     def _metrics(self, outcome: Outcome, elapsed: float) -> None:
         m = self.metrics
         m.requests.labels(outcome.route, outcome.tier, outcome.backend, outcome.status).inc()
-        for attempt in outcome.trace.attempts:
-            if attempt.error is not None:
+        attempts = outcome.trace.attempts
+        for i, attempt in enumerate(attempts):
+            if attempt.retry is not None:
+                m.retries.labels(attempt.backend, attempt.retry).inc()
+            retried = i + 1 < len(attempts) and attempts[i + 1].retry is not None
+            if attempt.error is not None and not retried:  # a retried one was not passed on
                 m.fallbacks.labels(outcome.route, attempt.backend, attempt.error).inc()
         if outcome.status == 200:
             m.latency.labels(outcome.route, outcome.tier, outcome.backend).observe(elapsed)

@@ -18,7 +18,10 @@ class Attempt:
     error: str | None  # the error's class name, None on success
     message: str | None
     latency_ms: float
-    status: int | None = None  # the upstream's HTTP status, when it refused the request
+    status: int | None = None  # the upstream's HTTP status, when it failed with one
+    # Why this try re-sent the request to the backend of the try before it ("rate_limited",
+    # "server_error"); None for a candidate's first try.
+    retry: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +40,7 @@ class DispatchError(Exception):
         super().__init__(self.describe())
 
     def describe(self) -> str:
-        parts = [f"{a.backend}: {a.message}" for a in self.attempts]
+        parts = [f"{a.backend}{' (retry)' if a.retry else ''}: {a.message}" for a in self.attempts]
         parts += [f"{s.backend}: skipped ({s.reason})" for s in self.skipped]
         if not parts:
             return "no backend to try"
@@ -57,7 +60,13 @@ class Trace:
 
     @property
     def fallbacks(self) -> int:
-        return max(0, len(self.attempts) - 1)
+        """How often the request moved on to another candidate (retries are not counted)."""
+        return max(0, sum(a.retry is None for a in self.attempts) - 1)
+
+    @property
+    def retries(self) -> int:
+        """Tries that re-sent the request to the same backend."""
+        return sum(a.retry is not None for a in self.attempts)
 
 
 @dataclass(slots=True)

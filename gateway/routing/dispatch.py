@@ -4,8 +4,11 @@
   loading its model), never more than what is left of ``total_s``.
 * A backend that is disabled, unhealthy or whose breaker is open is skipped, and the reason is
   kept for the error message and ``policy explain``.
-* A stream is retried on the next candidate only until its first chunk has arrived: after
-  that the client has bytes and a retry would duplicate them.
+* A 429 or a 5xx is first retried on the same backend, after a jittered back-off or the
+  upstream's ``Retry-After``, within the deadline and the backend's retry budget
+  (``gateway.routing.retry``); each retry is an attempt of its own in the trace.
+* A stream is retried (on the same backend or the next candidate) only until its first chunk
+  has arrived: after that the client has bytes and a retry would duplicate them.
 * Breakers count failures that say something about the backend (unreachable, timeout, garbage);
   a rejection (the request's fault) or rate limit (busy, alive) does not count, and neither does
   a timeout while the model was still loading.
@@ -40,10 +43,11 @@ from adapters.errors import (
 )
 from gateway import tracing
 from gateway.policy import Candidate, Decision
-from gateway.policy.schema import TimeoutSpec
+from gateway.policy.schema import RetrySpec, TimeoutSpec
 from gateway.routing import spans
 from gateway.routing.attempts import Attempt, DispatchError, Embedded, Served, Skip, Trace
 from gateway.routing.pool import BackendPool, BackendState
+from gateway.routing.retry import Retrier, retry_reason
 
 _T = TypeVar("_T")
 _R = TypeVar("_R", ChatRequest, EmbeddingRequest)
@@ -86,10 +90,13 @@ class Dispatcher:
         pool: BackendPool,
         timeouts: TimeoutSpec,
         clock: Callable[[], float] = time.monotonic,
+        retrier: Retrier | None = None,
     ) -> None:
         self._pool = pool
         self._timeouts = timeouts
         self._clock = clock
+        # Without one (tests of fallback alone), the policy defaults' retries on the same clock.
+        self._retrier = retrier if retrier is not None else Retrier(RetrySpec(), clock)
 
     async def complete(
         self, decision: Decision, request: ChatRequest, *, arrived: float | None = None
@@ -120,75 +127,96 @@ class Dispatcher:
         last: BackendError | None = None
         traced = tracing.current()
         for candidate, state in self._usable(decision, trace):
-            budget = self._budget(state, deadline)
-            if budget <= 0:
-                last = _deadline_error(candidate.backend, self._timeouts.total_s)
-                break
-            started = self._clock()
-            span, sent = spans.start(traced, candidate, state, request)
-            state.in_flight += 1
-            try:
-                async with asyncio.timeout(budget):
-                    result = await call(state.backend, sent)
-            except TimeoutError:
-                last = _timeout_error(candidate.backend, budget)
-            except BackendError as exc:
-                last = exc
-            except BaseException:
-                state.breaker.release()
-                spans.closed(span)
-                raise
-            else:
-                state.breaker.record_success()
-                spans.succeeded(span, result)
-                trace.attempts.append(
-                    Attempt(
-                        candidate.backend, candidate.tier, None, None, _ms(started, self._clock)
+            retry: str | None = None  # why this try is a retry; None for the first
+            retried = 0
+            while True:
+                budget = self._budget(state, deadline)
+                if budget <= 0:
+                    last = _deadline_error(candidate.backend, self._timeouts.total_s)
+                    raise DispatchError(trace.attempts, trace.skipped, last)
+                if retry is None:
+                    self._retrier.first_try(candidate.backend)
+                started = self._clock()
+                span, sent = spans.start(traced, candidate, state, request, retry=retried)
+                state.in_flight += 1
+                try:
+                    async with asyncio.timeout(budget):
+                        result = await call(state.backend, sent)
+                except TimeoutError:
+                    last = _timeout_error(candidate.backend, budget)
+                except BackendError as exc:
+                    last = exc
+                except BaseException:
+                    state.breaker.release()
+                    spans.closed(span)
+                    raise
+                else:
+                    state.breaker.record_success()
+                    spans.succeeded(span, result)
+                    latency = _ms(started, self._clock)
+                    trace.attempts.append(
+                        Attempt(candidate.backend, candidate.tier, None, None, latency, retry=retry)
                     )
-                )
-                return result, candidate, trace
-            finally:
-                state.in_flight -= 1
-            self._failed(state, candidate, last, started, trace)
-            spans.ended(span, last)
+                    return result, candidate, trace
+                finally:
+                    state.in_flight -= 1
+                self._failed(state, candidate, last, started, trace, retry)
+                spans.ended(span, last)
+                retry = await self._retry(state, last, retried, deadline)
+                if retry is None:
+                    break
+                retried += 1
         raise DispatchError(trace.attempts, trace.skipped, last)
 
     async def open_stream(
         self, decision: Decision, request: ChatRequest, *, arrived: float | None = None
     ) -> Opened:
+        """A stream whose first chunk has arrived; a try (or a retry) that fails before then
+        passes on like a whole answer's, one after it is the client's error (``chunks``)."""
         trace = Trace()
         deadline = self._deadline(arrived)
         last: BackendError | None = None
         traced = tracing.current()
         for candidate, state in self._usable(decision, trace):
-            budget = self._budget(state, deadline)
-            if budget <= 0:
-                last = _deadline_error(candidate.backend, self._timeouts.total_s)
-                break
-            started = self._clock()
-            span, sent = spans.start(traced, candidate, state, request)
-            stream = state.backend.astream(sent)
-            state.in_flight += 1
-            try:
-                async with asyncio.timeout(budget):
-                    first = await anext(stream)
-            except (TimeoutError, BackendError, StopAsyncIteration) as exc:
-                state.in_flight -= 1
-                await _close_quietly(stream)
-                last = _as_backend_error(exc, candidate.backend, budget)
-                self._failed(state, candidate, last, started, trace)
-                spans.ended(span, last)
-                continue
-            except BaseException:
-                state.in_flight -= 1
-                state.breaker.release()
-                await _close_quietly(stream)
-                spans.closed(span)
-                raise
-            waited = _ms(started, self._clock)
-            trace.attempts.append(Attempt(candidate.backend, candidate.tier, None, None, waited))
-            spans.first_chunk(span, waited)
-            return Opened(first, stream, candidate, state, trace, started, span=span)
+            retry: str | None = None
+            retried = 0
+            while True:
+                budget = self._budget(state, deadline)
+                if budget <= 0:
+                    last = _deadline_error(candidate.backend, self._timeouts.total_s)
+                    raise DispatchError(trace.attempts, trace.skipped, last)
+                if retry is None:
+                    self._retrier.first_try(candidate.backend)
+                started = self._clock()
+                span, sent = spans.start(traced, candidate, state, request, retry=retried)
+                stream = state.backend.astream(sent)
+                state.in_flight += 1
+                try:
+                    async with asyncio.timeout(budget):
+                        first = await anext(stream)
+                except (TimeoutError, BackendError, StopAsyncIteration) as exc:
+                    state.in_flight -= 1
+                    await _close_quietly(stream)
+                    last = _as_backend_error(exc, candidate.backend, budget)
+                    self._failed(state, candidate, last, started, trace, retry)
+                    spans.ended(span, last)
+                    retry = await self._retry(state, last, retried, deadline)
+                    if retry is None:
+                        break
+                    retried += 1
+                    continue
+                except BaseException:
+                    state.in_flight -= 1
+                    state.breaker.release()
+                    await _close_quietly(stream)
+                    spans.closed(span)
+                    raise
+                waited = _ms(started, self._clock)
+                trace.attempts.append(
+                    Attempt(candidate.backend, candidate.tier, None, None, waited, retry=retry)
+                )
+                spans.first_chunk(span, waited)
+                return Opened(first, stream, candidate, state, trace, started, span=span)
         raise DispatchError(trace.attempts, trace.skipped, last)
 
     async def chunks(self, opened: Opened) -> AsyncGenerator[Chunk, None]:
@@ -256,6 +284,23 @@ class Dispatcher:
                 continue
             yield candidate, state
 
+    async def _retry(
+        self, state: BackendState, error: BackendError, retried: int, deadline: float
+    ) -> str | None:
+        """Why to try ``state``'s backend again after ``error``, once its back-off has been
+        waited; None to move on. Only a backend whose breaker is closed is retried: one on
+        probation (half-open) gets its single probe, and one that opens meanwhile is left."""
+        reason = retry_reason(error)
+        if reason is None or state.breaker.state() != "closed":
+            return None
+        wait = self._retrier.wait_s(state.name, error, retried, deadline - self._clock())
+        if wait is None:
+            return None
+        await self._retrier.sleep(wait)
+        if state.unavailable_reason() is not None or not state.breaker.allow():
+            return None
+        return reason
+
     def _deadline(self, arrived: float | None) -> float:
         """The request's deadline on this dispatcher's clock: ``timeouts.total_s`` from its
         arrival, so time spent before dispatch (a cold start, a slow plan) counts too."""
@@ -275,6 +320,7 @@ class Dispatcher:
         error: BackendError | None,
         started: float,
         trace: Trace,
+        retry: str | None,
     ) -> None:
         assert error is not None
         if _counts_against(error, state):
@@ -290,7 +336,8 @@ class Dispatcher:
                 type(error).__name__,
                 error.message,
                 _ms(started, self._clock),
-                error.status_code if isinstance(error, BackendRejected) else None,
+                error.status_code,
+                retry,
             )
         )
 

@@ -25,6 +25,7 @@ from gateway.policy import Policy, PolicyError, load_policy
 from gateway.routing.adaptive import AdaptiveLayer
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.pool import BackendFactory, BackendPool, BackendState, close_states, probe
+from gateway.routing.retry import Retrier
 from gateway.scoring.adaptive import AdaptiveSettings
 
 log = structlog.get_logger("tiergate.runtime")
@@ -77,7 +78,7 @@ class Runtime:
         self._changed = asyncio.Event()
         policy = load_policy(policy_path)  # raises PolicyError: the server does not start
         pool = BackendPool.build(policy, factory=factory, clock=clock)
-        self._active = Active(policy, pool, Dispatcher(pool, policy.timeouts, clock))
+        self._active = Active(policy, pool, self._dispatcher(policy, pool))
         self._adaptive: AdaptiveLayer | None = None
         metrics.set_policy(policy.hash)
 
@@ -97,7 +98,11 @@ class Runtime:
 
     def _with_adaptive(self, policy: Policy, pool: BackendPool) -> Active:
         adaptive = self._adaptive if policy.adaptive is not None else None
-        return Active(policy, pool, Dispatcher(pool, policy.timeouts, self._clock), adaptive)
+        return Active(policy, pool, self._dispatcher(policy, pool), adaptive)
+
+    def _dispatcher(self, policy: Policy, pool: BackendPool) -> Dispatcher:
+        retrier = Retrier(policy.retries, self._clock)
+        return Dispatcher(pool, policy.timeouts, self._clock, retrier)
 
     def _adaptive_settings(self) -> AdaptiveSettings | None:
         return self._active.policy.adaptive

@@ -57,11 +57,17 @@ def provider(state: BackendState) -> str:
 
 
 def start(
-    traced: Tracing | None, candidate: Candidate, state: BackendState, request: _R
+    traced: Tracing | None,
+    candidate: Candidate,
+    state: BackendState,
+    request: _R,
+    *,
+    retry: int = 0,
 ) -> tuple[Span | None, _R]:
     """An attempt's span (a child of the current request's span), and ``request`` carrying its
-    trace context for the upstream; ``(None, request)`` when tracing is off. The functions below
-    take that span and do nothing with None."""
+    trace context for the upstream; ``(None, request)`` when tracing is off. ``retry`` counts
+    the tries on this backend before this one (``tiergate.retry`` when not 0). The functions
+    below take that span and do nothing with None."""
     if traced is None:
         return None, request
     model = state.backend.model_id
@@ -73,6 +79,8 @@ def start(
         "tiergate.backend": candidate.backend,
         "tiergate.tier": candidate.tier,
     }
+    if retry:
+        attributes["tiergate.retry"] = retry
     if isinstance(request, ChatRequest):
         if request.max_tokens is not None:
             attributes["gen_ai.request.max_tokens"] = request.max_tokens
@@ -191,6 +199,8 @@ def settled(outcome: Outcome, plan: Plan, used: Usage, priced: Priced | None) ->
     span.set_attribute("tiergate.cache", outcome.cache)
     if outcome.trace.fallbacks:
         span.set_attribute("tiergate.fallbacks", outcome.trace.fallbacks)
+    if outcome.trace.retries:
+        span.set_attribute("tiergate.retries", outcome.trace.retries)
     if plan.score is not None:
         span.set_attribute("tiergate.complexity", plan.score.value)
     if outcome.canary_arm is not None:

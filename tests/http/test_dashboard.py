@@ -121,7 +121,7 @@ def entry(
         status=status,
         error_class=None if status == 200 else "BackendUnavailable",
         attempts=attempts,
-        fallback_chain=">".join([backend] * attempts),
+        fallback_chain=">".join(["small"] * (attempts - 1) + [backend]),  # fell back to it
         stream=False,
         prompt_tokens=1200,
         completion_tokens=300,

@@ -558,3 +558,20 @@ async def test_without_a_baseline_cost_is_still_summed(ledger_url: str) -> None:
     assert totals["baseline_cost_usd"] is None
     assert totals["savings_usd"] is None
     assert totals["savings_pct"] is None
+
+
+async def test_a_retry_on_the_same_backend_is_no_fallback(ledger_url: str) -> None:
+    """A row whose chain names only its own backend ("local>local": retried after a 429 or a
+    5xx) needed two attempts but no fallback; "local>remote" is one."""
+    upgrade(ledger_url)
+    plain, fallback = to_entry(1, ROWS[0]), to_entry(4, ROWS[3])
+    retried = dataclasses.replace(
+        to_entry(2, ROWS[0]), attempts=3, fallback_chain="local>local>local"
+    )
+    engine = make_engine(ledger_url)
+    try:
+        insert_batch(engine, [plain, retried, fallback])
+        report = build_report(engine, since=parse_since(SINCE), until=parse_since(UNTIL))
+    finally:
+        engine.dispose()
+    assert report["totals"]["fallback_rate"] == round(1 / 3, 4)

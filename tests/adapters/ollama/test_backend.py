@@ -448,6 +448,8 @@ async def test_error_status_acomplete(
     with pytest.raises(error, match=re.escape(hint)) as caught:
         await backend.acomplete(ChatRequest.from_prompt("Hi"))
     assert caught.value.backend == "local"
+    # The status tells the router a 5xx (retried on this backend) from a missing model (404).
+    assert caught.value.status_code == (None if status == 404 else status)
     if isinstance(caught.value, BackendRejected):
         assert caught.value.status_code == status
         assert not caught.value.retryable

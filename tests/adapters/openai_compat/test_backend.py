@@ -636,6 +636,7 @@ async def test_server_error_is_unavailable(
         await backend.acomplete(ChatRequest.from_prompt("hi"))
     assert "server had an error" in info.value.message
     assert info.value.retryable
+    assert info.value.status_code == 500  # a 5xx: the router retries it on this backend
 
 
 async def test_timeout_is_backend_timeout(

@@ -353,6 +353,7 @@ class TestErrors:
 
         assert "HTTP 500" in caught.value.message
         assert caught.value.retryable
+        assert caught.value.status_code == 500  # a 5xx: the router retries it on this backend
 
     async def test_bad_key_is_rejected_without_leaking_it(
         self, router: respx.MockRouter, key: str
