@@ -1,6 +1,7 @@
 """Retries on the same backend: which failures, how long to wait, and the budget that bounds them.
 
-* **Which.** A 429 (``BackendRateLimited``) or a 5xx (``BackendUnavailable`` or
+* **Which.** An upstream's 429 (``BackendRateLimited`` with a status; an in-process model's
+  "busy" has none and falls to the next candidate at once) or a 5xx (``BackendUnavailable`` or
   ``BackendBadResponse`` whose ``status_code`` is 500 or more): the server is alive and said the
   failure is passing. Never a rejection (a 4xx fails the same way again), an unreachable server
   (no status: a refused connection rarely heals within milliseconds; the next candidate is a
@@ -38,9 +39,11 @@ _TOKEN = 1.0 - 1e-9  # a whole token, give or take float rounding (5 × 0.2 is n
 
 def retry_reason(error: BackendError) -> Reason | None:
     """Why ``error`` may be retried on the same backend, or None when it may not."""
-    if isinstance(error, BackendRateLimited):
-        return "rate_limited"
     status = error.status_code
+    if isinstance(error, BackendRateLimited):
+        # An upstream's 429. An in-process model that is busy (its queue full; no status)
+        # is not waited for: the next candidate serves at once.
+        return "rate_limited" if status is not None else None
     if isinstance(error, BackendUnavailable | BackendBadResponse) and status and status >= 500:
         return "server_error"
     return None

@@ -298,7 +298,8 @@ def test_retry_reasons() -> None:
         BackendUnavailable,
     )
 
-    assert retry_reason(BackendRateLimited("a", "busy")) == "rate_limited"
+    assert retry_reason(BackendRateLimited("a", "slow down", status_code=429)) == "rate_limited"
+    assert retry_reason(BackendRateLimited("tiny", "queue full", 1.0)) is None  # in-process busy
     assert retry_reason(BackendUnavailable("a", "down", status_code=502)) == "server_error"
     assert retry_reason(BackendBadResponse("a", "odd", status_code=500)) == "server_error"
     assert retry_reason(BackendUnavailable("a", "refused")) is None
