@@ -47,7 +47,10 @@ wait_until() {
   done
 }
 
-alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+# alive PID: running (a zombie not yet reaped by its new parent counts as gone)
+alive() {
+  [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null && [[ "$(ps -o stat= -p "$1" 2>/dev/null)" != Z* ]]
+}
 
 # stop_pid PID [SIGNAL]: signal, wait up to 40 s (a replica drains for up to 30 s), then SIGKILL.
 stop_pid() {

@@ -5,6 +5,7 @@ through errors (each client records every exchange and carries on)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -20,7 +21,9 @@ import psycopg
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "local" / "cluster.sh"
-RESULTS = REPO / "bench" / "results"
+# Where each check's counts are kept as JSON (make cluster-test: bench/results); unset: only
+# printed.
+RESULTS = os.environ.get("TIERGATE_CLUSTER_RESULTS")
 WAIT_S = 60.0
 
 
@@ -32,6 +35,40 @@ def until(condition: Callable[[], bool], what: str, within_s: float = WAIT_S) ->
             raise AssertionError(f"timed out after {within_s} s waiting for {what}")
         time.sleep(0.05)
     return time.monotonic() - started
+
+
+def each_replica(
+    cluster: Cluster,
+    check: Callable[[int], bool],
+    what: str,
+    within_s: float = WAIT_S,
+    first: int = 1,
+) -> dict[int, float]:
+    """``until`` for each replica in turn (from ``first``): the seconds each took."""
+    return {
+        n: until(functools.partial(check, n), f"{what} on r{n}", within_s)
+        for n in range(first, cluster.replicas + 1)
+    }
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie its new parent has not reaped yet counts)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+def refuses(port: int) -> bool:
+    """Nothing listens on ``port`` any more (a connection is refused)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -167,8 +204,9 @@ class Cluster:
 def report(name: str, numbers: dict[str, Any]) -> None:
     """Print a check's counts and keep them in bench/results/cluster-<name>.json."""
     print(f"\n[cluster {name}] " + json.dumps(numbers, sort_keys=True))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"cluster-{name}.json").write_text(json.dumps(numbers, indent=2) + "\n")
+    if RESULTS:
+        Path(RESULTS).mkdir(parents=True, exist_ok=True)
+        (Path(RESULTS) / f"cluster-{name}.json").write_text(json.dumps(numbers, indent=2) + "\n")
 
 
 # --- load -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from gateway.policy import load_policy
-from tests.cluster.local import Cluster, report, until
+from tests.cluster.local import Cluster, each_replica, report, until
 
 REVOKE_WITHIN_S = 5.0  # README: a revoked key is refused everywhere within ~2 s
 
@@ -57,17 +57,13 @@ def policy(cluster: Cluster, text: str) -> Iterator[dict[int, float]]:
     original = path.read_text()
     replace_file(path, text)
     expected = load_policy(path).hash
-    seconds = {
-        n: until(lambda n=n: policy_hash(cluster, n) == expected, f"r{n} on the new policy")
-        for n in range(1, cluster.replicas + 1)
-    }
+    seconds = each_replica(cluster, lambda n: policy_hash(cluster, n) == expected, "the policy")
     try:
         yield seconds
     finally:
         replace_file(path, original)
         back = load_policy(path).hash
-        for n in range(1, cluster.replicas + 1):
-            until(lambda n=n: policy_hash(cluster, n) == back, f"r{n} on the original policy")
+        each_replica(cluster, lambda n: policy_hash(cluster, n) == back, "the original policy")
 
 
 def test_a_policy_reload_reaches_every_replica(healthy: Cluster) -> None:
@@ -109,16 +105,12 @@ def test_a_canary_decision_on_one_replica_is_followed_by_the_others(healthy: Clu
         )
         assert decided.status_code == 200, decided.text
         # Replica 1 applied it at once; the others follow at their next evaluation (0.5 s).
-        seconds = {
-            n: until(
-                lambda n=n: (
-                    chat(cluster, n, message("hello")).headers["x-tiergate-backend"] != "cand"
-                ),
-                f"r{n} following the rollback",
-                within_s=10,
-            )
-            for n in n_all
-        }
+        seconds = each_replica(
+            cluster,
+            lambda n: chat(cluster, n, message("hello")).headers["x-tiergate-backend"] != "cand",
+            "the rollback followed",
+            within_s=10,
+        )
         after = {n: chat(cluster, n, message("hello")).headers["x-tiergate-backend"] for n in n_all}
         states = {
             n: httpx.get(
@@ -139,15 +131,14 @@ def test_the_response_cache_is_shared(healthy: Cluster) -> None:
     body = message(f"what is the capital of France? {uuid.uuid4()}", temperature=0)
     first = chat(cluster, 1, body)
     assert first.headers["x-tiergate-cache"] == "miss"
-    labels = {1: "miss"}
-    for n in range(2, cluster.replicas + 1):
-        until(
-            lambda n=n: chat(cluster, n, body).headers["x-tiergate-cache"] == "hit",
-            f"a cache hit on r{n}",
-            within_s=10,
-        )
-        labels[n] = "hit"
-    report("cache", {"labels": labels})
+    seconds = each_replica(
+        cluster,
+        lambda n: chat(cluster, n, body).headers["x-tiergate-cache"] == "hit",
+        "a cache hit",
+        within_s=10,
+        first=2,
+    )
+    report("cache", {"r1": "miss", "seconds_until_hit": seconds})
 
 
 def test_the_prefix_registry_is_shared(healthy: Cluster) -> None:
@@ -171,8 +162,8 @@ def test_the_prefix_registry_is_shared(healthy: Cluster) -> None:
     assert first.headers["x-tiergate-tier"] == "cheap"
     backend = first.headers["x-tiergate-backend"]
     seen: dict[int, str] = {}
+    asked = iter(range(10_000))
     for n in range(2, cluster.replicas + 1):
-        asked = iter(range(10_000))
 
         def warm(n: int = n) -> bool:
             response = chat(cluster, n, body(f"question {next(asked)}"))
@@ -200,8 +191,7 @@ def new_key(cluster: Cluster, *options: str) -> dict[str, Any]:
             "keys", "create", "--name", f"cluster-{uuid.uuid4().hex[:8]}", *options, "--json"
         )
     )
-    for n in range(1, cluster.replicas + 1):
-        until(lambda n=n: key_works(cluster, n, made["key"]) == 200, f"the new key on r{n}")
+    each_replica(cluster, lambda n: key_works(cluster, n, made["key"]) == 200, "the new key")
     return made
 
 
@@ -215,10 +205,15 @@ def test_a_key_revoked_on_one_replica_is_refused_by_all(healthy: Cluster) -> Non
     )
     assert revoked.status_code == 200, revoked.text
     at = time.monotonic()
-    seconds = {}
-    for n in range(1, cluster.replicas + 1):
-        until(lambda n=n: key_works(cluster, n, made["key"]) == 401, f"r{n} refusing the key")
-        seconds[n] = round(time.monotonic() - at, 3)
+    seconds: dict[int, float] = {}
+
+    def refused_by(n: int) -> bool:
+        if key_works(cluster, n, made["key"]) != 401:
+            return False
+        seconds[n] = round(time.monotonic() - at, 3)  # since the revocation
+        return True
+
+    each_replica(cluster, refused_by, "the key refused")
     refused = {n: chat(cluster, n, message("hello"), key=made["key"]).status_code for n in seconds}
     report("revoke", {"seconds_until_refused": seconds, "chat_status": refused})
     assert max(seconds.values()) <= REVOKE_WITHIN_S
