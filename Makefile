@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # as in sandboxes. Ignored on other architectures.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install serve test lint typecheck unit bench fix browser
+.PHONY: install serve test lint typecheck unit bench fix browser cluster cluster-down cluster-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,23 @@ test: lint typecheck unit
 
 bench: install
 	$(BIN)/tiergate bench
+
+# The local cluster (deploy/local/cluster.sh): three replicas behind HAProxy on one PostgreSQL
+# and one Redis. `make cluster` leaves it running (state in .cluster/), `make cluster-down` stops it.
+cluster: install
+	@deploy/local/cluster.sh up
+
+cluster-down:
+	deploy/local/cluster.sh down
+
+# Its own cluster (in .cluster-test/, so a `make cluster` may be running), the suite, the
+# teardown whatever the outcome; the checks' counts go to bench/results/cluster-*.json.
+CLUSTER_TEST_DIR := $(CURDIR)/.cluster-test
+cluster-test: install
+	TIERGATE_CLUSTER_DIR=$(CLUSTER_TEST_DIR) deploy/local/cluster.sh up
+	TIERGATE_CLUSTER_ENV=$(CLUSTER_TEST_DIR)/env TIERGATE_CLUSTER_RESULTS=$(CURDIR)/bench/results \
+	  PYTHONPATH=$(CURDIR) $(BIN)/pytest tests/cluster -s -p no:cacheprovider; \
+	  rc=$$?; TIERGATE_CLUSTER_DIR=$(CLUSTER_TEST_DIR) deploy/local/cluster.sh down; exit $$rc
 
 fix: install
 	$(BIN)/ruff check --fix .
