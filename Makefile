@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # as in sandboxes. Ignored on other architectures.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install serve test lint typecheck unit bench fix browser cluster cluster-down cluster-test
+.PHONY: install serve test lint typecheck unit bench fix browser cluster-tools cluster cluster-down cluster-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -37,7 +37,14 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else echo "install Chromium for the dashboard test: sudo apt-get install chromium"; fi; }
 
-unit: install browser
+# The cluster suite (tests/cluster) runs three replicas behind Debian's HAProxy, driven through
+# its stats socket with socat.
+cluster-tools:
+	@command -v haproxy >/dev/null && command -v socat >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq haproxy socat; \
+	  else echo "install HAProxy and socat for the cluster suite: sudo apt-get install haproxy socat"; fi; }
+
+unit: install browser cluster-tools
 	$(BIN)/pytest
 
 test: lint typecheck unit
