@@ -80,6 +80,15 @@ class Reserved:
     left: tuple[int, ...]  # per hold: limit - spent - reserved, before this reservation
 
 
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A request that ended: its holds, its reservation's id and what it really cost."""
+
+    holds: tuple[Hold, ...]
+    rid: str
+    actual: int  # nano-USD
+
+
 class BudgetStore(Protocol):
     async def reserve(
         self, holds: Sequence[Hold], options: Sequence[int], rid: str, expires: float
@@ -88,6 +97,8 @@ class BudgetStore(Protocol):
     async def seed(self, hold: Hold, spent: int, now: datetime) -> None: ...
 
     async def settle(self, holds: Sequence[Hold], rid: str, actual: int) -> None: ...
+
+    async def settle_many(self, items: Sequence[Settled]) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -133,6 +144,10 @@ class MemoryBudgets:
             if book is not None:
                 book.held.pop(rid, None)
                 book.spent += actual
+
+    async def settle_many(self, items: Sequence[Settled]) -> None:
+        for item in items:
+            await self.settle(item.holds, item.rid, item.actual)
 
     async def aclose(self) -> None:
         return None
@@ -182,12 +197,19 @@ for i = 1, nh do out[#out + 1] = left[i] end
 return out
 """
 
+# Many requests at once. KEYS: each request's holds (three keys each, as above), in order;
+# ARGV: per request, its reservation id, real cost and number of holds.
 _SETTLE = """
-local rid, actual = ARGV[1], tonumber(ARGV[2])
-for i = 1, #KEYS / 3 do
-  redis.call('ZREM', KEYS[3*i-1], rid)
-  redis.call('HDEL', KEYS[3*i], rid)
-  if redis.call('EXISTS', KEYS[3*i-2]) == 1 then redis.call('INCRBY', KEYS[3*i-2], actual) end
+local k = 0
+for a = 1, #ARGV, 3 do
+  local rid, actual, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  for i = 1, n do
+    local s, z, h = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+    redis.call('ZREM', z, rid)
+    redis.call('HDEL', h, rid)
+    if redis.call('EXISTS', s) == 1 then redis.call('INCRBY', s, actual) end
+    k = k + 3
+  end
 end
 return 1
 """
@@ -262,12 +284,21 @@ class RedisBudgets:
         await self._local.seed(hold, spent, now)
 
     async def settle(self, holds: Sequence[Hold], rid: str, actual: int) -> None:
-        await self._local.settle(holds, rid, actual)
-        if self._usable():
-            try:
-                await self._settle(keys=self._keys(holds), args=[rid, actual])
-            except RedisError as exc:
-                self._failed(exc)
+        await self.settle_many([Settled(tuple(holds), rid, actual)])
+
+    async def settle_many(self, items: Sequence[Settled]) -> None:
+        await self._local.settle_many(items)
+        if not items or not self._usable():
+            return
+        keys: list[str] = []
+        args: list[str | int] = []
+        for item in items:
+            keys += self._keys(item.holds)
+            args += [item.rid, item.actual, len(item.holds)]
+        try:
+            await self._settle(keys=keys, args=args)
+        except RedisError as exc:
+            self._failed(exc)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -27,6 +27,7 @@ from gateway.governance.budgets import (
     BudgetStore,
     Hold,
     Reserved,
+    Settled,
     from_nano,
     to_nano,
 )
@@ -39,6 +40,7 @@ log = structlog.get_logger("tiergate.governance")
 
 STEPPED_DOWN = "stepped-down"
 HOLD_MARGIN_S = 30.0  # a reservation outlives its request's deadline by this much
+SETTLE_EVERY_S = 0.02  # ended requests are settled in batches this often
 
 
 class Denied(Exception):
@@ -131,6 +133,9 @@ class Governor:
         self._engine = engine
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._settled: list[Settled] = []
+        self._corrected: list[tuple[tuple[Subject, ...], int, int]] = []
+        self._flush: asyncio.TimerHandle | None = None
 
     async def admit(
         self,
@@ -206,25 +211,33 @@ class Governor:
     def release(
         self, grant: Grant, admission: Admission, rid: str, cost: Decimal | None, tokens: int
     ) -> None:
-        """The request ended: its real cost replaces its reservation (in the background; the
-        client never waits for it)."""
-        if not admission.holds and not admission.headers:
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._release(grant, admission, rid, cost, tokens), name="budget-release"
-        )
+        """The request ended: its real cost replaces its reservation, and its real tokens its
+        estimate. In the background, and batched: every ``SETTLE_EVERY_S`` the requests that
+        ended since go to Redis in one call per store (a hold outlives its request by at most
+        that long, which only errs on the safe side)."""
+        if admission.holds:
+            actual = to_nano(cost) if cost is not None and cost > 0 else 0
+            self._settled.append(Settled(admission.holds, rid, actual))
+        subjects = rate_subjects(grant) if self.rates is not None else ()
+        if subjects:
+            self._corrected.append((subjects, admission.tokens, tokens))
+        if (self._settled or self._corrected) and self._flush is None:
+            loop = asyncio.get_running_loop()
+            self._flush = loop.call_later(SETTLE_EVERY_S, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush = None
+        task = asyncio.get_running_loop().create_task(self._settle_now(), name="budget-settle")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _release(
-        self, grant: Grant, admission: Admission, rid: str, cost: Decimal | None, tokens: int
-    ) -> None:
-        if admission.holds:
-            actual = to_nano(cost) if cost is not None and cost > 0 else 0
-            await self.budgets.settle(admission.holds, rid, actual)
-        subjects = rate_subjects(grant)
-        if self.rates is not None and subjects:
-            await self.rates.settle(subjects, admission.tokens, tokens)
+    async def _settle_now(self) -> None:
+        settled, self._settled = self._settled, []
+        corrected, self._corrected = self._corrected, []
+        if settled:
+            await self.budgets.settle_many(settled)
+        if corrected and self.rates is not None:
+            await self.rates.settle_many(corrected)
 
     async def _seed(self, hold: Hold) -> None:
         spent = Decimal(0)
@@ -243,8 +256,13 @@ class Governor:
         await self.budgets.seed(hold, to_nano(spent), datetime.now(UTC))
 
     async def drain(self) -> None:
+        """Settle every request that has ended (tests, shutdown)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._settle_now()
 
     async def aclose(self) -> None:
         await self.drain()

@@ -195,11 +195,16 @@ class RateLimiter:
         (given back when negative, never below zero) to each subject's current tokens window.
         A window that has turned since the admission gets the correction instead (a give-back
         then frees at most the estimate early). Never raises for want of Redis."""
-        delta = actual - estimated
-        if delta == 0:
-            return
+        await self.settle_many([(subjects, estimated, actual)])
+
+    async def settle_many(self, items: Sequence[tuple[Sequence[Subject], int, int]]) -> None:
+        """``settle`` for many requests in one call (one script call on Redis)."""
         changes = [
-            (check, delta) for check in checks_for(subjects, 0) if check.dimension == "tokens"
+            (check, actual - estimated)
+            for subjects, estimated, actual in items
+            if actual != estimated
+            for check in checks_for(subjects, 0)
+            if check.dimension == "tokens"
         ]
         if changes:
             window_s = self._window_s

@@ -140,3 +140,25 @@ def test_periods(period: str, start: str, end: str | None) -> None:
     h = hold("key", "1", period)
     assert h.start.isoformat() == start
     assert (h.resets.isoformat() if h.resets else None) == end
+
+
+async def test_many_requests_settle_in_one_call(store_url: str | None) -> None:
+    from gateway.governance.budgets import Settled
+
+    clock = Clock()
+    store = make_store(store_url, clock)
+    key, team = hold("key", "1.00"), hold("team", "1.00")
+    await store.seed(key, 0, NOW)
+    await store.seed(team, 0, NOW)
+    amount = [to_nano(Decimal("0.3"))]
+    for rid in ("a", "b", "c"):
+        assert (await store.reserve([key, team], amount, rid, clock.now + 60)).index == 0
+    assert (await store.reserve([key, team], amount, "d", clock.now + 60)).index == NONE_FITS
+    ended = [Settled((key, team), rid, to_nano(Decimal("0.1"))) for rid in ("a", "b")]
+    ended.append(Settled((key,), "c", to_nano(Decimal("0.2"))))  # a hold on the key alone
+    await store.settle_many(ended)
+    got = await store.reserve([key, team], amount, "d", clock.now + 60)
+    # key: 1 - 0.4 spent; team: 1 - 0.2 spent - 0.3 still held for "c"
+    assert got.index == 0
+    assert got.left == (to_nano(Decimal("0.6")), to_nano(Decimal("0.5")))
+    await store.aclose()
