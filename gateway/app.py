@@ -116,6 +116,8 @@ class Services:
         await self.governor.aclose()  # budgets reconciled before the ledger closes
         if self.ledger is not None:
             await self.ledger.aclose()  # after the server drained its requests: rows written
+            # Its connections closed now, not whenever the collector gets to them.
+            await asyncio.to_thread(self.ledger.engine.dispose)
         await self.cache.aclose()
         await self.runtime.aclose()
         self.metrics.close()

@@ -86,13 +86,16 @@ def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
-async def test_a_shrinking_budget_steps_down_then_refuses(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+async def test_a_shrinking_budget_steps_down_then_refuses(
+    tmp_path: Path, ledger_url: str, store_url: str | None
+) -> None:
+    """On SQLite and PostgreSQL, with the holds in the process and in Redis."""
+    url = ledger_url
     upgrade(url)
     engine = make_engine(url)
     made = store.create_key(engine, "app", LimitsIn(budget_usd=Decimal("0.05"), period="day"))
     tiers: list[str] = []
-    async with instance(write_policy(tmp_path), url) as (client, app):
+    async with instance(write_policy(tmp_path), url, store_url) as (client, app):
         for _ in range(200):
             response = await client.post(
                 "/v1/chat/completions", json=ask(), headers=bearer(made.key)
@@ -120,6 +123,7 @@ async def test_a_shrinking_budget_steps_down_then_refuses(tmp_path: Path) -> Non
     assert sum((r.cost_usd or Decimal(0) for r in rows), Decimal(0)) <= Decimal("0.05")
     assert {r.tier for r in rows if r.budget == "stepped-down"} == {"local", "tiny"}
     assert {r.budget for r in rows if r.tier == "remote"} == {None}
+    engine.dispose()
 
 
 async def test_reject_mode_refuses_instead_of_stepping_down(tmp_path: Path) -> None:
