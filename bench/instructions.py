@@ -12,6 +12,12 @@ or more between runs.
 
 Run:  python bench/instructions.py --against DIR [--requests 300] [--repeat 2]
         [--out bench/results/instructions.json]
+      python bench/instructions.py --tracing [--against DIR] ...
+        tracing on (every request sampled, batch exporter, OTLP/HTTP to the mock as collector,
+        as ``gateway_overhead.py --tracing``): without --against, this checkout with tracing
+        off against the same with it on; with --against, both traced. The export thread's
+        instructions are counted with the rest (callgrind counts every thread), for the batches
+        it sends inside the window.
 Needs valgrind (Debian: apt-get install valgrind). About 20 s per run of 300 requests.
 """
 
@@ -39,8 +45,11 @@ ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 100
 
 
-def count(tree: Path, work: Path, stream: bool, requests: int) -> int:
-    """Instructions the gateway of ``tree`` executed while answering ``requests`` requests."""
+def count(
+    tree: Path, work: Path, stream: bool, requests: int, extra: dict[str, str] | None = None
+) -> int:
+    """Instructions the gateway of ``tree`` executed while answering ``requests`` requests;
+    ``extra``: more environment variables for it."""
     port = overhead.free_port()
     env = {
         **os.environ,
@@ -50,6 +59,7 @@ def count(tree: Path, work: Path, stream: bool, requests: int) -> int:
         "TIERGATE_HOST": "127.0.0.1",
         "TIERGATE_WATCH_POLICY": "false",
         "TIERGATE_LEDGER": "false",
+        **(extra or {}),
     }
     env.pop("TIERGATE_API_KEYS", None)
     out = work / f"callgrind-{os.getpid()}-{port}.out"
@@ -96,11 +106,18 @@ def _control(pid: int, state: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--against", type=Path, required=True, help="the other checkout")
+    parser.add_argument("--against", type=Path, help="the other checkout")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="trace every request (OTLP to the mock); without --against: off vs on here",
+    )
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/instructions.json")
     args = parser.parse_args()
+    if args.against is None and not args.tracing:
+        parser.error("--against DIR is needed (or --tracing)")
     work = Path(tempfile.mkdtemp(prefix="tiergate-instr-"))
     mock_port = overhead.free_port()
     (work / "policy.yaml").write_text(overhead.POLICY.format(port=mock_port))
@@ -109,7 +126,18 @@ def main() -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    trees = {"against": args.against.resolve(), "this": ROOT}
+    traced = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{mock_port}",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "1.0",
+    }
+    envs: dict[str, dict[str, str]] = {}
+    if args.against is None:  # --tracing alone: this checkout, off and on
+        trees = {"against": ROOT, "this": ROOT}
+        envs = {"this": traced}
+    else:
+        trees = {"against": args.against.resolve(), "this": ROOT}
+        envs = {"against": traced, "this": traced} if args.tracing else {}
     loads: dict[str, Any] = {}
     try:
         overhead.wait_http(f"http://127.0.0.1:{mock_port}/v1/models", mock)
@@ -117,7 +145,7 @@ def main() -> int:
             runs: dict[str, list[float]] = {label: [] for label in trees}
             for _ in range(args.repeat):
                 for label, tree in trees.items():
-                    total = count(tree, work, stream, args.requests)
+                    total = count(tree, work, stream, args.requests, envs.get(label))
                     runs[label].append(total / args.requests)
                     print(f"{load} {label}: {total / args.requests:,.0f} instructions/request")
             before = statistics.median(runs["against"])
@@ -135,7 +163,10 @@ def main() -> int:
         "benchmark": "gateway instructions per request under callgrind, two checkouts",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-        "trees": {label: {"commit": overhead._commit(tree)} for label, tree in trees.items()},
+        "trees": {
+            label: {"commit": overhead._commit(tree), "traced": label in envs}
+            for label, tree in trees.items()
+        },
         "requests": args.requests,
         "loads": loads,
     }

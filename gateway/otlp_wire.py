@@ -23,12 +23,14 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from itertools import compress
+from operator import not_
+from typing import Any, cast
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, StatusCode
 
-from gateway.tracer import FinishedSpan
+from gateway.tracer import UNSET, FinishedSpan
 
 log = logging.getLogger(__name__)
 
@@ -85,65 +87,115 @@ def _any_value(value: Any) -> bytes:
     raise TypeError(f"cannot encode an attribute value of type {type(value).__name__}")
 
 
+def _key_value(tag: int, key: str, value: Any) -> bytes:
+    """One attribute: a ``KeyValue`` field numbered ``tag``."""
+    return _field(tag, _field(1, key.encode()) + _field(2, _any_value(value)))
+
+
+_SPAN_ATTRIBUTE = 9  # Span.attributes
+_KIND_FIELDS = {kind: b"\x30" + _varint(number) for kind, number in _KINDS.items()}
+_INTERNAL, _SERVER, _CLIENT = SpanKind.INTERNAL, SpanKind.SERVER, SpanKind.CLIENT
+_pack_times = struct.Struct("<BQBQ").pack  # Span.start_time_unix_nano, end_time_unix_nano
+_NO_STATUS = _field(15, b"")  # the status written for an unset one, as the SDK's encoder does
+# Span.flags: the parent is local (or there is none), or remote.
+_LOCAL_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+# Keys whose values differ on every span: not worth remembering.
+_VARYING = frozenset({"tiergate.request_id"})
+_REMEMBERED = frozenset({str, bool, int, float})
+
+
 class SpanEncoder:
     """Ended spans → ``ExportTraceServiceRequest`` bytes, all under one resource and scope.
-    One per exporting thread (its memo is not shared)."""
+    One per exporting thread (its memos are not shared).
+
+    What repeats from request to request is encoded once and remembered: a span name's field,
+    and each attribute's ``KeyValue`` field by (key, value, type of the value) — a route, a
+    tier, a model, token counts. A span's attributes are looked up in one pass of C loops
+    (``map`` over ``zip``); only those not remembered are encoded, in Python."""
 
     def __init__(self, resource: Resource, scope: str) -> None:
-        self._known: dict[tuple[int, str, Any], bytes] = {}
-        self._resource = _field(1, self._pairs(1, resource.attributes))  # ResourceSpans.resource
+        self._known: dict[tuple[str, Any, type], bytes] = {}
+        self._names: dict[str, bytes] = {}
+        pairs = b"".join(_key_value(1, k, v) for k, v in resource.attributes.items())
+        self._resource = _field(1, pairs)  # ResourceSpans.resource
         if resource.schema_url:
             self._resource += _field(3, resource.schema_url.encode())
         self._scope = _field(1, _field(1, scope.encode()))
 
     def encode(self, spans: Sequence[FinishedSpan]) -> bytes:
-        body = self._scope + b"".join(_field(2, self._span(s)) for s in spans)
+        body = self._scope + b"".join([self._span(s) for s in spans])
         return _field(1, self._resource + _field(2, body))
 
-    def _pairs(self, tag: int, attributes: Mapping[str, Any]) -> bytes:
-        """Attributes as repeated ``KeyValue`` fields numbered ``tag``; strings and booleans,
-        which repeat, from the memo."""
+    def _attributes(self, attributes: Mapping[str, Any]) -> list[bytes]:
+        """The ``KeyValue`` fields of a span's attributes, in order."""
+        values = attributes.values()
+        # The type is part of the key: 1 == 1.0 == True, and each is written differently.
+        keys = list(zip(attributes, values, map(type, values), strict=True))
         known = self._known
-        parts = []
-        for key, value in attributes.items():
-            memo = isinstance(value, str | bool)
-            entry = (tag, key, value) if memo else None
-            encoded = known.get(entry) if entry is not None else None
-            if encoded is None:
-                encoded = _field(tag, _field(1, key.encode()) + _field(2, _any_value(value)))
-                if entry is not None:
+        try:
+            fields: list[bytes | None] = list(map(known.get, keys))  # None: not remembered
+        except TypeError:  # a value that cannot be a dict key (a list): encoded every time
+            fields = [None] * len(keys)
+        if None in fields:
+            for i in compress(range(len(fields)), map(not_, fields)):
+                key, value, kind = keys[i]
+                fields[i] = encoded = _key_value(_SPAN_ATTRIBUTE, key, value)
+                # Worth remembering: strings, booleans, integers and floats (not 0.0, which
+                # would also answer for -0.0), except keys whose values never repeat.
+                if kind in _REMEMBERED and (kind is not float or value) and key not in _VARYING:
                     if len(known) >= _PAIRS_KEPT:
-                        known.clear()
-                    known[entry] = encoded
-            parts.append(encoded)
-        return b"".join(parts)
+                        known.clear()  # forgotten all at once: the pairs in use come back
+                    known[keys[i]] = encoded
+        return cast("list[bytes]", fields)  # each None replaced above
 
     def _span(self, span: FinishedSpan) -> bytes:
         context, parent = span.context, span.parent
+        name = self._names.get(span.name)
+        if name is None:
+            name = _field(5, span.name.encode())
+            if len(self._names) >= _PAIRS_KEPT:
+                self._names.clear()
+            self._names[span.name] = name
+        kind = span.kind
         out = [
-            b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-            b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+            b"\x0a\x10",
+            context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08",
+            context.span_id.to_bytes(8, "big"),
         ]
-        state = context.trace_state.to_header() if context.trace_state else ""
+        state = context.trace_state
         if state:
-            out.append(_field(3, state.encode()))
+            out.append(_field(3, state.to_header().encode()))
         if parent is not None:
-            out.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-        out.append(_field(5, span.name.encode()))
-        out.append(b"\x30" + _varint(_KINDS[span.kind]))
-        out.append(b"\x39" + _pack_fixed64(span.start_time))
-        out.append(b"\x41" + _pack_fixed64(span.end_time))
+            out.append(b"\x22\x08")
+            out.append(parent.span_id.to_bytes(8, "big"))
+        out.append(name)
+        out.append(
+            b"\x30\x01"
+            if kind is _INTERNAL
+            else b"\x30\x02"
+            if kind is _SERVER
+            else b"\x30\x03"
+            if kind is _CLIENT
+            else _KIND_FIELDS[kind]
+        )
+        out.append(_pack_times(0x39, span.start_time, 0x41, span.end_time or 0))
         if span.attributes:
-            out.append(self._pairs(9, span.attributes))
+            out += self._attributes(span.attributes)
         status = span.status  # always written, as the SDK's encoder writes it
-        code = _STATUS[status.status_code]
-        body = _field(2, status.description.encode()) if status.description else b""
-        if code:
-            body += b"\x18" + _varint(code)
-        out.append(_field(15, body))
-        flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
-        out.append(b"\x85\x01" + _pack_fixed32(flags))
-        return b"".join(out)
+        if status is UNSET:
+            out.append(_NO_STATUS)
+        else:
+            code = _STATUS[status.status_code]
+            body = _field(2, status.description.encode()) if status.description else b""
+            if code:
+                body += b"\x18" + _varint(code)
+            out.append(_field(15, body))
+        out.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
+        body = b"".join(out)
+        size = len(body)
+        return b"\x12" + (_SMALL[size] if size < 0x80 else _varint(size)) + body  # Scope.spans
 
 
 Send = Callable[[Sequence[FinishedSpan]], bool]
@@ -266,7 +318,7 @@ def console_sender(resource: Resource) -> Send:
                 "span_id": format(span.context.span_id, "016x"),
                 "parent_id": format(span.parent.span_id, "016x") if span.parent else None,
                 "kind": span.kind.name,
-                "duration_ms": (span.end_time - span.start_time) / 1e6,
+                "duration_ms": ((span.end_time or span.start_time) - span.start_time) / 1e6,
                 "status": span.status.status_code.name,
                 "attributes": dict(span.attributes),
                 "service": service,

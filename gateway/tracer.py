@@ -4,10 +4,12 @@ propagation are the API's own), with spans that are plain records.
 Why not the SDK's ``TracerProvider``: measured on the gateway's request path, its spans cost
 about 55 µs each (locks, attribute validation, a span-processor chain, a copy at the end) — a
 request's four or five spans took a fifth of its CPU before any export (bench/README.md,
-"Tracing"). Here a span is a small object whose attributes are a dict; ending it hands one
-frozen record to a sink (the batch exporter, or memory in tests). What is left out, on purpose:
-span processors, events and links (the gateway makes none; ``add_event`` and ``add_link`` are
-accepted and dropped), attribute limits (the gateway's attributes are few and bounded).
+"Tracing"). Here a span is a small object (slots) whose attributes are a dict; ending it
+freezes it and hands it, as the record, to a sink (the batch exporter, or memory in tests).
+What is left out, on purpose: span processors, events and links (the gateway makes none;
+``add_event`` and ``add_link`` are accepted and dropped), attribute limits (the gateway's
+attributes are few and bounded), and a copy of list values given at the start (the gateway
+passes tuples; ``set_attribute`` still makes a list a tuple).
 
 Sampling follows ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` as the SDK reads them:
 ``always_on``, ``always_off``, ``traceidratio`` and their ``parentbased_`` forms (the default,
@@ -33,6 +35,7 @@ from opentelemetry.trace import (
     StatusCode,
     TraceFlags,
 )
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util._decorator import _agnosticcontextmanager as _agnostic
 from opentelemetry.util.types import Attributes, AttributeValue
 
@@ -47,23 +50,11 @@ SAMPLERS = (
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _ID_SPACE = 1 << 64  # a ratio sampler compares the trace id's low 64 bits
+UNSET = Status(StatusCode.UNSET)  # every span's status until one is set (a Status is immutable)
+_new_context = tuple.__new__
 
 
-@dataclass(frozen=True, slots=True)
-class FinishedSpan:
-    """An ended span, as exporters and tests read it (the SDK's ``ReadableSpan`` names)."""
-
-    name: str
-    context: SpanContext
-    parent: SpanContext | None
-    kind: SpanKind
-    start_time: int  # ns since the epoch
-    end_time: int
-    attributes: Mapping[str, Any]
-    status: Status
-
-
-Sink = Callable[[FinishedSpan], None]
+Sink = Callable[["LeanSpan"], None]
 
 
 class TracingConfigError(ValueError):
@@ -113,7 +104,22 @@ class Sampler:
 
 
 class LeanSpan(Span):
-    """A recording span: a name, its context, attributes in a dict, a status."""
+    """A recording span, and, once ended, the record its sink gets (``FinishedSpan``): the
+    fields the SDK's ``ReadableSpan`` has under the same names. Ending it freezes it (later
+    attributes, status and names are ignored), so the exporter's thread reads it as it is,
+    without a copy."""
+
+    __slots__ = (
+        "_sink",
+        "attributes",
+        "context",
+        "end_time",
+        "kind",
+        "name",
+        "parent",
+        "start_time",
+        "status",
+    )
 
     def __init__(
         self,
@@ -125,26 +131,26 @@ class LeanSpan(Span):
         sink: Sink,
         start_time: int | None = None,
     ) -> None:
-        self._name = name
-        self._context = context
-        self._parent = parent
-        self._kind = kind
-        self._attributes = attributes
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.kind = kind
+        self.attributes = attributes
+        self.status = UNSET
+        self.start_time = time.time_ns() if start_time is None else start_time  # ns, epoch
+        self.end_time: int | None = None  # None while recording
         self._sink = sink
-        self._status = Status(StatusCode.UNSET)
-        self._start = time.time_ns() if start_time is None else start_time
-        self._ended = False
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        return self.context
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         for key, value in attributes.items():
             self.set_attribute(key, value)
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
-        if not self._ended:
-            self._attributes[key] = tuple(value) if isinstance(value, list) else value
+        if self.end_time is None:
+            self.attributes[key] = tuple(value) if isinstance(value, list) else value
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
@@ -155,15 +161,15 @@ class LeanSpan(Span):
         """Not recorded (see the module's docstring)."""
 
     def update_name(self, name: str) -> None:
-        self._name = name
+        if self.end_time is None:
+            self.name = name
 
     def is_recording(self) -> bool:
-        return not self._ended
+        return self.end_time is None
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        if self._ended:
-            return
-        self._status = status if isinstance(status, Status) else Status(status, description)
+        if self.end_time is None:
+            self.status = status if isinstance(status, Status) else Status(status, description)
 
     def record_exception(
         self,
@@ -176,21 +182,13 @@ class LeanSpan(Span):
         self.set_attribute("error.type", type(exception).__name__)
 
     def end(self, end_time: int | None = None) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        self._sink(
-            FinishedSpan(
-                self._name,
-                self._context,
-                self._parent,
-                self._kind,
-                self._start,
-                time.time_ns() if end_time is None else end_time,
-                self._attributes,
-                self._status,
-            )
-        )
+        if self.end_time is None:
+            self.end_time = time.time_ns() if end_time is None else end_time
+            self._sink(self)
+
+
+# What sinks and exporters get: an ended span (its ``end_time`` set).
+FinishedSpan = LeanSpan
 
 
 class LeanTracer(trace.Tracer):
@@ -199,7 +197,7 @@ class LeanTracer(trace.Tracer):
     def __init__(self, sink: Sink, sampler: Sampler | None = None) -> None:
         self._sink = sink
         self._sampler = sampler or Sampler()
-        self._random = random.Random()
+        self._bits = random.Random().getrandbits
 
     def start_span(
         self,
@@ -212,22 +210,22 @@ class LeanTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> Span:
-        parent = trace.get_current_span(context).get_span_context()
-        if not parent.is_valid:
-            parent_or_none = None
-            trace_id = self._random.getrandbits(128) or 1
-            state = None
+        above = trace.get_current_span(context).get_span_context()
+        bits = self._bits
+        parent: SpanContext | None
+        if above.is_valid:
+            parent, trace_id, state = above, above.trace_id, above.trace_state
         else:
-            parent_or_none = parent
-            trace_id = parent.trace_id
-            state = parent.trace_state
-        span_id = self._random.getrandbits(64) or 1
-        if not self._sampler.sampled(trace_id, parent_or_none):
+            parent, trace_id, state = None, bits(128) or 1, DEFAULT_TRACE_STATE
+        span_id = bits(64) or 1
+        if not self._sampler.sampled(trace_id, parent):
             unsampled = SpanContext(trace_id, span_id, False, _UNSAMPLED, state)
             return NonRecordingSpan(unsampled)
-        ours = SpanContext(trace_id, span_id, False, _SAMPLED, state)
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in (attributes or {}).items()}
-        return LeanSpan(name, ours, parent_or_none, kind, values, self._sink, start_time)
+        # SpanContext's own __new__ checks the ids' range, known good here: the tuple directly.
+        ours = _new_context(SpanContext, (trace_id, span_id, False, _SAMPLED, state, True))
+        # Attribute values as given: the gateway passes tuples, and strings and numbers.
+        values = dict(attributes) if attributes else {}
+        return LeanSpan(name, ours, parent, kind, values, self._sink, start_time)
 
     @_agnostic
     def start_as_current_span(

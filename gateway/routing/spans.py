@@ -91,7 +91,7 @@ def start(
         if request.seed is not None:
             attributes["gen_ai.request.seed"] = request.seed
         if request.stop:
-            attributes["gen_ai.request.stop_sequences"] = list(request.stop)
+            attributes["gen_ai.request.stop_sequences"] = request.stop  # a tuple
     span = traced.tracer.start_span(
         f"{operation} {model}", kind=tracing.CLIENT, attributes=attributes
     )

@@ -19,7 +19,7 @@ from opentelemetry.util.types import AttributeValue
 
 from gateway.otlp_wire import BatchExport, SpanEncoder
 from gateway.tracer import FinishedSpan, InMemory, LeanTracer, Sampler, TracingConfigError
-from gateway.tracing import extract
+from gateway.tracing import PROPAGATOR, extract, headers_for
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
@@ -157,3 +157,37 @@ def test_sampling_follows_the_variables_and_the_clients_flag() -> None:
     }):  # fmt: skip
         with pytest.raises(TracingConfigError, match="OTEL_TRACES_SAMPLER"):
             Sampler.from_env(bad)
+
+
+def test_upstream_headers_are_what_the_propagator_writes() -> None:
+    tracer = LeanTracer(InMemory())
+    for parent in (
+        extract({"traceparent": PARENT, "tracestate": "vendor=abc,other=1"}),
+        extract({"traceparent": UNSAMPLED_PARENT}),
+        extract({"traceparent": PARENT}),
+        None,
+    ):
+        span = tracer.start_span("chat model", parent, SpanKind.CLIENT)
+        carrier: dict[str, str] = {}
+        PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+        assert headers_for(span) == tuple(carrier.items())
+    assert headers_for(trace.INVALID_SPAN) == ()
+
+
+def test_a_remembered_pair_answers_only_for_its_own_type() -> None:
+    """1, True and 1.0 are equal as Python values, 0.0 and -0.0 too: each is still written as
+    its own type, however often it repeats."""
+    spans = InMemory()
+    tracer = LeanTracer(spans)
+    for value in (1, True, 1.0, 0.0, -0.0, 1, True, 1.0, -0.0, 0.0, "1", ("1",), ["1"]):
+        tracer.start_span("x", attributes={"value": value}).end()
+    resource = Resource.create({"service.name": "tiergate"})
+    encoder = SpanEncoder(resource, "tiergate")
+    theirs = encode_spans(as_sdk(spans.get_finished_spans(), resource))
+    for _ in range(2):
+        ours = ExportTraceServiceRequest.FromString(encoder.encode(spans.get_finished_spans()))
+        assert ours == theirs
+        # == takes -0.0 for 0.0: the bytes, re-serialized, do not
+        assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(
+            deterministic=True
+        )
