@@ -147,7 +147,7 @@ class Pipeline:
     ) -> Admission | None:
         """The governance gate: the key's routes, rate limits and budgets (None: no limits).
         The worst case counts every choice's prompt and ``max_tokens`` (the policy's largest
-        when the request sets none)."""
+        when the request sets none; 0 for embeddings, which write no tokens)."""
         if not grant.allowances and grant.routes is None:
             return None
         assert self.governor is not None
@@ -160,7 +160,7 @@ class Pipeline:
                 decision,
                 rid=outcome.rid,
                 prompt_tokens=plan.prompt_tokens * n,
-                max_tokens=(max_tokens or policy.limits.max_tokens) * n,
+                max_tokens=(policy.limits.max_tokens if max_tokens is None else max_tokens) * n,
                 fits=plan.fits,
                 deadline_s=policy.timeouts.total_s,
                 step_down=step_down,

@@ -227,3 +227,18 @@ async def test_a_revoked_key_is_refused_by_another_instance_within_5_s(
                 await asyncio.sleep(0.05)
             assert response.json()["error"]["code"] == "invalid_api_key"
         engine.dispose()
+
+
+async def test_embeddings_hold_their_input_only(tmp_path: Path) -> None:
+    """An embedding writes no tokens: its worst case is its input, not the policy's largest
+    max_tokens (which at the remote price would be ~$33 and refuse every embedding here)."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    made = store.create_key(engine, "embedder", LimitsIn(budget_usd=Decimal("0.01")))
+    async with instance(write_policy(tmp_path), url) as (client, app):
+        response = await client.post(
+            "/v1/embeddings", json={"model": "remote", "input": "a b c"}, headers=bearer(made.key)
+        )
+        await app.state.governor.drain()
+    assert response.status_code == 200, response.text
