@@ -87,6 +87,13 @@ class Metrics:
             ["backend", "reason"],
             registry=r,
         )
+        self.governance = Counter(
+            "tiergate_governance",
+            "Requests a key's limits acted on: rate_limit_exceeded, budget_exceeded and "
+            "route_not_allowed refused them; stepped_down sent them to a cheaper tier.",
+            ["route", "outcome"],
+            registry=r,
+        )
         self.scorer = Histogram(
             "tiergate_scorer_duration_seconds",
             "Time spent scoring a request's complexity.",

@@ -166,6 +166,8 @@ class Pipeline:
                 step_down=step_down,
             )
         except Denied as denied:
+            outcome_name = denied.error.code or "refused"
+            self.accountant.metrics.governance.labels(decision.route, outcome_name).inc()
             receipt = Receipt(
                 request_id=outcome.rid,
                 policy=outcome.policy_hash,
@@ -174,6 +176,7 @@ class Pipeline:
             )
             raise Refused(denied.error, receipt) from None
         if admission.stepped:
+            self.accountant.metrics.governance.labels(decision.route, "stepped_down").inc()
             outcome.budget = STEPPED_DOWN
             outcome.tier = admission.decision.tier
         return admission

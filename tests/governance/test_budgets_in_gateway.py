@@ -114,10 +114,16 @@ async def test_a_shrinking_budget_steps_down_then_refuses(
         assert "resets at" in error["message"]
         assert int(response.headers["retry-after"]) >= 1
         await app.state.ledger.flush()
+        metrics = (await client.get("/metrics", headers=bearer(ADMIN))).text
     # remote while it fits, then local, then tiny: never back up, each at least once
     order = ["remote", "local", "tiny"]
     assert tiers == sorted(tiers, key=order.index)
     assert set(tiers) == set(order)
+    stepped = sum(t != "remote" for t in tiers)
+    assert (
+        f'tiergate_governance_total{{outcome="stepped_down",route="hard"}} {stepped}.0' in metrics
+    )
+    assert 'tiergate_governance_total{outcome="budget_exceeded",route="hard"} 1.0' in metrics
     with engine.connect() as conn:
         rows = conn.execute(select(RequestRow.tier, RequestRow.budget, RequestRow.cost_usd)).all()
     assert sum((r.cost_usd or Decimal(0) for r in rows), Decimal(0)) <= Decimal("0.05")

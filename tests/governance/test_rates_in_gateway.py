@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from gateway.governance import store
 from gateway.governance.store import LimitsIn
 from gateway.ledger.db import make_engine, upgrade
-from tests.governance.test_budgets_in_gateway import ask, bearer, instance, write_policy
+from tests.governance.test_budgets_in_gateway import ADMIN, ask, bearer, instance, write_policy
 from tests.support.redis import PrivateRedis
 
 CHAT = "/v1/chat/completions"
@@ -32,6 +32,7 @@ async def test_headers_on_every_answer_and_a_429_past_the_limit(
         answers = [
             await client.post(CHAT, json=ask("auto"), headers=bearer(made.key)) for _ in range(4)
         ]
+        metrics = (await client.get("/metrics", headers=bearer(ADMIN))).text
     assert [r.status_code for r in answers] == [200, 200, 200, 429]
     remaining = [int(r.headers["x-ratelimit-remaining-requests"]) for r in answers[:3]]
     assert remaining == [2, 1, 0]  # the key's 3, tighter than the team's 100
@@ -41,6 +42,7 @@ async def test_headers_on_every_answer_and_a_429_past_the_limit(
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
     assert int(refused.headers["retry-after"]) >= 1
     assert made.id in refused.json()["error"]["message"]
+    assert 'tiergate_governance_total{outcome="rate_limit_exceeded",route="auto"} 1.0' in metrics
 
 
 async def test_two_instances_share_one_limit(tmp_path: Path, redis_url: str) -> None:

@@ -16,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.config import FakeStep
 from adapters.fake import FakeBackend
+from gateway.governance import store
+from gateway.governance.store import LimitsIn
 from tests.http.helpers import gateway
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,9 +154,21 @@ def board_queries() -> list[str]:
 
 
 async def test_every_series_on_the_board_exists_with_its_labels(policy: Path) -> None:
-    async with gateway(policy, backends=fakes()) as (client, app):
+    backends = fakes()
+    backends["flaky"] = FakeBackend.scripted(
+        "flaky", FakeStep(error="server_error"), model="flaky-model"
+    )  # a 503: retried on the same backend, then the fallback
+    async with gateway(policy, backends=backends) as (client, app):
         await traffic(client, app, {})
-        text = (await client.get("/metrics")).text
+        # A virtual key kept off the route: the governance counter has a sample too.
+        engine = app.state.ledger.engine
+        made = store.create_key(engine, "elsewhere", LimitsIn(), routes=["other"])
+        await app.state.keys.refresh(engine)
+        headers = {"authorization": f"Bearer {made.key}"}
+        body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+        refused = await client.post(CHAT, json=body, headers=headers)
+        assert refused.json()["error"]["code"] == "route_not_allowed"
+        text = (await client.get("/metrics", headers=headers)).text
     labels_of: dict[str, set[str]] = {}
     for name, labels, _ in samples(text):
         labels_of.setdefault(name, set()).update(labels)
