@@ -7,19 +7,17 @@ other command prints it. Every replica re-reads the keys every TIERGATE_KEYS_REF
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, cast
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.cli.keys_view import emit, keys_table, show_created, teams_table
 from gateway.cli.policy import settings_or_exit
 from gateway.governance import store
 from gateway.governance.grants import parse_duration
@@ -32,7 +30,6 @@ keys_app = typer.Typer(
 )
 
 CLEARABLE = ("budget", "rpm", "tpm", "routes", "expires")
-NUMBERS = ("budget $", "rpm", "tpm")
 KeyId = Annotated[str, typer.Argument(help="The key's id (vk-…).")]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -54,13 +51,6 @@ RoutesOpt = Annotated[
 ExpiresOpt = Annotated[
     str | None, typer.Option("--expires", help="Lifetime from now: 30d, 12h, 90m, 2w.")
 ]
-
-
-def _note(console: Console) -> None:
-    console.print(
-        "Running gateways honour this within TIERGATE_KEYS_REFRESH_S (2 s by default).",
-        style="dim",
-    )
 
 
 class _Failed(Exception):
@@ -152,67 +142,6 @@ def _limits(
     return limits
 
 
-def _status(row: dict[str, Any], now: datetime) -> str:
-    if row.get("revoked_at"):
-        return "revoked"
-    expires = row.get("expires_at")
-    if expires and datetime.fromisoformat(expires) <= now:
-        return "expired"
-    return "active"
-
-
-def _console() -> Console:
-    return Console() if Console().is_terminal else Console(width=200)
-
-
-def _cell(value: Any) -> str:
-    """A value as a table shows it (names are the user's: never read as rich markup)."""
-    if value is None:
-        return "—"
-    if isinstance(value, list):
-        return escape(",".join(str(v) for v in value))
-    return escape(str(value))
-
-
-def _keys_table(rows: list[dict[str, Any]], title: str) -> Table:
-    now = datetime.now(UTC)
-    table = Table(title=title)
-    for header in ("id", "name", "team", "starts", "budget $", "period", "rpm", "tpm"):
-        table.add_column(header, justify="right" if header in NUMBERS else "left")
-    for header in ("routes", "expires", "status"):
-        table.add_column(header)
-    for row in rows:
-        table.add_row(
-            _cell(row["id"]),
-            _cell(row["name"]),
-            _cell(row["team"]),
-            f"{row['hint']}…",
-            _cell(row["budget_usd"]),
-            row["budget_period"],
-            _cell(row["rpm"]),
-            _cell(row["tpm"]),
-            _cell(row["routes"]),
-            _cell(row["expires_at"] and row["expires_at"][:19]),
-            _status(row, now),
-        )
-    return table
-
-
-def _show_created(created: store.Created, as_json: bool, what: str) -> None:
-    if as_json:
-        typer.echo(json.dumps({"key": created.key, "id": created.id, **created.row}, indent=2))
-        return
-    console = _console()
-    console.print(f"{what} key [bold]{created.id}[/bold] ({escape(created.row['name'])}):")
-    typer.echo(created.key)
-    console.print(
-        "This is the only time the key is shown: store it now (the database keeps only its "
-        "digest).",
-        style="yellow",
-    )
-    _note(console)
-
-
 @keys_app.command("create")
 def create(
     name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
@@ -233,7 +162,7 @@ def create(
         created = store.create_key(
             engine, name, limits, team=team, routes=route_list, expires_at=expires_at
         )
-    _show_created(created, as_json, "Created")
+    show_created(created, as_json, "Created")
 
 
 @keys_app.command("list")
@@ -244,11 +173,8 @@ def list_cmd(
     """The keys (never the keys themselves: their id, first characters and limits)."""
     with _engine() as engine:
         rows = store.list_keys(engine, team)
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
     title = "tiergate keys" + (f" of team {escape(team)}" if team else "")
-    _console().print(_keys_table(rows, title))
+    emit(rows, as_json, keys_table(rows, title))
 
 
 @keys_app.command("show")
@@ -258,21 +184,18 @@ def show(key_id: KeyId, as_json: JsonOpt = False) -> None:
         row = store.key_view(engine, key_id)
         info = key_info(engine, store.grant_of(engine, key_id), datetime.now(UTC))
     out = {**row, "budget": info["budget"], "team_budget": info["team_budget"]}
-    if as_json:
-        typer.echo(json.dumps(out, indent=2))
-        return
-    console = _console()
-    console.print(_keys_table([row], f"key {escape(key_id)}"))
+    lines = []
     for label, budget in (("key", info["budget"]), ("team", info["team_budget"])):
         if budget is None:
             continue
         limit = "no budget" if budget["usd"] is None else f"budget ${budget['usd']:,.2f}"
         left = "" if budget["left_usd"] is None else f", ${budget['left_usd']:,.6f} left"
         resets = f", resets {budget['resets_at'][:19]}" if budget["resets_at"] else ""
-        console.print(
+        lines.append(
             f"{label}: {limit} per {budget['period']}, spent ${budget['spent_usd']:,.6f}"
             f"{left}{resets}; when spent: {budget['on_exhausted']}"
         )
+    emit(out, as_json, keys_table([row], f"key {escape(key_id)}"), *lines)
 
 
 @keys_app.command("rotate")
@@ -280,7 +203,7 @@ def rotate(key_id: KeyId, as_json: JsonOpt = False) -> None:
     """A new secret for the same key id (limits and spend kept); the old one stops working."""
     with _engine() as engine:
         created = store.rotate_key(engine, key_id)
-    _show_created(created, as_json, "Rotated")
+    show_created(created, as_json, "Rotated")
 
 
 @keys_app.command("revoke")
@@ -288,12 +211,8 @@ def revoke(key_id: KeyId, as_json: JsonOpt = False) -> None:
     """Revoke a key for good (its history stays in the ledger)."""
     with _engine() as engine:
         row = store.revoke_key(engine, key_id)
-    if as_json:
-        typer.echo(json.dumps(row, indent=2))
-        return
-    console = _console()
-    console.print(f"Revoked key [bold]{escape(key_id)}[/bold] ({escape(row['name'])}).")
-    _note(console)
+    revoked = f"Revoked key [bold]{escape(key_id)}[/bold] ({escape(row['name'])})."
+    emit(row, as_json, revoked, changed=True)
 
 
 @keys_app.command("update")
@@ -340,12 +259,7 @@ def update(
         raise _fail("nothing to change: give a limit (see --help) or --clear")
     with _engine() as engine:
         row = store.update_key(engine, key_id, **values)
-    if as_json:
-        typer.echo(json.dumps(row, indent=2))
-        return
-    console = _console()
-    console.print(_keys_table([row], f"key {escape(key_id)}, updated"))
-    _note(console)
+    emit(row, as_json, keys_table([row], f"key {escape(key_id)}, updated"), changed=True)
 
 
 @keys_app.command("team")
@@ -381,12 +295,7 @@ def team(
         changes[field] = None
     with _engine() as engine:
         view = store.put_team(engine, name, store.team_limits(engine, name, changes))
-    if as_json:
-        typer.echo(json.dumps(view, indent=2))
-        return
-    console = _console()
-    console.print(_teams_table([view], f"team {escape(name)}"))
-    _note(console)
+    emit(view, as_json, teams_table([view], f"team {escape(name)}"), changed=True)
 
 
 @keys_app.command("teams")
@@ -394,24 +303,4 @@ def teams(as_json: JsonOpt = False) -> None:
     """The teams and their budgets and limits."""
     with _engine() as engine:
         rows = store.list_teams(engine)
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    _console().print(_teams_table(rows, "tiergate teams"))
-
-
-def _teams_table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    table.add_column("team")
-    for header in ("budget $", "period", "rpm", "tpm", "when spent"):
-        table.add_column(header, justify="right" if header in NUMBERS else "left")
-    for row in rows:
-        table.add_row(
-            _cell(row["id"]),
-            _cell(row["budget_usd"]),
-            row["budget_period"],
-            _cell(row["rpm"]),
-            _cell(row["tpm"]),
-            row["on_exhausted"],
-        )
-    return table
+    emit(rows, as_json, teams_table(rows, "tiergate teams"))

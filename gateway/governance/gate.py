@@ -34,7 +34,7 @@ from gateway.governance.budgets import (
 from gateway.governance.grants import Grant
 from gateway.governance.rates import Limits, RateLimiter, RateVerdict, Subject
 from gateway.policy import Candidate, Decision, Policy
-from gateway.policy.pricing import HardwarePrice, TokenPrice
+from gateway.policy.pricing import HardwarePrice, PriceBook, TokenPrice
 
 log = structlog.get_logger("tiergate.governance")
 
@@ -68,13 +68,13 @@ class Admission:
 class Worst:
     """What a request may cost at most on a backend."""
 
-    prices: object
+    prices: PriceBook
     prompt_tokens: int
     max_tokens: int
     busy_s: float
 
     def of(self, backend: str) -> Decimal:
-        rule = getattr(self.prices, "rules", {}).get(backend)
+        rule = self.prices.rules.get(backend)
         if isinstance(rule, TokenPrice):
             return self.prompt_tokens * rule.input + self.max_tokens * rule.output
         if isinstance(rule, HardwarePrice):

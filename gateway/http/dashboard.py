@@ -40,18 +40,12 @@ from gateway.http.dashboard_charts import (
     series_of,
     usd,
 )
+from gateway.http.dashboard_form import Form, period_form, team_note
 from gateway.http.ledger_calls import ledger_call, ledger_deadline
 from gateway.ledger.report import build_report, ledger_teams, parse_since
 from gateway.ledger.writer import LedgerWriter
 
 router = APIRouter()
-
-PERIODS = (
-    ("24h", "Last 24 hours"),
-    ("7d", "Last 7 days"),
-    ("30d", "Last 30 days"),
-    ("90d", "Last 90 days"),
-)
 
 Card = tuple[str, str, Format, str]  # report field, label, format, note under the figure
 
@@ -153,7 +147,7 @@ def render(reports: Reports, *, tier_order: Sequence[str], policy_hash: str) -> 
     out = [
         f'<p class="period" data-testid="period">{_when(reports.by_day["since"])} → '
         f"{_when(reports.by_day['until'])} · policy <code>{esc(policy_hash)}</code>"
-        f"{_team_note(reports.by_day.get('team'))}</p>"
+        f"{team_note(reports.by_day.get('team'))}</p>"
     ]
     if totals["unpriced_requests"]:
         out.append(
@@ -338,57 +332,6 @@ def _when(iso: str) -> str:
     return esc(moment.strftime("%Y-%m-%d %H:%M UTC"))
 
 
-@dataclass(frozen=True, slots=True)
-class Form:
-    """What the header's form shows: the period, and the team (with the teams to pick from)."""
-
-    since: str
-    until: str | None = None
-    team: str | None = None
-    teams: tuple[str, ...] = ()
-
-
-def _team_note(team: str | None) -> str:
-    if not team:
-        return ""
-    return f' · team <code data-testid="team">{esc(team)}</code>'
-
-
-def _team_select(team: str | None, teams: Sequence[str]) -> str:
-    names = list(teams)
-    if team and team not in names:
-        names.append(team)
-    if not names:
-        return ""
-    options = ['<option value="">All teams</option>']
-    options += [
-        f'<option value="{esc(name)}"{" selected" if name == team else ""}>{esc(name)}</option>'
-        for name in names
-    ]
-    return (
-        '<label for="team">Team</label>'
-        f'<select id="team" name="team" data-testid="team-select">{"".join(options)}</select>'
-    )
-
-
-def _period_form(form: Form) -> str:
-    since, until = form.since, form.until
-    options = list(PERIODS)
-    if since not in {value for value, _ in PERIODS}:
-        options.append((since, f"Since {since}"))
-    rendered = "".join(
-        f'<option value="{esc(value)}"{" selected" if value == since else ""}>{esc(label)}</option>'
-        for value, label in options
-    )
-    hidden = f'<input type="hidden" name="until" value="{esc(until)}">' if until else ""
-    return (
-        '<form method="get" class="period-form"><label for="since">Period</label>'
-        f'<select id="since" name="since">{rendered}</select>{hidden}'
-        f"{_team_select(form.team, form.teams)}"
-        '<button type="submit">Show</button></form>'
-    )
-
-
 def _page(main: str, form: Form, *, status: int = 200) -> HTMLResponse:
     html = f"""<!doctype html>
 <html lang="en">
@@ -401,7 +344,7 @@ def _page(main: str, form: Form, *, status: int = 200) -> HTMLResponse:
 </head>
 <body>
 <header><div class="brand">tiergate <span>savings report</span></div>
-{_period_form(form)}</header>
+{period_form(form)}</header>
 <main>
 {main}
 </main>

@@ -18,7 +18,8 @@ from gateway.pipeline.answers import (
     Refused,
     StreamEvent,
 )
-from gateway.pipeline.flow import Pipeline, Stream
+from gateway.pipeline.flow import Pipeline
+from gateway.pipeline.stream import Stream
 
 __all__ = [
     "Answer",

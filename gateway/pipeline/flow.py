@@ -1,5 +1,6 @@
-"""The pipeline's flow: ``Pipeline.handle`` and ``Pipeline.embed``, a ``Stream``'s events, and
-``_Flight``, one request on its way. Every request is accounted (metrics, log line, ledger row)
+"""The pipeline's flow: ``Pipeline.handle`` and ``Pipeline.embed``, and ``_Flight``, one request
+on its way (a stream's events are in ``gateway.pipeline.stream``, the governance gate's call in
+``gateway.pipeline.gate``). Every request is accounted (metrics, log line, ledger row)
 exactly once, at its one ending (``_Flight.settle``): a stream at its end or when closed.
 """
 
@@ -9,14 +10,13 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import structlog
 
 from adapters.base import (
     ChatRequest,
-    Chunk,
     Completion,
     EmbeddingRequest,
 )
@@ -28,30 +28,27 @@ from gateway.cache.service import CachedAnswer, CacheService
 from gateway.canary.controller import CanaryController
 from gateway.canary.shadow import shadow_job
 from gateway.errors import BadGateway, BadRequest, GatewayError
-from gateway.governance.gate import STEPPED_DOWN, Admission, Denied, Governor
+from gateway.governance.gate import Admission, Governor
 from gateway.governance.grants import Grant
 from gateway.pipeline.answers import (
     Answer,
-    Broke,
     Embedded,
-    Ended,
     Inbound,
     Receipt,
     Refused,
-    StreamEvent,
 )
+from gateway.pipeline.gate import admit
+from gateway.pipeline.stream import Stream
 from gateway.policy import Candidate, Decision, UnknownRoute
 from gateway.routing import cascade as cascading
 from gateway.routing import spans
 from gateway.routing.accounting import Accountant, Outcome
 from gateway.routing.attempts import DispatchError, Trace
-from gateway.routing.choices import extra_requests, extra_stream, merged, more_choices, total_usage
-from gateway.routing.dispatch import Opened
+from gateway.routing.choices import more_choices, total_usage
 from gateway.routing.failures import client_error, public
 from gateway.routing.judging import LabelSampler
 from gateway.routing.plan import Plan, make_plan, plan_embeddings
 from gateway.routing.runtime import Active, Runtime
-from gateway.routing.tally import Tally
 from gateway.scoring.tokens import count_exact
 
 log = structlog.get_logger("tiergate.request")
@@ -106,12 +103,17 @@ class Pipeline:
         outcome.canary_arm = routed.arm
         outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
         outcome.prompt_estimate = plan.prompt_tokens
-        outcome.team = inbound.grant.team if inbound.grant is not None else None
-        admission = None
-        if self.governor is not None and inbound.grant is not None:
-            admission = await self._admit(
-                inbound.grant, active, routed.decision, plan, outcome, chat.max_tokens
-            )
+        metrics = self.accountant.metrics
+        admission = await admit(
+            self.governor,
+            metrics,
+            inbound.grant,
+            active.policy,
+            routed.decision,
+            plan,
+            outcome,
+            chat,
+        )
         cache, decision = await prepare_cache(
             self.cache,
             active.policy,
@@ -133,53 +135,6 @@ class Pipeline:
         if inbound.stream:
             return await flight.stream(decision)
         return await flight.whole(decision)
-
-    async def _admit(
-        self,
-        grant: Grant,
-        active: Active,
-        decision: Decision,
-        plan: Plan,
-        outcome: Outcome,
-        max_tokens: int | None,
-        *,
-        step_down: bool = True,
-    ) -> Admission | None:
-        """The governance gate: the key's routes, rate limits and budgets (None: no limits).
-        The worst case counts every choice's prompt and ``max_tokens`` (the policy's largest
-        when the request sets none; 0 for embeddings, which write no tokens)."""
-        if not grant.allowances and grant.routes is None:
-            return None
-        assert self.governor is not None
-        policy = active.policy
-        n = outcome.choices
-        try:
-            admission = await self.governor.admit(
-                grant,
-                policy,
-                decision,
-                rid=outcome.rid,
-                prompt_tokens=plan.prompt_tokens * n,
-                max_tokens=(policy.limits.max_tokens if max_tokens is None else max_tokens) * n,
-                fits=plan.fits,
-                deadline_s=policy.timeouts.total_s,
-                step_down=step_down,
-            )
-        except Denied as denied:
-            outcome_name = denied.error.code or "refused"
-            self.accountant.metrics.governance.labels(decision.route, outcome_name).inc()
-            receipt = Receipt(
-                request_id=outcome.rid,
-                policy=outcome.policy_hash,
-                route=decision.route,
-                limits=denied.headers,
-            )
-            raise Refused(denied.error, receipt) from None
-        if admission.stepped:
-            self.accountant.metrics.governance.labels(decision.route, "stepped_down").inc()
-            outcome.budget = STEPPED_DOWN
-            outcome.tier = admission.decision.tier
-        return admission
 
     async def embed(
         self,
@@ -204,12 +159,10 @@ class Pipeline:
                 spans.planned(span, plan)
         outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
         outcome.prompt_estimate = tokens
-        outcome.team = grant.team if grant is not None else None
-        admission = None
-        if self.governor is not None and grant is not None:
-            admission = await self._admit(
-                grant, active, plan.decision, plan, outcome, 0, step_down=False
-            )
+        metrics = self.accountant.metrics
+        admission = await admit(
+            self.governor, metrics, grant, policy, plan.decision, plan, outcome, None
+        )
         decision = admission.decision if admission is not None else plan.decision
         flight = _Flight(self, active, None, outcome, plan, None, shadow=False)
         flight.admission, flight.grant = admission, grant
@@ -225,63 +178,6 @@ class Pipeline:
         flight.settle()
         await flight.durable()
         return Embedded(result, flight.receipt(served=True, priced=True))
-
-
-class Stream:
-    """A streamed answer whose first chunk has arrived. ``events`` yields ``(choice, chunk)``
-    pairs, then ``Ended`` or ``Broke``; ``close`` must be awaited however the response ends."""
-
-    def __init__(self, flight: _Flight, opened: Opened, chat: ChatRequest) -> None:
-        self.receipt = flight.receipt(served=True)
-        self.model = flight.outcome.model
-        self.prompt_tokens = flight.outcome.prompt_estimate  # the gateway's count, until usage
-        self.choices = choices = chat.n
-        self._flight = flight
-        self._opened = opened
-        timeouts = flight.active.policy.timeouts
-        sources = [flight.active.dispatcher.chunks(opened)]
-        sources += [
-            extra_stream(opened.state, r, timeouts.per_try_s, timeouts.stream_idle_s)
-            for r in extra_requests(chat, choices - 1)
-        ]
-        self.events = self._events(merged(sources))
-
-    async def close(self) -> None:
-        """Release the backend and, if the stream did not reach its end (the client left, the
-        server stopped), account for it as it stands."""
-        await self.events.aclose()
-        await self._opened.release()
-        self._flight.settle()
-
-    async def _events(
-        self, chunks: AsyncGenerator[tuple[int, Chunk], None]
-    ) -> AsyncGenerator[StreamEvent, None]:
-        outcome = self._flight.outcome
-        tally = Tally(self.choices, outcome.prompt_estimate, outcome.started)
-        outcome.status = 499  # until the stream completes: the client went away
-        try:
-            async for item in chunks:
-                outcome.chunks += tally.add(*item)
-                if tally.timings is not None:
-                    outcome.timings = tally.timings
-                yield item
-        except BackendError as exc:
-            outcome.status, outcome.error = 502, type(exc).__name__
-            self._flight.settle()
-            await self._flight.durable()
-            yield Broke(self._flight.public(exc))
-            return
-        outcome.usage, outcome.timings = tally.usage(), tally.final_timings()
-        yield Ended(tuple(tally.finish), outcome.usage)
-        # The end's events are out; recorded before the stream's last byte, so a report asked
-        # for right after sees this request.
-        outcome.status = 200
-        text = "".join(tally.texts)
-        answer = Completion(
-            text, tally.finish[0], outcome.usage, outcome.timings, outcome.backend, outcome.model
-        )
-        self._flight.succeed(answer)
-        await self._flight.durable()  # the row is on disk before the stream's last byte
 
 
 @dataclass(slots=True)

@@ -1,0 +1,74 @@
+"""A streamed answer as the pipeline hands it to the edge: its events (chunks, then the end or
+the break) and its one accounting when it ends, however it ends (``_Flight.settle``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
+
+from adapters.base import ChatRequest, Chunk, Completion
+from adapters.errors import BackendError
+from gateway.pipeline.answers import Broke, Ended, StreamEvent
+from gateway.routing.choices import extra_requests, extra_stream, merged
+from gateway.routing.dispatch import Opened
+from gateway.routing.tally import Tally
+
+if TYPE_CHECKING:
+    from gateway.pipeline.flow import _Flight
+
+
+class Stream:
+    """A streamed answer whose first chunk has arrived. ``events`` yields ``(choice, chunk)``
+    pairs, then ``Ended`` or ``Broke``; ``close`` must be awaited however the response ends."""
+
+    def __init__(self, flight: _Flight, opened: Opened, chat: ChatRequest) -> None:
+        self.receipt = flight.receipt(served=True)
+        self.model = flight.outcome.model
+        self.prompt_tokens = flight.outcome.prompt_estimate  # the gateway's count, until usage
+        self.choices = choices = chat.n
+        self._flight = flight
+        self._opened = opened
+        timeouts = flight.active.policy.timeouts
+        sources = [flight.active.dispatcher.chunks(opened)]
+        sources += [
+            extra_stream(opened.state, r, timeouts.per_try_s, timeouts.stream_idle_s)
+            for r in extra_requests(chat, choices - 1)
+        ]
+        self.events = self._events(merged(sources))
+
+    async def close(self) -> None:
+        """Release the backend and, if the stream did not reach its end (the client left, the
+        server stopped), account for it as it stands."""
+        await self.events.aclose()
+        await self._opened.release()
+        self._flight.settle()
+
+    async def _events(
+        self, chunks: AsyncGenerator[tuple[int, Chunk], None]
+    ) -> AsyncGenerator[StreamEvent, None]:
+        outcome = self._flight.outcome
+        tally = Tally(self.choices, outcome.prompt_estimate, outcome.started)
+        outcome.status = 499  # until the stream completes: the client went away
+        try:
+            async for item in chunks:
+                outcome.chunks += tally.add(*item)
+                if tally.timings is not None:
+                    outcome.timings = tally.timings
+                yield item
+        except BackendError as exc:
+            outcome.status, outcome.error = 502, type(exc).__name__
+            self._flight.settle()
+            await self._flight.durable()
+            yield Broke(self._flight.public(exc))
+            return
+        outcome.usage, outcome.timings = tally.usage(), tally.final_timings()
+        yield Ended(tuple(tally.finish), outcome.usage)
+        # The end's events are out; recorded before the stream's last byte, so a report asked
+        # for right after sees this request.
+        outcome.status = 200
+        text = "".join(tally.texts)
+        answer = Completion(
+            text, tally.finish[0], outcome.usage, outcome.timings, outcome.backend, outcome.model
+        )
+        self._flight.succeed(answer)
+        await self._flight.durable()  # the row is on disk before the stream's last byte
