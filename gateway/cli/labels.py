@@ -13,12 +13,22 @@ import typer
 from gateway.tools.scorer import sources
 from gateway.tools.scorer.labels import Labelled, LabelsError
 
-CHOICES = ("routellm", "routerbench", "alpaca_mixtral", "alpaca_mistral", "all")
+CHOICES = (
+    "routellm",
+    "routellm_trainable",
+    "routerbench",
+    "alpaca_mixtral",
+    "alpaca_mistral",
+    "all",
+)
 
 
 def _rows(name: str) -> list[Labelled]:
     if name == "routellm":
         return list(sources.routellm().items)
+    if name == "routellm_trainable":  # what may be trained on: overlap_drop.tsv's rows left out
+        dropped = sources.training_exclusions()
+        return [i for i in sources.routellm().items if i.id not in dropped]
     if name == "routerbench":
         return sources.routerbench()
     if name.startswith("alpaca_"):

@@ -8,7 +8,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from gateway.cli.main import app
+from gateway.tools.scorer import sources
 from gateway.tools.scorer.labels import read_labels
+
+ROOT = Path(__file__).resolve().parents[2]
 
 runner = CliRunner()
 
@@ -44,4 +47,16 @@ def test_a_shuffle_seed_mixes_the_sources_the_same_way_each_time(tmp_path: Path)
 def test_an_unknown_set_names_the_choices(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export-labels", "nope", "--out", str(tmp_path / "x.jsonl")])
     assert result.exit_code == 2
-    assert "routellm, routerbench" in result.output
+    assert "routellm, routellm_trainable, routerbench" in result.output
+
+
+def test_the_trainable_routellm_set_leaves_out_the_overlap_rows(tmp_path: Path) -> None:
+    out = tmp_path / "routellm.jsonl"
+    result = runner.invoke(app, ["export-labels", "routellm_trainable", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    ids = {i.id for i in read_labels([out]).items}
+    dropped = sources.training_exclusions(ROOT)
+    assert dropped
+    assert not ids & dropped
+    assert len(ids) == len([i for i in sources.routellm(ROOT).items if i.id not in dropped])
+    assert len(ids) < len(sources.routellm(ROOT).items)

@@ -59,6 +59,9 @@ class Labelled:
     strong: float
     max_tokens: int | None = None
     source: str = ""  # held out as one by leave-one-source-out; "" means the group
+    # The mean quality many models reached on this prompt, where the source publishes more than
+    # the pair (RouterBench, MT-Bench, AlpacaEval); None: the pair's own mean stands in.
+    crowd: float | None = None
 
     @property
     def origin(self) -> str:
@@ -68,6 +71,12 @@ class Labelled:
     @property
     def gain(self) -> float:
         return self.strong - self.weak
+
+    @property
+    def hardness(self) -> float:
+        """How hard the prompt is for models in general: minus the crowd's quality (the
+        pair's mean without a crowd)."""
+        return -(self.crowd if self.crowd is not None else (self.weak + self.strong) / 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +143,9 @@ def _item(raw: dict[str, Any], where: str, file_source: str) -> Labelled:
             raise TypeError(f'"{name}" must be a number (the quality that model reached)')
     assert isinstance(weak, int | float)
     assert isinstance(strong, int | float)
+    crowd = raw.get("crowd")
+    if crowd is not None and (isinstance(crowd, bool) or not isinstance(crowd, int | float)):
+        raise TypeError('"crowd" must be a number (many models\' mean quality) or absent')
     max_tokens = raw.get("max_tokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise ValueError('"max_tokens" must be a positive integer or null')
@@ -148,6 +160,7 @@ def _item(raw: dict[str, Any], where: str, file_source: str) -> Labelled:
         weak=float(weak),
         strong=float(strong),
         max_tokens=max_tokens,
+        crowd=None if crowd is None else float(crowd),
     )
 
 

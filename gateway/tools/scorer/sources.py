@@ -9,6 +9,11 @@
   GPT-4-turbo CoT judge's probability that Mixtral-8x7B-Instruct (or Mistral-7B-Instruct-v0.2)
   beats the GPT-4-turbo reference. weak = p_model_wins, strong = 1 - p_model_wins. Both pairs
   share one source, ``alpaca_eval``: they are the same prompts, so they are held out together.
+
+Where a source publishes more models than the pair, each prompt also carries the *crowd*: the
+mean quality every published model reached on it (RouterBench's other models; MT-Bench's GPT-4
+grades of every model in ``mt_bench_gpt4_single_all_models.jsonl``; AlpacaEval's every model
+and judge). It says how hard a prompt is with less noise than one weak model's 0 or 1.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import ast
 import csv
 import gzip
 import json
+import statistics
+from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +43,7 @@ from gateway.tools.scorer.labels import (
 OVERLAP_DROP = SHARED_DATA / "routellm" / "overlap_drop.tsv"
 ROUTERBENCH = SHARED_DATA / "routerbench" / "routerbench_slices.jsonl.gz"
 ALPACA_EVAL = SHARED_DATA / "alpaca_eval" / "alpaca_eval_judgments.jsonl.gz"
+MT_BENCH_ALL = SHARED_DATA / "routellm" / "mt_bench_gpt4_single_all_models.jsonl"
 ALPACA_ANNOTATOR = "alpaca_eval_cot_gpt4_turbo_fn"
 ALPACA_PAIRS = {
     "Mixtral-8x7B-Instruct-v0.1": "alpaca_mixtral",
@@ -47,8 +56,28 @@ SHIPPABLE = ("gsm8k", "mmlu", "mt_bench", "arc_challenge", "mbpp", "winogrande")
 
 
 def routellm(near: Path | None = None) -> LabelSet:
-    """The RouteLLM pairs (rows marked contaminated left out and counted)."""
-    return read_labels([shared_data(ROUTELLM_PAIRS, near=near)])
+    """The RouteLLM pairs (rows marked contaminated left out and counted); MT-Bench's with the
+    mean grade of every model GPT-4 graded on the question as their crowd."""
+    pairs = read_labels([shared_data(ROUTELLM_PAIRS, near=near)])
+    grades = mt_bench_crowd(near)
+    items = tuple(
+        replace(i, crowd=grades.get(i.id)) if i.group == "mt_bench" else i for i in pairs.items
+    )
+    return LabelSet(items, pairs.contaminated)
+
+
+def mt_bench_crowd(near: Path | None = None) -> dict[str, float]:
+    """Per MT-Bench question (``mtbench-<n>``, the pairs' ids): the mean GPT-4 grade (1–10) of
+    every model and turn in the single-answer grading file."""
+    path = shared_data(MT_BENCH_ALL, near=near)
+    grades: defaultdict[str, list[float]] = defaultdict(list)
+    with path.open(encoding="utf-8") as stream:
+        for line in stream:
+            if line.strip():
+                raw = json.loads(line)
+                if isinstance(raw.get("score"), int | float) and raw["score"] >= 0:
+                    grades[f"mtbench-{raw['question_id']}"].append(float(raw["score"]))
+    return {k: statistics.fmean(v) for k, v in grades.items()}
 
 
 def training_exclusions(near: Path | None = None) -> frozenset[str]:
@@ -71,6 +100,9 @@ def routerbench(near: Path | None = None) -> list[Labelled]:
                 messages=(Message(role="user", content=_unwrap(raw["prompt"], path, number)),),
                 weak=float(raw["weak"]),
                 strong=float(raw["strong"]),
+                crowd=statistics.fmean(map(float, raw["models"].values()))
+                if raw.get("models")
+                else None,
             )
         )
     return items
@@ -79,7 +111,10 @@ def routerbench(near: Path | None = None) -> list[Labelled]:
 def alpaca_eval(near: Path | None = None) -> list[Labelled]:
     path = shared_data(ALPACA_EVAL, near=near)
     items: list[Labelled] = []
+    crowd: defaultdict[str, list[float]] = defaultdict(list)
     for _number, raw in _json_lines(path):
+        if raw["p_model_wins"] is not None:
+            crowd[raw["prompt"]].append(float(raw["p_model_wins"]))
         group = ALPACA_PAIRS.get(raw["model"])
         if raw["annotator"] != ALPACA_ANNOTATOR or group is None:
             continue
@@ -94,7 +129,7 @@ def alpaca_eval(near: Path | None = None) -> list[Labelled]:
                 strong=1.0 - p,
             )
         )
-    return items
+    return [replace(i, crowd=statistics.fmean(crowd[i.messages[-1].content])) for i in items]
 
 
 def shipped_training_set(near: Path | None = None) -> list[Labelled]:
@@ -106,7 +141,9 @@ def shipped_training_set(near: Path | None = None) -> list[Labelled]:
 
 def shipped_training_files(near: Path | None = None) -> list[Path]:
     """The files ``shipped_training_set`` reads (their digests go into the artifact)."""
-    return [shared_data(p, near=near) for p in (ROUTELLM_PAIRS, OVERLAP_DROP, ROUTERBENCH)]
+    return [
+        shared_data(p, near=near) for p in (ROUTELLM_PAIRS, OVERLAP_DROP, ROUTERBENCH, MT_BENCH_ALL)
+    ]
 
 
 def every_source(near: Path | None = None) -> LabelSet:
@@ -129,6 +166,8 @@ def write_jsonl(items: Iterable[Labelled], path: Path) -> int:
                 "weak": item.weak,
                 "strong": item.strong,
             }
+            if item.crowd is not None:
+                row["crowd"] = item.crowd
             stream.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count

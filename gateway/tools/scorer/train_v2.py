@@ -1,14 +1,24 @@
 """Training the v2 scorer (offline: ``tiergate train-scorer --kind v2``, and per held-out source
 inside ``tiergate eval-router --loso``). numpy only; the same data gives the same bytes.
 
-The target makes benchmarks with different scales comparable: per group (benchmark pair), the
-weak model's shortfall (``weak_shortfall``: minus the weak model's quality) or the quality
-gained by the strong model (``gain``: strong - weak), standardised within the group. Each group
-weighs the same in total, however many prompts it has. The inputs (``gateway.scoring.v2``) are
-standardised, then centred within each group, so the ridge regression learns what tells a
-group's harder prompts from its easier ones, not what tells one benchmark from another (which
-says nothing about a new one). A logistic curve fitted on the training data then maps the
-model's output to P(the strong model does strictly better).
+What has to carry over is what tells a benchmark's harder prompts from its easier ones on a
+benchmark never seen, so the model is built to keep only directions the sources agree on:
+
+* The target, per group (benchmark pair), standardised within the group so scales compare:
+  ``blend`` (the default) sums the weak model's shortfall (minus its quality) and the prompt's
+  hardness (minus the mean quality of the many models the source publishes, ``Labelled.crowd``;
+  the pair's mean where it publishes none), a less noisy sign of difficulty than one model's 0
+  or 1; ``weak_shortfall`` and ``hardness`` are its parts alone, ``gain`` is strong - weak.
+* The inputs (``gateway.scoring.v2``) are standardised, then centred within each group, so
+  nothing is learned from what tells one benchmark from another.
+* One ridge regression per *source* (its groups weighing the same), then the coordinate-wise
+  median of the sources' weights: a weight survives only as far as most sources agree on its
+  sign and size, so no one benchmark's quirk (longer means harder on GSM8K, easier on
+  AlpacaEval) steers the rest. Pooling every row into one regression instead scored 0.524 in
+  leave-one-source-out; this 0.574 (bench/router-eval.md says how the choice was made).
+
+A logistic curve fitted on the training data then maps the model's output to P(the strong model
+does strictly better).
 """
 
 from __future__ import annotations
@@ -25,13 +35,13 @@ from numpy.typing import NDArray
 from gateway.scoring.v2 import FORMAT, INPUTS, inputs_many
 from gateway.tools.scorer.labels import Labelled
 
-Target = Literal["weak_shortfall", "gain"]
+Target = Literal["blend", "weak_shortfall", "gain", "hardness"]
 
 
 @dataclass(frozen=True, slots=True)
 class V2Config:
-    alpha: float = 100.0  # the ridge penalty, on standardised inputs (weights average 1)
-    target: Target = "weak_shortfall"
+    alpha: float = 0.3  # the ridge penalty per source, on standardised inputs (per row)
+    target: Target = "blend"
 
 
 DEFAULT_CONFIG = V2Config()
@@ -60,19 +70,21 @@ def fit_v2(
     std = _rounded(x.std(axis=0))
     std[std == 0] = 1.0
     z = (x - mean) / std
-    raw = np.array(
-        [-i.weak if config.target == "weak_shortfall" else i.gain for i in items], dtype=np.float64
-    )
     target = np.zeros(len(items))
     centred = np.empty_like(z)
     for g in range(len(groups)):
         rows = member == g
-        spread = float(raw[rows].std())
-        target[rows] = (raw[rows] - raw[rows].mean()) / spread if spread > 0 else 0.0
+        target[rows] = target_of([i for i, r in zip(items, rows, strict=True) if r], config.target)
         centred[rows] = z[rows] - z[rows].mean(axis=0)
-    weighted = centred * weight[:, None]
-    gram = centred.T @ weighted + config.alpha * np.eye(len(INPUTS))
-    coef = _rounded(np.asarray(np.linalg.solve(gram, weighted.T @ target), dtype=np.float64))
+    origins = sorted({i.origin for i in items})
+    origin = np.array([origins.index(i.origin) for i in items])
+    per_source = np.array(
+        [
+            ridge(centred[origin == o], target[origin == o], weight[origin == o], config.alpha)
+            for o in range(len(origins))
+        ]
+    )
+    coef = _rounded(np.median(per_source, axis=0))
     slope, offset = _platt(z @ coef, np.array([i.strong > i.weak for i in items]), weight)
     artifact: dict[str, Any] = {
         "format": FORMAT,
@@ -87,6 +99,8 @@ def fit_v2(
             "config": asdict(config),
             "rows": len(items),
             "groups": {g: int((member == k).sum()) for k, g in enumerate(groups)},
+            "combined": "median of one ridge regression per source",
+            "per_source": {o: int((origin == k).sum()) for k, o in enumerate(origins)},
             "sources": list(sources),
         },
     }
@@ -94,6 +108,39 @@ def fit_v2(
         :16
     ]
     return artifact
+
+
+def target_of(items: Sequence[Labelled], kind: Target) -> NDArray[np.float64]:
+    """One group's target, standardised within the group (0 where it does not vary)."""
+
+    def standard(values: list[float]) -> NDArray[np.float64]:
+        raw = np.array(values, dtype=np.float64)
+        spread = float(raw.std())
+        out: NDArray[np.float64] = (raw - raw.mean()) / spread if spread > 0 else raw * 0.0
+        return out
+
+    shortfall = standard([-i.weak for i in items])
+    if kind == "weak_shortfall":
+        return shortfall
+    if kind == "gain":
+        return standard([i.gain for i in items])
+    if kind == "hardness":
+        return standard([i.hardness for i in items])
+    return shortfall + standard([i.hardness for i in items])
+
+
+def ridge(
+    x: NDArray[np.float64], y: NDArray[np.float64], weight: NDArray[np.float64], alpha: float
+) -> NDArray[np.float64]:
+    """Weighted ridge regression, the penalty per unit of weight (so it means the same for a
+    source of 72 prompts as for one of 14,000)."""
+    total = float(weight.sum())
+    weighted = x * weight[:, None]
+    gram = x.T @ weighted / total + alpha * np.eye(x.shape[1])
+    coef: NDArray[np.float64] = np.asarray(
+        np.linalg.solve(gram, weighted.T @ y / total), dtype=np.float64
+    )
+    return coef
 
 
 def _group_weights(member: NDArray[np.int64], groups: int) -> NDArray[np.float64]:
@@ -113,7 +160,7 @@ def _platt(
     y = needed.astype(np.float64)
     a, b = 0.0, 0.0
     for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-(a * s + b)))
+        p = 1.0 / (1.0 + np.exp(-np.clip(a * s + b, -500.0, 500.0)))  # separable: no overflow
         r = weight * (p - y)
         h = weight * p * (1 - p) + 1e-9
         grad = np.array([(r * s).sum(), r.sum()])
