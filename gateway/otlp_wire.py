@@ -269,8 +269,15 @@ class BatchExport:
 
     def _drain(self, everything: bool) -> None:
         queue, batch = self._queue, self._batch
-        while len(queue) >= batch or (everything and queue):
-            spans = [queue.popleft() for _ in range(min(batch, len(queue)))]
+        # Everything queued now, not what arrives while it is sent: spans keep coming under
+        # load, and chasing them would send a stream of tiny batches (a slow collector or a
+        # slow process — valgrind — made exactly that). Full batches are always sent.
+        # At shutdown no request is served any more: everything, to the last span.
+        left = len(queue) if everything else 0
+        while len(queue) >= batch or (left > 0 and queue) or (self._stopping and queue):
+            take = min(batch, len(queue))
+            left -= take
+            spans = [queue.popleft() for _ in range(take)]
             try:
                 self._send(spans)
             except Exception:

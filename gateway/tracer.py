@@ -52,6 +52,7 @@ _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _ID_SPACE = 1 << 64  # a ratio sampler compares the trace id's low 64 bits
 UNSET = Status(StatusCode.UNSET)  # every span's status until one is set (a Status is immutable)
 _new_context = tuple.__new__
+_INVALID = trace.INVALID_SPAN_CONTEXT
 
 
 Sink = Callable[["LeanSpan"], None]
@@ -145,8 +146,14 @@ class LeanSpan(Span):
         return self.context
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
-        for key, value in attributes.items():
-            self.set_attribute(key, value)
+        """All at once (one dict update, the way the gateway sets a step's results); a list
+        value is kept as a tuple, as ``set_attribute`` keeps it."""
+        if self.end_time is None:
+            self.attributes.update(attributes)
+            if list in map(type, attributes.values()):
+                for key, value in attributes.items():
+                    if isinstance(value, list):
+                        self.attributes[key] = tuple(value)
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         if self.end_time is None:
@@ -211,6 +218,28 @@ class LeanTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> Span:
         above = trace.get_current_span(context).get_span_context()
+        return self._start(name, above, kind, attributes, start_time)
+
+    def start_child(
+        self,
+        name: str,
+        parent: Span | None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+    ) -> Span:
+        """A span under ``parent`` (None: a new trace), without a context to look it up in:
+        the gateway keeps its request's server span at hand (``tracing.server_span``)."""
+        above = _INVALID if parent is None else parent.get_span_context()
+        return self._start(name, above, kind, attributes, None)
+
+    def _start(
+        self,
+        name: str,
+        above: SpanContext,
+        kind: SpanKind,
+        attributes: Attributes,
+        start_time: int | None,
+    ) -> Span:
         bits = self._bits
         parent: SpanContext | None
         if above.is_valid:

@@ -5,10 +5,12 @@ One server span per request (opened by ``gateway.http.traced``, which continues 
 on a backend (a CLIENT span named and attributed after the GenAI semantic conventions, whose
 context is passed on to HTTP upstreams as ``traceparent``) and the ledger write.
 
-The request's ``Tracing`` travels in a context variable the server middleware sets, like the
-current span itself: code on the request path asks ``current()`` and does nothing more when it
-is ``None`` (tracing off, or work outside a request). Prompt and answer text are recorded only
-with ``TIERGATE_TRACE_CONTENT=true``.
+The request's ``Tracing`` and its server span travel in two context variables the server
+middleware sets (``bind``): code on the request path asks ``current()`` and does nothing more
+when it is ``None`` (tracing off, or work outside a request); the steps' spans are made under
+``server_span()`` directly, without going through OpenTelemetry's context (nothing else in the
+process makes spans: the lean tracer is not the global provider). Prompt and answer text are
+recorded only with ``TIERGATE_TRACE_CONTENT=true``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.tracer import InMemory, LeanTracer, Sampler, TracingConfigError
@@ -35,6 +37,7 @@ EXPORTERS = ("otlp", "console", "none")
 AttributeValue = str | bool | int | float | Sequence[str]
 
 _CURRENT: ContextVar[Tracing | None] = ContextVar("tiergate_tracing", default=None)
+_SPAN: ContextVar[Span | None] = ContextVar("tiergate_server_span", default=None)
 
 # The GenAI conventions' operation names, by the gateway's wire format.
 OPERATIONS: Mapping[str, str] = {
@@ -50,13 +53,19 @@ OPERATIONS: Mapping[str, str] = {
 class Tracing:
     """A process's tracer and what it may record."""
 
-    tracer: Tracer
+    tracer: LeanTracer
     content: bool = False  # prompt and answer text on the spans (TIERGATE_TRACE_CONTENT)
     close: Callable[[], None] | None = None  # at shutdown: export what is queued, then stop
 
-    def child(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> Span:
-        """A span under the current one (the request's server span); the caller ends it."""
-        return self.tracer.start_span(name, attributes=attributes)
+    def child(
+        self,
+        name: str,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+    ) -> Span:
+        """A span under the request's server span (a new trace outside a request); the caller
+        ends it."""
+        return self.tracer.start_child(name, _SPAN.get(), kind, attributes)
 
     def shutdown(self) -> None:
         if self.close is not None:
@@ -68,14 +77,20 @@ def current() -> Tracing | None:
     return _CURRENT.get()
 
 
-def bind(tracing: Tracing | None) -> object:
-    """Make ``tracing`` the current one (the server middleware, per request); returns the token
-    for ``unbind``."""
-    return _CURRENT.set(tracing)
+def server_span() -> Span | None:
+    """The server span of the request being served, or None (off, or outside a request)."""
+    return _SPAN.get()
 
 
-def unbind(token: object) -> None:
-    _CURRENT.reset(token)  # type: ignore[arg-type]
+def bind(tracing: Tracing | None, span: Span | None = None) -> tuple[object, object]:
+    """Make ``tracing`` and the request's server ``span`` the current ones (the server
+    middleware, per request); returns the tokens for ``unbind``."""
+    return _CURRENT.set(tracing), _SPAN.set(span)
+
+
+def unbind(tokens: tuple[object, object]) -> None:
+    _CURRENT.reset(tokens[0])  # type: ignore[arg-type]
+    _SPAN.reset(tokens[1])  # type: ignore[arg-type]
 
 
 def headers_for(span: Span) -> tuple[tuple[str, str], ...]:

@@ -1,14 +1,12 @@
 """The server span: pure ASGI middleware (installed only when tracing is on) that opens one span
-per request, continuing the client's W3C ``traceparent``, makes it the current span for
-everything the request does (streams included: they run in a copy of this context) and ends it
-after the response's last byte. Probes and scrapes are not traced."""
+per request, continuing the client's W3C ``traceparent``, makes it the request's span for
+everything the request does (``tracing.bind``; streams included: they run in a copy of this
+context) and ends it after the response's last byte. Probes and scrapes are not traced."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import tracing
@@ -34,14 +32,14 @@ class Traced:
             for name, value in scope["headers"]
             if name in _TRACE_HEADERS
         }
-        parent = tracing.extract(carrier) if carrier else None
         method = scope["method"]
-        span = self.tracing.tracer.start_span(
-            f"{method} {path}" if path in self.paths else method,
-            context=parent,
-            kind=tracing.SERVER,
-            attributes={"http.request.method": method, "url.path": path},
-        )
+        name = f"{method} {path}" if path in self.paths else method
+        attributes = {"http.request.method": method, "url.path": path}
+        tracer = self.tracing.tracer
+        if carrier:
+            span = tracer.start_span(name, tracing.extract(carrier), tracing.SERVER, attributes)
+        else:
+            span = tracer.start_child(name, None, tracing.SERVER, attributes)
         status = 500
         errored = False
 
@@ -51,8 +49,7 @@ class Traced:
                 status = message["status"]
             await send(message)
 
-        attached = otel_context.attach(trace.set_span_in_context(span))
-        bound = tracing.bind(self.tracing)
+        bound = tracing.bind(self.tracing, span)
         try:
             await self.app(scope, receive, traced_send)
         except BaseException as exc:
@@ -61,7 +58,6 @@ class Traced:
             raise
         finally:
             tracing.unbind(bound)
-            otel_context.detach(attached)
             span.set_attribute("http.response.status_code", status)
             if status >= 500 and not errored:
                 tracing.failed(span, str(status))

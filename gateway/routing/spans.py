@@ -14,7 +14,6 @@ import dataclasses
 from typing import TYPE_CHECKING, TypeVar
 
 import orjson
-from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from adapters.base import ChatRequest, Completion, EmbeddingRequest, Embeddings, Usage
@@ -92,36 +91,44 @@ def start(
             attributes["gen_ai.request.seed"] = request.seed
         if request.stop:
             attributes["gen_ai.request.stop_sequences"] = request.stop  # a tuple
-    span = traced.tracer.start_span(
-        f"{operation} {model}", kind=tracing.CLIENT, attributes=attributes
-    )
+    span = traced.child(f"{operation} {model}", attributes, tracing.CLIENT)
     if state.config.type not in HTTP_TYPES:
         return span, request  # in-process: no upstream to tell
     return span, dataclasses.replace(request, trace_headers=tracing.headers_for(span))
 
 
 def usage(span: Span, used: Usage | None) -> None:
+    """The tokens an answer used (a stream's last chunk says)."""
+    values: dict[str, tracing.AttributeValue] = {}
+    _usage(values, used)
+    span.set_attributes(values)
+
+
+def _usage(values: dict[str, tracing.AttributeValue], used: Usage | None) -> None:
     if used is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", used.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", used.completion_tokens)
+        values["gen_ai.usage.input_tokens"] = used.prompt_tokens
+        values["gen_ai.usage.output_tokens"] = used.completion_tokens
         if used.cached_tokens:
-            span.set_attribute("gen_ai.usage.cache_read.input_tokens", used.cached_tokens)
+            values["gen_ai.usage.cache_read.input_tokens"] = used.cached_tokens
 
 
 def succeeded(span: Span | None, result: object) -> None:
     """A whole answer (or the embeddings) came: what it was, then the span ends."""
     if span is None:
         return
-    if not isinstance(result, Completion):
-        if isinstance(result, Embeddings):
-            span.set_attribute("gen_ai.response.model", result.model)
-            usage(span, result.usage)
-        ended(span, None)
-        return
-    completion = result
-    span.set_attribute("gen_ai.response.model", completion.model)
-    span.set_attribute("gen_ai.response.finish_reasons", [completion.finish_reason])
-    usage(span, completion.usage)
+    values: dict[str, tracing.AttributeValue]
+    if isinstance(result, Completion):
+        values = {
+            "gen_ai.response.model": result.model,
+            "gen_ai.response.finish_reasons": (result.finish_reason,),
+        }
+        _usage(values, result.usage)
+    elif isinstance(result, Embeddings):
+        values = {"gen_ai.response.model": result.model}
+        _usage(values, result.usage)
+    else:
+        values = {}
+    span.set_attributes(values)
     span.end()
 
 
@@ -161,68 +168,80 @@ def released(span: Span | None, error: BackendError | None, *, ok: bool) -> None
 
 def planned(span: Span, plan: Plan) -> None:
     """The scoring and planning step's result."""
-    span.set_attribute("tiergate.tier", plan.decision.tier)
+    values: dict[str, tracing.AttributeValue] = {
+        "tiergate.tier": plan.decision.tier,
+        "tiergate.candidates": tuple([c.backend for c in plan.decision.candidates]),
+    }
     if plan.score is not None:
-        span.set_attribute("tiergate.complexity", plan.score.value)
-    span.set_attribute("tiergate.candidates", [c.backend for c in plan.decision.candidates])
+        values["tiergate.complexity"] = plan.score.value
+    span.set_attributes(values)
 
 
 def asked(chat: ChatRequest | None, api: str | None, model: str | None, *, stream: bool) -> None:
     """What the client asked for, on the request's span (``chat`` None: embeddings)."""
-    span = trace.get_current_span()
-    span.set_attribute("gen_ai.operation.name", OPERATIONS.get(api or "chat", "chat"))
-    if model is not None:
-        span.set_attribute("gen_ai.request.model", model)
-    if stream:
-        span.set_attribute("tiergate.stream", True)
-    if api is not None:
-        span.set_attribute("tiergate.api", api)
-    if chat is None:
+    span = tracing.server_span()
+    if span is None:
         return
-    if chat.max_tokens is not None:
-        span.set_attribute("gen_ai.request.max_tokens", chat.max_tokens)
-    if chat.temperature is not None:
-        span.set_attribute("gen_ai.request.temperature", chat.temperature)
-    if chat.top_p is not None:
-        span.set_attribute("gen_ai.request.top_p", chat.top_p)
+    values: dict[str, tracing.AttributeValue] = {
+        "gen_ai.operation.name": OPERATIONS.get(api or "chat", "chat")
+    }
+    if model is not None:
+        values["gen_ai.request.model"] = model
+    if stream:
+        values["tiergate.stream"] = True
+    if api is not None:
+        values["tiergate.api"] = api
+    if chat is not None:
+        if chat.max_tokens is not None:
+            values["gen_ai.request.max_tokens"] = chat.max_tokens
+        if chat.temperature is not None:
+            values["gen_ai.request.temperature"] = chat.temperature
+        if chat.top_p is not None:
+            values["gen_ai.request.top_p"] = chat.top_p
+    span.set_attributes(values)
 
 
 def settled(outcome: Outcome, plan: Plan, used: Usage, priced: Priced | None) -> None:
     """The request's ending on its server span: who answered, what it used and cost."""
-    span = trace.get_current_span()
-    if not span.is_recording():
+    span = tracing.server_span()
+    if span is None or not span.is_recording():
         return  # no span of this request (a background job's accounting, say)
-    span.set_attribute("tiergate.request_id", outcome.rid)
-    span.set_attribute("tiergate.route", outcome.route)
-    span.set_attribute("tiergate.tier", outcome.tier)
-    span.set_attribute("tiergate.backend", outcome.backend)
-    span.set_attribute("tiergate.cache", outcome.cache)
+    values: dict[str, tracing.AttributeValue] = {
+        "tiergate.request_id": outcome.rid,
+        "tiergate.route": outcome.route,
+        "tiergate.tier": outcome.tier,
+        "tiergate.backend": outcome.backend,
+        "tiergate.cache": outcome.cache,
+    }
     if outcome.trace.fallbacks:
-        span.set_attribute("tiergate.fallbacks", outcome.trace.fallbacks)
+        values["tiergate.fallbacks"] = outcome.trace.fallbacks
     if outcome.trace.retries:
-        span.set_attribute("tiergate.retries", outcome.trace.retries)
+        values["tiergate.retries"] = outcome.trace.retries
     if plan.score is not None:
-        span.set_attribute("tiergate.complexity", plan.score.value)
+        values["tiergate.complexity"] = plan.score.value
     if outcome.canary_arm is not None:
-        span.set_attribute("tiergate.canary_arm", outcome.canary_arm)
-    if outcome.error is not None:
-        tracing.failed(span, outcome.error)
+        values["tiergate.canary_arm"] = outcome.canary_arm
     if outcome.model != "-":
-        span.set_attribute("gen_ai.response.model", outcome.model)
-    usage(span, used)
+        values["gen_ai.response.model"] = outcome.model
+    _usage(values, used)
     if used.estimated:
-        span.set_attribute("tiergate.usage_estimated", True)
+        values["tiergate.usage_estimated"] = True
     if priced is not None:
         if priced.cost is not None:
-            span.set_attribute("tiergate.cost_usd", float(priced.cost))
+            values["tiergate.cost_usd"] = float(priced.cost)
         if priced.baseline is not None:
-            span.set_attribute("tiergate.baseline_cost_usd", float(priced.baseline))
+            values["tiergate.baseline_cost_usd"] = float(priced.baseline)
+    span.set_attributes(values)
+    if outcome.error is not None:
+        tracing.failed(span, outcome.error)
 
 
 def content(chat: ChatRequest, answer: Completion) -> None:
     """The prompt and the answer on the request's span, in the conventions' message shape (only
     when ``TIERGATE_TRACE_CONTENT`` asks for it)."""
-    span = trace.get_current_span()
+    span = tracing.server_span()
+    if span is None:
+        return
     messages = [
         {"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in chat.messages
     ]

@@ -1,6 +1,7 @@
 """The lean tracer's pieces: the OTLP bytes it writes are the message the SDK's encoder makes
 for the same spans; batches are sent, and a full queue drops (and counts) rather than waits;
-sampling follows the standard variables and a client's sampled flag."""
+sampling follows the standard variables and a client's sampled flag; the steps' spans hang
+under the request's bound server span."""
 
 from __future__ import annotations
 
@@ -17,9 +18,17 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from gateway import tracing
 from gateway.otlp_wire import BatchExport, SpanEncoder
-from gateway.tracer import FinishedSpan, InMemory, LeanTracer, Sampler, TracingConfigError
-from gateway.tracing import PROPAGATOR, extract, headers_for
+from gateway.tracer import (
+    FinishedSpan,
+    InMemory,
+    LeanSpan,
+    LeanTracer,
+    Sampler,
+    TracingConfigError,
+)
+from gateway.tracing import PROPAGATOR, extract, headers_for, in_memory
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
@@ -191,3 +200,71 @@ def test_a_remembered_pair_answers_only_for_its_own_type() -> None:
         assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(
             deterministic=True
         )
+
+
+def test_a_drain_sends_what_was_queued_not_what_keeps_arriving() -> None:
+    """Spans that arrive while a batch is being sent wait for the next round (chasing them
+    under load made a stream of tiny batches); full batches and the shutdown send them all."""
+    sent: list[int] = []
+    spans = some_spans()
+    batches: BatchExport
+
+    def send(batch: Sequence[FinishedSpan]) -> bool:
+        sent.append(len(batch))
+        if len(sent) < 4:
+            batches(spans[0])  # a request ends meanwhile
+        return True
+
+    batches = BatchExport(send, delay_s=60.0, max_queue=100, batch=50)
+    for span in spans:
+        batches(span)
+    assert batches.flush(10)
+    assert sent == [len(spans)]  # one batch; the span that came during it is still queued
+    assert batches.flush(10)
+    assert sent == [len(spans), 1]
+    batches.shutdown()  # ... and at shutdown, the last ones, those sent meanwhile too
+    assert sent == [len(spans), 1, 1, 1]
+
+
+def test_spans_under_the_bound_server_span() -> None:
+    """The steps' spans are children of the request's server span (``tracing.bind``), with no
+    OpenTelemetry context in between; a client's unsampled flag carries to them, and the
+    span's attributes set at once keep a list as a tuple and nothing after the end."""
+    traced, spans = in_memory()
+    assert tracing.server_span() is None
+    root = traced.child("outside a request")  # a trace of its own
+    assert root.get_span_context().is_valid
+    assert isinstance(root, LeanSpan)
+    assert root.parent is None
+    server = traced.tracer.start_span("POST /x", extract({"traceparent": PARENT}), SpanKind.SERVER)
+    bound = tracing.bind(traced, server)
+    try:
+        assert tracing.current() is traced
+        assert tracing.server_span() is server
+        with tracing.step("tiergate.plan") as step:
+            assert step is not None
+            step.set_attributes({"tiergate.candidates": ["small", "big"], "tiergate.tier": "t"})
+        attempt = traced.child("chat m", {"gen_ai.request.model": "m"}, SpanKind.CLIENT)
+        attempt.end()
+        attempt.set_attributes({"late": 1})
+    finally:
+        tracing.unbind(bound)
+    assert tracing.current() is None
+    assert tracing.server_span() is None
+    server.end()
+    plan, chat, _ = spans.get_finished_spans()
+    for child in (plan, chat):
+        assert child.parent == server.get_span_context()
+        assert child.context.trace_id == server.get_span_context().trace_id
+    assert plan.attributes == {"tiergate.candidates": ("small", "big"), "tiergate.tier": "t"}
+    assert chat.kind is SpanKind.CLIENT
+    assert chat.attributes == {"gen_ai.request.model": "m"}
+    unsampled = traced.tracer.start_span("POST /x", extract({"traceparent": UNSAMPLED_PARENT}))
+    bound = tracing.bind(traced, unsampled)
+    try:
+        quiet = traced.child("tiergate.plan")
+    finally:
+        tracing.unbind(bound)
+    assert not quiet.is_recording()
+    assert quiet.get_span_context().trace_id == unsampled.get_span_context().trace_id
+    assert headers_for(quiet)[0][1].endswith("-00")  # the upstream hears: not sampled
