@@ -87,6 +87,7 @@ class Settled:
     holds: tuple[Hold, ...]
     rid: str
     actual: int  # nano-USD
+    held: int = 0  # nano-USD: what its holds reserved (how ``RemoteGate`` finds them)
 
 
 class BudgetStore(Protocol):

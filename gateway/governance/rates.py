@@ -87,6 +87,25 @@ def checks_for(subjects: Sequence[Subject], tokens: int) -> list[Check]:
     return out
 
 
+def refusal(checks: Sequence[Check], counts: Sequence[Counts], window_s: float) -> RateVerdict:
+    """The verdict for a request some limit had no room for: the limit that binds longest
+    (``limited_by``), when to retry, and the headers."""
+    limited_by: str | None = None
+    retry: float | None = 0.0
+    for check, count in zip(checks, counts, strict=True):
+        if fits(check, count, window_s):
+            continue
+        wait = wait_s(check, count, window_s)
+        if limited_by is None or wait is None or (retry is not None and wait > retry):
+            limited_by = check.name
+        retry = None if wait is None or retry is None else max(retry, wait)
+    if limited_by is None:
+        # every limit fitted by the time the counters were read back (a race with other
+        # requests in this process): refuse this one, ask for a retry at once
+        limited_by, retry = checks[0].name, 0.0
+    return RateVerdict(False, retry, headers(checks, counts, window_s, retry), limited_by)
+
+
 class RateLimiter:
     """The rate limits of one gateway process; Redis-shared when ``redis_url`` is given.
 
@@ -171,24 +190,7 @@ class RateLimiter:
         allowed, counts = await self._on_store(lambda store: store.admit(checks, window_s))
         if allowed:
             return RateVerdict(True, None, headers(checks, counts, window_s, None), None)
-        return self._refusal(checks, counts)
-
-    def _refusal(self, checks: Sequence[Check], counts: Sequence[Counts]) -> RateVerdict:
-        window_s = self._window_s
-        limited_by: str | None = None
-        retry: float | None = 0.0
-        for check, count in zip(checks, counts, strict=True):
-            if fits(check, count, window_s):
-                continue
-            wait = wait_s(check, count, window_s)
-            if limited_by is None or wait is None or (retry is not None and wait > retry):
-                limited_by = check.name
-            retry = None if wait is None or retry is None else max(retry, wait)
-        if limited_by is None:
-            # every limit fitted by the time the counters were read back (a race with other
-            # requests in this process): refuse this one, ask for a retry at once
-            limited_by, retry = checks[0].name, 0.0
-        return RateVerdict(False, retry, headers(checks, counts, window_s, retry), limited_by)
+        return refusal(checks, counts, window_s)
 
     async def settle(self, subjects: Sequence[Subject], estimated: int, actual: int) -> None:
         """Correct the tokens windows once the usage is known: ``actual - estimated`` is added
