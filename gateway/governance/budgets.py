@@ -52,21 +52,19 @@ class Hold:
     limit: int  # nano-USD
     start: datetime
     resets: datetime | None
+    name: str  # the store's key for this hold (ids only: never a secret)
 
     @classmethod
     def of(cls, allowance: Allowance, now: datetime) -> Hold:
         assert allowance.budget_usd is not None
+        start = period_start(allowance.period, now)
         return cls(
             allowance,
             to_nano(allowance.budget_usd),
-            period_start(allowance.period, now),
+            start,
             period_end(allowance.period, now),
+            f"{allowance.kind}:{allowance.id}:{int(start.timestamp())}",
         )
-
-    @property
-    def name(self) -> str:
-        """The store's key for this hold (ids only: never a secret)."""
-        return f"{self.allowance.kind}:{self.allowance.id}:{int(self.start.timestamp())}"
 
     def ttl_s(self, now: datetime) -> int:
         if self.resets is None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -49,40 +50,42 @@ log = structlog.get_logger("tiergate.governance")
 
 PREFIX = "tiergate:rl:"
 BUDGET_PREFIX = "tiergate:budget:"
+SWEEP_EVERY_S = 1.0  # how often the holds of requests that never ended are looked for
 
 # KEYS: three per settlement's hold (its spend, holds and their sum), one per adjustment (a
 # tokens window), then per ask two per check (previous and current window) and three per hold.
-# ARGV[1], one string of words (one argument for the client to write, not dozens): now, the
+# ARGV[1], one JSON array (one argument for the client to write, not dozens): now, the
 # previous window's share, the windows' TTL (ms), the number of settlements, adjustments and
-# asks; each settlement (rid, amount held, actual cost, holds); each adjustment's delta; each
+# asks, whether to sweep expired holds (once a second: only a request that never ended leaves
+# one, and its hold already outlives its deadline); each settlement (rid, amount held, actual cost, holds); each adjustment's delta; each
 # ask (rid, its holds' expiry, checks, each check's cost and limit, holds, options, each option,
 # each hold's limit and TTL).
 #
 # A hold's keys: ``spent`` (seeded from the ledger, then counted here), ``holds`` (a sorted set
-# of "rid amount" by expiry) and ``holds:sum`` (the amounts held, kept as they come and go).
+# of "rid amount" by expiry, and "~" that never expires) and ``holds:sum`` (the amounts held, kept as they come and go).
 # Every counter the batch touches is read once, kept in the script while its asks are decided
 # one after the other, and written once at the end.
 #
-# The answer: per ask, {fits, option, each hold's left, each check's previous and current count}
-# or {0, -2, unseeded hold's index}.
+# The answer, one string: per ask (separated by ';'), "fits option", each hold's left and each
+# check's previous and current count; or "0 -2 <the unseeded hold's index>".
 _GATE = """
-local w = {}
-for word in string.gmatch(ARGV[1], '%S+') do w[#w + 1] = word end
-local now, share, ttl = tonumber(w[1]), tonumber(w[2]), tonumber(w[3])
+local w = cjson.decode(ARGV[1])
+local now, share, ttl = w[1], w[2], w[3]
 local seen, delta, fresh, windows = {}, {}, {}, {}
-local function get(key)
-  local v = seen[key]
-  if v == nil then
-    v = tonumber(redis.call('GET', key)) or false
-    seen[key] = v
-    if v == false then fresh[key] = true end
+for first = 1, #KEYS, 1000 do
+  local last = math.min(#KEYS, first + 999)
+  local values = redis.call('MGET', unpack(KEYS, first, last))
+  for i = first, last do
+    local v = tonumber(values[i - first + 1]) or false
+    seen[KEYS[i]] = v
+    if v == false then fresh[KEYS[i]] = true end
   end
-  return v
 end
 local function add(key, d)
-  seen[key] = (get(key) or 0) + d
+  seen[key] = (seen[key] or 0) + d
   delta[key] = (delta[key] or 0) + d
 end
+local function member(rid, amount) return rid .. ' ' .. string.format('%d', amount) end
 local added, swept = {}, {}
 local function sweep(holds, sum)
   if swept[holds] then return end
@@ -90,111 +93,102 @@ local function sweep(holds, sum)
   local old = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
   if #old > 0 then
     local gone = 0
-    for _, member in ipairs(old) do gone = gone + tonumber(string.match(member, ' (%S+)$')) end
+    for _, m in ipairs(old) do gone = gone + tonumber(string.match(m, ' (%S+)$')) end
     add(sum, -gone)
     redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
   end
 end
-local a, k = 7, 0
-for _ = 1, tonumber(w[4]) do
-  local rid, amount, actual, n = w[a], w[a + 1], tonumber(w[a + 2]), tonumber(w[a + 3])
+local a, k = 8, 0
+for _ = 1, w[4] do
+  local rid, amount, actual, n = w[a], w[a + 1], w[a + 2], w[a + 3]
   a = a + 4
   for _ = 1, n do
     local spent, holds, sum = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-    if redis.call('ZREM', holds, rid .. ' ' .. amount) == 1 then add(sum, -tonumber(amount)) end
-    if actual ~= 0 and get(spent) then add(spent, actual) end
+    if amount > 0 and redis.call('ZREM', holds, member(rid, amount)) == 1 then
+      add(sum, -amount)
+    end
+    if actual ~= 0 and seen[spent] then add(spent, actual) end
     k = k + 3
   end
 end
-for _ = 1, tonumber(w[5]) do
-  local key, d = KEYS[k + 1], tonumber(w[a])
+for _ = 1, w[5] do
+  local key, d = KEYS[k + 1], w[a]
   a, k = a + 1, k + 1
-  local v = get(key)
   if d > 0 then
     add(key, d)
     windows[key] = true
-  elseif d < 0 and v then
-    add(key, math.max(d, -v))
+  elseif d < 0 and seen[key] then
+    add(key, math.max(d, -seen[key]))
   end
 end
 local out = {}
-for q = 1, tonumber(w[6]) do
-  local rid, expires, nc = w[a], w[a + 1], tonumber(w[a + 2])
+for q = 1, w[6] do
+  local rid, expires, nc = w[a], w[a + 1], w[a + 2]
   local ca, ck = a + 3, k
   a, k = ca + 2 * nc, k + 2 * nc
-  local nh, no = tonumber(w[a]), tonumber(w[a + 1])
+  local nh, no = w[a], w[a + 1]
   local oa, hk = a + 2, k
   a, k = oa + no + 2 * nh, k + 3 * nh
   local row, left = nil, {}
   for i = 1, nh do
     local spent, holds, sum = KEYS[hk + 3 * i - 2], KEYS[hk + 3 * i - 1], KEYS[hk + 3 * i]
-    local s = get(spent)
+    local s = seen[spent]
     if not s then
-      row = {0, -2, i - 1}
+      row = '0 -2 ' .. (i - 1)
       break
     end
-    sweep(holds, sum)
-    left[i] = tonumber(w[oa + no + 2 * i - 2]) - s - (get(sum) or 0)
+    if w[7] == 1 then sweep(holds, sum) end
+    left[i] = w[oa + no + 2 * i - 2] - s - (seen[sum] or 0)
   end
   if row == nil then
-    local fits, counts, need = 1, {}, {}
-    for i = 1, 2 * nc do
-      if seen[KEYS[ck + i]] == nil then need[#need + 1] = KEYS[ck + i] end
-    end
-    if #need > 0 then
-      local values = redis.call('MGET', unpack(need))
-      for i, key in ipairs(need) do
-        seen[key] = tonumber(values[i]) or false
-        if not seen[key] then fresh[key] = true end
-      end
-    end
+    local fits, counts = 1, {}
     for i = 1, nc do
-      local prev, cur = get(KEYS[ck + 2 * i - 1]) or 0, get(KEYS[ck + 2 * i]) or 0
-      local cost, limit = tonumber(w[ca + 2 * i - 2]), tonumber(w[ca + 2 * i - 1])
-      if math.floor(prev * share) + cur + cost > limit then fits = 0 end
+      local prev, cur = seen[KEYS[ck + 2 * i - 1]] or 0, seen[KEYS[ck + 2 * i]] or 0
+      if math.floor(prev * share) + cur + w[ca + 2 * i - 2] > w[ca + 2 * i - 1] then fits = 0 end
       counts[2 * i - 1], counts[2 * i] = prev, cur
     end
-    local option, amount = 0, nil
+    local option, amount = 0, 0
     if nh > 0 then
       option = -1
       for j = 1, no do
-        local want, room = tonumber(w[oa + j - 1]), true
+        local want, room = w[oa + j - 1], true
         if want > 0 then
           for i = 1, nh do if want > left[i] then room = false break end end
         end
         if room then
-          option = j - 1
-          if want > 0 then amount = w[oa + j - 1] end
+          option, amount = j - 1, want
           break
         end
       end
     end
     if fits == 1 and option >= 0 then
       for i = 1, nc do
-        local cost, key = tonumber(w[ca + 2 * i - 2]), KEYS[ck + 2 * i]
+        local cost, key = w[ca + 2 * i - 2], KEYS[ck + 2 * i]
         if cost > 0 then
           add(key, cost)
           windows[key] = true
           counts[2 * i] = seen[key]
         end
       end
-      if amount then
+      if amount > 0 then
         for i = 1, nh do
-          local holds = KEYS[hk + 3 * i - 1]
-          add(KEYS[hk + 3 * i], tonumber(amount))
+          local holds, sum = KEYS[hk + 3 * i - 1], KEYS[hk + 3 * i]
+          add(sum, amount)
           local list = added[holds]
           if list == nil then
-            list = {KEYS[hk + 3 * i], w[oa + no + 2 * i - 1]}
+            list = {sum, w[oa + no + 2 * i - 1]}
             added[holds] = list
           end
           list[#list + 1] = expires
-          list[#list + 1] = rid .. ' ' .. amount
+          list[#list + 1] = member(rid, amount)
         end
       end
     end
-    row = {fits, option}
-    for i = 1, nh do row[#row + 1] = left[i] end
-    for i = 1, 2 * nc do row[#row + 1] = counts[i] end
+    local words = {fits, option}
+    for i = 1, nh do words[#words + 1] = left[i] end
+    for i = 1, 2 * nc do words[#words + 1] = counts[i] end
+    for i = 1, #words do words[i] = string.format('%d', words[i]) end
+    row = table.concat(words, ' ')
   end
   out[q] = row
 end
@@ -205,13 +199,19 @@ for key, d in pairs(delta) do
   end
 end
 for holds, list in pairs(added) do
-  redis.call('ZADD', holds, unpack(list, 3))
-  if fresh[list[1]] then  -- new this period: its holds live as long as its spend
+  if fresh[list[1]] then
+    -- new this period: the holds live as long as the spend, and a member that never expires
+    -- keeps the set (and its TTL) when the last hold goes
+    list[#list + 1] = '+inf'
+    list[#list + 1] = '~'
+    redis.call('ZADD', holds, unpack(list, 3))
     redis.call('EXPIRE', holds, list[2])
     redis.call('EXPIRE', list[1], list[2])
+  else
+    redis.call('ZADD', holds, unpack(list, 3))
   end
 end
-return out
+return table.concat(out, ';')
 """
 
 
@@ -281,6 +281,7 @@ class RemoteGate:
         self._inflight: set[asyncio.Future[Any]] = set()  # calls sent without a task
         self._outage: str | None = None  # why Redis is not used now; None: it is
         self._retry_at = 0.0
+        self._sweep_at = 0.0
 
     @property
     def window_s(self) -> float:
@@ -388,9 +389,8 @@ class RemoteGate:
             _fail(asks, Unavailable(f"{type(reply).__name__}: {reply}"))
             return
         try:
-            answers = [
-                _answer(ask, row, elapsed) for (ask, _), row in zip(asks, reply, strict=True)
-            ]
+            rows = reply.split(b";") if asks else []
+            answers = [_answer(ask, row, elapsed) for (ask, _), row in zip(asks, rows, strict=True)]
         except Exception as exc:  # a bug, not an outage: every caller hears of it
             _fail(asks, exc)
             raise
@@ -408,18 +408,21 @@ class RemoteGate:
         number = int(now // window_s)
         elapsed = now - number * window_s
         keys: list[str] = []
-        words: list[str | int] = [
-            repr(now),
-            repr(max(0.0, 1.0 - elapsed / window_s)),
+        words: list[str | int | float] = [
+            now,
+            max(0.0, 1.0 - elapsed / window_s),
             int(window_s * 2000) + 1000,
             len(settled),
             len(adjusted),
             len(asks),
+            1 if asks and now >= self._sweep_at else 0,
         ]
+        if asks and now >= self._sweep_at:
+            self._sweep_at = now + SWEEP_EVERY_S
         for item in settled:
             for hold in item.holds:
                 keys += _hold_keys(hold.name)
-            words += (_word(item.rid), item.held, item.actual, len(item.holds))
+            words += (item.rid, item.held, item.actual, len(item.holds))
         current = f":{number}"
         for name, delta in adjusted:
             keys.append(self._prefix + name + current)
@@ -427,7 +430,7 @@ class RemoteGate:
         previous = f":{number - 1}"
         today = datetime.fromtimestamp(now, UTC)
         for ask, _ in asks:
-            words += (_word(ask.rid), repr(ask.expires), len(ask.checks))
+            words += (ask.rid, ask.expires, len(ask.checks))
             for check in ask.checks:
                 base = self._prefix + check.key
                 keys += (base + previous, base + current)
@@ -436,7 +439,7 @@ class RemoteGate:
             for hold in ask.holds:
                 keys += _hold_keys(hold.name)
                 words += (hold.limit, hold.ttl_s(today))
-        return keys, (" ".join(map(str, words)),), elapsed
+        return keys, (json.dumps(words),), elapsed
 
     def _went_away(self, exc: BaseException) -> None:
         self._retry_at = self._clock() + self._retry_s
@@ -479,16 +482,13 @@ def _hold_keys(name: str) -> tuple[str, str, str]:
     return base + ":spent", base + ":holds", base + ":holds:sum"
 
 
-def _word(rid: str) -> str:
-    """A request id as one word of the script's argument (ours never hold whitespace)."""
-    return rid if rid.isprintable() and " " not in rid else "-".join(rid.split()) or "-"
-
-
-def _answer(ask: Ask, row: list[Any], elapsed: float) -> Answer:
-    if row[1] == UNSEEDED:
-        return Answer(False, (), Reserved(UNSEEDED, (row[2],)))
+def _answer(ask: Ask, row: bytes, elapsed: float) -> Answer:
+    words = [int(word) for word in row.split()]
+    if words[1] == UNSEEDED:
+        return Answer(False, (), Reserved(UNSEEDED, (words[2],)))
     nh = len(ask.holds)
     counts = tuple(
-        Counts(row[2 + nh + 2 * i], row[3 + nh + 2 * i], elapsed) for i in range(len(ask.checks))
+        Counts(words[2 + nh + 2 * i], words[3 + nh + 2 * i], elapsed)
+        for i in range(len(ask.checks))
     )
-    return Answer(row[0] == 1, counts, Reserved(row[1], tuple(row[2 : 2 + nh])))
+    return Answer(words[0] == 1, counts, Reserved(words[1], tuple(words[2 : 2 + nh])))

@@ -63,7 +63,7 @@ def calls(client: redis.Redis) -> int:
 def held(client: redis.Redis, hold: Hold) -> int:
     """What the hold's reservations add up to, from the members and from the running sum."""
     members: list[bytes] = client.zrange(f"{BUDGET_PREFIX}{hold.name}:holds", 0, -1)  # type: ignore[assignment]
-    total = sum(int(m.split()[1]) for m in members)
+    total = sum(int(m.split()[1]) for m in members if m != b"~")
     assert int(client.get(f"{BUDGET_PREFIX}{hold.name}:holds:sum") or 0) == total
     return total
 
@@ -280,3 +280,22 @@ def test_it_runs_on_uvloop(private_redis: PrivateRedis) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         answers = runner.run(admit_twice())
     assert [a.counts[0].cur for a in answers] == [1, 2]
+
+
+async def test_a_dead_requests_hold_expires(private_redis: PrivateRedis) -> None:
+    client = private_redis.server.client()
+    clock = Clock()
+    gate = RemoteGate(private_redis.url(), clock=clock)
+    only = budget("1.00")
+    await gate.seed(only, 0, NOW)
+    dead = await gate.admit(Ask((), (only,), (usd("0.8"),), "dead", clock.now + 30))
+    assert dead.reserved.index == 0  # never settled: its process was killed
+    refused = await gate.admit(Ask((), (only,), (usd("0.5"),), "r1", clock.now + 30))
+    assert refused.reserved.index == NONE_FITS
+    clock.now += 31
+    again = await gate.admit(Ask((), (only,), (usd("0.5"),), "r2", clock.now + 30))
+    assert again.reserved.index == 0
+    assert again.reserved.left == (usd("1.00"),)
+    assert held(client, only) == usd("0.5")
+    assert client.ttl(f"{BUDGET_PREFIX}{only.name}:holds") > 0  # gone with its period
+    await gate.aclose()
