@@ -54,17 +54,17 @@ SWEEP_EVERY_S = 1.0  # how often the holds of requests that never ended are look
 
 # KEYS: three per settlement's hold (its spend, holds and their sum), one per adjustment (a
 # tokens window), then per ask two per check (previous and current window) and three per hold.
-# ARGV[1], one JSON array (one argument for the client to write, not dozens): now, the
-# previous window's share, the windows' TTL (ms), the number of settlements, adjustments and
-# asks, whether to sweep expired holds (once a second: only a request that never ended leaves
-# one, and its hold already outlives its deadline); each settlement (rid, amount held, actual cost, holds); each adjustment's delta; each
-# ask (rid, its holds' expiry, checks, each check's cost and limit, holds, options, each option,
-# each hold's limit and TTL).
+# ARGV[1], one JSON array (one argument for the client to write, not dozens): now, the previous
+# window's share, the windows' TTL (ms), the number of settlements, adjustments and asks,
+# whether to sweep expired holds (once a second: only a request that never ended leaves one,
+# and its hold already outlives its deadline); each settlement (rid, amount held, actual cost,
+# holds); each adjustment's delta; each ask (rid, its holds' expiry, checks, each check's cost
+# and limit, holds, options, each option, each hold's limit and TTL).
 #
 # A hold's keys: ``spent`` (seeded from the ledger, then counted here), ``holds`` (a sorted set
-# of "rid amount" by expiry, and "~" that never expires) and ``holds:sum`` (the amounts held, kept as they come and go).
-# Every counter the batch touches is read once, kept in the script while its asks are decided
-# one after the other, and written once at the end.
+# of "rid amount" by expiry, and "~" that never expires) and ``holds:sum`` (the amounts held,
+# kept as they come and go). Every counter the batch touches is read once, kept in the script
+# while its asks are decided one after the other, and written once at the end.
 #
 # The answer, one string: per ask (separated by ';'), "fits option", each hold's left and each
 # check's previous and current count; or "0 -2 <the unseeded hold's index>".
