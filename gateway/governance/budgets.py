@@ -10,6 +10,10 @@ request's deadline plus a margin), so one left by a killed process frees itself.
 
 A hold's spend is seeded from the ledger the first time a period is seen (``seed``); from then
 on the store's counter is the truth for that period, and the ledger's rows follow it.
+
+The gateway with Redis reserves through ``remote.RemoteGate`` (with the rate limits, in one
+call; the same ``spent`` counter, its reservations kept its own way) and keeps ``MemoryBudgets``
+for while Redis is away. ``RedisBudgets`` is the store on its own.
 """
 
 from __future__ import annotations

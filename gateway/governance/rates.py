@@ -9,13 +9,17 @@ for every answer (the tighter of key and team for each of requests and tokens) a
 ``retry-after``. ``settle`` corrects the tokens once the real usage is known: more than the
 estimate is added, less is given back.
 
-The counters are shared by every replica through Redis (``TIERGATE_REDIS_URL``), one script
-call per admission. When Redis fails (refused, timed out), one ``rate_limits_local`` warning is
-logged for the outage, the limits are kept per process (``limits``' in-memory storage) and the
-request is served; Redis is tried again on the request path every ``retry_s`` seconds (no
-background task, no sleeping), and ``rate_limits_shared`` is logged when it answers again. While
-local, each replica enforces the full limit on its own, so the fleet lets through up to a limit
-per replica; the per-process counts are not merged back into Redis.
+The gateway with Redis (``TIERGATE_REDIS_URL``) does not ask this class for the shared
+counters: ``remote.RemoteGate`` decides them with the budgets in one script call (same keys, same
+arithmetic). A ``RateLimiter`` given a ``redis_url`` shares them alone, one script call per
+admission (bench/rate_limits.py measures it).
+
+When Redis fails (refused, timed out), one ``rate_limits_local`` warning is logged for the
+outage, the limits are kept per process (``limits``' in-memory storage) and the request is
+served; Redis is tried again on the request path every ``retry_s`` seconds (no background task,
+no sleeping), and ``rate_limits_shared`` is logged when it answers again. While local, each
+replica enforces the full limit on its own, so the fleet lets through up to a limit per replica;
+the per-process counts are not merged back into Redis.
 
 Redis keys hold only the subject kinds and ids (key ids and team ids, never a key itself):
 ``tiergate:rl:<kind>:<id>:<r|t>:<window number>``.
