@@ -214,6 +214,8 @@ class Governor:
         else:
             choices = [(decision, 0, False)]
         amounts = [amount for _, amount, _ in choices]
+        if not holds and not subjects:  # routes only: nothing to count
+            return Admission(decision, False, (), 0, tokens, ())
         remote = self.remote
         if remote is not None and remote.usable():
             try:

@@ -299,3 +299,36 @@ async def test_a_dead_requests_hold_expires(private_redis: PrivateRedis) -> None
     assert held(client, only) == usd("0.5")
     assert client.ttl(f"{BUDGET_PREFIX}{only.name}:holds") > 0  # gone with its period
     await gate.aclose()
+
+
+async def test_a_key_with_routes_only_asks_redis_nothing(
+    tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    from gateway.governance.budgets import MemoryBudgets
+    from gateway.governance.gate import Governor
+    from gateway.governance.grants import Grant
+    from gateway.governance.rates import RateLimiter
+    from gateway.policy import Candidate, Decision
+    from gateway.policy.load import load_policy
+
+    client = private_redis.server.client()
+    policy = load_policy(write_policy(tmp_path))
+    gate = RemoteGate(private_redis.url())
+    governor = Governor(MemoryBudgets(), RateLimiter(None), None, remote=gate)
+    grant = Grant("k-1", "k", routes=frozenset({"auto"}), virtual=True)
+    before = calls(client)
+    planned = Decision("auto", "tiny", (Candidate("tiny", "tiny"),), False, ())
+    admitted = await governor.admit(
+        grant,
+        policy,
+        planned,
+        rid="r1",
+        prompt_tokens=10,
+        max_tokens=10,
+        fits=lambda _: True,
+        deadline_s=30.0,
+    )
+    assert admitted.decision is planned
+    assert not admitted.shared
+    assert calls(client) == before
+    await governor.aclose()
