@@ -23,9 +23,10 @@ from gateway.cache.store import MemoryStore, RedisStore, Store
 from gateway.canary.controller import CanaryController
 from gateway.canary.counters import CanaryMetrics
 from gateway.governance.book import KeyBook
-from gateway.governance.budgets import MemoryBudgets, RedisBudgets
+from gateway.governance.budgets import MemoryBudgets
 from gateway.governance.gate import Governor
 from gateway.governance.rates import RateLimiter
+from gateway.governance.remote import RemoteGate
 from gateway.http.asgi import asgi_app
 from gateway.ledger.db import ensure_schema, make_engine
 from gateway.ledger.journal import Journal, recover
@@ -156,14 +157,20 @@ def key_book(settings: Settings) -> KeyBook:
 
 
 def open_governor(settings: Settings, engine: Engine | None) -> Governor:
-    """Budgets (and rate limits) shared through Redis when TIERGATE_REDIS_URL is set, else kept
-    by this process."""
-    rates = RateLimiter.from_settings(settings)
+    """Budgets and rate limits shared through Redis when TIERGATE_REDIS_URL is set (decided
+    together, one call per event-loop turn; this process's own counters while Redis is away),
+    else kept by this process."""
     if settings.redis_url is None:
-        return Governor(MemoryBudgets(), rates, engine)
-    url = settings.redis_url.get_secret_value()
+        return Governor(MemoryBudgets(), RateLimiter.from_settings(settings), engine)
     timeout_s = settings.governance_timeout_ms / 1000.0
-    return Governor(RedisBudgets(url, timeout_s=timeout_s), rates, engine)
+    remote = RemoteGate(
+        settings.redis_url.get_secret_value(),
+        timeout_s=timeout_s,
+        # a connection is made rarely, and a busy event loop can hold a connect's reply past a
+        # tight bound: a burst would then read as an outage
+        connect_timeout_s=max(2.0, timeout_s),
+    )
+    return Governor(MemoryBudgets(), RateLimiter(None), engine, remote=remote)
 
 
 async def open_ledger(settings: Settings, metrics: Metrics) -> LedgerWriter:

@@ -10,6 +10,10 @@ request's deadline plus a margin), so one left by a killed process frees itself.
 
 A hold's spend is seeded from the ledger the first time a period is seen (``seed``); from then
 on the store's counter is the truth for that period, and the ledger's rows follow it.
+
+The gateway with Redis reserves through ``remote.RemoteGate`` (with the rate limits, in one
+call; the same ``spent`` counter, its reservations kept its own way) and keeps ``MemoryBudgets``
+for while Redis is away. ``RedisBudgets`` is the store on its own.
 """
 
 from __future__ import annotations
@@ -52,21 +56,19 @@ class Hold:
     limit: int  # nano-USD
     start: datetime
     resets: datetime | None
+    name: str  # the store's key for this hold (ids only: never a secret)
 
     @classmethod
     def of(cls, allowance: Allowance, now: datetime) -> Hold:
         assert allowance.budget_usd is not None
+        start = period_start(allowance.period, now)
         return cls(
             allowance,
             to_nano(allowance.budget_usd),
-            period_start(allowance.period, now),
+            start,
             period_end(allowance.period, now),
+            f"{allowance.kind}:{allowance.id}:{int(start.timestamp())}",
         )
-
-    @property
-    def name(self) -> str:
-        """The store's key for this hold (ids only: never a secret)."""
-        return f"{self.allowance.kind}:{self.allowance.id}:{int(self.start.timestamp())}"
 
     def ttl_s(self, now: datetime) -> int:
         if self.resets is None:
@@ -87,6 +89,7 @@ class Settled:
     holds: tuple[Hold, ...]
     rid: str
     actual: int  # nano-USD
+    held: int = 0  # nano-USD: what its holds reserved (how ``RemoteGate`` finds them)
 
 
 class BudgetStore(Protocol):

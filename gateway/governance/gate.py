@@ -31,8 +31,17 @@ from gateway.governance.budgets import (
     from_nano,
     to_nano,
 )
-from gateway.governance.grants import Grant
-from gateway.governance.rates import Limits, RateLimiter, RateVerdict, Subject
+from gateway.governance.grants import Allowance, Grant
+from gateway.governance.rates import (
+    Limits,
+    RateLimiter,
+    RateVerdict,
+    Subject,
+    checks_for,
+    refusal,
+)
+from gateway.governance.remote import Ask, RemoteGate, Unavailable
+from gateway.governance.windows import Check, headers
 from gateway.policy import Candidate, Decision, Policy
 from gateway.policy.pricing import HardwarePrice, PriceBook, TokenPrice
 
@@ -62,6 +71,7 @@ class Admission:
     reserved: int  # nano-USD
     tokens: int  # counted toward the token rate limit
     headers: tuple[tuple[str, str], ...]  # the rate-limit headers
+    shared: bool = False  # decided in Redis (``RemoteGate``), so settled there
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,22 +130,54 @@ def _replace(
     return Decision(decision.route, tier, tuple(candidates), decision.pinned, reasons)
 
 
+@dataclass(frozen=True, slots=True)
+class Limited:
+    """A grant's rate limits as the gate uses them: its subjects, and its checks (the tokens
+    ones also at no cost: where a settlement's correction goes)."""
+
+    grant: Grant
+    subjects: tuple[Subject, ...]
+    limits: tuple[Check, ...]  # at no cost
+    tokens: tuple[Check, ...]
+
+    @classmethod
+    def of(cls, grant: Grant, subjects: tuple[Subject, ...]) -> Limited:
+        limits = tuple(checks_for(subjects, 0))
+        return cls(grant, subjects, limits, tuple(c for c in limits if c.dimension == "tokens"))
+
+    def checks(self, tokens: int) -> tuple[Check, ...]:
+        """The checks of a request that may use ``tokens``: one request, that many tokens."""
+        cost = max(0, tokens)
+        return tuple(
+            Check(c.name, c.key, c.dimension, c.limit, 1 if c.dimension == "requests" else cost)
+            for c in self.limits
+        )
+
+
 class Governor:
+    """``remote``: rate limits and budgets decided together in Redis, one call per event-loop
+    turn; ``budgets`` and ``rates`` are then this process's own, used while Redis is away.
+    Without ``remote`` they are the stores themselves (each with its own Redis or none)."""
+
     def __init__(
         self,
         budgets: BudgetStore,
         rates: RateLimiter | None,
         engine: Engine | None,
         clock: Callable[[], float] = time.time,
+        remote: RemoteGate | None = None,
     ) -> None:
         self.budgets = budgets
         self.rates = rates
+        self.remote = remote
         self._engine = engine
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._settled: list[Settled] = []
         self._corrected: list[tuple[tuple[Subject, ...], int, int]] = []
         self._flush: asyncio.TimerHandle | None = None
+        self._holds: dict[Allowance, tuple[Hold, float]] = {}  # → the hold, until when
+        self._grants: dict[int, Limited] = {}  # by id(grant)
 
     async def admit(
         self,
@@ -162,15 +204,30 @@ class Governor:
                 )
             )
         tokens = prompt_tokens + max_tokens
-        subjects = rate_subjects(grant) if self.rates is not None else ()
-        holds = tuple(Hold.of(a, datetime.now(UTC)) for a in grant.budgets)
+        limited = self._limited(grant)
+        subjects = limited.subjects
+        holds = self._holds_of(grant)
+        if holds:
+            worst = Worst(policy.prices, prompt_tokens, max_tokens, deadline_s)
+            step = step_down and grant.on_exhausted != "reject"
+            choices = options(policy, decision, worst, fits, step_down=step)
+        else:
+            choices = [(decision, 0, False)]
+        amounts = [amount for _, amount, _ in choices]
+        if not holds and not subjects:  # routes only: nothing to count
+            return Admission(decision, False, (), 0, tokens, ())
+        remote = self.remote
+        if remote is not None and remote.usable():
+            try:
+                checks = limited.checks(tokens)
+                return await self._admit_shared(
+                    remote, checks, tokens, holds, choices, rid, deadline_s
+                )
+            except Unavailable:
+                pass  # Redis went away: this process's own counters decide
         if not holds:
             check = await self._rates(subjects, tokens)
             return Admission(decision, False, (), 0, tokens, _allowed(check))
-        worst = Worst(policy.prices, prompt_tokens, max_tokens, deadline_s)
-        step = step_down and grant.on_exhausted != "reject"
-        choices = options(policy, decision, worst, fits, step_down=step)
-        amounts = [amount for _, amount, _ in choices]
         if subjects:
             # The rate check and the budget hold are independent round trips: at once, so the
             # request waits for one, not two; whichever refuses undoes the other.
@@ -190,6 +247,68 @@ class Governor:
             raise Denied(_exhausted(holds, got.left, amounts[-1]), headers)
         chosen, amount, stepped = choices[got.index]
         return Admission(chosen, stepped, holds, amount, tokens, headers)
+
+    async def _admit_shared(
+        self,
+        remote: RemoteGate,
+        checks: tuple[Check, ...],
+        tokens: int,
+        holds: tuple[Hold, ...],
+        choices: list[tuple[Decision, int, bool]],
+        rid: str,
+        deadline_s: float,
+    ) -> Admission:
+        """Rate limits and budgets in one Redis call, all or nothing."""
+        amounts = tuple(amount for _, amount, _ in choices) if holds else ()
+        expires = self._clock() + deadline_s + HOLD_MARGIN_S
+        ask = Ask(checks, holds, amounts, rid, expires)
+        answer = await remote.admit(ask)
+        for _ in range(len(holds)):
+            if answer.reserved.index != UNSEEDED:
+                break
+            hold = holds[answer.reserved.left[0]]
+            await remote.seed(hold, await self._spent(hold), datetime.now(UTC))
+            answer = await remote.admit(ask)
+        window_s = remote.window_s
+        if not answer.fits:
+            verdict = refusal(checks, answer.counts, window_s)
+            raise Denied(_rate_limited(verdict), verdict.headers)
+        said = headers(checks, answer.counts, window_s, None) if checks else ()
+        got = answer.reserved
+        if got.index < 0:
+            raise Denied(_exhausted(holds, got.left, amounts[-1]), said)
+        chosen, amount, stepped = choices[got.index]
+        return Admission(chosen, stepped, holds, amount, tokens, said, shared=True)
+
+    def _limited(self, grant: Grant) -> Limited:
+        """The grant's rate limits, worked out once per grant (the key book keeps its grants
+        until it is refreshed)."""
+        known = self._grants.get(id(grant))
+        if known is None or known.grant is not grant:
+            if len(self._grants) > 10_000:  # refreshed grants replace the old: never grow
+                self._grants.clear()
+            known = self._grants[id(grant)] = Limited.of(
+                grant, rate_subjects(grant) if self.rates is not None else ()
+            )
+        return known
+
+    def _holds_of(self, grant: Grant) -> tuple[Hold, ...]:
+        """The grant's budgets in their current periods (each worked out once a period)."""
+        budgets = grant.budgets
+        if not budgets:
+            return ()
+        now = time.time()
+        out: list[Hold] = []
+        for allowance in budgets:
+            known = self._holds.get(allowance)
+            if known is None or now >= known[1]:
+                hold = Hold.of(allowance, datetime.now(UTC))
+                until = hold.resets.timestamp() if hold.resets is not None else float("inf")
+                if len(self._holds) > 10_000:  # keys come and go: never grow without bound
+                    self._holds.clear()
+                self._holds[allowance] = known = (hold, until)
+            out.append(known[0])
+        return tuple(out)
 
     async def _rates(self, subjects: tuple[Subject, ...], tokens: int) -> RateVerdict | None:
         if not subjects or self.rates is None:
@@ -212,13 +331,22 @@ class Governor:
         self, grant: Grant, admission: Admission, rid: str, cost: Decimal | None, tokens: int
     ) -> None:
         """The request ended: its real cost replaces its reservation, and its real tokens its
-        estimate. In the background, and batched: every ``SETTLE_EVERY_S`` the requests that
-        ended since go to Redis in one call per store (a hold outlives its request by at most
-        that long, which only errs on the safe side)."""
+        estimate. In the background, and batched: a request decided in Redis is settled with
+        the next call that goes there (``RemoteGate.settle``); one decided in this process every
+        ``SETTLE_EVERY_S``, the requests that ended since in one call per store (a hold outlives
+        its request by at most that long, which only errs on the safe side)."""
+        settled: Settled | None = None
         if admission.holds:
             actual = to_nano(cost) if cost is not None and cost > 0 else 0
-            self._settled.append(Settled(admission.holds, rid, actual))
-        subjects = rate_subjects(grant) if self.rates is not None else ()
+            settled = Settled(admission.holds, rid, actual, admission.reserved)
+        limited = self._limited(grant)
+        if admission.shared and self.remote is not None:
+            delta = tokens - admission.tokens
+            self.remote.settle(settled, [(c, delta) for c in limited.tokens] if delta else ())
+            return
+        subjects = limited.subjects
+        if settled is not None:
+            self._settled.append(settled)
         if subjects:
             self._corrected.append((subjects, admission.tokens, tokens))
         if (self._settled or self._corrected) and self._flush is None:
@@ -240,6 +368,10 @@ class Governor:
             await self.rates.settle_many(corrected)
 
     async def _seed(self, hold: Hold) -> None:
+        await self.budgets.seed(hold, await self._spent(hold), datetime.now(UTC))
+
+    async def _spent(self, hold: Hold) -> int:
+        """The hold's spend this period, from the ledger (nothing when it cannot be read)."""
         spent = Decimal(0)
         if self._engine is not None:
             try:
@@ -253,7 +385,7 @@ class Governor:
                     error=str(exc).splitlines()[0][:200],
                     detail="counting this period's spend from zero until the ledger answers",
                 )
-        await self.budgets.seed(hold, to_nano(spent), datetime.now(UTC))
+        return to_nano(spent)
 
     async def drain(self) -> None:
         """Settle every request that has ended (tests, shutdown)."""
@@ -263,9 +395,13 @@ class Governor:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._settle_now()
+        if self.remote is not None:
+            await self.remote.flush()
 
     async def aclose(self) -> None:
         await self.drain()
+        if self.remote is not None:
+            await self.remote.aclose()
         await self.budgets.aclose()
         if self.rates is not None:
             await self.rates.aclose()

@@ -9,13 +9,17 @@ for every answer (the tighter of key and team for each of requests and tokens) a
 ``retry-after``. ``settle`` corrects the tokens once the real usage is known: more than the
 estimate is added, less is given back.
 
-The counters are shared by every replica through Redis (``TIERGATE_REDIS_URL``), one script
-call per admission. When Redis fails (refused, timed out), one ``rate_limits_local`` warning is
-logged for the outage, the limits are kept per process (``limits``' in-memory storage) and the
-request is served; Redis is tried again on the request path every ``retry_s`` seconds (no
-background task, no sleeping), and ``rate_limits_shared`` is logged when it answers again. While
-local, each replica enforces the full limit on its own, so the fleet lets through up to a limit
-per replica; the per-process counts are not merged back into Redis.
+The gateway with Redis (``TIERGATE_REDIS_URL``) does not ask this class for the shared
+counters: ``remote.RemoteGate`` decides them with the budgets in one script call (same keys, same
+arithmetic). A ``RateLimiter`` given a ``redis_url`` shares them alone, one script call per
+admission (bench/rate_limits.py measures it).
+
+When Redis fails (refused, timed out), one ``rate_limits_local`` warning is logged for the
+outage, the limits are kept per process (``limits``' in-memory storage) and the request is
+served; Redis is tried again on the request path every ``retry_s`` seconds (no background task,
+no sleeping), and ``rate_limits_shared`` is logged when it answers again. While local, each
+replica enforces the full limit on its own, so the fleet lets through up to a limit per replica;
+the per-process counts are not merged back into Redis.
 
 Redis keys hold only the subject kinds and ids (key ids and team ids, never a key itself):
 ``tiergate:rl:<kind>:<id>:<r|t>:<window number>``.
@@ -85,6 +89,25 @@ def checks_for(subjects: Sequence[Subject], tokens: int) -> list[Check]:
             cost = max(0, tokens)
             out.append(Check(f"{base}:tokens", f"{base}:t", "tokens", subject.limits.tpm, cost))
     return out
+
+
+def refusal(checks: Sequence[Check], counts: Sequence[Counts], window_s: float) -> RateVerdict:
+    """The verdict for a request some limit had no room for: the limit that binds longest
+    (``limited_by``), when to retry, and the headers."""
+    limited_by: str | None = None
+    retry: float | None = 0.0
+    for check, count in zip(checks, counts, strict=True):
+        if fits(check, count, window_s):
+            continue
+        wait = wait_s(check, count, window_s)
+        if limited_by is None or wait is None or (retry is not None and wait > retry):
+            limited_by = check.name
+        retry = None if wait is None or retry is None else max(retry, wait)
+    if limited_by is None:
+        # every limit fitted by the time the counters were read back (a race with other
+        # requests in this process): refuse this one, ask for a retry at once
+        limited_by, retry = checks[0].name, 0.0
+    return RateVerdict(False, retry, headers(checks, counts, window_s, retry), limited_by)
 
 
 class RateLimiter:
@@ -171,24 +194,7 @@ class RateLimiter:
         allowed, counts = await self._on_store(lambda store: store.admit(checks, window_s))
         if allowed:
             return RateVerdict(True, None, headers(checks, counts, window_s, None), None)
-        return self._refusal(checks, counts)
-
-    def _refusal(self, checks: Sequence[Check], counts: Sequence[Counts]) -> RateVerdict:
-        window_s = self._window_s
-        limited_by: str | None = None
-        retry: float | None = 0.0
-        for check, count in zip(checks, counts, strict=True):
-            if fits(check, count, window_s):
-                continue
-            wait = wait_s(check, count, window_s)
-            if limited_by is None or wait is None or (retry is not None and wait > retry):
-                limited_by = check.name
-            retry = None if wait is None or retry is None else max(retry, wait)
-        if limited_by is None:
-            # every limit fitted by the time the counters were read back (a race with other
-            # requests in this process): refuse this one, ask for a retry at once
-            limited_by, retry = checks[0].name, 0.0
-        return RateVerdict(False, retry, headers(checks, counts, window_s, retry), limited_by)
+        return refusal(checks, counts, window_s)
 
     async def settle(self, subjects: Sequence[Subject], estimated: int, actual: int) -> None:
         """Correct the tokens windows once the usage is known: ``actual - estimated`` is added
