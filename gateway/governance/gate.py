@@ -44,6 +44,7 @@ from gateway.governance.remote import Ask, RemoteGate, Unavailable
 from gateway.governance.windows import Check, headers
 from gateway.policy import Candidate, Decision, Policy
 from gateway.policy.pricing import HardwarePrice, PriceBook, TokenPrice
+from gateway.routing.cascade import escalation
 
 log = structlog.get_logger("tiergate.governance")
 
@@ -72,6 +73,19 @@ class Admission:
     tokens: int  # counted toward the token rate limit
     headers: tuple[tuple[str, str], ...]  # the rate-limit headers
     shared: bool = False  # decided in Redis (``RemoteGate``), so settled there
+    may_escalate: bool = True  # False: the hold covers the cascade's cheap tier only
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One place the request may go, with its worst case: ``stepped`` when a budget moved it
+    to a cheaper tier; ``may_escalate`` False when its amount leaves out the escalation of the
+    tier's cascade (the amount with it did not fit)."""
+
+    decision: Decision
+    amount: int  # nano-USD
+    stepped: bool = False
+    may_escalate: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,25 +116,53 @@ def options(
     fits: Callable[[str], bool],
     *,
     step_down: bool,
-) -> list[tuple[Decision, int, bool]]:
-    """Where the request may go, best first, each with its worst case and whether it is a
-    step down: the decision as planned; its chosen tier without the pricier fallbacks; then
-    (``step_down``) each cheaper tier of the route, the next cheaper first."""
-    out: list[tuple[Decision, int, bool]] = [(decision, worst.of_all(decision.candidates), False)]
+) -> list[Option]:
+    """Where the request may go, best first, each with its worst case: the decision as planned;
+    its chosen tier without the pricier fallbacks; then (``step_down``) each cheaper tier of the
+    route, the next cheaper first. A tier with a cascade comes twice: first with the tiers it
+    would escalate to counted in (both calls are billed), then without, its escalation off."""
+    places: list[tuple[Decision, bool]] = [(decision, False)]
     chosen = [c for c in decision.candidates if c.tier == decision.tier]
     if chosen and len(chosen) < len(decision.candidates):
-        cheaper = _replace(decision, decision.tier, chosen, None)
-        out.append((cheaper, worst.of_all(chosen), False))
+        places.append((_replace(decision, decision.tier, chosen, None), False))
     route = policy.routes.get(decision.route)
-    if not step_down or decision.pinned or route is None or decision.tier not in route.tiers:
-        return out
-    below = list(route.tiers[: route.tiers.index(decision.tier)])
-    for tier in reversed(below):
-        kept = [Candidate(b, tier) for b in policy.tier(tier).backends if fits(b)]
-        if kept:
-            why = f"budget: stepped down from tier {decision.tier!r} to {tier!r}"
-            out.append((_replace(decision, tier, kept, why), worst.of_all(kept), True))
+    if step_down and not decision.pinned and route is not None and decision.tier in route.tiers:
+        below = list(route.tiers[: route.tiers.index(decision.tier)])
+        for tier in reversed(below):
+            kept = [Candidate(b, tier) for b in policy.tier(tier).backends if fits(b)]
+            if kept:
+                why = f"budget: stepped down from tier {decision.tier!r} to {tier!r}"
+                places.append((_replace(decision, tier, kept, why), True))
+    out: list[Option] = []
+    for place, stepped in places:
+        amount = worst.of_all(place.candidates)
+        up = escalation(policy, place, fits)
+        if up is not None:
+            out.append(Option(place, amount + worst.of_all(up.candidates), stepped))
+            out.append(Option(place, amount, stepped, may_escalate=False))
+        else:
+            out.append(Option(place, amount, stepped))
     return out
+
+
+def _admitted(
+    option: Option,
+    holds: tuple[Hold, ...],
+    tokens: int,
+    headers: tuple[tuple[str, str], ...],
+    *,
+    shared: bool = False,
+) -> Admission:
+    return Admission(
+        option.decision,
+        option.stepped,
+        holds,
+        option.amount,
+        tokens,
+        headers,
+        shared=shared,
+        may_escalate=option.may_escalate,
+    )
 
 
 def _replace(
@@ -212,8 +254,8 @@ class Governor:
             step = step_down and grant.on_exhausted != "reject"
             choices = options(policy, decision, worst, fits, step_down=step)
         else:
-            choices = [(decision, 0, False)]
-        amounts = [amount for _, amount, _ in choices]
+            choices = [Option(decision, 0)]
+        amounts = [option.amount for option in choices]
         if not holds and not subjects:  # routes only: nothing to count
             return Admission(decision, False, (), 0, tokens, ())
         remote = self.remote
@@ -245,8 +287,7 @@ class Governor:
             if subjects and self.rates is not None:
                 await self.rates.settle(subjects, tokens, 0)
             raise Denied(_exhausted(holds, got.left, amounts[-1]), headers)
-        chosen, amount, stepped = choices[got.index]
-        return Admission(chosen, stepped, holds, amount, tokens, headers)
+        return _admitted(choices[got.index], holds, tokens, headers)
 
     async def _admit_shared(
         self,
@@ -254,12 +295,12 @@ class Governor:
         checks: tuple[Check, ...],
         tokens: int,
         holds: tuple[Hold, ...],
-        choices: list[tuple[Decision, int, bool]],
+        choices: list[Option],
         rid: str,
         deadline_s: float,
     ) -> Admission:
         """Rate limits and budgets in one Redis call, all or nothing."""
-        amounts = tuple(amount for _, amount, _ in choices) if holds else ()
+        amounts = tuple(option.amount for option in choices) if holds else ()
         expires = self._clock() + deadline_s + HOLD_MARGIN_S
         ask = Ask(checks, holds, amounts, rid, expires)
         answer = await remote.admit(ask)
@@ -277,8 +318,7 @@ class Governor:
         got = answer.reserved
         if got.index < 0:
             raise Denied(_exhausted(holds, got.left, amounts[-1]), said)
-        chosen, amount, stepped = choices[got.index]
-        return Admission(chosen, stepped, holds, amount, tokens, said, shared=True)
+        return _admitted(choices[got.index], holds, tokens, said, shared=True)
 
     def _limited(self, grant: Grant) -> Limited:
         """The grant's rate limits, worked out once per grant (the key book keeps its grants

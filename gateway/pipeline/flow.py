@@ -196,6 +196,11 @@ class _Flight:
     admission: Admission | None = None  # what the governance gate let through and holds
     grant: Grant | None = None
 
+    @property
+    def may_escalate(self) -> bool:
+        """Whether a cascade may escalate: no budget, or one whose hold covers it."""
+        return self.admission is None or self.admission.may_escalate
+
     async def whole(self, decision: Decision) -> Answer:
         assert self.chat is not None
         chat, outcome = self.chat, self.outcome

@@ -13,12 +13,16 @@ give a calibrated confidence (``gateway.scoring.confidence``); below the tier's
   skipped for pinned backends, ``n > 1``, and when the cheap tier failed over to another tier.
   When no tier above can take the request (or all of them fail), the cheap answer stands
   (``unescalated``).
+* Under a budget, the escalation is paid for in advance: the governance gate reserves the cheap
+  tier's worst case plus the tiers above's (``escalation``) when the budget has room for both,
+  else only the cheap tier's, and then the flight says ``may_escalate`` False: an unsure answer
+  stands (``unescalated``) rather than spend what was never reserved.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -44,6 +48,11 @@ class Flight(Protocol):
     plan: Plan
     outcome: Outcome
 
+    @property
+    def may_escalate(self) -> bool:
+        """Whether what the request holds (its budget reservation) covers an escalation."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -61,6 +70,18 @@ class Verdict:
         return self.first if self.decision == "escalated" else None
 
 
+def escalation(policy: Policy, decision: Decision, fits: Callable[[str], bool]) -> Decision | None:
+    """Where the decision's cascade would escalate to: the route's tiers above its tier, their
+    backends that ``fits`` the request; None when its tier has no cascade (or a pinned decision,
+    or nothing above)."""
+    if decision.pinned:
+        return None
+    tier = next((t for t in policy.tiers if t.name == decision.tier), None)
+    if tier is None or tier.cascade is None:
+        return None
+    return _upward(policy, decision, fits)
+
+
 def cascade_of(policy: Policy, decision: Decision, chat: ChatRequest) -> Cascade | None:
     """The cascade of the decision's tier, if it has one and it applies to this request."""
     if decision.pinned or chat.n > 1:
@@ -71,13 +92,13 @@ def cascade_of(policy: Policy, decision: Decision, chat: ChatRequest) -> Cascade
 
 async def complete(flight: Flight, decision: Decision, chat: ChatRequest) -> Served:
     """``Dispatcher.complete``, with the decision tier's cascade when it has one."""
-    active, plan, outcome = flight.active, flight.plan, flight.outcome
+    active, outcome = flight.active, flight.outcome
     dispatcher = active.dispatcher
     cascade = cascade_of(active.policy, decision, chat)
     if cascade is None:
         return await dispatcher.complete(decision, chat, arrived=outcome.started)
     first = await dispatcher.complete(decision, _asking(chat), arrived=outcome.started)
-    up = _judge(active.policy, cascade, decision, plan, first, outcome)
+    up = _judge(active.policy, cascade, decision, flight, first)
     if up is None:
         return _as_asked(first, chat)
     try:
@@ -92,13 +113,13 @@ async def complete(flight: Flight, decision: Decision, chat: ChatRequest) -> Ser
 async def open_stream(flight: Flight, decision: Decision, chat: ChatRequest) -> Opened:
     """``Dispatcher.open_stream``, buffered through the cascade when the decision's tier has
     one with ``streamed: buffer``."""
-    active, plan, outcome = flight.active, flight.plan, flight.outcome
+    active, outcome = flight.active, flight.outcome
     dispatcher = active.dispatcher
     cascade = cascade_of(active.policy, decision, chat)
     if cascade is None or not cascade.streamed:
         return await dispatcher.open_stream(decision, chat, arrived=outcome.started)
     first = await dispatcher.complete(decision, _asking(chat), arrived=outcome.started)
-    up = _judge(active.policy, cascade, decision, plan, first, outcome)
+    up = _judge(active.policy, cascade, decision, flight, first)
     if up is not None:
         try:
             opened = await dispatcher.open_stream(up, chat, arrived=outcome.started)
@@ -115,19 +136,15 @@ async def open_stream(flight: Flight, decision: Decision, chat: ChatRequest) -> 
 
 
 def _judge(
-    policy: Policy,
-    cascade: Cascade,
-    decision: Decision,
-    plan: Plan,
-    first: Served,
-    outcome: Outcome,
+    policy: Policy, cascade: Cascade, decision: Decision, flight: Flight, first: Served
 ) -> Decision | None:
     """Record the verdict on the cheap answer; the decision to escalate to, or ``None``."""
     if first.candidate.tier != decision.tier:
         return None  # the cheap tier failed and a fallback answered: nothing to judge
+    outcome = flight.outcome
     confidence = cascade.calibration.confidence(token_logprobs(first.completion.logprobs))
     keep = cascade.keeps(confidence)
-    up = None if keep else _upward(policy, decision, plan)
+    up = None if keep or not flight.may_escalate else _upward(policy, decision, flight.plan.fits)
     outcome.cascade = Verdict(
         "kept" if keep else ("escalated" if up is not None else "unescalated"),
         round(confidence, 6),
@@ -151,7 +168,7 @@ def _unescalated(outcome: Outcome, exc: DispatchError) -> None:
     outcome.cascade = dataclasses.replace(verdict, decision="unescalated", attempts=attempts)
 
 
-def _upward(policy: Policy, decision: Decision, plan: Plan) -> Decision | None:
+def _upward(policy: Policy, decision: Decision, fits: Callable[[str], bool]) -> Decision | None:
     """The route's tiers above the decision's, their backends that can serve the request."""
     route = policy.routes.get(decision.route)
     if route is None or decision.tier not in route.tiers:
@@ -160,7 +177,7 @@ def _upward(policy: Policy, decision: Decision, plan: Plan) -> Decision | None:
     candidates: list[Candidate] = []
     for name in above:
         for backend in policy.tier(name).backends:
-            if plan.fits(backend) and all(c.backend != backend for c in candidates):
+            if fits(backend) and all(c.backend != backend for c in candidates):
                 candidates.append(Candidate(backend, name))
     if not candidates:
         return None
