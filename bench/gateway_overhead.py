@@ -341,9 +341,9 @@ class TreeGateway:
             "TIERGATE_HOST": "127.0.0.1",
             "TIERGATE_WATCH_POLICY": "false",
             "TIERGATE_LEDGER": "false",
-            **(extra_env or {}),
         }
-        env.pop("TIERGATE_API_KEYS", None)
+        env.pop("TIERGATE_API_KEYS", None)  # the caller's own keys; ``extra_env`` may set some
+        env.update(extra_env or {})
         self._log = (work / f"gateway-{label}.log").open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-c", LAUNCH], env=env, cwd=tree, stdout=self._log, stderr=self._log
