@@ -289,3 +289,19 @@ def test_remembered_tuples_and_any_span_size_stay_the_sdk_encoders_message() -> 
         assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(
             deterministic=True
         )
+
+
+def test_a_child_follows_its_parents_flag_whatever_the_parent_span_is() -> None:
+    """``start_child`` under the gateway's own span, under another API span (sampled or not),
+    and with a sampler that ignores parents."""
+    spans = InMemory()
+    tracer = LeanTracer(spans)
+    for flags, recording in (("01", True), ("00", False)):
+        remote = trace.get_current_span(extract({"traceparent": PARENT[:-2] + flags}))
+        child = tracer.start_child("x", remote)
+        assert child.is_recording() is recording
+        assert child.get_span_context().trace_id == remote.get_span_context().trace_id
+        assert tracer.start_child("y", child).is_recording() is recording
+    never = LeanTracer(spans, Sampler(0.0, parent_based=False))
+    sampled = trace.get_current_span(extract({"traceparent": PARENT}))
+    assert not never.start_child("z", sampled).is_recording()
