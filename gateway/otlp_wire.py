@@ -96,6 +96,10 @@ _SPAN_ATTRIBUTE = 9  # Span.attributes
 _KIND_FIELDS = {kind: b"\x30" + _varint(number) for kind, number in _KINDS.items()}
 _INTERNAL, _SERVER, _CLIENT = SpanKind.INTERNAL, SpanKind.SERVER, SpanKind.CLIENT
 _pack_times = struct.Struct("<BQBQ").pack  # Span.start_time_unix_nano, end_time_unix_nano
+_pack_ids = struct.Struct(">HQQHQ").pack  # tag+size, trace id (high, low), tag+size, span id
+_pack_parent = struct.Struct(">HQ").pack  # tag+size, parent span id
+_pack_two = struct.Struct("BBB").pack  # a tag and a two-byte varint
+_LOW64 = (1 << 64) - 1
 _NO_STATUS = _field(15, b"")  # the status written for an unset one, as the SDK's encoder does
 # Span.flags: the parent is local (or there is none), or remote.
 _LOCAL_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)
@@ -143,7 +147,12 @@ class SpanEncoder:
                 fields[i] = encoded = _key_value(_SPAN_ATTRIBUTE, key, value)
                 # Worth remembering: strings, booleans, integers and floats (not 0.0, which
                 # would also answer for -0.0), except keys whose values never repeat.
-                if kind in _REMEMBERED and (kind is not float or value) and key not in _VARYING:
+                # A tuple of strings too (finish reasons, candidates): equal tuples of other
+                # types may differ in their elements' types, as 1 and True do.
+                if (
+                    (kind in _REMEMBERED and (kind is not float or value))
+                    or (kind is tuple and all(type(v) is str for v in value))
+                ) and key not in _VARYING:
                     if len(known) >= _PAIRS_KEPT:
                         known.clear()  # forgotten all at once: the pairs in use come back
                     known[keys[i]] = encoded
@@ -158,18 +167,14 @@ class SpanEncoder:
                 self._names.clear()
             self._names[span.name] = name
         kind = span.kind
-        out = [
-            b"\x0a\x10",
-            context.trace_id.to_bytes(16, "big"),
-            b"\x12\x08",
-            context.span_id.to_bytes(8, "big"),
-        ]
+        trace_id = context.trace_id
+        # Span.trace_id and span_id (the 128-bit id as two big-endian halves): one pack.
+        out = [_pack_ids(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, context.span_id)]
         state = context.trace_state
         if state:
             out.append(_field(3, state.to_header().encode()))
         if parent is not None:
-            out.append(b"\x22\x08")
-            out.append(parent.span_id.to_bytes(8, "big"))
+            out.append(_pack_parent(0x2208, parent.span_id))  # Span.parent_span_id
         out.append(name)
         out.append(
             b"\x30\x01"
@@ -194,8 +199,10 @@ class SpanEncoder:
             out.append(_field(15, body))
         out.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
         body = b"".join(out)
-        size = len(body)
-        return b"\x12" + (_SMALL[size] if size < 0x80 else _varint(size)) + body  # Scope.spans
+        size = len(body)  # Scope.spans: a span is 0.1-16 KB, its size two bytes
+        if 0x80 <= size < 0x4000:
+            return _pack_two(0x12, size & 0x7F | 0x80, size >> 7) + body
+        return b"\x12" + (_SMALL[size] if size < 0x80 else _varint(size)) + body
 
 
 Send = Callable[[Sequence[FinishedSpan]], bool]

@@ -205,6 +205,8 @@ class LeanTracer(trace.Tracer):
         self._sink = sink
         self._sampler = sampler or Sampler()
         self._bits = random.Random().getrandbits
+        # A parent's flag decides (parent-based sampling): read in ``_start`` without a call.
+        self._parent_decides = self._sampler.parent_based
 
     def start_span(
         self,
@@ -229,7 +231,12 @@ class LeanTracer(trace.Tracer):
     ) -> Span:
         """A span under ``parent`` (None: a new trace), without a context to look it up in:
         the gateway keeps its request's server span at hand (``tracing.server_span``)."""
-        above = _INVALID if parent is None else parent.get_span_context()
+        if parent is None:
+            above = _INVALID
+        elif type(parent) is LeanSpan:
+            above = parent.context  # no method call for the gateway's own spans
+        else:
+            above = parent.get_span_context()
         return self._start(name, above, kind, attributes, None)
 
     def _start(
@@ -242,12 +249,18 @@ class LeanTracer(trace.Tracer):
     ) -> Span:
         bits = self._bits
         parent: SpanContext | None
-        if above.is_valid:
-            parent, trace_id, state = above, above.trace_id, above.trace_state
+        # A SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state,
+        # is_valid): read by index, not through its properties (a Python call each).
+        if above[5]:
+            parent, trace_id, state = above, above[0], above[4]
         else:
             parent, trace_id, state = None, bits(128) or 1, DEFAULT_TRACE_STATE
         span_id = bits(64) or 1
-        if not self._sampler.sampled(trace_id, parent):
+        if parent is not None and self._parent_decides:
+            sampled = bool(parent[3] & TraceFlags.SAMPLED)
+        else:
+            sampled = self._sampler.sampled(trace_id, parent)
+        if not sampled:
             unsampled = SpanContext(trace_id, span_id, False, _UNSAMPLED, state)
             return NonRecordingSpan(unsampled)
         # SpanContext's own __new__ checks the ids' range, known good here: the tuple directly.

@@ -5,7 +5,7 @@ context) and ends it after the response's last byte. Probes and scrapes are not 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -43,11 +43,13 @@ class Traced:
         status = 500
         errored = False
 
-        async def traced_send(message: Message) -> None:
+        # A plain function handing back ``send``'s own awaitable: no coroutine of ours per
+        # message (a stream sends one per chunk), only the status read on the way.
+        def traced_send(message: Message) -> Awaitable[None]:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)
 
         bound = tracing.bind(self.tracing, span)
         try:

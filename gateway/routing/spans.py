@@ -11,7 +11,9 @@ complexity score, cache outcome, cost. Prompt and answer text only when ``Tracin
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from opentelemetry.trace import Span
@@ -42,6 +44,39 @@ PROVIDERS = {
 
 # The backend types that call an HTTP upstream, which gets the attempt's ``traceparent``.
 HTTP_TYPES = frozenset({"ollama", "openai_compat", "remote"})
+
+
+def _with_headers(kind: type[_R]) -> Callable[[_R, tuple[tuple[str, str], ...]], _R]:
+    """``dataclasses.replace(request, trace_headers=headers)`` for ``kind``, in a third less
+    time (one C ``attrgetter`` for the other fields, then the class's own ``__init__``):
+    it runs once per traced attempt. Needs ``trace_headers`` to be the last field."""
+    names = [field.name for field in dataclasses.fields(kind)]
+    if names[-1] != "trace_headers" or any(
+        f.kw_only or not f.init for f in dataclasses.fields(kind)
+    ):
+        raise TypeError(
+            f"{kind.__name__}: gateway.routing.spans copies it positionally and needs every "
+            f"field in __init__, none keyword-only, trace_headers last; keep it that way"
+        )
+    # attrgetter of several names gives a tuple; of one, the value itself: made a tuple here.
+    others: Callable[[Any], tuple[Any, ...]] = (
+        attrgetter(*names[:-1])
+        if len(names) > 2
+        else lambda r: tuple(getattr(r, n) for n in names[:-1])
+    )
+
+    make: Callable[..., _R] = kind
+
+    def copy(request: _R, headers: tuple[tuple[str, str], ...]) -> _R:
+        return make(*others(request), headers)
+
+    return copy
+
+
+_COPIES: dict[type, Callable[[Any, tuple[tuple[str, str], ...]], Any]] = {
+    ChatRequest: _with_headers(ChatRequest),
+    EmbeddingRequest: _with_headers(EmbeddingRequest),
+}
 
 
 def provider(state: BackendState) -> str:
@@ -94,7 +129,11 @@ def start(
     span = traced.child(f"{operation} {model}", attributes, tracing.CLIENT)
     if state.config.type not in HTTP_TYPES:
         return span, request  # in-process: no upstream to tell
-    return span, dataclasses.replace(request, trace_headers=tracing.headers_for(span))
+    copy = _COPIES.get(type(request))
+    if copy is None:  # a subclass: the general way
+        return span, dataclasses.replace(request, trace_headers=tracing.headers_for(span))
+    traced_request: _R = copy(request, tracing.headers_for(span))
+    return span, traced_request
 
 
 def usage(span: Span, used: Usage | None) -> None:

@@ -268,3 +268,40 @@ def test_spans_under_the_bound_server_span() -> None:
     assert not quiet.is_recording()
     assert quiet.get_span_context().trace_id == unsampled.get_span_context().trace_id
     assert headers_for(quiet)[0][1].endswith("-00")  # the upstream hears: not sampled
+
+
+def test_remembered_tuples_and_any_span_size_stay_the_sdk_encoders_message() -> None:
+    """Tuples of strings are remembered (candidates, finish reasons); tuples of other types,
+    whose equal values may be of different types, are written each time; spans of under 128
+    bytes, of two-byte sizes and over 16 KB are framed alike."""
+    spans = InMemory()
+    tracer = LeanTracer(spans)
+    values: list[AttributeValue] = [("a", "b"), (1, 2), (True, False), (1.0, 2.0), ("stop",)]
+    for value in [*values, (1, 2), (True, False), ("a", "b"), (1.0, 2.0), *values]:
+        tracer.start_span("x", attributes={"value": value}).end()
+    tracer.start_span("y").end()  # a small span
+    tracer.start_span("z", attributes={"big": "x" * 20_000}).end()  # a three-byte size
+    resource = Resource.create({"service.name": "tiergate"})
+    encoder = SpanEncoder(resource, "tiergate")
+    theirs = encode_spans(as_sdk(spans.get_finished_spans(), resource))
+    for _ in range(2):
+        ours = ExportTraceServiceRequest.FromString(encoder.encode(spans.get_finished_spans()))
+        assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(
+            deterministic=True
+        )
+
+
+def test_a_child_follows_its_parents_flag_whatever_the_parent_span_is() -> None:
+    """``start_child`` under the gateway's own span, under another API span (sampled or not),
+    and with a sampler that ignores parents."""
+    spans = InMemory()
+    tracer = LeanTracer(spans)
+    for flags, recording in (("01", True), ("00", False)):
+        remote = trace.get_current_span(extract({"traceparent": PARENT[:-2] + flags}))
+        child = tracer.start_child("x", remote)
+        assert child.is_recording() is recording
+        assert child.get_span_context().trace_id == remote.get_span_context().trace_id
+        assert tracer.start_child("y", child).is_recording() is recording
+    never = LeanTracer(spans, Sampler(0.0, parent_based=False))
+    sampled = trace.get_current_span(extract({"traceparent": PARENT}))
+    assert not never.start_child("z", sampled).is_recording()
