@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.errors import Forbidden, GatewayError, TooManyRequests
+from gateway.errors import Forbidden, GatewayError
 from gateway.governance import store
 from gateway.governance.budgets import (
     UNSEEDED,
@@ -28,10 +28,10 @@ from gateway.governance.budgets import (
     Hold,
     Reserved,
     Settled,
-    from_nano,
     to_nano,
 )
 from gateway.governance.grants import Allowance, Grant
+from gateway.governance.options import Option, Worst, options
 from gateway.governance.rates import (
     Limits,
     RateLimiter,
@@ -40,11 +40,10 @@ from gateway.governance.rates import (
     checks_for,
     refusal,
 )
+from gateway.governance.refusals import exhausted, rate_limited
 from gateway.governance.remote import Ask, RemoteGate, Unavailable
 from gateway.governance.windows import Check, headers
-from gateway.policy import Candidate, Decision, Policy
-from gateway.policy.pricing import HardwarePrice, PriceBook, TokenPrice
-from gateway.routing.cascade import escalation
+from gateway.policy import Decision, Policy
 
 log = structlog.get_logger("tiergate.governance")
 
@@ -76,75 +75,6 @@ class Admission:
     may_escalate: bool = True  # False: the hold covers the cascade's cheap tier only
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
-    """One place the request may go, with its worst case: ``stepped`` when a budget moved it
-    to a cheaper tier; ``may_escalate`` False when its amount leaves out the escalation of the
-    tier's cascade (the amount with it did not fit)."""
-
-    decision: Decision
-    amount: int  # nano-USD
-    stepped: bool = False
-    may_escalate: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Worst:
-    """What a request may cost at most on a backend."""
-
-    prices: PriceBook
-    prompt_tokens: int
-    max_tokens: int
-    busy_s: float
-
-    def of(self, backend: str) -> Decimal:
-        rule = self.prices.rules.get(backend)
-        if isinstance(rule, TokenPrice):
-            return self.prompt_tokens * rule.input + self.max_tokens * rule.output
-        if isinstance(rule, HardwarePrice):
-            return rule.per_ms * Decimal(str(self.busy_s * 1000.0))
-        return Decimal(0)  # unpriced (a scripted fake): nothing to hold
-
-    def of_all(self, candidates: Sequence[Candidate]) -> int:
-        return max((to_nano(self.of(c.backend), up=True) for c in candidates), default=0)
-
-
-def options(
-    policy: Policy,
-    decision: Decision,
-    worst: Worst,
-    fits: Callable[[str], bool],
-    *,
-    step_down: bool,
-) -> list[Option]:
-    """Where the request may go, best first, each with its worst case: the decision as planned;
-    its chosen tier without the pricier fallbacks; then (``step_down``) each cheaper tier of the
-    route, the next cheaper first. A tier with a cascade comes twice: first with the tiers it
-    would escalate to counted in (both calls are billed), then without, its escalation off."""
-    places: list[tuple[Decision, bool]] = [(decision, False)]
-    chosen = [c for c in decision.candidates if c.tier == decision.tier]
-    if chosen and len(chosen) < len(decision.candidates):
-        places.append((_replace(decision, decision.tier, chosen, None), False))
-    route = policy.routes.get(decision.route)
-    if step_down and not decision.pinned and route is not None and decision.tier in route.tiers:
-        below = list(route.tiers[: route.tiers.index(decision.tier)])
-        for tier in reversed(below):
-            kept = [Candidate(b, tier) for b in policy.tier(tier).backends if fits(b)]
-            if kept:
-                why = f"budget: stepped down from tier {decision.tier!r} to {tier!r}"
-                places.append((_replace(decision, tier, kept, why), True))
-    out: list[Option] = []
-    for place, stepped in places:
-        amount = worst.of_all(place.candidates)
-        up = escalation(policy, place, fits)
-        if up is not None:
-            out.append(Option(place, amount + worst.of_all(up.candidates), stepped))
-            out.append(Option(place, amount, stepped, may_escalate=False))
-        else:
-            out.append(Option(place, amount, stepped))
-    return out
-
-
 def _admitted(
     option: Option,
     holds: tuple[Hold, ...],
@@ -163,13 +93,6 @@ def _admitted(
         shared=shared,
         may_escalate=option.may_escalate,
     )
-
-
-def _replace(
-    decision: Decision, tier: str, candidates: Sequence[Candidate], why: str | None
-) -> Decision:
-    reasons = decision.reasons if why is None else (*decision.reasons, why)
-    return Decision(decision.route, tier, tuple(candidates), decision.pinned, reasons)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,12 +204,12 @@ class Governor:
         if check is not None and not check.allowed:
             if got.index >= 0:
                 await self.budgets.settle(holds, rid, 0)
-            raise Denied(_rate_limited(check), check.headers)
+            raise Denied(rate_limited(check), check.headers)
         headers = _allowed(check)
         if got.index < 0:
             if subjects and self.rates is not None:
                 await self.rates.settle(subjects, tokens, 0)
-            raise Denied(_exhausted(holds, got.left, amounts[-1]), headers)
+            raise Denied(exhausted(holds, got.left, amounts[-1]), headers)
         return _admitted(choices[got.index], holds, tokens, headers)
 
     async def _admit_shared(
@@ -313,11 +236,11 @@ class Governor:
         window_s = remote.window_s
         if not answer.fits:
             verdict = refusal(checks, answer.counts, window_s)
-            raise Denied(_rate_limited(verdict), verdict.headers)
+            raise Denied(rate_limited(verdict), verdict.headers)
         said = headers(checks, answer.counts, window_s, None) if checks else ()
         got = answer.reserved
         if got.index < 0:
-            raise Denied(_exhausted(holds, got.left, amounts[-1]), said)
+            raise Denied(exhausted(holds, got.left, amounts[-1]), said)
         return _admitted(choices[got.index], holds, tokens, said, shared=True)
 
     def _limited(self, grant: Grant) -> Limited:
@@ -452,7 +375,7 @@ def _allowed(check: RateVerdict | None) -> tuple[tuple[str, str], ...]:
     if check is None:
         return ()
     if not check.allowed:
-        raise Denied(_rate_limited(check), check.headers)
+        raise Denied(rate_limited(check), check.headers)
     return check.headers
 
 
@@ -462,40 +385,4 @@ def rate_subjects(grant: Grant) -> tuple[Subject, ...]:
         Subject(a.kind, a.id, Limits(a.rpm, a.tpm))
         for a in grant.allowances
         if a.rpm is not None or a.tpm is not None
-    )
-
-
-def _rate_limited(check: RateVerdict) -> TooManyRequests:
-    kind, _, rest = (check.limited_by or "key::requests").partition(":")
-    who, _, what = rest.rpartition(":")
-    if check.retry_after_s is None:
-        how = "this request alone asks for more tokens than the limit allows: lower max_tokens"
-    else:
-        how = f"retry after {check.retry_after_s:.1f} s"
-    return TooManyRequests(
-        f"rate limit reached: {kind} {who!r} is at its {what} per minute limit; {how}",
-        code="rate_limit_exceeded",
-        retry_after=check.retry_after_s,
-    )
-
-
-def _exhausted(holds: Sequence[Hold], left: Sequence[int], needed: int) -> TooManyRequests:
-    index = min(range(len(holds)), key=lambda i: left[i]) if left else 0
-    hold = holds[index]
-    room = max(0, left[index]) if left else 0
-    a = hold.allowance
-    per = "in total" if hold.resets is None else f"per {a.period}"
-    when = (
-        "it does not reset (raise it or use another key)"
-        if hold.resets is None
-        else f"it resets at {hold.resets.isoformat()}"
-    )
-    return TooManyRequests(
-        f"budget exceeded: {a.kind} {a.id!r} has a budget of ${a.budget_usd} {per}, "
-        f"${from_nano(room):.6f} is left and this request may cost up to "
-        f"${from_nano(needed):.6f} even on the cheapest tier; {when}",
-        code="budget_exceeded",
-        retry_after=None
-        if hold.resets is None
-        else max(1.0, (hold.resets - datetime.now(UTC)).total_seconds()),
     )

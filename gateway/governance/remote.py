@@ -43,176 +43,15 @@ from typing import Any
 import structlog
 
 from gateway.governance.budgets import UNSEEDED, Hold, Reserved, Settled
+from gateway.governance.gate_script import GATE
+from gateway.governance.rates import PREFIX  # the rate windows' names, as the other stores'
 from gateway.governance.resp import UNAVAILABLE, Connection, ReplyError
 from gateway.governance.windows import Check, Counts
 
 log = structlog.get_logger("tiergate.governance")
 
-PREFIX = "tiergate:rl:"
 BUDGET_PREFIX = "tiergate:budget:"
 SWEEP_EVERY_S = 1.0  # how often the holds of requests that never ended are looked for
-
-# KEYS: three per settlement's hold (its spend, holds and their sum), one per adjustment (a
-# tokens window), then per ask two per check (previous and current window) and three per hold.
-# ARGV[1], one JSON array (one argument for the client to write, not dozens): now, the previous
-# window's share, the windows' TTL (ms), the number of settlements, adjustments and asks,
-# whether to sweep expired holds (once a second: only a request that never ended leaves one,
-# and its hold already outlives its deadline); each settlement (rid, amount held, actual cost,
-# holds); each adjustment's delta; each ask (rid, its holds' expiry, checks, each check's cost
-# and limit, holds, options, each option, each hold's limit and TTL).
-#
-# A hold's keys: ``spent`` (seeded from the ledger, then counted here), ``holds`` (a sorted set
-# of "rid amount" by expiry, and "~" that never expires) and ``holds:sum`` (the amounts held,
-# kept as they come and go). Every counter the batch touches is read once, kept in the script
-# while its asks are decided one after the other, and written once at the end.
-#
-# The answer, one string: per ask (separated by ';'), "fits option", each hold's left and each
-# check's previous and current count; or "0 -2 <the unseeded hold's index>".
-_GATE = """
-local w = cjson.decode(ARGV[1])
-local now, share, ttl = w[1], w[2], w[3]
-local seen, delta, fresh, windows = {}, {}, {}, {}
-for first = 1, #KEYS, 1000 do
-  local last = math.min(#KEYS, first + 999)
-  local values = redis.call('MGET', unpack(KEYS, first, last))
-  for i = first, last do
-    local v = tonumber(values[i - first + 1]) or false
-    seen[KEYS[i]] = v
-    if v == false then fresh[KEYS[i]] = true end
-  end
-end
-local function add(key, d)
-  seen[key] = (seen[key] or 0) + d
-  delta[key] = (delta[key] or 0) + d
-end
-local function member(rid, amount) return rid .. ' ' .. string.format('%d', amount) end
-local added, swept = {}, {}
-local function sweep(holds, sum)
-  if swept[holds] then return end
-  swept[holds] = true
-  local old = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
-  if #old > 0 then
-    local gone = 0
-    for _, m in ipairs(old) do gone = gone + tonumber(string.match(m, ' (%S+)$')) end
-    add(sum, -gone)
-    redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
-  end
-end
-local a, k = 8, 0
-for _ = 1, w[4] do
-  local rid, amount, actual, n = w[a], w[a + 1], w[a + 2], w[a + 3]
-  a = a + 4
-  for _ = 1, n do
-    local spent, holds, sum = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-    if amount > 0 and redis.call('ZREM', holds, member(rid, amount)) == 1 then
-      add(sum, -amount)
-    end
-    if actual ~= 0 and seen[spent] then add(spent, actual) end
-    k = k + 3
-  end
-end
-for _ = 1, w[5] do
-  local key, d = KEYS[k + 1], w[a]
-  a, k = a + 1, k + 1
-  if d > 0 then
-    add(key, d)
-    windows[key] = true
-  elseif d < 0 and seen[key] then
-    add(key, math.max(d, -seen[key]))
-  end
-end
-local out = {}
-for q = 1, w[6] do
-  local rid, expires, nc = w[a], w[a + 1], w[a + 2]
-  local ca, ck = a + 3, k
-  a, k = ca + 2 * nc, k + 2 * nc
-  local nh, no = w[a], w[a + 1]
-  local oa, hk = a + 2, k
-  a, k = oa + no + 2 * nh, k + 3 * nh
-  local row, left = nil, {}
-  for i = 1, nh do
-    local spent, holds, sum = KEYS[hk + 3 * i - 2], KEYS[hk + 3 * i - 1], KEYS[hk + 3 * i]
-    local s = seen[spent]
-    if not s then
-      row = '0 -2 ' .. (i - 1)
-      break
-    end
-    if w[7] == 1 then sweep(holds, sum) end
-    left[i] = w[oa + no + 2 * i - 2] - s - (seen[sum] or 0)
-  end
-  if row == nil then
-    local fits, counts = 1, {}
-    for i = 1, nc do
-      local prev, cur = seen[KEYS[ck + 2 * i - 1]] or 0, seen[KEYS[ck + 2 * i]] or 0
-      if math.floor(prev * share) + cur + w[ca + 2 * i - 2] > w[ca + 2 * i - 1] then fits = 0 end
-      counts[2 * i - 1], counts[2 * i] = prev, cur
-    end
-    local option, amount = 0, 0
-    if nh > 0 then
-      option = -1
-      for j = 1, no do
-        local want, room = w[oa + j - 1], true
-        if want > 0 then
-          for i = 1, nh do if want > left[i] then room = false break end end
-        end
-        if room then
-          option, amount = j - 1, want
-          break
-        end
-      end
-    end
-    if fits == 1 and option >= 0 then
-      for i = 1, nc do
-        local cost, key = w[ca + 2 * i - 2], KEYS[ck + 2 * i]
-        if cost > 0 then
-          add(key, cost)
-          windows[key] = true
-          counts[2 * i] = seen[key]
-        end
-      end
-      if amount > 0 then
-        for i = 1, nh do
-          local holds, sum = KEYS[hk + 3 * i - 1], KEYS[hk + 3 * i]
-          add(sum, amount)
-          local list = added[holds]
-          if list == nil then
-            list = {sum, w[oa + no + 2 * i - 1]}
-            added[holds] = list
-          end
-          list[#list + 1] = expires
-          list[#list + 1] = member(rid, amount)
-        end
-      end
-    end
-    local words = {fits, option}
-    for i = 1, nh do words[#words + 1] = left[i] end
-    for i = 1, 2 * nc do words[#words + 1] = counts[i] end
-    for i = 1, #words do words[i] = string.format('%d', words[i]) end
-    row = table.concat(words, ' ')
-  end
-  out[q] = row
-end
-for key, d in pairs(delta) do
-  if d ~= 0 then
-    redis.call('INCRBY', key, d)
-    if windows[key] and fresh[key] then redis.call('PEXPIRE', key, ttl) end
-  end
-end
-for holds, list in pairs(added) do
-  if fresh[list[1]] then
-    -- new this period: the holds live as long as the spend, and a member that never expires
-    -- keeps the set (and its TTL) when the last hold goes
-    list[#list + 1] = '+inf'
-    list[#list + 1] = '~'
-    redis.call('ZADD', holds, unpack(list, 3))
-    redis.call('EXPIRE', holds, list[2])
-    redis.call('EXPIRE', list[1], list[2])
-  else
-    redis.call('ZADD', holds, unpack(list, 3))
-  end
-end
-return table.concat(out, ';')
-"""
 
 
 class Unavailable(Exception):
@@ -266,7 +105,7 @@ class RemoteGate:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = Connection(url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
-        self._sha = self._redis.script(_GATE)
+        self._sha = self._redis.script(GATE)
         self._prefix = prefix
         self._window_s = window_s
         self._retry_s = retry_s

@@ -13,40 +13,21 @@ from adapters.config import FakeStep
 from adapters.fake import FakeBackend
 from gateway.governance import store
 from gateway.governance.budgets import to_nano
-from gateway.governance.gate import Worst, options
+from gateway.governance.options import Worst, options
 from gateway.governance.store import LimitsIn
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.models import RequestRow
 from gateway.policy import Candidate, Decision, load_policy
 from tests.http.helpers import gateway
+from tests.routing.test_cascade import POLICY as CASCADING
 
-# Every cheap answer is unsure (mean log-prob -2.5 → confidence 0.125 < 0.5): it escalates
-# whenever it may.
-POLICY = """
-version: 1
-backends:
-  small: {type: fake, model: small-model, capabilities: {logprobs: true}}
-  big: {type: fake, model: big-model}
-tiers:
-  - name: cheap
-    max_score: 0.3
-    backends: [small]
-    cascade:
-      min_confidence: 0.5
-      calibration: {weights: {mean: 1.0}, bias: 0.0, points: [[-3, 0], [-1, 0.5], [0, 1]]}
-  - {name: strong, backends: [big]}
-routes:
-  auto: {}
-pricing:
-  backends:
-    small: {usd_per_1m_input: 1, usd_per_1m_output: 2}
-    big: {usd_per_1m_input: 10, usd_per_1m_output: 20}
-"""
+# tests/routing/test_cascade.py's policy: every cheap answer here is unsure (mean log-prob -2.5
+# → confidence 0.125 < 0.5), so it escalates whenever it may.
 
 
 def write_policy(tmp_path: Path) -> Path:
     path = tmp_path / "policy.yaml"
-    path.write_text(POLICY)
+    path.write_text(CASCADING.replace("STREAMED", "buffer"))
     return path
 
 

@@ -1,0 +1,91 @@
+"""Where a request under a budget may go, and what each place may cost at most: the decision
+as planned, cheaper versions of it, each cheaper tier of its route (a step down), and for a tier
+with a confidence cascade the escalation counted in or left out. The gate reserves the first
+that fits every budget the request draws on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from gateway.governance.budgets import to_nano
+from gateway.policy import Candidate, Decision, Policy
+from gateway.policy.pricing import HardwarePrice, PriceBook, TokenPrice
+from gateway.routing.cascade import escalation
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One place the request may go, with its worst case: ``stepped`` when a budget moved it
+    to a cheaper tier; ``may_escalate`` False when its amount leaves out the escalation of the
+    tier's cascade (the amount with it did not fit)."""
+
+    decision: Decision
+    amount: int  # nano-USD
+    stepped: bool = False
+    may_escalate: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Worst:
+    """What a request may cost at most on a backend."""
+
+    prices: PriceBook
+    prompt_tokens: int
+    max_tokens: int
+    busy_s: float
+
+    def of(self, backend: str) -> Decimal:
+        rule = self.prices.rules.get(backend)
+        if isinstance(rule, TokenPrice):
+            return self.prompt_tokens * rule.input + self.max_tokens * rule.output
+        if isinstance(rule, HardwarePrice):
+            return rule.per_ms * Decimal(str(self.busy_s * 1000.0))
+        return Decimal(0)  # unpriced (a scripted fake): nothing to hold
+
+    def of_all(self, candidates: Sequence[Candidate]) -> int:
+        return max((to_nano(self.of(c.backend), up=True) for c in candidates), default=0)
+
+
+def options(
+    policy: Policy,
+    decision: Decision,
+    worst: Worst,
+    fits: Callable[[str], bool],
+    *,
+    step_down: bool,
+) -> list[Option]:
+    """Where the request may go, best first, each with its worst case: the decision as planned;
+    its chosen tier without the pricier fallbacks; then (``step_down``) each cheaper tier of the
+    route, the next cheaper first. A tier with a cascade comes twice: first with the tiers it
+    would escalate to counted in (both calls are billed), then without, its escalation off."""
+    places: list[tuple[Decision, bool]] = [(decision, False)]
+    chosen = [c for c in decision.candidates if c.tier == decision.tier]
+    if chosen and len(chosen) < len(decision.candidates):
+        places.append((_replace(decision, decision.tier, chosen, None), False))
+    route = policy.routes.get(decision.route)
+    if step_down and not decision.pinned and route is not None and decision.tier in route.tiers:
+        below = list(route.tiers[: route.tiers.index(decision.tier)])
+        for tier in reversed(below):
+            kept = [Candidate(b, tier) for b in policy.tier(tier).backends if fits(b)]
+            if kept:
+                why = f"budget: stepped down from tier {decision.tier!r} to {tier!r}"
+                places.append((_replace(decision, tier, kept, why), True))
+    out: list[Option] = []
+    for place, stepped in places:
+        amount = worst.of_all(place.candidates)
+        up = escalation(policy, place, fits)
+        if up is not None:
+            out.append(Option(place, amount + worst.of_all(up.candidates), stepped))
+            out.append(Option(place, amount, stepped, may_escalate=False))
+        else:
+            out.append(Option(place, amount, stepped))
+    return out
+
+
+def _replace(
+    decision: Decision, tier: str, candidates: Sequence[Candidate], why: str | None
+) -> Decision:
+    reasons = decision.reasons if why is None else (*decision.reasons, why)
+    return Decision(decision.route, tier, tuple(candidates), decision.pinned, reasons)
