@@ -146,6 +146,10 @@ def main() -> None:
             }
         print(f"{target} alpha={alpha}: done", file=sys.stderr)
 
+    # How one source's own regression ranks every source (the shipped target and penalty): the
+    # diagonal is in-sample, the rest is how far what one benchmark teaches carries to another.
+    own = unit_fits(items, z, trainable, "blend", 0.3)["source"]
+    transfer = {s: {o: score_source(z, own[s], by_source[o]) for o in origins} for s in origins}
     means = {k: float(np.mean(list(v.values()))) for k, v in variants.items()}
     ranked = sorted(variants.items(), key=lambda kv: -float(np.mean(list(kv[1].values()))))
     nested: dict[str, dict[str, object]] = {}
@@ -166,6 +170,11 @@ def main() -> None:
             np.median([np.mean(list(v.values())) for v in variants.values()])
         ),
         "nested": {"mean": nested_mean, "per_source": nested},
+        "transfer": {
+            "what": "APGR on each source (inner keys) of one regression trained on one source "
+            "alone (outer keys); target blend, penalty 0.3",
+            "apgr": transfer,
+        },
         "top": [
             {"variant": list(k), "mean": float(np.mean(list(v.values()))), "per_source": v}
             for k, v in ranked[:15]
