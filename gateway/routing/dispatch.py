@@ -21,7 +21,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from opentelemetry.trace import Span
 
@@ -84,6 +84,19 @@ class Opened:
             breaker.release()
 
 
+@dataclass(frozen=True, slots=True)
+class _Try(Generic[_R]):
+    """One try of one candidate: what was sent (the request, with ``traceparent`` when
+    traced), its span, when it started on the dispatcher's clock, and its time allowed."""
+
+    candidate: Candidate
+    state: BackendState
+    sent: _R
+    span: Span | None
+    started: float
+    budget: float
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -122,6 +135,58 @@ class Dispatcher:
         call: Callable[[Backend, _R], Awaitable[_T]],
         arrived: float | None,
     ) -> tuple[_T, Candidate, Trace]:
+        async def once(attempt: _Try[_R]) -> _T:
+            state = attempt.state
+            state.in_flight += 1
+            try:
+                async with asyncio.timeout(attempt.budget):
+                    result = await call(state.backend, attempt.sent)
+            except TimeoutError:
+                raise _timeout_error(attempt.candidate.backend, attempt.budget) from None
+            except BackendError:
+                raise
+            except BaseException:
+                state.breaker.release()
+                spans.closed(attempt.span)
+                raise
+            finally:
+                state.in_flight -= 1
+            state.breaker.record_success()
+            spans.succeeded(attempt.span, result)
+            return result
+
+        result, attempt, trace = await self._tried(decision, request, arrived, once)
+        return result, attempt.candidate, trace
+
+    async def open_stream(
+        self, decision: Decision, request: ChatRequest, *, arrived: float | None = None
+    ) -> Opened:
+        """A stream whose first chunk has arrived; a try (or a retry) that fails before then
+        passes on like a whole answer's, one after it is the client's error (``chunks``)."""
+        (first, stream), attempt, trace = await self._tried(decision, request, arrived, _open_once)
+        spans.first_chunk(attempt.span, trace.attempts[-1].latency_ms)
+        return Opened(
+            first,
+            stream,
+            attempt.candidate,
+            attempt.state,
+            trace,
+            attempt.started,
+            span=attempt.span,
+        )
+
+    async def _tried(
+        self,
+        decision: Decision,
+        request: _R,
+        arrived: float | None,
+        once: Callable[[_Try[_R]], Awaitable[_T]],
+    ) -> tuple[_T, _Try[_R], Trace]:
+        """The first try that succeeds: the candidates in order, each retried as the policy
+        allows, all inside the request's deadline. ``once`` makes one try: it returns what the
+        backend gave, or raises the ``BackendError`` the try failed with (anything else
+        propagates); it reserves and releases the backend itself. The loop here keeps the
+        trace, the breakers' verdicts on failures, the attempt spans' ends and the back-off."""
         trace = Trace()
         deadline = self._deadline(arrived)
         last: BackendError | None = None
@@ -138,85 +203,23 @@ class Dispatcher:
                     self._retrier.first_try(candidate.backend)
                 started = self._clock()
                 span, sent = spans.start(traced, candidate, state, request, retry=retried)
-                state.in_flight += 1
+                attempt = _Try(candidate, state, sent, span, started, budget)
                 try:
-                    async with asyncio.timeout(budget):
-                        result = await call(state.backend, sent)
-                except TimeoutError:
-                    last = _timeout_error(candidate.backend, budget)
+                    result = await once(attempt)
                 except BackendError as exc:
                     last = exc
-                except BaseException:
-                    state.breaker.release()
-                    spans.closed(span)
-                    raise
                 else:
-                    state.breaker.record_success()
-                    spans.succeeded(span, result)
                     latency = _ms(started, self._clock)
                     trace.attempts.append(
                         Attempt(candidate.backend, candidate.tier, None, None, latency, retry=retry)
                     )
-                    return result, candidate, trace
-                finally:
-                    state.in_flight -= 1
+                    return result, attempt, trace
                 self._failed(state, candidate, last, started, trace, retry)
                 spans.ended(span, last)
                 retry = await self._retry(state, last, retried, deadline)
                 if retry is None:
                     break
                 retried += 1
-        raise DispatchError(trace.attempts, trace.skipped, last)
-
-    async def open_stream(
-        self, decision: Decision, request: ChatRequest, *, arrived: float | None = None
-    ) -> Opened:
-        """A stream whose first chunk has arrived; a try (or a retry) that fails before then
-        passes on like a whole answer's, one after it is the client's error (``chunks``)."""
-        trace = Trace()
-        deadline = self._deadline(arrived)
-        last: BackendError | None = None
-        traced = tracing.current()
-        for candidate, state in self._usable(decision, trace):
-            retry: str | None = None
-            retried = 0
-            while True:
-                budget = self._budget(state, deadline)
-                if budget <= 0:
-                    last = _deadline_error(candidate.backend, self._timeouts.total_s)
-                    raise DispatchError(trace.attempts, trace.skipped, last)
-                if retry is None:
-                    self._retrier.first_try(candidate.backend)
-                started = self._clock()
-                span, sent = spans.start(traced, candidate, state, request, retry=retried)
-                stream = state.backend.astream(sent)
-                state.in_flight += 1
-                try:
-                    async with asyncio.timeout(budget):
-                        first = await anext(stream)
-                except (TimeoutError, BackendError, StopAsyncIteration) as exc:
-                    state.in_flight -= 1
-                    await _close_quietly(stream)
-                    last = _as_backend_error(exc, candidate.backend, budget)
-                    self._failed(state, candidate, last, started, trace, retry)
-                    spans.ended(span, last)
-                    retry = await self._retry(state, last, retried, deadline)
-                    if retry is None:
-                        break
-                    retried += 1
-                    continue
-                except BaseException:
-                    state.in_flight -= 1
-                    state.breaker.release()
-                    await _close_quietly(stream)
-                    spans.closed(span)
-                    raise
-                waited = _ms(started, self._clock)
-                trace.attempts.append(
-                    Attempt(candidate.backend, candidate.tier, None, None, waited, retry=retry)
-                )
-                spans.first_chunk(span, waited)
-                return Opened(first, stream, candidate, state, trace, started, span=span)
         raise DispatchError(trace.attempts, trace.skipped, last)
 
     async def chunks(self, opened: Opened) -> AsyncGenerator[Chunk, None]:
@@ -350,6 +353,27 @@ async def _embed(backend: Backend, request: EmbeddingRequest) -> Embeddings:
     if not isinstance(backend, Embedder):
         raise BackendRejected(backend.name, "this backend type cannot embed", 400)
     return await backend.aembed(request)
+
+
+async def _open_once(attempt: _Try[ChatRequest]) -> tuple[Chunk, AsyncGenerator[Chunk, None]]:
+    """One try at a stream: its first chunk and the rest, the backend left reserved."""
+    state = attempt.state
+    stream = state.backend.astream(attempt.sent)
+    state.in_flight += 1
+    try:
+        async with asyncio.timeout(attempt.budget):
+            first = await anext(stream)
+    except (TimeoutError, BackendError, StopAsyncIteration) as exc:
+        state.in_flight -= 1
+        await _close_quietly(stream)
+        raise _as_backend_error(exc, attempt.candidate.backend, attempt.budget) from None
+    except BaseException:
+        state.in_flight -= 1
+        state.breaker.release()
+        await _close_quietly(stream)
+        spans.closed(attempt.span)
+        raise
+    return first, stream
 
 
 def _counts_against(error: BackendError, state: BackendState) -> bool:
