@@ -350,7 +350,9 @@ class Leases:
             for rate in self._dirty_rates:
                 if rate.busy:
                     waiting.add(rate)
-                elif self._rates.get(rate.key) is rate:
+                elif (
+                    self._rates.get(rate.key) is rate and rate.granted - rate.used < rate.chunk // 2
+                ):
                     rates.append(RateOp(rate, rate.chunk, rate.limit - RESERVE * rate.chunk))
                     rate.busy = True
             self._dirty_rates = waiting
@@ -365,7 +367,8 @@ class Leases:
                 keep = (
                     lease.used if lease.returning else max(lease.used, lease.amount - lease.pending)
                 )
-                grow = lease.chunk if lease.want and not lease.returning else 0
+                low = lease.free() < lease.chunk // 2  # as it is now: one grant at a time
+                grow = lease.chunk if lease.want and low and not lease.returning else 0
                 self._seq += 1
                 budgets.append(
                     BudgetOp(

@@ -84,6 +84,18 @@ def options(
     return out
 
 
+def planned(
+    policy: Policy, decision: Decision, worst: Worst, fits: Callable[[str], bool]
+) -> Option:
+    """``options``' first: the decision as planned, with its cascade's escalation counted in
+    when it has one (all a request admitted from a lease may take: ``leases.py``)."""
+    amount = worst.of_all(decision.candidates)
+    up = escalation(policy, decision, fits)
+    if up is not None:
+        amount += worst.of_all(up.candidates)
+    return Option(decision, amount)
+
+
 def _replace(
     decision: Decision, tier: str, candidates: Sequence[Candidate], why: str | None
 ) -> Decision:

@@ -133,8 +133,8 @@ class RemoteGate:
         self._clock = clock
         self._asks: list[_Pending] = []
         self._settled: list[Settled] = []
-        # a rate counter's name, its window's number (None: the current one), its delta
-        self._adjusted: list[tuple[str, int | None, int]] = []
+        # (a rate counter's name, its window's number (None: the current one)) → its delta
+        self._adjusted: dict[tuple[str, int | None], int] = {}
         self._leases = Leases(uuid.uuid4().hex[:12], window_s, clock) if leases else None
         self._idle: asyncio.TimerHandle | None = None
         self._soon: asyncio.Handle | None = None
@@ -152,6 +152,11 @@ class RemoteGate:
     def usable(self) -> bool:
         """Whether to ask Redis now (it answers, or it is time to try it again)."""
         return self._outage is None or self._clock() >= self._retry_at
+
+    @property
+    def leasing(self) -> bool:
+        """Whether the lease fast path is on."""
+        return self._leases is not None
 
     @property
     def leased_admissions(self) -> int:
@@ -185,7 +190,8 @@ class RemoteGate:
             self._settled.append(settled)
         for check, delta in adjusted:
             if delta:
-                self._adjusted.append((check.key, None, delta))
+                at = (check.key, None)
+                self._adjusted[at] = self._adjusted.get(at, 0) + delta
         leases = self._leases
         if (self._soon is None and self._later is None) and (
             self._settled or self._adjusted or (leases is not None and leases.pending())
@@ -247,7 +253,7 @@ class RemoteGate:
             self._later = None
         asks, self._asks = self._asks, []
         settled, self._settled = self._settled, []
-        adjusted, self._adjusted = self._adjusted, []
+        adjusted, self._adjusted = self._adjusted, {}
         leases = self._leases
         ops = leases.ops() if leases is not None and leases.pending() else Ops()
         if leases and self._idle is None:
@@ -260,7 +266,7 @@ class RemoteGate:
             _fail(asks, Unavailable(self._outage or "Redis is away"))
             return
         for name, number, delta in ops.returns:
-            adjusted.append((name, number, delta))
+            adjusted[name, number] = adjusted.get((name, number), 0) + delta
         keys, args, elapsed = self._payload(asks, settled, adjusted, ops)
         batch = _Batch(asks, ops, elapsed)
         reply = self._redis.evalsha_now(self._sha, keys, args)
@@ -338,7 +344,7 @@ class RemoteGate:
         self,
         asks: list[_Pending],
         settled: list[Settled],
-        adjusted: list[tuple[str, int | None, int]],
+        adjusted: dict[tuple[str, int | None], int],
         ops: Ops,
     ) -> tuple[list[str], tuple[str], float]:
         """The script's keys and its one argument, and how far into its window it is."""
@@ -365,7 +371,7 @@ class RemoteGate:
                 keys += _hold_keys(hold.name)
             words += (item.rid, item.held, item.actual, len(item.holds))
         current = f":{number}"
-        for name, at, delta in adjusted:
+        for (name, at), delta in adjusted.items():
             keys.append(self._prefix + name + (current if at is None else f":{at}"))
             words.append(delta)
         previous = f":{number - 1}"
