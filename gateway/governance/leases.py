@@ -221,6 +221,7 @@ class Leases:
         window_s = self._window_s
         number = int(now // window_s)
         rates = self._rates
+        found: list[RateLease] = []
         for check in checks:
             rate = rates.get(check.key)
             if (
@@ -230,6 +231,7 @@ class Leases:
                 or rate.granted - rate.used < check.cost
             ):
                 return None
+            found.append(rate)
         want = options[0] if holds else 0
         budgets = self._budgets
         taken: list[BudgetLease] = []
@@ -246,12 +248,11 @@ class Leases:
             taken.append(lease)
         elapsed = now - number * window_s
         counts: list[Counts] = []
-        for check in checks:
-            rate = rates[check.key]
-            rate.used += check.cost
+        for check, rate in zip(checks, found, strict=True):
+            used = rate.used = rate.used + check.cost
             rate.last = now
-            counts.append(Counts(rate.prev, rate.cur - rate.granted + rate.used, elapsed))
-            if rate.granted - rate.used < rate.chunk // 2:
+            counts.append(Counts(rate.prev, rate.cur - rate.granted + used, elapsed))
+            if rate.granted - used < rate.chunk // 2:
                 self._top_up(rate, check.limit, Counts(rate.prev, rate.cur, elapsed))
         lefts: list[int] = []
         for lease in taken:

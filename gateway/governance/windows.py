@@ -122,21 +122,24 @@ def headers(
     least remaining; the smaller limit on a tie); ``retry-after`` (whole seconds, at least 1)
     when a request was refused and waiting helps. (On every governed answer: ``remaining``
     and ``weighted`` written out inline.)"""
-    tightest: dict[str, tuple[int, int, Counts]] = {}
+    found: dict[str, tuple[int, int, Counts]] = {}  # dimension → (left, limit, counts)
     for check, count in zip(checks, counts, strict=True):
         share = 1.0 - count.elapsed_s / window_s
         weighted = math.floor(count.prev * share) + count.cur if share > 0.0 else count.cur
         left = check.limit - weighted
         if left < 0:
             left = 0
-        best = tightest.get(check.dimension)
+        best = found.get(check.dimension)
         if best is None or left < best[0] or (left == best[0] and check.limit < best[1]):
-            tightest[check.dimension] = (left, check.limit, count)
-    requests, tokens = tightest.get("requests"), tightest.get("tokens")
-    found = [(d, t) for d, t in (("requests", requests), ("tokens", tokens)) if t is not None]
-    out = [(_NAMES[d][0], str(t[1])) for d, t in found]
-    out += [(_NAMES[d][1], str(t[0])) for d, t in found]
-    out += [(_NAMES[d][2], duration(reset_s(t[2], window_s))) for d, t in found]
+            found[check.dimension] = (left, check.limit, count)
+    out: list[tuple[str, str]] = []
+    tightest = [(_NAMES[d], found[d]) for d in _DIMENSIONS if d in found]
+    for names, (_, limit, _) in tightest:
+        out.append((names[0], str(limit)))
+    for names, (left, _, _) in tightest:
+        out.append((names[1], str(left)))
+    for names, (_, _, count) in tightest:
+        out.append((names[2], duration(reset_s(count, window_s))))
     if retry_after_s is not None:
         out.append(("retry-after", str(max(1, math.ceil(retry_after_s)))))
     return tuple(out)
