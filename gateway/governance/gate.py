@@ -71,7 +71,7 @@ class Admission:
     reserved: int  # nano-USD
     tokens: int  # counted toward the token rate limit
     headers: tuple[tuple[str, str], ...]  # the rate-limit headers
-    shared: bool = False  # decided in Redis (``RemoteGate``), so settled there
+    shared: bool = False  # decided by ``RemoteGate`` (in Redis or from its leases): settled there
     may_escalate: bool = True  # False: the hold covers the cascade's cheap tier only
 
 
@@ -130,7 +130,8 @@ class Limited:
 
 class Governor:
     """``remote``: rate limits and budgets decided together in Redis, one call per event-loop
-    turn; ``budgets`` and ``rates`` are then this process's own, used while Redis is away.
+    turn, or far from every limit from this replica's leases without a call (``leases.py``
+    says when); ``budgets`` and ``rates`` are then this process's own, used while Redis is away.
     Without ``remote`` they are the stores themselves (each with its own Redis or none)."""
 
     def __init__(
@@ -322,10 +323,11 @@ class Governor:
         self, grant: Grant, admission: Admission, rid: str, cost: Decimal | None, tokens: int
     ) -> None:
         """The request ended: its real cost replaces its reservation, and its real tokens its
-        estimate. In the background, and batched: a request decided in Redis is settled with
-        the next call that goes there (``RemoteGate.settle``); one decided in this process every
-        ``SETTLE_EVERY_S``, the requests that ended since in one call per store (a hold outlives
-        its request by at most that long, which only errs on the safe side)."""
+        estimate. In the background, and batched: a request decided in Redis (or from a lease)
+        is settled with the next call that goes there (``RemoteGate.settle``); one decided in
+        this process every ``SETTLE_EVERY_S``, the requests that ended since in one call per
+        store (a hold outlives its request by at most that long, which only errs on the safe
+        side)."""
         settled: Settled | None = None
         if admission.holds:
             actual = to_nano(cost) if cost is not None and cost > 0 else 0

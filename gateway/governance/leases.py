@@ -18,9 +18,11 @@ what is leased counts exactly as admitted requests do: **shared counters never p
 because of a lease, whatever the number of replicas**. A budget's spend plus its holds (leases
 included) stays within the budget (the overshoot is what it is without leases: none past the
 worst-case reservations); a rate window counts every lease whole, so it errs on the safe side by
-at most the leases' unused parts (≤ one ``chunk`` per replica and limit) until they go back.
-Redis's ``spent`` lags the real spend by at most ``settle_every_s`` plus a round trip (the
-reservation covers it meanwhile).
+at most the leases' unused parts until they go back: under 1.5 ``chunk`` per replica and limit
+(a lease grows by a chunk only when less than half a chunk of it is free). That is also what
+leases cost: a replica's request may be refused while that much sits unused in another
+replica's lease. Redis's ``spent`` lags the real spend by at most ``settle_every_s`` plus a
+round trip (the reservation covers it meanwhile).
 
 The rule (when the fast path is on for a limit; off, every request is decided in Redis, as
 before):
@@ -31,7 +33,8 @@ before):
   a zero worst case, an unpriced tier, needs only the budget's period seen in Redis);
 * a lease is granted only while, after it, ``RESERVE`` (8) more chunks (1/8 of the limit) are
   left unleased and unreserved: near a limit every replica decides in Redis again, one request
-  after the other, and at most one chunk per replica and limit (taken earlier) is spent locally;
+  after the other, and only what a replica leased earlier (under 1.5 chunks per limit) is spent
+  from its lease;
 * a request is admitted locally only when every one of its limits and budgets has a lease
   covering it (its planned option's worst case for budgets: stepping down is decided in Redis)
   and its holds' expiry is within the budget leases'; otherwise it waits for Redis as before.
