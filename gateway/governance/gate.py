@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -31,7 +31,7 @@ from gateway.governance.budgets import (
     to_nano,
 )
 from gateway.governance.grants import Allowance, Grant
-from gateway.governance.options import Option, Worst, options
+from gateway.governance.options import Option, Worst, options, planned
 from gateway.governance.rates import (
     Limits,
     RateLimiter,
@@ -71,7 +71,7 @@ class Admission:
     reserved: int  # nano-USD
     tokens: int  # counted toward the token rate limit
     headers: tuple[tuple[str, str], ...]  # the rate-limit headers
-    shared: bool = False  # decided in Redis (``RemoteGate``), so settled there
+    shared: bool = False  # decided by ``RemoteGate`` (in Redis or from its leases): settled there
     may_escalate: bool = True  # False: the hold covers the cascade's cheap tier only
 
 
@@ -104,6 +104,8 @@ class Limited:
     subjects: tuple[Subject, ...]
     limits: tuple[Check, ...]  # at no cost
     tokens: tuple[Check, ...]
+    # the checks of the last few token counts asked (requests of one client are much alike)
+    memo: dict[int, tuple[Check, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, grant: Grant, subjects: tuple[Subject, ...]) -> Limited:
@@ -112,16 +114,24 @@ class Limited:
 
     def checks(self, tokens: int) -> tuple[Check, ...]:
         """The checks of a request that may use ``tokens``: one request, that many tokens."""
+        known = self.memo.get(tokens)
+        if known is not None:
+            return known
         cost = max(0, tokens)
-        return tuple(
+        made = tuple(
             Check(c.name, c.key, c.dimension, c.limit, 1 if c.dimension == "requests" else cost)
             for c in self.limits
         )
+        if len(self.memo) >= 64:
+            self.memo.clear()
+        self.memo[tokens] = made
+        return made
 
 
 class Governor:
     """``remote``: rate limits and budgets decided together in Redis, one call per event-loop
-    turn; ``budgets`` and ``rates`` are then this process's own, used while Redis is away.
+    turn, or far from every limit from this replica's leases without a call (``leases.py``
+    says when); ``budgets`` and ``rates`` are then this process's own, used while Redis is away.
     Without ``remote`` they are the stores themselves (each with its own Redis or none)."""
 
     def __init__(
@@ -142,6 +152,7 @@ class Governor:
         self._corrected: list[tuple[tuple[Subject, ...], int, int]] = []
         self._flush: asyncio.TimerHandle | None = None
         self._holds: dict[Allowance, tuple[Hold, float]] = {}  # → the hold, until when
+        self._grant_holds: dict[int, tuple[Grant, tuple[Hold, ...], float]] = {}  # by id(grant)
         self._grants: dict[int, Limited] = {}  # by id(grant)
 
     async def admit(
@@ -172,16 +183,26 @@ class Governor:
         limited = self._limited(grant)
         subjects = limited.subjects
         holds = self._holds_of(grant)
+        if not holds and not subjects:  # routes only: nothing to count
+            return Admission(decision, False, (), 0, tokens, ())
+        worst = Worst(policy.prices, prompt_tokens, max_tokens, deadline_s)
+        remote = self.remote
+        if remote is not None and remote.leasing and remote.usable():
+            # far from every limit: from this replica's leases, no call (remote.py, leases.py)
+            first = planned(policy, decision, worst, fits) if holds else Option(decision, 0)
+            expires = self._clock() + deadline_s + HOLD_MARGIN_S
+            checks = limited.checks(tokens)
+            ask = Ask(checks, holds, (first.amount,) if holds else (), rid, expires)
+            leased = remote.admit_leased(ask)
+            if leased is not None:
+                said = headers(checks, leased.counts, remote.window_s, None) if checks else ()
+                return _admitted(first, holds, tokens, said, shared=True)
         if holds:
-            worst = Worst(policy.prices, prompt_tokens, max_tokens, deadline_s)
             step = step_down and grant.on_exhausted != "reject"
             choices = options(policy, decision, worst, fits, step_down=step)
         else:
             choices = [Option(decision, 0)]
         amounts = [option.amount for option in choices]
-        if not holds and not subjects:  # routes only: nothing to count
-            return Admission(decision, False, (), 0, tokens, ())
-        remote = self.remote
         if remote is not None and remote.usable():
             try:
                 checks = limited.checks(tokens)
@@ -205,12 +226,12 @@ class Governor:
             if got.index >= 0:
                 await self.budgets.settle(holds, rid, 0)
             raise Denied(rate_limited(check), check.headers)
-        headers = _allowed(check)
+        rate_headers = _allowed(check)
         if got.index < 0:
             if subjects and self.rates is not None:
                 await self.rates.settle(subjects, tokens, 0)
-            raise Denied(exhausted(holds, got.left, amounts[-1]), headers)
-        return _admitted(choices[got.index], holds, tokens, headers)
+            raise Denied(exhausted(holds, got.left, amounts[-1]), rate_headers)
+        return _admitted(choices[got.index], holds, tokens, rate_headers)
 
     async def _admit_shared(
         self,
@@ -257,10 +278,13 @@ class Governor:
 
     def _holds_of(self, grant: Grant) -> tuple[Hold, ...]:
         """The grant's budgets in their current periods (each worked out once a period)."""
+        now = time.time()
+        known_grant = self._grant_holds.get(id(grant))
+        if known_grant is not None and known_grant[0] is grant and now < known_grant[2]:
+            return known_grant[1]
         budgets = grant.budgets
         if not budgets:
             return ()
-        now = time.time()
         out: list[Hold] = []
         for allowance in budgets:
             known = self._holds.get(allowance)
@@ -271,7 +295,12 @@ class Governor:
                     self._holds.clear()
                 self._holds[allowance] = known = (hold, until)
             out.append(known[0])
-        return tuple(out)
+        holds = tuple(out)
+        if len(self._grant_holds) > 10_000:
+            self._grant_holds.clear()
+        until = min(self._holds[a][1] for a in budgets)
+        self._grant_holds[id(grant)] = (grant, holds, until)
+        return holds
 
     async def _rates(self, subjects: tuple[Subject, ...], tokens: int) -> RateVerdict | None:
         if not subjects or self.rates is None:
@@ -294,10 +323,11 @@ class Governor:
         self, grant: Grant, admission: Admission, rid: str, cost: Decimal | None, tokens: int
     ) -> None:
         """The request ended: its real cost replaces its reservation, and its real tokens its
-        estimate. In the background, and batched: a request decided in Redis is settled with
-        the next call that goes there (``RemoteGate.settle``); one decided in this process every
-        ``SETTLE_EVERY_S``, the requests that ended since in one call per store (a hold outlives
-        its request by at most that long, which only errs on the safe side)."""
+        estimate. In the background, and batched: a request decided in Redis (or from a lease)
+        is settled with the next call that goes there (``RemoteGate.settle``); one decided in
+        this process every ``SETTLE_EVERY_S``, the requests that ended since in one call per
+        store (a hold outlives its request by at most that long, which only errs on the safe
+        side)."""
         settled: Settled | None = None
         if admission.holds:
             actual = to_nano(cost) if cost is not None and cost > 0 else 0

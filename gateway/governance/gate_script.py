@@ -9,7 +9,12 @@ keys and answer."""
 # whether to sweep expired holds (once a second: only a request that never ended leaves one,
 # and its hold already outlives its deadline); each settlement (rid, amount held, actual cost,
 # holds); each adjustment's delta; each ask (rid, its holds' expiry, checks, each check's cost
-# and limit, holds, options, each option, each hold's limit and TTL).
+# and limit, holds, options, each option, each hold's limit and TTL); then the replicas' leases
+# (``leases.py``): the numbers of rate grants and budget lease changes (header words 8 and 9),
+# each rate grant (units wanted, the ceiling the window must stay within after them; keys: its
+# previous and current window) and each budget lease change (the old hold's rid and amount, the
+# spend to add, the new hold's rid, the amount to keep, the amount wanted if it fits under the
+# ceiling, the new hold's expiry and the holds' TTL; keys: its spend, holds and their sum).
 #
 # A hold's keys: ``spent`` (seeded from the ledger, then counted here), ``holds`` (a sorted set
 # of "rid amount" by expiry, and "~" that never expires) and ``holds:sum`` (the amounts held,
@@ -17,7 +22,9 @@ keys and answer."""
 # while its asks are decided one after the other, and written once at the end.
 #
 # The answer, one string: per ask (separated by ';'), "fits option", each hold's left and each
-# check's previous and current count; or "0 -2 <the unseeded hold's index>".
+# check's previous and current count; or "0 -2 <the unseeded hold's index>"; then per rate grant
+# "granted previous current", per budget lease change "amount held, room left under the ceiling"
+# (-1 when the budget's period is not seeded).
 GATE = """
 local w = cjson.decode(ARGV[1])
 local now, share, ttl = w[1], w[2], w[3]
@@ -48,7 +55,7 @@ local function sweep(holds, sum)
     redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
   end
 end
-local a, k = 8, 0
+local a, k = 10, 0
 for _ = 1, w[4] do
   local rid, amount, actual, n = w[a], w[a + 1], w[a + 2], w[a + 3]
   a = a + 4
@@ -141,6 +148,48 @@ for q = 1, w[6] do
     row = table.concat(words, ' ')
   end
   out[q] = row
+end
+local function held(holds, sum, expires, rid, amount, hold_ttl)
+  add(sum, amount)
+  local list = added[holds]
+  if list == nil then
+    list = {sum, hold_ttl}
+    added[holds] = list
+  end
+  list[#list + 1] = expires
+  list[#list + 1] = member(rid, amount)
+end
+for _ = 1, w[8] do
+  local prev, cur = KEYS[k + 1], KEYS[k + 2]
+  local want, ceiling = w[a], w[a + 1]
+  a, k = a + 2, k + 2
+  local p, c, got = seen[prev] or 0, seen[cur] or 0, 0
+  if math.floor(p * share) + c + want <= ceiling then
+    add(cur, want)
+    windows[cur] = true
+    got, c = want, seen[cur]
+  end
+  out[#out + 1] = string.format('%d %d %d', got, p, c)
+end
+for _ = 1, w[9] do
+  local spent, holds, sum = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local orid, old, d, nrid = w[a], w[a + 1], w[a + 2], w[a + 3]
+  local keep, want, ceiling, expires, hold_ttl = w[a + 4], w[a + 5], w[a + 6], w[a + 7], w[a + 8]
+  a, k = a + 9, k + 3
+  if old > 0 and redis.call('ZREM', holds, member(orid, old)) == 1 then add(sum, -old) end
+  local s = seen[spent]
+  if d ~= 0 and s then add(spent, d) end
+  s = seen[spent]
+  local amount, room = keep, -1
+  if s then
+    if want > keep then
+      sweep(holds, sum)
+      if want <= ceiling - s - (seen[sum] or 0) then amount = want end
+    end
+    room = ceiling - s - (seen[sum] or 0) - amount
+  end
+  if amount > 0 then held(holds, sum, expires, nrid, amount, hold_ttl) end
+  out[#out + 1] = string.format('%d %d', amount, room)
 end
 for key, d in pairs(delta) do
   if d ~= 0 then

@@ -5,6 +5,7 @@ that fits every budget the request draws on."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -45,7 +46,26 @@ class Worst:
         return Decimal(0)  # unpriced (a scripted fake): nothing to hold
 
     def of_all(self, candidates: Sequence[Candidate]) -> int:
-        return max((to_nano(self.of(c.backend), up=True) for c in candidates), default=0)
+        """The dearest candidate's worst case, in nano-USD rounded up."""
+        rules = self.prices.rules
+        out = 0
+        for candidate in candidates:
+            rule = rules.get(candidate.backend)
+            if rule is not None:
+                nano = _nano(rule, self.prompt_tokens, self.max_tokens, self.busy_s)
+                out = max(out, nano)
+        return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _nano(
+    rule: TokenPrice | HardwarePrice, prompt_tokens: int, max_tokens: int, busy_s: float
+) -> int:
+    """A worst case in nano-USD (requests of a client are much alike: their worst cases repeat,
+    a hardware price's always, it depends on the deadline alone)."""
+    if isinstance(rule, TokenPrice):
+        return to_nano(prompt_tokens * rule.input + max_tokens * rule.output, up=True)
+    return to_nano(rule.per_ms * Decimal(str(busy_s * 1000.0)), up=True)
 
 
 def options(
@@ -82,6 +102,18 @@ def options(
         else:
             out.append(Option(place, amount, stepped))
     return out
+
+
+def planned(
+    policy: Policy, decision: Decision, worst: Worst, fits: Callable[[str], bool]
+) -> Option:
+    """``options``' first: the decision as planned, with its cascade's escalation counted in
+    when it has one (all a request admitted from a lease may take: ``leases.py``)."""
+    amount = worst.of_all(decision.candidates)
+    up = escalation(policy, decision, fits)
+    if up is not None:
+        amount += worst.of_all(up.candidates)
+    return Option(decision, amount)
 
 
 def _replace(

@@ -23,6 +23,12 @@ raises ``Unavailable`` and the caller admits it in its own process; ``rate_limit
 request path, and ``rate_limits_shared`` / ``budgets_shared_again`` are logged when it answers.
 Settlements of a failed call are lost for Redis: their holds free themselves when they expire.
 
+The lease fast path (``leases.py``, on by default): a replica far from a request's limits
+admits it from slices of them it took from Redis in the background, without waiting for a
+call; the slices' changes (grants, ended requests' costs, what goes back) ride on the calls as
+settlements do. Near a limit, or for a limit too small to slice, requests are decided here as
+above. ``leases.py`` says the rule and the bounds.
+
 Redis keys name ids only (key and team ids, never a key): the rate windows
 ``tiergate:rl:<kind>:<id>:<r|t>:<window number>`` (as ``rate_stores.RedisWindows``), the budget
 holds ``tiergate:budget:<kind>:<id>:<period start>:<spent|holds|holds:sum>``; the ``spent``
@@ -35,6 +41,7 @@ import asyncio
 import functools
 import json
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +51,7 @@ import structlog
 
 from gateway.governance.budgets import UNSEEDED, Hold, Reserved, Settled
 from gateway.governance.gate_script import GATE
+from gateway.governance.leases import IDLE_S, Leases, Ops
 from gateway.governance.rates import PREFIX  # the rate windows' names, as the other stores'
 from gateway.governance.resp import UNAVAILABLE, Connection, ReplyError
 from gateway.governance.windows import Check, Counts
@@ -79,9 +87,19 @@ class Answer:
     fits: bool
     counts: tuple[Counts, ...]
     reserved: Reserved
+    leased: bool = False  # admitted from this replica's leases, without a call
 
 
 _Pending = tuple[Ask, "asyncio.Future[Answer]"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One call's admissions and lease changes, and how far into its rate window it went."""
+
+    asks: list[_Pending]
+    ops: Ops
+    elapsed: float
 
 
 class RemoteGate:
@@ -89,7 +107,8 @@ class RemoteGate:
 
     ``timeout_s`` bounds each call's answer, ``connect_timeout_s`` each new connection (rare;
     a busy event loop can hold a connect's reply past a tight bound), ``retry_s`` how often
-    Redis is tried again while it is away, ``clock`` gives the windows' and holds' time.
+    Redis is tried again while it is away, ``clock`` gives the windows' and holds' time;
+    ``leases`` False turns the lease fast path off.
     """
 
     def __init__(
@@ -103,6 +122,7 @@ class RemoteGate:
         retry_s: float = 5.0,
         settle_every_s: float = 0.02,
         clock: Callable[[], float] = time.time,
+        leases: bool = True,
     ) -> None:
         self._redis = Connection(url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
         self._sha = self._redis.script(GATE)
@@ -113,7 +133,10 @@ class RemoteGate:
         self._clock = clock
         self._asks: list[_Pending] = []
         self._settled: list[Settled] = []
-        self._adjusted: list[tuple[str, int]] = []  # a tokens window's name, its delta
+        # (a rate counter's name, its window's number (None: the current one)) → its delta
+        self._adjusted: dict[tuple[str, int | None], int] = {}
+        self._leases = Leases(uuid.uuid4().hex[:12], window_s, clock) if leases else None
+        self._idle: asyncio.TimerHandle | None = None
         self._soon: asyncio.Handle | None = None
         self._later: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -130,24 +153,55 @@ class RemoteGate:
         """Whether to ask Redis now (it answers, or it is time to try it again)."""
         return self._outage is None or self._clock() >= self._retry_at
 
+    @property
+    def leasing(self) -> bool:
+        """Whether the lease fast path is on."""
+        return self._leases is not None
+
+    @property
+    def leased_admissions(self) -> int:
+        """Requests admitted from leases so far (benchmarks, tests)."""
+        return self._leases.admitted if self._leases is not None else 0
+
+    def admit_leased(self, ask: Ask) -> Answer | None:
+        """The request admitted from this replica's leases at once (no call, no wait), or None
+        when they do not cover it: ``admit`` then asks Redis."""
+        leases = self._leases
+        if leases is None or self._outage is not None:
+            return None
+        local = leases.admit(ask.checks, ask.holds, ask.options, ask.rid, ask.expires)
+        if local is None:
+            return None
+        if leases.urgent:
+            self._send_soon()
+        return Answer(True, local.counts, local.reserved, leased=True)
+
     async def admit(self, ask: Ask) -> Answer:
         """Decide one request, in the call that goes out at the end of this loop turn."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._asks.append((ask, future))
-        if self._soon is None:
-            self._soon = asyncio.get_running_loop().call_soon(self._send)
+        self._send_soon()
         return await future
 
     def settle(self, settled: Settled | None, adjusted: Sequence[tuple[Check, int]]) -> None:
-        """A request ended: its hold and its tokens' correction go out with the next call."""
-        if settled is not None:
+        """A request ended: its hold and its tokens' correction go out with the next call (a
+        request admitted from leases: its cost, with its leases' next change)."""
+        if settled is not None and (self._leases is None or not self._leases.settled(settled)):
             self._settled.append(settled)
         for check, delta in adjusted:
             if delta:
-                self._adjusted.append((check.key, delta))
-        if self._soon is None and self._later is None and (self._settled or self._adjusted):
+                at = (check.key, None)
+                self._adjusted[at] = self._adjusted.get(at, 0) + delta
+        leases = self._leases
+        if (self._soon is None and self._later is None) and (
+            self._settled or self._adjusted or (leases is not None and leases.pending())
+        ):
             loop = asyncio.get_running_loop()
             self._later = loop.call_later(self._settle_every_s, self._send)
+
+    def _send_soon(self) -> None:
+        if self._soon is None:
+            self._soon = asyncio.get_running_loop().call_soon(self._send)
 
     async def seed(self, hold: Hold, spent: int, now: datetime) -> None:
         """The period's spend from the ledger, unless a replica seeded it first."""
@@ -159,14 +213,38 @@ class RemoteGate:
             raise Unavailable(str(exc)) from exc
 
     async def flush(self) -> None:
-        """Send what is pending now and wait for every call in flight (tests, shutdown)."""
-        self._send()
-        while self._tasks or self._inflight:
-            await asyncio.gather(*self._tasks, *self._inflight, return_exceptions=True)
+        """Send what is pending now and wait for every call in flight, until nothing is left
+        to send (tests, shutdown)."""
+        while True:
+            self._send()
+            if not (self._tasks or self._inflight):
+                return
+            while self._tasks or self._inflight:
+                await asyncio.gather(*self._tasks, *self._inflight, return_exceptions=True)
+
+    async def give_back(self) -> None:
+        """Every lease's unused part back to Redis, now (shutdown, tests)."""
+        if self._leases is not None:
+            self._leases.give_back()
+        await self.flush()
 
     async def aclose(self) -> None:
-        await self.flush()
+        self._stop_idle()
+        await self.give_back()
+        self._stop_idle()  # armed again by the last calls
         await self._redis.aclose()
+
+    def _stop_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_leases(self) -> None:
+        """Every ``IDLE_S`` while there are leases: the unused ones go back."""
+        self._idle = None
+        if self._leases is not None:
+            self._leases.give_back(idle_s=IDLE_S)
+            self._send()
 
     def _send(self) -> None:
         self._soon = None
@@ -175,19 +253,28 @@ class RemoteGate:
             self._later = None
         asks, self._asks = self._asks, []
         settled, self._settled = self._settled, []
-        adjusted, self._adjusted = self._adjusted, []
-        if not (asks or settled or adjusted):
+        adjusted, self._adjusted = self._adjusted, {}
+        leases = self._leases
+        ops = leases.ops() if leases is not None and leases.pending() else Ops()
+        if leases and self._idle is None:
+            self._idle = asyncio.get_running_loop().call_later(IDLE_S, self._idle_leases)
+        if not (asks or settled or adjusted or ops):
             return
         if not self.usable():  # while Redis is away: settlements dropped, asks go local
+            if leases is not None:
+                leases.drop()
             _fail(asks, Unavailable(self._outage or "Redis is away"))
             return
-        keys, args, elapsed = self._payload(asks, settled, adjusted)
+        for name, number, delta in ops.returns:
+            adjusted[name, number] = adjusted.get((name, number), 0) + delta
+        keys, args, elapsed = self._payload(asks, settled, adjusted, ops)
+        batch = _Batch(asks, ops, elapsed)
         reply = self._redis.evalsha_now(self._sha, keys, args)
         if reply is not None:
             self._inflight.add(reply)
-            reply.add_done_callback(lambda done: self._answered(asks, done, keys, args, elapsed))
+            reply.add_done_callback(lambda done: self._answered(batch, done, keys, args))
         else:  # no connection yet: made (or refused) in a task of its own
-            self._task(self._call(asks, keys, args, elapsed))
+            self._task(self._call(batch, keys, args))
 
     def _task(self, call: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(call)
@@ -195,12 +282,7 @@ class RemoteGate:
         task.add_done_callback(self._tasks.discard)
 
     def _answered(
-        self,
-        asks: list[_Pending],
-        done: asyncio.Future[Any],
-        keys: list[str],
-        args: tuple[str],
-        elapsed: float,
+        self, batch: _Batch, done: asyncio.Future[Any], keys: list[str], args: tuple[str]
     ) -> None:
         self._inflight.discard(done)
         if done.cancelled():
@@ -208,38 +290,62 @@ class RemoteGate:
         else:
             reply = done.exception() or done.result()
         if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-            self._task(self._call(asks, keys, args, elapsed))  # ``evalsha`` sends the script
+            self._task(self._call(batch, keys, args))  # ``evalsha`` sends the script
         else:
-            self._settle_answers(asks, reply, elapsed)
+            self._settle_answers(batch, reply)
 
-    async def _call(
-        self, asks: list[_Pending], keys: list[str], args: tuple[str], elapsed: float
-    ) -> None:
+    async def _call(self, batch: _Batch, keys: list[str], args: tuple[str]) -> None:
         try:
             reply: Any = await self._redis.evalsha(self._sha, keys, args)
         except UNAVAILABLE as exc:
             reply = exc
-        self._settle_answers(asks, reply, elapsed)
+        self._settle_answers(batch, reply)
 
-    def _settle_answers(self, asks: list[_Pending], reply: Any, elapsed: float) -> None:
-        """Each ask its answer from the script's reply, or ``Unavailable`` for all of them."""
+    def _settle_answers(self, batch: _Batch, reply: Any) -> None:
+        """Each ask its answer from the script's reply, or ``Unavailable`` for all of them; the
+        leases' changes applied (or every lease dropped)."""
+        asks, leases = batch.asks, self._leases
         if isinstance(reply, UNAVAILABLE):
             self._went_away(reply)
+            if leases is not None:
+                leases.drop()
             _fail(asks, Unavailable(f"{type(reply).__name__}: {reply}"))
             return
         try:
-            rows = reply.split(b";") if asks else []
-            answers = [_answer(ask, row, elapsed) for (ask, _), row in zip(asks, rows, strict=True)]
+            rows = reply.split(b";") if reply else []
+            answers = [
+                _answer(ask, row, batch.elapsed) for (ask, _), row in zip(asks, rows, strict=False)
+            ]
+            if leases is not None:
+                if batch.ops:
+                    leases.applied(batch.ops, rows[len(asks) :])
+                for (ask, _), answer in zip(asks, answers, strict=True):
+                    leases.answered(
+                        ask.checks,
+                        ask.holds,
+                        ask.options,
+                        answer.counts,
+                        answer.reserved,
+                        ask.expires,
+                    )
         except Exception as exc:  # a bug, not an outage: every caller hears of it
+            if leases is not None:
+                leases.drop()
             _fail(asks, exc)
             raise
         self._back()
         for (_, future), answer in zip(asks, answers, strict=True):
             if not future.done():
                 future.set_result(answer)
+        if leases is not None and leases.urgent:
+            self._send_soon()
 
     def _payload(
-        self, asks: list[_Pending], settled: list[Settled], adjusted: list[tuple[str, int]]
+        self,
+        asks: list[_Pending],
+        settled: list[Settled],
+        adjusted: dict[tuple[str, int | None], int],
+        ops: Ops,
     ) -> tuple[list[str], tuple[str], float]:
         """The script's keys and its one argument, and how far into its window it is."""
         now = self._clock()
@@ -255,6 +361,8 @@ class RemoteGate:
             len(adjusted),
             len(asks),
             1 if asks and now >= self._sweep_at else 0,
+            len(ops.rates),
+            len(ops.budgets),
         ]
         if asks and now >= self._sweep_at:
             self._sweep_at = now + SWEEP_EVERY_S
@@ -263,8 +371,8 @@ class RemoteGate:
                 keys += _hold_keys(hold.name)
             words += (item.rid, item.held, item.actual, len(item.holds))
         current = f":{number}"
-        for name, delta in adjusted:
-            keys.append(self._prefix + name + current)
+        for (name, at), delta in adjusted.items():
+            keys.append(self._prefix + name + (current if at is None else f":{at}"))
             words.append(delta)
         previous = f":{number - 1}"
         today = datetime.fromtimestamp(now, UTC)
@@ -278,6 +386,15 @@ class RemoteGate:
             for hold in ask.holds:
                 keys += _hold_keys(hold.name)
                 words += (hold.limit, hold.ttl_s(today))
+        for grant in ops.rates:
+            lease = grant.lease
+            base = self._prefix + lease.key
+            keys += (f"{base}:{lease.number - 1}", f"{base}:{lease.number}")
+            words += (grant.want, grant.ceiling)
+        for op in ops.budgets:
+            keys += _hold_keys(op.lease.hold.name)
+            words += (op.old_rid, op.old_amount, op.delta, op.new_rid, op.keep, op.want)
+            words += (op.ceiling, op.expires, op.lease.hold.ttl_s(today))
         return keys, (json.dumps(words),), elapsed
 
     def _went_away(self, exc: BaseException) -> None:

@@ -104,6 +104,12 @@ def duration(seconds: float) -> str:
 
 
 _DIMENSIONS = ("requests", "tokens")
+_NAMES = {
+    dimension: tuple(
+        f"x-ratelimit-{field}-{dimension}" for field in ("limit", "remaining", "reset")
+    )
+    for dimension in _DIMENSIONS
+}
 
 
 def headers(
@@ -114,28 +120,26 @@ def headers(
 ) -> tuple[tuple[str, str], ...]:
     """OpenAI's rate-limit headers, for each dimension the tightest limit's (the one with the
     least remaining; the smaller limit on a tie); ``retry-after`` (whole seconds, at least 1)
-    when a request was refused and waiting helps."""
-    tightest: dict[str, tuple[int, Check, Counts]] = {}
+    when a request was refused and waiting helps. (On every governed answer: ``remaining``
+    and ``weighted`` written out inline.)"""
+    found: dict[str, tuple[int, int, Counts]] = {}  # dimension → (left, limit, counts)
     for check, count in zip(checks, counts, strict=True):
-        left = remaining(check, count, window_s)
-        best = tightest.get(check.dimension)
-        if best is None or (left, check.limit) < (best[0], best[1].limit):
-            tightest[check.dimension] = (left, check, count)
+        share = 1.0 - count.elapsed_s / window_s
+        weighted = math.floor(count.prev * share) + count.cur if share > 0.0 else count.cur
+        left = check.limit - weighted
+        if left < 0:
+            left = 0
+        best = found.get(check.dimension)
+        if best is None or left < best[0] or (left == best[0] and check.limit < best[1]):
+            found[check.dimension] = (left, check.limit, count)
     out: list[tuple[str, str]] = []
-    for field in ("limit", "remaining", "reset"):
-        for dimension in _DIMENSIONS:
-            found = tightest.get(dimension)
-            if found is None:
-                continue
-            left, check, count = found
-            value = (
-                str(check.limit)
-                if field == "limit"
-                else str(left)
-                if field == "remaining"
-                else duration(reset_s(count, window_s))
-            )
-            out.append((f"x-ratelimit-{field}-{dimension}", value))
+    tightest = [(_NAMES[d], found[d]) for d in _DIMENSIONS if d in found]
+    for names, (_, limit, _) in tightest:
+        out.append((names[0], str(limit)))
+    for names, (left, _, _) in tightest:
+        out.append((names[1], str(left)))
+    for names, (_, _, count) in tightest:
+        out.append((names[2], duration(reset_s(count, window_s))))
     if retry_after_s is not None:
         out.append(("retry-after", str(max(1, math.ceil(retry_after_s)))))
     return tuple(out)
