@@ -169,6 +169,7 @@ def open_governor(settings: Settings, engine: Engine | None) -> Governor:
         # a connection is made rarely, and a busy event loop can hold a connect's reply past a
         # tight bound: a burst would then read as an outage
         connect_timeout_s=max(2.0, timeout_s),
+        leases=settings.governance_leases,
     )
     return Governor(MemoryBudgets(), RateLimiter(None), engine, remote=remote)
 

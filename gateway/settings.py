@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         "process keeps its own until Redis answers (generous: a spurious timeout under load "
         "would let each process spend the whole limit)",
     )
+    governance_leases: bool = Field(
+        default=True,
+        description="let each replica admit from slices of large limits it took from Redis "
+        "beforehand (no round trip per request; gateway/governance/leases.py says the rule); "
+        "false: every governed request waits for Redis's decision",
+    )
     keys_refresh_s: float = Field(
         default=2.0,
         gt=0,

@@ -230,3 +230,29 @@ async def test_two_app_instances_with_leases_stay_inside_the_budget(
         # and used up, but for what the two replicas' leases may hold unused (a lease each)
         assert total >= budget_usd - 2 * budget_usd / SHARE
         engine.dispose()
+
+
+async def test_leases_follow_the_setting(tmp_path: Path, redis_url: str) -> None:
+    """TIERGATE_GOVERNANCE_LEASES: on (the default), requests far from a budget are admitted
+    from this replica's slices; off, every one is decided in Redis."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    limits = LimitsIn(budget_usd=Decimal("100"), period="day", on_exhausted="reject")
+    made = store.create_key(engine, "ops", limits)
+    engine.dispose()
+    policy = write_policy(tmp_path)
+    body = {"model": "hard", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}
+    leased: dict[bool, int] = {}
+    for on in (True, False):
+        async with instance(policy, url, redis_url, governance_leases=on) as (client, app):
+            for _ in range(20):
+                answer = await client.post(
+                    "/v1/chat/completions", json=body, headers=bearer(made.key)
+                )
+                assert answer.status_code == 200
+            remote = app.state.governor.remote
+            assert remote.leasing is on
+            leased[on] = remote.leased_admissions
+    assert leased[True] > 0
+    assert leased[False] == 0
