@@ -24,6 +24,7 @@ The batch exporter reads the SDK's variables: ``OTEL_BSP_SCHEDULE_DELAY`` (ms, 5
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import marshal
@@ -393,6 +394,8 @@ class ExporterProcess:
     def _started(self) -> subprocess.Popen[bytes]:
         process = self._process
         if process is None or process.poll() is not None:
+            if process is not None:
+                _let_go(process)
             process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.otlp_process"],
                 stdin=subprocess.PIPE,
@@ -409,6 +412,8 @@ class ExporterProcess:
             process = self._started()
             write_frame(process.stdin, payload)
         except OSError as exc:  # BrokenPipeError: it exited
+            if self._process is not None:
+                _let_go(self._process)
             log.warning(
                 "the trace exporter process could not take %d spans (%s); they are lost, and "
                 "the next batch starts it again",
@@ -424,16 +429,25 @@ class ExporterProcess:
         process, self._process = self._process, None
         if process is None:
             return
-        try:
-            if process.stdin is not None:
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):  # it exited with a batch unread
                 process.stdin.close()
+        try:
             process.wait(timeout_s)
-        except OSError:
-            pass
         except subprocess.TimeoutExpired:
             log.warning("the trace exporter process did not finish in %.0f s: stopped", timeout_s)
             process.kill()
             process.wait()
+
+
+def _let_go(process: subprocess.Popen[bytes]) -> None:
+    """Close the input of an exporter process that exited (what was left in it is lost)."""
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+    if process.poll() is None:
+        process.kill()
+    process.wait()
 
 
 def otlp_sender(
