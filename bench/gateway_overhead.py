@@ -356,16 +356,31 @@ class TreeGateway:
         if check.headers.get("x-tiergate-backend") != "upstream":
             raise RuntimeError(f"unexpected routing: {dict(check.headers)}")
 
-    def cpu_s(self) -> float:
+    def cpu_s(self) -> dict[int, float]:
+        """CPU seconds so far of the gateway and of each process it started (tracing's
+        exporter process), by pid."""
         import psutil
 
-        times = psutil.Process(self.process.pid).cpu_times()
-        return float(times.user + times.system)
+        gateway = psutil.Process(self.process.pid)
+        spent = {}
+        for process in (gateway, *gateway.children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                spent[process.pid] = float(times.user + times.system)
+        return spent
 
     def wrk(self, script: Path, connections: int, duration: int) -> dict[str, Any]:
         before = self.cpu_s()
         result = run_wrk(self.url, script, connections, duration)
-        result["cpu_ms_per_request"] = (self.cpu_s() - before) * 1000 / max(1, result["requests"])
+        after = self.cpu_s()
+        requests = max(1, result["requests"])
+        # The gateway's own CPU and its children's (tracing's exporter process) together.
+        children = sum(
+            spent - before.get(pid, 0.0) for pid, spent in after.items() if pid != self.process.pid
+        )
+        own = after[self.process.pid] - before[self.process.pid]
+        result["cpu_ms_per_request"] = (own + children) * 1000 / requests
+        result["children_cpu_ms_per_request"] = children * 1000 / requests
         return result
 
     def stop(self) -> None:
@@ -421,10 +436,16 @@ def compare_trees(
                 "cpu_ms_per_request": round(
                     statistics.median(r["cpu_ms_per_request"] for r in each), 4
                 ),
+                # of which the gateway's child processes (tracing's exporter process)
+                "children_cpu_ms_per_request": round(
+                    statistics.median(r.get("children_cpu_ms_per_request", 0.0) for r in each), 4
+                ),
             }
         first, second = (figures[label] for label in trees)
         figures["change_pct"] = {
-            key: round((second[key] - first[key]) / first[key] * 100, 2) for key in first
+            key: round((second[key] - first[key]) / first[key] * 100, 2)
+            for key in first
+            if first[key]
         }
         # Each round's two runs ran back to back: their ratio cancels most of the machine's
         # drift between rounds, so its median is steadier than the ratio of the medians.
@@ -539,6 +560,7 @@ def main() -> int:
         else:
             assert args.against is not None
             trees = {"against": args.against.resolve(), "this": ROOT}
+        load_before = os.getloadavg()
         try:
             wait_http(f"http://127.0.0.1:{mock_port}/v1/models", mock)
             compared = compare_trees(work, mock_url, trees, args.duration, args.rounds, envs)
@@ -549,7 +571,12 @@ def main() -> int:
         compared = {
             "benchmark": "gateway overhead, two set-ups in one run (wrk, mock upstream)",
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "load_before": load_before,
+                "load_after": os.getloadavg(),
+            },
             "trees": {k: {"commit": commits[k]} for k in trees},
             "duration_s": args.duration,
             "rounds": args.rounds,

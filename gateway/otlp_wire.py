@@ -1,5 +1,6 @@
 """Ended spans to a collector: OTLP ``ExportTraceServiceRequest`` bytes written straight to
-protobuf's wire format, sent in batches from a thread through the SDK's OTLP/HTTP client.
+protobuf's wire format, sent in batches by a separate exporter process through the SDK's
+OTLP/HTTP client.
 
 Why not the SDK's encoder: it builds a protobuf object per span, attribute and value — about
 3.5 µs per attribute on the export thread, with the GIL held. Here each field is a few byte
@@ -7,19 +8,29 @@ concatenations and the (key, value) pairs that repeat from request to request (a
 a model) are encoded once. The bytes decode, with the official classes, to the message the
 SDK's encoder makes for the same spans (tests/observability/test_otlp_wire.py).
 
+Why a process: encoding (~5 µs a span) and the HTTP post (~4 µs a span through ``requests``)
+held the gateway's GIL for ~30 µs of every traced request, about 3% of a request's CPU taken
+from the event loop. The gateway's export thread now only turns a batch into plain tuples
+(``rows``) and writes them, ``marshal``-ed, to the exporter process's standard input
+(``gateway.otlp_process``), which encodes and posts them; ``bench/README.md``, "Tracing", has
+the measurements.
+
 The batch exporter reads the SDK's variables: ``OTEL_BSP_SCHEDULE_DELAY`` (ms, 5000),
 ``OTEL_BSP_MAX_QUEUE_SIZE`` (2048: spans past it are dropped and counted, never waited for),
-``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (512); the OTLP client reads ``OTEL_EXPORTER_OTLP_*``
-(endpoint, headers, compression, timeout, certificates).
+``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (512); the OTLP client, in the exporter process, reads
+``OTEL_EXPORTER_OTLP_*`` (endpoint, headers, compression, timeout, certificates).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
+import marshal
 import os
 import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +40,7 @@ from typing import Any, cast
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from gateway.tracer import UNSET, FinishedSpan
 
@@ -93,7 +105,8 @@ def _key_value(tag: int, key: str, value: Any) -> bytes:
 
 
 _SPAN_ATTRIBUTE = 9  # Span.attributes
-_KIND_FIELDS = {kind: b"\x30" + _varint(number) for kind, number in _KINDS.items()}
+# Span.kind by its OTLP number (0: unspecified, never written by the tracer).
+_KIND_FIELDS = tuple(b"\x30" + _varint(number) for number in range(6))
 _INTERNAL, _SERVER, _CLIENT = SpanKind.INTERNAL, SpanKind.SERVER, SpanKind.CLIENT
 _pack_times = struct.Struct("<BQBQ").pack  # Span.start_time_unix_nano, end_time_unix_nano
 _pack_ids = struct.Struct(">HQQHQ").pack  # tag+size, trace id (high, low), tag+size, span id
@@ -107,6 +120,45 @@ _REMOTE_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
 # Keys whose values differ on every span: not worth remembering.
 _VARYING = frozenset({"tiergate.request_id"})
 _REMEMBERED = frozenset({str, bool, int, float})
+
+
+# An ended span as plain values (what ``marshal`` writes, and what the encoder reads): name,
+# trace id, span id, parent span id (None: a root), whether the parent is remote, the kind's
+# OTLP number, start and end (ns), attributes, the status's OTLP code and description, the
+# trace state's header ("" when empty).
+Row = tuple[str, int, int, int | None, bool, int, int, int, Mapping[str, Any], int, str | None, str]
+
+
+def rows(spans: Sequence[FinishedSpan]) -> list[Row]:
+    """Ended spans as ``Row`` tuples: what the export thread hands the exporter process."""
+    out: list[Row] = []
+    append = out.append
+    for span in spans:
+        context, parent, status, kind = span.context, span.parent, span.status, span.kind
+        state = context[4]
+        append(
+            (
+                span.name,
+                context[0],
+                context[1],
+                None if parent is None else parent[1],
+                parent is not None and parent[2],
+                1
+                if kind is _INTERNAL
+                else 2
+                if kind is _SERVER
+                else 3
+                if kind is _CLIENT
+                else _KINDS[kind],
+                span.start_time,
+                span.end_time or 0,
+                span.attributes,
+                0 if status is UNSET else _STATUS[status.status_code],
+                None if status is UNSET else status.description,
+                "" if state is DEFAULT_TRACE_STATE else state.to_header(),
+            )
+        )
+    return out
 
 
 class SpanEncoder:
@@ -128,6 +180,9 @@ class SpanEncoder:
         self._scope = _field(1, _field(1, scope.encode()))
 
     def encode(self, spans: Sequence[FinishedSpan]) -> bytes:
+        return self.encode_rows(rows(spans))
+
+    def encode_rows(self, spans: Sequence[Row]) -> bytes:
         body = self._scope + b"".join([self._span(s) for s in spans])
         return _field(1, self._resource + _field(2, body))
 
@@ -158,46 +213,47 @@ class SpanEncoder:
                     known[keys[i]] = encoded
         return cast("list[bytes]", fields)  # each None replaced above
 
-    def _span(self, span: FinishedSpan) -> bytes:
-        context, parent = span.context, span.parent
-        name = self._names.get(span.name)
-        if name is None:
-            name = _field(5, span.name.encode())
+    def _span(self, row: Row) -> bytes:
+        (
+            name,
+            trace_id,
+            span_id,
+            parent_id,
+            remote,
+            kind,
+            start,
+            end,
+            attributes,
+            code,
+            description,
+            state,
+        ) = row
+        name_field = self._names.get(name)
+        if name_field is None:
+            name_field = _field(5, name.encode())
             if len(self._names) >= _PAIRS_KEPT:
                 self._names.clear()
-            self._names[span.name] = name
-        kind = span.kind
-        trace_id = context.trace_id
+            self._names[name] = name_field
         # Span.trace_id and span_id (the 128-bit id as two big-endian halves): one pack.
-        out = [_pack_ids(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, context.span_id)]
-        state = context.trace_state
+        out = [_pack_ids(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, span_id)]
         if state:
-            out.append(_field(3, state.to_header().encode()))
-        if parent is not None:
-            out.append(_pack_parent(0x2208, parent.span_id))  # Span.parent_span_id
-        out.append(name)
-        out.append(
-            b"\x30\x01"
-            if kind is _INTERNAL
-            else b"\x30\x02"
-            if kind is _SERVER
-            else b"\x30\x03"
-            if kind is _CLIENT
-            else _KIND_FIELDS[kind]
-        )
-        out.append(_pack_times(0x39, span.start_time, 0x41, span.end_time or 0))
-        if span.attributes:
-            out += self._attributes(span.attributes)
-        status = span.status  # always written, as the SDK's encoder writes it
-        if status is UNSET:
-            out.append(_NO_STATUS)
-        else:
-            code = _STATUS[status.status_code]
-            body = _field(2, status.description.encode()) if status.description else b""
+            out.append(_field(3, state.encode()))
+        if parent_id is not None:
+            out.append(_pack_parent(0x2208, parent_id))  # Span.parent_span_id
+        out.append(name_field)
+        out.append(_KIND_FIELDS[kind])
+        out.append(_pack_times(0x39, start, 0x41, end))
+        if attributes:
+            out += self._attributes(attributes)
+        # The status is always written, as the SDK's encoder writes it (empty when unset).
+        if code or description:
+            body = _field(2, description.encode()) if description else b""
             if code:
                 body += b"\x18" + _varint(code)
             out.append(_field(15, body))
-        out.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
+        else:
+            out.append(_NO_STATUS)
+        out.append(_REMOTE_FLAGS if remote else _LOCAL_FLAGS)
         body = b"".join(out)
         size = len(body)  # Scope.spans: a span is 0.1-16 KB, its size two bytes
         if 0x80 <= size < 0x4000:
@@ -247,7 +303,8 @@ class BatchExport:
 
     def __call__(self, span: FinishedSpan) -> None:
         queue = self._queue
-        if len(queue) >= self._max_queue:
+        size = len(queue)
+        if size >= self._max_queue:
             if not self.dropped:
                 log.warning(
                     "trace spans dropped: the export queue is full (OTEL_BSP_MAX_QUEUE_SIZE=%d); "
@@ -257,7 +314,7 @@ class BatchExport:
             self.dropped += 1
             return
         queue.append(span)
-        if len(queue) == self._batch:  # once, as the queue fills a batch (an Event.set costs)
+        if size + 1 == self._batch:  # once, as the queue fills a batch (an Event.set costs)
             self._wake.set()
 
     def _run(self) -> None:
@@ -303,18 +360,120 @@ class BatchExport:
         self._thread.join(timeout_s)
 
 
-def otlp_sender(resource: Resource, scope: str) -> tuple[Send, Callable[[], None]]:
-    """Send batches with the SDK's OTLP/HTTP client (its settings from ``OTEL_EXPORTER_OTLP_*``,
-    its retries); and how to close it."""
+_FRAME = struct.Struct("<I")  # a frame on the exporter process's input: its size, then it
+
+
+def write_frame(stream: Any, payload: bytes) -> None:
+    stream.write(_FRAME.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def read_frame(stream: Any) -> bytes | None:
+    """The next frame, or None at the end of the stream (the gateway closed it)."""
+    head = stream.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        return None
+    (size,) = _FRAME.unpack(head)
+    payload = stream.read(size)
+    return payload if len(payload) == size else None
+
+
+class ExporterProcess:
+    """The OTLP/HTTP sender in a child process (``python -m gateway.otlp_process``), started
+    at the first batch: each batch goes to it as one ``marshal``-ed frame of ``rows`` on its
+    standard input; it encodes the batch, posts it with the SDK's client and logs what it
+    could not send on its standard error (the gateway's). Closing its input (``close``, or this
+    process ending) makes it send what it has and exit. If it exits early, the batch being
+    written is lost (logged) and the next batch starts another."""
+
+    def __init__(self, resource: Resource, scope: str, environ: Mapping[str, str]) -> None:
+        self._header = marshal.dumps((dict(resource.attributes), resource.schema_url or "", scope))
+        self._environ = dict(environ)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        process = self._process
+        if process is None or process.poll() is not None:
+            if process is not None:
+                _let_go(process)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.otlp_process"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                env=self._environ,
+            )
+            write_frame(process.stdin, self._header)
+            self._process = process
+        return process
+
+    def send(self, spans: Sequence[FinishedSpan]) -> bool:
+        payload = marshal.dumps(rows(spans))  # ValueError: a value marshal cannot write
+        try:
+            process = self._started()
+            write_frame(process.stdin, payload)
+        except OSError as exc:  # BrokenPipeError: it exited
+            if self._process is not None:
+                _let_go(self._process)
+            log.warning(
+                "the trace exporter process could not take %d spans (%s); they are lost, and "
+                "the next batch starts it again",
+                len(spans),
+                exc,
+            )
+            self._process = None
+            return False
+        return True
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Close its input and wait (``timeout_s``) for it to send the rest and exit."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):  # it exited with a batch unread
+                process.stdin.close()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("the trace exporter process did not finish in %.0f s: stopped", timeout_s)
+            process.kill()
+            process.wait()
+
+
+def _let_go(process: subprocess.Popen[bytes]) -> None:
+    """Close the input of an exporter process that exited (what was left in it is lost)."""
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def otlp_sender(
+    resource: Resource, scope: str, environ: Mapping[str, str]
+) -> tuple[Send, Callable[[], None]]:
+    """Send batches through an ``ExporterProcess`` (its environment: ``environ``, where the
+    SDK's client reads its ``OTEL_EXPORTER_OTLP_*`` settings); and how to close it."""
+    exporter = ExporterProcess(resource, scope, environ)
+    return exporter.send, exporter.close
+
+
+SendRows = Callable[[Sequence[Row]], bool]
+
+
+def http_sender(resource: Resource, scope: str) -> tuple[SendRows, Callable[[], None]]:
+    """In the exporter process: encode batches of rows and post them with the SDK's OTLP/HTTP
+    client (its settings from ``OTEL_EXPORTER_OTLP_*``, its retries); and how to close it."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     exporter = OTLPSpanExporter()
     encoder = SpanEncoder(resource, scope)
 
-    def send(spans: Sequence[FinishedSpan]) -> bool:
-        result = exporter._client.export(encoder.encode(spans))
+    def send(batch: Sequence[Row]) -> bool:
+        result = exporter._client.export(encoder.encode_rows(batch))
         if not result.success:
-            log.warning("the trace collector refused or did not answer; %d spans lost", len(spans))
+            log.warning("the trace collector refused or did not answer; %d spans lost", len(batch))
         return bool(result.success)
 
     return send, exporter.shutdown

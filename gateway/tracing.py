@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from gateway.tracer import InMemory, LeanTracer, Sampler, TracingConfigError
+from gateway.tracer import InMemory, LeanSpan, LeanTracer, Sampler, TracingConfigError
 
 # Only W3C trace context crosses the gateway (never baggage: a client must not be able to set
 # headers that reach an upstream).
@@ -95,14 +96,17 @@ def unbind(tokens: tuple[object, object]) -> None:
 
 def headers_for(span: Span) -> tuple[tuple[str, str], ...]:
     """The W3C trace-context headers that make ``span`` an upstream's parent: what
-    ``PROPAGATOR.inject`` writes (a test checks), without a context and a carrier per call."""
-    ids = span.get_span_context()
-    if not ids.is_valid:
+    ``PROPAGATOR.inject`` writes (a test checks), without a context and a carrier per call.
+    The ``SpanContext`` is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state,
+    is_valid): read by index, not through five properties (a Python call each)."""
+    ids = span.context if type(span) is LeanSpan else span.get_span_context()
+    if not ids[5]:
         return ()
-    parent = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
-    if ids.trace_state:
-        return (("traceparent", parent), ("tracestate", ids.trace_state.to_header()))
-    return (("traceparent", parent),)
+    parent = f"00-{ids[0]:032x}-{ids[1]:016x}-{ids[3]:02x}"
+    state = ids[4]
+    if state is DEFAULT_TRACE_STATE or not state:
+        return (("traceparent", parent),)
+    return (("traceparent", parent), ("tracestate", state.to_header()))
 
 
 def extract(headers: Mapping[str, str]) -> Context:
@@ -136,7 +140,8 @@ def open_tracing(content: bool, environ: Mapping[str, str] | None = None) -> Tra
     """The process's tracing from the standard variables, or None when they ask for none.
 
     ``OTEL_TRACES_EXPORTER``: ``otlp`` (OTLP over HTTP/protobuf, the default when an endpoint is
-    set; ``OTEL_EXPORTER_OTLP_*`` configure the SDK's client that sends it) or ``console``.
+    set; sent from an exporter process, ``gateway.otlp_process``, whose SDK client the
+    ``OTEL_EXPORTER_OTLP_*`` variables configure) or ``console``.
     ``OTEL_SERVICE_NAME`` (default ``tiergate``) and ``OTEL_RESOURCE_ATTRIBUTES`` name the
     resource; ``OTEL_TRACES_SAMPLER(_ARG)`` are read by ``tracer.Sampler``, ``OTEL_BSP_*`` by
     ``otlp_wire.BatchExport``.
@@ -164,7 +169,8 @@ def open_tracing(content: bool, environ: Mapping[str, str] | None = None) -> Tra
                 f"(http/protobuf); point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP "
                 f"port (4318) and unset the protocol"
             )
-        send, stop = otlp_sender(resource, TRACER_NAME)
+        # The exporter process gets this process's environment with ``environ``'s variables.
+        send, stop = otlp_sender(resource, TRACER_NAME, {**os.environ, **env})
     elif kind == "console":
         send = console_sender(resource)
     else:

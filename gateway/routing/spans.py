@@ -252,10 +252,12 @@ def settled(outcome: Outcome, plan: Plan, used: Usage, priced: Priced | None) ->
         "tiergate.backend": outcome.backend,
         "tiergate.cache": outcome.cache,
     }
-    if outcome.trace.fallbacks:
-        values["tiergate.fallbacks"] = outcome.trace.fallbacks
-    if outcome.trace.retries:
-        values["tiergate.retries"] = outcome.trace.retries
+    trace = outcome.trace
+    if len(trace.attempts) > 1:  # one attempt is a first try: no fallback, no retry
+        if trace.fallbacks:
+            values["tiergate.fallbacks"] = trace.fallbacks
+        if trace.retries:
+            values["tiergate.retries"] = trace.retries
     if plan.score is not None:
         values["tiergate.complexity"] = plan.score.value
     if outcome.canary_arm is not None:

@@ -1,10 +1,13 @@
 """The lean tracer's pieces: the OTLP bytes it writes are the message the SDK's encoder makes
-for the same spans; batches are sent, and a full queue drops (and counts) rather than waits;
-sampling follows the standard variables and a client's sampled flag; the steps' spans hang
-under the request's bound server span."""
+for the same spans, also from the rows the exporter process reads; that process posts each
+batch, the rest when its input closes, and is started again after it died; batches are sent,
+and a full queue drops (and counts) rather than waits; sampling follows the standard variables
+and a client's sampled flag; the steps' spans hang under the request's bound server span."""
 
 from __future__ import annotations
 
+import marshal
+import os
 import threading
 from collections.abc import Sequence
 
@@ -19,7 +22,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from gateway import tracing
-from gateway.otlp_wire import BatchExport, SpanEncoder
+from gateway.otlp_wire import BatchExport, ExporterProcess, SpanEncoder, rows
 from gateway.tracer import (
     FinishedSpan,
     InMemory,
@@ -29,6 +32,7 @@ from gateway.tracer import (
     TracingConfigError,
 )
 from gateway.tracing import PROPAGATOR, extract, headers_for, in_memory
+from tests.support.otlp_receiver import receiver
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
@@ -305,3 +309,41 @@ def test_a_child_follows_its_parents_flag_whatever_the_parent_span_is() -> None:
     never = LeanTracer(spans, Sampler(0.0, parent_based=False))
     sampled = trace.get_current_span(extract({"traceparent": PARENT}))
     assert not never.start_child("z", sampled).is_recording()
+
+
+def test_rows_through_marshal_are_the_sdk_encoders_message() -> None:
+    """What the export thread writes to the exporter process (``rows``, ``marshal``-ed) and
+    what that process encodes from it: the SDK encoder's message for the same spans, statuses,
+    a remote parent, a trace state and a list value included."""
+    resource = Resource.create({"service.name": "tiergate"})
+    spans = some_spans()
+    read = marshal.loads(marshal.dumps(rows(spans)))
+    ours = ExportTraceServiceRequest.FromString(SpanEncoder(resource, "tiergate").encode_rows(read))
+    assert ours == encode_spans(as_sdk(spans, resource))
+
+
+def test_the_exporter_process_posts_batches_and_the_rest_when_closed() -> None:
+    """Each batch arrives at the collector, under the gateway's resource; ``close`` returns
+    once the process has sent what it was given; one that died is started again."""
+    resource = Resource.create({"service.name": "tiergate", "deployment.environment": "test"})
+    spans = some_spans()
+    with receiver() as collector:
+        environ = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+        exporter = ExporterProcess(resource, "tiergate", environ)
+        try:
+            assert exporter.send(spans)
+            got = collector.wait_for(lambda received: len(received) == len(spans))
+            assert {s.name for s in got} == {s.name for s in spans}
+            assert got[0].resource["deployment.environment"] == "test"
+            first = exporter._process
+            assert first is not None
+            first.kill()  # it dies: the next batch starts another
+            first.wait()
+            assert exporter.send(spans[:2])
+            collector.wait_for(lambda received: len(received) == len(spans) + 2)
+            assert exporter._process is not first
+            assert exporter.send(spans)
+        finally:
+            exporter.close()
+        assert len(collector.spans) == 2 * len(spans) + 2  # sent before close returned
+        assert collector.posts == 3
