@@ -88,7 +88,9 @@ async def kill_under_load(
                 within=FREEZE_S + 30,
             )
         await load.until(
-            lambda: load.answered >= frozen_at + 40 and len(load.streaming) >= 2,
+            # the big model's streams (a word at a time): the small one's arrive all at once,
+            # so one half sent now may be whole by the time the kill lands
+            lambda: load.answered >= frozen_at + 40 and load.streaming_from("big") >= 2,
             "40 more answers, and streams half sent",
         )
         answered_frozen = load.answered - frozen_at if frozen else 0

@@ -315,7 +315,7 @@ async def test_sigterm_under_load_loses_no_row(
         await lock.cut()  # from here on the writer's inserts wait: rows stay queued
         locked_at = load.answered
         await load.until(
-            lambda: load.answered >= locked_at + 40 and len(load.streaming) >= 2,
+            lambda: load.answered >= locked_at + 40 and load.streaming_from("big") >= 2,
             "40 answers while the ledger is locked, and streams half sent",
         )
         in_flight = set(load.streaming)

@@ -58,7 +58,8 @@ class Load:
         self._tasks: list[asyncio.Task[None]] = []
         self._running = 0
         self.exchanges: list[Exchange] = []
-        self.streaming: set[str] = set()  # ids of streams whose head arrived, body still coming
+        # ids of streams whose head arrived, body still coming → the backend that answers them
+        self.streaming: dict[str, str] = {}
 
     @property
     def answered(self) -> int:
@@ -112,6 +113,10 @@ class Load:
             raise AssertionError(f"not within {within} s: {what} ({self.summary()})") from None
         if not predicate():
             raise AssertionError(f"the clients ended before: {what} ({self.summary()})")
+
+    def streaming_from(self, backend: str) -> int:
+        """How many streams of ``backend`` are half sent now."""
+        return sum(1 for answering in self.streaming.values() if answering == backend)
 
     def summary(self) -> str:
         errors = sorted({e.error for e in self.exchanges if e.error})
@@ -174,13 +179,13 @@ class Load:
                 "POST", "/v1/chat/completions", json=self._body(prompt, True), headers=self._headers
             ) as response:
                 rid, status = response.headers.get("x-request-id", "-"), response.status_code
-                self.streaming.add(rid)
+                self.streaming[rid] = response.headers.get("x-tiergate-backend", "")
                 await self._notify()
                 try:
                     async for line in response.aiter_lines():
                         done = done or line == DONE_LINE
                 finally:
-                    self.streaming.discard(rid)
+                    self.streaming.pop(rid, None)
         except httpx.TransportError as exc:
             return Exchange(rid, status, True, False, type(exc).__name__, _since(started))
         # A stream that failed before its head answers with a JSON error, complete as it is.
