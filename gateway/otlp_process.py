@@ -1,7 +1,7 @@
 """The trace exporter process: ``python -m gateway.otlp_process``, started by the gateway's
-``otlp_wire.ExporterProcess`` with the gateway's environment.
+``otlp_export.ExporterProcess`` with the gateway's environment.
 
-Its standard input carries frames (``otlp_wire.write_frame``): first the resource's attributes,
+Its standard input carries frames (``otlp_export.write_frame``): first the resource's attributes,
 schema URL and scope name, then one batch of ended spans per frame, as ``otlp_wire.rows`` wrote
 them with ``marshal`` (the same Python wrote and reads them: its own executable). Each batch is
 encoded (``SpanEncoder``) and posted with the OpenTelemetry SDK's OTLP/HTTP client, which reads
@@ -19,7 +19,7 @@ import sys
 
 from opentelemetry.sdk.resources import Resource
 
-from gateway.otlp_wire import http_sender, read_frame
+from gateway.otlp_export import http_sender, read_frame
 
 log = logging.getLogger("tiergate.otlp_process")
 

@@ -144,14 +144,14 @@ def open_tracing(content: bool, environ: Mapping[str, str] | None = None) -> Tra
     ``OTEL_EXPORTER_OTLP_*`` variables configure) or ``console``.
     ``OTEL_SERVICE_NAME`` (default ``tiergate``) and ``OTEL_RESOURCE_ATTRIBUTES`` name the
     resource; ``OTEL_TRACES_SAMPLER(_ARG)`` are read by ``tracer.Sampler``, ``OTEL_BSP_*`` by
-    ``otlp_wire.BatchExport``.
+    ``otlp_export.BatchExport``.
     """
     env = os.environ if environ is None else environ
     if not configured(env):
         return None
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
-    from gateway.otlp_wire import BatchExport, Send, console_sender, otlp_sender
+    from gateway.otlp_export import BatchExport, Send, console_sender, otlp_sender
 
     sampler = Sampler.from_env(env)
     named = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: DEFAULT_SERVICE}

@@ -22,7 +22,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from gateway import tracing
-from gateway.otlp_wire import BatchExport, ExporterProcess, SpanEncoder, rows
+from gateway.otlp_export import BatchExport, ExporterProcess
+from gateway.otlp_wire import SpanEncoder, rows
 from gateway.tracer import (
     FinishedSpan,
     InMemory,
