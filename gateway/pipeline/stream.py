@@ -10,7 +10,7 @@ from adapters.base import ChatRequest, Chunk, Completion
 from adapters.errors import BackendError
 from gateway.pipeline.answers import Broke, Ended, StreamEvent
 from gateway.routing.choices import extra_requests, extra_stream, merged
-from gateway.routing.dispatch import Opened
+from gateway.routing.opened import Opened
 from gateway.routing.tally import Tally
 
 if TYPE_CHECKING:

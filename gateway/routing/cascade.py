@@ -30,7 +30,7 @@ from adapters.base import ChatRequest, Chunk, Completion, ToolCallDelta
 from gateway.policy import Candidate, Decision, Policy
 from gateway.policy.cascade import Cascade
 from gateway.routing.attempts import Attempt, DispatchError, Served
-from gateway.routing.dispatch import Opened
+from gateway.routing.opened import Opened
 from gateway.routing.plan import Plan
 from gateway.scoring.confidence import token_logprobs
 

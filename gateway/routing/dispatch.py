@@ -17,9 +17,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -37,7 +36,6 @@ from adapters.base import (
 from adapters.errors import (
     BackendBadResponse,
     BackendError,
-    BackendRateLimited,
     BackendRejected,
     BackendTimeout,
 )
@@ -46,42 +44,12 @@ from gateway.policy import Candidate, Decision
 from gateway.policy.schema import RetrySpec, TimeoutSpec
 from gateway.routing import spans
 from gateway.routing.attempts import Attempt, DispatchError, Embedded, Served, Skip, Trace
+from gateway.routing.opened import Opened, close_quietly, counts_against, relay
 from gateway.routing.pool import BackendPool, BackendState
 from gateway.routing.retry import Retrier, retry_reason
 
 _T = TypeVar("_T")
 _R = TypeVar("_R", ChatRequest, EmbeddingRequest)
-
-
-@dataclass(slots=True)
-class Opened:
-    """A stream whose first chunk has arrived. The backend stays reserved (``in_flight``,
-    breaker probe slot) until ``release`` — which ``Dispatcher.chunks`` calls when
-    the stream ends, and the HTTP layer calls again (harmlessly) when the response closes."""
-
-    first: Chunk
-    rest: AsyncGenerator[Chunk, None]
-    candidate: Candidate
-    state: BackendState
-    trace: Trace
-    started: float
-    released: bool = False
-    span: Span | None = None  # the attempt's trace span (tracing on), ended at the release
-
-    async def release(self, error: BackendError | None = None, *, ok: bool = False) -> None:
-        if self.released:
-            return
-        self.released = True
-        self.state.in_flight -= 1
-        await _close_quietly(self.rest)
-        spans.released(self.span, error, ok=ok)
-        breaker = self.state.breaker
-        if ok:
-            breaker.record_success()
-        elif error is not None and _counts_against(error, self.state):
-            breaker.record_failure()
-        else:
-            breaker.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,41 +190,10 @@ class Dispatcher:
                 retried += 1
         raise DispatchError(trace.attempts, trace.skipped, last)
 
-    async def chunks(self, opened: Opened) -> AsyncGenerator[Chunk, None]:
+    def chunks(self, opened: Opened) -> AsyncGenerator[Chunk, None]:
         """An opened stream's chunks, its first included, each of the rest within
-        ``stream_idle_s``. Releases the backend with the right verdict however it ends."""
-        idle = self._timeouts.stream_idle_s
-        loop = asyncio.get_running_loop()
-        try:
-            yield opened.first
-            # One timer for the whole stream, armed only while waiting on the backend (never
-            # while the client is being written to): cheaper than a new one per chunk.
-            async with asyncio.timeout(None) as timer:
-                while True:
-                    timer.reschedule(loop.time() + idle)
-                    try:
-                        chunk = await anext(opened.rest)
-                    except StopAsyncIteration:
-                        timer.reschedule(None)
-                        await opened.release(ok=True)
-                        return
-                    timer.reschedule(None)
-                    if chunk.usage is not None and opened.span is not None:
-                        spans.usage(opened.span, chunk.usage)
-                    yield chunk
-        except TimeoutError as exc:
-            error = BackendTimeout(
-                opened.state.name,
-                f"the stream went silent for {idle} s; raise timeouts.stream_idle_s if this "
-                f"backend pauses longer",
-            )
-            await opened.release(error)
-            raise error from exc
-        except BackendError as exc:
-            await opened.release(exc)
-            raise
-        finally:
-            await opened.release()
+        ``stream_idle_s`` (``opened.relay``)."""
+        return relay(opened, self._timeouts.stream_idle_s)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -326,7 +263,7 @@ class Dispatcher:
         retry: str | None,
     ) -> None:
         assert error is not None
-        if _counts_against(error, state):
+        if counts_against(error, state):
             state.breaker.record_failure()
         elif isinstance(error, BackendRejected):
             state.breaker.record_success()  # it answered; the request was the problem
@@ -365,21 +302,15 @@ async def _open_once(attempt: _Try[ChatRequest]) -> tuple[Chunk, AsyncGenerator[
             first = await anext(stream)
     except (TimeoutError, BackendError, StopAsyncIteration) as exc:
         state.in_flight -= 1
-        await _close_quietly(stream)
+        await close_quietly(stream)
         raise _as_backend_error(exc, attempt.candidate.backend, attempt.budget) from None
     except BaseException:
         state.in_flight -= 1
         state.breaker.release()
-        await _close_quietly(stream)
+        await close_quietly(stream)
         spans.closed(attempt.span)
         raise
     return first, stream
-
-
-def _counts_against(error: BackendError, state: BackendState) -> bool:
-    if isinstance(error, BackendRejected | BackendRateLimited):
-        return False
-    return not (isinstance(error, BackendTimeout) and not state.warm)
 
 
 def _ms(started: float, clock: Callable[[], float]) -> float:
@@ -406,10 +337,3 @@ def _as_backend_error(exc: BaseException, backend: str, budget: float) -> Backen
     if isinstance(exc, TimeoutError):
         return _timeout_error(backend, budget)
     return BackendBadResponse(backend, "the stream ended before any chunk arrived")
-
-
-async def _close_quietly(stream: AsyncIterator[Chunk]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        with contextlib.suppress(Exception):
-            await aclose()
