@@ -116,12 +116,7 @@ def start(
     if retry:
         attributes["tiergate.retry"] = retry
     if isinstance(request, ChatRequest):
-        if request.max_tokens is not None:
-            attributes["gen_ai.request.max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            attributes["gen_ai.request.temperature"] = request.temperature
-        if request.top_p is not None:
-            attributes["gen_ai.request.top_p"] = request.top_p
+        _sampling(request, attributes)
         if request.seed is not None:
             attributes["gen_ai.request.seed"] = request.seed
         if request.stop:
@@ -231,13 +226,18 @@ def asked(chat: ChatRequest | None, api: str | None, model: str | None, *, strea
     if api is not None:
         values["tiergate.api"] = api
     if chat is not None:
-        if chat.max_tokens is not None:
-            values["gen_ai.request.max_tokens"] = chat.max_tokens
-        if chat.temperature is not None:
-            values["gen_ai.request.temperature"] = chat.temperature
-        if chat.top_p is not None:
-            values["gen_ai.request.top_p"] = chat.top_p
+        _sampling(chat, values)
     span.set_attributes(values)
+
+
+def _sampling(chat: ChatRequest, into: dict[str, tracing.AttributeValue]) -> None:
+    """The request's length and sampling settings that it sets, as GenAI attributes."""
+    if chat.max_tokens is not None:
+        into["gen_ai.request.max_tokens"] = chat.max_tokens
+    if chat.temperature is not None:
+        into["gen_ai.request.temperature"] = chat.temperature
+    if chat.top_p is not None:
+        into["gen_ai.request.top_p"] = chat.top_p
 
 
 def settled(outcome: Outcome, plan: Plan, used: Usage, priced: Priced | None) -> None:
