@@ -3,6 +3,10 @@ budgets — reserving the worst case of where the request would go, stepping dow
 tier of its route when that does not fit, and refusing (429 ``budget_exceeded``) when nothing
 does. ``release`` reconciles with the real cost once the request has ended.
 
+``admit_now`` is the part that never waits (no limits to count, or this replica's leases cover
+the request: the request path's common case, in one synchronous call); ``decide`` is the rest
+(Redis, or this process's counters while Redis is away); ``admit`` is the one then the other.
+
 A caller with no limits (a bootstrap key, the admin key, loopback mode) passes untouched and
 costs nothing here.
 """
@@ -31,7 +35,7 @@ from gateway.governance.budgets import (
     to_nano,
 )
 from gateway.governance.grants import Allowance, Grant
-from gateway.governance.options import Option, Worst, options, planned
+from gateway.governance.options import Option, Planned, Worst, options
 from gateway.governance.rates import (
     Limits,
     RateLimiter,
@@ -154,6 +158,7 @@ class Governor:
         self._holds: dict[Allowance, tuple[Hold, float]] = {}  # → the hold, until when
         self._grant_holds: dict[int, tuple[Grant, tuple[Hold, ...], float]] = {}  # by id(grant)
         self._grants: dict[int, Limited] = {}  # by id(grant)
+        self._planned = Planned()  # the planned option's worst case, per policy
 
     async def admit(
         self,
@@ -168,7 +173,28 @@ class Governor:
         deadline_s: float,
         step_down: bool = True,
     ) -> Admission:
-        """Let the request through (maybe to a cheaper tier) or raise ``Denied``."""
+        """Let the request through (maybe to a cheaper tier) or raise ``Denied``: at once when
+        ``admit_now`` can, else as ``decide`` does."""
+        sizes = (prompt_tokens, max_tokens)
+        now = self.admit_now(grant, policy, decision, rid, sizes, fits, deadline_s)
+        if now is not None:
+            return now
+        return await self.decide(grant, policy, decision, rid, sizes, fits, deadline_s, step_down)
+
+    def admit_now(
+        self,
+        grant: Grant,
+        policy: Policy,
+        decision: Decision,
+        rid: str,
+        sizes: tuple[int, int],
+        fits: Callable[[str], bool],
+        deadline_s: float,
+    ) -> Admission | None:
+        """The request let through without waiting — it counts against nothing, or this
+        replica's leases cover it (``leases.py``: far from every limit, no Redis call) — or
+        None: ``decide`` decides it. ``sizes``: its prompt tokens and ``max_tokens``. Raises
+        ``Denied`` when the key may not use the route."""
         if grant.routes is not None and decision.route not in grant.routes:
             allowed = ", ".join(sorted(grant.routes))
             raise Denied(
@@ -179,24 +205,44 @@ class Governor:
                     code="route_not_allowed",
                 )
             )
+        tokens = sizes[0] + sizes[1]
+        limited = self._limited(grant)
+        holds = self._holds_of(grant)
+        if not holds and not limited.subjects:  # routes only: nothing to count
+            return Admission(decision, False, (), 0, tokens, ())
+        remote = self.remote
+        if remote is None or not remote.leasing or not remote.usable():
+            return None
+        amount = self._planned.amount(policy, decision, sizes, fits, deadline_s) if holds else 0
+        checks = limited.checks(tokens)
+        expires = self._clock() + deadline_s + HOLD_MARGIN_S
+        local = remote.admit_now(checks, holds, amount, rid, expires)
+        if local is None:
+            return None
+        said = headers(checks, local.counts, remote.window_s, None) if checks else ()
+        return Admission(decision, False, holds, amount, tokens, said, shared=True)
+
+    async def decide(
+        self,
+        grant: Grant,
+        policy: Policy,
+        decision: Decision,
+        rid: str,
+        sizes: tuple[int, int],
+        fits: Callable[[str], bool],
+        deadline_s: float,
+        step_down: bool = True,
+    ) -> Admission:
+        """Decide a request ``admit_now`` did not let through: in Redis, or in this process
+        while Redis is away; stepping down when its budgets call for it, or raising
+        ``Denied``."""
+        prompt_tokens, max_tokens = sizes
         tokens = prompt_tokens + max_tokens
         limited = self._limited(grant)
         subjects = limited.subjects
         holds = self._holds_of(grant)
-        if not holds and not subjects:  # routes only: nothing to count
-            return Admission(decision, False, (), 0, tokens, ())
         worst = Worst(policy.prices, prompt_tokens, max_tokens, deadline_s)
         remote = self.remote
-        if remote is not None and remote.leasing and remote.usable():
-            # far from every limit: from this replica's leases, no call (remote.py, leases.py)
-            first = planned(policy, decision, worst, fits) if holds else Option(decision, 0)
-            expires = self._clock() + deadline_s + HOLD_MARGIN_S
-            checks = limited.checks(tokens)
-            ask = Ask(checks, holds, (first.amount,) if holds else (), rid, expires)
-            leased = remote.admit_leased(ask)
-            if leased is not None:
-                said = headers(checks, leased.counts, remote.window_s, None) if checks else ()
-                return _admitted(first, holds, tokens, said, shared=True)
         if holds:
             step = step_down and grant.on_exhausted != "reject"
             choices = options(policy, decision, worst, fits, step_down=step)

@@ -215,11 +215,12 @@ class Leases:
         self,
         checks: Sequence[Check],
         holds: Sequence[Hold],
-        options: Sequence[int],
+        want: int,
         rid: str,
         expires: float,
     ) -> Local | None:
-        """The request admitted from this replica's leases, or None: ask Redis."""
+        """The request admitted from this replica's leases, or None: ask Redis. ``want``: its
+        planned option's worst case (what each budget lease must cover)."""
         now = self._clock()
         window_s = self._window_s
         number = int(now // window_s)
@@ -235,20 +236,20 @@ class Leases:
             ):
                 return None
             found.append(rate)
-        want = options[0] if holds else 0
-        budgets = self._budgets
         taken: list[BudgetLease] = []
-        for hold in holds:
-            lease = budgets.get(hold.name)
-            if (
-                lease is None
-                or lease.returning
-                or lease.hold.limit != hold.limit
-                or lease.amount - lease.used - lease.pending < want
-                or (want > 0 and expires > lease.expires)
-            ):
-                return None
-            taken.append(lease)
+        if holds:
+            budgets = self._budgets
+            for hold in holds:
+                lease = budgets.get(hold.name)
+                if (
+                    lease is None
+                    or lease.returning
+                    or lease.hold.limit != hold.limit
+                    or lease.amount - lease.used - lease.pending < want
+                    or (want > 0 and expires > lease.expires)
+                ):
+                    return None
+                taken.append(lease)
         elapsed = now - number * window_s
         counts: list[Counts] = []
         for check, rate in zip(checks, found, strict=True):
@@ -261,9 +262,10 @@ class Leases:
         for lease in taken:
             lease.used += want
             lease.last = now
-            lefts.append(lease.room + lease.free())
+            free = lease.amount - lease.used - lease.pending
+            lefts.append(lease.room + free)
             if want > 0:
-                if lease.free() < lease.chunk // 2 and lease.room >= lease.chunk * (RESERVE + 1):
+                if free < lease.chunk // 2 and lease.room >= lease.chunk * (RESERVE + 1):
                     lease.want = True
                     self._dirty_budgets.add(lease)
                     self.urgent = True

@@ -121,3 +121,44 @@ def _replace(
 ) -> Decision:
     reasons = decision.reasons if why is None else (*decision.reasons, why)
     return Decision(decision.route, tier, tuple(candidates), decision.pinned, reasons)
+
+
+class Planned:
+    """``planned``'s worst case, remembered per policy for a tier without a cascade: it then
+    depends on the prices, the candidates, the request's sizes and its deadline alone (with a
+    cascade, the escalation also on what ``fits`` the request: worked out each time). The
+    lease fast path asks it once per request."""
+
+    __slots__ = ("_amounts", "_cascading", "_policy")
+
+    def __init__(self) -> None:
+        self._policy: Policy | None = None
+        self._cascading: frozenset[str] = frozenset()
+        self._amounts: dict[tuple[str, tuple[str, ...], tuple[int, int], float], int] = {}
+
+    def amount(
+        self,
+        policy: Policy,
+        decision: Decision,
+        sizes: tuple[int, int],
+        fits: Callable[[str], bool],
+        deadline_s: float,
+    ) -> int:
+        """The worst case of ``decision`` as planned, for ``sizes`` (prompt tokens,
+        ``max_tokens``), in nano-USD."""
+        if self._policy is not policy:
+            self._policy = policy
+            self._cascading = frozenset(t.name for t in policy.tiers if t.cascade is not None)
+            self._amounts = {}
+        if decision.tier in self._cascading and not decision.pinned:
+            worst = Worst(policy.prices, sizes[0], sizes[1], deadline_s)
+            return planned(policy, decision, worst, fits).amount
+        key = (decision.tier, tuple([c.backend for c in decision.candidates]), sizes, deadline_s)
+        amount = self._amounts.get(key)
+        if amount is None:
+            worst = Worst(policy.prices, sizes[0], sizes[1], deadline_s)
+            amount = worst.of_all(decision.candidates)
+            if len(self._amounts) >= 4096:  # requests of a client are much alike: rarely full
+                self._amounts.clear()
+            self._amounts[key] = amount
+        return amount

@@ -51,7 +51,7 @@ import structlog
 
 from gateway.governance.budgets import UNSEEDED, Hold, Reserved, Settled
 from gateway.governance.gate_script import GATE
-from gateway.governance.leases import IDLE_S, Leases, Ops
+from gateway.governance.leases import IDLE_S, Leases, Local, Ops
 from gateway.governance.rates import PREFIX  # the rate windows' names, as the other stores'
 from gateway.governance.resp import UNAVAILABLE, Connection, ReplyError
 from gateway.governance.windows import Check, Counts
@@ -166,15 +166,29 @@ class RemoteGate:
     def admit_leased(self, ask: Ask) -> Answer | None:
         """The request admitted from this replica's leases at once (no call, no wait), or None
         when they do not cover it: ``admit`` then asks Redis."""
+        want = ask.options[0] if ask.holds and ask.options else 0
+        local = self.admit_now(ask.checks, ask.holds, want, ask.rid, ask.expires)
+        if local is None:
+            return None
+        return Answer(True, local.counts, local.reserved, leased=True)
+
+    def admit_now(
+        self,
+        checks: Sequence[Check],
+        holds: Sequence[Hold],
+        want: int,
+        rid: str,
+        expires: float,
+    ) -> Local | None:
+        """``admit_leased`` without an ``Ask`` or an ``Answer`` (the gate's fast path): the
+        request's planned worst case is ``want``."""
         leases = self._leases
         if leases is None or self._outage is not None:
             return None
-        local = leases.admit(ask.checks, ask.holds, ask.options, ask.rid, ask.expires)
-        if local is None:
-            return None
-        if leases.urgent:
+        local = leases.admit(checks, holds, want, rid, expires)
+        if local is not None and leases.urgent:
             self._send_soon()
-        return Answer(True, local.counts, local.reserved, leased=True)
+        return local
 
     async def admit(self, ask: Ask) -> Answer:
         """Decide one request, in the call that goes out at the end of this loop turn."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +31,10 @@ class Check:
     cost: int
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
+class Counts(NamedTuple):
     """A limit's two counters as a store saw them (``cur`` after this request's cost, when it
-    was admitted) and how far into the current fixed window that was, in seconds."""
+    was admitted) and how far into the current fixed window that was, in seconds. (A named
+    tuple, not a frozen dataclass: one is made per limit per request, at half the cost.)"""
 
     prev: int
     cur: int
@@ -85,31 +86,35 @@ def reset_s(counts: Counts, window_s: float) -> float:
     return 0.0
 
 
+_last_duration: tuple[int, str] = (0, "0s")  # the last duration written, in milliseconds
+
+
 def duration(seconds: float) -> str:
     """A duration as OpenAI writes it (Go's style): ``0s``, ``20ms``, ``1.5s``, ``6m0s``."""
+    global _last_duration
     millis = round(seconds * 1000)
+    last = _last_duration
+    if last[0] == millis:  # requests of one loop turn share their reset, to the millisecond
+        return last[1]
+    text = _written(millis)
+    _last_duration = (millis, text)  # replaced whole: another thread never sees half of it
+    return text
+
+
+def _written(millis: int) -> str:
     if millis <= 0:
         return "0s"
     if millis < 1000:
         return f"{millis}ms"
     hours, millis = divmod(millis, 3_600_000)
     minutes, millis = divmod(millis, 60_000)
-    secs = f"{millis / 1000:.3f}".rstrip("0").rstrip(".")
-    text = f"{secs}s"
+    secs, part = divmod(millis, 1000)
+    text = f"{secs}.{part:03d}".rstrip("0") + "s" if part else f"{secs}s"
     if hours or minutes:
         text = f"{minutes}m{text}"
     if hours:
         text = f"{hours}h{text}"
     return text
-
-
-_DIMENSIONS = ("requests", "tokens")
-_NAMES = {
-    dimension: tuple(
-        f"x-ratelimit-{field}-{dimension}" for field in ("limit", "remaining", "reset")
-    )
-    for dimension in _DIMENSIONS
-}
 
 
 def headers(
@@ -120,26 +125,45 @@ def headers(
 ) -> tuple[tuple[str, str], ...]:
     """OpenAI's rate-limit headers, for each dimension the tightest limit's (the one with the
     least remaining; the smaller limit on a tie); ``retry-after`` (whole seconds, at least 1)
-    when a request was refused and waiting helps. (On every governed answer: ``remaining``
-    and ``weighted`` written out inline.)"""
-    found: dict[str, tuple[int, int, Counts]] = {}  # dimension → (left, limit, counts)
+    when a request was refused and waiting helps. (On every governed answer: one pass, with
+    ``weighted`` and ``remaining`` written out inline.)"""
+    requests: tuple[int, int, Counts] | None = None  # (left, limit, counts) of the tightest
+    tokens: tuple[int, int, Counts] | None = None
     for check, count in zip(checks, counts, strict=True):
-        share = 1.0 - count.elapsed_s / window_s
-        weighted = math.floor(count.prev * share) + count.cur if share > 0.0 else count.cur
-        left = check.limit - weighted
-        if left < 0:
-            left = 0
-        best = found.get(check.dimension)
-        if best is None or left < best[0] or (left == best[0] and check.limit < best[1]):
-            found[check.dimension] = (left, check.limit, count)
-    out: list[tuple[str, str]] = []
-    tightest = [(_NAMES[d], found[d]) for d in _DIMENSIONS if d in found]
-    for names, (_, limit, _) in tightest:
-        out.append((names[0], str(limit)))
-    for names, (left, _, _) in tightest:
-        out.append((names[1], str(left)))
-    for names, (_, _, count) in tightest:
-        out.append((names[2], duration(reset_s(count, window_s))))
+        prev, cur = count.prev, count.cur
+        if prev:
+            share = 1.0 - count.elapsed_s / window_s
+            if share > 0.0:
+                cur += math.floor(prev * share)
+        limit = check.limit
+        left = limit - cur if cur < limit else 0
+        if check.dimension == "requests":
+            if (
+                requests is None
+                or left < requests[0]
+                or (left == requests[0] and limit < requests[1])
+            ):
+                requests = (left, limit, count)
+        elif tokens is None or left < tokens[0] or (left == tokens[0] and limit < tokens[1]):
+            tokens = (left, limit, count)
+    if requests is not None and tokens is not None:
+        said: tuple[tuple[str, str], ...] = (
+            ("x-ratelimit-limit-requests", str(requests[1])),
+            ("x-ratelimit-limit-tokens", str(tokens[1])),
+            ("x-ratelimit-remaining-requests", str(requests[0])),
+            ("x-ratelimit-remaining-tokens", str(tokens[0])),
+            ("x-ratelimit-reset-requests", duration(reset_s(requests[2], window_s))),
+            ("x-ratelimit-reset-tokens", duration(reset_s(tokens[2], window_s))),
+        )
+    else:
+        said = ()
+        for dimension, best in (("requests", requests), ("tokens", tokens)):
+            if best is not None:
+                said = (
+                    (f"x-ratelimit-limit-{dimension}", str(best[1])),
+                    (f"x-ratelimit-remaining-{dimension}", str(best[0])),
+                    (f"x-ratelimit-reset-{dimension}", duration(reset_s(best[2], window_s))),
+                )
     if retry_after_s is not None:
-        out.append(("retry-after", str(max(1, math.ceil(retry_after_s)))))
-    return tuple(out)
+        said += (("retry-after", str(max(1, math.ceil(retry_after_s)))),)
+    return said

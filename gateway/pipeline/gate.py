@@ -35,18 +35,23 @@ async def admit(
         max_tokens = 0
     else:
         max_tokens = policy.limits.max_tokens if chat.max_tokens is None else chat.max_tokens
+    sizes = (plan.prompt_tokens * n, max_tokens * n)
+    deadline_s = policy.timeouts.total_s
     try:
-        admission = await governor.admit(
-            grant,
-            policy,
-            decision,
-            rid=outcome.rid,
-            prompt_tokens=plan.prompt_tokens * n,
-            max_tokens=max_tokens * n,
-            fits=plan.fits,
-            deadline_s=policy.timeouts.total_s,
-            step_down=chat is not None,
+        admission = governor.admit_now(
+            grant, policy, decision, outcome.rid, sizes, plan.fits, deadline_s
         )
+        if admission is None:  # near a limit, or no lease yet: decided in Redis (or here)
+            admission = await governor.decide(
+                grant,
+                policy,
+                decision,
+                outcome.rid,
+                sizes,
+                plan.fits,
+                deadline_s,
+                step_down=chat is not None,
+            )
     except Denied as denied:
         metrics.governance.labels(decision.route, denied.error.code or "refused").inc()
         receipt = Receipt(

@@ -17,9 +17,10 @@ from gateway.governance.options import Worst, options
 from gateway.governance.store import LimitsIn
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.models import RequestRow
-from gateway.policy import Candidate, Decision, load_policy
+from gateway.policy import Candidate, Decision, Policy, load_policy
 from tests.http.helpers import gateway
 from tests.routing.test_cascade import POLICY as CASCADING
+from tests.support.redis import PrivateRedis
 
 # tests/routing/test_cascade.py's policy: every cheap answer here is unsure (mean log-prob -2.5
 # → confidence 0.125 < 0.5), so it escalates whenever it may.
@@ -98,3 +99,63 @@ async def test_escalations_stop_when_the_budget_cannot_cover_them(tmp_path: Path
         "escalated": first_unescalated,
         "unescalated": len(verdicts) - first_unescalated,
     }
+
+
+async def test_the_lease_fast_path_holds_what_the_first_option_would(
+    tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    """Far from the budget, a request is admitted from the replica's leases with the worst
+    case ``options`` puts first: the escalation counted in for the cascading tier, not for the
+    other; remembered per policy, so new prices give new worst cases."""
+    from gateway.governance.budgets import MemoryBudgets
+    from gateway.governance.gate import Governor
+    from gateway.governance.grants import Allowance, Grant
+    from gateway.governance.rates import RateLimiter
+    from gateway.governance.remote import RemoteGate
+
+    path = write_policy(tmp_path)
+    policy = load_policy(path)
+    dearer = load_policy(_priced(path, tmp_path, "dearer.yaml"))
+    roomy = Allowance("key", "k-fast", budget_usd=Decimal(1000), period="day", rpm=1_000_000)
+    grant = Grant("k-fast", "app", key=roomy, virtual=True)
+    governor = Governor(
+        MemoryBudgets(), RateLimiter(None), None, remote=RemoteGate(private_redis.url())
+    )
+    cheap = Decision("auto", "cheap", (Candidate("small", "cheap"),), False, ())
+    strong = Decision("auto", "strong", (Candidate("big", "strong"),), False, ())
+    sizes = (100, 50)
+
+    def first(of: Policy, decision: Decision) -> int:
+        worst = Worst(of.prices, *sizes, busy_s=30.0)
+        return options(of, decision, worst, lambda _b: True, step_down=True)[0].amount
+
+    try:
+        # The first request is decided in Redis and opens the leases; the rest need no call.
+        await governor.decide(grant, policy, cheap, "r0", sizes, lambda _b: True, 30.0)
+        await governor.remote.flush()  # type: ignore[union-attr]
+        admitted = []
+        for i, (of, decision) in enumerate(
+            [(policy, cheap), (policy, strong), (policy, cheap), (dearer, cheap), (dearer, strong)]
+        ):
+            now = governor.admit_now(grant, of, decision, f"r{i + 1}", sizes, lambda _b: True, 30.0)
+            assert now is not None
+            assert now.shared  # from the leases, no call
+            admitted.append((now.reserved, first(of, decision)))
+        assert all(held == expected for held, expected in admitted)
+        cascading, plain = admitted[0][0], admitted[1][0]
+        assert cascading > plain  # the cascading tier holds its own call and the escalation's
+        assert admitted[2][0] == cascading
+        assert admitted[3][0] > cascading  # new prices, new worst cases
+        assert admitted[4][0] > plain
+    finally:
+        await governor.aclose()
+
+
+def _priced(path: Path, tmp_path: Path, name: str) -> Path:
+    dearer = tmp_path / name
+    dearer.write_text(
+        path.read_text()
+        .replace("usd_per_1m_input: 1,", "usd_per_1m_input: 3,")
+        .replace("usd_per_1m_input: 10,", "usd_per_1m_input: 30,")
+    )
+    return dearer
