@@ -211,7 +211,7 @@ class Governor:
         if not holds and not limited.subjects:  # routes only: nothing to count
             return Admission(decision, False, (), 0, tokens, ())
         remote = self.remote
-        if remote is None or not remote.leasing or not remote.usable():
+        if remote is None or not remote.leasing:  # (Redis away: ``remote.admit_now`` says None)
             return None
         amount = self._planned.amount(policy, decision, sizes, fits, deadline_s) if holds else 0
         checks = limited.checks(tokens)
