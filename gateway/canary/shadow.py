@@ -27,7 +27,7 @@ from gateway.canary.counters import CanaryMetrics
 from gateway.ledger.entry import LedgerEntry
 from gateway.policy.canary import CanarySpec
 from gateway.routing.accounting import Outcome
-from gateway.routing.background import Call, Parent, TaskSet, background_entry
+from gateway.routing.background import Call, Jobs, Parent, background_entry
 from gateway.routing.judge import RateLimit, judge_request, parse_grade
 from gateway.routing.runtime import Active
 
@@ -57,44 +57,38 @@ class ShadowRunner:
         self._metrics = metrics
         self._record = record
         self._rng = rng or random.Random()
-        self._tasks = TaskSet()
+        self._jobs = Jobs("shadow")
         self._spec: CanarySpec | None = None
-        self._slots = asyncio.Semaphore(1)
         self._judge_limit = RateLimit(1)
 
     @property
     def pending(self) -> int:
-        return len(self._tasks)
+        return len(self._jobs)
 
     def submit(self, job: ShadowJob, spec: CanarySpec, active: Active) -> bool:
         """Start a shadow call in the background; False (and counted) when it was dropped."""
         if spec is not self._spec:
             self._spec = spec
-            self._slots = asyncio.Semaphore(spec.shadow.concurrency)
+            self._jobs.bound(spec.shadow.concurrency, spec.shadow.queue)
             judge = spec.shadow.judge
             self._judge_limit = RateLimit(judge.per_minute if judge else 1)
-        if len(self._tasks) >= spec.shadow.concurrency + spec.shadow.queue:
+        if self._jobs.full:
             self._metrics.shadow.labels(spec.name, "dropped").inc()
             return False
-        self._tasks.spawn(self._run(job, spec, active, self._slots), "shadow")
+
+        def failed(exc: Exception) -> None:
+            self._metrics.shadow.labels(spec.name, "failed").inc()
+            log.warning("canary_shadow_error", canary=spec.name, error=f"{exc!r}"[:300])
+
+        self._jobs.spawn(lambda: self._shadow(job, spec, active), failed)
         return True
 
     async def drain(self) -> None:
         """Wait for the shadow calls under way (tests, shutdown)."""
-        await self._tasks.drain()
+        await self._jobs.drain()
 
     async def aclose(self) -> None:
-        await self._tasks.aclose()
-
-    async def _run(
-        self, job: ShadowJob, spec: CanarySpec, active: Active, slots: asyncio.Semaphore
-    ) -> None:
-        try:
-            async with slots:
-                await self._shadow(job, spec, active)
-        except Exception as exc:  # a shadow call must never take anything down with it
-            self._metrics.shadow.labels(spec.name, "failed").inc()
-            log.warning("canary_shadow_error", canary=spec.name, error=f"{exc!r}"[:300])
+        await self._jobs.aclose()
 
     async def _shadow(self, job: ShadowJob, spec: CanarySpec, active: Active) -> None:
         ts = datetime.now(UTC)

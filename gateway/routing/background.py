@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from adapters.base import Completion, Usage
 from adapters.errors import BackendError
@@ -92,23 +91,52 @@ def background_entry(
     )
 
 
-class TaskSet:
-    """The background tasks of one runner: held (so none is collected mid-way), counted for
-    the queue limit, waited for by tests and cancelled at shutdown."""
+class Jobs:
+    """The background jobs of one runner, bounded: at most ``concurrency`` run and ``queue``
+    wait; beyond that ``full`` says so and the runner drops the job. Each job is held (so none
+    is collected mid-way), waited for by tests (``drain``) and cancelled at shutdown
+    (``aclose``); a job that raises goes to ``on_error`` and takes nothing down with it."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self._name = name
         self._tasks: set[asyncio.Task[None]] = set()
+        self._bounds = (1, 0)
+        self._slots = asyncio.Semaphore(1)
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(work, name=name)
+    def bound(self, concurrency: int, queue: int) -> None:
+        """New bounds (a reloaded policy's); jobs under way keep the slots they started with."""
+        if (concurrency, queue) != self._bounds:
+            self._bounds = (concurrency, queue)
+            self._slots = asyncio.Semaphore(concurrency)
+
+    @property
+    def full(self) -> bool:
+        return len(self._tasks) >= sum(self._bounds)
+
+    def spawn(
+        self, work: Callable[[], Awaitable[None]], on_error: Callable[[Exception], None]
+    ) -> None:
+        task = asyncio.create_task(self._run(work, self._slots, on_error), name=self._name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @staticmethod
+    async def _run(
+        work: Callable[[], Awaitable[None]],
+        slots: asyncio.Semaphore,
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        try:
+            async with slots:
+                await work()
+        except Exception as exc:  # background work must never take anything down with it
+            on_error(exc)
+
     async def drain(self) -> None:
-        """Wait for the tasks under way, and for any they start meanwhile."""
+        """Wait for the jobs under way, and for any they start meanwhile."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

@@ -38,7 +38,7 @@ from gateway.policy import Candidate, Decision, Policy
 from gateway.policy.schema import LabelJudgeSpec
 from gateway.routing.accounting import Outcome
 from gateway.routing.attempts import DispatchError
-from gateway.routing.background import Call, Parent, TaskSet, background_entry, call_cost
+from gateway.routing.background import Call, Jobs, Parent, background_entry, call_cost
 from gateway.routing.judge import TIER_INSTRUCTIONS, RateLimit, judge_request, parse_grade
 from gateway.routing.plan import Plan
 from gateway.routing.runtime import Active
@@ -108,14 +108,13 @@ class LabelSampler:
             ["outcome"],
             registry=registry,
         )
-        self._tasks = TaskSet()
+        self._jobs = Jobs("label-judge")
         self._spec: LabelJudgeSpec | None = None
-        self._slots = asyncio.Semaphore(1)
         self._limit = RateLimit(1, clock)
 
     @property
     def pending(self) -> int:
-        return len(self._tasks)
+        return len(self._jobs)
 
     def offer(
         self,
@@ -137,12 +136,12 @@ class LabelSampler:
             return False
         if spec is not self._spec:
             self._spec = spec
-            self._slots = asyncio.Semaphore(spec.concurrency)
+            self._jobs.bound(spec.concurrency, spec.queue)
             self._limit = RateLimit(spec.max_per_minute, self._clock)
         if self.spend.spent >= Decimal(str(spec.max_usd_per_day)):
             self.outcomes.labels("over_budget").inc()
             return False
-        if len(self._tasks) >= spec.concurrency + spec.queue:
+        if self._jobs.full:
             self.outcomes.labels("dropped").inc()
             log.info("adaptive_judge_dropped", request_id=outcome.rid, reason="queue full")
             return False
@@ -152,25 +151,20 @@ class LabelSampler:
         parent = Parent(outcome.key_id, outcome.policy_hash, outcome.route, strong.tier)
         request = dataclasses.replace(chat, n=1)
         job = LabelJob(outcome.rid, request, answer.text, strong, sample.embedding, parent)
-        self._tasks.spawn(self._run(job, spec, active, self._slots), "label-judge")
+
+        def failed(exc: Exception) -> None:
+            self.outcomes.labels("failed").inc()
+            log.warning("adaptive_judge_error", request_id=job.request_id, error=f"{exc!r}"[:300])
+
+        self._jobs.spawn(lambda: self._judge(job, spec, active), failed)
         return True
 
     async def drain(self) -> None:
         """Wait for the samples under way (tests, shutdown)."""
-        await self._tasks.drain()
+        await self._jobs.drain()
 
     async def aclose(self) -> None:
-        await self._tasks.aclose()
-
-    async def _run(
-        self, job: LabelJob, spec: LabelJudgeSpec, active: Active, slots: asyncio.Semaphore
-    ) -> None:
-        try:
-            async with slots:
-                await self._judge(job, spec, active)
-        except Exception as exc:  # background work must never take anything down with it
-            self.outcomes.labels("failed").inc()
-            log.warning("adaptive_judge_error", request_id=job.request_id, error=f"{exc!r}"[:300])
+        await self._jobs.aclose()
 
     async def _judge(self, job: LabelJob, spec: LabelJudgeSpec, active: Active) -> None:
         strong = await self._call(active, job, job.strong, job.request, LABEL_STRONG)
