@@ -118,7 +118,9 @@ class ApiKeys:
     admin key, admin paths are refused: there is no safe default for them. Keys are looked up
     by SHA-256 digest, so a lookup takes the same time whatever the key. ``/dashboard`` also
     accepts the admin key as an HTTP Basic password (any user name); no other path does.
-    The caller's ``Grant`` goes to ``scope["state"]["grant"]`` and its id to ``key_id``.
+    The caller's ``Grant`` goes to ``scope["state"]["grant"]`` and its id to ``key_id``;
+    ``scope["state"]["operator"]`` is set for the admin key, the ops port and loopback-only
+    mode: those see operator details (``/readyz``'s reasons) that client keys do not.
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class ApiKeys:
             return
         if self._ops_port is not None and _local_port(scope) == self._ops_port:
             if scope["path"] in OPS_PATHS:
+                scope.setdefault("state", {})["operator"] = True
                 await self.app(scope, receive, send)
             else:
                 await _send_error(
@@ -158,6 +161,7 @@ class ApiKeys:
         book = self.book
         if book.open:
             state["key_id"] = "local"
+            state["operator"] = True
             await self.app(scope, receive, send)
             return
         token = _token(scope)
@@ -205,9 +209,9 @@ class ApiKeys:
                     path=scope["path"],
                 )
                 return
-            state["key_id"] = "admin"
+            state["key_id"], state["operator"] = "admin", True
         elif is_admin:
-            state["key_id"] = "admin"
+            state["key_id"], state["operator"] = "admin", True
         else:
             grant = book.lookup(digest)
             if grant is None:

@@ -29,9 +29,20 @@ async def healthz() -> Response:
     return _json({"status": "ok"})
 
 
+HIDDEN = (
+    "backend and cache reasons are shown to operators only: ask with the admin key, on the ops "
+    "port, or in loopback-only mode"
+)
+
+
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    """Each backend's state. 200 while the default route has a usable backend, else 503."""
+    """Each backend's state. 200 while the default route has a usable backend, else 503.
+
+    The reasons (``detail``: an Ollama's address, a Redis error, which variable enables a
+    backend) go to operators only (``operator`` set by ``ApiKeys``); a client key, or a probe on
+    the main port with ``TIERGATE_OPEN_OPS``, sees the same states without them."""
+    operator = bool(request.scope.get("state", {}).get("operator"))
     runtime = _runtime(request)
     active = runtime.active
     policy = active.policy
@@ -44,7 +55,7 @@ async def readyz(request: Request) -> Response:
             "healthy": state.healthy,
             "warm": state.warm,
             "breaker": state.breaker.state(),
-            "detail": reason or state.health_detail,
+            "detail": (reason or state.health_detail) if operator else None,
         }
     default = policy.routes[policy.default_route]
     route_backends = {b for t in default.tiers for b in policy.tier(t).backends}
@@ -56,15 +67,19 @@ async def readyz(request: Request) -> Response:
     if cache_state != "ok" and status == "ready":
         status = "degraded"  # still serving, uncached
     runtime.refresh_gauges()
-    return _json(
-        {
-            "status": status,
-            "policy": policy.hash,
-            "backends": backends,
-            "cache": {"store": store.kind, "state": cache_state, "detail": cache_detail},
+    body: dict[str, Any] = {
+        "status": status,
+        "policy": policy.hash,
+        "backends": backends,
+        "cache": {
+            "store": store.kind,
+            "state": cache_state,
+            "detail": cache_detail if operator else None,
         },
-        200 if usable else 503,
-    )
+    }
+    if not operator:
+        body["detail"] = HIDDEN
+    return _json(body, 200 if usable else 503)
 
 
 @router.get("/metrics")

@@ -111,3 +111,45 @@ tiers:
     assert "unauthorized" in error["message"]  # the class of failure stays
     logged = [e for e in logs if e["event"] == "backend_error"]
     assert "FAKE_API_KEY" in logged[0]["detail"]
+
+
+async def test_readyz_gives_clients_the_states_and_operators_the_reasons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/readyz with a client key: each backend's state, no reason (an Ollama's address, the
+    variable that would enable a backend); with the admin key, the reasons too."""
+    monkeypatch.delenv(KEY_VAR, raising=False)
+    port = closed_port()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"""
+version: 1
+backends:
+  small: {{type: fake, model: small-model}}
+  local: {{type: ollama, model: "llama3.2:3b", base_url: "http://127.0.0.1:{port}"}}
+  hosted: {{type: openai_compat, model: m, base_url: "http://127.0.0.1:{port}/v1",
+            api_key_env: {KEY_VAR}}}
+tiers:
+  - {{name: cheap, max_score: 0.3, backends: [small]}}
+  - {{name: mid, backends: [local, hosted]}}
+"""
+    )
+    keys = {"api_keys": "app:k-app-1111", "admin_key": "k-admin-3333"}
+    async with gateway(policy, ledger=False, **keys) as (client, app):
+        await app.state.runtime.active.pool.probe_all()
+        seen = await client.get("/readyz", headers={"authorization": "Bearer k-app-1111"})
+        full = await client.get("/readyz", headers={"authorization": "Bearer k-admin-3333"})
+    assert seen.status_code == full.status_code == 200
+    assert seen.json()["status"] == full.json()["status"] == "degraded"
+    for name in ("small", "local", "hosted"):
+        client_view, operator_view = seen.json()["backends"][name], full.json()["backends"][name]
+        assert client_view["detail"] is None
+        assert {**client_view, "detail": None} == {**operator_view, "detail": None}
+    assert seen.json()["cache"]["detail"] is None
+    assert "operators" in seen.json()["detail"]
+    for internal in ("127.0.0.1", str(port), KEY_VAR):
+        assert internal not in seen.text
+    assert "ollama serve" in full.json()["backends"]["local"]["detail"]
+    assert f"127.0.0.1:{port}" in full.text
+    assert KEY_VAR in full.json()["backends"]["hosted"]["detail"]
+    assert "detail" not in full.json()
