@@ -54,7 +54,8 @@ async def feedback(request: Request) -> Response:
     ledger: LedgerWriter | None = request.app.state.ledger
     if ledger is None:
         raise BadRequest(
-            "the ledger is off (TIERGATE_LEDGER=false): there is nowhere to keep feedback"
+            "feedback is not kept: this gateway runs without its ledger (its operator can turn "
+            "it on)"
         )
     key_id: str = request.scope.get("state", {}).get("key_id", "-")
     async with ledger_deadline():

@@ -9,6 +9,7 @@ import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.governance.book import KeyBook, key_digest
@@ -23,6 +24,8 @@ ADMIN_PREFIXES = ("/admin", "/dashboard")
 # also takes the admin key as the password of HTTP Basic auth, and a 401 there asks for it.
 BROWSER_PATHS = frozenset({"/dashboard"})
 BASIC_CHALLENGE = {"www-authenticate": 'Basic realm="tiergate"'}
+
+log = structlog.get_logger("tiergate.http")
 
 
 async def _send_error(
@@ -99,7 +102,7 @@ class BodyLimit:
         await _send_error(
             send,
             413,
-            f"request body too large: the limit is {self.limit} bytes (TIERGATE_MAX_BODY_BYTES)",
+            f"request body too large: the limit is {self.limit} bytes; send a smaller body",
             "invalid_request_error",
             "body_too_large",
             {"connection": "close"},
@@ -188,10 +191,16 @@ class ApiKeys:
         is_admin = book.admin is not None and hmac.compare_digest(digest, book.admin)
         if admin_path:
             if book.admin is None:
+                # The caller is told what happened; the operator's log says which setting.
+                log.warning(
+                    "admin_route_refused",
+                    path=scope["path"],
+                    why="no admin key: set TIERGATE_ADMIN_KEY to open the admin routes",
+                )
                 await _send_error(
                     send,
                     403,
-                    "admin routes are disabled: set TIERGATE_ADMIN_KEY to use them",
+                    "admin routes are disabled: this gateway has no admin key configured",
                     "permission_error",
                     "admin_disabled",
                     path=scope["path"],

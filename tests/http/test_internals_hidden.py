@@ -134,8 +134,8 @@ tiers:
   - {{name: mid, backends: [local, hosted]}}
 """
     )
-    keys = {"api_keys": "app:k-app-1111", "admin_key": "k-admin-3333"}
-    async with gateway(policy, ledger=False, **keys) as (client, app):
+    keys = gateway(policy, ledger=False, api_keys="app:k-app-1111", admin_key="k-admin-3333")
+    async with keys as (client, app):
         await app.state.runtime.active.pool.probe_all()
         seen = await client.get("/readyz", headers={"authorization": "Bearer k-app-1111"})
         full = await client.get("/readyz", headers={"authorization": "Bearer k-admin-3333"})
@@ -153,3 +153,29 @@ tiers:
     assert f"127.0.0.1:{port}" in full.text
     assert KEY_VAR in full.json()["backends"]["hosted"]["detail"]
     assert "detail" not in full.json()
+
+
+async def test_client_errors_name_no_setting(tmp_path: Path) -> None:
+    """The errors a client key can meet when the operator's settings say no (body limit, no
+    admin key, no ledger for feedback) say what happened without naming a variable."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nbackends:\n  small: {type: fake}\n"
+        "tiers:\n  - {name: only, backends: [small]}\n"
+    )
+    auth = {"authorization": "Bearer k-app-1111"}
+    async with gateway(policy, ledger=False, api_keys="k-app-1111", max_body_bytes=1024) as (
+        client,
+        _app,
+    ):
+        big = await client.post(CHAT, json={**BODY, "user": "x" * 2000}, headers=auth)
+        admin = await client.get("/admin/policy", headers=auth)
+        rated = await client.post(
+            "/v1/feedback", json={"request_id": "r-1", "score": 1.0}, headers=auth
+        )
+    assert (big.status_code, admin.status_code, rated.status_code) == (413, 403, 400)
+    assert "1024 bytes" in big.json()["error"]["message"]
+    assert "no admin key" in admin.json()["error"]["message"]
+    assert "without its ledger" in rated.json()["error"]["message"]
+    for response in (big, admin, rated):
+        assert "TIERGATE_" not in response.text
