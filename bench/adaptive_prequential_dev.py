@@ -214,6 +214,25 @@ def fewshot_texts(items: list[Labelled]) -> list[str]:
     return texts
 
 
+def dev_bases(dev: list[Labelled], v2: Array, plain: NDArray[np.float32]) -> dict[str, Array]:
+    """The development bases: the shipped v2, and two ridge fits of the stream's own labels on
+    its embedding and v2 (standing in for a base that fits its stream tightly)."""
+    design = np.hstack([plain, v2[:, None], np.ones((len(dev), 1))]).astype(np.float64)
+    reveal = _Reveal()
+    y = np.array([reveal(i) for i in dev])
+    bases = {"v2": v2}
+    for alpha in (1000, 100):
+        theta = np.linalg.solve(design.T @ design + alpha * np.eye(design.shape[1]), design.T @ y)
+        bases[f"ridge{alpha}"] = design @ theta
+    return bases
+
+
+def dev_spans(n: int) -> list[tuple[int, int]]:
+    """The whole stream, then its ``CHUNKS`` chunks."""
+    bounds = [round(c * n / CHUNKS) for c in range(CHUNKS + 1)]
+    return [(0, n), *itertools.pairwise(bounds)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dev", type=Path, default=Path("/tmp/routellm_trainable.jsonl"))
@@ -230,15 +249,8 @@ def main() -> None:
     v2 = policy_scores(dev, "v2")
     plain = embed_many([text_of(i.messages) for i in dev]).astype(np.float32)
     fewshot = embed_many(fewshot_texts(dev)).astype(np.float32)
-    design = np.hstack([plain, v2[:, None], np.ones((len(dev), 1))]).astype(np.float64)
-    reveal = _Reveal()
-    y = np.array([reveal(i) for i in dev])
-    bases = {"v2": v2}
-    for alpha in (1000, 100):
-        theta = np.linalg.solve(design.T @ design + alpha * np.eye(design.shape[1]), design.T @ y)
-        bases[f"ridge{alpha}"] = design @ theta
-    bounds = [round(c * len(dev) / CHUNKS) for c in range(CHUNKS + 1)]
-    spans = [(0, len(dev)), *itertools.pairwise(bounds)]
+    bases = dev_bases(dev, v2, plain)
+    spans = dev_spans(len(dev))
     streams = {
         (structure, span): Stream(dev[span[0] : span[1]], vectors[span[0] : span[1]])
         for structure, vectors in (("plain", plain), ("fewshot", fewshot))

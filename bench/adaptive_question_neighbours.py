@@ -80,14 +80,14 @@ from gateway.scoring.adaptive import text_of
 from gateway.scoring.embedding import embed_many
 from gateway.scoring.features import last_user_text, sample
 from gateway.tools.scorer.labels import Labelled, read_labels
-from gateway.tools.scorer.prequential import _Reveal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adaptive_prequential_dev import (
-    CHUNKS,
     Stream,
     Variant,
     ap,
+    dev_bases,
+    dev_spans,
     fewshot_texts,
     gain,
     paired_bootstrap,
@@ -168,15 +168,8 @@ def development(dev: list[Labelled], log: Callable[[str], None]) -> dict[str, An
     if [sample(p) for p in fewshot_raw] != fewshot_texts(dev):
         raise RuntimeError("fewshot_prompts no longer matches fewshot_texts")
     plain_whole = vectors_of(plain_raw, "whole")
-    design = np.hstack([plain_whole, v2[:, None], np.ones((len(dev), 1))]).astype(np.float64)
-    reveal = _Reveal()
-    y = np.array([reveal(i) for i in dev])
-    bases = {"v2": v2}
-    for alpha in (1000, 100):
-        theta = np.linalg.solve(design.T @ design + alpha * np.eye(design.shape[1]), design.T @ y)
-        bases[f"ridge{alpha}"] = design @ theta
-    bounds = [round(c * len(dev) / CHUNKS) for c in range(CHUNKS + 1)]
-    spans = [(0, len(dev)), *itertools.pairwise(bounds)]
+    bases = dev_bases(dev, v2, plain_whole)
+    spans = dev_spans(len(dev))
     static: dict[str, float | None] = {}
     table: dict[str, Any] = {}
     similarity: dict[str, Any] = {}

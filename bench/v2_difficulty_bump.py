@@ -68,10 +68,9 @@ from gateway.tools.scorer.train_v2 import design, target_of
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from v2_design_search import Held, groups_of
 from v2_feature_search import paired_bootstrap, score_of
-from v2_invariance_search import Data, Fold
+from v2_invariance_search import Data, Fold, Target, blend
 
 Array = NDArray[np.float64]
-TargetFn = Callable[[Sequence[Labelled]], Array]
 Raw = dict[str, Array]  # target -> raw score over every prompt (one training set)
 Transform = Callable[[Raw, NDArray[np.int64], tuple[float, float]], Array]
 CENTRES = (0.0, 0.5, 1.0, 1.5, 2.0)
@@ -85,7 +84,7 @@ def scale_of(items: Sequence[Labelled]) -> float:
     return 10.0 if top > 1.0 else 1.0
 
 
-def quality(side: str) -> TargetFn:
+def quality(side: str) -> Target:
     def target(items: Sequence[Labelled]) -> Array:
         s = scale_of(items)
         return np.array([(i.weak if side == "weak" else i.strong) / s for i in items])
@@ -93,48 +92,12 @@ def quality(side: str) -> TargetFn:
     return target
 
 
-TARGETS: dict[str, TargetFn] = {
-    "blend": lambda g: target_of(g, "blend"),
+TARGETS: dict[str, Target] = {
+    "blend": blend,
     "hardness": lambda g: target_of(g, "hardness"),
     "weak": quality("weak"),
     "strong": quality("strong"),
 }
-
-
-class Stats(Data):
-    """``Data`` (no pair samples) for one target, computed on trainable rows only."""
-
-    def __init__(
-        self, items: Sequence[Labelled], x: Array, trainable: NDArray[np.bool_], target: TargetFn
-    ) -> None:
-        self.items = items
-        self.x = x
-        self.origins = sorted({i.origin for i in items})
-        self.dims = x.shape[1]
-        groups = np.array([i.group for i in items])
-        origin = np.array([i.origin for i in items])
-        self.n, self.s1, self.s2, self.mean = {}, {}, {}, {}
-        self.gram, self.rhs, self.var = {}, {}, {}
-        for o in self.origins:
-            rows = (origin == o) & trainable
-            xs = x[rows]
-            self.n[o] = float(rows.sum())
-            self.s1[o] = xs.sum(axis=0)
-            self.s2[o] = (xs * xs).sum(axis=0)
-            self.mean[o] = xs.mean(axis=0)
-            member = groups[rows]
-            names = sorted(set(member))
-            y = np.zeros(len(xs))
-            xc = np.empty_like(xs)
-            w = np.zeros(len(xs))
-            for g in names:
-                grows = member == g
-                y[grows] = target([items[k] for k in np.flatnonzero(rows)[grows]])
-                xc[grows] = xs[grows] - xs[grows].mean(axis=0)
-                w[grows] = 1.0 / (len(names) * grows.sum())
-            self.gram[o] = xc.T @ (xc * w[:, None])
-            self.rhs[o] = xc.T @ (w * y)
-            self.var[o] = float((w * y * y).sum())
 
 
 def levels(
@@ -285,7 +248,7 @@ def main() -> None:
     keys = [frozenset({o}) for o in origins] + [
         frozenset({o, i}) for o in origins for i in origins if i < o
     ]
-    stats = {t: Stats(items, x, trainable, fn) for t, fn in TARGETS.items()}
+    stats = {t: Data(items, x, trainable, fn, pairs=False) for t, fn in TARGETS.items()}
     raw: dict[frozenset[str], Raw] = {}
     lvs: dict[frozenset[str], tuple[float, float]] = {}
     for key in keys:

@@ -68,7 +68,7 @@ from gateway.tools.scorer import sources
 from gateway.tools.scorer.bootstrap import apgr_of, resamples_for
 from gateway.tools.scorer.evaluate import v1_scores
 from gateway.tools.scorer.labels import Labelled
-from gateway.tools.scorer.train_v2 import design, target_of
+from gateway.tools.scorer.train_v2 import design
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from v2_design_search import Held, groups_of
@@ -272,42 +272,7 @@ COST = {
 # -- scoring -----------------------------------------------------------------------------------
 
 
-class Stats(Data):
-    """``Data`` without the pair samples (the ridge + median design needs none)."""
-
-    def __init__(self, items: Sequence[Labelled], x: Array, trainable: NDArray[np.bool_]) -> None:
-        self.items = items
-        self.x = x
-        self.origins = sorted({i.origin for i in items})
-        self.dims = x.shape[1]
-        groups = np.array([i.group for i in items])
-        origin = np.array([i.origin for i in items])
-        self.n, self.s1, self.s2, self.mean = {}, {}, {}, {}
-        self.gram, self.rhs, self.var = {}, {}, {}
-        for o in self.origins:
-            rows = (origin == o) & trainable
-            xs = x[rows]
-            self.n[o] = float(rows.sum())
-            self.s1[o] = xs.sum(axis=0)
-            self.s2[o] = (xs * xs).sum(axis=0)
-            self.mean[o] = xs.mean(axis=0)
-            member = groups[rows]
-            names = sorted(set(member))
-            y = np.zeros(len(xs))
-            xc = np.empty_like(xs)
-            w = np.zeros(len(xs))
-            for g in names:
-                grows = member == g
-                gitems = [items[k] for k in np.flatnonzero(rows)[grows]]
-                y[grows] = target_of(gitems, "blend")
-                xc[grows] = xs[grows] - xs[grows].mean(axis=0)
-                w[grows] = 1.0 / (len(names) * grows.sum())
-            self.gram[o] = xc.T @ (xc * w[:, None])
-            self.rhs[o] = xc.T @ (w * y)
-            self.var[o] = float((w * y * y).sum())
-
-
-def fold_coefs(data: Stats, keys: Sequence[frozenset[str]], alpha: float) -> dict[Any, Array]:
+def fold_coefs(data: Data, keys: Sequence[frozenset[str]], alpha: float) -> dict[Any, Array]:
     """Raw-input weights of the shipped design per training set (one fold at a time)."""
     out: dict[Any, Array] = {}
     for key in keys:
@@ -333,7 +298,7 @@ def pca_scores(
     _, vecs = np.linalg.eigh(np.cov((emb[rows] - centre).T))
     pcs = (emb - centre) @ vecs[:, ::-1][:, :k]
     x = np.hstack([base, pcs * base[:, LOG_TOKENS : LOG_TOKENS + 1]])
-    fold = Fold(Stats(items, x, trainable), left_out)
+    fold = Fold(Data(items, x, trainable, pairs=False), left_out)
     scores: Array = x @ fold.to_raw(fold.ridge_median(alpha=alpha))
     return scores
 
@@ -406,7 +371,7 @@ def main() -> None:
             extra, joint, alpha = VARIANTS[name]
             base = inputs["base"] if joint else inputs["base"][:, DIMENSIONS:]
             x = np.hstack([base, *(inputs[b] for b in extra)])
-            coefs = fold_coefs(Stats(items, x, trainable), keys, alpha)
+            coefs = fold_coefs(Data(items, x, trainable, pairs=False), keys, alpha)
             scores = {key: x @ c for key, c in coefs.items()}
         held_scores[name] = {o: scores[frozenset({o})] for o in origins}
         outer[name] = {o: score_of(held_scores[name][o], by_source[o]) for o in origins}

@@ -74,10 +74,28 @@ BLENDS = ("vrex lambda=100", "pair-ridge alpha=1", "pair-logit alpha=0.03", "pro
 Model = Callable[["Fold"], Array]
 
 
-class Data:
-    """Everything that does not depend on the fold, computed on trainable rows only."""
+Target = Callable[[Sequence[Labelled]], Array]
 
-    def __init__(self, items: Sequence[Labelled], x: Array, trainable: NDArray[np.bool_]) -> None:
+
+def blend(group: Sequence[Labelled]) -> Array:
+    """The shipped target (``train_v2``'s blend) of one group's rows."""
+    return target_of(group, "blend")
+
+
+class Data:
+    """Everything that does not depend on the fold, computed on trainable rows only: per
+    source, the sums for standardising, the group-centred ridge statistics of ``target`` and
+    (with ``pairs``) the sampled within-group pairs the pairwise variants fit."""
+
+    def __init__(
+        self,
+        items: Sequence[Labelled],
+        x: Array,
+        trainable: NDArray[np.bool_],
+        target: Target = blend,
+        *,
+        pairs: bool = True,
+    ) -> None:
         self.items = items
         self.x = x
         self.origins = sorted({i.origin for i in items})
@@ -110,9 +128,11 @@ class Data:
             for g in names:
                 grows = member == g
                 gitems = [items[k] for k in np.flatnonzero(rows)[grows]]
-                y[grows] = target_of(gitems, "blend")
+                y[grows] = target(gitems)
                 xc[grows] = xs[grows] - xs[grows].mean(axis=0)
                 w[grows] = 1.0 / (len(names) * grows.sum())
+                if not pairs:
+                    continue
                 gi = np.flatnonzero(grows)
                 rng = np.random.default_rng([0, zlib.crc32(g.encode())])
                 a = rng.integers(0, len(gi), size=4 * PAIRS_PER_GROUP)
@@ -125,9 +145,10 @@ class Data:
             self.gram[o] = xc.T @ (xc * w[:, None])
             self.rhs[o] = xc.T @ (w * y)
             self.var[o] = float((w * y * y).sum())
-            self.pair_d[o] = np.vstack(dl)
-            self.pair_t[o] = np.concatenate(tl)
-            self.pair_w[o] = np.concatenate(wl)
+            if pairs:
+                self.pair_d[o] = np.vstack(dl)
+                self.pair_t[o] = np.concatenate(tl)
+                self.pair_w[o] = np.concatenate(wl)
         self.dims = d
 
 
