@@ -233,6 +233,38 @@ def dev_spans(n: int) -> list[tuple[int, int]]:
     return [(0, n), *itertools.pairwise(bounds)]
 
 
+Streams = dict[tuple[str, tuple[int, int]], Stream]
+
+
+def dev_row(
+    variant: Variant,
+    streams: Streams,
+    bases: dict[str, Array],
+    spans: list[tuple[int, int]],
+    static: dict[str, float | None],
+) -> dict[str, Any]:
+    """One variant's APGR gains over the static base in every development condition (each
+    prompt structure x base, streamed whole and in chunks), and their summaries; ``static``
+    collects the bases' own APGRs."""
+    row: dict[str, Any] = {}
+    for structure, base_name in itertools.product(("plain", "fewshot"), bases):
+        deltas = []
+        for lo, hi in spans:
+            s, b = streams[(structure, (lo, hi))], bases[base_name][lo:hi]
+            before = static.setdefault(f"{structure}/{base_name}/{lo}-{hi}", ap(b, s))
+            deltas.append(round((ap(variant(s, b), s) or 0.0) - (before or 0.0), 4))
+        row[f"{structure}/{base_name}"] = {
+            "full": deltas[0],
+            "chunk_mean": round(float(np.mean(deltas[1:])), 4),
+            "chunks": deltas[1:],
+        }
+    conditions = list(row.values())
+    row["mean_chunk_gain"] = round(float(np.mean([c["chunk_mean"] for c in conditions])), 4)
+    row["mean_full_gain"] = round(float(np.mean([c["full"] for c in conditions])), 4)
+    row["worst"] = round(min(min(c["full"], c["chunk_mean"]) for c in conditions), 4)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dev", type=Path, default=Path("/tmp/routellm_trainable.jsonl"))
@@ -258,25 +290,9 @@ def main() -> None:
     }
     variants = candidates()
     table: dict[str, Any] = {}
-    static: dict[str, Any] = {}
+    static: dict[str, float | None] = {}
     for name, variant in variants.items():
-        row: dict[str, Any] = {}
-        for structure, base_name in itertools.product(("plain", "fewshot"), bases):
-            deltas = []
-            for span in spans:
-                s, b = streams[(structure, span)], bases[base_name][span[0] : span[1]]
-                before = ap(b, s)
-                static[f"{structure}/{base_name}/{span[0]}-{span[1]}"] = before
-                deltas.append(round((ap(variant(s, b), s) or 0.0) - (before or 0.0), 4))
-            row[f"{structure}/{base_name}"] = {
-                "full": deltas[0],
-                "chunk_mean": round(float(np.mean(deltas[1:])), 4),
-                "chunks": deltas[1:],
-            }
-        conditions = list(row.values())
-        row["mean_chunk_gain"] = round(float(np.mean([c["chunk_mean"] for c in conditions])), 4)
-        row["mean_full_gain"] = round(float(np.mean([c["full"] for c in conditions])), 4)
-        row["worst"] = round(min(min(c["full"], c["chunk_mean"]) for c in conditions), 4)
+        row = dev_row(variant, streams, bases, spans, static)
         table[name] = row
         print(
             f"{name:24s} mean chunk {row['mean_chunk_gain']:+.4f} mean full "

@@ -61,7 +61,6 @@ Run (about 6 minutes on 2 cores, the post-hoc diagnostics 30 s; deterministic):
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import re
 import sys
@@ -87,6 +86,7 @@ from adaptive_prequential_dev import (
     Variant,
     ap,
     dev_bases,
+    dev_row,
     dev_spans,
     fewshot_texts,
     gain,
@@ -182,23 +182,7 @@ def development(dev: list[Labelled], log: Callable[[str], None]) -> dict[str, An
                 streams[(structure, (lo, hi))] = Stream(dev[lo:hi], vectors[lo:hi])
             similarity[f"{text}/{structure}"] = top1(streams[(structure, spans[0])])
         for name, variant in variants().items():
-            row: dict[str, Any] = {}
-            for structure, base_name in itertools.product(("plain", "fewshot"), bases):
-                deltas = []
-                for lo, hi in spans:
-                    s, b = streams[(structure, (lo, hi))], bases[base_name][lo:hi]
-                    key = f"{structure}/{base_name}/{lo}-{hi}"
-                    before = static.setdefault(key, ap(b, s)) or 0.0
-                    deltas.append(round((ap(variant(s, b), s) or 0.0) - before, 4))
-                row[f"{structure}/{base_name}"] = {
-                    "full": deltas[0],
-                    "chunk_mean": round(float(np.mean(deltas[1:])), 4),
-                    "chunks": deltas[1:],
-                }
-            conditions = list(row.values())
-            row["mean_chunk_gain"] = round(float(np.mean([c["chunk_mean"] for c in conditions])), 4)
-            row["mean_full_gain"] = round(float(np.mean([c["full"] for c in conditions])), 4)
-            row["worst"] = round(min(min(c["full"], c["chunk_mean"]) for c in conditions), 4)
+            row = dev_row(variant, streams, bases, spans, static)
             table[f"{text} / {name}"] = row
             log(
                 f"{text:10s} {name:24s} mean chunk {row['mean_chunk_gain']:+.4f} mean full "

@@ -58,16 +58,13 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.scoring.features import last_user_text
-from gateway.scoring.heuristic import ScorerWeights
 from gateway.tools.scorer import sources
-from gateway.tools.scorer.evaluate import v1_scores
 from gateway.tools.scorer.labels import Labelled
 from gateway.tools.scorer.train_v2 import design, target_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from v2_design_search import Held, groups_of
-from v2_feature_search import paired_bootstrap, score_of
+from v2_feature_search import baselines_of, beating, paired_bootstrap, score_of
 from v2_invariance_search import Data, Fold, Target, blend
 
 Array = NDArray[np.float64]
@@ -280,15 +277,10 @@ def main() -> None:
                     inner[name][(o, i)] = score_of(s, by_source[i])
         print(f"{name}: {np.mean(list(outer[name].values())):.4f}", file=sys.stderr)
 
-    length = np.array([float(len(last_user_text(i.messages))) for i in items])
-    v1 = np.array(v1_scores(items, ScorerWeights()))
-    baselines = {
-        "v1 scorer": {o: score_of(v1, by_source[o]) for o in origins},
-        "prompt length": {o: score_of(length, by_source[o]) for o in origins},
-    }
+    baselines = baselines_of(items, by_source, origins)
 
     def beats(per: dict[str, float]) -> list[str]:
-        return [o for o in origins if all(per[o] > baselines[b][o] for b in baselines)]
+        return beating(per, baselines, origins)
 
     def mean(per: dict[str, float]) -> float:
         return float(np.mean(list(per.values())))

@@ -330,6 +330,25 @@ def paired_bootstrap(
     }
 
 
+def baselines_of(
+    items: Sequence[Labelled], by_source: dict[str, Held], origins: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """The v1 scorer's and prompt length's figure on each source."""
+    length = np.array([float(len(last_user_text(i.messages))) for i in items])
+    v1 = np.array(v1_scores(items, ScorerWeights()))
+    return {
+        "v1 scorer": {o: score_of(v1, by_source[o]) for o in origins},
+        "prompt length": {o: score_of(length, by_source[o]) for o in origins},
+    }
+
+
+def beating(
+    per: dict[str, float], baselines: dict[str, dict[str, float]], origins: Sequence[str]
+) -> list[str]:
+    """The sources where ``per`` beats every baseline."""
+    return [o for o in origins if all(per[o] > baselines[b][o] for b in baselines)]
+
+
 def score_of(scores: Array, held: Held) -> float:
     return float(np.mean([apgr_of(scores[rows], weak, strong) for rows, weak, strong in held]))
 
@@ -383,15 +402,10 @@ def main() -> None:
         }
         print(f"{name}: {np.mean(list(outer[name].values())):.4f}", file=sys.stderr)
 
-    length = np.array([float(len(last_user_text(i.messages))) for i in items])
-    v1 = np.array(v1_scores(items, ScorerWeights()))
-    baselines = {
-        "v1 scorer": {o: score_of(v1, by_source[o]) for o in origins},
-        "prompt length": {o: score_of(length, by_source[o]) for o in origins},
-    }
+    baselines = baselines_of(items, by_source, origins)
 
     def beats(per: dict[str, float]) -> list[str]:
-        return [o for o in origins if all(per[o] > baselines[b][o] for b in baselines)]
+        return beating(per, baselines, origins)
 
     def size(name: str) -> int:
         if name in FOLD_PCA:
