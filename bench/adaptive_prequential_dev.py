@@ -53,7 +53,7 @@ import argparse
 import itertools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -200,18 +200,24 @@ def policy_scores(items: list[Labelled], base: str, artifact: str = "") -> Array
     return np.array([policy.score(i.messages, i.max_tokens).value for i in items])
 
 
-def fewshot_texts(items: list[Labelled]) -> list[str]:
+def fewshot_prompts(items: Sequence[Labelled]) -> list[str]:
+    """Each prompt behind a five-shot block of its own benchmark (its first five prompts, each
+    with a stock answer), unsampled."""
     shots: dict[str, list[str]] = {}
     for item in items:
         block = shots.setdefault(item.group, [])
         if len(block) < 5:
             answer = " A\n\n" if item.group == "mmlu" else "\nThe answer is 42.\n\n"
             block.append(item.messages[-1].content + answer)
-    texts = []
-    for item in items:
-        prompt = "".join(shots[item.group]) + item.messages[-1].content
-        texts.append(text_of((*item.messages[:-1], Message(role="user", content=prompt))))
-    return texts
+    return ["".join(shots[i.group]) + i.messages[-1].content for i in items]
+
+
+def fewshot_texts(items: list[Labelled]) -> list[str]:
+    """``fewshot_prompts`` as the adaptive layer embeds them."""
+    return [
+        text_of((*item.messages[:-1], Message(role="user", content=prompt)))
+        for item, prompt in zip(items, fewshot_prompts(items), strict=True)
+    ]
 
 
 def dev_bases(dev: list[Labelled], v2: Array, plain: NDArray[np.float32]) -> dict[str, Array]:

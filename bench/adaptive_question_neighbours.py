@@ -88,6 +88,7 @@ from adaptive_prequential_dev import (
     dev_bases,
     dev_row,
     dev_spans,
+    fewshot_prompts,
     fewshot_texts,
     gain,
     paired_bootstrap,
@@ -109,18 +110,6 @@ def last_paragraph(text: str) -> str:
     """The text after the last blank line (the whole text when it has none)."""
     parts = [p for p in _BLANK_LINE.split(text.strip()) if p.strip()]
     return parts[-1].strip() if parts else ""
-
-
-def fewshot_prompts(items: Sequence[Labelled]) -> list[str]:
-    """The dev prompts behind a five-shot block of their own benchmark, unsampled (the same
-    strings ``fewshot_texts`` samples)."""
-    shots: dict[str, list[str]] = {}
-    for item in items:
-        block = shots.setdefault(item.group, [])
-        if len(block) < 5:
-            answer = " A\n\n" if item.group == "mmlu" else "\nThe answer is 42.\n\n"
-            block.append(item.messages[-1].content + answer)
-    return ["".join(shots[i.group]) + i.messages[-1].content for i in items]
 
 
 def unit(v: Vectors) -> Vectors:
