@@ -2,8 +2,9 @@
 ``artifact`` backends): one request at a time, at most ``max_queue`` more waiting (beyond that a
 request is refused at once as busy, so the policy can fall back), the event loop only waiting on
 futures and receiving streamed text through ``call_soon_threadsafe``. A request that is given up
-(a closed stream, a cancelled call) sets its ``cancel`` event; the generation loop checks it
-between tokens.
+(a closed stream, a cancelled call: the client went away) sets its ``cancel`` event, which the
+generation loop checks between tokens; one still queued never starts. The close or the
+cancellation returns once the worker has let go of it, so the model is free by then.
 
 A subclass says how to load, run and unload its model, and how its library's errors read as
 ours (``_error``); everything here runs them.
@@ -12,6 +13,7 @@ ours (``_error``); everything here runs them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from abc import abstractmethod
@@ -71,8 +73,9 @@ class WorkerModel(BlockingComplete):
         future = self._submit(request, None, cancel, time.perf_counter())
         try:
             return await asyncio.wrap_future(future)
-        finally:
-            cancel.set()
+        except asyncio.CancelledError:
+            await _given_up(future, cancel)
+            raise
 
     async def astream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
@@ -84,9 +87,10 @@ class WorkerModel(BlockingComplete):
         cancel = threading.Event()
         future = self._submit(request, emit, cancel, time.perf_counter())
         done = asyncio.wrap_future(future)
+        getter: asyncio.Future[Chunk] | None = None
         try:
             while True:
-                getter: asyncio.Future[Chunk] = asyncio.ensure_future(queue.get())
+                getter = asyncio.ensure_future(queue.get())
                 waiters: set[asyncio.Future[Any]] = {getter, done}
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
@@ -106,6 +110,17 @@ class WorkerModel(BlockingComplete):
                 return
         finally:
             cancel.set()
+            if getter is not None:
+                getter.cancel()
+            if done.done():
+                if not done.cancelled():
+                    done.exception()  # read: the worker ended before the consumer left
+            else:
+                # The consumer left first (a closed stream, a cancelled call). Nothing will read
+                # this future: cancelled, it takes no exception (the worker's "generation
+                # stopped") that asyncio would report as never retrieved.
+                done.cancel()
+                await _given_up(future, cancel)
 
     async def prewarm(self) -> None:
         """Load the model now, so the first request does not pay for it."""
@@ -148,3 +163,15 @@ class WorkerModel(BlockingComplete):
     def _release(self, _future: Future[Completion]) -> None:
         with self._admit:
             self._in_flight -= 1
+
+
+async def _given_up(future: Future[Completion], cancel: threading.Event) -> None:
+    """A request its caller gave up on: one still queued never starts; one running stops at
+    its next token (``cancel``), and this returns once it has, its outcome read and dropped, so
+    the model is free when the caller's cancellation goes on (to the ledger row, the next
+    request). Only a prompt being read (prefill, not interruptible) makes it wait longer."""
+    cancel.set()
+    if future.cancel():
+        return
+    with contextlib.suppress(Exception):  # the worker's "generation stopped", or any end
+        await asyncio.wrap_future(future)

@@ -21,9 +21,11 @@ from gateway.governance.gate import Governor
 from gateway.http import admin, canary, dashboard, feedback, model_list, ops
 from gateway.http import keys as key_routes
 from gateway.http.chat import chat_completions, completions
+from gateway.http.disconnect import ClientGone
 from gateway.http.embeddings import embeddings
 from gateway.http.errors import (
     on_client_gone,
+    on_client_left,
     on_gateway_error,
     on_http_error,
     on_refused,
@@ -125,6 +127,7 @@ def asgi_app(
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(ClientDisconnect, on_client_gone)
+    app.add_exception_handler(ClientGone, on_client_left)
     app.add_exception_handler(Exception, on_unexpected)
     # Outermost first: the size limit applies before anything reads the body.
     app.add_middleware(ApiKeys, book=keys, ops_port=settings.ops_port, open_ops=settings.open_ops)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters.base import ChatRequest
+from gateway.http.disconnect import unless_gone
 from gateway.http.errors import refused_response
 from gateway.http.openai_in import parse_chat, parse_completion
 from gateway.http.openai_out import DONE, Kind, Shape, error_event
@@ -62,7 +63,7 @@ async def _serve(
         api="chat" if kind == "chat" else "completions",
     )
     try:
-        result = await _pipeline(request).handle(inbound)
+        result = await unless_gone(request.receive, _pipeline(request).handle(inbound))
     except Refused as refused:
         if kind == "completion" and refused.error.param == "messages":
             # The pipeline speaks of `messages`; this endpoint's client sent a `prompt`.

@@ -8,6 +8,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.http.disconnect import unless_gone
 from gateway.http.errors import refused_response
 from gateway.http.openai_in import parse_embedding
 from gateway.http.openai_out import embeddings_json
@@ -23,9 +24,10 @@ async def embeddings(request: Request) -> Response:
     pipeline: Pipeline = request.app.state.pipeline
     state = request.scope.get("state", {})
     try:
-        served = await pipeline.embed(
+        embedded = pipeline.embed(
             embed, body.model, state.get("key_id", "-"), arrived, state.get("grant")
         )
+        served = await unless_gone(request.receive, embedded)
     except Refused as refused:
         return refused_response(refused)
     result = served.embeddings

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from gateway.errors import GatewayError
 from gateway.http.anthropic_out import error_body as anthropic_error_body
+from gateway.http.disconnect import ClientGone
 from gateway.http.receipt import receipt_headers
 from gateway.ids import request_id
 from gateway.pipeline import Receipt, Refused
@@ -130,6 +131,13 @@ async def on_client_gone(request: Request, exc: Exception) -> Response:
     answer. Worth an info line, not an error with a traceback."""
     assert isinstance(exc, ClientDisconnect)
     log.info("client_disconnected", path=request.url.path, detail="left while sending the body")
+    return Response(status_code=499)
+
+
+async def on_client_left(request: Request, exc: Exception) -> Response:
+    """The client left before its answer (``gateway.http.disconnect``): the work was cancelled
+    and the request's own log line (and ledger row) says 499. Nobody reads this response."""
+    assert isinstance(exc, ClientGone)
     return Response(status_code=499)
 
 

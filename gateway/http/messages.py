@@ -19,6 +19,7 @@ from gateway.http.anthropic_in import (
     parse_messages,
 )
 from gateway.http.anthropic_out import EventStream, message_id, whole
+from gateway.http.disconnect import unless_gone
 from gateway.http.errors import refused_response
 from gateway.http.receipt import receipt_headers
 from gateway.http.sse import EventStreamResponse
@@ -44,7 +45,7 @@ async def messages(request: Request) -> Response:
         api="messages",
     )
     try:
-        result = await pipeline.handle(inbound)
+        result = await unless_gone(request.receive, pipeline.handle(inbound))
     except Refused as refused:
         return refused_response(refused, request.url.path)
     headers = receipt_headers(result.receipt)

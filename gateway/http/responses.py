@@ -8,6 +8,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.http.disconnect import unless_gone
 from gateway.http.errors import refused_response
 from gateway.http.receipt import receipt_headers
 from gateway.http.responses_in import chat_request, parse_responses
@@ -36,7 +37,7 @@ async def responses(request: Request) -> Response:
         api="responses",
     )
     try:
-        result = await pipeline.handle(inbound)
+        result = await unless_gone(request.receive, pipeline.handle(inbound))
     except Refused as refused:
         if refused.error.param == "messages":
             refused.error.param = "input"  # the pipeline speaks of messages; this client sent input

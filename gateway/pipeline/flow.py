@@ -1,7 +1,8 @@
 """The pipeline's flow: ``Pipeline.handle`` and ``Pipeline.embed``, and ``_Flight``, one request
 on its way (a stream's events are in ``gateway.pipeline.stream``, the governance gate's call in
 ``gateway.pipeline.gate``). Every request is accounted (metrics, log line, ledger row)
-exactly once, at its one ending (``_Flight.settle``): a stream at its end or when closed.
+exactly once, at its one ending (``_Flight.settle``): a stream at its end or when closed, any
+request whose call is cancelled before its answer (the client went away) then (``abandoned``).
 """
 
 from __future__ import annotations
@@ -114,27 +115,32 @@ class Pipeline:
             outcome,
             chat,
         )
-        cache, decision = await prepare_cache(
-            self.cache,
-            active.policy,
-            admission.decision if admission is not None else routed.decision,
-            chat,
-            key_id=outcome.key_id,
-            in_flight=lambda name: active.pool[name].in_flight,
-            usable=lambda name: active.pool[name].unavailable_reason() is None,
-        )
-        flight = _Flight(self, active, chat, outcome, plan, cache, routed.shadow)
+        flight = _Flight(self, active, chat, outcome, plan, None, routed.shadow)
         flight.admission, flight.grant = admission, inbound.grant
-        if cache.hit is not None:
-            answer = flight.from_cache(cache.hit)
-            await flight.durable()
-            return answer
-        if routed.arm == "candidate":
-            cache.key = None  # a candidate's answers are on trial: never replayed to other callers
-        outcome.cache = cache.label()
-        if inbound.stream:
-            return await flight.stream(decision)
-        return await flight.whole(decision)
+        try:
+            cache, decision = await prepare_cache(
+                self.cache,
+                active.policy,
+                admission.decision if admission is not None else routed.decision,
+                chat,
+                key_id=outcome.key_id,
+                in_flight=lambda name: active.pool[name].in_flight,
+                usable=lambda name: active.pool[name].unavailable_reason() is None,
+            )
+            flight.cache = cache
+            if cache.hit is not None:
+                answer = flight.from_cache(cache.hit)
+                await flight.durable()
+                return answer
+            if routed.arm == "candidate":
+                cache.key = None  # a candidate's answers are on trial: never replayed to others
+            outcome.cache = cache.label()
+            if inbound.stream:
+                return await flight.stream(decision)
+            return await flight.whole(decision)
+        except asyncio.CancelledError:
+            flight.abandoned()
+            raise
 
     async def embed(
         self,
@@ -167,9 +173,14 @@ class Pipeline:
         flight = _Flight(self, active, None, outcome, plan, None, shadow=False)
         flight.admission, flight.grant = admission, grant
         try:
-            served = await active.dispatcher.embed(decision, request, arrived=arrived)
+            served = await active.dispatcher.embed(
+                decision, request, arrived=arrived, trace=outcome.trace
+            )
         except DispatchError as exc:
             raise await flight.refused(exc) from None
+        except asyncio.CancelledError:
+            flight.abandoned()
+            raise
         flight.served_by(served.candidate, served.trace)
         result = served.embeddings
         outcome.model = result.model
@@ -250,7 +261,11 @@ class _Flight:
             self.outcome, self.plan, self.active.policy.prices
         )
         if journaled is not None:
-            await journaled
+            try:
+                await journaled
+            except asyncio.CancelledError:
+                await opened.release()  # nobody will read it: the backend stops now
+                raise
         return Stream(self, opened, self.chat)
 
     def from_cache(self, hit: CachedAnswer) -> Answer:
@@ -263,6 +278,23 @@ class _Flight:
         outcome.price(self.active.policy.prices, self.plan)
         self.settle()
         return Answer(completion, self.receipt(served=True, priced=True))
+
+    def abandoned(self) -> None:
+        """The request's task was cancelled before its answer was made: the client went away
+        (``gateway.http.disconnect``; or the server is stopping). Unless it already ended,
+        account for it as a stream cut short is: status 499, against the backend it reached
+        last, its usage estimated from what reached the gateway (the prompt; no completion)."""
+        if self.settled:
+            return
+        outcome = self.outcome
+        outcome.status = 499
+        if outcome.trace.attempts and outcome.backend == "-":
+            last = outcome.trace.attempts[-1]
+            outcome.backend, outcome.tier = last.backend, last.tier
+            state = self.active.pool.get(last.backend)
+            if state is not None:
+                outcome.model = state.backend.model_id
+        self.settle()
 
     def served_by(self, candidate: Candidate, trace: Trace) -> None:
         self.outcome.trace = trace

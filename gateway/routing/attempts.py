@@ -15,7 +15,7 @@ from gateway.policy import Candidate
 class Attempt:
     backend: str
     tier: str
-    error: str | None  # the error's class name, None on success
+    error: str | None  # the error's class name; None on success, or cut short by the client
     message: str | None
     latency_ms: float
     status: int | None = None  # the upstream's HTTP status, when it failed with one

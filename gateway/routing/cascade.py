@@ -21,6 +21,7 @@ give a calibrated confidence (``gateway.scoring.confidence``); below the tier's
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from adapters.base import ChatRequest, Chunk, Completion, ToolCallDelta
 from gateway.policy import Candidate, Decision, Policy
 from gateway.policy.cascade import Cascade
-from gateway.routing.attempts import Attempt, DispatchError, Served
+from gateway.routing.attempts import Attempt, DispatchError, Served, Trace
 from gateway.routing.opened import Opened
 from gateway.routing.plan import Plan
 from gateway.scoring.confidence import token_logprobs
@@ -91,21 +92,28 @@ def cascade_of(policy: Policy, decision: Decision, chat: ChatRequest) -> Cascade
 
 
 async def complete(flight: Flight, decision: Decision, chat: ChatRequest) -> Served:
-    """``Dispatcher.complete``, with the decision tier's cascade when it has one."""
+    """``Dispatcher.complete``, with the decision tier's cascade when it has one. Each call
+    fills ``outcome.trace`` as it goes (the escalation a new one), so a request cancelled
+    mid-way (the client went away) is accounted against the backends it reached."""
     active, outcome = flight.active, flight.outcome
     dispatcher = active.dispatcher
     cascade = cascade_of(active.policy, decision, chat)
+    started = outcome.started
     if cascade is None:
-        return await dispatcher.complete(decision, chat, arrived=outcome.started)
-    first = await dispatcher.complete(decision, _asking(chat), arrived=outcome.started)
+        return await dispatcher.complete(decision, chat, arrived=started, trace=outcome.trace)
+    first = await dispatcher.complete(decision, _asking(chat), arrived=started, trace=outcome.trace)
     up = _judge(active.policy, cascade, decision, flight, first)
     if up is None:
         return _as_asked(first, chat)
+    outcome.trace = Trace()
     try:
-        better = await dispatcher.complete(up, chat, arrived=outcome.started)
+        better = await dispatcher.complete(up, chat, arrived=started, trace=outcome.trace)
     except DispatchError as exc:
         _unescalated(outcome, exc)
         return _as_asked(first, chat)
+    except asyncio.CancelledError:
+        _escalated(outcome, outcome.trace.attempts)
+        raise
     _escalated(outcome, better.trace.attempts)
     return better
 
@@ -116,15 +124,20 @@ async def open_stream(flight: Flight, decision: Decision, chat: ChatRequest) -> 
     active, outcome = flight.active, flight.outcome
     dispatcher = active.dispatcher
     cascade = cascade_of(active.policy, decision, chat)
+    started = outcome.started
     if cascade is None or not cascade.streamed:
-        return await dispatcher.open_stream(decision, chat, arrived=outcome.started)
-    first = await dispatcher.complete(decision, _asking(chat), arrived=outcome.started)
+        return await dispatcher.open_stream(decision, chat, arrived=started, trace=outcome.trace)
+    first = await dispatcher.complete(decision, _asking(chat), arrived=started, trace=outcome.trace)
     up = _judge(active.policy, cascade, decision, flight, first)
     if up is not None:
+        outcome.trace = Trace()
         try:
-            opened = await dispatcher.open_stream(up, chat, arrived=outcome.started)
+            opened = await dispatcher.open_stream(up, chat, arrived=started, trace=outcome.trace)
         except DispatchError as exc:
             _unescalated(outcome, exc)
+        except asyncio.CancelledError:
+            _escalated(outcome, outcome.trace.attempts)
+            raise
         else:
             _escalated(outcome, opened.trace.attempts)
             return opened

@@ -80,20 +80,34 @@ class Dispatcher:
         self._retrier = retrier if retrier is not None else Retrier(RetrySpec(), clock)
 
     async def complete(
-        self, decision: Decision, request: ChatRequest, *, arrived: float | None = None
+        self,
+        decision: Decision,
+        request: ChatRequest,
+        *,
+        arrived: float | None = None,
+        trace: Trace | None = None,
     ) -> Served:
         """The first candidate's answer, inside the deadline (``timeouts.total_s`` from
-        ``arrived``, the request's ``time.perf_counter()`` when it came in; default now)."""
+        ``arrived``, the request's ``time.perf_counter()`` when it came in; default now).
+        ``trace`` (default a new one) is filled as the tries go, so a caller whose call is
+        cancelled (the client went away) still knows which backends were tried."""
 
-        completion, candidate, trace = await self._first(decision, request, _complete, arrived)
+        completion, candidate, trace = await self._first(
+            decision, request, _complete, arrived, trace
+        )
         return Served(completion, candidate, trace)
 
     async def embed(
-        self, decision: Decision, request: EmbeddingRequest, *, arrived: float | None = None
+        self,
+        decision: Decision,
+        request: EmbeddingRequest,
+        *,
+        arrived: float | None = None,
+        trace: Trace | None = None,
     ) -> Embedded:
         """Embeddings from the first candidate that answers (same deadlines and fallbacks)."""
 
-        embeddings, candidate, trace = await self._first(decision, request, _embed, arrived)
+        embeddings, candidate, trace = await self._first(decision, request, _embed, arrived, trace)
         return Embedded(embeddings, candidate, trace)
 
     async def _first(
@@ -102,6 +116,7 @@ class Dispatcher:
         request: _R,
         call: Callable[[Backend, _R], Awaitable[_T]],
         arrived: float | None,
+        trace: Trace | None,
     ) -> tuple[_T, Candidate, Trace]:
         async def once(attempt: _Try[_R]) -> _T:
             state = attempt.state
@@ -123,15 +138,23 @@ class Dispatcher:
             spans.succeeded(attempt.span, result)
             return result
 
-        result, attempt, trace = await self._tried(decision, request, arrived, once)
+        result, attempt, trace = await self._tried(decision, request, arrived, once, trace)
         return result, attempt.candidate, trace
 
     async def open_stream(
-        self, decision: Decision, request: ChatRequest, *, arrived: float | None = None
+        self,
+        decision: Decision,
+        request: ChatRequest,
+        *,
+        arrived: float | None = None,
+        trace: Trace | None = None,
     ) -> Opened:
         """A stream whose first chunk has arrived; a try (or a retry) that fails before then
-        passes on like a whole answer's, one after it is the client's error (``chunks``)."""
-        (first, stream), attempt, trace = await self._tried(decision, request, arrived, _open_once)
+        passes on like a whole answer's, one after it is the client's error (``chunks``).
+        ``trace`` as for ``complete``."""
+        (first, stream), attempt, trace = await self._tried(
+            decision, request, arrived, _open_once, trace
+        )
         spans.first_chunk(attempt.span, trace.attempts[-1].latency_ms)
         return Opened(
             first,
@@ -149,13 +172,16 @@ class Dispatcher:
         request: _R,
         arrived: float | None,
         once: Callable[[_Try[_R]], Awaitable[_T]],
+        trace: Trace | None,
     ) -> tuple[_T, _Try[_R], Trace]:
         """The first try that succeeds: the candidates in order, each retried as the policy
         allows, all inside the request's deadline. ``once`` makes one try: it returns what the
         backend gave, or raises the ``BackendError`` the try failed with (anything else
         propagates); it reserves and releases the backend itself. The loop here keeps the
-        trace, the breakers' verdicts on failures, the attempt spans' ends and the back-off."""
-        trace = Trace()
+        trace (``trace``, or a new one), the breakers' verdicts on failures, the attempt spans'
+        ends and the back-off. A try cancelled (the client went away) is in the trace too, with
+        no error: the backend did not fail."""
+        trace = Trace() if trace is None else trace
         deadline = self._deadline(arrived)
         last: BackendError | None = None
         traced = tracing.current()
@@ -176,6 +202,12 @@ class Dispatcher:
                     result = await once(attempt)
                 except BackendError as exc:
                     last = exc
+                except asyncio.CancelledError:
+                    latency = _ms(started, self._clock)
+                    trace.attempts.append(
+                        Attempt(candidate.backend, candidate.tier, None, None, latency, retry=retry)
+                    )
+                    raise
                 else:
                     latency = _ms(started, self._clock)
                     trace.attempts.append(

@@ -1,12 +1,18 @@
-"""Builders shared by the gateway tests: policies over shipped fake backends."""
+"""Builders shared by the gateway tests: policies over shipped fake backends, the app in-process
+or behind a real uvicorn."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import httpx
+import pytest
+import uvicorn
 from fastapi import FastAPI
 
 from adapters import load_backend
@@ -77,3 +83,33 @@ async def gateway(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
             yield client, app
+
+
+async def until(condition: Callable[[], bool], what: str, within_s: float = 15.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``within_s`` seconds saying ``what``."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {within_s} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    """``app`` (lifespan already running) behind a real uvicorn on a free loopback port, so a
+    client can really hang up mid-stream."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, log_level="error")
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await until(lambda: server.started or task.done(), "uvicorn to start")
+        assert not task.done(), "uvicorn stopped at once"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

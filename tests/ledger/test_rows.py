@@ -9,10 +9,8 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-import socket
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -33,7 +30,7 @@ from gateway.ledger.models import RequestRow
 from gateway.policy.pricing import PriceBook
 from gateway.policy.schema import PricingSpec
 from tests.adapters.remote import _upstream as _remote_upstream
-from tests.http.helpers import gateway
+from tests.http.helpers import gateway, served, until
 
 CHAT = "/v1/chat/completions"
 PROMPT = "hello there friend"  # 3 words: the fakes count 3 prompt tokens
@@ -81,15 +78,6 @@ async def settled(app: FastAPI, url: str) -> list[Any]:
     """The rows, once the app's ledger has written everything it was given."""
     await app.state.ledger.flush()
     return await asyncio.to_thread(rows, url)
-
-
-async def until(condition: Callable[[], bool], what: str, within_s: float = 15.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``within_s`` seconds saying ``what``."""
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within_s} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -259,27 +247,6 @@ async def test_a_stream_has_a_row_with_ttft(ledger_url: str, tmp_path: Path) -> 
     assert 0 < row.ttft_ms <= row.latency_ms
     assert row.cost_usd == Decimal("0.0000015")  # as the whole answer above
     assert row.baseline_cost_usd == Decimal("0.0000375")
-
-
-@contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """``app`` (lifespan already running) behind a real uvicorn on a free loopback port, so a
-    client can really hang up mid-stream."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, log_level="error")
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await until(lambda: server.started or task.done(), "uvicorn to start")
-        assert not task.done(), "uvicorn stopped at once"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 SLOW = """

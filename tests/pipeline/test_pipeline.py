@@ -3,8 +3,10 @@ backend pool, SQLite ledger, in-process cache, canary), driven with plain values
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,12 +14,12 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from adapters.base import ChatRequest, Message
+from adapters.base import ChatRequest, EmbeddingRequest, Message
 from gateway.app import Services
 from gateway.ledger.models import RequestRow
 from gateway.pipeline import Answer, Broke, Ended, Inbound, Refused, Stream
 from gateway.settings import Settings
-from tests.http.helpers import factory_with
+from tests.http.helpers import factory_with, until
 
 POLICY = """
 version: 1
@@ -34,10 +36,10 @@ tiers:
 """
 
 
-@pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[Services]:
+@contextlib.asynccontextmanager
+async def services_over(tmp_path: Path, text: str) -> AsyncIterator[Services]:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
+    policy.write_text(text)
     settings = Settings(
         policy=policy,
         watch_policy=False,
@@ -49,6 +51,12 @@ async def services(tmp_path: Path) -> AsyncIterator[Services]:
         yield opened
     finally:
         await opened.aclose()
+
+
+@pytest.fixture
+async def services(tmp_path: Path) -> AsyncIterator[Services]:
+    async with services_over(tmp_path, POLICY) as opened:
+        yield opened
 
 
 def _inbound(text: str, *, model: str | None = None, stream: bool = False) -> Inbound:
@@ -143,6 +151,51 @@ async def test_a_stream_closed_before_its_end_is_recorded_as_abandoned(
     await result.close()
     (row,) = await _rows(services)
     assert row.status == 499
+
+
+HANGING = """
+version: 1
+backends:
+  hanging: {type: fake, model: hanging-model, script: [{reply: "too late", delay_ms: 60000}]}
+tiers:
+  - {name: only, backends: [hanging]}
+"""
+
+
+@pytest.mark.parametrize("api", ["whole", "stream", "embeddings"])
+async def test_a_request_cancelled_while_its_backend_works_is_recorded_as_abandoned(
+    tmp_path: Path, api: str
+) -> None:
+    """The client went away (the HTTP edge cancels the call, ``gateway.http.disconnect``): the
+    backend call is cancelled and let go, and the request has its one row, as a stream cut
+    short has: 499 against the backend it reached, the prompt estimated, no completion."""
+    async with services_over(tmp_path, HANGING) as services:
+        hanging = services.runtime.active.pool["hanging"]
+        call: Awaitable[object]
+        if api == "embeddings":
+            call = services.pipeline.embed(
+                EmbeddingRequest(inputs=("hi there",)), None, "k1", time.perf_counter()
+            )
+        else:
+            call = services.pipeline.handle(_inbound("hi there", stream=api == "stream"))
+        task = asyncio.ensure_future(call)
+        await until(lambda: hanging.in_flight == 1, "the request to reach the backend")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert hanging.in_flight == 0
+        (row,) = await _rows(services)
+        assert (row.status, row.error_class, row.backend, row.tier, row.model) == (
+            499,
+            None,
+            "hanging",
+            "only",
+            "hanging-model",
+        )
+        assert (row.stream, row.attempts) == (api == "stream", 1)
+        assert row.prompt_tokens > 0
+        assert row.completion_tokens == 0
+        assert row.usage_estimated is True
 
 
 async def test_an_unknown_route_is_refused_naming_the_field(services: Services) -> None:

@@ -3,6 +3,7 @@ services, fake backends with planted token log-probs, the SQLite ledger) and thr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +20,7 @@ from gateway.ledger.models import RequestRow
 from gateway.pipeline import Answer, Ended, Inbound, Stream
 from gateway.policy import PolicyError
 from gateway.settings import Settings
-from tests.http.helpers import factory_with, gateway, policy_from
+from tests.http.helpers import factory_with, gateway, policy_from, until
 
 # confidence = 0.25 × (mean log-prob + 3) between -3 and -1, then 0.5 + 0.5 × (mean + 1) up to 0.
 POLICY = """
@@ -184,6 +185,28 @@ async def test_an_unsure_answer_stands_when_the_next_tier_fails(
         2,
         "small>big",
     )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_gone_during_the_escalation_is_billed_both_calls_as_abandoned(
+    services: Services, backends: dict[str, FakeBackend], stream: bool
+) -> None:
+    """Cancelled (the client went away) while the next tier works: its row says 499 against
+    that tier, both calls in its chain, and the discarded cheap answer's tokens."""
+    plant(backends["small"], -2.0)
+    backends["big"].enqueue(FakeStep(reply="big answer", delay_ms=60_000))
+    big = services.runtime.active.pool["big"]
+    task = asyncio.create_task(services.pipeline.handle(inbound(stream=stream)))
+    await until(lambda: big.in_flight == 1, "the escalation to reach the strong tier")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert big.in_flight == 0
+    (row,) = await rows(services)
+    assert (row.status, row.tier, row.backend, row.cascade) == (499, "strong", "big", "escalated")
+    assert (row.attempts, row.fallback_chain) == (2, "small>big")
+    assert (row.cascade_prompt_tokens, row.cascade_completion_tokens) == (2, 2)
+    assert row.completion_tokens == 2  # the cheap answer's; none came from the strong tier
 
 
 async def read(stream: Stream) -> tuple[str, Ended]:
