@@ -200,6 +200,8 @@ class ArtifactBackend(WorkerModel):
             top_p=request.top_p if request.top_p is not None else DEFAULT_TOP_P,
             top_k=request.top_k,
             seed=request.seed if request.seed is not None else random.getrandbits(63),
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
         )
         outcome = generate(loaded, prompt, sampling, stops=request.stop, emit=emit, check=check)
         end = time.perf_counter()

@@ -112,6 +112,49 @@ def test_kv_cache_gives_the_tokens_a_full_recompute_gives(
     assert cached == tuple(ids[len(prompt) :])
 
 
+@pytest.mark.parametrize(
+    ("presence", "frequency"),
+    [(1.5, 0.0), (0.0, 0.7), (0.4, 0.4), (-2.0, 0.0)],
+    ids=["presence", "frequency", "both", "negative"],
+)
+def test_penalties_follow_openais_formula(
+    artifact_dir: Path, tokenizer: Any, presence: float, frequency: float
+) -> None:
+    """Greedy tokens with penalties equal a full recompute that lowers each token's logit by
+    presence * [generated before] + frequency * (times generated), as OpenAI documents; and
+    they are not the unpenalised tokens (this random model repeats itself)."""
+    loaded = load(ArtifactConfig(type="artifact", path=str(artifact_dir)))
+    prompt = templated_ids(tokenizer, PROMPT)
+    sampling = Sampling(
+        max_tokens=16, temperature=0.0, presence_penalty=presence, frequency_penalty=frequency
+    )
+    penalised = generate(loaded, prompt, sampling).completion_ids
+    plain = generate(loaded, prompt, Sampling(max_tokens=16, temperature=0.0)).completion_ids
+
+    ids = list(prompt)
+    counts: dict[int, int] = {}
+    with torch.inference_mode():
+        for _ in range(16):
+            logits = loaded.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
+            for token, count in counts.items():
+                logits[token] -= presence + frequency * count
+            best = int(logits.argmax())
+            counts[best] = counts.get(best, 0) + 1
+            ids.append(best)
+    assert penalised == tuple(ids[len(prompt) :])
+    assert penalised != plain
+
+
+async def test_penalties_reach_the_loop(artifact: ArtifactBackend) -> None:
+    """A request's penalties change the greedy answer; penalties of 0 do not."""
+    plain = await artifact.acomplete(greedy(max_tokens=16))
+    penalised = await artifact.acomplete(greedy(max_tokens=16, frequency_penalty=1.0))
+    zero = await artifact.acomplete(greedy(max_tokens=16, presence_penalty=0.0))
+
+    assert penalised.text != plain.text
+    assert zero.text == plain.text
+
+
 async def test_a_stop_string_truncates_the_answer(artifact: ArtifactBackend) -> None:
     """A stop string that greedy decoding reaches ends the answer just before it, with "stop"."""
     whole = (await artifact.acomplete(greedy(max_tokens=24))).text
