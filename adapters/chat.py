@@ -104,6 +104,10 @@ class ChatRequest:
     top_k: int | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # OpenAI's penalties (-2.0 to 2.0): each generated token's logit is lowered by
+    # ``presence_penalty`` once it has appeared and by ``frequency_penalty`` per appearance.
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -130,6 +134,8 @@ class ChatRequest:
         top_k: int | None = None,
         stop: Iterable[str] = (),
         seed: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
     ) -> ChatRequest:
         """A single user turn: how the teaching ``complete(prompt)`` reaches a chat model."""
         return cls(
@@ -140,6 +146,8 @@ class ChatRequest:
             top_k=top_k,
             stop=tuple(stop),
             seed=seed,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
         )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters._in_process import WorkerModel
+from adapters._template import prompt_pieces
 from adapters.artifact import extra
 from adapters.artifact.errors import (
     Cancelled,
@@ -152,15 +153,27 @@ class ArtifactBackend(WorkerModel):
             torch.cuda.empty_cache()  # hand the freed blocks back to the GPU
 
     def _prompt_ids(self, loaded: Loaded, request: ChatRequest) -> list[int]:
+        """The chat-templated prompt's token ids. Only the template's own text may become
+        special tokens; message content is tokenized with them split into plain text
+        (``adapters._template``)."""
+        tokenizer = loaded.tokenizer
+
+        def render(messages: list[dict[str, str]]) -> str:
+            try:
+                text = tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=True, tokenize=False
+                )
+            except Exception as exc:  # jinja raises many types, all meaning "template refused"
+                raise TemplateRefused(str(exc)) from exc
+            return str(text)
+
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        try:
-            text = loaded.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
-            )
-        except Exception as exc:  # jinja raises many types, all meaning "template refused"
-            raise TemplateRefused(str(exc)) from exc
-        # The template writes the special tokens itself (BOS included, where it has one).
-        ids: list[int] = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids: list[int] = []
+        for piece in prompt_pieces(render, messages, loaded.special_texts):
+            # The template writes the special tokens itself (BOS included, where it has one).
+            ids += tokenizer(
+                piece.text, add_special_tokens=False, split_special_tokens=piece.content
+            )["input_ids"]
         return ids
 
     def _run(
@@ -200,6 +213,8 @@ class ArtifactBackend(WorkerModel):
             top_p=request.top_p if request.top_p is not None else DEFAULT_TOP_P,
             top_k=request.top_k,
             seed=request.seed if request.seed is not None else random.getrandbits(63),
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
         )
         outcome = generate(loaded, prompt, sampling, stops=request.stop, emit=emit, check=check)
         end = time.perf_counter()

@@ -22,13 +22,24 @@ from adapters.chat import FinishReason
 
 @dataclass(frozen=True, slots=True)
 class Sampling:
-    """How each token is chosen. ``temperature`` 0 is greedy (the argmax; no randomness)."""
+    """How each token is chosen. ``temperature`` 0 is greedy (the argmax; no randomness).
+
+    The penalties are OpenAI's: before anything else (greedy included), each token's logit is
+    lowered by ``presence_penalty`` if it was generated before and by ``frequency_penalty``
+    times the number of times it was (the prompt does not count).
+    """
 
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int | None = None
     seed: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    @property
+    def penalised(self) -> bool:
+        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +53,27 @@ class Outcome:
     first_text_at: float | None
 
 
-def next_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
-    """One token from a vector of next-token logits."""
+def penalise(logits: torch.Tensor, sampling: Sampling, counts: torch.Tensor) -> torch.Tensor:
+    """``logits`` less the penalties for tokens generated so far (``counts``, one per token id:
+    how many times it was generated)."""
+    scores = logits.float().cpu()
+    return (
+        scores
+        - sampling.frequency_penalty * counts
+        - sampling.presence_penalty * (counts > 0).to(scores.dtype)
+    )
+
+
+def next_token(
+    logits: torch.Tensor,
+    sampling: Sampling,
+    generator: torch.Generator,
+    counts: torch.Tensor | None = None,
+) -> int:
+    """One token from a vector of next-token logits; ``counts`` (generated tokens per id)
+    when ``sampling`` has penalties."""
+    if counts is not None:
+        logits = penalise(logits, sampling, counts)
     if sampling.temperature <= 0.0:
         return int(torch.argmax(logits).item())
     scores = logits.float().cpu() / sampling.temperature
@@ -96,12 +126,17 @@ def generate(
     with torch.inference_mode():
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=loaded.device)
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        counts: torch.Tensor | None = None
+        if sampling.penalised:
+            counts = torch.zeros(out.logits.shape[-1], dtype=torch.float32)
         while len(generated) < sampling.max_tokens:
-            token = next_token(out.logits[0, -1], sampling, generator)
+            token = next_token(out.logits[0, -1], sampling, generator, counts)
             if token in loaded.eos_ids:
                 finish = "stop"
                 break
             generated.append(token)
+            if counts is not None:
+                counts[token] += 1
             text, stopped = scanner.feed(decoder.add(token))
             release(text)
             if stopped:

@@ -33,6 +33,8 @@ class Loaded:
     dtype: torch.dtype
     eos_ids: frozenset[int]
     context_window: int | None
+    # The texts of the tokenizer's special tokens, which message content must not produce.
+    special_texts: frozenset[str] = frozenset()
 
 
 def pick_device(requested: str) -> torch.device:
@@ -92,6 +94,14 @@ def eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(found)
 
 
+def special_texts(tokenizer: Any) -> frozenset[str]:
+    """The texts that tokenizing with special tokens (transformers' default) turns into a
+    special token, and ``split_special_tokens=True`` does not."""
+    return frozenset(
+        token.content for token in tokenizer.added_tokens_decoder.values() if token.special
+    )
+
+
 def load(config: ArtifactConfig) -> Loaded:
     """Load the artifact at ``config.path`` as the config says (on the calling thread)."""
     # Never reach the hub: an artifact is a local directory, and a missing file is an error,
@@ -123,4 +133,5 @@ def load(config: ArtifactConfig) -> Loaded:
         dtype=dtype,
         eos_ids=eos_ids(model, tokenizer),
         context_window=context_length(read_config(path)),
+        special_texts=special_texts(tokenizer),
     )

@@ -164,6 +164,10 @@ def build_options(request: ChatRequest | None, num_ctx: int | None) -> dict[str,
             options["stop"] = list(request.stop)
         if request.seed is not None:
             options["seed"] = request.seed
+        if request.presence_penalty is not None:
+            options["presence_penalty"] = request.presence_penalty
+        if request.frequency_penalty is not None:
+            options["frequency_penalty"] = request.frequency_penalty
     if num_ctx is not None:
         options["num_ctx"] = num_ctx
     return options or None

@@ -76,6 +76,10 @@ def build_payload(model: str, request: ChatRequest) -> dict[str, Any]:
         payload["stop"] = list(request.stop)
     if request.seed is not None:
         payload["seed"] = request.seed
+    if request.presence_penalty is not None:
+        payload["presence_penalty"] = request.presence_penalty
+    if request.frequency_penalty is not None:
+        payload["frequency_penalty"] = request.frequency_penalty
     if request.top_k is not None:
         payload["top_k"] = request.top_k
     payload.update(tool_fields(request))

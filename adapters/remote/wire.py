@@ -95,6 +95,9 @@ def build_payload(
         "temperature": request.temperature,
         "top_p": request.top_p,
         "seed": request.seed,
+        # litellm drops them (drop_params) for providers without them, as Anthropic.
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
         "top_k": request.top_k if top_k_supported else None,
         "stop": list(request.stop) or None,
     }

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters._in_process import WorkerModel
+from adapters._template import prompt_pieces
 from adapters._text import StopScanner
 from adapters.base import BackendInfo, Health
 from adapters.capabilities import Capabilities, defaults_for
@@ -68,6 +69,7 @@ class TinyBackend(WorkerModel):
         self._trained_ctx: int | None = None
         self._caps: Capabilities | None = None
         self._eog: Callable[[int], bool] | None = None
+        self._markers: frozenset[str] = frozenset()  # control tokens' texts
         # Worker-thread state, like the model: snapshots of shared prompt prefixes.
         self._prefix = PrefixReuse(
             config.prefix_cache_mb, config.prefix_block_tokens, config.prefix_min_blocks
@@ -175,6 +177,7 @@ class TinyBackend(WorkerModel):
 
         vocab = llm._model.vocab
         self._eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+        self._markers = control_texts(llm)
         if llm._is_recurrent or llm._is_hybrid:  # their state cannot be cut at a token
             self._prefix.disable()
         self._trained_ctx = trained_context(llm.metadata)
@@ -188,13 +191,27 @@ class TinyBackend(WorkerModel):
             self._llm = None
 
     def _prompt_tokens(self, request: ChatRequest) -> list[int]:
-        try:
-            formatted = self._formatter(messages=template_messages(request))
-        except Exception as exc:  # jinja raises many types, all meaning "template refused"
-            raise TemplateRefused from exc
-        tokens: list[int] = self._llm.tokenize(
-            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
-        )
+        """The chat-templated prompt's tokens. Only the template's own text may become control
+        tokens; message content is tokenized as plain text (``adapters._template``)."""
+        add_bos = False
+
+        def render(messages: list[dict[str, str]]) -> str:
+            nonlocal add_bos
+            try:
+                formatted = self._formatter(messages=messages)
+            except Exception as exc:  # jinja raises many types, all meaning "template refused"
+                raise TemplateRefused from exc
+            add_bos = not formatted.added_special
+            return str(formatted.prompt)
+
+        pieces = prompt_pieces(render, template_messages(request), self._markers)
+        tokens: list[int] = []
+        for index, piece in enumerate(pieces):
+            tokens += self._llm.tokenize(
+                piece.text.encode("utf-8"),
+                add_bos=add_bos and index == 0,
+                special=not piece.content,
+            )
         return tokens
 
     def _run(
@@ -292,3 +309,18 @@ class TinyBackend(WorkerModel):
             model=self.model_id,
             logprobs=scores.openai() if scores is not None else None,
         )
+
+
+def control_texts(llm: Any) -> frozenset[str]:
+    """The texts of the model's control (and unknown) tokens: what tokenizing with special
+    tokens turns into one of them and tokenizing as plain text does not."""
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    wanted = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+    return frozenset(
+        text
+        for token in range(llama_cpp.llama_vocab_n_tokens(vocab))
+        if llama_cpp.llama_vocab_get_attr(vocab, token) & wanted
+        and (text := llm._model.token_get_text(token))
+    )

@@ -31,6 +31,9 @@ def sampling(request: ChatRequest) -> dict[str, Any]:
         "min_p": DEFAULT_MIN_P,
         "temp": request.temperature if request.temperature is not None else DEFAULT_TEMPERATURE,
         "repeat_penalty": 1.0,
+        # llama.cpp applies these over the last 64 tokens (``last_n_tokens_size``).
+        "presence_penalty": request.presence_penalty or 0.0,
+        "frequency_penalty": request.frequency_penalty or 0.0,
     }
 
 

@@ -20,7 +20,7 @@ import orjson
 from adapters.base import ChatRequest, Message
 from gateway.scoring.tokens import encode
 
-KEY_VERSION = b"v1"
+KEY_VERSION = b"v2"  # v2: the penalties joined the key
 
 
 def response_key(
@@ -42,6 +42,8 @@ def response_key(
         # Generation ends at the first of the stop sequences, whichever order they came in.
         "stop": sorted(set(request.stop)),
         "seed": request.seed,
+        "presence_penalty": _number(request.presence_penalty),
+        "frequency_penalty": _number(request.frequency_penalty),
         "extra": dict(extra or {}),
         "key": key_id,
     }
@@ -56,8 +58,9 @@ def _number(value: float | None) -> float | None:
 
 
 def deterministic(request: ChatRequest) -> bool:
-    """Whether the same request gives the same answer: greedy (temperature 0) or seeded."""
-    return request.temperature == 0 or request.seed is not None
+    """Whether the same request gives the same answer: greedy (temperature 0) or seeded. A
+    negative seed is no seed (llama.cpp reads -1 as "random"; the HTTP edge drops them)."""
+    return request.temperature == 0 or (request.seed is not None and request.seed >= 0)
 
 
 def prompt_text(messages: Sequence[Message]) -> str:

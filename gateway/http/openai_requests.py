@@ -172,6 +172,12 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
+def _seed(seed: int | None) -> int | None:
+    """A negative seed means no seed: llama.cpp reads -1 as "pick a random one", so such a
+    request samples afresh every time and must not count as deterministic (nor be cached)."""
+    return seed if seed is not None and seed >= 0 else None
+
+
 # Choices beyond the first are asked of the backend again, one call each: keep it bounded.
 MAX_CHOICES = 16
 
@@ -196,6 +202,13 @@ def chat_request(body: ChatCompletionIn, max_tokens_limit: int) -> ChatRequest:
             param="functions",
             code="unsupported_feature",
         )
+    if body.function_call is not None:
+        raise BadRequest(
+            "function_call: the legacy function_call parameter is not supported; send "
+            "`tool_choice`",
+            param="function_call",
+            code="unsupported_feature",
+        )
     if body.top_logprobs is not None and not body.logprobs:
         raise BadRequest("top_logprobs: needs logprobs set to true", param="top_logprobs")
     tools, tool_choice = _tools(body)
@@ -216,7 +229,9 @@ def chat_request(body: ChatCompletionIn, max_tokens_limit: int) -> ChatRequest:
         temperature=body.temperature,
         top_p=body.top_p,
         stop=_stops(body.stop),
-        seed=body.seed,
+        seed=_seed(body.seed),
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
         tools=tools,
         tool_choice=tool_choice,
         parallel_tool_calls=body.parallel_tool_calls if tools else None,
@@ -252,7 +267,10 @@ def completion_request(body: CompletionIn, max_tokens_limit: int) -> ChatRequest
         temperature=body.temperature,
         top_p=body.top_p,
         stop=_stops(body.stop),
-        seed=body.seed,
+        seed=_seed(body.seed),
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        user=body.user,
         n=body.n or 1,
     )
 

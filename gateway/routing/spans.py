@@ -238,6 +238,10 @@ def _sampling(chat: ChatRequest, into: dict[str, tracing.AttributeValue]) -> Non
         into["gen_ai.request.temperature"] = chat.temperature
     if chat.top_p is not None:
         into["gen_ai.request.top_p"] = chat.top_p
+    if chat.presence_penalty is not None:
+        into["gen_ai.request.presence_penalty"] = chat.presence_penalty
+    if chat.frequency_penalty is not None:
+        into["gen_ai.request.frequency_penalty"] = chat.frequency_penalty
 
 
 def settled(outcome: Outcome, plan: Plan, used: Usage, priced: Priced | None) -> None:

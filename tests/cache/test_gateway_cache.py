@@ -165,10 +165,12 @@ async def test_a_deterministic_request_hits_on_repeat(
     [
         pytest.param({"temperature": 0.8}, id="temperature-0.8"),
         pytest.param({}, id="temperature-unset"),
+        pytest.param({"temperature": 0.8, "seed": -1}, id="seed-minus-1"),
     ],
 )
 async def test_sampled_requests_are_not_cached(tmp_path: Path, fields: dict[str, Any]) -> None:
-    """A request that samples goes to the backend every time; the header says "off"."""
+    """A request that samples goes to the backend every time; the header says "off". A
+    negative seed is no seed (llama.cpp reads -1 as "random"), so it samples too."""
     backends = two_fakes()
     async with app(policy(tmp_path), backends, None) as (client, gw):
         labels = [(await post(client, gw, chat(**fields))).headers["x-tiergate-cache"]]

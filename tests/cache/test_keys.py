@@ -69,6 +69,10 @@ ANSWER_CHANGES: dict[str, ChatRequest] = {
     "no stop": _with(stop=()),
     "seed": _with(seed=1),
     "another seed": _with(seed=2),
+    "presence_penalty": _with(presence_penalty=0.5),
+    "another presence_penalty": _with(presence_penalty=-0.5),
+    "frequency_penalty": _with(frequency_penalty=0.5),
+    "another frequency_penalty": _with(frequency_penalty=1.5),
 }
 
 
@@ -146,12 +150,15 @@ class TestDeterministic:
             (0.7, None, False),
             (None, None, False),  # the backend's default temperature samples
             (1e-3, None, False),
+            (0.7, -1, False),  # llama.cpp's "random seed"
+            (0.0, -1, True),
         ],
     )
     def test_greedy_or_seeded_requests_are_deterministic(
         self, temperature: float | None, seed: int | None, expected: bool
     ) -> None:
-        """Temperature 0 or a seed make a request deterministic; anything else samples."""
+        """Temperature 0 or a seed make a request deterministic; anything else samples, a
+        negative seed included."""
         request = _with(temperature=temperature, seed=seed)
         assert deterministic(request) is expected
 
@@ -312,6 +319,8 @@ SAME_ANSWER: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {k: v for k, v in _chat().items() if k != "model"},
     ),
     "user and metadata fields": (_chat(), _chat(user="u-123", metadata={"trace": "abc"})),
+    "a negative seed or none": (_chat(), _chat(seed=-1)),
+    "penalty 0 or 0.0": (_chat(presence_penalty=0), _chat(presence_penalty=0.0)),
     "response_format text": (_chat(), _chat(response_format={"type": "text"})),
     "developer is system": (
         _chat(),
@@ -359,6 +368,9 @@ async def test_relevant_differences_miss(tmp_path: Path) -> None:
         _chat(seed=5),
         _chat(top_p=0.5),
         _chat(temperature=0, seed=6),
+        _chat(presence_penalty=0.5),
+        _chat(frequency_penalty=0.5),
+        _chat(presence_penalty=0.5, frequency_penalty=0.5),
         _chat(
             messages=[
                 {"role": "user", "content": USER[1]},

@@ -177,6 +177,8 @@ async def test_acomplete_round_trip(mock: respx.MockRouter, backend: OllamaBacke
         top_k=20,
         stop=("\n", "user:"),
         seed=101,
+        presence_penalty=0.5,
+        frequency_penalty=0.25,
     )
     result = await backend.acomplete(request)
 
@@ -195,6 +197,8 @@ async def test_acomplete_round_trip(mock: respx.MockRouter, backend: OllamaBacke
         "top_k": 20,
         "stop": ["\n", "user:"],
         "seed": 101,
+        "presence_penalty": 0.5,
+        "frequency_penalty": 0.25,
     }
     assert result.text == "Hello! How are you today?"
     assert result.finish_reason == "stop"

@@ -371,6 +371,8 @@ def test_build_payload_forwards_only_what_was_set() -> None:
         top_k=3,
         stop=("\n", "END"),
         seed=11,
+        presence_penalty=0.5,
+        frequency_penalty=-1.0,
     )
     assert build_payload("m", full) == {
         "model": "m",
@@ -383,6 +385,8 @@ def test_build_payload_forwards_only_what_was_set() -> None:
         "top_p": 0.9,
         "stop": ["\n", "END"],
         "seed": 11,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -1.0,
         "top_k": 3,
     }
 

@@ -189,7 +189,16 @@ class TestOpenAI:
         route = router.post(OPENAI_URL).respond(200, json=OPENAI_COMPLETION, headers=OPENAI_HEADERS)
 
         result = await backend().acomplete(
-            chat(max_tokens=32, temperature=0.2, top_p=0.9, top_k=5, stop=("\n\n",), seed=7)
+            chat(
+                max_tokens=32,
+                temperature=0.2,
+                top_p=0.9,
+                top_k=5,
+                stop=("\n\n",),
+                seed=7,
+                presence_penalty=0.5,
+                frequency_penalty=-0.25,
+            )
         )
 
         body = sent(route)
@@ -203,6 +212,8 @@ class TestOpenAI:
         assert body["top_p"] == 0.9
         assert body["stop"] == ["\n\n"]
         assert body["seed"] == 7
+        assert body["presence_penalty"] == 0.5
+        assert body["frequency_penalty"] == -0.25
         assert "top_k" not in body  # OpenAI rejects it; dropped, not forwarded
         assert "stream" not in body
         assert route.calls.last.request.headers["authorization"] == f"Bearer {key}"
@@ -276,10 +287,13 @@ class TestOpenAI:
 class TestAnthropic:
     async def test_acomplete_reports_cache_reads(self, router: respx.MockRouter, key: str) -> None:
         """An Anthropic answer's ``cache_read_input_tokens`` become cached tokens; the key goes
-        in ``x-api-key``, the system turn to ``system``, and top_k is forwarded."""
+        in ``x-api-key``, the system turn to ``system``, and top_k is forwarded; the penalties,
+        which Anthropic's API does not have, are dropped (a 400 there otherwise)."""
         route = router.post(ANTHROPIC_URL).respond(200, json=ANTHROPIC_MESSAGE)
 
-        result = await backend(CLAUDE).acomplete(chat(max_tokens=64, top_k=5))
+        result = await backend(CLAUDE).acomplete(
+            chat(max_tokens=64, top_k=5, presence_penalty=0.5, frequency_penalty=0.5)
+        )
 
         body = sent(route)
         request = route.calls.last.request
@@ -287,6 +301,8 @@ class TestAnthropic:
         assert body["model"] == "claude-haiku-4-5-20251001"
         assert body["max_tokens"] == 64
         assert body["top_k"] == 5
+        assert "presence_penalty" not in body
+        assert "frequency_penalty" not in body
         assert body["system"] == [{"type": "text", "text": "Be brief."}]
         assert [m["role"] for m in body["messages"]] == ["user"]
         assert result.text == "Hi! My name is Claude."

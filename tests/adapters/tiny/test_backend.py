@@ -114,6 +114,34 @@ async def test_same_seed_same_text(tiny: TinyBackend) -> None:
     assert first.text == second.text
 
 
+@pytest.mark.parametrize(
+    ("presence", "frequency"), [(2.0, None), (None, 2.0)], ids=["presence", "frequency"]
+)
+async def test_penalties_discourage_repeated_tokens(
+    tiny: TinyBackend, presence: float | None, frequency: float | None
+) -> None:
+    """Greedily, SmolLM2 writes "dog" over and over when asked to; with a penalty of 2 on
+    tokens already generated it stops repeating them (llama.cpp's penalty sampler). Penalties
+    of 0 change nothing."""
+
+    def ask(presence: float | None = None, frequency: float | None = None) -> ChatRequest:
+        return ChatRequest.from_prompt(
+            "Write the word dog ten times, one per line.",
+            max_tokens=40,
+            temperature=0.0,
+            presence_penalty=presence,
+            frequency_penalty=frequency,
+        )
+
+    free = await tiny.acomplete(ask())
+    penalised = await tiny.acomplete(ask(presence, frequency))
+    neutral = await tiny.acomplete(ask(0.0, 0.0))
+
+    assert free.text.lower().count("dog") >= 10
+    assert penalised.text.lower().count("dog") < 5
+    assert neutral.text == free.text
+
+
 async def test_generation_does_not_block_the_event_loop(tiny: TinyBackend) -> None:
     """A coroutine keeps running while the model generates: its ticks never stall for a large
     part of the generation time (a blocking call would stall them for all of it)."""
