@@ -34,12 +34,14 @@ class Sampling:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What the loop produced: the text (never the prompt), the generated token ids (EOS not
-    included), why it stopped, and when the first text was emitted (``perf_counter``)."""
+    included), why it stopped (and at which stop string, if one), and when the first text was
+    emitted (``perf_counter``)."""
 
     text: str
     completion_ids: tuple[int, ...]
     finish: FinishReason
     first_text_at: float | None
+    stop_sequence: str | None = None
 
 
 def next_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
@@ -80,7 +82,7 @@ def generate(
     parts: list[str] = []
     generated: list[int] = []
     finish: FinishReason = "length"
-    stopped = False
+    stopped: str | None = None  # the stop string that ended the answer
     first_text_at: float | None = None
 
     def release(text: str) -> None:
@@ -104,7 +106,7 @@ def generate(
             generated.append(token)
             text, stopped = scanner.feed(decoder.add(token))
             release(text)
-            if stopped:
+            if stopped is not None:
                 finish = "stop"
                 break
             if len(generated) >= sampling.max_tokens:
@@ -112,10 +114,10 @@ def generate(
             check()
             step = torch.tensor([[token]], dtype=torch.long, device=loaded.device)
             out = model(input_ids=step, cache=out.cache, use_cache=True, logits_to_keep=1)
-    if not stopped:
+    if stopped is None:
         tail, stopped = scanner.feed(decoder.flush())
         release(tail)
-        if stopped:
+        if stopped is not None:
             finish = "stop"
         else:
             release(scanner.flush())
@@ -124,4 +126,5 @@ def generate(
         completion_ids=tuple(generated),
         finish=finish,
         first_text_at=first_text_at,
+        stop_sequence=stopped,
     )

@@ -232,7 +232,7 @@ class TinyBackend(WorkerModel):
         parts: list[str] = []
         generated = 0
         finish: FinishReason = "length"
-        stopped = False
+        stopped: str | None = None  # the stop string that ended the answer
         ttft: float | None = None
         eog = self._eog
         assert eog is not None  # set by _ensure_loaded
@@ -254,7 +254,7 @@ class TinyBackend(WorkerModel):
                     parts.append(text)
                     if emit is not None:
                         emit(text)
-                if stopped:
+                if stopped is not None:
                     finish = "stop"
                     break
                 if generated >= max_tokens:
@@ -269,7 +269,7 @@ class TinyBackend(WorkerModel):
                     )
         finally:
             tokens.close()
-        if not stopped:
+        if stopped is None:
             tail = decoder.decode(b"", final=True) + scanner.flush()
             if tail:
                 parts.append(tail)
@@ -291,4 +291,5 @@ class TinyBackend(WorkerModel):
             backend=self._name,
             model=self.model_id,
             logprobs=scores.openai() if scores is not None else None,
+            stop_sequence=stopped,
         )

@@ -55,11 +55,19 @@ def whole(completion: Completion, msg_id: str, model: str) -> bytes:
             "role": "assistant",
             "model": model,
             "content": content,
-            "stop_reason": STOP_REASONS[completion.finish_reason],
-            "stop_sequence": None,
+            **_stop(completion.finish_reason, completion.stop_sequence),
             "usage": _usage(completion.usage),
         }
     )
+
+
+def _stop(reason: FinishReason, stop_sequence: str | None) -> dict[str, str | None]:
+    """``stop_reason`` and ``stop_sequence``: ``stop_sequence`` when the backend said which of
+    the request's ``stop_sequences`` ended the answer; ``end_turn`` when it stopped and did not
+    say (most remote and local servers report only that they stopped)."""
+    if reason == "stop" and stop_sequence is not None:
+        return {"stop_reason": "stop_sequence", "stop_sequence": stop_sequence}
+    return {"stop_reason": STOP_REASONS[reason], "stop_sequence": None}
 
 
 def _tool_use(call: ToolCall) -> dict[str, Any]:
@@ -145,14 +153,14 @@ class EventStream:
                 )
         return out
 
-    def end(self, reason: FinishReason, usage: Usage) -> bytes:
+    def end(self, reason: FinishReason, usage: Usage, stop_sequence: str | None) -> bytes:
         out = self._close()
         if self._blocks == 0:  # an empty answer still has its (empty) text block
             out += self._switch("text", {"type": "text", "text": ""}) + self._close()
         out += event(
             "message_delta",
             {
-                "delta": {"stop_reason": STOP_REASONS[reason], "stop_sequence": None},
+                "delta": _stop(reason, stop_sequence),
                 "usage": {"output_tokens": usage.completion_tokens},
             },
         )

@@ -164,7 +164,8 @@ class EventStream:
                 )
         return out
 
-    def end(self, reason: FinishReason, usage: Usage) -> bytes:
+    def end(self, reason: FinishReason, usage: Usage, stop_sequence: str | None) -> bytes:
+        # ``stop_sequence``: Responses has no field for it.
         out = b""
         if self._text_at is None and not self._calls:
             out += self.text("")  # an empty answer is still a message

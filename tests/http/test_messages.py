@@ -1,5 +1,6 @@
-"""``/v1/messages`` in-process, with scripted backends: the translation of Anthropic's blocks,
-the event sequence of a stream, refusals in Anthropic's shape, and the same request through
+"""``/v1/messages`` in-process, with scripted backends and the real tiny model: the
+translation of Anthropic's blocks, the event sequence of a stream, stop sequences and usage as
+the ``anthropic`` SDK reads them, refusals in Anthropic's shape, and the same request through
 chat and messages reaching the same backend at the same cost."""
 
 from __future__ import annotations
@@ -7,8 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anthropic
+import httpx2
 import pytest
 import respx
+from fastapi import FastAPI
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -33,6 +37,14 @@ PIXEL = (
     "rkJggg=="
 )
 HEADERS = {"anthropic-version": "2023-06-01"}
+TINY = """
+version: 1
+backends:
+  tiny: {type: tiny, model: default, n_ctx: 2048}
+tiers:
+  - {name: only, backends: [tiny]}
+"""
+COUNT = "Count from 1 to 10, separated by commas."
 
 
 @pytest.fixture
@@ -45,6 +57,15 @@ def policy(tmp_path: Path) -> Path:
 def recorded_apis(engine: Engine) -> dict[str, str | None]:
     with Session(engine) as session:
         return {row.id: row.api for row in session.scalars(select(RequestRow))}
+
+
+def sdk(app: FastAPI) -> anthropic.AsyncAnthropic:
+    """The official SDK, talking to the in-process app (through the ``httpx2`` the SDK uses)."""
+    transport = httpx2.ASGITransport(app=app)
+    client = httpx2.AsyncClient(transport=transport, base_url="http://gw")
+    return anthropic.AsyncAnthropic(
+        base_url="http://gw", api_key="unused", http_client=client, max_retries=0
+    )
 
 
 def events(text: str) -> list[tuple[str, dict[str, object]]]:
@@ -193,3 +214,48 @@ tiers:
     assert answer["usage"]["input_tokens"] == 10
     assert answer["usage"]["cache_read_input_tokens"] == 1500
     assert answer["usage"]["output_tokens"] == 41
+
+
+async def test_the_stop_sequence_that_ended_the_answer_is_named(tmp_path: Path) -> None:
+    """On the real tiny model, an answer ended by one of ``stop_sequences`` says
+    ``stop_reason: "stop_sequence"`` and which one: whole, streamed, and again when the answer
+    comes from the response cache."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TINY)
+    body = {
+        "model": "auto",
+        "max_tokens": 12,
+        "temperature": 0,
+        "stop_sequences": [","],
+        "messages": [{"role": "user", "content": COUNT}],
+    }
+    async with gateway(policy, ledger=False) as (client, app):
+        whole = await client.post("/v1/messages", json=body, headers=HEADERS)
+        await app.state.cache.flush()
+        client_sdk = sdk(app)
+        async with client_sdk.messages.stream(  # the same request: from the cache
+            model="auto",
+            max_tokens=12,
+            stop_sequences=[","],
+            messages=[{"role": "user", "content": COUNT}],
+            extra_body={"temperature": 0},  # this SDK's types no longer offer it
+        ) as stream:
+            cached = await stream.get_final_message()
+        async with client_sdk.messages.stream(  # another key: the model streams it
+            model="auto",
+            max_tokens=12,
+            stop_sequences=[";", ","],
+            messages=[{"role": "user", "content": COUNT}],
+            extra_body={"temperature": 0},
+        ) as stream:
+            streamed = await stream.get_final_message()
+            assert stream.response.headers["x-tiergate-cache"] != "hit"
+    assert whole.status_code == 200, whole.text
+    answer = whole.json()
+    assert whole.headers["x-tiergate-cache"] == "miss"
+    assert (answer["stop_reason"], answer["stop_sequence"]) == ("stop_sequence", ",")
+    assert "," not in answer["content"][0]["text"]
+    for message in (cached, streamed):
+        assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", ",")
+        assert message.content[0].type == "text"
+        assert message.content[0].text == answer["content"][0]["text"]
