@@ -98,11 +98,16 @@ def event(kind: str, payload: dict[str, Any]) -> bytes:
 @dataclass(slots=True)
 class EventStream:
     """Turns the pipeline's chunks into Anthropic's content blocks: text in a text block,
-    each tool call in a ``tool_use`` block whose arguments arrive as ``input_json_delta``."""
+    each tool call in a ``tool_use`` block whose arguments arrive as ``input_json_delta``.
+
+    ``usage`` is what is known when the stream starts: for a stream, the gateway's count of the
+    prompt (the backend's own count, cache reads included, comes with the end); for an answer
+    made whole, its usage. ``message_delta`` carries the final counts, input included: its usage
+    is cumulative, and the SDKs take each field it has over ``message_start``'s."""
 
     msg_id: str
     model: str
-    input_tokens: int
+    usage: Usage
     _open: int | None = None  # index of the block being written
     _kind: str | None = None  # "text" or the tool call's index, as "tool:<n>"
     _blocks: int = 0
@@ -117,7 +122,7 @@ class EventStream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
+            "usage": {**_usage(self.usage), "output_tokens": 0},
         }
         return event("message_start", {"message": message}) + event("ping", {})
 
@@ -161,7 +166,7 @@ class EventStream:
             "message_delta",
             {
                 "delta": _stop(reason, stop_sequence),
-                "usage": {"output_tokens": usage.completion_tokens},
+                "usage": _usage(usage),
             },
         )
         return out + event("message_stop", {})

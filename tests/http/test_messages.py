@@ -259,3 +259,34 @@ async def test_the_stop_sequence_that_ended_the_answer_is_named(tmp_path: Path) 
         assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", ",")
         assert message.content[0].type == "text"
         assert message.content[0].text == answer["content"][0]["text"]
+
+
+async def test_a_streams_usage_ends_as_the_whole_answers(tmp_path: Path) -> None:
+    """A stream's ``message_start`` can only hold the gateway's count of the prompt; its
+    ``message_delta`` carries the backend's (input and cache reads, cumulative), so the SDK's
+    final message reports the same input as the same request answered whole."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TINY + "cache: {responses: {enabled: false}}\n")
+    question: list[anthropic.types.MessageParam] = [
+        {"role": "user", "content": "Say hello in German."}
+    ]
+    async with gateway(policy, ledger=False) as (_client, app):
+        client_sdk = sdk(app)
+        whole = await client_sdk.messages.create(model="auto", max_tokens=4, messages=question)
+        async with client_sdk.messages.stream(
+            model="auto", max_tokens=4, messages=question
+        ) as stream:
+            raw = [event async for event in stream]
+            final = await stream.get_final_message()
+    start = next(e for e in raw if e.type == "message_start")
+    delta = next(e for e in raw if e.type == "message_delta")
+    assert start.message.usage.input_tokens > 0
+    assert delta.usage.input_tokens is not None
+    assert delta.usage.cache_read_input_tokens is not None
+    assert final.usage.cache_read_input_tokens  # the tiny model reused the prompt it had just read
+    assert final.usage.output_tokens == whole.usage.output_tokens == 4
+
+    def prompt(usage: anthropic.types.Usage) -> int:
+        return usage.input_tokens + (usage.cache_read_input_tokens or 0)
+
+    assert prompt(final.usage) == prompt(whole.usage)
