@@ -170,7 +170,8 @@ class ResponsesIn(_Wire):
 
 
 def parse_responses(body: bytes) -> ResponsesIn:
-    parsed = parse_as(ResponsesIn, body)
+    hints = {"tool": "a function's result goes in a `function_call_output` item"}
+    parsed = parse_as(ResponsesIn, body, role_hints=hints)
     if parsed.previous_response_id is not None:
         raise BadRequest(
             "previous_response_id: this gateway keeps no responses; send the whole "

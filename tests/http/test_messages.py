@@ -290,3 +290,33 @@ async def test_a_streams_usage_ends_as_the_whole_answers(tmp_path: Path) -> None
         return usage.input_tokens + (usage.cache_read_input_tokens or 0)
 
     assert prompt(final.usage) == prompt(whole.usage)
+
+
+@pytest.mark.parametrize(
+    ("role", "hint"),
+    [
+        ("system", "top-level `system` field"),
+        ("developer", "top-level `system` field"),
+        ("tool", "`tool_result` block of a user turn"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+async def test_a_role_anthropic_does_not_take_says_where_it_goes(
+    policy: Path, path: str, role: str, hint: str
+) -> None:
+    """A turn whose role Anthropic does not take is refused naming the roles it does take
+    (user, assistant) and where that turn's content goes instead."""
+    body = {
+        "model": "auto",
+        "max_tokens": 20,
+        "messages": [{"role": role, "content": "Be brief."}, {"role": "user", "content": "hi"}],
+    }
+    async with gateway(policy, ledger=False) as (client, _app):
+        response = await client.post(path, json=body, headers=HEADERS)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    message = error["message"]
+    assert message.startswith(f"messages[0].role: unknown role {role!r}; use user, assistant (")
+    assert hint in message
+    assert "developer, user" not in message

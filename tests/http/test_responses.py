@@ -116,3 +116,18 @@ async def test_the_three_front_doors_reach_the_same_backend_at_the_same_cost(
     assert messages.json()["usage"]["input_tokens"] == usage["prompt_tokens"]
     assert messages.json()["usage"]["output_tokens"] == usage["completion_tokens"]
     assert responses.json()["usage"]["input_tokens"] == usage["prompt_tokens"]
+
+
+async def test_a_tool_turn_is_pointed_at_function_call_output(policy: Path) -> None:
+    """A chat-style ``tool`` turn is refused naming the roles an input message takes, and
+    the item a function's result goes in."""
+    body = {"model": "auto", "input": [{"role": "tool", "content": "42"}]}
+    async with gateway(policy, ledger=False) as (client, _app):
+        response = await client.post("/v1/responses", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "input[0].role"
+    assert error["message"] == (
+        "input[0].role: unknown role 'tool'; use user, assistant, system, developer (a "
+        "function's result goes in a `function_call_output` item)"
+    )
