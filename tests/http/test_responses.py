@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from adapters.fake import FakeBackend
 from tests.http.helpers import gateway
-from tests.http.test_messages import HEADERS, POLICY, recorded_apis
+from tests.http.test_messages import HEADERS, POLICY, events, recorded_apis
 
 
 @pytest.fixture
@@ -131,3 +132,30 @@ async def test_a_tool_turn_is_pointed_at_function_call_output(policy: Path) -> N
         "input[0].role: unknown role 'tool'; use user, assistant, system, developer (a "
         "function's result goes in a `function_call_output` item)"
     )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_answer_cut_by_max_output_tokens_is_incomplete_item_and_all(
+    policy: Path, stream: bool
+) -> None:
+    """Cut by ``max_output_tokens``, the response is ``incomplete`` and so is its message
+    item, whole and in ``response.output_item.done``; an answer that ended on its own is
+    ``completed`` throughout."""
+    small = FakeBackend.scripted("small", "one two three four five six")
+    cut = {"model": "auto", "input": "Count.", "max_output_tokens": 3, "stream": stream}
+    whole = {**cut, "max_output_tokens": 30}
+    async with gateway(policy, backends={"small": small}, ledger=False) as (client, _app):
+        answers = [await client.post("/v1/responses", json=body) for body in (cut, whole)]
+    for response, status in zip(answers, ("incomplete", "completed"), strict=True):
+        assert response.status_code == 200, response.text
+        final: Any
+        if stream:
+            seen: list[tuple[str, Any]] = events(response.text)
+            done = [data["item"] for name, data in seen if name == "response.output_item.done"]
+            assert [item["status"] for item in done] == [status]
+            final = seen[-1][1]["response"]
+        else:
+            final = response.json()
+        assert final["status"] == status
+        assert [item["status"] for item in final["output"]] == [status]
+    assert final["incomplete_details"] is None
