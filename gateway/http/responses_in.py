@@ -148,6 +148,11 @@ class TextIn(_Wire):
     verbosity: str | None = None
 
 
+class StreamOptionsIn(_Wire):
+    # Recent openai SDKs send it; accepted and ignored: tiergate's events carry no padding.
+    include_obfuscation: bool | None = None
+
+
 class ResponsesIn(_Wire):
     model: str = Field(min_length=1)
     input: str | list[Item]
@@ -160,6 +165,7 @@ class ResponsesIn(_Wire):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     text: TextIn | None = None
     stream: bool | None = None
+    stream_options: StreamOptionsIn | None = None
     store: bool | None = None
     previous_response_id: str | None = None
     metadata: dict[str, str] | None = None

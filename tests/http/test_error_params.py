@@ -81,6 +81,7 @@ RESPONSES: dict[str, Any] = {
     "tool_choice": {"type": "function", "name": "f"},
     "text": {"format": {"type": "json_schema", "name": "answer", "schema": {"type": "object"}}},
     "max_output_tokens": 5,
+    "stream_options": {"include_obfuscation": False},
 }
 COUNT_TOKENS: dict[str, Any] = {
     "model": "auto",

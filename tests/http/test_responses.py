@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 
 from adapters.fake import FakeBackend
@@ -159,3 +161,43 @@ async def test_an_answer_cut_by_max_output_tokens_is_incomplete_item_and_all(
         assert final["status"] == status
         assert [item["status"] for item in final["output"]] == [status]
     assert final["incomplete_details"] is None
+
+
+async def test_stream_options_as_recent_sdks_send_them(policy: Path) -> None:
+    """The openai SDK's ``stream_options={"include_obfuscation": False}`` is accepted (and
+    needs nothing done: no event is padded); a field Responses' ``stream_options`` does not
+    have is still refused by name."""
+    small = FakeBackend.scripted("small", "streamed words")
+    async with gateway(policy, backends={"small": small}, ledger=False) as (client, app):
+        sdk = openai.AsyncOpenAI(
+            base_url="http://gw/v1",
+            api_key="unused",
+            http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)),
+            max_retries=0,
+        )
+        stream = await sdk.responses.create(
+            model="auto",
+            input="Say something.",
+            stream=True,
+            stream_options={"include_obfuscation": False},
+        )
+        kinds: list[str] = []
+        text: list[str] = []
+        async for event in stream:
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta":
+                text.append(event.delta)
+                assert not getattr(event, "obfuscation", None)
+        refused = await client.post(
+            "/v1/responses",
+            json={
+                "model": "auto",
+                "input": "hi",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        )
+    assert kinds[-1] == "response.completed"
+    assert "".join(text) == "streamed words"
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "stream_options.include_usage"
