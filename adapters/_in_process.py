@@ -106,6 +106,7 @@ class WorkerModel(BlockingComplete):
                     usage=result.usage,
                     timings=result.timings,
                     logprobs=result.logprobs,
+                    stop_sequence=result.stop_sequence,
                 )
                 return
         finally:

@@ -200,12 +200,17 @@ class Completion:
     model: str
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: Any = None  # the backend's OpenAI-shaped ``logprobs`` object, passed through
+    # Which of the request's ``stop`` strings ended the answer (``finish_reason`` "stop"), when
+    # the backend says: the in-process models match stops themselves, some servers report it
+    # (vLLM's ``stop_reason``). ``None``: it ended otherwise, or the backend does not tell.
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One piece of a streamed answer. The last chunk carries ``finish_reason``, ``usage``
-    and ``timings``; the ones before carry text (and tool-call pieces) only."""
+    """One piece of a streamed answer. The last chunk carries ``finish_reason``, ``usage``,
+    ``timings`` and ``stop_sequence`` (as ``Completion``'s); the ones before carry text (and
+    tool-call pieces) only."""
 
     delta: str = ""
     finish_reason: FinishReason | None = None
@@ -213,6 +218,7 @@ class Chunk:
     timings: Timings | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: Any = None  # the backend's OpenAI-shaped ``logprobs`` for this piece
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,13 +281,14 @@ async def collect(backend: str, model: str, chunks: AsyncIterator[Chunk]) -> Com
     parts: list[str] = []
     deltas: list[ToolCallDelta] = []
     finish: FinishReason = "stop"
+    stop_sequence: str | None = None
     usage = Usage(estimated=True)
     timings = Timings(latency_ms=0.0)
     async for chunk in chunks:
         parts.append(chunk.delta)
         deltas.extend(chunk.tool_calls)
         if chunk.finish_reason is not None:
-            finish = chunk.finish_reason
+            finish, stop_sequence = chunk.finish_reason, chunk.stop_sequence
         if chunk.usage is not None:
             usage = chunk.usage
         if chunk.timings is not None:
@@ -294,4 +301,5 @@ async def collect(backend: str, model: str, chunks: AsyncIterator[Chunk]) -> Com
         backend=backend,
         model=model,
         tool_calls=merge_tool_calls(deltas),
+        stop_sequence=stop_sequence,
     )

@@ -231,6 +231,7 @@ class ArtifactBackend(WorkerModel):
             ),
             backend=self._name,
             model=self.model_id,
+            stop_sequence=outcome.stop_sequence,
         )
 
     def _max_tokens(self, prompt_tokens: int, asked: int | None) -> int:

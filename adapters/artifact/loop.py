@@ -45,12 +45,14 @@ class Sampling:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What the loop produced: the text (never the prompt), the generated token ids (EOS not
-    included), why it stopped, and when the first text was emitted (``perf_counter``)."""
+    included), why it stopped (and at which stop string, if one), and when the first text was
+    emitted (``perf_counter``)."""
 
     text: str
     completion_ids: tuple[int, ...]
     finish: FinishReason
     first_text_at: float | None
+    stop_sequence: str | None = None
 
 
 def penalise(logits: torch.Tensor, sampling: Sampling, counts: torch.Tensor) -> torch.Tensor:
@@ -110,7 +112,7 @@ def generate(
     parts: list[str] = []
     generated: list[int] = []
     finish: FinishReason = "length"
-    stopped = False
+    stopped: str | None = None  # the stop string that ended the answer
     first_text_at: float | None = None
 
     def release(text: str) -> None:
@@ -139,7 +141,7 @@ def generate(
                 counts[token] += 1
             text, stopped = scanner.feed(decoder.add(token))
             release(text)
-            if stopped:
+            if stopped is not None:
                 finish = "stop"
                 break
             if len(generated) >= sampling.max_tokens:
@@ -147,10 +149,10 @@ def generate(
             check()
             step = torch.tensor([[token]], dtype=torch.long, device=loaded.device)
             out = model(input_ids=step, cache=out.cache, use_cache=True, logits_to_keep=1)
-    if not stopped:
+    if stopped is None:
         tail, stopped = scanner.feed(decoder.flush())
         release(tail)
-        if stopped:
+        if stopped is not None:
             finish = "stop"
         else:
             release(scanner.flush())
@@ -159,4 +161,5 @@ def generate(
         completion_ids=tuple(generated),
         finish=finish,
         first_text_at=first_text_at,
+        stop_sequence=stopped,
     )

@@ -56,6 +56,7 @@ from adapters.openai_compat.wire import (
     build_payload,
     decode_json,
     estimate_usage,
+    matched_stop,
     parse_chunk,
     parse_embeddings,
     parse_model_ids,
@@ -161,13 +162,15 @@ class OpenAICompatBackend(BlockingComplete):
         content_chunks = 0
         ttft: float | None = None
         finish: str | None = None
+        stop_reason: object = None
         usage: Usage | None = None
         server_ms: float | None = None
         with translated(self._error):
             async with stream:
                 async for item in stream:
                     event = parse_chunk(item)
-                    finish = event.finish_reason or finish
+                    if event.finish_reason:
+                        finish, stop_reason = event.finish_reason, event.stop_reason
                     usage = event.usage or usage
                     server_ms = event.server_ms if event.server_ms is not None else server_ms
                     if event.delta or event.tool_calls:
@@ -186,8 +189,10 @@ class OpenAICompatBackend(BlockingComplete):
                 f"may be cut short: the server may have crashed or a proxy closed the "
                 f"connection; check the server's logs",
             )
+        finish_reason = normalise_finish_reason(finish)
         yield Chunk(
-            finish_reason=normalise_finish_reason(finish),
+            finish_reason=finish_reason,
+            stop_sequence=matched_stop(stop_reason, request) if finish_reason == "stop" else None,
             usage=usage or estimate_usage(request, completion_tokens=content_chunks),
             timings=Timings(
                 latency_ms=_since(started),

@@ -17,6 +17,9 @@ What the servers do not all send, and what we do then:
 * **Server time.** llama.cpp's server adds a ``timings`` object; ``server_ms`` is its
   ``prompt_ms + predicted_ms`` and its ``cache_n`` stands in for cached tokens when
   ``usage.prompt_tokens_details.cached_tokens`` is absent.
+* **Which stop string matched.** vLLM adds ``stop_reason`` to a choice: the stop string that
+  ended it (or a stop token's id). A string that is one of the request's ``stop`` becomes
+  ``stop_sequence``; the other servers say only ``finish_reason: "stop"``.
 """
 
 from __future__ import annotations
@@ -185,16 +188,25 @@ def parse_response(
         request, completion_tokens=estimate_tokens(text)
     )
     reported = body.get("model")
+    finish_reason = normalise_finish_reason(finish if isinstance(finish, str) else None)
     return Completion(
         text=text,
-        finish_reason=normalise_finish_reason(finish if isinstance(finish, str) else None),
+        finish_reason=finish_reason,
         usage=usage,
         timings=Timings(latency_ms=latency_ms, server_ms=parse_server_ms(timings)),
         backend=backend,
         model=reported if isinstance(reported, str) and reported else model,
         tool_calls=tool_calls,
         logprobs=choice.get("logprobs"),
+        stop_sequence=(
+            matched_stop(choice.get("stop_reason"), request) if finish_reason == "stop" else None
+        ),
     )
+
+
+def matched_stop(stop_reason: object, request: ChatRequest) -> str | None:
+    """vLLM's ``stop_reason``, when it names one of the request's stop strings."""
+    return stop_reason if isinstance(stop_reason, str) and stop_reason in request.stop else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +219,7 @@ class StreamEvent:
     server_ms: float | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: Any = None
+    stop_reason: object = None  # vLLM's: the stop string (or token id) that ended the choice
 
 
 def parse_chunk(data: object) -> StreamEvent:
@@ -218,12 +231,14 @@ def parse_chunk(data: object) -> StreamEvent:
     delta, finish = "", None
     tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: Any = None
+    stop_reason: object = None
     if choice is not None:
         delta = _text(choice.get("delta"), "delta")
         tool_calls = parse_tool_call_deltas(choice.get("delta"))
         logprobs = choice.get("logprobs")
         raw_finish = choice.get("finish_reason")
         finish = raw_finish if isinstance(raw_finish, str) else None
+        stop_reason = choice.get("stop_reason")
     timings = body.get("timings")
     return StreamEvent(
         delta=delta,
@@ -232,6 +247,7 @@ def parse_chunk(data: object) -> StreamEvent:
         server_ms=parse_server_ms(timings),
         tool_calls=tool_calls,
         logprobs=logprobs,
+        stop_reason=stop_reason,
     )
 
 

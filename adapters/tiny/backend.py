@@ -249,7 +249,7 @@ class TinyBackend(WorkerModel):
         parts: list[str] = []
         generated = 0
         finish: FinishReason = "length"
-        stopped = False
+        stopped: str | None = None  # the stop string that ended the answer
         ttft: float | None = None
         eog = self._eog
         assert eog is not None  # set by _ensure_loaded
@@ -271,7 +271,7 @@ class TinyBackend(WorkerModel):
                     parts.append(text)
                     if emit is not None:
                         emit(text)
-                if stopped:
+                if stopped is not None:
                     finish = "stop"
                     break
                 if generated >= max_tokens:
@@ -286,7 +286,7 @@ class TinyBackend(WorkerModel):
                     )
         finally:
             tokens.close()
-        if not stopped:
+        if stopped is None:
             tail = decoder.decode(b"", final=True) + scanner.flush()
             if tail:
                 parts.append(tail)
@@ -308,6 +308,7 @@ class TinyBackend(WorkerModel):
             backend=self._name,
             model=self.model_id,
             logprobs=scores.openai() if scores is not None else None,
+            stop_sequence=stopped,
         )
 
 

@@ -47,6 +47,7 @@ class CachedAnswer:
     tier: str
     backend: str
     cost_usd: Decimal | None
+    stop_sequence: str | None = None  # the stop string that ended it, when the backend said
 
     def completion(self, latency_ms: float) -> Completion:
         return Completion(
@@ -56,6 +57,7 @@ class CachedAnswer:
             timings=Timings(latency_ms=latency_ms, ttft_ms=latency_ms),
             backend="cache",
             model=self.model,
+            stop_sequence=self.stop_sequence,
         )
 
     def encode(self) -> bytes:
@@ -72,6 +74,7 @@ class CachedAnswer:
                 "tier": self.tier,
                 "backend": self.backend,
                 "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
+                "stop_sequence": self.stop_sequence,
             }
         )
 
@@ -81,6 +84,7 @@ class CachedAnswer:
             data = orjson.loads(raw)
             prompt, completion, cached = data["usage"]
             cost = data["cost_usd"]
+            stop = data.get("stop_sequence")  # absent from entries written before it was kept
             return cls(
                 text=str(data["text"]),
                 finish_reason=data["finish_reason"],
@@ -89,6 +93,7 @@ class CachedAnswer:
                 tier=str(data["tier"]),
                 backend=str(data["backend"]),
                 cost_usd=None if cost is None else Decimal(cost),
+                stop_sequence=stop if isinstance(stop, str) else None,
             )
         except (ValueError, KeyError, TypeError, ArithmeticError):
             return None  # a corrupt or foreign entry is a miss, not an error

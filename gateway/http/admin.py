@@ -14,8 +14,9 @@ from starlette.responses import Response
 from adapters.base import ChatRequest
 from gateway.errors import BadRequest
 from gateway.http.ledger_calls import ledger_call, ledger_deadline
-from gateway.http.openai_in import ChatCompletionIn, validation_error
+from gateway.http.openai_in import ChatCompletionIn
 from gateway.http.openai_requests import chat_request
+from gateway.http.validation import validation_error
 from gateway.ledger.report import GROUPINGS, build_report, parse_since
 from gateway.ledger.writer import LedgerWriter
 from gateway.policy import UnknownRoute
@@ -114,5 +115,5 @@ def _explain_request(payload: dict[str, Any]) -> ChatRequest:
     try:
         body = ChatCompletionIn.model_validate(fields)
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, ChatCompletionIn) from None
     return chat_request(body, max_tokens_limit=1 << 30)

@@ -122,12 +122,20 @@ class MessagesIn(CountTokensIn):
     service_tier: str | None = None
 
 
+# Where what other APIs send as a turn of these roles goes in Anthropic's.
+ROLE_HINTS = {
+    "system": "a system prompt goes in the top-level `system` field",
+    "developer": "a system prompt goes in the top-level `system` field",
+    "tool": "a tool's result goes in a `tool_result` block of a user turn",
+}
+
+
 def parse_messages(body: bytes) -> MessagesIn:
-    return parse_as(MessagesIn, body)
+    return parse_as(MessagesIn, body, role_hints=ROLE_HINTS)
 
 
 def parse_count_tokens(body: bytes) -> CountTokensIn:
-    return parse_as(CountTokensIn, body)
+    return parse_as(CountTokensIn, body, role_hints=ROLE_HINTS)
 
 
 # --- translation ------------------------------------------------------------------------------

@@ -55,11 +55,19 @@ def whole(completion: Completion, msg_id: str, model: str) -> bytes:
             "role": "assistant",
             "model": model,
             "content": content,
-            "stop_reason": STOP_REASONS[completion.finish_reason],
-            "stop_sequence": None,
+            **_stop(completion.finish_reason, completion.stop_sequence),
             "usage": _usage(completion.usage),
         }
     )
+
+
+def _stop(reason: FinishReason, stop_sequence: str | None) -> dict[str, str | None]:
+    """``stop_reason`` and ``stop_sequence``: ``stop_sequence`` when the backend said which of
+    the request's ``stop_sequences`` ended the answer; ``end_turn`` when it stopped and did not
+    say (most remote and local servers report only that they stopped)."""
+    if reason == "stop" and stop_sequence is not None:
+        return {"stop_reason": "stop_sequence", "stop_sequence": stop_sequence}
+    return {"stop_reason": STOP_REASONS[reason], "stop_sequence": None}
 
 
 def _tool_use(call: ToolCall) -> dict[str, Any]:
@@ -90,11 +98,16 @@ def event(kind: str, payload: dict[str, Any]) -> bytes:
 @dataclass(slots=True)
 class EventStream:
     """Turns the pipeline's chunks into Anthropic's content blocks: text in a text block,
-    each tool call in a ``tool_use`` block whose arguments arrive as ``input_json_delta``."""
+    each tool call in a ``tool_use`` block whose arguments arrive as ``input_json_delta``.
+
+    ``usage`` is what is known when the stream starts: for a stream, the gateway's count of the
+    prompt (the backend's own count, cache reads included, comes with the end); for an answer
+    made whole, its usage. ``message_delta`` carries the final counts, input included: its usage
+    is cumulative, and the SDKs take each field it has over ``message_start``'s."""
 
     msg_id: str
     model: str
-    input_tokens: int
+    usage: Usage
     _open: int | None = None  # index of the block being written
     _kind: str | None = None  # "text" or the tool call's index, as "tool:<n>"
     _blocks: int = 0
@@ -109,7 +122,7 @@ class EventStream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
+            "usage": {**_usage(self.usage), "output_tokens": 0},
         }
         return event("message_start", {"message": message}) + event("ping", {})
 
@@ -145,15 +158,15 @@ class EventStream:
                 )
         return out
 
-    def end(self, reason: FinishReason, usage: Usage) -> bytes:
+    def end(self, reason: FinishReason, usage: Usage, stop_sequence: str | None) -> bytes:
         out = self._close()
         if self._blocks == 0:  # an empty answer still has its (empty) text block
             out += self._switch("text", {"type": "text", "text": ""}) + self._close()
         out += event(
             "message_delta",
             {
-                "delta": {"stop_reason": STOP_REASONS[reason], "stop_sequence": None},
-                "usage": {"output_tokens": usage.completion_tokens},
+                "delta": _stop(reason, stop_sequence),
+                "usage": _usage(usage),
             },
         )
         return out + event("message_stop", {})

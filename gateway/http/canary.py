@@ -14,7 +14,7 @@ from starlette.responses import Response
 from gateway.canary.controller import CanaryController
 from gateway.canary.events import CanaryConflict
 from gateway.errors import GatewayError, ServiceUnavailable
-from gateway.http.openai_in import validation_error
+from gateway.http.validation import validation_error
 
 router = APIRouter()
 
@@ -54,7 +54,7 @@ async def _reason(request: Request) -> str:
     try:
         return DecisionIn.model_validate_json(raw).reason
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, DecisionIn) from None
 
 
 @router.get("/admin/canary")

@@ -18,6 +18,7 @@ from gateway.errors import GatewayError
 from gateway.http.anthropic_out import error_body as anthropic_error_body
 from gateway.http.disconnect import ClientGone
 from gateway.http.receipt import receipt_headers
+from gateway.http.validation import plain_param
 from gateway.ids import request_id
 from gateway.pipeline import Receipt, Refused
 
@@ -116,7 +117,7 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 async def on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first: dict[str, Any] = dict(exc.errors()[0]) if exc.errors() else {}
-    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    param = plain_param(tuple(first.get("loc", ())[1:]))  # [0] is body, query or path
     return error_response(
         400,
         f"{param}: {first.get('msg', 'invalid')}",

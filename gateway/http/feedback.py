@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from gateway.errors import BadRequest, NotFound
 from gateway.http.ledger_calls import ledger_call, ledger_deadline
-from gateway.http.openai_in import validation_error
+from gateway.http.validation import validation_error
 from gateway.ids import request_id
 from gateway.ledger.feedback import Feedback, insert_feedback, request_owner
 from gateway.ledger.writer import LedgerWriter
@@ -50,7 +50,7 @@ async def feedback(request: Request) -> Response:
     try:
         body = FeedbackIn.model_validate_json(await request.body())
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, FeedbackIn) from None
     ledger: LedgerWriter | None = request.app.state.ledger
     if ledger is None:
         raise BadRequest(

@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.base import ChatRequest
+from adapters.base import ChatRequest, Usage
 from gateway.http.anthropic_in import (
     CountTokensIn,
     chat_request,
@@ -52,7 +52,8 @@ async def messages(request: Request) -> Response:
     msg_id = message_id(result.receipt.request_id)
     if isinstance(result, Stream):
         headers["cache-control"] = "no-cache"
-        shape = EventStream(msg_id, result.model, result.prompt_tokens)
+        estimate = Usage(prompt_tokens=result.prompt_tokens, estimated=True)
+        shape = EventStream(msg_id, result.model, estimate)
         return EventStreamResponse(streamed(result, shape), headers=headers, on_close=result.close)
     completion = result.completion
     if not body.stream:
@@ -104,4 +105,4 @@ def _pipeline(request: Request) -> Pipeline:
 
 def _whole_shape(answer: Answer, msg_id: str) -> EventStream:
     completion = answer.completion
-    return EventStream(msg_id, completion.model, completion.usage.prompt_tokens)
+    return EventStream(msg_id, completion.model, completion.usage)

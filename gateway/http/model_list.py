@@ -1,4 +1,5 @@
-"""``GET /v1/models``: the policy's routes and backends, as OpenAI's model list."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the policy's routes and backends, as
+OpenAI's model list and model object."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gateway.routing.runtime import Runtime
+from gateway.http.errors import error_response
+from gateway.routing.runtime import Active, Runtime
 
 router = APIRouter()
 
@@ -22,9 +24,8 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
-@router.get("/v1/models")
-async def models(request: Request) -> Response:
-    active = _runtime(request).active
+def _entries(active: Active) -> list[dict[str, Any]]:
+    """Each route, then each backend that is not also a route's name, as a model object."""
     policy = active.policy
     data: list[dict[str, Any]] = []
     for name, route in policy.routes.items():
@@ -62,4 +63,27 @@ async def models(request: Request) -> Response:
                 },
             }
         )
-    return _json({"object": "list", "data": data})
+    return data
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> Response:
+    return _json({"object": "list", "data": _entries(_runtime(request).active)})
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model(request: Request, model_id: str) -> Response:
+    """The list's entry for ``model_id`` (what the SDKs' ``models.retrieve`` asks for)."""
+    entries = _entries(_runtime(request).active)
+    for entry in entries:
+        if entry["id"] == model_id:
+            return _json(entry)
+    names = ", ".join(entry["id"] for entry in entries)
+    return error_response(
+        404,
+        f"the model {model_id!r} does not exist: name a route or a backend ({names})",
+        type_="invalid_request_error",
+        param="model",
+        code="model_not_found",
+        path=request.url.path,
+    )

@@ -1,5 +1,6 @@
 """The OpenAI wire format at the HTTP edge: request models (pydantic, parsed straight from the
-body bytes) and validation errors that name the field (``openai_requests`` translates them).
+body bytes; ``gateway.http.validation`` turns their errors into 400s naming the field), which
+``openai_requests`` translates.
 
 Unknown fields are refused (like OpenAI does), which also means a client can never smuggle an
 upstream URL, key or header through the body. Tools, tool calls and results, images,
@@ -12,11 +13,13 @@ forwarded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from gateway.errors import BadRequest
+from gateway.http.validation import validation_error
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -84,6 +87,30 @@ class NamedToolChoice(_Wire):
     function: NamedFunction
 
 
+def mode_or_named(value: object) -> str | None:
+    """Which form of ``tool_choice`` a value takes: a mode's name, or an object naming a
+    function (so an incomplete object is reported as that, not as an unknown mode)."""
+    if isinstance(value, str):
+        return "mode"
+    if isinstance(value, dict | BaseModel):
+        return "named"
+    return None
+
+
+ToolChoiceIn = Annotated[
+    Annotated[Literal["auto", "none", "required"], Tag("mode")]
+    | Annotated[NamedToolChoice, Tag("named")],
+    Discriminator(
+        mode_or_named,
+        custom_error_type="tool_choice_type",
+        custom_error_message=(
+            "Input should be 'auto', 'none', 'required' or {\"type\": \"function\", "
+            '"function": {"name": ...}}'
+        ),
+    ),
+]
+
+
 class MessageIn(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
@@ -140,7 +167,7 @@ class ChatCompletionIn(SamplingIn):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormatIn | None = None
     tools: list[ToolIn] | None = None
-    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    tool_choice: ToolChoiceIn | None = None
     parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     function_call: Any | None = None
@@ -185,96 +212,12 @@ def parse_embedding(body: bytes) -> EmbeddingIn:
     return parse_as(EmbeddingIn, body)
 
 
-def parse_as(model: type[_M], body: bytes) -> _M:
-    """``body`` as ``model``; a 400 naming the first field that is wrong."""
+def parse_as(model: type[_M], body: bytes, *, role_hints: Mapping[str, str] | None = None) -> _M:
+    """``body`` as ``model``; a 400 naming the first field that is wrong (``role_hints``: where
+    a role the API does not take belongs instead, by role)."""
     if not body.strip():
         raise BadRequest("the request body is empty: send a JSON object", code="invalid_json")
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        raise validation_error(exc) from None
-
-
-def validation_error(exc: ValidationError) -> BadRequest:
-    """The first problem of a pydantic error, as OpenAI reports it: a message naming the field,
-    and ``param`` holding its path (``messages[0].role``)."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    if first["type"] == "json_invalid":
-        return BadRequest(
-            f"the request body is not valid JSON: {first['ctx'].get('error', first['msg'])}",
-            code="invalid_json",
-        )
-    if first["type"] == "model_type" and not first["loc"]:
-        return BadRequest("the request body must be a JSON object", code="invalid_json")
-    loc = _visible_loc(first["loc"])
-    # A union reports one error per branch, the plainest first ("should be a valid string");
-    # the error that got furthest into the same field says more.
-    chosen = max(
-        (e for e in errors if _visible_loc(e["loc"])[: len(loc)] == loc),
-        key=lambda e: len(_visible_loc(e["loc"])),
-    )
-    loc = _visible_loc(chosen["loc"])
-    param = _param(loc)
-    return BadRequest(f"{param}: {_describe(chosen, loc)}", param=param, code=chosen["type"])
-
-
-def _visible_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """Drop pydantic's union-branch markers (``str``, ``list[...]``, tag names) from a loc."""
-    kept: list[int | str] = []
-    for part in loc:
-        if isinstance(part, str) and (
-            part in ("str", "int", "float", "bool", "none", "text", "image_url", "input_audio")
-            or part.startswith(("list[", "function-", "tagged-union", "dict["))
-        ):
-            continue
-        kept.append(part)
-    return tuple(kept)
-
-
-def _param(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
-
-
-def _describe(error: Any, loc: tuple[int | str, ...]) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        if loc and loc[-1] in _UPSTREAM_FIELDS:
-            return (
-                "clients cannot choose upstream URLs, keys or headers; the gateway's policy "
-                "decides where requests go"
-            )
-        return "unrecognized request argument"
-    if kind == "missing":
-        return "required field missing"
-    if kind == "too_short" and loc == ("messages",):
-        return "must hold at least one message"
-    if kind == "literal_error" and loc and loc[-1] == "role":
-        return f"unknown role {error.get('input')!r}; use system, developer, user, assistant, tool"
-    if kind.endswith("_type"):
-        return f"{error['msg']}, got {_json_kind(error.get('input'))}"
-    return str(error["msg"])
-
-
-def _json_kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number with a fraction"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-_UPSTREAM_FIELDS = frozenset(
-    ("api_base", "base_url", "api_key", "headers", "extra_headers", "custom_llm_provider", "url")
-)
+        raise validation_error(exc, model, role_hints=role_hints) from None

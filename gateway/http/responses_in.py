@@ -6,14 +6,14 @@ with text and image parts, function calls and their outputs), ``instructions``, 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from adapters.base import ChatRequest, ImagePart, Message, ResponseFormat, Tool, ToolCall
 from adapters.base import ToolChoice as ChatToolChoice
 from gateway.errors import BadRequest
-from gateway.http.openai_in import parse_as
+from gateway.http.openai_in import mode_or_named, parse_as
 from gateway.routing.plan import check_max_tokens
 
 
@@ -76,7 +76,37 @@ class OtherItem(BaseModel):
     ]
 
 
-Item = MessageItem | FunctionCallItem | FunctionOutputItem | OtherItem
+OTHER_ITEMS = frozenset(get_args(OtherItem.model_fields["type"].annotation))
+
+
+def _item_kind(value: object) -> str | None:
+    """An item's tag: its ``type``, ``message`` when it has none (OpenAI's easy input
+    messages), ``other`` for the item types refused by name; ``None`` for anything else."""
+    kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", None)
+    if not isinstance(kind, str):
+        return None
+    if kind in OTHER_ITEMS:
+        return "other"
+    return kind if kind in ("message", "function_call", "function_call_output") else None
+
+
+# Tagged by ``type``, so an item's error names the field its own type lacks (``call_id`` of a
+# function_call_output) rather than what a message would have needed.
+Item = Annotated[
+    Annotated[MessageItem, Tag("message")]
+    | Annotated[FunctionCallItem, Tag("function_call")]
+    | Annotated[FunctionOutputItem, Tag("function_call_output")]
+    | Annotated[OtherItem, Tag("other")],
+    Discriminator(
+        _item_kind,
+        custom_error_type="input_item_invalid",
+        custom_error_message=(
+            "Input should be an item of type 'message', 'function_call' or "
+            "'function_call_output' (or a message with `role` and `content`)"
+        ),
+        custom_error_context={"discriminator": "'type'"},
+    ),
+]
 
 
 class FunctionTool(_Wire):
@@ -92,6 +122,19 @@ class NamedFunction(_Wire):
     name: str = Field(min_length=1)
 
 
+ToolChoice = Annotated[
+    Annotated[Literal["auto", "none", "required"], Tag("mode")]
+    | Annotated[NamedFunction, Tag("named")],
+    Discriminator(
+        mode_or_named,
+        custom_error_type="tool_choice_type",
+        custom_error_message=(
+            "Input should be 'auto', 'none', 'required' or {\"type\": \"function\", \"name\": ...}"
+        ),
+    ),
+]
+
+
 class FormatIn(_Wire):
     type: Literal["text", "json_object", "json_schema"]
     name: str | None = Field(default=None, min_length=1, max_length=64)
@@ -105,18 +148,24 @@ class TextIn(_Wire):
     verbosity: str | None = None
 
 
+class StreamOptionsIn(_Wire):
+    # Recent openai SDKs send it; accepted and ignored: tiergate's events carry no padding.
+    include_obfuscation: bool | None = None
+
+
 class ResponsesIn(_Wire):
     model: str = Field(min_length=1)
     input: str | list[Item]
     instructions: str | None = None
     tools: list[FunctionTool] | None = None
-    tool_choice: Literal["auto", "none", "required"] | NamedFunction | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     text: TextIn | None = None
     stream: bool | None = None
+    stream_options: StreamOptionsIn | None = None
     store: bool | None = None
     previous_response_id: str | None = None
     metadata: dict[str, str] | None = None
@@ -127,7 +176,8 @@ class ResponsesIn(_Wire):
 
 
 def parse_responses(body: bytes) -> ResponsesIn:
-    parsed = parse_as(ResponsesIn, body)
+    hints = {"tool": "a function's result goes in a `function_call_output` item"}
+    parsed = parse_as(ResponsesIn, body, role_hints=hints)
     if parsed.previous_response_id is not None:
         raise BadRequest(
             "previous_response_id: this gateway keeps no responses; send the whole "

@@ -18,6 +18,13 @@ INCOMPLETE: dict[FinishReason, str] = {
 }
 
 
+def item_status(at: int, items: int, finish: FinishReason | None) -> str:
+    """An output item's status once the answer is over: the last item of an answer cut short
+    (``max_output_tokens``, a content filter) is ``incomplete``, as the response is."""
+    cut = finish is not None and finish in INCOMPLETE
+    return "incomplete" if cut and at == items - 1 else "completed"
+
+
 def response_id(request_id: str) -> str:
     return f"resp_{request_id.replace('-', '')}"
 
@@ -94,6 +101,8 @@ def whole(completion: Completion, envelope: Envelope) -> bytes:
     if completion.text or not completion.tool_calls:
         output.append(_message(f"msg_{envelope.resp_id[5:]}", completion.text, "completed"))
     output.extend(_call(call, "completed") for call in completion.tool_calls)
+    for at, item in enumerate(output):
+        item["status"] = item_status(at, len(output), completion.finish_reason)
     body = envelope.response(
         output, status="completed", usage=completion.usage, finish=completion.finish_reason
     )
@@ -164,7 +173,8 @@ class EventStream:
                 )
         return out
 
-    def end(self, reason: FinishReason, usage: Usage) -> bytes:
+    def end(self, reason: FinishReason, usage: Usage, stop_sequence: str | None) -> bytes:
+        # ``stop_sequence``: Responses has no field for it.
         out = b""
         if self._text_at is None and not self._calls:
             out += self.text("")  # an empty answer is still a message
@@ -195,7 +205,7 @@ class EventStream:
                     output_index=at,
                     arguments=item["arguments"],
                 )
-            item["status"] = "completed"
+            item["status"] = item_status(at, len(self._output), reason)
             out += self._event("response.output_item.done", output_index=at, item=item)
         final = self.envelope.response(self._output, status="completed", usage=usage, finish=reason)
         kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"

@@ -15,7 +15,7 @@ class Shape(Protocol):
     def start(self) -> bytes: ...
     def text(self, delta: str) -> bytes: ...
     def tool_calls(self, deltas: Iterable[ToolCallDelta]) -> bytes: ...
-    def end(self, reason: FinishReason, usage: Usage) -> bytes: ...
+    def end(self, reason: FinishReason, usage: Usage, stop_sequence: str | None) -> bytes: ...
     def error(self, message: str) -> bytes: ...
 
 
@@ -41,7 +41,8 @@ async def streamed(stream: Stream, shape: Shape) -> AsyncGenerator[bytes, None]:
             if chunk.delta:
                 yield shape.text(chunk.delta)
         elif isinstance(event, Ended):
-            yield shape.end(event.finish[0], event.usage)
+            stop = event.stop_sequences[0] if event.stop_sequences else None
+            yield shape.end(event.finish[0], event.usage, stop)
         elif isinstance(event, Broke):
             yield shape.error(broken_message(event.message))
 
@@ -59,5 +60,5 @@ def whole_as_events(answer: Answer, shape: Shape) -> bytes:
                 for i, c in enumerate(completion.tool_calls)
             )
         )
-    parts.append(shape.end(completion.finish_reason, completion.usage))
+    parts.append(shape.end(completion.finish_reason, completion.usage, completion.stop_sequence))
     return b"".join(parts)

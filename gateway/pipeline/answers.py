@@ -59,10 +59,12 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Ended:
-    """A stream's last event: each choice's finish reason and the usage of every call."""
+    """A stream's last event: each choice's finish reason and the usage of every call;
+    ``stop_sequences`` the stop string that ended each choice, where its backend said."""
 
     finish: tuple[FinishReason, ...]
     usage: Usage
+    stop_sequences: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,13 +62,19 @@ class Stream:
             yield Broke(self._flight.public(exc))
             return
         outcome.usage, outcome.timings = tally.usage(), tally.final_timings()
-        yield Ended(tuple(tally.finish), outcome.usage)
+        yield Ended(tuple(tally.finish), outcome.usage, tuple(tally.stop_sequences))
         # The end's events are out; recorded before the stream's last byte, so a report asked
         # for right after sees this request.
         outcome.status = 200
         text = "".join(tally.texts)
         answer = Completion(
-            text, tally.finish[0], outcome.usage, outcome.timings, outcome.backend, outcome.model
+            text,
+            tally.finish[0],
+            outcome.usage,
+            outcome.timings,
+            outcome.backend,
+            outcome.model,
+            stop_sequence=tally.stop_sequences[0],
         )
         self._flight.succeed(answer)
         await self._flight.durable()  # the row is on disk before the stream's last byte

@@ -220,4 +220,5 @@ async def _rest(completion: Completion) -> AsyncGenerator[Chunk, None]:
         usage=completion.usage,
         timings=completion.timings,
         logprobs=completion.logprobs,
+        stop_sequence=completion.stop_sequence,
     )

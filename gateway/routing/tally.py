@@ -1,6 +1,6 @@
-"""What a stream has sent so far, per choice: pieces, finish reasons, reported usage and the
-first token's time; at the end, the usage and timings the ledger records (estimated, and
-flagged, for a choice whose backend reported none)."""
+"""What a stream has sent so far, per choice: pieces, finish reasons (and the stop strings
+that ended them), reported usage and the first token's time; at the end, the usage and timings
+the ledger records (estimated, and flagged, for a choice whose backend reported none)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class Tally:
     prompt_estimate: int  # the prompt as the scorer counted it
     started: float  # perf_counter() when the request arrived
     finish: list[FinishReason] = field(init=False)
+    stop_sequences: list[str | None] = field(init=False)
     usages: list[Usage | None] = field(init=False)
     counts: list[int] = field(init=False)
     first_at: float | None = None
@@ -25,6 +26,7 @@ class Tally:
 
     def __post_init__(self) -> None:
         self.finish = ["stop"] * self.choices
+        self.stop_sequences = [None] * self.choices
         self.usages = [None] * self.choices
         self.counts = [0] * self.choices
 
@@ -39,6 +41,7 @@ class Tally:
                 self.texts.append(chunk.delta)
         if chunk.finish_reason is not None:
             self.finish[index] = chunk.finish_reason
+            self.stop_sequences[index] = chunk.stop_sequence
         if chunk.usage is not None:
             self.usages[index] = chunk.usage
         if chunk.timings is not None and index == 0:

@@ -22,9 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from adapters.base import Backend
+from adapters.base import Backend, Usage
 from adapters.config import FakeStep
 from adapters.fake import FakeBackend
+from gateway.cache.service import CachedAnswer
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.models import RequestRow
 from gateway.ledger.report import build_report
@@ -455,3 +456,27 @@ async def test_lookup_metrics(tmp_path: Path, store_url: str | None) -> None:
     assert metric(text, "tiergate_cache_lookups_total", result="hit") == 2
     assert metric(text, "tiergate_cache_lookups_total", result="miss") == 2
     assert metric(text, "tiergate_requests_total", backend="cache", status="200") == 2
+
+
+def test_a_cached_answer_keeps_the_stop_sequence_that_ended_it() -> None:
+    """The stop string a backend named comes back with the cached answer; an entry written
+    before the cache kept it reads as unknown rather than as a miss."""
+    answer = CachedAnswer(
+        text="1",
+        finish_reason="stop",
+        usage=Usage(prompt_tokens=43, completion_tokens=2, cached_tokens=24),
+        model="m",
+        tier="only",
+        backend="tiny",
+        cost_usd=Decimal("0.001"),
+        stop_sequence=",",
+    )
+    again = CachedAnswer.decode(answer.encode())
+    assert again == answer
+    assert again is not None
+    assert again.completion(1.0).stop_sequence == ","
+    older = json.loads(answer.encode())
+    del older["stop_sequence"]
+    decoded = CachedAnswer.decode(json.dumps(older).encode())
+    assert decoded is not None
+    assert decoded.stop_sequence is None

@@ -148,10 +148,11 @@ async def test_client_keys_work_on_v1(
         chat = await client.post("/v1/chat/completions", json=CHAT_BODY, headers=headers)
         completion = await client.post("/v1/completions", json={"prompt": "hi"}, headers=headers)
         listed = await client.get("/v1/models", headers=headers)
+        retrieved = await client.get("/v1/models/auto", headers=headers)
     assert chat.status_code == 200, chat.text
     assert chat.json()["choices"][0]["message"]["content"] == "small answer"
     assert completion.status_code == 200, completion.text
-    assert listed.status_code == 200
+    assert listed.status_code == retrieved.status_code == 200
     requests = [e for e in logs if e["event"] == "request"]
     assert [e["key_id"] for e in requests] == [key_id, key_id]
     assert_no_secret(repr(logs))

@@ -217,10 +217,20 @@ CHAT_CASES: list[Any] = [
     pytest.param(chat(top_logprobs=2), "top_logprobs", None, id="top-logprobs-without-logprobs"),
     pytest.param(
         {"messages": [{"role": "user", "content": [{"type": "hologram"}]}]},
-        "messages[0].content[0]",
+        "messages[0].content[0].type",
         "union_tag_invalid",
         id="unknown-part-type",
     ),
+    pytest.param(
+        chat(
+            tools=[{"type": "function", "function": {"name": "f"}}],
+            tool_choice={"type": "function"},
+        ),
+        "tool_choice.function",
+        "missing",
+        id="tool-choice-without-function",
+    ),
+    pytest.param(chat(tool_choice=5), "tool_choice", "tool_choice_type", id="tool-choice-number"),
 ]
 
 

@@ -12,7 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
+import httpx2
+import openai
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
@@ -109,6 +112,40 @@ async def test_models_lists_routes_then_backends_with_their_tier(
     assert by_id["big"]["tiergate"]["tier"] == "strong"
     assert by_id["big"]["tiergate"]["model"] == "big-model"
     assert by_id["small"]["tiergate"]["available"] is True
+
+
+async def test_a_model_is_retrieved_as_the_list_has_it(
+    gw: tuple[httpx.AsyncClient, FastAPI],
+) -> None:
+    """``GET /v1/models/{id}`` answers the list's entry for each route and backend, so the
+    official SDKs' ``models.retrieve`` works; an unknown id is a 404 ``model_not_found``."""
+    client, app = gw
+    listed = (await client.get("/v1/models")).json()["data"]
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    sdk = openai.AsyncOpenAI(
+        base_url="http://gw/v1", api_key="unused", http_client=http, max_retries=0
+    )
+    for entry in listed:
+        retrieved = await sdk.models.retrieve(entry["id"])
+        assert retrieved.model_dump() == entry
+    with pytest.raises(openai.NotFoundError) as missing:
+        await sdk.models.retrieve("gpt-17-ultra")
+    error = missing.value.body
+    assert isinstance(error, dict)
+    assert (error["code"], error["param"], error["type"]) == (
+        "model_not_found",
+        "model",
+        "invalid_request_error",
+    )
+    assert "'gpt-17-ultra'" in error["message"]
+    assert "auto" in error["message"]
+    claude = anthropic.AsyncAnthropic(  # this SDK speaks through httpx2
+        base_url="http://gw",
+        api_key="unused",
+        http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)),
+        max_retries=0,
+    )
+    assert (await claude.models.retrieve("auto")).id == "auto"
 
 
 async def test_healthz(gw: tuple[httpx.AsyncClient, FastAPI]) -> None:

@@ -1,5 +1,6 @@
-"""``/v1/messages`` in-process, with scripted backends: the translation of Anthropic's blocks,
-the event sequence of a stream, refusals in Anthropic's shape, and the same request through
+"""``/v1/messages`` in-process, with scripted backends and the real tiny model: the
+translation of Anthropic's blocks, the event sequence of a stream, stop sequences and usage as
+the ``anthropic`` SDK reads them, refusals in Anthropic's shape, and the same request through
 chat and messages reaching the same backend at the same cost."""
 
 from __future__ import annotations
@@ -7,8 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anthropic
+import httpx2
 import pytest
 import respx
+from fastapi import FastAPI
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -33,6 +37,14 @@ PIXEL = (
     "rkJggg=="
 )
 HEADERS = {"anthropic-version": "2023-06-01"}
+TINY = """
+version: 1
+backends:
+  tiny: {type: tiny, model: default, n_ctx: 2048}
+tiers:
+  - {name: only, backends: [tiny]}
+"""
+COUNT = "Count from 1 to 10, separated by commas."
 
 
 @pytest.fixture
@@ -45,6 +57,15 @@ def policy(tmp_path: Path) -> Path:
 def recorded_apis(engine: Engine) -> dict[str, str | None]:
     with Session(engine) as session:
         return {row.id: row.api for row in session.scalars(select(RequestRow))}
+
+
+def sdk(app: FastAPI) -> anthropic.AsyncAnthropic:
+    """The official SDK, talking to the in-process app (through the ``httpx2`` the SDK uses)."""
+    transport = httpx2.ASGITransport(app=app)
+    client = httpx2.AsyncClient(transport=transport, base_url="http://gw")
+    return anthropic.AsyncAnthropic(
+        base_url="http://gw", api_key="unused", http_client=client, max_retries=0
+    )
 
 
 def events(text: str) -> list[tuple[str, dict[str, object]]]:
@@ -193,3 +214,109 @@ tiers:
     assert answer["usage"]["input_tokens"] == 10
     assert answer["usage"]["cache_read_input_tokens"] == 1500
     assert answer["usage"]["output_tokens"] == 41
+
+
+async def test_the_stop_sequence_that_ended_the_answer_is_named(tmp_path: Path) -> None:
+    """On the real tiny model, an answer ended by one of ``stop_sequences`` says
+    ``stop_reason: "stop_sequence"`` and which one: whole, streamed, and again when the answer
+    comes from the response cache."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TINY)
+    body = {
+        "model": "auto",
+        "max_tokens": 12,
+        "temperature": 0,
+        "stop_sequences": [","],
+        "messages": [{"role": "user", "content": COUNT}],
+    }
+    async with gateway(policy, ledger=False) as (client, app):
+        whole = await client.post("/v1/messages", json=body, headers=HEADERS)
+        await app.state.cache.flush()
+        client_sdk = sdk(app)
+        async with client_sdk.messages.stream(  # the same request: from the cache
+            model="auto",
+            max_tokens=12,
+            stop_sequences=[","],
+            messages=[{"role": "user", "content": COUNT}],
+            extra_body={"temperature": 0},  # this SDK's types no longer offer it
+        ) as stream:
+            cached = await stream.get_final_message()
+        async with client_sdk.messages.stream(  # another key: the model streams it
+            model="auto",
+            max_tokens=12,
+            stop_sequences=[";", ","],
+            messages=[{"role": "user", "content": COUNT}],
+            extra_body={"temperature": 0},
+        ) as stream:
+            streamed = await stream.get_final_message()
+            assert stream.response.headers["x-tiergate-cache"] != "hit"
+    assert whole.status_code == 200, whole.text
+    answer = whole.json()
+    assert whole.headers["x-tiergate-cache"] == "miss"
+    assert (answer["stop_reason"], answer["stop_sequence"]) == ("stop_sequence", ",")
+    assert "," not in answer["content"][0]["text"]
+    for message in (cached, streamed):
+        assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", ",")
+        assert message.content[0].type == "text"
+        assert message.content[0].text == answer["content"][0]["text"]
+
+
+async def test_a_streams_usage_ends_as_the_whole_answers(tmp_path: Path) -> None:
+    """A stream's ``message_start`` can only hold the gateway's count of the prompt; its
+    ``message_delta`` carries the backend's (input and cache reads, cumulative), so the SDK's
+    final message reports the same input as the same request answered whole."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TINY + "cache: {responses: {enabled: false}}\n")
+    question: list[anthropic.types.MessageParam] = [
+        {"role": "user", "content": "Say hello in German."}
+    ]
+    async with gateway(policy, ledger=False) as (_client, app):
+        client_sdk = sdk(app)
+        whole = await client_sdk.messages.create(model="auto", max_tokens=4, messages=question)
+        async with client_sdk.messages.stream(
+            model="auto", max_tokens=4, messages=question
+        ) as stream:
+            raw = [event async for event in stream]
+            final = await stream.get_final_message()
+    start = next(e for e in raw if e.type == "message_start")
+    delta = next(e for e in raw if e.type == "message_delta")
+    assert start.message.usage.input_tokens > 0
+    assert delta.usage.input_tokens is not None
+    assert delta.usage.cache_read_input_tokens is not None
+    assert final.usage.cache_read_input_tokens  # the tiny model reused the prompt it had just read
+    assert final.usage.output_tokens == whole.usage.output_tokens == 4
+
+    def prompt(usage: anthropic.types.Usage) -> int:
+        return usage.input_tokens + (usage.cache_read_input_tokens or 0)
+
+    assert prompt(final.usage) == prompt(whole.usage)
+
+
+@pytest.mark.parametrize(
+    ("role", "hint"),
+    [
+        ("system", "top-level `system` field"),
+        ("developer", "top-level `system` field"),
+        ("tool", "`tool_result` block of a user turn"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+async def test_a_role_anthropic_does_not_take_says_where_it_goes(
+    policy: Path, path: str, role: str, hint: str
+) -> None:
+    """A turn whose role Anthropic does not take is refused naming the roles it does take
+    (user, assistant) and where that turn's content goes instead."""
+    body = {
+        "model": "auto",
+        "max_tokens": 20,
+        "messages": [{"role": role, "content": "Be brief."}, {"role": "user", "content": "hi"}],
+    }
+    async with gateway(policy, ledger=False) as (client, _app):
+        response = await client.post(path, json=body, headers=HEADERS)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    message = error["message"]
+    assert message.startswith(f"messages[0].role: unknown role {role!r}; use user, assistant (")
+    assert hint in message
+    assert "developer, user" not in message

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import httpx
+import openai
 import pytest
 
 from adapters.fake import FakeBackend
 from tests.http.helpers import gateway
-from tests.http.test_messages import HEADERS, POLICY, recorded_apis
+from tests.http.test_messages import HEADERS, POLICY, events, recorded_apis
 
 
 @pytest.fixture
@@ -116,3 +119,85 @@ async def test_the_three_front_doors_reach_the_same_backend_at_the_same_cost(
     assert messages.json()["usage"]["input_tokens"] == usage["prompt_tokens"]
     assert messages.json()["usage"]["output_tokens"] == usage["completion_tokens"]
     assert responses.json()["usage"]["input_tokens"] == usage["prompt_tokens"]
+
+
+async def test_a_tool_turn_is_pointed_at_function_call_output(policy: Path) -> None:
+    """A chat-style ``tool`` turn is refused naming the roles an input message takes, and
+    the item a function's result goes in."""
+    body = {"model": "auto", "input": [{"role": "tool", "content": "42"}]}
+    async with gateway(policy, ledger=False) as (client, _app):
+        response = await client.post("/v1/responses", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "input[0].role"
+    assert error["message"] == (
+        "input[0].role: unknown role 'tool'; use user, assistant, system, developer (a "
+        "function's result goes in a `function_call_output` item)"
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_answer_cut_by_max_output_tokens_is_incomplete_item_and_all(
+    policy: Path, stream: bool
+) -> None:
+    """Cut by ``max_output_tokens``, the response is ``incomplete`` and so is its message
+    item, whole and in ``response.output_item.done``; an answer that ended on its own is
+    ``completed`` throughout."""
+    small = FakeBackend.scripted("small", "one two three four five six")
+    cut = {"model": "auto", "input": "Count.", "max_output_tokens": 3, "stream": stream}
+    whole = {**cut, "max_output_tokens": 30}
+    async with gateway(policy, backends={"small": small}, ledger=False) as (client, _app):
+        answers = [await client.post("/v1/responses", json=body) for body in (cut, whole)]
+    for response, status in zip(answers, ("incomplete", "completed"), strict=True):
+        assert response.status_code == 200, response.text
+        final: Any
+        if stream:
+            seen: list[tuple[str, Any]] = events(response.text)
+            done = [data["item"] for name, data in seen if name == "response.output_item.done"]
+            assert [item["status"] for item in done] == [status]
+            final = seen[-1][1]["response"]
+        else:
+            final = response.json()
+        assert final["status"] == status
+        assert [item["status"] for item in final["output"]] == [status]
+    assert final["incomplete_details"] is None
+
+
+async def test_stream_options_as_recent_sdks_send_them(policy: Path) -> None:
+    """The openai SDK's ``stream_options={"include_obfuscation": False}`` is accepted (and
+    needs nothing done: no event is padded); a field Responses' ``stream_options`` does not
+    have is still refused by name."""
+    small = FakeBackend.scripted("small", "streamed words")
+    async with gateway(policy, backends={"small": small}, ledger=False) as (client, app):
+        sdk = openai.AsyncOpenAI(
+            base_url="http://gw/v1",
+            api_key="unused",
+            http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)),
+            max_retries=0,
+        )
+        stream = await sdk.responses.create(
+            model="auto",
+            input="Say something.",
+            stream=True,
+            stream_options={"include_obfuscation": False},
+        )
+        kinds: list[str] = []
+        text: list[str] = []
+        async for event in stream:
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta":
+                text.append(event.delta)
+                assert not getattr(event, "obfuscation", None)
+        refused = await client.post(
+            "/v1/responses",
+            json={
+                "model": "auto",
+                "input": "hi",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        )
+    assert kinds[-1] == "response.completed"
+    assert "".join(text) == "streamed words"
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "stream_options.include_usage"

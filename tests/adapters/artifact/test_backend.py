@@ -182,7 +182,8 @@ async def test_control_tokens_in_a_message_stay_plain_text(
 
 
 async def test_a_stop_string_truncates_the_answer(artifact: ArtifactBackend) -> None:
-    """A stop string that greedy decoding reaches ends the answer just before it, with "stop"."""
+    """A stop string that greedy decoding reaches ends the answer just before it, with "stop"
+    and the stop string named, whole and streamed; an answer that ends otherwise names none."""
     whole = (await artifact.acomplete(greedy(max_tokens=24))).text
     stop = whole[8:11]
     assert len(stop) == 3
@@ -193,9 +194,12 @@ async def test_a_stop_string_truncates_the_answer(artifact: ArtifactBackend) -> 
 
     assert completion.text == expected
     assert completion.finish_reason == "stop"
+    assert completion.stop_sequence == stop
     assert completion.usage.completion_tokens < 24
     assert "".join(c.delta for c in streamed) == expected
-    assert streamed[-1].finish_reason == "stop"
+    assert (streamed[-1].finish_reason, streamed[-1].stop_sequence) == ("stop", stop)
+    unmatched = await artifact.acomplete(greedy(max_tokens=24, stop=["\x00never"]))
+    assert unmatched.stop_sequence is None
 
 
 async def test_eos_ends_the_answer(eos_artifact_dir: Path) -> None:

@@ -443,6 +443,35 @@ async def test_llama_cpp_timings_give_server_ms_and_cached_tokens(
     assert result.usage.cached_tokens == 236
 
 
+async def test_vllms_stop_reason_names_the_matched_stop_string(
+    api: respx.MockRouter, backend: OpenAICompatBackend
+) -> None:
+    """vLLM's ``stop_reason`` (the stop string that ended the choice) becomes
+    ``stop_sequence``, whole and streamed; a token id there, or a string the request did not
+    ask for, says nothing."""
+    request = ChatRequest.from_prompt("count", stop=[",", ";"])
+    choice = {**COMPLETION["choices"][0], "stop_reason": ","}
+    api.post("/chat/completions").mock(
+        side_effect=[
+            httpx.Response(200, json={**COMPLETION, "choices": [choice]}),
+            httpx.Response(200, json={**COMPLETION, "choices": [{**choice, "stop_reason": 2}]}),
+            httpx.Response(200, json={**COMPLETION, "choices": [{**choice, "stop_reason": "."}]}),
+        ]
+    )
+    assert (await backend.acomplete(request)).stop_sequence == ","
+    assert (await backend.acomplete(request)).stop_sequence is None
+    assert (await backend.acomplete(request)).stop_sequence is None
+    final = chunk({}, "stop")
+    final["choices"][0]["stop_reason"] = ";"
+    api.post("/chat/completions").mock(return_value=sse(*HELLO_CHUNKS[:-1], final))
+    chunks = [c async for c in backend.astream(request)]
+    assert (chunks[-1].finish_reason, chunks[-1].stop_sequence) == ("stop", ";")
+    # Servers without the field (llama.cpp's, OpenAI) leave it unknown.
+    api.post("/chat/completions").mock(return_value=sse(*HELLO_CHUNKS))
+    chunks = [c async for c in backend.astream(request)]
+    assert (chunks[-1].finish_reason, chunks[-1].stop_sequence) == ("stop", None)
+
+
 async def test_stream_with_timings_in_the_last_chunk(
     api: respx.MockRouter, backend: OpenAICompatBackend
 ) -> None:

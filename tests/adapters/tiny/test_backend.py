@@ -85,7 +85,8 @@ async def test_stream_joins_to_non_streamed_text(tiny: TinyBackend) -> None:
 
 
 async def test_stop_sequence_cuts_text(tiny: TinyBackend) -> None:
-    """A stop string ends generation; neither it nor anything after it is returned."""
+    """A stop string ends generation; neither it nor anything after it is returned, and the
+    answer names it (whole and streamed; an answer that ended otherwise names none)."""
     request = greedy("List the days of the week.", max_tokens=60)
     free = await tiny.acomplete(request)
     words = free.text.split()
@@ -96,14 +97,16 @@ async def test_stop_sequence_cuts_text(tiny: TinyBackend) -> None:
         ChatRequest(messages=request.messages, max_tokens=60, temperature=0.0, stop=(stop,))
     )
     assert stopped.text == free.text[:cut_at]
-    assert stopped.finish_reason == "stop"
-    streamed = [
-        c.delta
+    assert (stopped.finish_reason, stopped.stop_sequence) == ("stop", stop)
+    assert free.stop_sequence is None
+    chunks = [
+        c
         async for c in tiny.astream(
             ChatRequest(messages=request.messages, max_tokens=60, temperature=0.0, stop=(stop,))
         )
     ]
-    assert "".join(streamed) == free.text[:cut_at]
+    assert "".join(c.delta for c in chunks) == free.text[:cut_at]
+    assert (chunks[-1].finish_reason, chunks[-1].stop_sequence) == ("stop", stop)
 
 
 async def test_same_seed_same_text(tiny: TinyBackend) -> None:
