@@ -28,7 +28,7 @@ from gateway.governance.gate import Governor
 from gateway.governance.rates import RateLimiter
 from gateway.governance.remote import RemoteGate
 from gateway.http.asgi import asgi_app
-from gateway.ledger.db import ensure_schema, make_engine
+from gateway.ledger.db import display_url, ensure_schema, make_engine
 from gateway.ledger.journal import Journal, recover
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
@@ -111,7 +111,12 @@ class Services:
         # a few hundred thousand objects that can never be garbage (15–20% of the CPU at c=32,
         # bench/README.md "Garbage collection").
         gc.freeze()
-        log.info("gateway_started", policy=runtime.active.policy.hash, host=settings.host)
+        log.info(
+            "gateway_started",
+            policy=runtime.active.policy.hash,
+            host=settings.host,
+            ledger=display_url(settings.ledger_url()) if settings.ledger else "off",
+        )
         return services
 
     async def aclose(self) -> None:

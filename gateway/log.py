@@ -55,26 +55,46 @@ class Redactor:
 
 def configure_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
     """Configure structlog for the process (logging is process-global by nature)."""
+    structlog.configure(
+        processors=_processors(fmt, secrets),
+        wrapper_class=_filtering(level),
+        logger_factory=_factory(fmt),
+        cache_logger_on_first_use=False,
+    )
+
+
+def standalone_logger(level: str, fmt: str, secrets: Iterable[str]) -> Any:
+    """A logger writing lines like the configured ones (to the current stderr) without touching
+    the process's configuration: for what a command says before (or without) configuring it."""
+    return structlog.wrap_logger(
+        _factory(fmt)(),
+        processors=_processors(fmt, secrets),
+        wrapper_class=_filtering(level),
+    )
+
+
+def _processors(fmt: str, secrets: Iterable[str]) -> list[Any]:
+    if fmt == "json":
+        renderer: Any = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        Redactor(secrets),
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+
+
+def _factory(fmt: str) -> Any:
     # Each line goes out in one write(): several worker processes share stderr, and a line
     # written in two pieces (text, then newline) can interleave with another process's line.
     if fmt == "json":
-        renderer: Any = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        factory: Any = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-        factory = structlog.WriteLoggerFactory(file=sys.stderr)
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            Redactor(secrets),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=factory,
-        cache_logger_on_first_use=False,
-    )
+        return structlog.BytesLoggerFactory(file=sys.stderr.buffer)
+    return structlog.WriteLoggerFactory(file=sys.stderr)
+
+
+def _filtering(level: str) -> Any:
+    return structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()])

@@ -5,10 +5,13 @@ Secrets are ``SecretStr`` so a settings dump or log line never shows them.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
+import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,7 +23,10 @@ BUNDLED_POLICY = Path(__file__).resolve().parent / "policy" / "default.yaml"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIERGATE_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a rejected URL may hold a password; no error message repeats it.
+    model_config = SettingsConfigDict(
+        env_prefix="TIERGATE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     policy: Path = Field(
         default=DEFAULT_POLICY,
@@ -54,7 +60,8 @@ class Settings(BaseSettings):
     watch_policy: bool = Field(default=True, description="reload the policy when its file changes")
     database_url: SecretStr | None = Field(
         default=None,
-        description="ledger database (default: SQLite under ./.tiergate/); may hold a password",
+        description="ledger database: sqlite:///path or postgresql://… (postgres:// is read as "
+        "postgresql://); default: SQLite under ./.tiergate/; may hold a password",
     )
     ledger: bool = Field(
         default=True, description="record every request in the ledger (off: benchmarks, dev)"
@@ -137,6 +144,24 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            return value
+        if not raw.strip():
+            return None  # set but empty: the default, as when unset
+        return check_database_url(raw.strip())
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            return value
+        return check_redis_url(raw.strip())
+
     @model_validator(mode="after")
     def _ops_port(self) -> Settings:
         if self.ops_port is not None and self.ops_port == self.port:
@@ -174,6 +199,13 @@ class Settings(BaseSettings):
                 password = _password(url.get_secret_value())
                 if password:
                     values.append(password)
+        if self.database_url is not None:
+            from gateway.ledger.db import display_url
+
+            # The URL as logged (gateway_started), password masked: shown, not redacted.
+            raw = self.database_url.get_secret_value()
+            if display_url(raw) == raw:
+                values.remove(raw)
         return [v for v in values if v]
 
     def ledger_url(self) -> str:
@@ -184,6 +216,176 @@ class Settings(BaseSettings):
     @property
     def loopback_only(self) -> bool:
         return is_loopback(self.host)
+
+
+SQLITE_FORM = "sqlite:///path/to/ledger.db"
+POSTGRES_FORM = "postgresql://user:password@host:5432/dbname"
+# The drivers tiergate ships: the standard library's sqlite3, and psycopg 3 (SQLAlchemy's
+# default for postgresql://).
+_DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
+
+
+def check_database_url(url: str) -> str:
+    """``url`` if the ledger can use it, with Heroku's ``postgres://`` read as ``postgresql://``
+    (the form many platforms hand out); else ``ValueError`` saying which forms work. No message
+    repeats the URL: it may hold a password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    forms = f"use {SQLITE_FORM} or {POSTGRES_FORM}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"not a database URL; {forms}") from None
+    dialect, _, driver = parsed.drivername.partition("+")
+    if dialect == "postgres":
+        dialect, url = "postgresql", "postgresql" + url[len("postgres") :]
+    if dialect not in _DATABASE_DRIVERS:
+        raise ValueError(
+            f"unsupported scheme {parsed.drivername + '://'!r}: the ledger runs on SQLite or "
+            f"PostgreSQL; {forms}"
+        )
+    if driver not in _DATABASE_DRIVERS[dialect]:
+        shipped = "psycopg (postgresql:// or postgresql+psycopg://)"
+        if dialect == "sqlite":
+            shipped = "the built-in sqlite3 (sqlite:///…)"
+        raise ValueError(
+            f"the database driver {driver!r} is not installed with tiergate; use {shipped}"
+        )
+    return url
+
+
+REDIS_FORMS = "redis://host:6379/0, rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
+
+
+def check_redis_url(url: str) -> str:
+    """``url`` if redis-py can use it; else ``ValueError`` with the forms that work (the URL,
+    which may hold a password, is not repeated)."""
+    from redis.connection import parse_url
+
+    if not url:
+        raise ValueError(f"empty; unset it for the in-process store, or use {REDIS_FORMS}")
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in ("redis", "rediss", "unix"):
+        shown = f" (not {scheme + '://'!r})" if sep and "@" not in scheme else ""
+        raise ValueError(f"not a Redis URL{shown}; use {REDIS_FORMS}")
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    except ValueError:
+        raise ValueError(
+            f"a Redis URL that cannot be read (is the port a number?); use {REDIS_FORMS}"
+        ) from None
+    return url
+
+
+class SettingError(ValueError):
+    """A setting that cannot be used; ``str()`` is ``VARIABLE: what is wrong and what to do``."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+def check_local_paths(settings: Settings) -> None:
+    """Before a server with the ledger starts: the outbox's and the journal's folders exist (made
+    now if missing) and take a file; else ``SettingError`` naming the variable to change."""
+    outbox = settings.outbox_path
+    if outbox.is_dir():
+        raise SettingError(
+            "TIERGATE_OUTBOX_PATH",
+            f"{outbox} is a folder; give a file path in a writable local folder, e.g. "
+            f"{outbox / 'outbox.db'}",
+        )
+    _writable_dir(
+        outbox.parent,
+        "TIERGATE_OUTBOX_PATH",
+        f"the folder {outbox.parent} for the outbox {outbox.name}",
+        "set TIERGATE_OUTBOX_PATH to a file in a writable local folder "
+        "(default: .tiergate/outbox.db)",
+    )
+    journal = settings.journal_path()
+    if settings.journal_dir is None:
+        what = f"the journal's default folder {journal} (beside TIERGATE_OUTBOX_PATH)"
+    else:
+        what = f"the journal folder {journal}"
+    _writable_dir(
+        journal,
+        "TIERGATE_JOURNAL_DIR",
+        what,
+        "set TIERGATE_JOURNAL_DIR to a writable folder on local disk",
+    )
+
+
+def _writable_dir(path: Path, variable: str, what: str, fix: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, FileExistsError):
+            reason = "a file of that name is in the way"
+        raise SettingError(variable, f"cannot use {what} ({reason}); {fix}") from None
+
+
+# ``TIERGATE_*`` names read outside ``Settings``: the container's entrypoint (deploy/), and the
+# repository's tooling (deploy/local/cluster.sh, the tests), whose variables can sit in the
+# same environment as the gateway's.
+OTHER_VARIABLES = frozenset({"TIERGATE_MIGRATE"})
+TOOLING_PREFIXES = ("TIERGATE_CLUSTER_", "TIERGATE_TEST_")
+
+
+def setting_variables() -> frozenset[str]:
+    """The environment variable of every setting."""
+    return frozenset(f"TIERGATE_{name.upper()}" for name in Settings.model_fields)
+
+
+def is_known_variable(name: str, also: Iterable[str] = ()) -> bool:
+    upper = name.upper()
+    return (
+        upper in setting_variables()
+        or upper in OTHER_VARIABLES
+        or upper.startswith(TOOLING_PREFIXES)
+        or upper in {a.upper() for a in also}
+    )
+
+
+def unknown_variables(
+    environ: Mapping[str, str], also: Iterable[str] = ()
+) -> list[tuple[str, str | None]]:
+    """Each ``TIERGATE_*`` variable (any case, as the settings read them) that nothing reads,
+    with the setting it most likely meant (or None). ``also``: names known elsewhere (a
+    policy's ``api_key_env``)."""
+    extra = list(also)
+    prefix = len("TIERGATE_")
+    # Compared without the prefix they all share, which would make any two names look alike.
+    candidates = sorted(v[prefix:] for v in setting_variables())
+    found = []
+    for name in sorted(environ):
+        if not name.upper().startswith("TIERGATE_") or is_known_variable(name, extra):
+            continue
+        close = difflib.get_close_matches(name.upper()[prefix:], candidates, n=1, cutoff=0.7)
+        found.append((name, "TIERGATE_" + close[0] if close else None))
+    return found
+
+
+def policy_variables(path: Path) -> set[str]:
+    """The ``api_key_env`` names a policy file gives its backends (read leniently: a policy
+    that does not load names none; its own check reports why)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_bytes())
+    except (OSError, yaml.YAMLError):
+        return set()
+    backends = raw.get("backends") if isinstance(raw, dict) else None
+    if not isinstance(backends, dict):
+        return set()
+    return {
+        entry["api_key_env"]
+        for entry in backends.values()
+        if isinstance(entry, dict) and isinstance(entry.get("api_key_env"), str)
+    }
 
 
 def _password(url: str) -> str | None:

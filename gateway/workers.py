@@ -8,8 +8,8 @@ last good one keeps serving. Here SIGHUP is forwarded, so every worker reloads i
 
 * Each worker listens on its own socket with SO_REUSEPORT, so the kernel spreads connections
   evenly (one shared socket lets whichever worker wakes first take most of them). The parent
-  binds the port (and the ops port) first without listening: a conflict fails at once, and the
-  port stays held.
+  binds the port (and the ops port) first without listening: a conflict fails at once (a
+  ``BindError`` naming the setting), and the port stays held.
 * SIGHUP → each worker reloads its policy (validate, then swap, or keep the last good one).
 * SIGTERM / SIGINT → each worker drains and stops; the parent waits for them.
 * A worker that dies unexpectedly is restarted (after a second, so a crash loop cannot spin).
@@ -19,6 +19,7 @@ last good one keeps serving. Here SIGHUP is forwarded, so every worker reloads i
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import shutil
@@ -45,16 +46,65 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 RESTART_DELAY_S = 1.0
 
 
-def bind(host: str, port: int, *, listen: bool, reuse_port: bool = True) -> socket.socket:
+PORT_VARIABLE = "TIERGATE_PORT / --port"
+OPS_PORT_VARIABLE = "TIERGATE_OPS_PORT"
+
+
+class BindError(RuntimeError):
+    """A port cannot be listened on; the message says which setting and what to do."""
+
+
+def bind(
+    host: str,
+    port: int,
+    *,
+    listen: bool,
+    reuse_port: bool = True,
+    variable: str = PORT_VARIABLE,
+) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host.strip("[]"), port))
-    if listen:
-        sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host.strip("[]"), port))
+        if listen:
+            sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise BindError(_bind_problem(host, port, variable, exc)) from None
     return sock
+
+
+def check_port_free(host: str, port: int, variable: str = PORT_VARIABLE) -> None:
+    """Fail if anything listens on ``port``: a socket with SO_REUSEPORT (what the workers bind)
+    would share the port with another gateway of the same user instead of failing."""
+    bind(host, port, listen=False, reuse_port=False, variable=variable).close()
+
+
+def _bind_problem(host: str, port: int, variable: str, exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return (
+            f"cannot listen on {host!r}: no such address ({exc.strerror}); set TIERGATE_HOST / "
+            f"--host to an address of this machine (127.0.0.1, or 0.0.0.0 for all)"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} is already in use ({variable}); stop the other process or pick "
+            f"another port"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"no permission to listen on port {port} ({variable}): ports below 1024 need root "
+            f"or CAP_NET_BIND_SERVICE; pick a port above 1023"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot listen on {host}: not an address of this machine; set TIERGATE_HOST / "
+            f"--host to one of its addresses (127.0.0.1, or 0.0.0.0 for all)"
+        )
+    return f"cannot listen on {host} port {port} ({variable}): {exc.strerror or exc}"
 
 
 def run_worker(port: int) -> None:
@@ -73,20 +123,25 @@ def run_worker(port: int) -> None:
 
 
 def run_single(app: FastAPI, settings: Settings) -> None:
-    """``tiergate serve`` with one process. With an ops port, one server listens on both
-    ports (the app tells them apart by the local port: ``ApiKeys``)."""
+    """``tiergate serve`` with one process. The ports are bound here, before the server
+    starts: a taken port is a ``BindError`` before the gateway opens anything (or logs
+    ``gateway_started``). With an ops port, one server listens on both ports (the app tells
+    them apart by the local port: ``ApiKeys``)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn_config(app, settings))
-    if settings.ops_port is None:
-        server.run()
-        return
-    sockets = [
-        bind(settings.host, port, listen=True, reuse_port=False)
-        for port in (settings.port, settings.ops_port)
-    ]
+    sockets = [bind(settings.host, settings.port, listen=True, reuse_port=False)]
     try:
-        server.run(sockets=sockets)
+        if settings.ops_port is not None:
+            sockets.append(
+                bind(
+                    settings.host,
+                    settings.ops_port,
+                    listen=True,
+                    reuse_port=False,
+                    variable=OPS_PORT_VARIABLE,
+                )
+            )
+        uvicorn.Server(uvicorn_config(app, settings)).run(sockets=sockets)
     finally:
         for sock in sockets:
             sock.close()
@@ -117,12 +172,20 @@ class Supervisor:
         self._stopping = False
 
     def run(self) -> int:
+        host, ops_port = self._settings.host, self._settings.ops_port
+        check_port_free(host, self._settings.port)
+        sock = bind(host, self._settings.port, listen=False)
+        port = int(sock.getsockname()[1])
+        ops_sock = None
+        if ops_port:
+            try:
+                check_port_free(host, ops_port, OPS_PORT_VARIABLE)
+                ops_sock = bind(host, ops_port, listen=False, variable=OPS_PORT_VARIABLE)
+            except BindError:
+                sock.close()
+                raise
         metrics_dir = tempfile.mkdtemp(prefix="tiergate-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir  # inherited by the workers
-        sock = bind(self._settings.host, self._settings.port, listen=False)
-        port = int(sock.getsockname()[1])
-        ops_port = self._settings.ops_port
-        ops_sock = bind(self._settings.host, ops_port, listen=False) if ops_port else None
         signal.signal(signal.SIGHUP, self._forward_hup)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)

@@ -23,7 +23,7 @@ from gateway.governance import store
 from gateway.governance.grants import parse_duration
 from gateway.governance.status import key_info
 from gateway.governance.store import GovernanceError, LimitsIn
-from gateway.ledger.db import has_table, make_engine
+from gateway.ledger.db import LedgerError, has_table, make_engine
 
 keys_app = typer.Typer(
     help="Virtual keys and teams (kept in the ledger database).", no_args_is_help=True
@@ -64,7 +64,11 @@ def _engine() -> Iterator[Engine]:
     """The ledger database's engine, its governance tables checked; every failure a one-line
     error (exit 2: a request that cannot be done, 1: the database)."""
     settings = settings_or_exit()
-    engine = make_engine(settings.ledger_url())
+    try:
+        engine = make_engine(settings.ledger_url())
+    except LedgerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
     try:
         try:
             if not has_table(engine, "gov_keys"):

@@ -11,11 +11,19 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from gateway.cli.policy import settings_or_exit
-from gateway.ledger.db import LedgerError, make_engine, upgrade
-from gateway.ledger.report import CSV_FIELDS, GROUPINGS, build_report, parse_since, rows_for_output
+from gateway.ledger.db import LedgerError, display_url, make_engine, upgrade
+from gateway.ledger.report import (
+    CSV_FIELDS,
+    GROUPINGS,
+    build_report,
+    known_teams,
+    parse_since,
+    rows_for_output,
+)
 
 db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
 
@@ -27,10 +35,13 @@ def db_upgrade() -> None:
     url = settings.ledger_url()
     try:
         upgrade(url)
-    except (OperationalError, LedgerError) as exc:
+    except LedgerError as exc:  # the message names the variable and what to do
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    except OperationalError as exc:
         typer.echo(f"error: cannot upgrade the ledger database: {_first_line(exc)}", err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(f"ledger schema is at head ({_safe(url)})")
+    typer.echo(f"ledger schema is at head ({display_url(url)})")
 
 
 def report(
@@ -57,9 +68,15 @@ def report(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     settings = settings_or_exit()
-    engine = make_engine(settings.ledger_url())
+    try:
+        engine = make_engine(settings.ledger_url())
+    except LedgerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
     err = Console(stderr=True)
     try:
+        if team is not None:
+            _check_team(engine, team)
         with Progress(
             TextColumn("scanning the ledger"),
             BarColumn(),
@@ -97,6 +114,20 @@ def report(
                 f"{totals['unpriced_requests']} requests went to backends without a price and "
                 f"are left out of the money columns: give them one under pricing.backends"
             )
+
+
+def _check_team(engine: Engine, team: str) -> None:
+    """An unknown ``--team`` is a mistake (a misspelt name would print an empty report)."""
+    teams = known_teams(engine)
+    if team in teams:
+        return
+    known = f"known: {', '.join(teams)}" if teams else "no team has a key or a request yet"
+    typer.echo(
+        f"error: --team: no team {team!r} in the ledger ({known}); `tiergate keys teams` lists "
+        f"the teams, `tiergate report --by team` their spend",
+        err=True,
+    )
+    raise typer.Exit(code=2)
 
 
 def _table(result: dict[str, Any]) -> Table:
@@ -147,9 +178,3 @@ def _money(value: float) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:300]
-
-
-def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)

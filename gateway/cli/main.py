@@ -65,8 +65,8 @@ def serve(
     from gateway.app import create_app
     from gateway.ledger.db import LedgerError, check_ledger
     from gateway.policy import PolicyError, load_policy
-    from gateway.settings import ExposureError
-    from gateway.workers import Supervisor, run_single
+    from gateway.settings import ExposureError, check_exposure, check_local_paths
+    from gateway.workers import BindError, Supervisor, run_single
 
     overrides = {
         k: v
@@ -79,7 +79,9 @@ def serve(
     settings = settings_or_exit()
     try:
         load_policy(settings.policy)  # fail here, clearly, rather than inside the server
+        check_exposure(settings)  # before anything is made on disk
         if settings.ledger:
+            check_local_paths(settings)
             check_ledger(settings.ledger_url())
         app = create_app(settings)
     except PolicyError as exc:
@@ -88,12 +90,20 @@ def serve(
     except LedgerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from None
-    except (ExposureError, ValueError) as exc:  # ValueError: a malformed TIERGATE_API_KEYS
+    # ValueError: a malformed TIERGATE_API_KEYS; SettingError: an unusable outbox or journal path
+    except (ExposureError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    if settings.workers > 1:
-        raise typer.Exit(code=Supervisor(settings, settings.workers).run())
-    run_single(app, settings)
+    try:
+        if settings.workers > 1:
+            code = Supervisor(settings, settings.workers).run()
+        else:
+            run_single(app, settings)
+            code = 0
+    except BindError as exc:  # the port is taken, or not ours to take: before anything started
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    raise typer.Exit(code=code)
 
 
 @app.command()

@@ -4,6 +4,7 @@ and never contact a backend (nor import litellm or llama.cpp)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, TextIO
@@ -15,23 +16,56 @@ from adapters.base import ChatRequest, Message
 from gateway.errors import BadRequest
 from gateway.http.openai_in import parse_chat
 from gateway.http.openai_requests import chat_request
+from gateway.log import standalone_logger
 from gateway.policy import Policy, PolicyError, UnknownRoute, load_policy
 from gateway.routing.explain import explain, render
 from gateway.routing.pool import disabled_reason
-from gateway.settings import Settings
+from gateway.settings import Settings, policy_variables, unknown_variables
 
 policy_app = typer.Typer(help="Check and explain policy files.", no_args_is_help=True)
 
 
 def settings_or_exit(**overrides: object) -> Settings:
-    """The process settings; a bad ``TIERGATE_*`` value is a one-line error, not a traceback."""
+    """The process settings; a bad ``TIERGATE_*`` value is a one-line error, not a traceback.
+    The first call also warns about ``TIERGATE_*`` variables that no setting reads (a typo
+    would otherwise be ignored in silence)."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            name = "TIERGATE_" + "_".join(str(p) for p in error["loc"]).upper()
-            typer.echo(f"error: {name}: {error['msg']}", err=True)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["loc"]:
+                name = "TIERGATE_" + "_".join(str(p) for p in error["loc"]).upper()
+                message = f"{name}: {message}"
+            typer.echo(f"error: {message}", err=True)
         raise typer.Exit(code=2) from None
+    _warn_unknown_variables(settings)
+    return settings
+
+
+_warned: set[str] = set()
+
+
+def _warn_unknown_variables(settings: Settings) -> None:
+    """One warning log line per ``TIERGATE_*`` variable nothing reads, once per process."""
+    if not [n for n, _ in unknown_variables(os.environ) if n not in _warned]:
+        return
+    # Only now read the policy: a backend's api_key_env may be a TIERGATE_* name of its own.
+    also = policy_variables(settings.policy)
+    unknown = [(n, m) for n, m in unknown_variables(os.environ, also) if n not in _warned]
+    if not unknown:
+        return
+    log = standalone_logger(settings.log_level, settings.log_format, settings.secrets())
+    for name, meant in unknown:
+        _warned.add(name)
+        hint = f"; did you mean {meant}?" if meant else ""
+        log.warning(
+            "unknown_setting",
+            variable=name,
+            meant=meant,
+            detail=f"{name} is not a tiergate setting and is ignored{hint} (the settings: "
+            f"README, Configuration and security)",
+        )
 
 
 def _default_policy() -> Path:

@@ -24,6 +24,18 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def display_url(url: str) -> str:
+    """``url`` as it may be shown or logged: the password masked (``***``), in the user part
+    and in the query (``?password=…``, ``?sslpassword=…``)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    hidden = {k: "***" for k in parsed.query if "password" in k.lower()}
+    if hidden:
+        parsed = parsed.update_query_dict(hidden)
+    return parsed.render_as_string(hide_password=True)
+
+
 def make_engine(url: str, *, statement_timeout_ms: int | None = None) -> Engine:
     """An engine for ``url``. ``statement_timeout_ms`` bounds each statement on PostgreSQL (the
     writer's engine: a hung database then fails fast and rows go to the outbox)."""
@@ -62,7 +74,15 @@ def _make_sqlite_dir(url: str) -> None:
     """SQLite creates the file, not the folders above it (``.tiergate/`` in a fresh directory)."""
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(
+                f"TIERGATE_DATABASE_URL: the SQLite ledger's folder {folder} cannot be created "
+                f"({exc.strerror or type(exc).__name__}); point it at a writable folder, e.g. "
+                f"sqlite:////var/lib/tiergate/ledger.db"
+            ) from None
 
 
 def retire_engine(engine: Engine) -> None:

@@ -32,10 +32,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine, func, inspect, or_, select
 
 from gateway.ledger.adaptive import LABEL_ARMS
-from gateway.ledger.models import FeedbackRow, RequestRow
+from gateway.ledger.models import FeedbackRow, RequestRow, TeamRow
 
 GroupBy = Literal["tier", "route", "backend", "day", "key", "team", "model", "cost_source"]
 GROUPINGS: tuple[str, ...] = (
@@ -354,6 +354,21 @@ def ledger_teams(engine: Engine, since: datetime) -> list[str]:
     )
     with engine.connect() as connection:
         return sorted(str(team) for team in connection.execute(query).scalars())
+
+
+def known_teams(engine: Engine) -> list[str]:
+    """Every team a report can be about: those made (``tiergate keys team``) and those found in
+    the ledger's requests."""
+    with engine.connect() as connection:
+        teams = {
+            str(team)
+            for team in connection.execute(
+                select(RequestRow.team).where(RequestRow.team.is_not(None)).distinct()
+            ).scalars()
+        }
+        if inspect(connection).has_table(TeamRow.__tablename__):
+            teams.update(str(team) for team in connection.execute(select(TeamRow.id)).scalars())
+    return sorted(teams)
 
 
 def rows_for_output(report: dict[str, Any]) -> Iterable[dict[str, Any]]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -97,7 +98,9 @@ def parse_policy(data: bytes, *, source: str, base_dir: Path) -> Policy:
     try:
         spec = PolicyFile.model_validate(raw)
     except ValidationError as exc:
-        raise PolicyError(source, _validation_problems(exc, raw)) from exc
+        problems = _validation_problems(exc, raw)
+        problems += _problems_beside_unknown_fields(exc, raw)
+        raise PolicyError(source, problems) from exc
     problems = list(_reference_problems(spec))
     problems += _extra_problems(spec)
     if not problems:  # the canary's checks assume the rest of the file is consistent
@@ -325,6 +328,27 @@ def _validation_problems(exc: ValidationError, raw: dict[str, Any]) -> list[Prob
         path = _dotted(loc) or "(top)"
         problems.append(Problem(path, _message(error, loc, raw)))
     return problems
+
+
+def _problems_beside_unknown_fields(exc: ValidationError, raw: dict[str, Any]) -> list[Problem]:
+    """When every schema error is an unknown field, the reference problems of the file without
+    those fields (an unknown backend in a tier, say): a misspelt field and a misspelt name are
+    reported in one run, not one after the other."""
+    errors = exc.errors(include_url=False)
+    if any(error["type"] != "extra_forbidden" for error in errors):
+        return []
+    pruned = copy.deepcopy(raw)
+    try:
+        for error in errors:
+            *parents, last = _clean_loc(error["loc"], raw)
+            node: Any = pruned
+            for part in parents:
+                node = node[part]
+            del node[last]
+        spec = PolicyFile.model_validate(pruned)
+    except (KeyError, IndexError, TypeError, ValueError):  # ValidationError is a ValueError
+        return []
+    return [*_reference_problems(spec), *_extra_problems(spec)]
 
 
 def _clean_loc(loc: tuple[int | str, ...], raw: dict[str, Any]) -> tuple[int | str, ...]:

@@ -61,7 +61,10 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def tiergate(
-    *args: str | Path, stdin: str | None = None, env: Mapping[str, str] | None = None
+    *args: str | Path,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = REPO,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*_command(), *map(str, args)],
@@ -69,7 +72,7 @@ def tiergate(
         capture_output=True,
         text=True,
         env=dict(env) if env is not None else _env(),
-        cwd=REPO,
+        cwd=cwd,
         timeout=TIMEOUT_S,
         check=False,
     )
@@ -177,6 +180,13 @@ class TestPolicyCheck:
                 + "routes:\n  auto: {tiers: [low, middle]}\n",
                 {"tiers[1].backends[0]", "routes.auto.tiers[1]"},
                 id="references",
+            ),
+            pytest.param(
+                FAKES.replace("a: {type: fake}", "a: {type: fake, replyy: 1}").replace(
+                    "backends: [b]", "backends: [zz]"
+                ),
+                {"backends.a.replyy", "tiers[1].backends[0]"},
+                id="unknown-field-and-references",
             ),
         ],
     )

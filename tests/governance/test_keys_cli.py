@@ -306,6 +306,17 @@ def test_report_by_team_and_for_one_team(db_url: str, engine: Engine) -> None:
     assert "ops" in table
 
 
+def test_report_for_a_team_without_requests_yet_is_empty_not_an_error(db_url: str) -> None:
+    """A team made with `keys team` is known before its first request: an empty report; a
+    name no team has is a one-line error (exit 2) naming the known ones."""
+    tg(db_url, "keys", "team", "fresh")
+    empty = json.loads(tg(db_url, "report", "--team", "fresh", "--format", "json").stdout)
+    assert empty["totals"]["requests"] == 0
+    wrong = tg(db_url, "report", "--team", "frsh", code=2)
+    assert wrong.stderr.startswith("error: --team: no team 'frsh'")
+    assert "known: fresh" in wrong.stderr
+
+
 def test_names_are_shown_as_written_not_as_markup(db_url: str) -> None:
     """Names are the user's: rich markup in them is printed, not applied (nor an error)."""
     tg(db_url, "keys", "team", "[red]ops[/red]")

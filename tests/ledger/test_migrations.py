@@ -27,6 +27,7 @@ from gateway.ledger.db import (
     make_engine,
     upgrade,
 )
+from tests.support import postgres
 
 TABLE = "ledger_requests"
 
@@ -127,6 +128,53 @@ def test_db_upgrade_command_reports_an_unreachable_database(tmp_path: Path) -> N
     assert done.returncode == 1
     assert done.stderr.startswith("error: cannot upgrade the ledger database")
     assert "Traceback" not in done.stderr
+
+
+def test_db_upgrade_reads_the_heroku_postgres_scheme(
+    pg_cluster: postgres.Cluster, tmp_path: Path
+) -> None:
+    """``postgres://…``, the form Heroku and other platforms hand out, is PostgreSQL: `db
+    upgrade` migrates it (SQLAlchemy alone knows no ``postgres`` dialect: a traceback)."""
+    with postgres.database(pg_cluster) as url:
+        heroku = "postgres://" + url.split("://", 1)[1]
+        done = _tiergate("db", "upgrade", cwd=tmp_path, TIERGATE_DATABASE_URL=heroku)
+        assert done.returncode == 0, done.stderr
+        assert "ledger schema is at head (postgresql://" in done.stdout
+        assert _state(url) == (True, head_revision(url))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "foo://user:s3cret-pw@db.example/x",
+        "postgresql+asyncpg://user:s3cret-pw@db.example/x",
+        "not a url",
+    ],
+)
+def test_db_upgrade_names_the_variable_for_an_unusable_url(url: str, tmp_path: Path) -> None:
+    """An unknown scheme or a driver tiergate does not ship is one line naming
+    TIERGATE_DATABASE_URL and the forms that work (never the password), exit code 2."""
+    done = _tiergate("db", "upgrade", cwd=tmp_path, TIERGATE_DATABASE_URL=url)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: TIERGATE_DATABASE_URL: ")
+    assert "postgresql://" in line
+    if "+" not in url:
+        assert "sqlite:///" in line
+    assert "s3cret" not in done.stderr + done.stdout
+
+
+def test_db_upgrade_names_the_variable_for_a_sqlite_folder_it_cannot_make(tmp_path: Path) -> None:
+    """A SQLite path under a file (no folder can be made there) is one line, no traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = _tiergate(
+        "db", "upgrade", cwd=tmp_path, TIERGATE_DATABASE_URL=f"sqlite:///{blocker}/ledger.db"
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: TIERGATE_DATABASE_URL: ")
+    assert str(blocker) in line
 
 
 def test_0004_adds_and_removes_the_canary_tables(ledger_url: str) -> None:

@@ -514,6 +514,18 @@ def test_cli_rejects_an_unknown_grouping(ledger: str, tmp_path: Path) -> None:
     assert "day" in done.stderr
 
 
+def test_cli_rejects_an_unknown_team(ledger: str, tmp_path: Path) -> None:
+    """``--team`` with a team no key or request has is a one-line error (exit 2) saying how to
+    list the teams, not an empty report that reads like a team that spent nothing. (This ledger
+    has no team at all; tests/governance/test_keys_cli.py lists known ones.)"""
+    done = tiergate("report", "--team", "team-a", url=ledger, cwd=tmp_path, code=2)
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: --team: no team 'team-a' in the ledger")
+    assert "no team has a key or a request yet" in line
+    assert "tiergate keys teams" in line
+    assert done.stdout == ""
+
+
 # --- the admin API ----------------------------------------------------------------------------
 
 
