@@ -273,6 +273,29 @@ async def test_metrics_after_a_few_requests(
     assert samples["tiergate_scorer_duration_seconds_sum"][0][1] > 0
 
 
+async def test_a_failure_with_nothing_tried_after_it_is_no_fallback(
+    gw: tuple[httpx.AsyncClient, FastAPI], backends: dict[str, FakeBackend]
+) -> None:
+    """tiergate_fallbacks_total counts a failed attempt only when the request then went to
+    another candidate: a pinned backend's failure (no next candidate) and the last failure of a
+    request whose every candidate failed are not fallbacks."""
+    client, _ = gw
+    backends["small"].enqueue(FakeStep(error="unavailable"))
+    pinned = await client.post(CHAT, json=chat_body(model="small"))
+    assert pinned.status_code == 503
+    assert "x-tiergate-fallbacks" not in pinned.headers
+    before = scrape((await client.get("/metrics")).text)
+    assert "tiergate_fallbacks_total" not in before  # no fallback counted, under any label
+
+    backends["small"].enqueue(FakeStep(error="unavailable"))
+    backends["big"].enqueue(FakeStep(error="unavailable"))
+    both = await client.post(CHAT, json=chat_body())  # small fails, then big: nothing after
+    assert both.status_code == 503
+    samples = scrape((await client.get("/metrics")).text)
+    fallbacks = by_labels(samples["tiergate_fallbacks_total"], "route", "backend", "error")
+    assert fallbacks == {("auto", "small", "BackendUnavailable"): 1}
+
+
 # --- response headers ------------------------------------------------------------------------
 
 
