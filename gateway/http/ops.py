@@ -57,10 +57,12 @@ async def readyz(request: Request) -> Response:
             "breaker": state.breaker.state(),
             "detail": (reason or state.health_detail) if operator else None,
         }
-    default = policy.routes[policy.default_route]
-    route_backends = {b for t in default.tiers for b in policy.tier(t).backends}
-    usable = [n for n in route_backends if backends.get(n, {}).get("usable")]
-    all_usable = all(backends[n]["usable"] for n in route_backends if n in backends)
+    # The backends a request to the default route may be dispatched to (routing's own
+    # candidates, over every tier its score can choose), not every backend of its tiers: a
+    # fixed tier with no fallback never uses the others.
+    candidates = [c.backend for c in policy.reachable(policy.route_for(None))]
+    usable = [n for n in candidates if backends.get(n, {}).get("usable")]
+    all_usable = len(usable) == len(candidates)
     status = "ready" if all_usable else ("degraded" if usable else "unavailable")
     store = request.app.state.cache.store
     cache_state, cache_detail = store.state()
@@ -70,6 +72,7 @@ async def readyz(request: Request) -> Response:
     body: dict[str, Any] = {
         "status": status,
         "policy": policy.hash,
+        "default_route": {"name": policy.default_route, "candidates": candidates},
         "backends": backends,
         "cache": {
             "store": store.kind,

@@ -170,6 +170,27 @@ def test_credentials_must_be_env_var_names() -> None:
     assert "sk-abc123" not in line  # a mistaken secret is not echoed into logs
 
 
+@pytest.mark.parametrize(
+    ("route", "backends"),
+    [
+        ("auto", ["small", "mid", "big"]),
+        ("local", ["small", "mid"]),
+        ("strict", ["small", "mid", "big"]),  # no fallback, but a score can choose each tier
+        ("always-big", ["big", "mid", "small"]),  # its fixed tier, then down
+        ("only-big", ["big"]),  # a fixed tier without fallback: nothing else, ever
+        ("small", ["small"]),  # a pinned backend
+    ],
+)
+def test_reachable_is_every_candidate_decide_can_give(route: str, backends: list[str]) -> None:
+    """What a request to a route may be sent to, whatever its score (readiness counts these)."""
+    policy = parse(BASE + "  only-big: {tier: strong, fallback: none}\n")
+    reachable = policy.reachable(policy.route_for(route))
+    assert [c.backend for c in reachable] == backends
+    for score in (0.0, 0.3, 0.5, 1.0):
+        decided = policy.decide(policy.route_for(route), score).candidates
+        assert set(decided) <= set(reachable)
+
+
 def test_relative_gguf_paths_resolve_against_the_policy_directory(tmp_path: Path) -> None:
     """A tiny model path is relative to the policy file, not to the working directory."""
     path = tmp_path / "p.yaml"
