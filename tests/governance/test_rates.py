@@ -211,7 +211,8 @@ def seconds(written: str) -> float:
     if written.endswith("ms"):
         return float(written[:-2]) / 1000
     found = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?", written)
-    assert found is not None and written, written
+    assert written, written
+    assert found is not None, written
     hours, minutes, secs = (float(part or 0) for part in found.groups())
     return hours * 3600 + minutes * 60 + secs
 
