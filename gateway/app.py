@@ -27,6 +27,7 @@ from gateway.governance.budgets import MemoryBudgets
 from gateway.governance.gate import Governor
 from gateway.governance.rates import RateLimiter
 from gateway.governance.remote import RemoteGate
+from gateway.http.admin import Peers
 from gateway.http.asgi import asgi_app
 from gateway.ledger.db import display_url, ensure_schema, make_engine
 from gateway.ledger.journal import Journal, recover
@@ -142,16 +143,20 @@ def create_app(
     backend_factory: BackendFactory = load_backend,
     configure_logs: bool = True,
     tracing: Tracing | None = None,
+    peers: Peers | None = None,
 ) -> FastAPI:
     """Build the gateway. ``backend_factory`` lets tests put shipped fakes behind any name;
-    ``tracing`` defaults to what the ``OTEL_*`` variables ask for (usually nothing)."""
+    ``tracing`` defaults to what the ``OTEL_*`` variables ask for (usually nothing); ``peers``
+    are the other workers of ``serve --workers N`` (``gateway.workers``)."""
     check_exposure(settings)
     if configure_logs:
         configure_logging(settings.log_level, settings.log_format, settings.secrets())
     if tracing is None:
         tracing = open_tracing(settings.trace_content)
     keys = key_book(settings)
-    return asgi_app(settings, keys, lambda: Services.open(settings, backend_factory, keys), tracing)
+    return asgi_app(
+        settings, keys, lambda: Services.open(settings, backend_factory, keys), tracing, peers
+    )
 
 
 def key_book(settings: Settings) -> KeyBook:

@@ -76,7 +76,8 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "tiergate_fallbacks",
-            "Attempts that failed and passed the request on to the next candidate.",
+            "Attempts that failed and passed the request on to the next candidate, which was then "
+            "tried (a request's last failure is not counted).",
             ["route", "backend", "error"],
             registry=r,
         )

@@ -11,6 +11,11 @@ last good one keeps serving. Here SIGHUP is forwarded, so every worker reloads i
   binds the port (and the ops port) first without listening: a conflict fails at once (a
   ``BindError`` naming the setting), and the port stays held.
 * SIGHUP → each worker reloads its policy (validate, then swap, or keep the last good one).
+* ``POST /admin/policy/reload`` → the worker that took the call reloads, then asks the parent
+  (over a pipe each worker has to it) to have every other worker reload; the parent passes the
+  request on, gathers their results (for at most ``BROADCAST_WAIT_S``) and hands them back, so
+  the answer says how many workers serve the new policy. An invalid policy is rejected by the
+  first worker (422) and goes no further.
 * SIGTERM / SIGINT → each worker drains and stops; the parent waits for them.
 * A worker that dies unexpectedly is restarted (after a second, so a crash loop cannot spin).
 * Metrics: Prometheus' multiprocess mode (one directory of per-process files, summed at
@@ -19,6 +24,8 @@ last good one keeps serving. Here SIGHUP is forwarded, so every worker reloads i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import multiprocessing
 import os
@@ -27,10 +34,12 @@ import signal
 import socket
 import tempfile
 import time
-from multiprocessing.connection import wait
+import uuid
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -40,10 +49,16 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
+    from gateway.routing.runtime import Runtime
+
 log = structlog.get_logger("tiergate.workers")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 RESTART_DELAY_S = 1.0
+# How long the parent waits for the other workers' reload results; a worker that is starting
+# (or stuck) is reported as not answered. The asking worker waits a little longer for the lot.
+BROADCAST_WAIT_S = 10.0
+ANSWER_WAIT_S = BROADCAST_WAIT_S + 5.0
 
 
 PORT_VARIABLE = "TIERGATE_PORT / --port"
@@ -107,9 +122,10 @@ def _bind_problem(host: str, port: int, variable: str, exc: OSError) -> str:
     return f"cannot listen on {host} port {port} ({variable}): {exc.strerror or exc}"
 
 
-def run_worker(port: int) -> None:
+def run_worker(port: int, link: Connection | None = None) -> None:
     """One worker: the app from the environment's settings, on its own SO_REUSEPORT sockets
-    (the main port, and the ops port when TIERGATE_OPS_PORT is set)."""
+    (the main port, and the ops port when TIERGATE_OPS_PORT is set); ``link``, its pipe to the
+    supervisor, carries the admin reload to the other workers."""
     import uvicorn
 
     from gateway.app import create_app
@@ -118,8 +134,70 @@ def run_worker(port: int) -> None:
     sockets = [bind(settings.host, port, listen=True)]
     if settings.ops_port is not None:
         sockets.append(bind(settings.host, settings.ops_port, listen=True))
-    server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
+    peers = WorkerLink(link) if link is not None else None
+    server = uvicorn.Server(uvicorn_config(create_app(settings, peers=peers), settings))
     server.run(sockets=sockets)
+
+
+class WorkerLink:
+    """A worker's end of its pipe to the supervisor (``gateway.http.admin.Peers``).
+
+    Messages are tuples: a worker sends ``("reload", rid)`` to have the others reload and
+    ``("reloaded", rid, result)`` when it reloaded for another; the parent sends
+    ``("reload", rid)`` to a worker and ``("done", rid, results)`` to the one that asked. The
+    pipe is read on the event loop (``add_reader``), written from it: one thread each side."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._runtime: Runtime | None = None
+        self._asked: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}
+
+    def attach(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        asyncio.get_running_loop().add_reader(self._conn.fileno(), self._readable)
+
+    def detach(self) -> None:
+        self._runtime = None
+        asyncio.get_running_loop().remove_reader(self._conn.fileno())
+        for future in self._asked.values():
+            future.cancel()
+
+    async def reload(self) -> list[dict[str, Any]] | None:
+        rid = uuid.uuid4().hex
+        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self._asked[rid] = future
+        try:
+            self._conn.send(("reload", rid))
+            async with asyncio.timeout(ANSWER_WAIT_S):
+                return await future
+        except (TimeoutError, OSError) as exc:
+            log.warning("policy_reload_not_broadcast", error=f"{type(exc).__name__}: {exc}")
+            return None
+        finally:
+            self._asked.pop(rid, None)
+
+    def _readable(self) -> None:
+        try:
+            while self._conn.poll():
+                message = self._conn.recv()
+                self._handle(message)
+        except (EOFError, OSError):  # the parent is gone: nothing more will come
+            asyncio.get_running_loop().remove_reader(self._conn.fileno())
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind, rid = message[0], message[1]
+        if kind == "reload" and self._runtime is not None:
+            self._runtime.spawn(self._reload_for(self._runtime, rid), "peer-reload")
+        elif kind == "done":
+            future = self._asked.get(rid)
+            if future is not None and not future.done():
+                future.set_result(message[2])
+
+    async def _reload_for(self, runtime: Runtime, rid: str) -> None:
+        result = await runtime.reload("admin")
+        self._conn.send(
+            ("reloaded", rid, {"pid": os.getpid(), "answered": True, **result.as_dict()})
+        )
 
 
 def run_single(app: FastAPI, settings: Settings) -> None:
@@ -163,12 +241,24 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     )
 
 
+@dataclass(slots=True)
+class _Broadcast:
+    """An admin reload the parent passed on: who asked, whom it waits for, what came back."""
+
+    asker: int  # the asking worker's pid
+    waiting: set[int]  # pids
+    deadline: float
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
 class Supervisor:
     def __init__(self, settings: Settings, workers: int) -> None:
         self._settings = settings
         self._count = workers
         self._context = multiprocessing.get_context("spawn")
         self._procs: list[BaseProcess] = []
+        self._links: list[Connection] = []  # the parent's end of each worker's pipe
+        self._broadcasts: dict[str, _Broadcast] = {}
         self._stopping = False
 
     def run(self) -> int:
@@ -190,15 +280,23 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         try:
-            self._procs = [self._start(port) for _ in range(self._count)]
+            for _ in range(self._count):
+                proc, link = self._start(port)
+                self._procs.append(proc)
+                self._links.append(link)
             log.info("workers_started", workers=self._count, pids=[p.pid for p in self._procs])
             while not self._stopping:
-                wait([p.sentinel for p in self._procs], timeout=0.5)
+                ready = wait([*(p.sentinel for p in self._procs), *self._links], self._wait_s())
+                for link in [r for r in ready if isinstance(r, Connection)]:
+                    self._read(link)
                 for index, proc in enumerate(self._procs):
                     if not proc.is_alive() and not self._stopping:
                         log.error("worker_died", pid=proc.pid, exitcode=proc.exitcode)
+                        self._gone(proc.pid)  # answered by ``_expire`` below
+                        self._links[index].close()
                         time.sleep(RESTART_DELAY_S)
-                        self._procs[index] = self._start(port)
+                        self._procs[index], self._links[index] = self._start(port)
+                self._expire()
             for proc in self._procs:
                 proc.join(timeout=60)
             return 0
@@ -206,12 +304,93 @@ class Supervisor:
             sock.close()
             if ops_sock is not None:
                 ops_sock.close()
+            for link in self._links:
+                link.close()
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
-    def _start(self, port: int) -> BaseProcess:
-        proc = self._context.Process(target=run_worker, args=(port,), name="tiergate-worker")
+    def _start(self, port: int) -> tuple[BaseProcess, Connection]:
+        ours, theirs = self._context.Pipe()
+        proc = self._context.Process(target=run_worker, args=(port, theirs), name="tiergate-worker")
         proc.start()
-        return proc
+        theirs.close()  # the worker has its copy: a dead worker's pipe then reads as ended
+        return proc, ours
+
+    # --- the admin reload, passed on to every worker --------------------------------------
+
+    def _wait_s(self) -> float:
+        """Until the next check: half a second, or the nearest broadcast's deadline."""
+        now = time.monotonic()
+        return min([0.5, *(max(0.0, b.deadline - now) for b in self._broadcasts.values())])
+
+    def _read(self, link: Connection) -> None:
+        index = self._links.index(link)
+        pid = self._procs[index].pid
+        try:
+            while link.poll():
+                message = link.recv()
+                if message[0] == "reload" and pid is not None:
+                    self._broadcast(message[1], pid)
+                elif message[0] == "reloaded" and pid is not None:
+                    self._reloaded(message[1], pid, message[2])
+        except (EOFError, OSError):
+            pass  # the worker died: its sentinel says so, and it is restarted
+
+    def _broadcast(self, rid: str, asker: int) -> None:
+        """Worker ``asker`` reloaded on an admin call: have every other one reload."""
+        others = {
+            index: proc.pid
+            for index, proc in enumerate(self._procs)
+            if proc.pid is not None and proc.pid != asker and proc.is_alive()
+        }
+        deadline = time.monotonic() + BROADCAST_WAIT_S
+        self._broadcasts[rid] = _Broadcast(asker, set(others.values()), deadline)
+        for index, pid in others.items():
+            try:
+                self._links[index].send(("reload", rid))
+            except OSError:
+                self._gone(pid)
+        log.info("policy_reload_broadcast", asker=asker, workers=sorted(others.values()))
+        self._finish_done()
+
+    def _reloaded(self, rid: str, pid: int, result: dict[str, Any]) -> None:
+        broadcast = self._broadcasts.get(rid)
+        if broadcast is not None and pid in broadcast.waiting:
+            broadcast.waiting.discard(pid)
+            broadcast.results.append(result)
+            self._finish_done()
+
+    def _gone(self, pid: int | None) -> None:
+        """A worker that died, or whose pipe broke, answers no broadcast."""
+        for broadcast in self._broadcasts.values():
+            if pid in broadcast.waiting:
+                broadcast.waiting.discard(pid)
+                broadcast.results.append({"pid": pid, "answered": False, "detail": "exited"})
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for broadcast in self._broadcasts.values():
+            if broadcast.waiting and now >= broadcast.deadline:
+                broadcast.results += [
+                    {
+                        "pid": pid,
+                        "answered": False,
+                        "detail": f"no answer in {BROADCAST_WAIT_S:g} s",
+                    }
+                    for pid in sorted(broadcast.waiting)
+                ]
+                broadcast.waiting.clear()
+        self._finish_done()
+
+    def _finish_done(self) -> None:
+        """Hand each broadcast that has nothing left to wait for back to its asker."""
+        for rid, broadcast in list(self._broadcasts.items()):
+            if broadcast.waiting:
+                continue
+            del self._broadcasts[rid]
+            for proc, link in zip(self._procs, self._links, strict=True):
+                if proc.pid == broadcast.asker:
+                    with contextlib.suppress(OSError):  # the asker died meanwhile
+                        link.send(("done", rid, broadcast.results))
 
     def _forward_hup(self, _signum: int, _frame: FrameType | None) -> None:
         for proc in self._procs:

@@ -42,6 +42,11 @@ class Store(Protocol):
 
     def state(self) -> tuple[State, str]: ...
 
+    async def check(self) -> tuple[State, str]:
+        """``state`` after asking the store now (readiness: a Redis that went away is reported
+        before a request finds out)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -93,6 +98,9 @@ class MemoryStore:
 
     def state(self) -> tuple[State, str]:
         return "ok", f"in-process ({len(self._values)} responses, {len(self._maps)} prefixes)"
+
+    async def check(self) -> tuple[State, str]:
+        return self.state()
 
     async def aclose(self) -> None:
         self._values.clear()
@@ -206,6 +214,27 @@ class RedisStore:
         if breaker == "closed":
             return "ok", "redis"
         return "degraded", f"redis unavailable ({self._last_error}); serving uncached"
+
+    async def check(self) -> tuple[State, str]:
+        """A PING, bounded and through the breaker as every call is: a failure counts toward
+        opening it, and while it is half-open the PING is the trial that closes it again (a
+        Redis back after an outage is used, and reported, without waiting for a request)."""
+        if not self._breaker.allow():
+            return self.state()
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                await self._redis.ping()
+        except self._busy:  # every pooled connection in use: Redis answers
+            self._breaker.release()
+            return "ok", "redis (every connection in use)"
+        except self._errors as exc:
+            self._failed("ping", exc)
+            return "degraded", f"redis unavailable ({self._last_error}); serving uncached"
+        except asyncio.CancelledError:
+            self._breaker.release()
+            raise
+        self._breaker.record_success()
+        return "ok", "redis"
 
     async def aclose(self) -> None:
         try:

@@ -178,6 +178,11 @@ class RateLimiter:
             clock=clock,
         )
 
+    @property
+    def kind(self) -> Literal["redis", "memory"]:
+        """Where the limits are meant to be kept: Redis (given a ``redis_url``) or here."""
+        return "memory" if self._shared is None else "redis"
+
     def state(self) -> tuple[Literal["ok", "degraded"], str]:
         """For a readiness check: degraded while the limits are per process for want of Redis."""
         if self._shared is None:

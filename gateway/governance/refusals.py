@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from gateway.errors import TooManyRequests
 from gateway.governance.budgets import Hold, from_nano
@@ -38,11 +39,25 @@ def exhausted(holds: Sequence[Hold], left: Sequence[int], needed: int) -> TooMan
         else f"it resets at {hold.resets.isoformat()}"
     )
     return TooManyRequests(
-        f"budget exceeded: {a.kind} {a.id!r} has a budget of ${a.budget_usd} {per}, "
-        f"${from_nano(room):.6f} is left and this request may cost up to "
-        f"${from_nano(needed):.6f} even on the cheapest tier; {when}",
+        f"budget exceeded: {a.kind} {a.id!r} has a budget of {usd(from_nano(hold.limit))} "
+        f"{per}, {usd(from_nano(room))} is left and this request may cost up to "
+        f"{usd(from_nano(needed))} even on the cheapest tier; {when}",
         code="budget_exceeded",
         retry_after=None
         if hold.resets is None
         else max(1.0, (hold.resets - datetime.now(UTC)).total_seconds()),
     )
+
+
+def usd(amount: Decimal) -> str:
+    """Dollars as a person reads them: cents at least, and three significant figures below a
+    dollar, so a sub-cent budget's figures do not all print as $0.000000 (``$0.000001``,
+    ``$0.0153``, ``$0.05``, ``$12.35``)."""
+    if amount == 0:
+        return "$0.00"
+    places = max(2, 2 - amount.adjusted())  # adjusted(): the first significant digit's place
+    text = f"{amount:.{places}f}"
+    if places > 2:
+        whole, _, part = text.partition(".")
+        text = f"{whole}.{part.rstrip('0').ljust(2, '0')}"
+    return f"${text}"

@@ -154,6 +154,26 @@ class RemoteGate:
         return self._outage is None or self._clock() >= self._retry_at
 
     @property
+    def outage(self) -> str | None:
+        """Why Redis is not used now (rate limits and budgets per process), or None."""
+        return self._outage
+
+    async def check(self) -> str | None:
+        """Why rate limits and budgets are this process's own now, or None while they are
+        shared, after asking Redis (a PING, bounded as every call) whenever it is in use or due
+        to be tried again. One that does not answer is away, as for a failed call
+        (``rate_limits_local``, ``budgets_local``); one that answers after an outage is back
+        (``rate_limits_shared``): readiness sees either before a request does."""
+        if self.usable():
+            try:
+                await self._redis.command(b"PING")
+            except UNAVAILABLE as exc:
+                self._went_away(exc)
+            else:
+                self._back()
+        return self._outage
+
+    @property
     def leasing(self) -> bool:
         """Whether the lease fast path is on."""
         return self._leases is not None

@@ -8,8 +8,9 @@ what the in-process fallback runs on):
     weighted = floor(prev * (1 - elapsed / window_s)) + cur
 
 From those three numbers come what a caller is told: how much is left, when a refused request
-would fit (``retry-after``) and when the limit is back to its initial state (OpenAI's
-``x-ratelimit-reset-*``), written the way OpenAI writes durations (``20ms``, ``1s``, ``6m0s``).
+would fit (``retry-after``) and when what is counted starts to leave the limit (OpenAI's
+``x-ratelimit-reset-*``, never more than a window away: ``reset_s``), written the way OpenAI
+writes durations (``20ms``, ``1s``, ``6m0s``).
 """
 
 from __future__ import annotations
@@ -77,13 +78,17 @@ def wait_s(check: Check, counts: Counts, window_s: float) -> float | None:
 
 
 def reset_s(counts: Counts, window_s: float) -> float:
-    """Seconds until nothing is counted any more (the limit back to its initial state)."""
-    left_in_window = max(0.0, window_s - counts.elapsed_s)
-    if counts.cur > 0:
-        return left_in_window + window_s
-    if counts.prev > 0:
-        return left_in_window
-    return 0.0
+    """Seconds until what is counted starts to leave the limit (0 when nothing is): the end of
+    the current fixed window, at most ``window_s`` away. By then the previous window's share has
+    gone entirely, and the requests counted since start to be weighed out.
+
+    Not "until nothing is counted": the weighted count forgets a fixed window's requests over
+    the whole next window, so that would be up to two windows away (``1m56s`` for a
+    per-minute limit), where a limit of N per window lets a client expect its answer within
+    the window. When the request itself fits again is ``retry-after`` (``wait_s``)."""
+    if weighted(counts, window_s) <= 0:
+        return 0.0
+    return max(0.0, window_s - counts.elapsed_s)
 
 
 _last_duration: tuple[int, str] = (0, "0s")  # the last duration written, in milliseconds

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from fastapi import APIRouter, Request
@@ -21,9 +22,25 @@ from gateway.ledger.report import GROUPINGS, build_report, parse_since
 from gateway.ledger.writer import LedgerWriter
 from gateway.policy import UnknownRoute
 from gateway.routing.explain import explain
-from gateway.routing.runtime import Runtime
+from gateway.routing.runtime import ReloadResult, Runtime
 
 router = APIRouter()
+
+
+class Peers(Protocol):
+    """The other workers of ``tiergate serve --workers N``, through the supervising parent
+    (``gateway.workers``): what makes the admin reload reach every worker, as SIGHUP to the
+    parent does."""
+
+    def attach(self, runtime: Runtime) -> None:
+        """Start reloading ``runtime`` when another worker asks (through the parent)."""
+
+    def detach(self) -> None: ...
+
+    async def reload(self) -> list[dict[str, Any]] | None:
+        """Have every other worker reload its policy; each one's ``ReloadResult.as_dict()``
+        with its ``pid`` (``answered`` False for one that did not answer in time), or None
+        when the parent did not answer."""
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -45,8 +62,36 @@ async def admin_policy(request: Request) -> Response:
 
 @router.post("/admin/policy/reload")
 async def admin_reload(request: Request) -> Response:
+    """Reload this process's policy (422 with the problems when the file is invalid: nothing
+    changes anywhere). With ``--workers N``, then every other worker's, and the answer says
+    how many now serve the new hash (``workers``)."""
     result = await _runtime(request).reload("admin")
-    return _json(result.as_dict(), 200 if result.applied or not result.problems else 422)
+    if result.problems and not result.applied:
+        return _json(result.as_dict(), 422)
+    body = result.as_dict()
+    peers: Peers | None = getattr(request.app.state, "peers", None)
+    if peers is not None:
+        body["workers"] = _workers(result, await peers.reload())
+    return _json(body)
+
+
+def _workers(mine: ReloadResult, others: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Every worker's reload: how many were asked (this one included), how many answered, how
+    many serve the hash this one serves now, and each one's result."""
+    each = [{"pid": os.getpid(), "answered": True, **mine.as_dict()}]
+    each += others or []
+    report: dict[str, Any] = {
+        "count": len(each) if others is not None else None,
+        "answered": sum(1 for w in each if w.get("answered")),
+        "serving": sum(1 for w in each if w.get("hash") == mine.hash),
+        "each": each,
+    }
+    if others is None:
+        report["detail"] = (
+            "the supervising process did not pass the reload on: other workers may still serve "
+            "the previous policy (send SIGHUP to the parent to reload them all)"
+        )
+    return report
 
 
 @router.get("/admin/report")

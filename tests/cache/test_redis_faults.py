@@ -161,8 +161,12 @@ async def test_redis_stopped_mid_test(
 
         private_redis.start()
         await wait_ready_again(client)
-        # Nothing was persisted: the old answer is gone, and new ones are cached again.
-        assert await prime(client, app, chat("a question after the restart")) == ["miss", "hit"]
+        # Nothing was persisted: the old answer is gone, and new ones are cached again. (The
+        # first may say prefix:N rather than miss: /readyz's PING brings Redis back before the
+        # governance gate is, and the requests sent meanwhile warmed the shared system prompt.)
+        first, second = await prime(client, app, chat("a question after the restart"))
+        assert first != "hit"
+        assert second == "hit"
 
 
 async def test_redis_frozen_mid_test(tmp_path: Path, private_redis: PrivateRedis) -> None:

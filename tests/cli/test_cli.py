@@ -199,6 +199,24 @@ class TestPolicyCheck:
         assert result.returncode != 0
         assert paths <= {p for p, _ in problem_lines(source, result.stderr)}
 
+    def test_a_missing_gguf_fails_the_check(self, tmp_path: Path) -> None:
+        """A tiny backend's GGUF that is not there fails the check (it would go live and answer
+        every request with 503); the packaged default passes."""
+        missing = tmp_path / "nowhere.gguf"
+        source = write(
+            tmp_path / "tiny.yaml",
+            FAKES.replace("a: {type: fake}", f"a: {{type: tiny, model: {missing}}}"),
+        )
+        result = tiergate("policy", "check", source)
+        assert result.returncode == 1
+        assert "ok" not in result.stdout
+        [(path, message)] = problem_lines(source, result.stderr)
+        assert path == "backends.a.model"
+        assert str(missing) in message
+        assert "'default'" in message
+        write(source, FAKES.replace("a: {type: fake}", "a: {type: tiny, model: default}"))
+        assert tiergate("policy", "check", source).returncode == 0
+
     def test_missing_file_is_a_problem_line(self, tmp_path: Path) -> None:
         """A path that does not exist is reported in the same form, naming the setting to fix."""
         source = tmp_path / "nowhere.yaml"

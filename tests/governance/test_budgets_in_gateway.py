@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -21,6 +23,7 @@ from sqlalchemy import select
 from adapters.config import FakeStep
 from adapters.fake import FakeBackend
 from gateway.governance import store
+from gateway.governance.refusals import usd
 from gateway.governance.store import LimitsIn
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.models import RequestRow
@@ -142,6 +145,66 @@ async def test_reject_mode_refuses_instead_of_stepping_down(tmp_path: Path) -> N
         response = await client.post("/v1/chat/completions", json=ask(), headers=bearer(made.key))
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "budget_exceeded"
+
+
+MICRO_PRICED = """
+version: 1
+backends:
+  tiny: {type: fake, model: tiny-model}
+tiers:
+  - {name: tiny, backends: [tiny]}
+pricing:
+  backends:
+    tiny: {usd_per_1m_input: 0.01, usd_per_1m_output: 0.01}
+"""
+
+
+async def test_a_sub_cent_refusal_says_how_much_in_figures_that_are_not_zero(
+    tmp_path: Path,
+) -> None:
+    """A $0.000001 budget spent a few cents-millionths at a time: the refusal prints what is
+    left and what the request may cost with their significant figures, not as $0.000000."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    limits = LimitsIn(budget_usd=Decimal("0.000001"), on_exhausted="reject")
+    made = store.create_key(engine, "micro", limits)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(MICRO_PRICED)
+    async with instance(policy, url) as (client, app):
+        for _ in range(50):
+            response = await client.post(
+                "/v1/chat/completions", json=ask("tiny"), headers=bearer(made.key)
+            )
+            await app.state.governor.drain()
+            if response.status_code != 200:
+                break
+    engine.dispose()
+    assert response.status_code == 429, response.text
+    message = response.json()["error"]["message"]
+    assert "a budget of $0.000001 " in message
+    figures = re.search(
+        r"\$([0-9.]+) is left and this request may cost up to \$([0-9.]+) ", message
+    )
+    assert figures is not None, message
+    left, needed = (Decimal(figure) for figure in figures.groups())
+    assert 0 < left < needed < Decimal("0.000001"), message  # both sub-micro, neither zero
+
+
+@pytest.mark.parametrize(
+    ("amount", "written"),
+    [
+        ("0", "$0.00"),
+        ("0.000001", "$0.000001"),
+        ("0.0000012345", "$0.00000123"),
+        ("0.0153", "$0.0153"),
+        ("0.05", "$0.05"),
+        ("0.5", "$0.50"),
+        ("12.3456", "$12.35"),
+    ],
+)
+def test_dollars_keep_three_significant_figures_below_a_dollar(amount: str, written: str) -> None:
+    assert usd(Decimal(amount)) == written
 
 
 async def test_a_team_budget_binds_all_its_keys(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ windows are ``limits``' and keep ``time.time``: their tests never need time to p
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +22,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from gateway.governance.rates import Limits, RateLimiter, RateVerdict, Subject
-from gateway.governance.windows import duration
+from gateway.governance.windows import Counts, duration, reset_s, weighted
 from gateway.settings import Settings
 from tests.support import redis as test_redis
 
@@ -191,7 +192,8 @@ async def test_the_window_slides_on_the_clock(
         assert refused.retry_after_s is not None
         # 10 s into the window: the next one starts in 50 s, where 4 × (1 - f) < 4 at once
         assert refused.retry_after_s == pytest.approx(50.001)
-        assert h(refused)["x-ratelimit-reset-requests"] == "1m50s"
+        # the window turns in 50 s: then the 4 counted start to leave (never 1m50s)
+        assert h(refused)["x-ratelimit-reset-requests"] == "50s"
         clock.now += refused.retry_after_s - 0.01
         assert not (await limiter.admit(subjects, 1)).allowed  # not yet
         clock.now += 0.01
@@ -202,6 +204,58 @@ async def test_the_window_slides_on_the_clock(
         assert h(verdict)["x-ratelimit-remaining-requests"] == "3"
     finally:
         await limiter.aclose()
+
+
+def seconds(written: str) -> float:
+    """An OpenAI duration (``50s``, ``1m56s``, ``20ms``) in seconds."""
+    if written.endswith("ms"):
+        return float(written[:-2]) / 1000
+    found = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?", written)
+    assert written, written
+    assert found is not None, written
+    hours, minutes, secs = (float(part or 0) for part in found.groups())
+    return hours * 3600 + minutes * 60 + secs
+
+
+async def test_the_reset_is_never_further_than_the_window(
+    redis_server: test_redis.RedisServer, prefix: str, clock: Clock
+) -> None:
+    """A per-minute limit says it resets within the minute (QA saw 1m56s): the reset is when
+    the window turns, and then what was counted starts to leave."""
+    limiter = RateLimiter(redis_server.url(), prefix=prefix, clock=clock)
+    try:
+        clock.now += 46.0  # 56 s into the window, as QA's were
+        subjects = [key(rpm=2, tpm=200_000)]
+        for _ in range(2):
+            assert (await limiter.admit(subjects, 50)).allowed
+        refused = await limiter.admit(subjects, 50)
+        assert not refused.allowed
+        said = h(refused)
+        for dimension in ("requests", "tokens"):
+            assert 0 < seconds(said[f"x-ratelimit-reset-{dimension}"]) <= WINDOW_S
+        assert said["x-ratelimit-reset-requests"] == "4s"
+        clock.now += seconds(said["x-ratelimit-reset-requests"]) + 0.001
+        later = await limiter.admit(subjects, 50)
+        assert later.allowed  # the window turned: one of the two has left
+        assert seconds(h(later)["x-ratelimit-reset-requests"]) <= WINDOW_S
+    finally:
+        await limiter.aclose()
+
+
+@pytest.mark.parametrize("prev", [0, 1, 3, 1000])
+@pytest.mark.parametrize("cur", [0, 1, 4, 1000])
+@pytest.mark.parametrize("elapsed", [0.0, 0.5, 30.0, 59.999])
+def test_reset_is_within_a_window_and_frees_room(prev: int, cur: int, elapsed: float) -> None:
+    """For any counts: 0 when nothing is counted, else at most a window away, and a moment
+    after it the weighted count is lower than now."""
+    counts = Counts(prev, cur, elapsed)
+    reset = reset_s(counts, WINDOW_S)
+    assert 0.0 <= reset <= WINDOW_S
+    if weighted(counts, WINDOW_S) == 0:
+        assert reset == 0.0
+        return
+    after = elapsed + reset + 0.001 - WINDOW_S  # into the next window
+    assert weighted(Counts(cur, 0, after), WINDOW_S) < weighted(counts, WINDOW_S)
 
 
 async def test_two_instances_share_one_limit(

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.cache.conftest import private_redis
 from tests.http.live_server import Server
+
+__all__ = ["private_redis", "serve"]
 
 
 @pytest.fixture

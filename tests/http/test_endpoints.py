@@ -235,6 +235,66 @@ tiers:
     assert chat.json()["error"]["type"] == "service_unavailable"
 
 
+async def test_readyz_counts_the_default_routes_candidates_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A default route pinned to a tier without fallback, whose only backend is disabled: every
+    default-route request gets 503, so /readyz says 503 "unavailable", though a backend of
+    another tier (which this route never uses) is up."""
+    monkeypatch.delenv("TIERGATE_TEST_ABSENT_KEY", raising=False)
+    policy = write_policy(
+        tmp_path / "policy.yaml",
+        """
+version: 1
+backends:
+  tiny: {type: fake, model: tiny-model}
+  remote: {type: remote, model: openai/gpt-4o-mini, api_key_env: TIERGATE_TEST_ABSENT_KEY}
+tiers:
+  - {name: tiny, max_score: 0.2, backends: [tiny]}
+  - {name: remote, backends: [remote]}
+routes:
+  onlyremote: {tier: remote, fallback: none}
+  auto: {}
+default_route: onlyremote
+""",
+    )
+    async with gateway(policy, ledger=False) as (client, app):
+        await app.state.runtime.active.pool.probe_all()
+        response = await client.get("/readyz")
+        chat = await client.post(CHAT, json=chat_body())
+    assert chat.status_code == 503
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["default_route"] == {"name": "onlyremote", "candidates": ["remote"]}
+    assert body["backends"]["tiny"]["usable"] is True  # up, and still not the route's
+
+
+async def test_readyz_counts_every_tier_a_score_can_choose(tmp_path: Path) -> None:
+    """A scored default route without fallback may send a request to any of its tiers: one
+    usable of two is "degraded" (200), not "unavailable"."""
+    policy = write_policy(
+        tmp_path / "policy.yaml",
+        f"""
+version: 1
+backends:
+  small: {{type: fake, model: small-model}}
+  local: {{type: ollama, model: "llama3.2:3b", base_url: "http://127.0.0.1:{closed_port()}"}}
+tiers:
+  - {{name: cheap, max_score: 0.3, backends: [small]}}
+  - {{name: mid, backends: [local]}}
+routes:
+  auto: {{fallback: none}}
+""",
+    )
+    async with gateway(policy, ledger=False) as (client, app):
+        await app.state.runtime.active.pool.probe_all()
+        response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+    assert response.json()["default_route"]["candidates"] == ["small", "local"]
+
+
 async def test_readyz_shows_an_open_breaker(tmp_path: Path) -> None:
     """A backend whose circuit breaker opened is reported unusable, and readiness degraded."""
     policy = write_policy(
@@ -308,6 +368,29 @@ async def test_metrics_after_a_few_requests(
 
     assert samples["tiergate_scorer_duration_seconds_count"] == [({}, 5.0)]
     assert samples["tiergate_scorer_duration_seconds_sum"][0][1] > 0
+
+
+async def test_a_failure_with_nothing_tried_after_it_is_no_fallback(
+    gw: tuple[httpx.AsyncClient, FastAPI], backends: dict[str, FakeBackend]
+) -> None:
+    """tiergate_fallbacks_total counts a failed attempt only when the request then went to
+    another candidate: a pinned backend's failure (no next candidate) and the last failure of a
+    request whose every candidate failed are not fallbacks."""
+    client, _ = gw
+    backends["small"].enqueue(FakeStep(error="unavailable"))
+    pinned = await client.post(CHAT, json=chat_body(model="small"))
+    assert pinned.status_code == 503
+    assert "x-tiergate-fallbacks" not in pinned.headers
+    before = scrape((await client.get("/metrics")).text)
+    assert "tiergate_fallbacks_total" not in before  # no fallback counted, under any label
+
+    backends["small"].enqueue(FakeStep(error="unavailable"))
+    backends["big"].enqueue(FakeStep(error="unavailable"))
+    both = await client.post(CHAT, json=chat_body())  # small fails, then big: nothing after
+    assert both.status_code == 503
+    samples = scrape((await client.get("/metrics")).text)
+    fallbacks = by_labels(samples["tiergate_fallbacks_total"], "route", "backend", "error")
+    assert fallbacks == {("auto", "small", "BackendUnavailable"): 1}
 
 
 # --- response headers ------------------------------------------------------------------------

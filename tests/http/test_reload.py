@@ -296,3 +296,34 @@ async def test_reload_metrics_count_each_result(tmp_path: Path) -> None:
         info = (await client.get("/metrics")).text
         assert f'tiergate_policy_info{{hash="{hash_of(policy)}"}} 1.0' in info
         assert info.count("tiergate_policy_info{") == 1
+
+
+async def test_a_reload_to_a_missing_gguf_is_rejected(tmp_path: Path) -> None:
+    """A policy whose tiny backend names a GGUF that is not there is rejected on reload with
+    the path (a 422, as any invalid policy), and the last good one keeps serving: it never
+    goes live to answer its requests with 503."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(fake_policy())
+    good_hash = hash_of(policy)
+    missing = tmp_path / "missing.gguf"
+    async with running(policy, Recorder()) as (client, _app):
+        policy.write_text(
+            fake_policy().replace(
+                'small: {type: fake, model: small-model, script: [{reply: "small v1"}]}',
+                f"small: {{type: tiny, model: {missing}}}",
+            )
+        )
+        rejected = await client.post("/admin/policy/reload")
+        still = await client.post(
+            "/v1/chat/completions",
+            json={"model": "small", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert rejected.status_code == 422
+    body = rejected.json()
+    assert body["applied"] is False
+    assert body["hash"] == good_hash
+    (problem,) = body["problems"]
+    assert problem.startswith(f"{policy}: backends.small.model: GGUF file not found: {missing}")
+    assert still.status_code == 200, still.text
+    assert still.headers["x-tiergate-policy"] == good_hash
+    assert reply(still) == "small v1"

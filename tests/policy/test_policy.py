@@ -170,14 +170,79 @@ def test_credentials_must_be_env_var_names() -> None:
     assert "sk-abc123" not in line  # a mistaken secret is not echoed into logs
 
 
+@pytest.mark.parametrize(
+    ("route", "backends"),
+    [
+        ("auto", ["small", "mid", "big"]),
+        ("local", ["small", "mid"]),
+        ("strict", ["small", "mid", "big"]),  # no fallback, but a score can choose each tier
+        ("always-big", ["big", "mid", "small"]),  # its fixed tier, then down
+        ("only-big", ["big"]),  # a fixed tier without fallback: nothing else, ever
+        ("small", ["small"]),  # a pinned backend
+    ],
+)
+def test_reachable_is_every_candidate_decide_can_give(route: str, backends: list[str]) -> None:
+    """What a request to a route may be sent to, whatever its score (readiness counts these)."""
+    policy = parse(BASE + "  only-big: {tier: strong, fallback: none}\n")
+    reachable = policy.reachable(policy.route_for(route))
+    assert [c.backend for c in reachable] == backends
+    for score in (0.0, 0.3, 0.5, 1.0):
+        decided = policy.decide(policy.route_for(route), score).candidates
+        assert set(decided) <= set(reachable)
+
+
 def test_relative_gguf_paths_resolve_against_the_policy_directory(tmp_path: Path) -> None:
     """A tiny model path is relative to the policy file, not to the working directory."""
     path = tmp_path / "p.yaml"
     path.write_text(
         BASE.replace("small: {type: fake, model: s}", "small: {type: tiny, model: models/x.gguf}")
     )
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/x.gguf").write_bytes(b"GGUF")
     policy = load_policy(path)
     assert policy.backends["small"].model == str(tmp_path / "models/x.gguf")
+
+
+def test_a_missing_gguf_is_a_problem_naming_the_path_and_the_fix(tmp_path: Path) -> None:
+    """A tiny backend whose GGUF is not there is refused at load (policy check, reload), not
+    found out by the first request; the line names the resolved path and what to set."""
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        BASE.replace("small: {type: fake, model: s}", "small: {type: tiny, model: gone.gguf}")
+    )
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    (line,) = str(info.value).splitlines()
+    assert line.startswith(f"{path}: backends.small.model: GGUF file not found: ")
+    assert str(tmp_path / "gone.gguf") in line
+    assert "set `model:` to the path of a .gguf file" in line
+    assert "'default'" in line
+    (tmp_path / "gone.gguf").mkdir()  # a folder of that name is no better
+    with pytest.raises(PolicyError, match="is a directory, not a GGUF file"):
+        load_policy(path)
+
+
+def test_the_gguf_is_looked_up_not_read(tmp_path: Path) -> None:
+    """The check is that the file exists: its content is for the backend to load (the check
+    stays instant whatever the model's size), and the packaged default needs no file."""
+    (tmp_path / "x.gguf").write_bytes(b"not a model at all")
+    text = BASE.replace(
+        "small: {type: fake, model: s}", "small: {type: tiny, model: x.gguf}"
+    ).replace("mid: {type: fake, model: m}", "mid: {type: tiny, model: default}")
+    policy = parse_policy(text.encode(), source="p.yaml", base_dir=tmp_path)
+    assert policy.backends["small"].model == str(tmp_path / "x.gguf")
+    assert policy.backends["mid"].model == "default"
+
+
+def test_a_missing_artifact_directory_is_a_problem(tmp_path: Path) -> None:
+    """An artifact backend's folder must be there, with its config and weights."""
+    text = BASE.replace("small: {type: fake, model: s}", "small: {type: artifact, path: saved}")
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text.encode(), source="p.yaml", base_dir=tmp_path)
+    lines = [line for line in str(info.value).splitlines() if "backends.small.path" in line]
+    assert len(lines) == 1, str(info.value)
+    assert f"{tmp_path / 'saved'} is not a directory" in lines[0]
+    assert "save_pretrained" in lines[0]
 
 
 @pytest.mark.parametrize(
