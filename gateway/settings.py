@@ -185,6 +185,16 @@ class Settings(BaseSettings):
                 key, key_id = item, key_id_for(item)
             if not key:
                 raise ValueError(f"TIERGATE_API_KEYS: key id {key_id!r} has an empty key")
+            if key in keys:
+                raise ValueError(
+                    f"TIERGATE_API_KEYS: the key of {key_id!r} is listed twice (also as "
+                    f"{keys[key]!r}); give each app its own key"
+                )
+            if key_id in keys.values():
+                raise ValueError(
+                    f"TIERGATE_API_KEYS: key id {key_id!r} is given to two keys; the ledger and "
+                    f"the limits tell keys apart by id, so give each key its own id"
+                )
             keys[key] = key_id
         return keys
 

@@ -320,3 +320,32 @@ def test_bad_setting_without_a_field_is_one_line() -> None:
     )
     assert result.returncode == 2
     assert _one_error_line(result) == "error: TIERGATE_OPS_PORT must differ from TIERGATE_PORT"
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ("app:sk-one,other:sk-one", "the key of 'other' is listed twice (also as 'app')"),
+        ("app:sk-one,app:sk-two", "key id 'app' is given to two keys"),
+    ],
+    ids=["same-key", "same-id"],
+)
+def test_api_keys_that_cannot_be_told_apart_are_refused(
+    tmp_path: Path, policy: Path, keys: str, expected: str
+) -> None:
+    """Two keys under one id would share one ledger identity and one set of limits; one key
+    under two ids would take whichever came last. Either is a typo: refused at start."""
+    result = tiergate(
+        "serve",
+        "--port",
+        "18638",
+        "--policy",
+        str(policy),
+        env=_env(TIERGATE_API_KEYS=keys, TIERGATE_LEDGER="false"),
+    )
+    assert result.returncode == 2
+    line = _one_error_line(result)
+    assert line.startswith("error: TIERGATE_API_KEYS: ")
+    assert expected in line
+    assert "sk-one" not in line  # the key itself is a secret
+    assert "sk-two" not in line
