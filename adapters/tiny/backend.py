@@ -49,7 +49,7 @@ from adapters.tiny.errors import (
     TemplateRefused,
     as_backend_error,
 )
-from adapters.tiny.gguf import model_id, model_path, trained_context
+from adapters.tiny.gguf import GGUFFileError, model_id, require_gguf, trained_context
 from adapters.tiny.grammar import grammar_for
 from adapters.tiny.logprobs import TokenLogprobs
 from adapters.tiny.prefix import PrefixReuse
@@ -128,14 +128,10 @@ class TinyBackend(WorkerModel):
 
     def _resolve(self) -> Path:
         if self._path is None:
-            path = model_path(self._config.model)  # FileNotFoundError: the package is missing
-            if not path.is_file():
-                raise BackendUnavailable(
-                    self._name,
-                    f"GGUF file not found at {path}: fix `model:` of this backend in the policy "
-                    f"(a path to a .gguf file, or 'default' for SmolLM2-135M-Instruct)",
-                )
-            self._path = path
+            try:  # FileNotFoundError: the default's package is missing
+                self._path = require_gguf(self._config.model)
+            except GGUFFileError as exc:
+                raise BackendUnavailable(self._name, str(exc)) from None
         return self._path
 
     def _ensure_loaded(self) -> float | None:

@@ -30,6 +30,23 @@ def model_path(model: str) -> Path:
     return Path(model).expanduser()
 
 
+class GGUFFileError(ValueError):
+    """The configured GGUF is not a file; the message says what to fix."""
+
+
+def require_gguf(model: str) -> Path:
+    """``model_path``, checked to be a file (looked up, never read). ``default`` raises
+    ``FileNotFoundError`` when its package is missing, a path ``GGUFFileError``."""
+    path = model_path(model)
+    if not path.is_file():
+        what = "is a directory, not a GGUF file" if path.is_dir() else "not found"
+        raise GGUFFileError(
+            f"GGUF file {what}: {path}; fix `model:` of this backend in the policy: set `model:` "
+            f"to the path of a .gguf file, or to 'default' for SmolLM2-135M-Instruct"
+        )
+    return path
+
+
 def model_id(model: str) -> str:
     """The id a tiny backend reports: the GGUF file's name without ``.gguf``."""
     if model == "default":

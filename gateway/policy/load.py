@@ -26,6 +26,7 @@ from adapters.config import (
     TinyConfig,
     with_paths_resolved,
 )
+from adapters.tiny.gguf import GGUFFileError, require_gguf
 from gateway.policy.adaptive import adaptive_problems, adaptive_settings, base_kind
 from gateway.policy.canary_check import canary_problems
 from gateway.policy.cascade import cascade_problems, compile_cascade
@@ -217,15 +218,13 @@ def _file_problems(spec: PolicyFile, base_dir: Path) -> list[Problem]:
     for name, config in spec.backends.items():
         resolved = with_paths_resolved(config, base_dir)
         if isinstance(resolved, TinyConfig) and resolved.model != "default":
-            gguf = Path(resolved.model)
-            if not gguf.is_file():
-                what = "is a directory, not a GGUF file" if gguf.is_dir() else "not found"
+            try:
+                require_gguf(resolved.model)
+            except GGUFFileError as exc:
                 problems.append(
                     Problem(
                         f"backends.{name}.model",
-                        f"GGUF file {what}: {gguf}; set `model:` to the path of a .gguf file "
-                        f"(relative paths are read from the policy file's folder), or to "
-                        f"'default' for SmolLM2-135M-Instruct",
+                        f"{exc} (relative paths are read from the policy file's folder)",
                     )
                 )
         if isinstance(resolved, ArtifactConfig):
