@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
 
 import structlog
 from sqlalchemy import Engine
@@ -45,6 +44,7 @@ from gateway.governance.rates import (
     checks_for,
     refusal,
 )
+from gateway.governance.readiness import GovernanceState, Readiness
 from gateway.governance.refusals import exhausted, rate_limited
 from gateway.governance.remote import Ask, RemoteGate, Unavailable
 from gateway.governance.windows import Check, headers
@@ -53,7 +53,6 @@ from gateway.policy import Decision, Policy
 log = structlog.get_logger("tiergate.governance")
 
 STEPPED_DOWN = "stepped-down"
-READY_WAIT_S = 0.5  # the longest readiness waits for Redis's answer (probes time out at 1 s)
 HOLD_MARGIN_S = 30.0  # a reservation outlives its request's deadline by this much
 SETTLE_EVERY_S = 0.02  # ended requests are settled in batches this often
 
@@ -134,18 +133,6 @@ class Limited:
         return made
 
 
-@dataclass(frozen=True, slots=True)
-class GovernanceState:
-    """For readiness: where rate limits and budgets are meant to be kept (``store``), whether
-    they are (``state``), ``limits`` shared by every replica or kept ``per_process``, and why
-    (``detail``: for operators, it may name Redis's address or error)."""
-
-    store: Literal["redis", "memory"]
-    state: Literal["ok", "degraded"]
-    limits: Literal["shared", "per_process"]
-    detail: str
-
-
 class Governor:
     """``remote``: rate limits and budgets decided together in Redis, one call per event-loop
     turn, or far from every limit from this replica's leases without a call (``leases.py``
@@ -173,36 +160,11 @@ class Governor:
         self._grant_holds: dict[int, tuple[Grant, tuple[Hold, ...], float]] = {}  # by id(grant)
         self._grants: dict[int, Limited] = {}  # by id(grant)
         self._planned = Planned()  # the planned option's worst case, per policy
-        self._checking: asyncio.Future[str | None] | None = None  # Redis's readiness PING
+        self._readiness = Readiness()  # Redis's readiness PING, one at a time
 
     async def check(self) -> GovernanceState:
-        """Where the limits are kept now, Redis asked first (``RemoteGate.check``): a Redis
-        that is away puts them per process, which readiness reports as degraded. Waits at most
-        ``READY_WAIT_S`` (the PING, one at a time, goes on behind it)."""
-        remote = self.remote
-        if remote is None:
-            rates = self.rates
-            if rates is None:
-                return GovernanceState("memory", "ok", "per_process", "no rate limiter")
-            state, detail = rates.state()
-            shared = rates.kind == "redis" and state == "ok"
-            return GovernanceState(rates.kind, state, "shared" if shared else "per_process", detail)
-        checking = self._checking
-        if checking is None or checking.done():
-            checking = self._checking = asyncio.ensure_future(remote.check())
-        try:
-            async with asyncio.timeout(READY_WAIT_S):
-                outage = await asyncio.shield(checking)
-        except TimeoutError:
-            slow = f"Redis has not answered a PING within {READY_WAIT_S:g} s"
-            if remote.outage is not None:
-                return GovernanceState("redis", "degraded", "per_process", slow)
-            return GovernanceState("redis", "degraded", "shared", slow)
-        if outage is not None:
-            return GovernanceState(
-                "redis", "degraded", "per_process", f"per process while Redis is away: {outage}"
-            )
-        return GovernanceState("redis", "ok", "shared", "shared through Redis")
+        """Where the limits are kept now, Redis asked first (``readiness.Readiness``)."""
+        return await self._readiness.check(self.remote, self.rates)
 
     async def admit(
         self,
@@ -482,8 +444,7 @@ class Governor:
             await self.remote.flush()
 
     async def aclose(self) -> None:
-        if self._checking is not None:
-            self._checking.cancel()
+        self._readiness.close()
         await self.drain()
         if self.remote is not None:
             await self.remote.aclose()

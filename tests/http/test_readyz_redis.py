@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from gateway.governance.gate import READY_WAIT_S
+from gateway.governance.readiness import READY_WAIT_S
 from tests.http.helpers import TWO_TIERS, fakes, gateway
 from tests.support.redis import PrivateRedis
 
