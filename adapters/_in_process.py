@@ -4,7 +4,9 @@ request is refused at once as busy, so the policy can fall back), the event loop
 futures and receiving streamed text through ``call_soon_threadsafe``. A request that is given up
 (a closed stream, a cancelled call: the client went away) sets its ``cancel`` event, which the
 generation loop checks between tokens; one still queued never starts. The close or the
-cancellation returns once the worker has let go of it, so the model is free by then.
+cancellation returns once the worker has let go of it, so the model is free by then, and
+reports what the call had spent (``adapters.spent``): the prompt read and the tokens generated
+before the stop (nothing for one that never started).
 
 A subclass says how to load, run and unload its model, and how its library's errors read as
 ours (``_error``); everything here runs them.
@@ -13,7 +15,6 @@ ours (``_error``); everything here runs them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from abc import abstractmethod
@@ -21,14 +22,25 @@ from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
+from adapters import spent
 from adapters.base import BlockingComplete
-from adapters.chat import ChatRequest, Chunk, Completion
+from adapters.chat import ChatRequest, Chunk, Completion, Usage
 from adapters.errors import BackendError, BackendRateLimited, BackendUnavailable, translated
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 Emit = Callable[[str], None]
+
+
+class Stop(threading.Event):
+    """Set by the caller to stop a generation between tokens (it gave up on the call). The
+    worker, as it stops for it, notes what the generation had cost by then in ``spent``, which
+    the caller reads once the worker has let go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spent: Usage | None = None
 
 
 class WorkerModel(BlockingComplete):
@@ -51,9 +63,10 @@ class WorkerModel(BlockingComplete):
 
     @abstractmethod
     def _run(
-        self, request: ChatRequest, emit: Emit | None, cancel: threading.Event, started: float
+        self, request: ChatRequest, emit: Emit | None, cancel: Stop, started: float
     ) -> Completion:
-        """Answer ``request``, passing text to ``emit`` as it comes (streams)."""
+        """Answer ``request``, passing text to ``emit`` as it comes (streams); when ``cancel``
+        is set, stop at the next token, noting the usage so far in ``cancel.spent``."""
 
     @abstractmethod
     def _ensure_loaded(self) -> float | None:
@@ -69,12 +82,12 @@ class WorkerModel(BlockingComplete):
     # --- server contract ------------------------------------------------------------------
 
     async def acomplete(self, request: ChatRequest) -> Completion:
-        cancel = threading.Event()
+        cancel = Stop()
         future = self._submit(request, None, cancel, time.perf_counter())
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
-            await _given_up(future, cancel)
+            spent.spent(await _given_up(future, cancel))
             raise
 
     async def astream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
@@ -84,7 +97,7 @@ class WorkerModel(BlockingComplete):
         def emit(text: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, Chunk(delta=text))
 
-        cancel = threading.Event()
+        cancel = Stop()
         future = self._submit(request, emit, cancel, time.perf_counter())
         done = asyncio.wrap_future(future)
         getter: asyncio.Future[Chunk] | None = None
@@ -121,7 +134,7 @@ class WorkerModel(BlockingComplete):
                 # this future: cancelled, it takes no exception (the worker's "generation
                 # stopped") that asyncio would report as never retrieved.
                 done.cancel()
-                await _given_up(future, cancel)
+                spent.spent(await _given_up(future, cancel))
 
     async def prewarm(self) -> None:
         """Load the model now, so the first request does not pay for it."""
@@ -138,7 +151,7 @@ class WorkerModel(BlockingComplete):
     # --- worker side ------------------------------------------------------------------------
 
     def _submit(
-        self, request: ChatRequest, emit: Emit | None, cancel: threading.Event, started: float
+        self, request: ChatRequest, emit: Emit | None, cancel: Stop, started: float
     ) -> Future[Completion]:
         if self._closed:
             raise BackendUnavailable(self._name, "the backend is closed (the gateway is stopping)")
@@ -166,13 +179,17 @@ class WorkerModel(BlockingComplete):
             self._in_flight -= 1
 
 
-async def _given_up(future: Future[Completion], cancel: threading.Event) -> None:
+async def _given_up(future: Future[Completion], cancel: Stop) -> Usage:
     """A request its caller gave up on: one still queued never starts; one running stops at
     its next token (``cancel``), and this returns once it has, its outcome read and dropped, so
     the model is free when the caller's cancellation goes on (to the ledger row, the next
-    request). Only a prompt being read (prefill, not interruptible) makes it wait longer."""
+    request). Only a prompt being read (prefill, not interruptible) makes it wait longer.
+    Returns what it spent: the usage the worker noted as it stopped (or its answer's, had it
+    just finished); none for one that never started or stopped before generating."""
     cancel.set()
     if future.cancel():
-        return
-    with contextlib.suppress(Exception):  # the worker's "generation stopped", or any end
-        await asyncio.wrap_future(future)
+        return Usage()
+    try:
+        return (await asyncio.wrap_future(future)).usage
+    except Exception:  # the worker's "generation stopped", or any end
+        return cancel.spent if cancel.spent is not None else Usage()

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters._in_process import WorkerModel
+from adapters._in_process import Stop, WorkerModel
 from adapters._template import prompt_pieces
 from adapters.artifact import extra
 from adapters.artifact.errors import (
@@ -180,7 +179,7 @@ class ArtifactBackend(WorkerModel):
         self,
         request: ChatRequest,
         emit: Callable[[str], None] | None,
-        cancel: threading.Event,
+        cancel: Stop,
         started: float,
     ) -> Completion:
         if cancel.is_set():
@@ -195,8 +194,13 @@ class ArtifactBackend(WorkerModel):
         prompt = self._prompt_ids(loaded, request)
         max_tokens = self._max_tokens(len(prompt), request.max_tokens)
 
+        made = 0  # the loop checks once after each token it generates
+
         def check() -> None:
+            nonlocal made
+            made += 1
             if cancel.is_set():
+                cancel.spent = Usage(prompt_tokens=len(prompt), completion_tokens=made)
                 raise Cancelled
             if time.perf_counter() > deadline:
                 raise BackendTimeout(

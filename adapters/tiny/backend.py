@@ -23,13 +23,12 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import random
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from adapters._in_process import WorkerModel
+from adapters._in_process import Stop, WorkerModel
 from adapters._template import prompt_pieces
 from adapters._text import StopScanner
 from adapters.base import BackendInfo, Health
@@ -214,7 +213,7 @@ class TinyBackend(WorkerModel):
         self,
         request: ChatRequest,
         emit: Callable[[str], None] | None,
-        cancel: threading.Event,
+        cancel: Stop,
         started: float,
     ) -> Completion:
         if cancel.is_set():
@@ -273,6 +272,9 @@ class TinyBackend(WorkerModel):
                 if generated >= max_tokens:
                     break
                 if cancel.is_set():
+                    cancel.spent = Usage(
+                        prompt_tokens=len(prompt), completion_tokens=generated, cached_tokens=cached
+                    )
                     raise Cancelled
                 if time.perf_counter() > deadline:
                     raise BackendTimeout(

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 
 import structlog
 
+from adapters import spent
 from adapters.base import (
     ChatRequest,
     Completion,
     EmbeddingRequest,
+    Usage,
 )
 from adapters.errors import BackendError
+from adapters.spent import Spent
 from gateway import tracing
 from gateway.cache.request import RequestCache
 from gateway.cache.request import prepare as prepare_cache
@@ -45,7 +48,7 @@ from gateway.routing import cascade as cascading
 from gateway.routing import spans
 from gateway.routing.accounting import Accountant, Outcome
 from gateway.routing.attempts import DispatchError, Trace
-from gateway.routing.choices import more_choices, total_usage
+from gateway.routing.choices import more_choices, sum_usage, total_usage
 from gateway.routing.failures import client_error, public
 from gateway.routing.judging import LabelSampler
 from gateway.routing.plan import Plan, make_plan, plan_embeddings
@@ -206,6 +209,7 @@ class _Flight:
     written: asyncio.Future[None] | None = None  # the row's journal write (None: no journal)
     admission: Admission | None = None  # what the governance gate let through and holds
     grant: Grant | None = None
+    spent: Spent | None = None  # what backend calls given up on had cost (adapters.spent)
 
     @property
     def may_escalate(self) -> bool:
@@ -215,21 +219,24 @@ class _Flight:
     async def whole(self, decision: Decision) -> Answer:
         assert self.chat is not None
         chat, outcome = self.chat, self.outcome
-        try:
-            served = await cascading.complete(self, decision, chat)
-        except DispatchError as exc:
-            raise await self.refused(exc) from None
+        with spent.noting() as self.spent:
+            try:
+                served = await cascading.complete(self, decision, chat)
+            except DispatchError as exc:
+                raise await self.refused(exc) from None
         self.served_by(served.candidate, served.trace)
         completion = served.completion
         more: tuple[Completion, ...] = ()
         if chat.n > 1:
+            outcome.usage = completion.usage  # the first choice's call is spent, whatever follows
             try:
-                more = await more_choices(
-                    self.active.pool[served.candidate.backend],
-                    chat,
-                    chat.n - 1,
-                    self.active.policy.timeouts.per_try_s,
-                )
+                with spent.noting() as self.spent:
+                    more = await more_choices(
+                        self.active.pool[served.candidate.backend],
+                        chat,
+                        chat.n - 1,
+                        self.active.policy.timeouts.per_try_s,
+                    )
             except BackendError as exc:
                 outcome.status, outcome.error = 502, type(exc).__name__
                 self.settle()
@@ -283,11 +290,20 @@ class _Flight:
         """The request's task was cancelled before its answer was made: the client went away
         (``gateway.http.disconnect``; or the server is stopping). Unless it already ended,
         account for it as a stream cut short is: status 499, against the backend it reached
-        last, its usage estimated from what reached the gateway (the prompt; no completion)."""
+        last, with what its calls spent before they stopped where the backend said (an
+        in-process model: exact), else estimated from what reached the gateway (the prompt;
+        the provider may bill completion tokens nobody here saw)."""
         if self.settled:
             return
         outcome = self.outcome
         outcome.status = 499
+        reported = self.spent.usages if self.spent is not None else []
+        if outcome.usage is not None:  # n > 1: the first choice came, the other calls were cut
+            unknown = outcome.choices - 1 - len(reported)
+            guess = Usage(prompt_tokens=self.plan.prompt_tokens, estimated=True)
+            outcome.usage = sum_usage([outcome.usage, *reported, *[guess] * unknown])
+        elif reported:
+            outcome.usage = sum_usage(reported)
         if outcome.trace.attempts and outcome.backend == "-":
             last = outcome.trace.attempts[-1]
             outcome.backend, outcome.tier = last.backend, last.tier

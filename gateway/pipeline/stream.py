@@ -57,10 +57,15 @@ class Stream:
                 yield item
         except BackendError as exc:
             outcome.status, outcome.error = 502, type(exc).__name__
+            if outcome.chunks:  # what came before the break was generated, and is billed
+                outcome.usage = tally.usage()
             self._flight.settle()
             await self._flight.durable()
             yield Broke(self._flight.public(exc))
             return
+        except BaseException:  # cut short (closed: the client went away; or cancelled)
+            outcome.usage = tally.usage()  # what the backend had sent so far, counted
+            raise
         outcome.usage, outcome.timings = tally.usage(), tally.final_timings()
         yield Ended(tuple(tally.finish), outcome.usage, tuple(tally.stop_sequences))
         # The end's events are out; recorded before the stream's last byte, so a report asked

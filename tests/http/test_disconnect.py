@@ -7,18 +7,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import respx
 from fastapi import FastAPI
 from sqlalchemy import select
 from starlette.types import Message, Receive
 
+from adapters.tiny.backend import TinyBackend
 from gateway.http.disconnect import ClientGone, unless_gone
 from gateway.ledger.models import RequestRow
+from gateway.scoring.tokens import count_exact
 from tests.http.helpers import gateway, served, until
 
 # One worker, and no room to queue: a request that finds the model still busy with an
@@ -30,6 +34,17 @@ backends:
 tiers:
   - {name: only, backends: [tiny]}
 """
+# The same, its tokens priced, so a row's cost shows how its tokens were priced.
+IN_PER_1M, OUT_PER_1M = 3.0, 15.0
+PRICED = (
+    POLICY
+    + f"""
+pricing:
+  backends:
+    tiny: {{usd_per_1m_input: {IN_PER_1M}, usd_per_1m_output: {OUT_PER_1M}}}
+"""
+)
+GENERATED = 90  # tokens in the model's context before the client hangs up
 ESSAY = "Write a very long essay about mountains, their history and their people."
 LONG = 1500  # ~25 s of generation on this model if nobody stops it
 USER = [{"role": "user", "content": ESSAY}]
@@ -79,9 +94,11 @@ def asyncio_reports() -> Iterator[list[dict[str, Any]]]:
 
 
 @contextlib.asynccontextmanager
-async def tiny_gateway(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def tiny_gateway(
+    tmp_path: Path, text: str = POLICY
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
+    policy.write_text(text)
     async with (
         gateway(policy) as (_, app),
         served(app) as base_url,
@@ -90,29 +107,45 @@ async def tiny_gateway(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, httpx.Asy
         yield app, client
 
 
+def in_context(app: FastAPI) -> int:
+    """How many tokens the tiny model's llama.cpp context holds now: while it generates, the
+    prompt and every generated token but the one just sampled."""
+    backend = app.state.runtime.active.pool["tiny"].backend
+    assert isinstance(backend, TinyBackend)
+    llm = backend._llm
+    return 0 if llm is None else int(llm.n_tokens)
+
+
 @pytest.mark.parametrize("endpoint", list(ENDPOINTS))
 async def test_an_abandoned_request_stops_its_generation_and_is_recorded_as_499(
     tmp_path: Path, endpoint: str
 ) -> None:
-    """A client that hangs up on a non-streamed request for 1,500 tokens while the model works
-    on it: the generation stops (the row comes long before the tokens could have), the row
-    says 499 with no completion tokens (none reached the gateway; the usage is an estimate,
-    flagged), and the model is free for the next request at once (first try, no queue)."""
+    """A client that hangs up on a non-streamed request for 1,500 tokens once the model has
+    generated a few dozen: the generation stops (the row comes long before the tokens could
+    have), the row says 499 with the tokens the model read and generated before the stop,
+    exactly (what the context holds; not flagged as an estimate), priced as any row is, and
+    the model is free for the next request at once (first try, no queue)."""
     path, body = ENDPOINTS[endpoint]
     with asyncio_reports() as reported:
-        async with tiny_gateway(tmp_path) as (app, client):
+        async with tiny_gateway(tmp_path, PRICED) as (app, client):
             tiny = app.state.runtime.active.pool["tiny"]
             asked = asyncio.create_task(client.post(path, json=body))
             await until(lambda: tiny.in_flight == 1, "the request to reach the model")
+            # The prompts here are well under GENERATED tokens: past it, the model generates.
+            await until(lambda: in_context(app) >= GENERATED, "the model to generate", 60)
             asked.cancel()  # hang up: the connection closes
             with contextlib.suppress(asyncio.CancelledError):
                 await asked
             row = await row_of(app, "the abandoned request's row", status=499)
             assert (row.stream, row.backend, row.api) == (False, "tiny", endpoint)
-            assert row.completion_tokens == 0 < LONG
-            assert row.usage_estimated is True
-            assert row.prompt_tokens > 0  # the gateway's own count of the prompt
-            assert row.attempts == 1
+            assert 0 < row.prompt_tokens < GENERATED
+            assert GENERATED - row.prompt_tokens <= row.completion_tokens < LONG
+            # The context holds the prompt and each generated token but the last one sampled.
+            assert row.prompt_tokens + row.completion_tokens - 1 == in_context(app)
+            assert row.usage_estimated is False  # the model counted them
+            price = row.prompt_tokens * IN_PER_1M + row.completion_tokens * OUT_PER_1M
+            assert float(row.cost_usd) == pytest.approx(price / 1_000_000)
+            assert (row.attempts, row.cost_source) == (1, "policy")
             assert tiny.in_flight == 0  # the model let go of it before the row was written
 
             response = await client.post("/v1/chat/completions", json=SHORT)
@@ -125,22 +158,112 @@ async def test_an_abandoned_request_stops_its_generation_and_is_recorded_as_499(
 
 async def test_a_stream_hung_up_on_leaves_nothing_for_asyncio_to_report(tmp_path: Path) -> None:
     """A stream cut short stops the model between tokens; the worker's "generation stopped"
-    is read, not left on a future for asyncio to print as a traceback (logs are JSON lines)."""
+    is read, not left on a future for asyncio to print as a traceback (logs are JSON lines).
+    Its row counts the text the model had sent (at least what reached the client), flagged
+    as an estimate."""
     stream = {**ENDPOINTS["chat"][1], "stream": True}
     with asyncio_reports() as reported:
         async with tiny_gateway(tmp_path) as (app, client):
+            text = ""
             async with client.stream("POST", "/v1/chat/completions", json=stream) as response:
                 assert response.status_code == 200
                 async for line in response.aiter_lines():
                     if '"content"' in line:
-                        break  # the first text: hang up
+                        text += json.loads(line[len("data: ") :])["choices"][0]["delta"]["content"]
+                    if count_exact(text) >= 20:
+                        break  # some text: hang up
             row = await row_of(app, "the abandoned stream's row", status=499)
             assert (row.stream, row.backend) == (True, "tiny")
-            assert row.completion_tokens < LONG
+            assert count_exact(text) <= row.completion_tokens < LONG
+            assert row.usage_estimated is True
             # Served after the abandoned generation ended: the model answers one at a time.
             response = await client.post("/v1/chat/completions", json=SHORT)
             assert response.status_code == 200, response.text
     assert reported == []
+
+
+# An OpenAI-compatible upstream (mocked at the HTTP layer) whose chunks carry many tokens each:
+# a stream cut short is billed for the tokens of its text, not one per chunk.
+UPSTREAM = "http://upstream.invalid/v1"
+COMPAT = f"""
+version: 1
+backends:
+  local: {{type: openai_compat, model: gpt-4o-mini, base_url: "{UPSTREAM}", http_client: httpx}}
+tiers:
+  - {{name: only, backends: [local]}}
+"""
+# Bodies as OpenAI's API reference shows them (models list, chat.completion.chunk).
+MODELS = {
+    "object": "list",
+    "data": [{"id": "gpt-4o-mini", "object": "model", "created": 1686935002, "owned_by": "openai"}],
+}
+SENTENCES = [
+    "Mountains rise where tectonic plates collide, folding rock over millions of years. ",
+    "Their peaks shape the weather: moist air climbs, cools and falls as rain or snow. ",
+    "People have farmed their valleys, crossed their passes and told stories of them. ",
+]
+
+
+def chunk(delta: dict[str, str]) -> bytes:
+    body = {
+        "id": "chatcmpl-123",
+        "object": "chat.completion.chunk",
+        "created": 1694268190,
+        "model": "gpt-4o-mini",
+        "system_fingerprint": "fp_44709d6fcb",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+class Stalled(httpx.AsyncByteStream):
+    """An SSE body that sends its events, then holds the connection open, sending nothing."""
+
+    def __init__(self, events: list[bytes]) -> None:
+        self.events = events
+        self.closed = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for event in self.events:
+            yield event
+        await self.closed.wait()
+
+    async def aclose(self) -> None:
+        self.closed.set()
+
+
+async def test_a_stream_cut_short_is_billed_for_the_tokens_of_its_text(tmp_path: Path) -> None:
+    """An upstream sends three chunks of a sentence each, then nothing more: the client reads
+    them and hangs up. The row counts the sentences' tokens with the gateway's tokenizer
+    (dozens), not one per chunk, prices them as the policy says, and flags the estimate."""
+    priced = COMPAT + "pricing: {backends: {local: {usd_per_1m_input: 1, usd_per_1m_output: 4}}}\n"
+    body = Stalled(
+        [chunk({"role": "assistant", "content": ""})] + [chunk({"content": c}) for c in SENTENCES]
+    )
+    with respx.mock(assert_all_mocked=True) as router:
+        router.route(host="127.0.0.1").pass_through()  # the client, to the gateway
+        router.get(f"{UPSTREAM}/models").respond(200, json=MODELS)
+        router.post(f"{UPSTREAM}/chat/completions").respond(
+            200, headers={"content-type": "text/event-stream"}, stream=body
+        )
+        async with tiny_gateway(tmp_path, priced) as (app, client):
+            request = {"model": "auto", "stream": True, "messages": USER}
+            text = ""
+            async with client.stream("POST", "/v1/chat/completions", json=request) as response:
+                assert response.status_code == 200, await response.aread()
+                async for line in response.aiter_lines():
+                    if '"content"' in line:
+                        text += json.loads(line[len("data: ") :])["choices"][0]["delta"]["content"]
+                    if text == "".join(SENTENCES):
+                        break  # all of it: hang up
+            row = await row_of(app, "the abandoned stream's row", status=499)
+            await until(body.closed.is_set, "the upstream connection to close")
+    assert (row.stream, row.backend) == (True, "local")
+    assert row.completion_tokens == count_exact("".join(SENTENCES)) > 3 * len(SENTENCES)
+    assert row.usage_estimated is True
+    assert row.prompt_tokens > 0  # the gateway's count of the prompt
+    price = row.prompt_tokens * 1 + row.completion_tokens * 4
+    assert float(row.cost_usd) == pytest.approx(price / 1_000_000)
 
 
 # --- the watcher against a scripted receive ---------------------------------------------------
