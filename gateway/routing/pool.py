@@ -49,6 +49,9 @@ class BackendState:
     warm: bool = False
     in_flight: int = 0
     prewarm_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Held by a health check from asking to publishing, and by a prewarm publishing its end:
+    # one check at a time, and a check's verdict never lands after a later one's.
+    checking: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     # (the backend's report, its window) → what the router uses: planned on every request,
     # recomputed only when the backend learns something (a probe, a model load).
     _caps: tuple[Capabilities, int | None, Capabilities] | None = field(default=None, repr=False)
@@ -191,14 +194,19 @@ async def close_states(states: Iterable[BackendState]) -> None:
 
 
 async def _prewarm(state: BackendState) -> None:
+    """Load the backend's model; then its health as it stands after the load (a check
+    answered while it loaded says "loads on first request"), published under ``checking``:
+    after any check in flight, never beside it, so one never answering holds up only this."""
     try:
         await state.backend.prewarm()
     except BackendError as exc:
-        state.mark(False, exc.message)
+        async with state.checking:
+            state.mark(False, exc.message)
         log.warning("backend_prewarm_failed", backend=state.name, reason=exc.message)
         return
     except Exception as exc:  # an adapter bug must not kill the task silently
-        state.mark(False, f"prewarm failed unexpectedly: {type(exc).__name__}: {exc}")
+        async with state.checking:
+            state.mark(False, f"prewarm failed unexpectedly: {type(exc).__name__}: {exc}")
         log.error("backend_prewarm_failed", backend=state.name, reason=state.health_detail)
         return
     state.warm = True
@@ -206,9 +214,16 @@ async def _prewarm(state: BackendState) -> None:
         state.healthy = True
         state.health_detail = "prewarmed"
     log.info("backend_warm", backend=state.name)
+    await probe(state)
 
 
 async def probe(state: BackendState) -> None:
+    """Run the backend's health check and publish its verdict, one check at a time."""
+    async with state.checking:
+        await _check(state)
+
+
+async def _check(state: BackendState) -> None:
     try:
         health = await asyncio.wait_for(state.backend.health(), HEALTH_TIMEOUT_S)
     except TimeoutError:

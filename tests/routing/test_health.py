@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from adapters.base import Health
 from adapters.fake import FakeBackend
 from gateway.metrics import Metrics
 from gateway.routing.runtime import Runtime
-from tests.http.helpers import factory_with
+from tests.http.helpers import factory_with, gateway, until
 
 POLICY = """
 version: 1
@@ -66,3 +68,31 @@ async def test_a_blackholed_check_does_not_hold_up_the_others(tmp_path: Path) ->
         stuck.release.set()
     finally:
         await runtime.aclose()
+
+
+TINY = """
+version: 1
+backends:
+  tiny: {type: tiny, model: default, n_ctx: 2048}
+tiers:
+  - {name: only, backends: [tiny]}
+"""
+
+
+@pytest.mark.model
+async def test_readyz_says_loaded_once_the_prewarm_has_loaded_the_model(tmp_path: Path) -> None:
+    """The first scheduled check answers while the prewarm still loads the tiny model ("loads
+    on first request"); the next is 15 s away. Was: /readyz kept that detail until then. Now
+    the prewarm's end is published with a check of its own, after the one in flight."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TINY)
+    async with gateway(policy, ledger=False) as (client, app):
+        state = app.state.runtime.active.pool["tiny"]
+        task = state.prewarm_task
+        assert task is not None
+        await until(task.done, "the prewarm to finish", 60)
+        response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    tiny = response.json()["backends"]["tiny"]
+    assert (tiny["warm"], tiny["healthy"]) == (True, True)
+    assert tiny["detail"].startswith("loaded "), tiny["detail"]
