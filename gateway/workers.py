@@ -9,7 +9,10 @@ last good one keeps serving. Here SIGHUP is forwarded, so every worker reloads i
 * Each worker listens on its own socket with SO_REUSEPORT, so the kernel spreads connections
   evenly (one shared socket lets whichever worker wakes first take most of them). The parent
   binds the port (and the ops port) first without listening: a conflict fails at once (a
-  ``BindError`` naming the setting), and the port stays held.
+  ``BindError`` naming the setting), and the port stays held. A socket bound with
+  SO_REUSEADDR can still take it to listen before a worker binds (Linux lets two such sockets
+  share a port while neither listens); the worker then tells the parent, which stops the
+  others and fails the same way, rather than restarting it into the same conflict forever.
 * SIGHUP → each worker reloads its policy (validate, then swap, or keep the last good one).
 * ``POST /admin/policy/reload`` → the worker that took the call reloads, then asks the parent
   (over a pipe each worker has to it) to have every other worker reload; the parent passes the
@@ -63,6 +66,7 @@ ANSWER_WAIT_S = BROADCAST_WAIT_S + 5.0
 
 PORT_VARIABLE = "TIERGATE_PORT / --port"
 OPS_PORT_VARIABLE = "TIERGATE_OPS_PORT"
+BIND_FAILED = 3  # a worker's exit status when it could not listen (it told the parent why)
 
 
 class BindError(RuntimeError):
@@ -131,9 +135,17 @@ def run_worker(port: int, link: Connection | None = None) -> None:
     from gateway.app import create_app
 
     settings = Settings()
-    sockets = [bind(settings.host, port, listen=True)]
-    if settings.ops_port is not None:
-        sockets.append(bind(settings.host, settings.ops_port, listen=True))
+    try:
+        sockets = [bind(settings.host, port, listen=True)]
+        if settings.ops_port is not None:
+            sockets.append(
+                bind(settings.host, settings.ops_port, listen=True, variable=OPS_PORT_VARIABLE)
+            )
+    except BindError as exc:  # taken since the parent's check: the parent says so and stops
+        if link is not None:
+            with contextlib.suppress(OSError):
+                link.send(("failed", str(exc)))
+        raise SystemExit(BIND_FAILED) from None
     peers = WorkerLink(link) if link is not None else None
     server = uvicorn.Server(uvicorn_config(create_app(settings, peers=peers), settings))
     server.run(sockets=sockets)
@@ -260,6 +272,7 @@ class Supervisor:
         self._links: list[Connection] = []  # the parent's end of each worker's pipe
         self._broadcasts: dict[str, _Broadcast] = {}
         self._stopping = False
+        self._failed: str | None = None  # why a worker could not listen (``BindError``)
 
     def run(self) -> int:
         host, ops_port = self._settings.host, self._settings.ops_port
@@ -290,15 +303,23 @@ class Supervisor:
                 for link in [r for r in ready if isinstance(r, Connection)]:
                     self._read(link)
                 for index, proc in enumerate(self._procs):
-                    if not proc.is_alive() and not self._stopping:
-                        log.error("worker_died", pid=proc.pid, exitcode=proc.exitcode)
-                        self._gone(proc.pid)  # answered by ``_expire`` below
-                        self._links[index].close()
-                        time.sleep(RESTART_DELAY_S)
-                        self._procs[index], self._links[index] = self._start(port)
+                    if proc.is_alive() or self._stopping:
+                        continue
+                    self._read(self._links[index])  # one that could not listen said why
+                    if self._failed is not None:
+                        break
+                    log.error("worker_died", pid=proc.pid, exitcode=proc.exitcode)
+                    self._gone(proc.pid)  # answered by ``_expire`` below
+                    self._links[index].close()
+                    time.sleep(RESTART_DELAY_S)
+                    self._procs[index], self._links[index] = self._start(port)
+                if self._failed is not None:  # the port was taken after our check: stop all
+                    self._stop(signal.SIGTERM, None)
                 self._expire()
             for proc in self._procs:
                 proc.join(timeout=60)
+            if self._failed is not None:
+                raise BindError(self._failed)
             return 0
         finally:
             sock.close()
@@ -328,7 +349,9 @@ class Supervisor:
         try:
             while link.poll():
                 message = link.recv()
-                if message[0] == "reload" and pid is not None:
+                if message[0] == "failed" and self._failed is None:
+                    self._failed = message[1]
+                elif message[0] == "reload" and pid is not None:
                     self._broadcast(message[1], pid)
                 elif message[0] == "reloaded" and pid is not None:
                     self._reloaded(message[1], pid, message[2])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,54 @@ class TestPortInUse:
         # The main port, bound first, was let go: it can be bound again at once.
         with socket.socket() as again:
             again.bind(("127.0.0.1", free))
+
+    @pytest.mark.parametrize("variable", ["TIERGATE_PORT / --port", "TIERGATE_OPS_PORT"])
+    def test_a_port_taken_after_the_parents_check(
+        self, tmp_path: Path, policy: Path, variable: str
+    ) -> None:
+        """With ``--workers``, the parent checks and holds the ports without listening; a
+        socket with SO_REUSEADDR may still take one to listen before the workers bind (Linux
+        lets it: nothing listened there). Taken here at that exact step (just before the
+        parent starts its first worker), so the real workers meet it. Was: each worker died
+        with a ``BindError`` traceback and was restarted into the same error every second,
+        forever. Now the one line, and the whole server exits."""
+        main, ops = _free_port(), _free_port()
+        taken = main if variable.startswith("TIERGATE_PORT") else ops
+        script = f"""
+import socket
+from gateway.cli.main import main
+from gateway.workers import Supervisor
+
+start, held = Supervisor._start, []
+
+def _start(self, port):
+    if not held:  # the port checked free and held (not listening) by the parent: take it
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", {taken}))
+        sock.listen()
+        held.append(sock)
+    return start(self, port)
+
+Supervisor._start = _start
+main()
+"""
+        env = _ledger_env(tmp_path, TIERGATE_OPS_PORT=str(ops), TIERGATE_HOST="127.0.0.1")
+        command = [sys.executable, "-c", script, "serve", "--policy", str(policy)]
+        result = subprocess.run(
+            [*command, "--port", str(main), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,  # the old code restarted its workers into the error until killed
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        assert _one_error_line(result) == (
+            f"error: port {taken} is already in use ({variable}); stop the other process or "
+            f"pick another port"
+        )
+        assert "worker_died" not in result.stderr  # not restarted into the same conflict
 
 
 def _free_port() -> int:
