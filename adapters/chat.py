@@ -90,6 +90,10 @@ class Message:
     images: tuple[ImagePart, ...] = ()
 
 
+# The values OpenAI's chat API takes for ``reasoning_effort`` (the openai SDK's ReasoningEffort).
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """What the router sends to a backend. The backend's own model id is in its config.
@@ -115,6 +119,9 @@ class ChatRequest:
     logprobs: bool = False
     top_logprobs: int | None = None
     user: str | None = None
+    # OpenAI's reasoning effort ("none" ... "max": REASONING_EFFORTS), for reasoning models:
+    # sent by the OpenAI-compatible and remote (litellm) adapters; the others have no such knob.
+    reasoning_effort: str | None = None
     # Choices the client asked for. Adapters always answer one; the gateway asks again for
     # the rest (gateway.routing.choices), since most backends have no such parameter.
     n: int = 1

@@ -85,6 +85,8 @@ def build_payload(model: str, request: ChatRequest) -> dict[str, Any]:
         payload["frequency_penalty"] = request.frequency_penalty
     if request.top_k is not None:
         payload["top_k"] = request.top_k
+    if request.reasoning_effort is not None:  # as OpenAI defines it, for reasoning models
+        payload["reasoning_effort"] = request.reasoning_effort
     payload.update(tool_fields(request))
     return payload
 

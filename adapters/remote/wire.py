@@ -100,6 +100,9 @@ def build_payload(
         "frequency_penalty": request.frequency_penalty,
         "top_k": request.top_k if top_k_supported else None,
         "stop": list(request.stop) or None,
+        # litellm sends it to OpenAI's reasoning models, turns it into a thinking budget for
+        # Anthropic's, and drops it (drop_params) for models without one.
+        "reasoning_effort": request.reasoning_effort,
     }
     payload.update({key: value for key, value in optional.items() if value is not None})
     payload.update(tool_fields(request))

@@ -20,7 +20,7 @@ import orjson
 from adapters.base import ChatRequest, Message
 from gateway.scoring.tokens import encode
 
-KEY_VERSION = b"v2"  # v2: the penalties joined the key
+KEY_VERSION = b"v3"  # v2: the penalties joined the key; v3: reasoning_effort
 
 
 def response_key(
@@ -44,6 +44,8 @@ def response_key(
         "seed": request.seed,
         "presence_penalty": _number(request.presence_penalty),
         "frequency_penalty": _number(request.frequency_penalty),
+        # A reasoning model answers differently (and at another cost) with more effort.
+        "reasoning_effort": request.reasoning_effort,
         "extra": dict(extra or {}),
         "key": key_id,
     }

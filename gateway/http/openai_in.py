@@ -171,7 +171,10 @@ class ChatCompletionIn(SamplingIn):
     parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     function_call: Any | None = None
-    reasoning_effort: str | None = None
+    # OpenAI's values (adapters.chat.REASONING_EFFORTS); anything else is a 400 naming them.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
+        None
+    )
 
 
 class CompletionIn(SamplingIn):

@@ -240,6 +240,7 @@ def chat_request(body: ChatCompletionIn, max_tokens_limit: int) -> ChatRequest:
         top_logprobs=body.top_logprobs,
         user=body.user,
         n=body.n or 1,
+        reasoning_effort=body.reasoning_effort,
     )
 
 
