@@ -174,7 +174,9 @@ async def test_a_stream_hung_up_on_leaves_nothing_for_asyncio_to_report(tmp_path
                         break  # some text: hang up
             row = await row_of(app, "the abandoned stream's row", status=499)
             assert (row.stream, row.backend) == (True, "tiny")
-            assert count_exact(text) <= row.completion_tokens < LONG
+            # At least what the client read (a word it saw cut may count one token more than
+            # the whole word the gateway had by then).
+            assert count_exact(text) - 1 <= row.completion_tokens < LONG
             assert row.usage_estimated is True
             # Served after the abandoned generation ended: the model answers one at a time.
             response = await client.post("/v1/chat/completions", json=SHORT)
