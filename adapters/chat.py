@@ -91,7 +91,7 @@ class Message:
 
 
 # The values OpenAI's chat API takes for ``reasoning_effort`` (the openai SDK's ReasoningEffort).
-REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +119,9 @@ class ChatRequest:
     logprobs: bool = False
     top_logprobs: int | None = None
     user: str | None = None
-    # OpenAI's reasoning effort ("none" ... "max": REASONING_EFFORTS), for reasoning models:
-    # sent by the OpenAI-compatible and remote (litellm) adapters; the others have no such knob.
-    reasoning_effort: str | None = None
+    # OpenAI's reasoning effort, for reasoning models: sent by the OpenAI-compatible and remote
+    # (litellm) adapters; the others have no such knob.
+    reasoning_effort: ReasoningEffort | None = None
     # Choices the client asked for. Adapters always answer one; the gateway asks again for
     # the rest (gateway.routing.choices), since most backends have no such parameter.
     n: int = 1

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
+from adapters.chat import ReasoningEffort
 from gateway.errors import BadRequest
 from gateway.http.validation import validation_error
 
@@ -171,10 +172,7 @@ class ChatCompletionIn(SamplingIn):
     parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     function_call: Any | None = None
-    # OpenAI's values (adapters.chat.REASONING_EFFORTS); anything else is a 400 naming them.
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
-        None
-    )
+    reasoning_effort: ReasoningEffort | None = None  # anything else: a 400 naming the values
 
 
 class CompletionIn(SamplingIn):
