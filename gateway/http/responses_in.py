@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from adapters.base import ChatRequest, ImagePart, Message, ResponseFormat, Tool, ToolCall
 from adapters.base import ToolChoice as ChatToolChoice
+from adapters.chat import ReasoningEffort
 from gateway.errors import BadRequest
 from gateway.http.openai_in import mode_or_named, parse_as
 from gateway.routing.plan import check_max_tokens
@@ -153,6 +154,13 @@ class StreamOptionsIn(_Wire):
     include_obfuscation: bool | None = None
 
 
+class ReasoningIn(_Wire):
+    # ``effort`` is chat's ``reasoning_effort``; summaries are accepted and none come back.
+    effort: ReasoningEffort | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
+
+
 class ResponsesIn(_Wire):
     model: str = Field(min_length=1)
     input: str | list[Item]
@@ -171,7 +179,7 @@ class ResponsesIn(_Wire):
     metadata: dict[str, str] | None = None
     user: str | None = None
     truncation: Literal["auto", "disabled"] | None = None
-    reasoning: dict[str, Any] | None = None
+    reasoning: ReasoningIn | None = None
     include: list[str] | None = None
 
 
@@ -221,6 +229,7 @@ def chat_request(body: ResponsesIn, max_tokens_limit: int) -> ChatRequest:
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=_format(body.text),
         user=body.user,
+        reasoning_effort=body.reasoning.effort if body.reasoning else None,
     )
 
 

@@ -160,3 +160,27 @@ async def test_a_value_openai_does_not_define_is_a_400_naming_the_field(
     assert "'minimal'" in error["message"]
     assert "'high'" in error["message"]
     assert route.call_count == 0
+
+
+async def test_a_responses_clients_reasoning_effort_is_sent_as_chat_s(tmp_path: Path) -> None:
+    """Responses' ``reasoning: {effort}`` is chat's ``reasoning_effort`` upstream (was: accepted
+    and dropped); a summary setting is accepted, and an effort OpenAI does not define is a 400
+    naming ``reasoning.effort``."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(COMPAT)
+    body = {"model": "auto", "input": "Is the square root of 2 rational?", "temperature": 0}
+    with respx.mock(assert_all_mocked=True) as router:
+        router.get(f"{UPSTREAM}/models").respond(200, json=MODELS)
+        route = router.post(f"{UPSTREAM}/chat/completions").respond(200, json=COMPLETION)
+        async with gateway(policy, ledger=False) as (client, _):
+            high = await client.post(
+                "/v1/responses", json={**body, "reasoning": {"effort": "high", "summary": "auto"}}
+            )
+            wrong = await client.post("/v1/responses", json={**body, "reasoning": {"effort": "x"}})
+    assert high.status_code == 200, high.text
+    assert high.json()["output"][0]["content"][0]["text"].startswith("The square root")
+    assert route.call_count == 1
+    assert sent(route, 0)["reasoning_effort"] == "high"
+    assert wrong.status_code == 400, wrong.text
+    assert wrong.json()["error"]["param"] == "reasoning.effort"
+    assert "'medium'" in wrong.json()["error"]["message"]
