@@ -141,6 +141,7 @@ def _table(result: dict[str, Any]) -> Table:
         ("requests", "requests", "{:,}"),
         ("tokens", "_tokens", "{:,}"),
         ("cost $", "cost_usd", _money),
+        ("overhead $", "overhead_usd", _money),
         ("baseline $", "baseline_cost_usd", _money),
         ("saved $", "savings_usd", _money),
         ("saved %", "savings_pct", "{:.1f}"),

@@ -104,6 +104,8 @@ TOTALS: dict[str, Any] = {
     "completion_tokens": 1460,
     "cached_tokens": 200,
     "cost_usd": 0.017,
+    "overhead_usd": 0.0,
+    "overhead_calls": 0,
     "baseline_cost_usd": 0.0377,
     "savings_usd": 0.0207,
     "savings_pct": 54.9072,
@@ -146,6 +148,7 @@ TOTALS: dict[str, Any] = {
 # (check: 0.00048 + 0.00052 + 0.016 = 0.017 and 0.012 + 0.0077 + 0.018 = 0.0377, the totals)
 BY_TIER: dict[str, dict[str, Any]] = {
     "cheap": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 5, "prompt_tokens": 650, "completion_tokens": 400, "cached_tokens": 0,
         "cost_usd": 0.00048, "baseline_cost_usd": 0.012, "savings_usd": 0.01152,
         "savings_pct": 96.0, "cost_per_1m_tokens_usd": 0.4571,
@@ -157,6 +160,7 @@ BY_TIER: dict[str, dict[str, Any]] = {
         "feedback_avg": None, "feedback_count": 0,
     },
     "mid": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 3, "prompt_tokens": 850, "completion_tokens": 360, "cached_tokens": 0,
         "cost_usd": 0.00052, "baseline_cost_usd": 0.0077, "savings_usd": 0.00718,
         "savings_pct": 93.2468, "cost_per_1m_tokens_usd": 0.642,
@@ -168,6 +172,7 @@ BY_TIER: dict[str, dict[str, Any]] = {
         "feedback_avg": None, "feedback_count": 0,
     },
     "strong": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 4, "prompt_tokens": 1400, "completion_tokens": 700, "cached_tokens": 200,
         "cost_usd": 0.016, "baseline_cost_usd": 0.018, "savings_usd": 0.002,
         "savings_pct": 11.1111, "cost_per_1m_tokens_usd": 7.619,
@@ -199,6 +204,7 @@ BY_TIER: dict[str, dict[str, Any]] = {
 #   fallbacks r10 1/5 = 0.2; errors r10 0.2; cache hits r11 0.2
 BY_DAY: dict[str, dict[str, Any]] = {
     "2026-11-20": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 7, "prompt_tokens": 1200, "completion_tokens": 610, "cached_tokens": 0,
         "cost_usd": 0.00442, "baseline_cost_usd": 0.0152, "savings_usd": 0.01078,
         "savings_pct": 70.9211, "cost_per_1m_tokens_usd": 3.1348,
@@ -210,6 +216,7 @@ BY_DAY: dict[str, dict[str, Any]] = {
         "feedback_avg": None, "feedback_count": 0,
     },
     "2026-11-21": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 5, "prompt_tokens": 1700, "completion_tokens": 850, "cached_tokens": 200,
         "cost_usd": 0.01258, "baseline_cost_usd": 0.0225, "savings_usd": 0.00992,
         "savings_pct": 44.0889, "cost_per_1m_tokens_usd": 4.9333,
@@ -240,6 +247,7 @@ BY_DAY: dict[str, dict[str, Any]] = {
 #   cache hits r11 0.2
 BY_KEY: dict[str, dict[str, Any]] = {
     "team-a": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 7, "prompt_tokens": 2180, "completion_tokens": 1040, "cached_tokens": 200,
         "cost_usd": 0.01268, "baseline_cost_usd": 0.0252, "savings_usd": 0.01252,
         "savings_pct": 49.6825, "cost_per_1m_tokens_usd": 4.4965,
@@ -251,6 +259,7 @@ BY_KEY: dict[str, dict[str, Any]] = {
         "feedback_avg": None, "feedback_count": 0,
     },
     "team-b": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 5, "prompt_tokens": 720, "completion_tokens": 420, "cached_tokens": 0,
         "cost_usd": 0.00432, "baseline_cost_usd": 0.0125, "savings_usd": 0.00818,
         "savings_pct": 65.44, "cost_per_1m_tokens_usd": 3.7895,
@@ -368,26 +377,34 @@ def test_the_window_excludes_rows_outside_it(ledger: str) -> None:
     assert empty["totals"]["latency_ms_p50"] is None
 
 
-def test_judged_samples_calls_are_kept_apart_from_client_traffic(ledger: str) -> None:
-    """The adaptive scorer's judged samples (a stronger tier's call and the judge's, marked by
-    canary_arm) are the gateway's own spend: no client figure, total or grouped, counts them,
-    and ``labelling`` shows their calls and cost."""
+def test_background_calls_are_routing_overhead_taken_off_the_savings(ledger: str) -> None:
+    """The gateway's own calls (a canary's shadow and judge calls, the adaptive scorer's judged
+    samples) are no client request: no request figure counts them. Their cost is routing's
+    overhead: in the cost, and off the savings (before, a shadow or judge call's cost raised
+    the cost but not the savings, and judged samples were left out of both, so "saved" claimed
+    more than baseline - cost). Groups still add up to the totals."""
     first = to_entry(90, ROWS[0])
     own = [
         dataclasses.replace(
             first,
             id=f"00000000-0000-7000-8000-0000000000{90 + i}",
             canary_arm=arm,
-            tier="strong",
-            backend="remote",
+            tier=tier,
+            backend=backend,
             status=status,
             prompt_tokens=7000,
             latency_ms=99_999.0,
             cost_usd=cost,
+            cost_source="failed" if status != 200 else "litellm",
             baseline_cost_usd=None,
         )
-        for i, (arm, status, cost) in enumerate(
-            [(LABEL_STRONG, 200, D("0.25")), (LABEL_JUDGE, 502, D("0.05"))]
+        for i, (arm, tier, backend, status, cost) in enumerate(
+            [
+                ("shadow", "mid", "local-new", 200, D("0.0002")),
+                ("judge", "mid", "remote", 200, D("0.0008")),
+                (LABEL_STRONG, "strong", "remote", 200, D("0.003")),
+                (LABEL_JUDGE, "strong", "remote", 502, D("0.0005")),
+            ]
         )
     ]
     engine = make_engine(ledger)
@@ -395,11 +412,60 @@ def test_judged_samples_calls_are_kept_apart_from_client_traffic(ledger: str) ->
         insert_batch(engine, own)
     finally:
         engine.dispose()
+    # overhead = .0002 + .0008 + .003 + .0005 = 0.0045; cost = 0.017 + 0.0045 = 0.0215
+    # savings = 0.0377 - 0.017 - 0.0045 = 0.0162; 0.0162 / 0.0377 = 42.970822 % -> 42.9708
+    # cost per 1M = 0.0215 / 3960 x 1e6 = 5.429292 -> 5.4293
+    money = {
+        "cost_usd": 0.0215,
+        "overhead_usd": 0.0045,
+        "overhead_calls": 4,
+        "savings_usd": 0.0162,
+        "savings_pct": 42.9708,
+        "cost_per_1m_tokens_usd": 5.4293,
+    }
     result = report(ledger)
-    assert result["totals"] == TOTALS
-    assert result["labelling"] == {"calls": 2, "cost_usd": 0.3}
-    assert groups(report(ledger, by="tier")) == BY_TIER
-    assert [g["key"] for g in report(ledger, by="canary_arm")["groups"]] == ["-"]
+    assert result["totals"] == {**TOTALS, **money}
+    assert result["totals"]["baseline_cost_usd"] - result["totals"]["cost_usd"] == pytest.approx(
+        result["totals"]["savings_usd"]
+    )
+    assert result["labelling"] == {"calls": 2, "cost_usd": 0.0035}
+    # mid: + shadow and judge, 0.001: cost 0.00152, savings 0.0077 - 0.00052 - 0.001 = 0.00618,
+    #   80.2597 %, per 1M 0.00152 / 810 x 1e6 = 1.876543 -> 1.8765
+    # strong: + the judged sample, 0.0035: cost 0.0195, savings 0.018 - 0.016 - 0.0035 = -0.0015,
+    #   -8.3333 %, per 1M 0.0195 / 2100 x 1e6 = 9.285714 -> 9.2857
+    by_tier = groups(report(ledger, by="tier"))
+    assert by_tier == {
+        "cheap": BY_TIER["cheap"],
+        "mid": {
+            **BY_TIER["mid"],
+            "cost_usd": 0.00152, "overhead_usd": 0.001, "overhead_calls": 2,
+            "savings_usd": 0.00618, "savings_pct": 80.2597, "cost_per_1m_tokens_usd": 1.8765,
+        },
+        "strong": {
+            **BY_TIER["strong"],
+            "cost_usd": 0.0195, "overhead_usd": 0.0035, "overhead_calls": 2,
+            "savings_usd": -0.0015, "savings_pct": -8.3333, "cost_per_1m_tokens_usd": 9.2857,
+        },
+    }  # fmt: skip
+    assert sum(g["savings_usd"] for g in by_tier.values()) == pytest.approx(0.0162)
+    # By canary arm, each kind of call apart: no request, its cost as a loss against no baseline.
+    by_arm = groups(report(ledger, by="canary_arm"))
+    assert list(by_arm) == ["-", "judge", LABEL_JUDGE, LABEL_STRONG, "shadow"]
+    assert by_arm["-"]["requests"] == 12
+    shadow = by_arm["shadow"]
+    assert shadow["requests"] == shadow["prompt_tokens"] == 0
+    assert shadow["latency_ms_p95"] is None
+    assert shadow["error_rate"] is None
+    assert (shadow["cost_usd"], shadow["overhead_usd"], shadow["overhead_calls"]) == (
+        0.0002,
+        0.0002,
+        1,
+    )
+    assert (shadow["baseline_cost_usd"], shadow["savings_usd"], shadow["savings_pct"]) == (
+        0.0,
+        -0.0002,
+        None,
+    )
     assert report(ledger, since="2026-11-23", until="2026-11-24")["labelling"]["calls"] == 0
 
 
