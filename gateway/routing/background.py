@@ -40,6 +40,7 @@ class Parent:
     policy_hash: str
     route: str
     tier: str
+    team: str | None = None  # the caller's team: its overhead shows in its report
 
 
 def call_cost(policy: Policy, call: Call) -> Decimal:
@@ -63,6 +64,7 @@ def background_entry(
         id=request_id(),
         ts=call.ts,
         key_id=parent.key_id,
+        team=parent.team,
         policy_hash=parent.policy_hash,
         route=parent.route,
         tier=parent.tier,

@@ -147,3 +147,31 @@ async def test_shadow_overflow_is_dropped_and_counted(tmp_path: Path) -> None:
         if s.name == "tiergate_canary_shadow_total"
     }
     assert samples == {"dropped": 2.0}
+
+
+async def test_shadow_and_judge_calls_are_booked_to_the_callers_team(tmp_path: Path) -> None:
+    """A virtual key's request mirrored to the candidate: the shadow and judge rows carry the
+    key's team like its own row, so ``tiergate report --team`` shows the overhead that team's
+    traffic caused (they had no team before, and went to the "-" group)."""
+    candidate = FakeBackend.scripted("cand", "Paris is the capital of France.")
+    admin = {"authorization": "Bearer k-shadow-admin-1111"}
+    async with gateway(
+        _policy(tmp_path, True), backends=_fakes(candidate), admin_key="k-shadow-admin-1111"
+    ) as (client, app):
+        team = await client.post("/admin/teams", json={"name": "eng"}, headers=admin)
+        assert team.status_code == 200, team.text
+        made = await client.post("/admin/keys", json={"name": "web", "team": "eng"}, headers=admin)
+        assert made.status_code == 201, made.text
+        key = made.json()
+        body = {"messages": [{"role": "user", "content": "capital of france?"}]}
+        answer = await client.post(
+            CHAT, json=body, headers={"authorization": f"Bearer {key['key']}"}
+        )
+        assert answer.status_code == 200, answer.text
+        rows = await _rows(app)
+    booked = sorted((str(r.canary_arm), r.key_id, r.team) for r in rows)
+    assert booked == [
+        ("judge", key["id"], "eng"),
+        ("shadow", key["id"], "eng"),
+        ("stable", key["id"], "eng"),
+    ]
