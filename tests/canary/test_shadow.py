@@ -4,6 +4,7 @@ the candidate's answer is compared and kept in the ledger; overflow is dropped a
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from adapters.config import FakeStep
 from adapters.fake import FakeBackend
 from gateway.canary.controller import CanaryController
 from gateway.ledger.models import RequestRow
+from gateway.ledger.report import build_report
 from tests.http.helpers import gateway
 
 CHAT = "/v1/chat/completions"
@@ -175,3 +177,22 @@ async def test_shadow_and_judge_calls_are_booked_to_the_callers_team(tmp_path: P
         ("shadow", key["id"], "eng"),
         ("stable", key["id"], "eng"),
     ]
+
+
+async def test_a_failed_shadow_call_costs_nothing_and_is_not_unpriced(tmp_path: Path) -> None:
+    """A shadow call the candidate failed is booked like a client's failed request: $0,
+    ``failed``. (Its cost was unknown before, so the report counted it as an unpriced backend's
+    request and told the payer to give the candidate a price.)"""
+    candidate = FakeBackend.scripted("cand", FakeStep(error="unavailable"))
+    policy = _policy(tmp_path, True)
+    prices = "pricing:\n  backends:\n    small: {usd_per_1m_input: 1, usd_per_1m_output: 2}\n"
+    policy.write_text(policy.read_text() + prices)
+    async with gateway(policy, backends=_fakes(candidate)) as (client, app):
+        body = {"messages": [{"role": "user", "content": "capital of france?"}]}
+        assert (await client.post(CHAT, json=body)).status_code == 200
+        rows = await _rows(app)
+        report = build_report(app.state.ledger.engine, since=datetime.now(UTC) - timedelta(hours=1))
+    [shadow] = [r for r in rows if r.canary_arm == "shadow"]
+    assert (shadow.status, shadow.cost_usd, shadow.cost_source) == (502, 0, "failed")
+    assert report["totals"]["unpriced_requests"] == 0
+    assert report["totals"]["overhead_calls"] == 1
