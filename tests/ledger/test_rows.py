@@ -522,3 +522,38 @@ def test_cached_prompt_tokens_are_priced_at_the_cache_read_price() -> None:
 def entry_has_cache_price(entry: Mapping[str, Any]) -> bool:
     price = entry.get("cache_read_input_token_cost")
     return price is not None and Decimal(str(price)) < Decimal(str(entry["input_cost_per_token"]))
+
+
+OWN_PRICE = f"""
+version: 1
+backends:
+  remote: {{type: remote, model: {_remote_upstream.MODEL}, api_key_env: {_remote_upstream.KEY_ENV}}}
+tiers:
+  - {{name: remote, backends: [remote]}}
+pricing:
+  backends:
+    remote: {{usd_per_1m_input: 0.1, usd_per_1m_output: 0.4, usd_per_1m_cached_input: 0.05}}
+"""
+
+
+async def test_the_default_baseline_is_billed_at_the_baseline_backends_own_price(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """With no ``pricing.baseline``, the baseline is the last tier's first remote backend, at
+    the price the policy bills that backend at (a negotiated rate, say), not litellm's list
+    price: a request that backend answered saved nothing. (Before, its baseline was the list
+    price, and every such request showed a saving routing never made.)"""
+    async with (
+        _remote_upstream.upstream() as remote,
+        app_on(ledger_url, write(tmp_path, OWN_PRICE), {"remote": remote}) as (client, app),
+    ):
+        response = await client.post(CHAT, json=chat(), headers=auth())
+        assert response.status_code == 200, response.text
+        (row,) = await settled(app, ledger_url)
+    # 0.1 and 0.4 USD per 1M tokens
+    billed = Decimal(row.prompt_tokens) * Decimal("0.1") + row.completion_tokens * Decimal("0.4")
+    assert row.cost_source == "policy"
+    assert row.cost_usd == billed / 1_000_000 > 0
+    assert row.baseline_cost_usd == row.cost_usd
+    assert money(response.headers["x-tiergate-baseline-cost-usd"]) == row.cost_usd
+    assert map_entry(_remote_upstream.MODEL)["input_cost_per_token"] != 0.1 / 1_000_000
