@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -45,8 +45,12 @@ def db_upgrade() -> None:
 
 
 def report(
-    since: Annotated[str, typer.Option(help="Start: 7d, 12h, 30m or an ISO date.")] = "7d",
-    until: Annotated[str | None, typer.Option(help="End (default: now).")] = None,
+    since: Annotated[
+        str, typer.Option(help="Start, included: 7d, 12h, 30m or an ISO date (UTC unless it says).")
+    ] = "7d",
+    until: Annotated[
+        str | None, typer.Option(help="End, not included (default: now); same forms as --since.")
+    ] = None,
     by: Annotated[
         str | None, typer.Option(help=f"Group by: {', '.join(GROUPINGS)} (default: totals).")
     ] = None,
@@ -59,14 +63,23 @@ def report(
 ) -> None:
     """Requests, tokens, cost, baseline cost, savings, latency and reliability from the ledger."""
     if output not in ("table", "json", "csv"):
-        raise typer.BadParameter("use table, json or csv", param_hint="--format")
+        _usage_error("--format", f"{output!r}: use table, json or csv")
     if by is not None and by not in GROUPINGS:
-        raise typer.BadParameter(f"use one of {', '.join(GROUPINGS)}", param_hint="--by")
+        _usage_error("--by", f"{by!r}: use one of {', '.join(GROUPINGS)}")
     try:
         start = parse_since(since)
+    except ValueError as exc:
+        _usage_error("--since", str(exc))
+    try:
         end = parse_since(until) if until else None
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        _usage_error("--until", str(exc))
+    if end is not None and end <= start:
+        _usage_error(
+            "--until",
+            f"{until!r} is not after --since {since!r}: the window [since, until) would be "
+            f"empty; give the earlier time to --since",
+        )
     settings = settings_or_exit()
     try:
         engine = make_engine(settings.ledger_url())
@@ -114,6 +127,12 @@ def report(
                 f"{totals['unpriced_requests']} requests went to backends without a price and "
                 f"are left out of the money columns: give them one under pricing.backends"
             )
+
+
+def _usage_error(option: str, message: str) -> NoReturn:
+    """A mistake in the arguments: one line on stderr naming the option, exit code 2."""
+    typer.echo(f"error: {option}: {message}", err=True)
+    raise typer.Exit(code=2)
 
 
 def _check_team(engine: Engine, team: str) -> None:

@@ -114,6 +114,12 @@ async def admin_report(
         end = parse_since(until) if until else None
     except ValueError as exc:
         raise BadRequest(f"until: {exc}", param="until") from None
+    if end is not None and end <= start:
+        raise BadRequest(
+            f"until: {until!r} is not after since {since!r}: the window [since, until) would be "
+            "empty; give the earlier time as since",
+            param="until",
+        )
     if by is not None and by not in GROUPINGS:
         raise BadRequest(f"by: use one of {', '.join(GROUPINGS)}", param="by")
     async with ledger_deadline():

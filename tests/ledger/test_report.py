@@ -580,6 +580,30 @@ def test_cli_rejects_an_unknown_grouping(ledger: str, tmp_path: Path) -> None:
     assert "day" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "option", "says"),
+    [
+        (("--since", "last week"), "--since", "7d, 12h, 30m or an ISO date"),
+        (("--until", "2026-13-01"), "--until", "7d, 12h, 30m or an ISO date"),
+        (("--format", "xml"), "--format", "table, json or csv"),
+        (("--by", "colour"), "--by", "tier, route, backend"),
+        (("--since", UNTIL, "--until", SINCE), "--until", "is not after --since"),
+        (("--since", SINCE, "--until", SINCE), "--until", "is not after --since"),
+    ],
+)
+def test_cli_argument_mistakes_are_one_line_naming_the_option(
+    ledger: str, tmp_path: Path, args: tuple[str, ...], option: str, says: str
+) -> None:
+    """A mistake in the arguments is one line on stderr naming the option, exit code 2, and no
+    report (before: a boxed usage message that did not say which of --since and --until was
+    wrong; a window ending before it starts printed an empty report, read as "no traffic")."""
+    done = tiergate("report", *args, url=ledger, cwd=tmp_path, code=2)
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"error: {option}: ")
+    assert says in line
+    assert done.stdout == ""
+
+
 def test_cli_rejects_an_unknown_team(ledger: str, tmp_path: Path) -> None:
     """``--team`` with a team no key or request has is a one-line error (exit 2) saying how to
     list the teams, not an empty report that reads like a team that spent nothing. (This ledger
@@ -610,6 +634,20 @@ async def test_admin_api_returns_the_cli_figures(
         response = await client.get("/admin/report", params=params)
     assert response.status_code == 200, response.text
     assert response.json() == from_cli
+
+
+async def test_admin_api_refuses_a_window_that_ends_before_it_starts(
+    ledger: str, tmp_path: Path
+) -> None:
+    """``until`` not after ``since`` is a 400 naming ``until``, not an empty report."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TWO_TIERS)
+    async with gateway(policy, database_url=SecretStr(ledger)) as (client, _):
+        response = await client.get("/admin/report", params={"since": UNTIL, "until": SINCE})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "until"
+    assert "is not after since" in error["message"]
 
 
 async def test_without_a_baseline_cost_is_still_summed(ledger_url: str) -> None:
