@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,6 @@ async def test_a_failed_shadow_call_costs_nothing_and_is_not_unpriced(tmp_path: 
         rows = await _rows(app)
         report = build_report(app.state.ledger.engine, since=datetime.now(UTC) - timedelta(hours=1))
     [shadow] = [r for r in rows if r.canary_arm == "shadow"]
-    assert (shadow.status, shadow.cost_usd, shadow.cost_source) == (502, 0, "failed")
+    assert (shadow.status, shadow.cost_usd, shadow.cost_source) == (502, Decimal(0), "failed")
     assert report["totals"]["unpriced_requests"] == 0
     assert report["totals"]["overhead_calls"] == 1
