@@ -60,6 +60,7 @@ class Outcome:
     priced: Priced | None = None
     cache: str = "off"  # off | miss | hit | prefix:<tokens>
     cache_saved: Decimal | None = None  # what the cached answer cost when it was made
+    made_by: str | None = None  # a cache hit: the backend that made the cached answer
     canary_arm: str | None = None  # stable | candidate (a canary's split or shadow sample)
     cascade: Verdict | None = None  # a cascading tier answered first: what was decided
     cascade_cost: Decimal | None = None  # what the cascade's cheap call cost (inside priced)
@@ -107,7 +108,7 @@ class Outcome:
             usage = self.final_usage(plan)
             if self.cache == "hit":
                 # No backend ran: free; the baseline is what these tokens would have cost.
-                baseline = prices.baseline.cost(usage) if prices.baseline is not None else None
+                baseline = prices.baseline_cost(self.made_by or "cache", usage)
                 self.priced = Priced(Decimal(0), "cache", baseline)
             elif usage.total_tokens == 0 and self.status != 200:
                 self.priced = Priced(Decimal(0), "failed", Decimal(0))

@@ -557,3 +557,45 @@ async def test_the_default_baseline_is_billed_at_the_baseline_backends_own_price
     assert row.baseline_cost_usd == row.cost_usd
     assert money(response.headers["x-tiergate-baseline-cost-usd"]) == row.cost_usd
     assert map_entry(_remote_upstream.MODEL)["input_cost_per_token"] != 0.1 / 1_000_000
+
+
+TINY_CACHED = """
+version: 1
+backends:
+  tiny: {type: tiny, model: default, n_ctx: 2048}
+tiers:
+  - {name: local, backends: [tiny]}
+pricing:
+  baseline: {usd_per_1m_input: 2.5, usd_per_1m_output: 10, usd_per_1m_cached_input: 1.25}
+"""
+
+
+@pytest.mark.model
+async def test_a_local_kv_cache_is_no_discount_on_the_baseline(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """The real tiny model reuses its KV cache for a repeated prompt and reports those prompt
+    tokens as cached; the baseline model would have read them at full price (no provider cached
+    them), so the baseline does too, and so does a response-cache hit of that answer. (Before,
+    they were read at the baseline's cache-read price: savings understated.)"""
+    async with app_on(ledger_url, write(tmp_path, TINY_CACHED), {}) as (client, app):
+        # Different max_tokens: two backend calls (no response-cache hit), one prompt prefix.
+        bodies = [chat(max_tokens=4, temperature=0), chat(max_tokens=3, temperature=0)]
+        responses = []
+        for body in bodies:
+            responses.append(await client.post(CHAT, json=body, headers=auth()))
+            await app.state.cache.flush()  # the answer is kept for the next identical request
+        hit = await client.post(CHAT, json=bodies[1], headers=auth())
+        assert [r.status_code for r in [*responses, hit]] == [200, 200, 200], hit.text
+        assert hit.headers["x-tiergate-cache"] == "hit"
+        found = {r.id: r for r in await settled(app, ledger_url)}
+    second = found[responses[1].headers["x-request-id"]]
+    from_cache = found[hit.headers["x-request-id"]]
+    assert second.cached_tokens > 0  # the KV cache was reused
+    full = (
+        Decimal(second.prompt_tokens) * Decimal("2.5") + second.completion_tokens * Decimal(10)
+    ) / 1_000_000
+    assert second.baseline_cost_usd == full
+    assert (from_cache.backend, from_cache.cached_tokens) == ("cache", second.cached_tokens)
+    assert from_cache.baseline_cost_usd == full
+    assert money(hit.headers["x-tiergate-baseline-cost-usd"]) == full
