@@ -173,6 +173,8 @@ def _table(result: dict[str, Any]) -> Table:
         ("cache hit", "cache_hit_rate", "{:.1%}"),
         ("feedback", "feedback_avg", "{:.2f}"),
         ("fb n", "feedback_count", "{:,}"),
+        ("judge", "judge_avg", "{:.2f}"),
+        ("judge n", "judge_count", "{:,}"),
     )
     for header, *_ in columns:
         table.add_column(header, justify="left" if header == by else "right")

@@ -15,6 +15,9 @@ Definitions (per group and in total):
   client rows) x 1,000,000;
 * latency and time-to-first-token percentiles use the nearest-rank method over answered (200)
   requests: p-th percentile = the ceil(p/100 x n)-th smallest value;
+* feedback (``/v1/feedback`` scores) and judge (the adaptive scorer's judge grades of cheaper
+  answers against the stronger tier's, 0..1): the mean and how many, per group of the request
+  rated, so a small sample shows as small;
 * fallback rate = requests that needed more than one attempt / requests; error rate = requests
   answered with an error status / requests; abandoned rate = requests the client left before the
   end (status 499) / requests; cache hit rate = requests served from the cache / requests.
@@ -39,7 +42,8 @@ from typing import Any, Literal
 from sqlalchemy import Engine, func, inspect, or_, select
 
 from gateway.ledger.adaptive import LABEL_ARMS
-from gateway.ledger.models import FeedbackRow, RequestRow, TeamRow
+from gateway.ledger.models import RequestRow, TeamRow
+from gateway.ledger.report_quality import feedback_scores, judge_grades
 
 GroupBy = Literal["tier", "route", "backend", "day", "key", "team", "model", "cost_source"]
 GROUPINGS: tuple[str, ...] = (
@@ -144,6 +148,8 @@ class _Acc:
     ttfts: list[float] = field(default_factory=list)
     feedback_sum: float = 0.0
     feedback_count: int = 0
+    judge_sum: float = 0.0
+    judge_count: int = 0
     overhead_calls: int = 0
     overhead: Decimal = Decimal(0)
 
@@ -215,11 +221,15 @@ class _Acc:
             "compared_requests": self.compared,
             "unpriced_requests": self.unpriced,
             "estimated_usage_requests": self.estimated,
-            "feedback_avg": round(self.feedback_sum / self.feedback_count, 4)
-            if self.feedback_count
-            else None,
+            "feedback_avg": _mean(self.feedback_sum, self.feedback_count),
             "feedback_count": self.feedback_count,
+            "judge_avg": _mean(self.judge_sum, self.judge_count),
+            "judge_count": self.judge_count,
         }
+
+
+def _mean(total: float, count: int) -> float | None:
+    return round(total / count, 4) if count else None
 
 
 def _ms(value: float | None) -> float | None:
@@ -308,7 +318,7 @@ def build_report(
                     groups.setdefault(key, _Acc()).add(row)
             done += len(chunk)
             progress(done, total_rows)
-        _add_feedback(connection, (*span, client), by, total, groups)
+        _add_quality(connection, (*span, client), by, total, groups)
         labelling = connection.execute(
             select(func.count(), func.sum(RequestRow.cost_usd)).where(
                 *span, RequestRow.canary_arm.in_(LABEL_ARMS)
@@ -328,21 +338,19 @@ def build_report(
     }
 
 
-def _add_feedback(
+def _add_quality(
     connection: Any, where: tuple[Any, ...], by: str | None, total: _Acc, groups: dict[str, _Acc]
 ) -> None:
-    """``/v1/feedback`` scores, counted with the group of the request they rate."""
-    query = select(*_COLUMNS, FeedbackRow.score).join(
-        FeedbackRow, FeedbackRow.request_id == RequestRow.id
-    )
-    for row in connection.execute(query.where(*where)):
-        score = float(row.score)
-        total.feedback_sum += score
-        total.feedback_count += 1
-        for key in _keys(row, by):
-            acc = groups.setdefault(key, _Acc())
+    """``/v1/feedback`` scores and judge grades, counted with the group of the request they
+    rate."""
+    for row, score in feedback_scores(connection, _COLUMNS, where):
+        for acc in (total, *(groups.setdefault(k, _Acc()) for k in _keys(row, by))):
             acc.feedback_sum += score
             acc.feedback_count += 1
+    for row, grade in judge_grades(connection, _COLUMNS, where):
+        for acc in (total, *(groups.setdefault(k, _Acc()) for k in _keys(row, by))):
+            acc.judge_sum += grade
+            acc.judge_count += 1
 
 
 CSV_FIELDS = (
@@ -368,6 +376,8 @@ CSV_FIELDS = (
     "estimated_usage_requests",
     "feedback_avg",
     "feedback_count",
+    "judge_avg",
+    "judge_count",
 )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from gateway.ledger.adaptive import LABEL_JUDGE, LABEL_STRONG
+from gateway.ledger.adaptive import FEEDBACK, JUDGE, LABEL_JUDGE, LABEL_STRONG, insert_label
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.report import CSV_FIELDS, build_report, nearest_rank, parse_since
@@ -123,6 +123,8 @@ TOTALS: dict[str, Any] = {
     "estimated_usage_requests": 1,
     "feedback_avg": None,
     "feedback_count": 0,
+    "judge_avg": None,
+    "judge_count": 0,
 }
 
 # By tier:
@@ -158,6 +160,7 @@ BY_TIER: dict[str, dict[str, Any]] = {
         "priced_requests": 5, "compared_requests": 5,
         "unpriced_requests": 0, "estimated_usage_requests": 0,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
     "mid": {
         "overhead_usd": 0.0, "overhead_calls": 0,
@@ -170,6 +173,7 @@ BY_TIER: dict[str, dict[str, Any]] = {
         "priced_requests": 2, "compared_requests": 2,
         "unpriced_requests": 1, "estimated_usage_requests": 1,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
     "strong": {
         "overhead_usd": 0.0, "overhead_calls": 0,
@@ -182,6 +186,7 @@ BY_TIER: dict[str, dict[str, Any]] = {
         "priced_requests": 4, "compared_requests": 4,
         "unpriced_requests": 0, "estimated_usage_requests": 0,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
 }  # fmt: skip
 
@@ -214,6 +219,7 @@ BY_DAY: dict[str, dict[str, Any]] = {
         "priced_requests": 6, "compared_requests": 6,
         "unpriced_requests": 1, "estimated_usage_requests": 1,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
     "2026-11-21": {
         "overhead_usd": 0.0, "overhead_calls": 0,
@@ -226,6 +232,7 @@ BY_DAY: dict[str, dict[str, Any]] = {
         "priced_requests": 5, "compared_requests": 5,
         "unpriced_requests": 0, "estimated_usage_requests": 0,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
 }  # fmt: skip
 
@@ -257,6 +264,7 @@ BY_KEY: dict[str, dict[str, Any]] = {
         "priced_requests": 6, "compared_requests": 6,
         "unpriced_requests": 1, "estimated_usage_requests": 0,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
     "team-b": {
         "overhead_usd": 0.0, "overhead_calls": 0,
@@ -269,6 +277,7 @@ BY_KEY: dict[str, dict[str, Any]] = {
         "priced_requests": 5, "compared_requests": 5,
         "unpriced_requests": 0, "estimated_usage_requests": 1,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
 }  # fmt: skip
 
@@ -467,6 +476,31 @@ def test_background_calls_are_routing_overhead_taken_off_the_savings(ledger: str
         None,
     )
     assert report(ledger, since="2026-11-23", until="2026-11-24")["labelling"]["calls"] == 0
+
+
+def test_judge_grades_show_next_to_the_savings_with_their_count(ledger: str) -> None:
+    """The adaptive scorer's judge grades of cheaper answers (stored as labels, 1 - grade) are
+    the report's ``judge_avg`` and ``judge_count``, per group of the request graded, like the
+    feedback: a payer sees at what quality the cheaper tiers answered, and on how few samples.
+    (Before, the report showed no judge figure.) Feedback labels and grades of requests outside
+    the window do not count."""
+    engine = make_engine(ledger)
+    try:
+        ids = {n: f"00000000-0000-7000-8000-{n:012d}" for n in (1, 3, 12, 13)}
+        when = datetime(2026, 11, 21, 13, 0, tzinfo=UTC)
+        insert_label(engine, ids[1], when, JUDGE, 0.2, b"x")  # r1 cheap: grade 0.8
+        insert_label(engine, ids[3], when, JUDGE, 0.5, b"x")  # r3 cheap: grade 0.5
+        insert_label(engine, ids[12], when, JUDGE, 0.7, b"x")  # r12 mid: grade 0.3
+        insert_label(engine, ids[12], when, FEEDBACK, 0.0, b"x")  # feedback's label: not a grade
+        insert_label(engine, ids[13], when, JUDGE, 0.0, b"x")  # outside the window
+    finally:
+        engine.dispose()
+    # totals: (0.8 + 0.5 + 0.3) / 3 = 0.533333 -> 0.5333; cheap (0.8 + 0.5) / 2 = 0.65; mid 0.3
+    result = report(ledger, by="tier")
+    assert (result["totals"]["judge_avg"], result["totals"]["judge_count"]) == (0.5333, 3)
+    judged = {k: (g["judge_avg"], g["judge_count"]) for k, g in groups(result).items()}
+    assert judged == {"cheap": (0.65, 2), "mid": (0.3, 1), "strong": (None, 0)}
+    assert result["totals"]["savings_usd"] == TOTALS["savings_usd"]
 
 
 def test_nearest_rank() -> None:
