@@ -684,6 +684,19 @@ async def test_admin_api_refuses_a_window_that_ends_before_it_starts(
     assert "is not after since" in error["message"]
 
 
+async def test_admin_api_refuses_an_unknown_team(ledger: str, tmp_path: Path) -> None:
+    """``team`` naming no team of the ledger is a 404 naming ``team`` (as ``tiergate report
+    --team`` is an error), not an empty report that reads like a team that spent nothing."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TWO_TIERS)
+    async with gateway(policy, database_url=SecretStr(ledger)) as (client, _):
+        response = await client.get("/admin/report", params={"since": SINCE, "team": "team-x"})
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("team", "team_not_found")
+    assert "no team 'team-x'" in error["message"]
+
+
 async def test_without_a_baseline_cost_is_still_summed(ledger_url: str) -> None:
     """Rows with a cost but no baseline (a policy without one) count in the cost; baseline and
     savings are unknown (None), not $0."""
