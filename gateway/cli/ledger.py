@@ -194,8 +194,14 @@ def _table(result: dict[str, Any]) -> Table:
 
 
 def _money(value: float) -> str:
-    """Dollars as people read them: cents for big sums, six decimals for per-request ones."""
-    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.6f}"
+    """Dollars as people read them: cents for big sums, six decimals for per-request ones, and
+    three significant digits below a millionth, so a cost that is not zero never reads 0.000000
+    (a local tier's few fast requests, say) and a zero one is 0.000000."""
+    if abs(value) >= 1:
+        return f"{value:,.2f}"
+    if value != 0 and abs(value) < 0.0000005:
+        return f"{value:.2e}"
+    return f"{value:.6f}"
 
 
 def _first_line(exc: BaseException) -> str:

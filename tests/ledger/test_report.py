@@ -607,6 +607,31 @@ def test_cli_table_prints_every_group_and_the_unpriced_note(ledger: str, tmp_pat
     assert "1 requests went to backends without a price" in out
 
 
+def test_cli_table_never_shows_a_cost_that_is_not_zero_as_zero(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """A local tier's cost for a few fast requests is well under a millionth of a dollar: the
+    table shows it with three significant digits, not as 0.000000 (which reads as free), and a
+    real zero as 0.000000."""
+    upgrade(ledger_url)
+    cheap = dataclasses.replace(to_entry(1, ROWS[0]), cost_usd=D("0.00000004"))
+    free = dataclasses.replace(to_entry(2, ROWS[1]), tier="free")  # a cache hit: $0
+    engine = make_engine(ledger_url)
+    try:
+        insert_batch(engine, [cheap, free])
+    finally:
+        engine.dispose()
+    done = tiergate(
+        "report", "--since", SINCE, "--until", UNTIL, "--by", "tier", url=ledger_url, cwd=tmp_path
+    )
+    lines = {
+        line.split("│")[1].strip(): line for line in done.stdout.splitlines() if line.count("│") > 2
+    }
+    assert "4.00e-08" in lines["cheap"]
+    assert "0.000000" not in lines["cheap"].split("│")[4]  # the cost $ column
+    assert lines["free"].split("│")[4].strip() == "0.000000"
+
+
 def test_cli_rejects_an_unknown_grouping(ledger: str, tmp_path: Path) -> None:
     """``--by`` with an unknown column is a usage error naming the choices."""
     done = tiergate("report", "--by", "colour", url=ledger, cwd=tmp_path, code=2)
