@@ -115,6 +115,11 @@ class Outcome:
             else:
                 self.priced = prices.price(self.backend, usage, self.timings)
                 self._add_cascade(prices)
+                if self.choices > 1:
+                    # Each choice was a call reading the prompt (billed so), but the baseline
+                    # model answers ``n`` choices in one call that reads it once.
+                    baseline = prices.baseline_cost(self.backend, _one_prompt(usage, self.choices))
+                    self.priced = dataclasses.replace(self.priced, baseline=baseline)
         return self.priced
 
     def _add_cascade(self, prices: PriceBook) -> None:
@@ -292,6 +297,16 @@ def _entry(
         api=outcome.api,
         team=outcome.team,
         budget=outcome.budget,
+    )
+
+
+def _one_prompt(usage: Usage, choices: int) -> Usage:
+    """``usage`` of ``choices`` calls with one prompt, as one call reading the prompt once."""
+    return dataclasses.replace(
+        usage,
+        prompt_tokens=usage.prompt_tokens // choices,
+        cached_tokens=usage.cached_tokens // choices,
+        cache_write_tokens=usage.cache_write_tokens // choices,
     )
 
 

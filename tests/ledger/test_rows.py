@@ -599,3 +599,20 @@ async def test_a_local_kv_cache_is_no_discount_on_the_baseline(
     assert (from_cache.backend, from_cache.cached_tokens) == ("cache", second.cached_tokens)
     assert from_cache.baseline_cost_usd == full
     assert money(hit.headers["x-tiergate-baseline-cost-usd"]) == full
+
+
+async def test_n_choices_baseline_reads_the_prompt_once(ledger_url: str, tmp_path: Path) -> None:
+    """``n: 3`` is three calls, each billed for the prompt; the baseline model answers three
+    choices in one call that reads (and bills) the prompt once: its baseline has one prompt and
+    the three completions. (Before, it had three prompts: savings overstated.)"""
+    async with app_on(ledger_url, write(tmp_path, POLICY), two_fakes()) as (client, app):
+        response = await client.post(CHAT, json=chat(n=3), headers=auth())
+        assert response.status_code == 200, response.text
+        assert len(response.json()["choices"]) == 3
+        (row,) = await settled(app, ledger_url)
+    # 3 calls of 3 prompt + 3 completion tokens; small: 9 x 0.1 / 1M + 9 x 0.4 / 1M = 4.5e-6
+    # baseline: 3 x 2.5 / 1M + 9 x 10 / 1M = 97.5e-6 (not 9 x 2.5 + 9 x 10 = 112.5e-6)
+    assert (row.prompt_tokens, row.completion_tokens) == (9, 9)
+    assert row.cost_usd == Decimal("0.0000045")
+    assert row.baseline_cost_usd == Decimal("0.0000975")
+    assert money(response.headers["x-tiergate-baseline-cost-usd"]) == row.baseline_cost_usd
