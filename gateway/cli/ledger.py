@@ -127,6 +127,11 @@ def report(
                 f"{totals['unpriced_requests']} requests went to backends without a price and "
                 f"are left out of the money columns: give them one under pricing.backends"
             )
+        if totals["estimated_usage_requests"]:
+            console.print(
+                f"{totals['estimated_usage_requests']} requests have estimated token counts (a "
+                f"stream cut short, or no usage reported): their cost and baseline are estimates"
+            )
 
 
 def _usage_error(option: str, message: str) -> NoReturn:

@@ -605,6 +605,7 @@ def test_cli_table_prints_every_group_and_the_unpriced_note(ledger: str, tmp_pat
     assert "2,900" not in lines["total"]  # tokens are prompt + completion: 4,360
     assert "4,360" in lines["total"]
     assert "1 requests went to backends without a price" in out
+    assert "1 requests have estimated token counts" in out  # r7, abandoned
 
 
 def test_cli_table_never_shows_a_cost_that_is_not_zero_as_zero(
