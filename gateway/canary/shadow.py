@@ -44,6 +44,7 @@ class ShadowJob:
     tier: str
     key_id: str
     policy_hash: str
+    team: str | None = None
 
 
 class ShadowRunner:
@@ -182,8 +183,9 @@ def shadow_job(outcome: Outcome, request: ChatRequest, answer: Completion) -> Sh
         tier=outcome.tier,
         key_id=outcome.key_id,
         policy_hash=outcome.policy_hash,
+        team=outcome.team,
     )
 
 
 def _parent(job: ShadowJob) -> Parent:
-    return Parent(job.key_id, job.policy_hash, job.route, job.tier)
+    return Parent(job.key_id, job.policy_hash, job.route, job.tier, job.team)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -45,8 +45,12 @@ def db_upgrade() -> None:
 
 
 def report(
-    since: Annotated[str, typer.Option(help="Start: 7d, 12h, 30m or an ISO date.")] = "7d",
-    until: Annotated[str | None, typer.Option(help="End (default: now).")] = None,
+    since: Annotated[
+        str, typer.Option(help="Start, included: 7d, 12h, 30m or an ISO date (UTC unless it says).")
+    ] = "7d",
+    until: Annotated[
+        str | None, typer.Option(help="End, not included (default: now); same forms as --since.")
+    ] = None,
     by: Annotated[
         str | None, typer.Option(help=f"Group by: {', '.join(GROUPINGS)} (default: totals).")
     ] = None,
@@ -59,14 +63,23 @@ def report(
 ) -> None:
     """Requests, tokens, cost, baseline cost, savings, latency and reliability from the ledger."""
     if output not in ("table", "json", "csv"):
-        raise typer.BadParameter("use table, json or csv", param_hint="--format")
+        _usage_error("--format", f"{output!r}: use table, json or csv")
     if by is not None and by not in GROUPINGS:
-        raise typer.BadParameter(f"use one of {', '.join(GROUPINGS)}", param_hint="--by")
+        _usage_error("--by", f"{by!r}: use one of {', '.join(GROUPINGS)}")
     try:
         start = parse_since(since)
+    except ValueError as exc:
+        _usage_error("--since", str(exc))
+    try:
         end = parse_since(until) if until else None
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        _usage_error("--until", str(exc))
+    if end is not None and end <= start:
+        _usage_error(
+            "--until",
+            f"{until!r} is not after --since {since!r}: the window [since, until) would be "
+            f"empty; give the earlier time to --since",
+        )
     settings = settings_or_exit()
     try:
         engine = make_engine(settings.ledger_url())
@@ -114,6 +127,17 @@ def report(
                 f"{totals['unpriced_requests']} requests went to backends without a price and "
                 f"are left out of the money columns: give them one under pricing.backends"
             )
+        if totals["estimated_usage_requests"]:
+            console.print(
+                f"{totals['estimated_usage_requests']} requests have estimated token counts (a "
+                f"stream cut short, or no usage reported): their cost and baseline are estimates"
+            )
+
+
+def _usage_error(option: str, message: str) -> NoReturn:
+    """A mistake in the arguments: one line on stderr naming the option, exit code 2."""
+    typer.echo(f"error: {option}: {message}", err=True)
+    raise typer.Exit(code=2)
 
 
 def _check_team(engine: Engine, team: str) -> None:
@@ -141,6 +165,7 @@ def _table(result: dict[str, Any]) -> Table:
         ("requests", "requests", "{:,}"),
         ("tokens", "_tokens", "{:,}"),
         ("cost $", "cost_usd", _money),
+        ("overhead $", "overhead_usd", _money),
         ("baseline $", "baseline_cost_usd", _money),
         ("saved $", "savings_usd", _money),
         ("saved %", "savings_pct", "{:.1f}"),
@@ -153,6 +178,8 @@ def _table(result: dict[str, Any]) -> Table:
         ("cache hit", "cache_hit_rate", "{:.1%}"),
         ("feedback", "feedback_avg", "{:.2f}"),
         ("fb n", "feedback_count", "{:,}"),
+        ("judge", "judge_avg", "{:.2f}"),
+        ("judge n", "judge_count", "{:,}"),
     )
     for header, *_ in columns:
         table.add_column(header, justify="left" if header == by else "right")
@@ -172,8 +199,14 @@ def _table(result: dict[str, Any]) -> Table:
 
 
 def _money(value: float) -> str:
-    """Dollars as people read them: cents for big sums, six decimals for per-request ones."""
-    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.6f}"
+    """Dollars as people read them: cents for big sums, six decimals for per-request ones, and
+    three significant digits below a millionth, so a cost that is not zero never reads 0.000000
+    (a local tier's few fast requests, say) and a zero one is 0.000000."""
+    if abs(value) >= 1:
+        return f"{value:,.2f}"
+    if value != 0 and abs(value) < 0.0000005:
+        return f"{value:.2e}"
+    return f"{value:.6f}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from adapters.base import ChatRequest, Message
+from adapters.config import RemoteConfig
 from gateway.errors import BadRequest
 from gateway.http.openai_in import parse_chat
 from gateway.http.openai_requests import chat_request
@@ -97,9 +98,19 @@ def check(
             err=True,
         )
     if policy.prices.baseline is None:
+        remote = next(
+            (n for n in policy.tiers[-1].backends if isinstance(policy.backends[n], RemoteConfig)),
+            None,
+        )
+        why = (
+            "no remote backend in the last tier"
+            if remote is None
+            else f"the last tier's remote backend {remote!r} has a model litellm's price map "
+            f"does not know and no price under pricing.backends"
+        )
         typer.echo(
-            f"{file}: pricing.baseline: note: no baseline (no remote backend in the last tier), "
-            f"so reports cannot show savings; set pricing.baseline.model (e.g. openai/gpt-4o)",
+            f"{file}: pricing.baseline: note: no baseline ({why}), so reports cannot show "
+            f"savings; set pricing.baseline.model (e.g. openai/gpt-4o) or its usd_per_1m prices",
             err=True,
         )
     tiers = ", ".join(f"{t.name}≤{t.max_score:g}" for t in policy.tiers)

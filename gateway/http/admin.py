@@ -13,12 +13,12 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from adapters.base import ChatRequest
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, NotFound
 from gateway.http.ledger_calls import ledger_call, ledger_deadline
 from gateway.http.openai_in import ChatCompletionIn
 from gateway.http.openai_requests import chat_request
 from gateway.http.validation import validation_error
-from gateway.ledger.report import GROUPINGS, build_report, parse_since
+from gateway.ledger.report import GROUPINGS, build_report, known_teams, parse_since
 from gateway.ledger.writer import LedgerWriter
 from gateway.policy import UnknownRoute
 from gateway.routing.explain import explain
@@ -114,10 +114,25 @@ async def admin_report(
         end = parse_since(until) if until else None
     except ValueError as exc:
         raise BadRequest(f"until: {exc}", param="until") from None
+    if end is not None and end <= start:
+        raise BadRequest(
+            f"until: {until!r} is not after since {since!r}: the window [since, until) would be "
+            "empty; give the earlier time as since",
+            param="until",
+        )
     if by is not None and by not in GROUPINGS:
         raise BadRequest(f"by: use one of {', '.join(GROUPINGS)}", param="by")
     async with ledger_deadline():
         await ledger.flush()  # include what this process has just answered
+        if team:
+            teams = await ledger_call(partial(known_teams, ledger.engine))
+            if team not in teams:  # a misspelt name would read as a team that spent nothing
+                known = f"known: {', '.join(teams)}" if teams else "no team has a key or a request"
+                raise NotFound(
+                    f"team: no team {team!r} in the ledger ({known}); GET /admin/teams lists them",
+                    param="team",
+                    code="team_not_found",
+                )
         result = await ledger_call(
             partial(build_report, ledger.engine, since=start, until=end, by=by, team=team or None)
         )

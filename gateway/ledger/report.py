@@ -5,21 +5,28 @@ admin API returns the JSON, and the dashboard draws it, so the three always agre
 
 Definitions (per group and in total):
 
-* cost = the sum over rows whose cost is known; rows whose cost is unknown (an unpriced
-  backend) are counted in ``unpriced`` and left out of the money columns rather than counted as
-  $0; baseline, savings = baseline - cost and savings % = savings / baseline are over the rows
-  where both are known (``compared``), and ``None`` when there are none (a policy without a
-  baseline);
-* cost per 1M tokens = cost / (prompt + completion tokens of the priced rows) x 1,000,000;
+* cost = the sum over rows whose cost is known, the gateway's own background calls included
+  (``overhead``, below); rows whose cost is unknown (an unpriced backend) are counted in
+  ``unpriced`` and left out of the money columns rather than counted as $0; baseline is over the
+  client rows whose cost and baseline are both known (``compared``); savings = baseline - cost
+  of those rows - overhead, and savings % = savings / baseline; both ``None`` when no row of
+  the report has a baseline (a policy without one);
+* cost per 1M tokens = cost (overhead included) / (prompt + completion tokens of the priced
+  client rows) x 1,000,000;
 * latency and time-to-first-token percentiles use the nearest-rank method over answered (200)
   requests: p-th percentile = the ceil(p/100 x n)-th smallest value;
+* feedback (``/v1/feedback`` scores) and judge (the adaptive scorer's judge grades of cheaper
+  answers against the stronger tier's, 0..1): the mean and how many, per group of the request
+  rated, so a small sample shows as small;
 * fallback rate = requests that needed more than one attempt / requests; error rate = requests
   answered with an error status / requests; abandoned rate = requests the client left before the
   end (status 499) / requests; cache hit rate = requests served from the cache / requests.
 
-The adaptive scorer's judged samples (rows with ``canary_arm`` ``label_strong`` or
-``label_judge``) are the gateway's own calls, not client traffic: they are left out of every
-figure above and shown apart under ``labelling`` (calls and their cost).
+The gateway's own background calls (rows whose ``canary_arm`` is in ``OVERHEAD_ARMS``: a
+canary's shadow and judge calls, the adaptive scorer's judged samples) are not client traffic:
+they are left out of the request counts, tokens, latencies and rates, and their cost is routing's
+``overhead`` (with ``overhead_calls``): part of cost, and taken off the savings, since without
+routing they would not have been spent. ``labelling`` repeats the judged samples' part of it.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from typing import Any, Literal
 from sqlalchemy import Engine, func, inspect, or_, select
 
 from gateway.ledger.adaptive import LABEL_ARMS
-from gateway.ledger.models import FeedbackRow, RequestRow, TeamRow
+from gateway.ledger.models import RequestRow, TeamRow
+from gateway.ledger.report_quality import feedback_scores, judge_grades
 
 GroupBy = Literal["tier", "route", "backend", "day", "key", "team", "model", "cost_source"]
 GROUPINGS: tuple[str, ...] = (
@@ -51,6 +59,9 @@ GROUPINGS: tuple[str, ...] = (
     "canary_arm",
     "api",
 )
+# The rows of calls the gateway makes on its own after a client's answer (gateway.routing.
+# background): a canary's shadow and judge calls, the adaptive scorer's judged samples.
+OVERHEAD_ARMS: tuple[str, ...] = ("shadow", "judge", *LABEL_ARMS)
 # A request that needed nothing special, in a report by capability.
 PLAIN = "plain"
 CHUNK = 5000
@@ -137,8 +148,15 @@ class _Acc:
     ttfts: list[float] = field(default_factory=list)
     feedback_sum: float = 0.0
     feedback_count: int = 0
+    judge_sum: float = 0.0
+    judge_count: int = 0
+    overhead_calls: int = 0
+    overhead: Decimal = Decimal(0)
 
     def add(self, row: Any) -> None:
+        if row.canary_arm in OVERHEAD_ARMS:
+            self._add_overhead(row)
+            return
         self.requests += 1
         self.prompt_tokens += row.prompt_tokens
         self.completion_tokens += row.completion_tokens
@@ -166,15 +184,28 @@ class _Acc:
         self.fallbacks += _moved_on(row.fallback_chain)
         self.cache_hits += row.cache == "hit"
 
-    def figures(self) -> dict[str, Any]:
-        compared = self.compared > 0
-        savings = self.baseline - self.compared_cost
+    def _add_overhead(self, row: Any) -> None:
+        """A background call: its cost is routing's overhead; it is no request of a client."""
+        self.overhead_calls += 1
+        if row.cost_usd is None:
+            self.unpriced += 1  # left out of the money columns: said, as for a request
+            return
+        self.cost += Decimal(row.cost_usd)
+        self.overhead += Decimal(row.cost_usd)
+
+    def figures(self, baselined: bool) -> dict[str, Any]:
+        """The group's figures; ``baselined``: whether the report has a baseline at all (a
+        group of background calls alone then shows their cost as a loss, so groups add up)."""
+        compared = self.compared > 0 or (baselined and self.overhead_calls > 0)
+        savings = self.baseline - self.compared_cost - self.overhead
         return {
             "requests": self.requests,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cached_tokens": self.cached_tokens,
             "cost_usd": _usd(self.cost),
+            "overhead_usd": _usd(self.overhead),
+            "overhead_calls": self.overhead_calls,
             "baseline_cost_usd": _usd(self.baseline) if compared else None,
             "savings_usd": _usd(savings) if compared else None,
             "savings_pct": _ratio(savings * 100, self.baseline) if compared else None,
@@ -190,11 +221,15 @@ class _Acc:
             "compared_requests": self.compared,
             "unpriced_requests": self.unpriced,
             "estimated_usage_requests": self.estimated,
-            "feedback_avg": round(self.feedback_sum / self.feedback_count, 4)
-            if self.feedback_count
-            else None,
+            "feedback_avg": _mean(self.feedback_sum, self.feedback_count),
             "feedback_count": self.feedback_count,
+            "judge_avg": _mean(self.judge_sum, self.judge_count),
+            "judge_count": self.judge_count,
         }
+
+
+def _mean(total: float, count: int) -> float | None:
+    return round(total / count, 4) if count else None
 
 
 def _ms(value: float | None) -> float | None:
@@ -264,19 +299,17 @@ def build_report(
     # a bound with another offset (``--since 2026-11-20T09:00+02:00``) would be hours off there.
     since, until = _utc(since), _utc(until or datetime.now(UTC))
     span: tuple[Any, ...] = (RequestRow.ts >= since, RequestRow.ts < until)
-    client = or_(RequestRow.canary_arm.is_(None), RequestRow.canary_arm.not_in(LABEL_ARMS))
-    where: tuple[Any, ...] = (*span, client)
     if team is not None:
         span = (*span, RequestRow.team == team)
-        where = (*where, RequestRow.team == team)
+    client = or_(RequestRow.canary_arm.is_(None), RequestRow.canary_arm.not_in(OVERHEAD_ARMS))
     with engine.connect() as connection:
-        total_rows = connection.execute(select(func.count()).where(*where)).scalar_one()
+        total_rows = connection.execute(select(func.count()).where(*span)).scalar_one()
         progress(0, total_rows)
         total = _Acc()
         groups: dict[str, _Acc] = {}
         done = 0
         result = connection.execution_options(yield_per=CHUNK).execute(
-            select(*_COLUMNS).where(*where).order_by(RequestRow.ts)
+            select(*_COLUMNS).where(*span).order_by(RequestRow.ts)
         )
         for chunk in result.partitions():
             for row in chunk:
@@ -285,40 +318,39 @@ def build_report(
                     groups.setdefault(key, _Acc()).add(row)
             done += len(chunk)
             progress(done, total_rows)
-        _add_feedback(connection, where, by, total, groups)
+        _add_quality(connection, (*span, client), by, total, groups)
         labelling = connection.execute(
             select(func.count(), func.sum(RequestRow.cost_usd)).where(
                 *span, RequestRow.canary_arm.in_(LABEL_ARMS)
             )
         ).one()
+    baselined = total.compared > 0
     return {
         "since": since.isoformat(),
         "until": until.isoformat(),
         "by": by,
         "team": team,
-        "totals": total.figures(),
-        "groups": [{"key": key, **acc.figures()} for key, acc in sorted(groups.items())]
+        "totals": total.figures(baselined),
+        "groups": [{"key": key, **acc.figures(baselined)} for key, acc in sorted(groups.items())]
         if by is not None
         else [],
         "labelling": {"calls": int(labelling[0]), "cost_usd": _usd(Decimal(labelling[1] or 0))},
     }
 
 
-def _add_feedback(
+def _add_quality(
     connection: Any, where: tuple[Any, ...], by: str | None, total: _Acc, groups: dict[str, _Acc]
 ) -> None:
-    """``/v1/feedback`` scores, counted with the group of the request they rate."""
-    query = select(*_COLUMNS, FeedbackRow.score).join(
-        FeedbackRow, FeedbackRow.request_id == RequestRow.id
-    )
-    for row in connection.execute(query.where(*where)):
-        score = float(row.score)
-        total.feedback_sum += score
-        total.feedback_count += 1
-        for key in _keys(row, by):
-            acc = groups.setdefault(key, _Acc())
+    """``/v1/feedback`` scores and judge grades, counted with the group of the request they
+    rate."""
+    for row, score in feedback_scores(connection, _COLUMNS, where):
+        for acc in (total, *(groups.setdefault(k, _Acc()) for k in _keys(row, by))):
             acc.feedback_sum += score
             acc.feedback_count += 1
+    for row, grade in judge_grades(connection, _COLUMNS, where):
+        for acc in (total, *(groups.setdefault(k, _Acc()) for k in _keys(row, by))):
+            acc.judge_sum += grade
+            acc.judge_count += 1
 
 
 CSV_FIELDS = (
@@ -327,6 +359,8 @@ CSV_FIELDS = (
     "prompt_tokens",
     "completion_tokens",
     "cost_usd",
+    "overhead_usd",
+    "overhead_calls",
     "baseline_cost_usd",
     "savings_usd",
     "savings_pct",
@@ -342,6 +376,8 @@ CSV_FIELDS = (
     "estimated_usage_requests",
     "feedback_avg",
     "feedback_count",
+    "judge_avg",
+    "judge_count",
 )
 
 

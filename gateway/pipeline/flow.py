@@ -279,7 +279,7 @@ class _Flight:
         """Answer from the response cache: no backend, cost 0, the saving recorded."""
         outcome = self.outcome
         completion = hit.completion((time.perf_counter() - outcome.started) * 1000.0)
-        outcome.cache, outcome.cache_saved = "hit", hit.cost_usd
+        outcome.cache, outcome.cache_saved, outcome.made_by = "hit", hit.cost_usd, hit.backend
         outcome.tier, outcome.backend, outcome.model = hit.tier, "cache", hit.model
         outcome.usage, outcome.timings = completion.usage, completion.timings
         outcome.price(self.active.policy.prices, self.plan)

@@ -188,13 +188,25 @@ def _v2_scorer(spec: PolicyFile, *, source: str, base_dir: Path) -> V2Scorer | N
 
 def _effective_pricing(spec: PolicyFile) -> PricingSpec:
     """The pricing with its default baseline filled in: the first remote backend of the last
-    tier (what everything would go to without tiergate)."""
+    tier (what everything would go to without tiergate), at the price that backend is billed
+    at: the policy's per-token price when it gives one, else litellm's for its model. (At list
+    price while the backend is billed at the policy's, a request the baseline model itself
+    answered would show a saving, or a loss, that routing never made.)"""
     if spec.pricing.baseline is not None:
         return spec.pricing
     for name in spec.tiers[-1].backends:
         config = spec.backends[name]
         if isinstance(config, RemoteConfig):
-            return spec.pricing.model_copy(update={"baseline": BaselineSpec(model=config.model)})
+            own = spec.pricing.backends.get(name)
+            baseline = BaselineSpec(model=config.model)
+            if own is not None and own.usd_per_1m_input is not None:
+                baseline = BaselineSpec(
+                    model=config.model,
+                    usd_per_1m_input=own.usd_per_1m_input,
+                    usd_per_1m_output=own.usd_per_1m_output,
+                    usd_per_1m_cached_input=own.usd_per_1m_cached_input,
+                )
+            return spec.pricing.model_copy(update={"baseline": baseline})
     return spec.pricing
 
 

@@ -8,7 +8,10 @@ every cost says where it came from (``cost_source``), and a price we do not know
   box's cost per hour plus power draw times energy price, charged for the time the request kept the
   box busy (server time minus model load time, divided by how many requests it serves at once);
   without either, the policy's ``local_default`` hardware profile, flagged as a default;
-* baseline: the same tokens at the baseline model's prices. Savings = baseline - cost.
+* baseline: the same tokens at the baseline model's prices. Savings = baseline - cost. Cached
+  prompt tokens are read at the baseline's cache-read price only when a hosted provider cached
+  them (a remote backend, whose provider the baseline's would match); a local server's reuse of
+  its own KV cache is no discount the baseline model would have given.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -163,16 +166,30 @@ class PriceBook:
 
     rules: Mapping[str, Rule]
     baseline: TokenPrice | None
+    provider_cached: frozenset[str] = frozenset()  # remote backends: a provider's prompt cache
 
     @classmethod
     def build(cls, pricing: PricingSpec, backends: Mapping[str, BackendConfig]) -> PriceBook:
         return cls(
             rules={name: rule_for(name, cfg, pricing) for name, cfg in backends.items()},
             baseline=baseline_price(pricing),
+            provider_cached=frozenset(
+                name for name, cfg in backends.items() if isinstance(cfg, RemoteConfig)
+            ),
         )
 
+    def baseline_cost(self, backend: str, usage: Usage) -> Decimal | None:
+        """What ``usage`` would have cost on the baseline model; cached prompt tokens at its
+        cache-read price only when ``backend`` is a hosted provider's (a local KV cache saves
+        the box time, not a price the baseline model would have given)."""
+        if self.baseline is None:
+            return None
+        if backend not in self.provider_cached:
+            usage = replace(usage, cached_tokens=0, cache_write_tokens=0)
+        return self.baseline.cost(usage)
+
     def price(self, backend: str, usage: Usage, timings: Timings | None) -> Priced:
-        baseline = self.baseline.cost(usage) if self.baseline is not None else None
+        baseline = self.baseline_cost(backend, usage)
         rule = self.rules.get(backend)
         if rule is None:
             return Priced(None, "unpriced", baseline)

@@ -60,6 +60,7 @@ class Outcome:
     priced: Priced | None = None
     cache: str = "off"  # off | miss | hit | prefix:<tokens>
     cache_saved: Decimal | None = None  # what the cached answer cost when it was made
+    made_by: str | None = None  # a cache hit: the backend that made the cached answer
     canary_arm: str | None = None  # stable | candidate (a canary's split or shadow sample)
     cascade: Verdict | None = None  # a cascading tier answered first: what was decided
     cascade_cost: Decimal | None = None  # what the cascade's cheap call cost (inside priced)
@@ -107,13 +108,18 @@ class Outcome:
             usage = self.final_usage(plan)
             if self.cache == "hit":
                 # No backend ran: free; the baseline is what these tokens would have cost.
-                baseline = prices.baseline.cost(usage) if prices.baseline is not None else None
+                baseline = prices.baseline_cost(self.made_by or "cache", usage)
                 self.priced = Priced(Decimal(0), "cache", baseline)
             elif usage.total_tokens == 0 and self.status != 200:
                 self.priced = Priced(Decimal(0), "failed", Decimal(0))
             else:
                 self.priced = prices.price(self.backend, usage, self.timings)
                 self._add_cascade(prices)
+                if self.choices > 1:
+                    # Each choice was a call reading the prompt (billed so), but the baseline
+                    # model answers ``n`` choices in one call that reads it once.
+                    baseline = prices.baseline_cost(self.backend, _one_prompt(usage, self.choices))
+                    self.priced = dataclasses.replace(self.priced, baseline=baseline)
         return self.priced
 
     def _add_cascade(self, prices: PriceBook) -> None:
@@ -291,6 +297,16 @@ def _entry(
         api=outcome.api,
         team=outcome.team,
         budget=outcome.budget,
+    )
+
+
+def _one_prompt(usage: Usage, choices: int) -> Usage:
+    """``usage`` of ``choices`` calls with one prompt, as one call reading the prompt once."""
+    return dataclasses.replace(
+        usage,
+        prompt_tokens=usage.prompt_tokens // choices,
+        cached_tokens=usage.cached_tokens // choices,
+        cache_write_tokens=usage.cache_write_tokens // choices,
     )
 
 

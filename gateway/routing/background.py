@@ -40,6 +40,7 @@ class Parent:
     policy_hash: str
     route: str
     tier: str
+    team: str | None = None  # the caller's team: its overhead shows in its report
 
 
 def call_cost(policy: Policy, call: Call) -> Decimal:
@@ -63,6 +64,7 @@ def background_entry(
         id=request_id(),
         ts=call.ts,
         key_id=parent.key_id,
+        team=parent.team,
         policy_hash=parent.policy_hash,
         route=parent.route,
         tier=parent.tier,
@@ -84,7 +86,9 @@ def background_entry(
         ttft_ms=timings.ttft_ms if timings else None,
         server_ms=timings.server_ms if timings else None,
         load_ms=timings.load_ms if timings else None,
-        cost_usd=priced.cost if completion is not None else None,
+        # A failed call produced nothing to bill: $0 and "failed", as a client's failed request
+        # (not an unknown cost, which the report would count as an unpriced backend's).
+        cost_usd=priced.cost if completion is not None else Decimal(0),
         cost_source=priced.source if completion is not None else "failed",
         baseline_cost_usd=None,
         quality=quality,

@@ -148,7 +148,9 @@ class LabelSampler:
         if not self._limit.acquire():
             self.outcomes.labels("rate_limited").inc()
             return False
-        parent = Parent(outcome.key_id, outcome.policy_hash, outcome.route, strong.tier)
+        parent = Parent(
+            outcome.key_id, outcome.policy_hash, outcome.route, strong.tier, outcome.team
+        )
         request = dataclasses.replace(chat, n=1)
         job = LabelJob(outcome.rid, request, answer.text, strong, sample.embedding, parent)
 

@@ -4,6 +4,8 @@ the candidate's answer is compared and kept in the ledger; overflow is dropped a
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from adapters.config import FakeStep
 from adapters.fake import FakeBackend
 from gateway.canary.controller import CanaryController
 from gateway.ledger.models import RequestRow
+from gateway.ledger.report import build_report
 from tests.http.helpers import gateway
 
 CHAT = "/v1/chat/completions"
@@ -147,3 +150,50 @@ async def test_shadow_overflow_is_dropped_and_counted(tmp_path: Path) -> None:
         if s.name == "tiergate_canary_shadow_total"
     }
     assert samples == {"dropped": 2.0}
+
+
+async def test_shadow_and_judge_calls_are_booked_to_the_callers_team(tmp_path: Path) -> None:
+    """A virtual key's request mirrored to the candidate: the shadow and judge rows carry the
+    key's team like its own row, so ``tiergate report --team`` shows the overhead that team's
+    traffic caused (they had no team before, and went to the "-" group)."""
+    candidate = FakeBackend.scripted("cand", "Paris is the capital of France.")
+    admin = {"authorization": "Bearer k-shadow-admin-1111"}
+    async with gateway(
+        _policy(tmp_path, True), backends=_fakes(candidate), admin_key="k-shadow-admin-1111"
+    ) as (client, app):
+        team = await client.post("/admin/teams", json={"name": "eng"}, headers=admin)
+        assert team.status_code == 200, team.text
+        made = await client.post("/admin/keys", json={"name": "web", "team": "eng"}, headers=admin)
+        assert made.status_code == 201, made.text
+        key = made.json()
+        body = {"messages": [{"role": "user", "content": "capital of france?"}]}
+        answer = await client.post(
+            CHAT, json=body, headers={"authorization": f"Bearer {key['key']}"}
+        )
+        assert answer.status_code == 200, answer.text
+        rows = await _rows(app)
+    booked = sorted((str(r.canary_arm), r.key_id, r.team) for r in rows)
+    assert booked == [
+        ("judge", key["id"], "eng"),
+        ("shadow", key["id"], "eng"),
+        ("stable", key["id"], "eng"),
+    ]
+
+
+async def test_a_failed_shadow_call_costs_nothing_and_is_not_unpriced(tmp_path: Path) -> None:
+    """A shadow call the candidate failed is booked like a client's failed request: $0,
+    ``failed``. (Its cost was unknown before, so the report counted it as an unpriced backend's
+    request and told the payer to give the candidate a price.)"""
+    candidate = FakeBackend.scripted("cand", FakeStep(error="unavailable"))
+    policy = _policy(tmp_path, True)
+    prices = "pricing:\n  backends:\n    small: {usd_per_1m_input: 1, usd_per_1m_output: 2}\n"
+    policy.write_text(policy.read_text() + prices)
+    async with gateway(policy, backends=_fakes(candidate)) as (client, app):
+        body = {"messages": [{"role": "user", "content": "capital of france?"}]}
+        assert (await client.post(CHAT, json=body)).status_code == 200
+        rows = await _rows(app)
+        report = build_report(app.state.ledger.engine, since=datetime.now(UTC) - timedelta(hours=1))
+    [shadow] = [r for r in rows if r.canary_arm == "shadow"]
+    assert (shadow.status, shadow.cost_usd, shadow.cost_source) == (502, Decimal(0), "failed")
+    assert report["totals"]["unpriced_requests"] == 0
+    assert report["totals"]["overhead_calls"] == 1

@@ -564,3 +564,31 @@ class TestPricingNotes:
         paths = {path for path, _ in problem_lines(source, result.stderr)}
         assert "pricing.baseline" in paths
         assert any(path.startswith("pricing.backends.") for path in paths)
+
+
+def test_check_says_why_a_remote_last_tier_gives_no_baseline(tmp_path: Path) -> None:
+    """A last tier whose remote model litellm's price map does not know, with no price in the
+    policy, gives no default baseline: the note says so (it said there was no remote backend
+    in the last tier, which sent the reader looking for the wrong mistake)."""
+    source = write(
+        tmp_path / "p.yaml",
+        """\
+        version: 1
+        backends:
+          tiny: {type: tiny, model: default}
+          ours: {type: remote, model: openai/our-fine-tune-v3, api_key_env: OUR_KEY}
+        tiers:
+          - {name: tiny, max_score: 0.2, backends: [tiny]}
+          - {name: remote, backends: [ours]}
+        """,
+    )
+    done = tiergate("policy", "check", source)
+    assert done.returncode == 0, done.stderr
+    notes = dict(
+        problem_lines(
+            source,
+            "\n".join(line for line in done.stderr.splitlines() if "pricing.baseline" in line),
+        )
+    )
+    assert "the last tier's remote backend 'ours'" in notes["pricing.baseline"]
+    assert "no remote backend in the last tier" not in notes["pricing.baseline"]

@@ -267,6 +267,46 @@ async def test_a_sampled_cheap_answer_is_judged_after_the_client_has_it(
         assert report["labelling"]["cost_usd"] > 0
 
 
+async def test_a_judged_samples_calls_are_booked_to_the_callers_team(
+    engine: Engine, ledger_url: str, tmp_path: Path
+) -> None:
+    """The stronger tier's and the judge's calls for a virtual key's request carry the key's
+    team, so that team's report shows the labelling overhead its traffic caused (they had no
+    team before)."""
+    admin = {"authorization": "Bearer k-judge-admin-1111"}
+    async with gateway(
+        policy_file(tmp_path),
+        backends=fakes("Grade: 5"),
+        database_url=ledger_url,
+        admin_key="k-judge-admin-1111",
+    ) as (client, app):
+        team = await client.post("/admin/teams", json={"name": "eng"}, headers=admin)
+        assert team.status_code == 200, team.text
+        made = await client.post("/admin/keys", json={"name": "web", "team": "eng"}, headers=admin)
+        assert made.status_code == 201, made.text
+        key = made.json()
+        response = await client.post(
+            CHAT,
+            json={"messages": [{"role": "user", "content": question()}]},
+            headers={"authorization": f"Bearer {key['key']}"},
+        )
+        assert response.status_code == 200, response.text
+        await app.state.pipeline.labels.drain()
+        await app.state.ledger.flush()
+    with engine.connect() as connection:
+        rows = connection.execute(select(RequestRow.canary_arm, RequestRow.key_id, RequestRow.team))
+        booked = sorted(((str(a), k, t) for a, k, t in rows), key=str)
+    assert booked == [
+        ("None", key["id"], "eng"),
+        ("label_judge", key["id"], "eng"),
+        ("label_strong", key["id"], "eng"),
+    ]
+    report = build_report(engine, since=datetime.now(UTC) - timedelta(hours=1), team="eng")
+    assert report["totals"]["requests"] == 1
+    assert report["totals"]["overhead_calls"] == 2
+    assert report["labelling"]["calls"] == 2
+
+
 async def test_a_streamed_cheap_answer_is_sampled_too(
     engine: Engine, ledger_url: str, tmp_path: Path
 ) -> None:

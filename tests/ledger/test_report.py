@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from gateway.ledger.adaptive import LABEL_JUDGE, LABEL_STRONG
+from gateway.ledger.adaptive import FEEDBACK, JUDGE, LABEL_JUDGE, LABEL_STRONG, insert_label
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.report import CSV_FIELDS, build_report, nearest_rank, parse_since
@@ -104,6 +104,8 @@ TOTALS: dict[str, Any] = {
     "completion_tokens": 1460,
     "cached_tokens": 200,
     "cost_usd": 0.017,
+    "overhead_usd": 0.0,
+    "overhead_calls": 0,
     "baseline_cost_usd": 0.0377,
     "savings_usd": 0.0207,
     "savings_pct": 54.9072,
@@ -121,6 +123,8 @@ TOTALS: dict[str, Any] = {
     "estimated_usage_requests": 1,
     "feedback_avg": None,
     "feedback_count": 0,
+    "judge_avg": None,
+    "judge_count": 0,
 }
 
 # By tier:
@@ -146,6 +150,7 @@ TOTALS: dict[str, Any] = {
 # (check: 0.00048 + 0.00052 + 0.016 = 0.017 and 0.012 + 0.0077 + 0.018 = 0.0377, the totals)
 BY_TIER: dict[str, dict[str, Any]] = {
     "cheap": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 5, "prompt_tokens": 650, "completion_tokens": 400, "cached_tokens": 0,
         "cost_usd": 0.00048, "baseline_cost_usd": 0.012, "savings_usd": 0.01152,
         "savings_pct": 96.0, "cost_per_1m_tokens_usd": 0.4571,
@@ -155,8 +160,10 @@ BY_TIER: dict[str, dict[str, Any]] = {
         "priced_requests": 5, "compared_requests": 5,
         "unpriced_requests": 0, "estimated_usage_requests": 0,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
     "mid": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 3, "prompt_tokens": 850, "completion_tokens": 360, "cached_tokens": 0,
         "cost_usd": 0.00052, "baseline_cost_usd": 0.0077, "savings_usd": 0.00718,
         "savings_pct": 93.2468, "cost_per_1m_tokens_usd": 0.642,
@@ -166,8 +173,10 @@ BY_TIER: dict[str, dict[str, Any]] = {
         "priced_requests": 2, "compared_requests": 2,
         "unpriced_requests": 1, "estimated_usage_requests": 1,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
     "strong": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 4, "prompt_tokens": 1400, "completion_tokens": 700, "cached_tokens": 200,
         "cost_usd": 0.016, "baseline_cost_usd": 0.018, "savings_usd": 0.002,
         "savings_pct": 11.1111, "cost_per_1m_tokens_usd": 7.619,
@@ -177,6 +186,7 @@ BY_TIER: dict[str, dict[str, Any]] = {
         "priced_requests": 4, "compared_requests": 4,
         "unpriced_requests": 0, "estimated_usage_requests": 0,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
 }  # fmt: skip
 
@@ -199,6 +209,7 @@ BY_TIER: dict[str, dict[str, Any]] = {
 #   fallbacks r10 1/5 = 0.2; errors r10 0.2; cache hits r11 0.2
 BY_DAY: dict[str, dict[str, Any]] = {
     "2026-11-20": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 7, "prompt_tokens": 1200, "completion_tokens": 610, "cached_tokens": 0,
         "cost_usd": 0.00442, "baseline_cost_usd": 0.0152, "savings_usd": 0.01078,
         "savings_pct": 70.9211, "cost_per_1m_tokens_usd": 3.1348,
@@ -208,8 +219,10 @@ BY_DAY: dict[str, dict[str, Any]] = {
         "priced_requests": 6, "compared_requests": 6,
         "unpriced_requests": 1, "estimated_usage_requests": 1,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
     "2026-11-21": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 5, "prompt_tokens": 1700, "completion_tokens": 850, "cached_tokens": 200,
         "cost_usd": 0.01258, "baseline_cost_usd": 0.0225, "savings_usd": 0.00992,
         "savings_pct": 44.0889, "cost_per_1m_tokens_usd": 4.9333,
@@ -219,6 +232,7 @@ BY_DAY: dict[str, dict[str, Any]] = {
         "priced_requests": 5, "compared_requests": 5,
         "unpriced_requests": 0, "estimated_usage_requests": 0,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
 }  # fmt: skip
 
@@ -240,6 +254,7 @@ BY_DAY: dict[str, dict[str, Any]] = {
 #   cache hits r11 0.2
 BY_KEY: dict[str, dict[str, Any]] = {
     "team-a": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 7, "prompt_tokens": 2180, "completion_tokens": 1040, "cached_tokens": 200,
         "cost_usd": 0.01268, "baseline_cost_usd": 0.0252, "savings_usd": 0.01252,
         "savings_pct": 49.6825, "cost_per_1m_tokens_usd": 4.4965,
@@ -249,8 +264,10 @@ BY_KEY: dict[str, dict[str, Any]] = {
         "priced_requests": 6, "compared_requests": 6,
         "unpriced_requests": 1, "estimated_usage_requests": 0,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
     "team-b": {
+        "overhead_usd": 0.0, "overhead_calls": 0,
         "requests": 5, "prompt_tokens": 720, "completion_tokens": 420, "cached_tokens": 0,
         "cost_usd": 0.00432, "baseline_cost_usd": 0.0125, "savings_usd": 0.00818,
         "savings_pct": 65.44, "cost_per_1m_tokens_usd": 3.7895,
@@ -260,6 +277,7 @@ BY_KEY: dict[str, dict[str, Any]] = {
         "priced_requests": 5, "compared_requests": 5,
         "unpriced_requests": 0, "estimated_usage_requests": 1,
         "feedback_avg": None, "feedback_count": 0,
+        "judge_avg": None, "judge_count": 0,
     },
 }  # fmt: skip
 
@@ -368,26 +386,34 @@ def test_the_window_excludes_rows_outside_it(ledger: str) -> None:
     assert empty["totals"]["latency_ms_p50"] is None
 
 
-def test_judged_samples_calls_are_kept_apart_from_client_traffic(ledger: str) -> None:
-    """The adaptive scorer's judged samples (a stronger tier's call and the judge's, marked by
-    canary_arm) are the gateway's own spend: no client figure, total or grouped, counts them,
-    and ``labelling`` shows their calls and cost."""
+def test_background_calls_are_routing_overhead_taken_off_the_savings(ledger: str) -> None:
+    """The gateway's own calls (a canary's shadow and judge calls, the adaptive scorer's judged
+    samples) are no client request: no request figure counts them. Their cost is routing's
+    overhead: in the cost, and off the savings (before, a shadow or judge call's cost raised
+    the cost but not the savings, and judged samples were left out of both, so "saved" claimed
+    more than baseline - cost). Groups still add up to the totals."""
     first = to_entry(90, ROWS[0])
     own = [
         dataclasses.replace(
             first,
             id=f"00000000-0000-7000-8000-0000000000{90 + i}",
             canary_arm=arm,
-            tier="strong",
-            backend="remote",
+            tier=tier,
+            backend=backend,
             status=status,
             prompt_tokens=7000,
             latency_ms=99_999.0,
             cost_usd=cost,
+            cost_source="failed" if status != 200 else "litellm",
             baseline_cost_usd=None,
         )
-        for i, (arm, status, cost) in enumerate(
-            [(LABEL_STRONG, 200, D("0.25")), (LABEL_JUDGE, 502, D("0.05"))]
+        for i, (arm, tier, backend, status, cost) in enumerate(
+            [
+                ("shadow", "mid", "local-new", 200, D("0.0002")),
+                ("judge", "mid", "remote", 200, D("0.0008")),
+                (LABEL_STRONG, "strong", "remote", 200, D("0.003")),
+                (LABEL_JUDGE, "strong", "remote", 502, D("0.0005")),
+            ]
         )
     ]
     engine = make_engine(ledger)
@@ -395,12 +421,86 @@ def test_judged_samples_calls_are_kept_apart_from_client_traffic(ledger: str) ->
         insert_batch(engine, own)
     finally:
         engine.dispose()
+    # overhead = .0002 + .0008 + .003 + .0005 = 0.0045; cost = 0.017 + 0.0045 = 0.0215
+    # savings = 0.0377 - 0.017 - 0.0045 = 0.0162; 0.0162 / 0.0377 = 42.970822 % -> 42.9708
+    # cost per 1M = 0.0215 / 3960 x 1e6 = 5.429292 -> 5.4293
+    money = {
+        "cost_usd": 0.0215,
+        "overhead_usd": 0.0045,
+        "overhead_calls": 4,
+        "savings_usd": 0.0162,
+        "savings_pct": 42.9708,
+        "cost_per_1m_tokens_usd": 5.4293,
+    }
     result = report(ledger)
-    assert result["totals"] == TOTALS
-    assert result["labelling"] == {"calls": 2, "cost_usd": 0.3}
-    assert groups(report(ledger, by="tier")) == BY_TIER
-    assert [g["key"] for g in report(ledger, by="canary_arm")["groups"]] == ["-"]
+    assert result["totals"] == {**TOTALS, **money}
+    assert result["totals"]["baseline_cost_usd"] - result["totals"]["cost_usd"] == pytest.approx(
+        result["totals"]["savings_usd"]
+    )
+    assert result["labelling"] == {"calls": 2, "cost_usd": 0.0035}
+    # mid: + shadow and judge, 0.001: cost 0.00152, savings 0.0077 - 0.00052 - 0.001 = 0.00618,
+    #   80.2597 %, per 1M 0.00152 / 810 x 1e6 = 1.876543 -> 1.8765
+    # strong: + the judged sample, 0.0035: cost 0.0195, savings 0.018 - 0.016 - 0.0035 = -0.0015,
+    #   -8.3333 %, per 1M 0.0195 / 2100 x 1e6 = 9.285714 -> 9.2857
+    by_tier = groups(report(ledger, by="tier"))
+    assert by_tier == {
+        "cheap": BY_TIER["cheap"],
+        "mid": {
+            **BY_TIER["mid"],
+            "cost_usd": 0.00152, "overhead_usd": 0.001, "overhead_calls": 2,
+            "savings_usd": 0.00618, "savings_pct": 80.2597, "cost_per_1m_tokens_usd": 1.8765,
+        },
+        "strong": {
+            **BY_TIER["strong"],
+            "cost_usd": 0.0195, "overhead_usd": 0.0035, "overhead_calls": 2,
+            "savings_usd": -0.0015, "savings_pct": -8.3333, "cost_per_1m_tokens_usd": 9.2857,
+        },
+    }  # fmt: skip
+    assert sum(g["savings_usd"] for g in by_tier.values()) == pytest.approx(0.0162)
+    # By canary arm, each kind of call apart: no request, its cost as a loss against no baseline.
+    by_arm = groups(report(ledger, by="canary_arm"))
+    assert list(by_arm) == ["-", "judge", LABEL_JUDGE, LABEL_STRONG, "shadow"]
+    assert by_arm["-"]["requests"] == 12
+    shadow = by_arm["shadow"]
+    assert shadow["requests"] == shadow["prompt_tokens"] == 0
+    assert shadow["latency_ms_p95"] is None
+    assert shadow["error_rate"] is None
+    assert (shadow["cost_usd"], shadow["overhead_usd"], shadow["overhead_calls"]) == (
+        0.0002,
+        0.0002,
+        1,
+    )
+    assert (shadow["baseline_cost_usd"], shadow["savings_usd"], shadow["savings_pct"]) == (
+        0.0,
+        -0.0002,
+        None,
+    )
     assert report(ledger, since="2026-11-23", until="2026-11-24")["labelling"]["calls"] == 0
+
+
+def test_judge_grades_show_next_to_the_savings_with_their_count(ledger: str) -> None:
+    """The adaptive scorer's judge grades of cheaper answers (stored as labels, 1 - grade) are
+    the report's ``judge_avg`` and ``judge_count``, per group of the request graded, like the
+    feedback: a payer sees at what quality the cheaper tiers answered, and on how few samples.
+    (Before, the report showed no judge figure.) Feedback labels and grades of requests outside
+    the window do not count."""
+    engine = make_engine(ledger)
+    try:
+        ids = {n: f"00000000-0000-7000-8000-{n:012d}" for n in (1, 3, 12, 13)}
+        when = datetime(2026, 11, 21, 13, 0, tzinfo=UTC)
+        insert_label(engine, ids[1], when, JUDGE, 0.2, b"x")  # r1 cheap: grade 0.8
+        insert_label(engine, ids[3], when, JUDGE, 0.5, b"x")  # r3 cheap: grade 0.5
+        insert_label(engine, ids[12], when, JUDGE, 0.7, b"x")  # r12 mid: grade 0.3
+        insert_label(engine, ids[12], when, FEEDBACK, 0.0, b"x")  # feedback's label: not a grade
+        insert_label(engine, ids[13], when, JUDGE, 0.0, b"x")  # outside the window
+    finally:
+        engine.dispose()
+    # totals: (0.8 + 0.5 + 0.3) / 3 = 0.533333 -> 0.5333; cheap (0.8 + 0.5) / 2 = 0.65; mid 0.3
+    result = report(ledger, by="tier")
+    assert (result["totals"]["judge_avg"], result["totals"]["judge_count"]) == (0.5333, 3)
+    judged = {k: (g["judge_avg"], g["judge_count"]) for k, g in groups(result).items()}
+    assert judged == {"cheap": (0.65, 2), "mid": (0.3, 1), "strong": (None, 0)}
+    assert result["totals"]["savings_usd"] == TOTALS["savings_usd"]
 
 
 def test_nearest_rank() -> None:
@@ -505,6 +605,32 @@ def test_cli_table_prints_every_group_and_the_unpriced_note(ledger: str, tmp_pat
     assert "2,900" not in lines["total"]  # tokens are prompt + completion: 4,360
     assert "4,360" in lines["total"]
     assert "1 requests went to backends without a price" in out
+    assert "1 requests have estimated token counts" in out  # r7, abandoned
+
+
+def test_cli_table_never_shows_a_cost_that_is_not_zero_as_zero(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """A local tier's cost for a few fast requests is well under a millionth of a dollar: the
+    table shows it with three significant digits, not as 0.000000 (which reads as free), and a
+    real zero as 0.000000."""
+    upgrade(ledger_url)
+    cheap = dataclasses.replace(to_entry(1, ROWS[0]), cost_usd=D("0.00000004"))
+    free = dataclasses.replace(to_entry(2, ROWS[1]), tier="free")  # a cache hit: $0
+    engine = make_engine(ledger_url)
+    try:
+        insert_batch(engine, [cheap, free])
+    finally:
+        engine.dispose()
+    done = tiergate(
+        "report", "--since", SINCE, "--until", UNTIL, "--by", "tier", url=ledger_url, cwd=tmp_path
+    )
+    lines = {
+        line.split("│")[1].strip(): line for line in done.stdout.splitlines() if line.count("│") > 2
+    }
+    assert "4.00e-08" in lines["cheap"]
+    assert "0.000000" not in lines["cheap"].split("│")[4]  # the cost $ column
+    assert lines["free"].split("│")[4].strip() == "0.000000"
 
 
 def test_cli_rejects_an_unknown_grouping(ledger: str, tmp_path: Path) -> None:
@@ -512,6 +638,30 @@ def test_cli_rejects_an_unknown_grouping(ledger: str, tmp_path: Path) -> None:
     done = tiergate("report", "--by", "colour", url=ledger, cwd=tmp_path, code=2)
     assert "tier" in done.stderr
     assert "day" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "says"),
+    [
+        (("--since", "last week"), "--since", "7d, 12h, 30m or an ISO date"),
+        (("--until", "2026-13-01"), "--until", "7d, 12h, 30m or an ISO date"),
+        (("--format", "xml"), "--format", "table, json or csv"),
+        (("--by", "colour"), "--by", "tier, route, backend"),
+        (("--since", UNTIL, "--until", SINCE), "--until", "is not after --since"),
+        (("--since", SINCE, "--until", SINCE), "--until", "is not after --since"),
+    ],
+)
+def test_cli_argument_mistakes_are_one_line_naming_the_option(
+    ledger: str, tmp_path: Path, args: tuple[str, ...], option: str, says: str
+) -> None:
+    """A mistake in the arguments is one line on stderr naming the option, exit code 2, and no
+    report (before: a boxed usage message that did not say which of --since and --until was
+    wrong; a window ending before it starts printed an empty report, read as "no traffic")."""
+    done = tiergate("report", *args, url=ledger, cwd=tmp_path, code=2)
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"error: {option}: ")
+    assert says in line
+    assert done.stdout == ""
 
 
 def test_cli_rejects_an_unknown_team(ledger: str, tmp_path: Path) -> None:
@@ -544,6 +694,33 @@ async def test_admin_api_returns_the_cli_figures(
         response = await client.get("/admin/report", params=params)
     assert response.status_code == 200, response.text
     assert response.json() == from_cli
+
+
+async def test_admin_api_refuses_a_window_that_ends_before_it_starts(
+    ledger: str, tmp_path: Path
+) -> None:
+    """``until`` not after ``since`` is a 400 naming ``until``, not an empty report."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TWO_TIERS)
+    async with gateway(policy, database_url=SecretStr(ledger)) as (client, _):
+        response = await client.get("/admin/report", params={"since": UNTIL, "until": SINCE})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "until"
+    assert "is not after since" in error["message"]
+
+
+async def test_admin_api_refuses_an_unknown_team(ledger: str, tmp_path: Path) -> None:
+    """``team`` naming no team of the ledger is a 404 naming ``team`` (as ``tiergate report
+    --team`` is an error), not an empty report that reads like a team that spent nothing."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TWO_TIERS)
+    async with gateway(policy, database_url=SecretStr(ledger)) as (client, _):
+        response = await client.get("/admin/report", params={"since": SINCE, "team": "team-x"})
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("team", "team_not_found")
+    assert "no team 'team-x'" in error["message"]
 
 
 async def test_without_a_baseline_cost_is_still_summed(ledger_url: str) -> None:

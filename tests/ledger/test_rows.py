@@ -522,3 +522,97 @@ def test_cached_prompt_tokens_are_priced_at_the_cache_read_price() -> None:
 def entry_has_cache_price(entry: Mapping[str, Any]) -> bool:
     price = entry.get("cache_read_input_token_cost")
     return price is not None and Decimal(str(price)) < Decimal(str(entry["input_cost_per_token"]))
+
+
+OWN_PRICE = f"""
+version: 1
+backends:
+  remote: {{type: remote, model: {_remote_upstream.MODEL}, api_key_env: {_remote_upstream.KEY_ENV}}}
+tiers:
+  - {{name: remote, backends: [remote]}}
+pricing:
+  backends:
+    remote: {{usd_per_1m_input: 0.1, usd_per_1m_output: 0.4, usd_per_1m_cached_input: 0.05}}
+"""
+
+
+async def test_the_default_baseline_is_billed_at_the_baseline_backends_own_price(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """With no ``pricing.baseline``, the baseline is the last tier's first remote backend, at
+    the price the policy bills that backend at (a negotiated rate, say), not litellm's list
+    price: a request that backend answered saved nothing. (Before, its baseline was the list
+    price, and every such request showed a saving routing never made.)"""
+    async with (
+        _remote_upstream.upstream() as remote,
+        app_on(ledger_url, write(tmp_path, OWN_PRICE), {"remote": remote}) as (client, app),
+    ):
+        response = await client.post(CHAT, json=chat(), headers=auth())
+        assert response.status_code == 200, response.text
+        (row,) = await settled(app, ledger_url)
+    # 0.1 and 0.4 USD per 1M tokens
+    billed = Decimal(row.prompt_tokens) * Decimal("0.1") + row.completion_tokens * Decimal("0.4")
+    assert row.cost_source == "policy"
+    assert row.cost_usd == billed / 1_000_000 > 0
+    assert row.baseline_cost_usd == row.cost_usd
+    assert money(response.headers["x-tiergate-baseline-cost-usd"]) == row.cost_usd
+    assert map_entry(_remote_upstream.MODEL)["input_cost_per_token"] != 0.1 / 1_000_000
+
+
+TINY_CACHED = """
+version: 1
+backends:
+  tiny: {type: tiny, model: default, n_ctx: 2048}
+tiers:
+  - {name: local, backends: [tiny]}
+pricing:
+  baseline: {usd_per_1m_input: 2.5, usd_per_1m_output: 10, usd_per_1m_cached_input: 1.25}
+"""
+
+
+@pytest.mark.model
+async def test_a_local_kv_cache_is_no_discount_on_the_baseline(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """The real tiny model reuses its KV cache for a repeated prompt and reports those prompt
+    tokens as cached; the baseline model would have read them at full price (no provider cached
+    them), so the baseline does too, and so does a response-cache hit of that answer. (Before,
+    they were read at the baseline's cache-read price: savings understated.)"""
+    async with app_on(ledger_url, write(tmp_path, TINY_CACHED), {}) as (client, app):
+        # Different max_tokens: two backend calls (no response-cache hit), one prompt prefix.
+        bodies = [chat(max_tokens=4, temperature=0), chat(max_tokens=3, temperature=0)]
+        responses = []
+        for body in bodies:
+            responses.append(await client.post(CHAT, json=body, headers=auth()))
+            await app.state.cache.flush()  # the answer is kept for the next identical request
+        hit = await client.post(CHAT, json=bodies[1], headers=auth())
+        assert [r.status_code for r in [*responses, hit]] == [200, 200, 200], hit.text
+        assert hit.headers["x-tiergate-cache"] == "hit"
+        found = {r.id: r for r in await settled(app, ledger_url)}
+    second = found[responses[1].headers["x-request-id"]]
+    from_cache = found[hit.headers["x-request-id"]]
+    assert second.cached_tokens > 0  # the KV cache was reused
+    full = (
+        Decimal(second.prompt_tokens) * Decimal("2.5") + second.completion_tokens * Decimal(10)
+    ) / 1_000_000
+    assert second.baseline_cost_usd == full
+    assert (from_cache.backend, from_cache.cached_tokens) == ("cache", second.cached_tokens)
+    assert from_cache.baseline_cost_usd == full
+    assert money(hit.headers["x-tiergate-baseline-cost-usd"]) == full
+
+
+async def test_n_choices_baseline_reads_the_prompt_once(ledger_url: str, tmp_path: Path) -> None:
+    """``n: 3`` is three calls, each billed for the prompt; the baseline model answers three
+    choices in one call that reads (and bills) the prompt once: its baseline has one prompt and
+    the three completions. (Before, it had three prompts: savings overstated.)"""
+    async with app_on(ledger_url, write(tmp_path, POLICY), two_fakes()) as (client, app):
+        response = await client.post(CHAT, json=chat(n=3), headers=auth())
+        assert response.status_code == 200, response.text
+        assert len(response.json()["choices"]) == 3
+        (row,) = await settled(app, ledger_url)
+    # 3 calls of 3 prompt + 3 completion tokens; small: 9 x 0.1 / 1M + 9 x 0.4 / 1M = 4.5e-6
+    # baseline: 3 x 2.5 / 1M + 9 x 10 / 1M = 97.5e-6 (not 9 x 2.5 + 9 x 10 = 112.5e-6)
+    assert (row.prompt_tokens, row.completion_tokens) == (9, 9)
+    assert row.cost_usd == Decimal("0.0000045")
+    assert row.baseline_cost_usd == Decimal("0.0000975")
+    assert money(response.headers["x-tiergate-baseline-cost-usd"]) == row.baseline_cost_usd
