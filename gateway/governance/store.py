@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Engine, RowMapping, func, insert, select, update
+from sqlalchemy import Engine, RowMapping, func, insert, or_, select, update
 
 from gateway.governance.grants import (
     ON_EXHAUSTED,
@@ -26,6 +26,7 @@ from gateway.governance.grants import (
     Period,
 )
 from gateway.ledger.models import KeyRow, RequestRow, TeamRow
+from gateway.ledger.report import OVERHEAD_ARMS
 
 KEY_PREFIX = "tg-"
 HINT_LENGTH = 7
@@ -222,10 +223,15 @@ def load(engine: Engine) -> dict[str, Grant]:
 
 
 def spent(engine: Engine, allowance: Allowance, since: datetime) -> Decimal:
-    """What a key or team has spent since ``since``, from the ledger."""
+    """What a key or team has spent since ``since``, from the ledger: its own requests only.
+    Routing's background calls (shadow, judge, labelling: ``OVERHEAD_ARMS``) carry the caller's
+    key and team for the report, but no budget pays for them (the live counters never charge
+    them; the policy's own shadow and judge limits cap them), so reading a period afresh gives
+    the same figure the counters kept."""
     column = RequestRow.key_id if allowance.kind == "key" else RequestRow.team
+    own = or_(RequestRow.canary_arm.is_(None), RequestRow.canary_arm.not_in(OVERHEAD_ARMS))
     query = select(func.coalesce(func.sum(RequestRow.cost_usd), 0)).where(
-        column == allowance.id, RequestRow.ts >= since
+        column == allowance.id, RequestRow.ts >= since, own
     )
     with engine.connect() as conn:
         return Decimal(str(conn.execute(query).scalar_one()))

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -182,6 +183,27 @@ def test_show_reports_the_spend_of_the_period(db_url: str, engine: Engine) -> No
     assert shown["budget"]["left_usd"] == 0.375
     assert shown["team_budget"]["spent_usd"] == 0.375
     assert "spent $0.125000" in tg(db_url, "keys", "show", key["id"]).stdout
+
+
+def test_routings_own_calls_are_no_budgets_spend(db_url: str, engine: Engine) -> None:
+    """Shadow, judge and labelling rows carry the caller's key and team (for the report), but no
+    budget pays for them: the live counters never charge them, so a period read afresh from the
+    ledger must not either (it did: a replica's fresh read jumped by the overhead). A canary
+    arm's client request is the key's own spend."""
+    tg(db_url, "keys", "team", "eng", "--budget-usd", "1")
+    key = created(db_url, "--name", "svc", "--team", "eng", "--budget-usd", "0.5")
+    own = [
+        row(key["id"], "eng", "0.125"),
+        replace(row(key["id"], "eng", "0.0625"), canary_arm="candidate"),
+    ]
+    overhead = [
+        replace(row(key["id"], "eng", "0.25"), canary_arm=arm)
+        for arm in ("shadow", "judge", "label_strong", "label_judge")
+    ]
+    insert_batch(engine, [*own, *overhead])
+    shown = json.loads(tg(db_url, "keys", "show", key["id"], "--json").stdout)
+    assert shown["budget"]["spent_usd"] == 0.1875
+    assert shown["team_budget"]["spent_usd"] == 0.1875
 
 
 @pytest.mark.parametrize(
