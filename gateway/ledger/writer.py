@@ -138,8 +138,9 @@ class LedgerWriter:
         return written
 
     def opened(self, entry: LedgerEntry) -> asyncio.Future[None] | None:
-        """Journal a stream's row as it would stand if the process died now (an interrupted
-        row); its real row replaces it at the end. None without a journal."""
+        """Journal a request's row as it would stand if the process died now (an interrupted
+        row: written as a try reaches its backend); its real row replaces it at the end. None
+        without a journal."""
         return self._journal.append(entry) if self._journal is not None else None
 
     async def aclose(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
