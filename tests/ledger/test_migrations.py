@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.util.exc import CommandError
@@ -256,3 +257,30 @@ def test_upgrades_started_at_once_take_turns(pg_cluster: postgres.Cluster) -> No
                 process.join(timeout=30)
             assert outcomes == [None] * 4, outcomes
             assert _state(url) == (True, head_revision(url))
+
+
+def test_db_upgrade_as_a_user_who_may_not_create_tables_says_so(
+    pg_cluster: postgres.Cluster, tmp_path: Path
+) -> None:
+    """A database user without the right to create tables (PostgreSQL 15 and later grant no
+    CREATE on ``public`` to users who do not own the database) gets one line saying what to
+    grant and exit code 1, not a 120-line traceback."""
+    role = f"tiergate_noperm_{os.getpid()}"
+    with psycopg.connect(pg_cluster.admin_dsn(), autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with postgres.database(pg_cluster) as url:
+            name = url.rsplit("/", 1)[1]
+            with psycopg.connect(pg_cluster.admin_dsn(name), autocommit=True) as admin:
+                admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # 15's default
+            as_role = url.replace(f"//{pg_cluster.user}@", f"//{role}@", 1)
+            done = _tiergate("db", "upgrade", cwd=tmp_path, TIERGATE_DATABASE_URL=as_role)
+            assert done.returncode == 1, done.stdout
+            assert "Traceback" not in done.stderr
+            assert done.stderr.count("\n") == 1, done.stderr
+            assert done.stderr.startswith("error: cannot upgrade the ledger database:")
+            assert "permission denied" in done.stderr
+            assert "GRANT CREATE ON SCHEMA public" in done.stderr
+    finally:
+        with psycopg.connect(pg_cluster.admin_dsn(), autocommit=True) as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
