@@ -105,6 +105,11 @@ class LedgerWriter:
         return self._engine
 
     @property
+    def journaling(self) -> bool:
+        """Whether rows go to a write-ahead journal (``TIERGATE_JOURNAL``)."""
+        return self._journal is not None
+
+    @property
     def queue_depth(self) -> int:
         queued = self._queue.qsize() if self._queue is not None else 0
         return queued + len(self._overflow)

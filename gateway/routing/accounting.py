@@ -175,8 +175,8 @@ class Accountant:
         still has its row; ``finish`` replaces it. A future only with ``journal_sync=full``: a
         stream awaits it before its first byte; a whole answer's ``finish`` is awaited anyway.
         """
-        if self.ledger is None:
-            return None
+        if self.ledger is None or not self.ledger.journaling:
+            return None  # nothing would keep it: the row is made at the end only
         usage = Usage(prompt_tokens=plan.prompt_tokens * outcome.choices, estimated=True)
         elapsed = time.perf_counter() - outcome.started
         priced = prices.price(candidate.backend, usage, Timings(latency_ms=elapsed * 1000.0))
