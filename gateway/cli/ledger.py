@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from gateway.cli.policy import settings_or_exit
 from gateway.ledger.db import LedgerError, display_url, make_engine, upgrade
@@ -40,6 +40,15 @@ def db_upgrade() -> None:
         raise typer.Exit(code=1) from None
     except OperationalError as exc:
         typer.echo(f"error: cannot upgrade the ledger database: {_first_line(exc)}", err=True)
+        raise typer.Exit(code=1) from None
+    except SQLAlchemyError as exc:  # refused by the database: privileges, a foreign schema
+        hint = ""
+        if isinstance(exc, ProgrammingError) and "permission denied" in str(exc):
+            hint = (
+                "; the user in TIERGATE_DATABASE_URL must be allowed to create tables there "
+                "(own the database, or GRANT CREATE ON SCHEMA public TO that user)"
+            )
+        typer.echo(f"error: cannot upgrade the ledger database: {_first_line(exc)}{hint}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(f"ledger schema is at head ({display_url(url)})")
 

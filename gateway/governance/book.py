@@ -4,6 +4,8 @@ Bootstrap keys (``TIERGATE_API_KEYS``) are fixed at start. Virtual keys are re-r
 ledger database every ``refresh_s`` (default 2 s) by each replica, so a key created, rotated or
 revoked anywhere is honoured everywhere within that interval (plus one database round trip).
 When the database cannot be read, the last map read stays in use and the failure is logged once.
+A replica that has never read them (it started while the database did not answer) cannot tell
+a virtual key from a wrong one: ``unread`` says so, and the key check answers 503, not 401.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Literal
 
 import structlog
 from sqlalchemy import Engine
@@ -36,12 +39,29 @@ class KeyBook:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._failing = False
+        self._expected = False  # virtual keys live in a ledger database (refresh was called)
         self.loaded = asyncio.Event()
 
     @property
     def open(self) -> bool:
         """No key of any kind: the loopback-only mode where every route is open."""
         return not self._static and not self._virtual and self.admin is None
+
+    @property
+    def unread(self) -> bool:
+        """Virtual keys are kept in the ledger database but were never read from it: an
+        unknown key may be one of them."""
+        return self._expected and not self.loaded.is_set()
+
+    def state(self) -> Literal["ok", "stale", "unread", "off"]:
+        """For readiness: the virtual keys read (``ok``), the last read kept while the
+        database does not answer (``stale``), never read (``unread``), or none (``off``: no
+        ledger)."""
+        if not self._expected:
+            return "off"
+        if not self.loaded.is_set():
+            return "unread"
+        return "stale" if self._failing else "ok"
 
     def lookup(self, digest: bytes) -> Grant | None:
         return self._static.get(digest) or self._virtual.get(digest)
@@ -53,6 +73,7 @@ class KeyBook:
         self._virtual = {bytes.fromhex(d): g for d, g in grants.items()}
 
     async def refresh(self, engine: Engine) -> None:
+        self._expected = True
         try:
             grants = await asyncio.to_thread(store.load, engine)
         except SQLAlchemyError as exc:

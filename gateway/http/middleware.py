@@ -24,6 +24,7 @@ ADMIN_PREFIXES = ("/admin", "/dashboard")
 # also takes the admin key as the password of HTTP Basic auth, and a 401 there asks for it.
 BROWSER_PATHS = frozenset({"/dashboard"})
 BASIC_CHALLENGE = {"www-authenticate": 'Basic realm="tiergate"'}
+KEYS_RETRY_AFTER_S = "2"  # a replica re-reads the keys every TIERGATE_KEYS_REFRESH_S (2 s)
 
 log = structlog.get_logger("tiergate.http")
 
@@ -223,6 +224,20 @@ class ApiKeys:
             state["key_id"], state["operator"] = "admin", True
         else:
             grant = book.lookup(digest)
+            if grant is None and book.unread:
+                # Started while the ledger database did not answer: the key may be a virtual
+                # key not read yet. Telling its holder it is invalid would be wrong.
+                await _send_error(
+                    send,
+                    503,
+                    "API keys are not available yet: this gateway has not read its virtual keys "
+                    "from the ledger database, which does not answer; retry shortly",
+                    "service_unavailable",
+                    "keys_unavailable",
+                    {"retry-after": KEYS_RETRY_AFTER_S},
+                    path=scope["path"],
+                )
+                return
             if grant is None:
                 await _send_error(
                     send,

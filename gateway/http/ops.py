@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from gateway.governance.book import KeyBook
 from gateway.governance.gate import Governor
 from gateway.metrics import Metrics
 from gateway.routing.runtime import Runtime
@@ -72,8 +73,14 @@ async def readyz(request: Request) -> Response:
     governor: Governor = request.app.state.governor
     # Redis asked now (both at once, each bounded): not what the last request happened to see
     (cache_state, cache_detail), limits = await asyncio.gather(store.check(), governor.check())
-    if "degraded" in (cache_state, limits.state) and status == "ready":
-        status = "degraded"  # still serving: uncached, or with limits kept per process
+    keys: KeyBook = request.app.state.keys
+    keys_state = keys.state()
+    if status == "ready" and (
+        "degraded" in (cache_state, limits.state) or keys_state in ("stale", "unread")
+    ):
+        # Still serving: uncached, with limits kept per process, or with the virtual keys
+        # read last (or, unread, with the bootstrap and admin keys only).
+        status = "degraded"
     runtime.refresh_gauges()
     body: dict[str, Any] = {
         "status": status,
@@ -91,6 +98,7 @@ async def readyz(request: Request) -> Response:
             "limits": limits.limits,
             "detail": limits.detail if operator else None,
         },
+        "keys": {"virtual": keys_state},
     }
     if not operator:
         body["detail"] = HIDDEN

@@ -4,11 +4,12 @@ last byte of its answer, so a killed process (SIGKILL, the OOM killer, a crash) 
 An append-only file per process, in segments (``journal-<pid>-<token>-<n>.jsonl`` in the journal
 directory), held with an exclusive ``flock`` on ``journal-<pid>-<token>.lock`` for the process's
 life. Each entry is one JSON line, written with one ``write()`` on the event loop's thread as the
-request ends (a few microseconds: no thread hand-off, no page rewrite). A stream appends its
-entry when it opens (already shaped as an interrupted row: status 499, ``error_class =
-interrupted``, usage estimated from the prompt) and appends its real row at the end; the last
-line of an id wins. The ledger writer ``forget``s entries once their rows are in the database or
-the outbox; a segment whose entries are all forgotten is deleted (a new one starts every
+request ends (a few microseconds: no thread hand-off, no page rewrite). A request also appends
+an entry as each try reaches its backend (already shaped as an interrupted row: status 499,
+``error_class = interrupted``, usage estimated from the prompt), so one killed while a backend
+works on it has its row; its real row comes at the end; the last line of an id wins. The
+ledger writer ``forget``s entries once their rows are in the database or the outbox; a segment
+whose entries are all forgotten is deleted (a new one starts every
 ``SEGMENT_BYTES``, or sooner when nothing is pending).
 
 Durability: ``sync="normal"`` (the default): once ``write()`` returns, the line is in the

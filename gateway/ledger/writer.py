@@ -105,6 +105,11 @@ class LedgerWriter:
         return self._engine
 
     @property
+    def journaling(self) -> bool:
+        """Whether rows go to a write-ahead journal (``TIERGATE_JOURNAL``)."""
+        return self._journal is not None
+
+    @property
     def queue_depth(self) -> int:
         queued = self._queue.qsize() if self._queue is not None else 0
         return queued + len(self._overflow)
@@ -138,8 +143,9 @@ class LedgerWriter:
         return written
 
     def opened(self, entry: LedgerEntry) -> asyncio.Future[None] | None:
-        """Journal a stream's row as it would stand if the process died now (an interrupted
-        row); its real row replaces it at the end. None without a journal."""
+        """Journal a request's row as it would stand if the process died now (an interrupted
+        row: written as a try reaches its backend); its real row replaces it at the end. None
+        without a journal."""
         return self._journal.append(entry) if self._journal is not None else None
 
     async def aclose(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:

@@ -210,6 +210,21 @@ class _Flight:
     admission: Admission | None = None  # what the governance gate let through and holds
     grant: Grant | None = None
     spent: Spent | None = None  # what backend calls given up on had cost (adapters.spent)
+    tried: asyncio.Future[None] | None = None  # the last try's journal write (``trying``)
+
+    def __post_init__(self) -> None:
+        self.outcome.trace.on_try = self.trying
+
+    def trying(self, candidate: Candidate) -> None:
+        """A try is about to reach ``candidate``'s backend: the row as it would stand if the
+        process died during it goes to the journal (``Accountant.trying``)."""
+        if self.settled:
+            return
+        state = self.active.pool.get(candidate.backend)
+        model = state.backend.model_id if state is not None else self.outcome.model
+        self.tried = self.pipeline.accountant.trying(
+            self.outcome, self.plan, self.active.policy.prices, candidate, model
+        )
 
     @property
     def may_escalate(self) -> bool:
@@ -263,13 +278,11 @@ class _Flight:
             raise await self.refused(exc) from None
         self.served_by(opened.candidate, opened.trace)
         self.outcome.model = opened.state.backend.model_id
-        # Journaled as an interrupted row before the first byte: a crash mid-stream leaves one.
-        journaled = self.pipeline.accountant.opened(
-            self.outcome, self.plan, self.active.policy.prices
-        )
-        if journaled is not None:
+        # Journaled as an interrupted row when its try began (``trying``): a crash mid-stream
+        # leaves one. With journal_sync=full, it is on disk before the first byte.
+        if self.tried is not None:
             try:
-                await journaled
+                await self.tried
             except asyncio.CancelledError:
                 await opened.release()  # nobody will read it: the backend stops now
                 raise

@@ -24,6 +24,7 @@ from gateway.ledger.entry import LedgerEntry, SampledEntry
 from gateway.ledger.journal import INTERRUPTED
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
+from gateway.policy import Candidate
 from gateway.policy.pricing import PriceBook, Priced
 from gateway.routing import spans
 from gateway.routing.attempts import Attempt, Trace
@@ -171,21 +172,23 @@ class Accountant:
         with tracing.step("tiergate.ledger.write"):
             return self.ledger.record(_sampled(entry, outcome, plan))
 
-    def opened(
-        self, outcome: Outcome, plan: Plan, prices: PriceBook
+    def trying(
+        self, outcome: Outcome, plan: Plan, prices: PriceBook, candidate: Candidate, model: str
     ) -> asyncio.Future[None] | None:
-        """A stream opened: journal its row as it would stand if the process died now (status
-        499, ``interrupted``, the prompt's estimated tokens); ``finish`` replaces it."""
-        if self.ledger is None:
-            return None
+        """A try is about to reach ``candidate``'s backend: journal the request's row as it
+        would stand if the process died during the try (status 499, ``interrupted``, against
+        that backend, the prompt's estimated tokens and no completion), so a request killed
+        while a backend works on it (a whole answer, a stream before or after its first chunk)
+        still has its row; ``finish`` replaces it. A future only with ``journal_sync=full``: a
+        stream awaits it before its first byte; a whole answer's ``finish`` is awaited anyway.
+        """
+        if self.ledger is None or not self.ledger.journaling:
+            return None  # nothing would keep it: the row is made at the end only
         usage = Usage(prompt_tokens=plan.prompt_tokens * outcome.choices, estimated=True)
         elapsed = time.perf_counter() - outcome.started
-        timings = Timings(latency_ms=elapsed * 1000.0)
-        priced = prices.price(outcome.backend, usage, timings)
-        entry = _entry(outcome, plan, usage, priced, elapsed)
-        return self.ledger.opened(
-            dataclasses.replace(entry, status=499, error_class=INTERRUPTED, ttft_ms=None)
-        )
+        priced = prices.price(candidate.backend, usage, Timings(latency_ms=elapsed * 1000.0))
+        entry = _entry(outcome, plan, usage, priced, elapsed, trying=(candidate, model))
+        return self.ledger.opened(entry)
 
     def _metrics(self, outcome: Outcome, elapsed: float) -> None:
         m = self.metrics
@@ -251,36 +254,63 @@ class Accountant:
 
 
 def _entry(
-    outcome: Outcome, plan: Plan, usage: Usage, priced: Priced, elapsed: float
+    outcome: Outcome,
+    plan: Plan,
+    usage: Usage,
+    priced: Priced,
+    elapsed: float,
+    *,
+    trying: tuple[Candidate, str] | None = None,
 ) -> LedgerEntry:
-    """The request's ledger row (a cascade's discarded cheap call counted in its tokens)."""
+    """The request's ledger row (a cascade's discarded cheap call counted in its tokens).
+    ``trying`` (a candidate and its model): the row as it stands while a try on that backend
+    is under way, interrupted (built here in one go: ``dataclasses.replace`` costs as much)."""
     timings = outcome.timings
     verdict = outcome.cascade
     first = verdict.spent if verdict is not None else None
     spent = first.usage if first is not None else Usage()
+    status, error, tier, backend, model = (
+        outcome.status,
+        outcome.error,
+        outcome.tier,
+        outcome.backend,
+        outcome.model,
+    )
+    ttft = timings.ttft_ms if timings else None
+    chain = [a.backend for a in outcome.attempts]
+    if trying is not None:
+        candidate, model = trying
+        status, error, tier, backend, ttft = (
+            499,
+            INTERRUPTED,
+            candidate.tier,
+            candidate.backend,
+            None,
+        )
+        chain.append(backend)
     return LedgerEntry(
         id=outcome.rid,
         ts=outcome.ts,
         key_id=outcome.key_id,
         policy_hash=outcome.policy_hash,
         route=outcome.route,
-        tier=outcome.tier,
-        backend=outcome.backend,
-        model=outcome.model,
+        tier=tier,
+        backend=backend,
+        model=model,
         score=round(plan.score.value, 6) if plan.score else None,
         cache=outcome.cache,
         canary_arm=outcome.canary_arm,
-        status=outcome.status,
-        error_class=outcome.error,
-        attempts=len(outcome.attempts),
-        fallback_chain=">".join(a.backend for a in outcome.attempts),
+        status=status,
+        error_class=error,
+        attempts=len(chain),
+        fallback_chain=">".join(chain),
         stream=outcome.stream,
         prompt_tokens=usage.prompt_tokens + spent.prompt_tokens,
         completion_tokens=usage.completion_tokens + spent.completion_tokens,
         cached_tokens=usage.cached_tokens + spent.cached_tokens,
         usage_estimated=usage.estimated,
         latency_ms=round(elapsed * 1000.0, 3),
-        ttft_ms=timings.ttft_ms if timings else None,
+        ttft_ms=ttft,
         server_ms=timings.server_ms if timings else None,
         load_ms=timings.load_ms if timings else None,
         cost_usd=priced.cost,

@@ -4,6 +4,7 @@ the ``DispatchError`` when no candidate answered (``gateway.routing.dispatch`` m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.base import Completion, Embeddings
@@ -57,6 +58,13 @@ class Trace:
 
     attempts: list[Attempt] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    # Told of each try just before it reaches its backend (the pipeline journals the request's
+    # row as it would stand if the process died during the try); None: nobody listens.
+    on_try: Callable[[Candidate], None] | None = None
+
+    def trying(self, candidate: Candidate) -> None:
+        if self.on_try is not None:
+            self.on_try(candidate)
 
     @property
     def fallbacks(self) -> int:

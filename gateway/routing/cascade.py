@@ -105,7 +105,7 @@ async def complete(flight: Flight, decision: Decision, chat: ChatRequest) -> Ser
     up = _judge(active.policy, cascade, decision, flight, first)
     if up is None:
         return _as_asked(first, chat)
-    outcome.trace = Trace()
+    outcome.trace = Trace(on_try=outcome.trace.on_try)
     try:
         better = await dispatcher.complete(up, chat, arrived=started, trace=outcome.trace)
     except DispatchError as exc:
@@ -130,7 +130,7 @@ async def open_stream(flight: Flight, decision: Decision, chat: ChatRequest) -> 
     first = await dispatcher.complete(decision, _asking(chat), arrived=started, trace=outcome.trace)
     up = _judge(active.policy, cascade, decision, flight, first)
     if up is not None:
-        outcome.trace = Trace()
+        outcome.trace = Trace(on_try=outcome.trace.on_try)
         try:
             opened = await dispatcher.open_stream(up, chat, arrived=started, trace=outcome.trace)
         except DispatchError as exc:

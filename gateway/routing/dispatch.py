@@ -198,6 +198,7 @@ class Dispatcher:
                 started = self._clock()
                 span, sent = spans.start(traced, candidate, state, request, retry=retried)
                 attempt = _Try(candidate, state, sent, span, started, budget)
+                trace.trying(candidate)
                 try:
                     result = await once(attempt)
                 except BackendError as exc:

@@ -23,6 +23,7 @@ from gateway.ledger.journal import INTERRUPTED
 from gateway.ledger.models import RequestRow
 from tests.http.live_server import API_KEY, WAIT_S, Server
 from tests.ledger.test_faults import POLICY, LedgerLock, LedgerServer, numbers
+from tests.support.held_upstream import HeldUpstream
 from tests.support.loadgen import Load
 
 CLIENTS = 8
@@ -181,3 +182,77 @@ async def test_without_the_journal_a_sigkill_loses_the_rows_in_memory(
     missing = [rid for rid in complete if rid not in rows]
     numbers(answered=len(complete), rows=len(rows), missing=len(missing))
     assert len(missing) >= 20
+
+
+async def test_sigkill_while_backends_work_leaves_their_rows(
+    ledger_url: str, tmp_path: Path, servers: list[Server]
+) -> None:
+    """Requests killed while their backend is still working on them: a whole answer, and a
+    stream before its first chunk. The clients got nothing, but each request reached a backend
+    (which a hosted API bills): after the restart each has exactly one row, status 499
+    ``interrupted``, against that backend, with the prompt's estimated tokens. Before, only a
+    stream that had opened was journaled, so these two left no row at all."""
+    async with HeldUpstream() as upstream:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(
+            "version: 1\n"
+            "backends:\n"
+            f"  held: {{type: openai_compat, model: {upstream.MODEL}, "
+            f'base_url: "{upstream.base_url}"}}\n'
+            "tiers:\n"
+            "  - {name: only, backends: [held]}\n"
+            "pricing:\n"
+            "  backends:\n"
+            "    held: {usd_per_1m_input: 1.0, usd_per_1m_output: 4.0}\n"
+        )
+        if not is_sqlite(ledger_url):
+            await asyncio.to_thread(upgrade, ledger_url)
+        first = LedgerServer(policy, workers=1, database_url=ledger_url)
+        servers.append(first)
+        await asyncio.to_thread(first.wait_ready)
+        prompt = {"model": "auto", "messages": [{"role": "user", "content": "hello there"}]}
+        async with httpx.AsyncClient(base_url=first.base_url, timeout=WAIT_S) as http:
+
+            async def ask(stream: bool) -> str:
+                try:
+                    response = await http.post(
+                        "/v1/chat/completions", json={**prompt, "stream": stream}, headers=AUTH
+                    )
+                except httpx.TransportError as exc:
+                    return type(exc).__name__
+                return f"HTTP {response.status_code}"
+
+            asked = [asyncio.create_task(ask(False)), asyncio.create_task(ask(True))]
+            await upstream.until_held(2)  # both are with the backend now
+            first.proc.send_signal(signal.SIGKILL)
+            seen = await asyncio.gather(*asked)
+        assert first.proc.wait(WAIT_S) == -signal.SIGKILL
+        first.stop()
+        assert not any(s.startswith("HTTP") for s in seen), seen  # nothing was answered
+
+        again = LedgerServer(policy, workers=1, database_url=ledger_url)
+        servers.append(again)
+        await restart_and_settle(again)
+
+    engine = make_engine(ledger_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    RequestRow.stream,
+                    RequestRow.status,
+                    RequestRow.error_class,
+                    RequestRow.backend,
+                    RequestRow.tier,
+                    RequestRow.prompt_tokens,
+                    RequestRow.completion_tokens,
+                    RequestRow.usage_estimated,
+                ).order_by(RequestRow.stream)
+            ).all()
+    finally:
+        engine.dispose()
+    numbers(rows=len(rows))
+    row = (499, INTERRUPTED, "held", "only")
+    assert [tuple(r[:5]) for r in rows] == [(False, *row), (True, *row)]
+    assert all(r.prompt_tokens > 0 and r.completion_tokens == 0 for r in rows)
+    assert all(r.usage_estimated for r in rows)

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.util.exc import CommandError
@@ -221,3 +224,63 @@ def test_0005_chains_the_canary_events_already_recorded(ledger_url: str) -> None
         assert "follows" not in columns
     finally:
         engine.dispose()
+
+
+def _upgrade_after(url: str, barrier: Any, results: Any) -> None:
+    """One ``upgrade`` in a process of its own, started with the others at the barrier."""
+    barrier.wait()
+    try:
+        upgrade(url)
+    except Exception as exc:  # reported to the test, which names it
+        results.put(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+    else:
+        results.put(None)
+
+
+def test_upgrades_started_at_once_take_turns(pg_cluster: postgres.Cluster) -> None:
+    """Replicas started together, each migrating first (the image's TIERGATE_MIGRATE=1): four
+    processes upgrading one empty PostgreSQL at the same instant all succeed, and the schema is
+    at head. Without the migration lock most such rounds ended with some of them failing on a
+    duplicate key (``pg_type_typname_nsp_index``: both creating ``alembic_version``)."""
+    forked = multiprocessing.get_context("fork")
+    for _round in range(4):
+        with postgres.database(pg_cluster) as url:
+            barrier, results = forked.Barrier(4), forked.Queue()
+            processes = [
+                forked.Process(target=_upgrade_after, args=(url, barrier, results))
+                for _ in range(4)
+            ]
+            for process in processes:
+                process.start()
+            outcomes = [results.get(timeout=120) for _ in processes]
+            for process in processes:
+                process.join(timeout=30)
+            assert outcomes == [None] * 4, outcomes
+            assert _state(url) == (True, head_revision(url))
+
+
+def test_db_upgrade_as_a_user_who_may_not_create_tables_says_so(
+    pg_cluster: postgres.Cluster, tmp_path: Path
+) -> None:
+    """A database user without the right to create tables (PostgreSQL 15 and later grant no
+    CREATE on ``public`` to users who do not own the database) gets one line saying what to
+    grant and exit code 1, not a 120-line traceback."""
+    role = f"tiergate_noperm_{os.getpid()}"
+    with psycopg.connect(pg_cluster.admin_dsn(), autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with postgres.database(pg_cluster) as url:
+            name = url.rsplit("/", 1)[1]
+            with psycopg.connect(pg_cluster.admin_dsn(name), autocommit=True) as admin:
+                admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # 15's default
+            as_role = url.replace(f"//{pg_cluster.user}@", f"//{role}@", 1)
+            done = _tiergate("db", "upgrade", cwd=tmp_path, TIERGATE_DATABASE_URL=as_role)
+            assert done.returncode == 1, done.stdout
+            assert "Traceback" not in done.stderr
+            assert done.stderr.count("\n") == 1, done.stderr
+            assert done.stderr.startswith("error: cannot upgrade the ledger database:")
+            assert "permission denied" in done.stderr
+            assert "GRANT CREATE ON SCHEMA public" in done.stderr
+    finally:
+        with psycopg.connect(pg_cluster.admin_dsn(), autocommit=True) as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
