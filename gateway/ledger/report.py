@@ -353,11 +353,13 @@ def _add_quality(
             acc.judge_count += 1
 
 
+# The CSV's columns: the group's key, then every figure of the JSON report in its order.
 CSV_FIELDS = (
     "key",
     "requests",
     "prompt_tokens",
     "completion_tokens",
+    "cached_tokens",
     "cost_usd",
     "overhead_usd",
     "overhead_calls",
@@ -372,6 +374,8 @@ CSV_FIELDS = (
     "error_rate",
     "abandoned_rate",
     "cache_hit_rate",
+    "priced_requests",
+    "compared_requests",
     "unpriced_requests",
     "estimated_usage_requests",
     "feedback_avg",

@@ -579,6 +579,10 @@ def test_cli_csv_has_the_documented_columns(ledger: str, tmp_path: Path) -> None
     )  # fmt: skip
     lines = list(csv.reader(io.StringIO(done.stdout)))
     assert tuple(lines[0]) == CSV_FIELDS
+    # every figure the JSON report has, in its order (the cached-token and priced / compared
+    # request counts were missing, so a spreadsheet could not tell how many rows the money
+    # rests on)
+    assert tuple(lines[0]) == ("key", *TOTALS)
     assert CSV_FIELDS[0] == "key"
     for name in ("requests", "cost_usd", "baseline_cost_usd", "savings_usd", "savings_pct"):
         assert name in CSV_FIELDS
