@@ -12,7 +12,7 @@ path's own; ``--ledger compare`` (the default) then runs the concurrency-32 load
 
 Run:  python bench/gateway_overhead.py [--duration 10] [--ledger compare|off|on]
         [--out bench/results/gateway-overhead.json]
-      python bench/gateway_overhead.py --against DIR [--rounds 5] [--out FILE]
+      python bench/gateway_overhead.py --against DIR [--rounds 5] [--ledger on] [--out FILE]
         this checkout against another one (say `git worktree add DIR <older commit>`) in one
         run: both gateways up at once, their wrk runs interleaved, the same launcher for both
         (uvicorn as `tiergate serve` configures it, only PYTHONPATH differs); reports added p50
@@ -560,6 +560,17 @@ def main() -> int:
         else:
             assert args.against is not None
             trees = {"against": args.against.resolve(), "this": ROOT}
+            if args.ledger == "on":  # both trees with the ledger and its journal on (SQLite)
+                envs = {
+                    label: {
+                        "TIERGATE_LEDGER": "true",
+                        "TIERGATE_JOURNAL": "true",
+                        "TIERGATE_DATABASE_URL": f"sqlite:///{work / label}-ledger.db",
+                        "TIERGATE_OUTBOX_PATH": str(work / f"{label}-outbox.db"),
+                        "TIERGATE_JOURNAL_DIR": str(work / f"{label}-journal"),
+                    }
+                    for label in trees
+                }
         load_before = os.getloadavg()
         try:
             wait_http(f"http://127.0.0.1:{mock_port}/v1/models", mock)
