@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine, func, inspect, or_, select
 
-from gateway.ledger.adaptive import LABEL_ARMS
+from gateway.ledger.adaptive import LABEL_ARMS, OVERHEAD_ARMS
 from gateway.ledger.models import RequestRow, TeamRow
 from gateway.ledger.report_quality import feedback_scores, judge_grades
 
@@ -59,9 +59,6 @@ GROUPINGS: tuple[str, ...] = (
     "canary_arm",
     "api",
 )
-# The rows of calls the gateway makes on its own after a client's answer (gateway.routing.
-# background): a canary's shadow and judge calls, the adaptive scorer's judged samples.
-OVERHEAD_ARMS: tuple[str, ...] = ("shadow", "judge", *LABEL_ARMS)
 # A request that needed nothing special, in a report by capability.
 PLAIN = "plain"
 CHUNK = 5000
