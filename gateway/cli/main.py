@@ -65,7 +65,7 @@ def serve(
     from gateway.app import create_app
     from gateway.ledger.db import LedgerError, check_ledger
     from gateway.policy import PolicyError, load_policy
-    from gateway.settings import ExposureError, check_exposure, check_local_paths
+    from gateway.preflight import ExposureError, check_exposure, check_local_paths
     from gateway.workers import BindError, Supervisor, run_single
 
     overrides = {
