@@ -177,7 +177,9 @@ def build_report(
         "by": by,
         "team": team,
         "totals": total.figures(baselined),
-        "groups": [{"key": key, **acc.figures(baselined)} for key, acc in sorted(groups.items())]
+        "groups": [
+            {"key": key, **tally.figures(baselined)} for key, tally in sorted(groups.items())
+        ]
         if by is not None
         else [],
         "labelling": {"calls": int(labelling[0]), "cost_usd": usd(Decimal(labelling[1] or 0))},
@@ -190,13 +192,13 @@ def _add_quality(
     """``/v1/feedback`` scores and judge grades, counted with the group of the request they
     rate."""
     for row, score in feedback_scores(connection, _COLUMNS, where):
-        for acc in (total, *(groups.setdefault(k, Tally()) for k in _keys(row, by))):
-            acc.feedback_sum += score
-            acc.feedback_count += 1
+        for tally in (total, *(groups.setdefault(k, Tally()) for k in _keys(row, by))):
+            tally.feedback_sum += score
+            tally.feedback_count += 1
     for row, grade in judge_grades(connection, _COLUMNS, where):
-        for acc in (total, *(groups.setdefault(k, Tally()) for k in _keys(row, by))):
-            acc.judge_sum += grade
-            acc.judge_count += 1
+        for tally in (total, *(groups.setdefault(k, Tally()) for k in _keys(row, by))):
+            tally.judge_sum += grade
+            tally.judge_count += 1
 
 
 def ledger_teams(engine: Engine, since: datetime) -> list[str]:
