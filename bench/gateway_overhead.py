@@ -317,10 +317,13 @@ def compare_ledger(
     return results
 
 
+# An older checkout (--against) has uvicorn_config in gateway.workers, where it was before
+# gateway.server.
 LAUNCH = (
-    "import uvicorn; from gateway.app import create_app; from gateway.settings import Settings; "
-    "from gateway.workers import uvicorn_config; s = Settings(); "
-    "uvicorn.Server(uvicorn_config(create_app(s), s)).run()"
+    "import uvicorn; from gateway.app import create_app; from gateway.settings import Settings\n"
+    "try:\n    from gateway.server import uvicorn_config\n"
+    "except ImportError:\n    from gateway.workers import uvicorn_config\n"
+    "s = Settings(); uvicorn.Server(uvicorn_config(create_app(s), s)).run()"
 )
 
 

@@ -36,12 +36,13 @@ from gateway.ledger.writer import LedgerWriter
 from gateway.log import configure_logging
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.preflight import check_exposure
 from gateway.routing.accounting import Accountant
 from gateway.routing.judging import LabelSampler
 from gateway.routing.pool import BackendFactory
 from gateway.routing.runtime import Runtime
 from gateway.scoring.tokens import warm_up
-from gateway.settings import Settings, check_exposure
+from gateway.settings import Settings
 from gateway.tracing import Tracing, open_tracing
 
 log = structlog.get_logger("tiergate.app")

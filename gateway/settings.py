@@ -1,15 +1,14 @@
 """Process settings from the environment (``TIERGATE_*``), pydantic-settings at the edge.
 
-Secrets are ``SecretStr`` so a settings dump or log line never shows them.
+Secrets are ``SecretStr`` so a settings dump or log line never shows them. What is checked
+before a server starts (folders, exposure) is ``gateway.preflight``; the ``TIERGATE_*`` names
+nothing reads (typos) are ``gateway.environment``.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import ipaddress
-import tempfile
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -288,116 +287,6 @@ def check_redis_url(url: str) -> str:
     return url
 
 
-class SettingError(ValueError):
-    """A setting that cannot be used; ``str()`` is ``VARIABLE: what is wrong and what to do``."""
-
-    def __init__(self, variable: str, message: str) -> None:
-        super().__init__(f"{variable}: {message}")
-        self.variable = variable
-
-
-def check_local_paths(settings: Settings) -> None:
-    """Before a server with the ledger starts: the outbox's and the journal's folders exist (made
-    now if missing) and take a file; else ``SettingError`` naming the variable to change."""
-    outbox = settings.outbox_path
-    if outbox.is_dir():
-        raise SettingError(
-            "TIERGATE_OUTBOX_PATH",
-            f"{outbox} is a folder; give a file path in a writable local folder, e.g. "
-            f"{outbox / 'outbox.db'}",
-        )
-    _writable_dir(
-        outbox.parent,
-        "TIERGATE_OUTBOX_PATH",
-        f"the folder {outbox.parent} for the outbox {outbox.name}",
-        "set TIERGATE_OUTBOX_PATH to a file in a writable local folder "
-        "(default: .tiergate/outbox.db)",
-    )
-    journal = settings.journal_path()
-    if settings.journal_dir is None:
-        what = f"the journal's default folder {journal} (beside TIERGATE_OUTBOX_PATH)"
-    else:
-        what = f"the journal folder {journal}"
-    _writable_dir(
-        journal,
-        "TIERGATE_JOURNAL_DIR",
-        what,
-        "set TIERGATE_JOURNAL_DIR to a writable folder on local disk",
-    )
-
-
-def _writable_dir(path: Path, variable: str, what: str, fix: str) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        if isinstance(exc, FileExistsError):
-            reason = "a file of that name is in the way"
-        raise SettingError(variable, f"cannot use {what} ({reason}); {fix}") from None
-
-
-# ``TIERGATE_*`` names read outside ``Settings``: the container's entrypoint (deploy/), and the
-# repository's tooling (deploy/local/cluster.sh, the tests), whose variables can sit in the
-# same environment as the gateway's.
-OTHER_VARIABLES = frozenset({"TIERGATE_MIGRATE"})
-TOOLING_PREFIXES = ("TIERGATE_CLUSTER_", "TIERGATE_TEST_")
-
-
-def setting_variables() -> frozenset[str]:
-    """The environment variable of every setting."""
-    return frozenset(f"TIERGATE_{name.upper()}" for name in Settings.model_fields)
-
-
-def is_known_variable(name: str, also: Iterable[str] = ()) -> bool:
-    upper = name.upper()
-    return (
-        upper in setting_variables()
-        or upper in OTHER_VARIABLES
-        or upper.startswith(TOOLING_PREFIXES)
-        or upper in {a.upper() for a in also}
-    )
-
-
-def unknown_variables(
-    environ: Mapping[str, str], also: Iterable[str] = ()
-) -> list[tuple[str, str | None]]:
-    """Each ``TIERGATE_*`` variable (any case, as the settings read them) that nothing reads,
-    with the setting it most likely meant (or None). ``also``: names known elsewhere (a
-    policy's ``api_key_env``)."""
-    extra = list(also)
-    prefix = len("TIERGATE_")
-    # Compared without the prefix they all share, which would make any two names look alike.
-    candidates = sorted(v[prefix:] for v in setting_variables())
-    found = []
-    for name in sorted(environ):
-        if not name.upper().startswith("TIERGATE_") or is_known_variable(name, extra):
-            continue
-        close = difflib.get_close_matches(name.upper()[prefix:], candidates, n=1, cutoff=0.7)
-        found.append((name, "TIERGATE_" + close[0] if close else None))
-    return found
-
-
-def policy_variables(path: Path) -> set[str]:
-    """The ``api_key_env`` names a policy file gives its backends (read leniently: a policy
-    that does not load names none; its own check reports why)."""
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_bytes())
-    except (OSError, yaml.YAMLError):
-        return set()
-    backends = raw.get("backends") if isinstance(raw, dict) else None
-    if not isinstance(backends, dict):
-        return set()
-    return {
-        entry["api_key_env"]
-        for entry in backends.values()
-        if isinstance(entry, dict) and isinstance(entry.get("api_key_env"), str)
-    }
-
-
 def _password(url: str) -> str | None:
     from urllib.parse import urlsplit
 
@@ -418,17 +307,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-class ExposureError(RuntimeError):
-    """Refusing to listen on a non-loopback address without API keys."""
-
-
-def check_exposure(settings: Settings) -> None:
-    # With an admin key every route needs a key (virtual keys are made with it).
-    if not settings.client_keys() and settings.admin_key is None and not settings.loopback_only:
-        raise ExposureError(
-            f"refusing to listen on {settings.host} without API keys: anyone who can reach it "
-            f"could spend your providers' credit. Set TIERGATE_API_KEYS (and TIERGATE_ADMIN_KEY), "
-            f"or listen on 127.0.0.1"
-        )

@@ -8,10 +8,10 @@ last good one keeps serving. Here SIGHUP is forwarded, so every worker reloads i
 
 * Each worker listens on its own socket with SO_REUSEPORT, so the kernel spreads connections
   evenly (one shared socket lets whichever worker wakes first take most of them). The parent
-  binds the port (and the ops port) first without listening: a conflict fails at once (a
-  ``BindError`` naming the setting), and the port stays held. A socket bound with
-  SO_REUSEADDR can still take it to listen before a worker binds (Linux lets two such sockets
-  share a port while neither listens); the worker then tells the parent, which stops the
+  binds the port (and the ops port) first without listening (``gateway.listening``): a conflict
+  fails at once (a ``BindError`` naming the setting), and the port stays held. A socket bound
+  with SO_REUSEADDR can still take it to listen before a worker binds (Linux lets two such
+  sockets share a port while neither listens); the worker then tells the parent, which stops the
   others and fails the same way, rather than restarting it into the same conflict forever.
 * SIGHUP → each worker reloads its policy (validate, then swap, or keep the last good one).
 * ``POST /admin/policy/reload`` → the worker that took the call reloads, then asks the parent
@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 import uuid
@@ -46,12 +44,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.listening import OPS_PORT_VARIABLE, BindError, bind, check_port_free
+from gateway.server import uvicorn_config
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
-    import uvicorn
-    from fastapi import FastAPI
-
     from gateway.routing.runtime import Runtime
 
 log = structlog.get_logger("tiergate.workers")
@@ -62,68 +59,7 @@ RESTART_DELAY_S = 1.0
 # (or stuck) is reported as not answered. The asking worker waits a little longer for the lot.
 BROADCAST_WAIT_S = 10.0
 ANSWER_WAIT_S = BROADCAST_WAIT_S + 5.0
-
-
-PORT_VARIABLE = "TIERGATE_PORT / --port"
-OPS_PORT_VARIABLE = "TIERGATE_OPS_PORT"
 BIND_FAILED = 3  # a worker's exit status when it could not listen (it told the parent why)
-
-
-class BindError(RuntimeError):
-    """A port cannot be listened on; the message says which setting and what to do."""
-
-
-def bind(
-    host: str,
-    port: int,
-    *,
-    listen: bool,
-    reuse_port: bool = True,
-    variable: str = PORT_VARIABLE,
-) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host.strip("[]"), port))
-        if listen:
-            sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise BindError(_bind_problem(host, port, variable, exc)) from None
-    return sock
-
-
-def check_port_free(host: str, port: int, variable: str = PORT_VARIABLE) -> None:
-    """Fail if anything listens on ``port``: a socket with SO_REUSEPORT (what the workers bind)
-    would share the port with another gateway of the same user instead of failing."""
-    bind(host, port, listen=False, reuse_port=False, variable=variable).close()
-
-
-def _bind_problem(host: str, port: int, variable: str, exc: OSError) -> str:
-    if isinstance(exc, socket.gaierror):
-        return (
-            f"cannot listen on {host!r}: no such address ({exc.strerror}); set TIERGATE_HOST / "
-            f"--host to an address of this machine (127.0.0.1, or 0.0.0.0 for all)"
-        )
-    if exc.errno == errno.EADDRINUSE:
-        return (
-            f"port {port} is already in use ({variable}); stop the other process or pick "
-            f"another port"
-        )
-    if exc.errno == errno.EACCES:
-        return (
-            f"no permission to listen on port {port} ({variable}): ports below 1024 need root "
-            f"or CAP_NET_BIND_SERVICE; pick a port above 1023"
-        )
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return (
-            f"cannot listen on {host}: not an address of this machine; set TIERGATE_HOST / "
-            f"--host to one of its addresses (127.0.0.1, or 0.0.0.0 for all)"
-        )
-    return f"cannot listen on {host} port {port} ({variable}): {exc.strerror or exc}"
 
 
 def run_worker(port: int, link: Connection | None = None) -> None:
@@ -210,47 +146,6 @@ class WorkerLink:
         self._conn.send(
             ("reloaded", rid, {"pid": os.getpid(), "answered": True, **result.as_dict()})
         )
-
-
-def run_single(app: FastAPI, settings: Settings) -> None:
-    """``tiergate serve`` with one process. The ports are bound here, before the server
-    starts: a taken port is a ``BindError`` before the gateway opens anything (or logs
-    ``gateway_started``). With an ops port, one server listens on both ports (the app tells
-    them apart by the local port: ``ApiKeys``)."""
-    import uvicorn
-
-    sockets = [bind(settings.host, settings.port, listen=True, reuse_port=False)]
-    try:
-        if settings.ops_port is not None:
-            sockets.append(
-                bind(
-                    settings.host,
-                    settings.ops_port,
-                    listen=True,
-                    reuse_port=False,
-                    variable=OPS_PORT_VARIABLE,
-                )
-            )
-        uvicorn.Server(uvicorn_config(app, settings)).run(sockets=sockets)
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=30,
-        proxy_headers=False,  # tiergate is the edge; trust no forwarded headers by default
-    )
 
 
 @dataclass(slots=True)

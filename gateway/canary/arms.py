@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from gateway.ledger.models import FeedbackRow, RequestRow
-from gateway.ledger.report import nearest_rank
+from gateway.ledger.percentiles import nearest_rank
 
 ARMS: tuple[str, ...] = ("stable", "candidate", "shadow")
 

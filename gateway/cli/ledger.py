@@ -17,13 +17,13 @@ from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from gateway.cli.policy import settings_or_exit
 from gateway.ledger.db import LedgerError, display_url, make_engine, upgrade
 from gateway.ledger.report import (
-    CSV_FIELDS,
     GROUPINGS,
     build_report,
     known_teams,
     parse_since,
     rows_for_output,
 )
+from gateway.ledger.report_figures import CSV_FIELDS
 
 db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
 

@@ -64,9 +64,11 @@ def serve(
     """Start the gateway (uvicorn) with the policy's backends."""
     from gateway.app import create_app
     from gateway.ledger.db import LedgerError, check_ledger
+    from gateway.listening import BindError
     from gateway.policy import PolicyError, load_policy
-    from gateway.settings import ExposureError, check_exposure, check_local_paths
-    from gateway.workers import BindError, Supervisor, run_single
+    from gateway.preflight import ExposureError, check_exposure, check_local_paths
+    from gateway.server import run_single
+    from gateway.workers import Supervisor
 
     overrides = {
         k: v

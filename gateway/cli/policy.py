@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from adapters.base import ChatRequest, Message
 from adapters.config import RemoteConfig
+from gateway.environment import policy_variables, unknown_variables
 from gateway.errors import BadRequest
 from gateway.http.openai_in import parse_chat
 from gateway.http.openai_requests import chat_request
@@ -21,7 +22,7 @@ from gateway.log import standalone_logger
 from gateway.policy import Policy, PolicyError, UnknownRoute, load_policy
 from gateway.routing.explain import explain, render
 from gateway.routing.pool import disabled_reason
-from gateway.settings import Settings, policy_variables, unknown_variables
+from gateway.settings import Settings
 
 policy_app = typer.Typer(help="Check and explain policy files.", no_args_is_help=True)
 

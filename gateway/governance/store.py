@@ -25,8 +25,8 @@ from gateway.governance.grants import (
     OnExhausted,
     Period,
 )
+from gateway.ledger.adaptive import OVERHEAD_ARMS
 from gateway.ledger.models import KeyRow, RequestRow, TeamRow
-from gateway.ledger.report import OVERHEAD_ARMS
 
 KEY_PREFIX = "tg-"
 HINT_LENGTH = 7

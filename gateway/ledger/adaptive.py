@@ -9,6 +9,11 @@ replica learns from. Embeddings and numbers only: no prompt text is ever written
   pruned and the label stays. A judged sample (``gateway.routing.judging``: a cheaper tier's
   answer graded against the next stronger tier's) adds a row with source ``judge``.
   Replicas read the rows past the last id they saw.
+
+Also the ``canary_arm`` values of the ledger rows the gateway writes for its own calls:
+``LABEL_ARMS`` (a judged sample's) and ``OVERHEAD_ARMS`` (every background call's, the canary's
+shadow and judge calls included), which the savings report and the spend of keys and teams leave
+out of client traffic.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ JUDGE = "judge"
 LABEL_STRONG = "label_strong"
 LABEL_JUDGE = "label_judge"
 LABEL_ARMS: tuple[str, ...] = (LABEL_STRONG, LABEL_JUDGE)
+# The rows of calls the gateway makes on its own after a client's answer (gateway.routing.
+# background): a canary's shadow and judge calls, the adaptive scorer's judged samples. Routing's
+# overhead, not client traffic: the savings report and the spend of keys and teams leave them out.
+OVERHEAD_ARMS: tuple[str, ...] = ("shadow", "judge", *LABEL_ARMS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from gateway.settings import Settings, is_known_variable, unknown_variables
+from gateway.environment import is_known_variable, unknown_variables
+from gateway.settings import Settings
 from tests.cli.test_cli import FAKES, _env, tiergate, write
 from tests.http.live_server import Server, fake_policy
 

@@ -18,7 +18,8 @@ from starlette.routing import BaseRoute, Route
 from structlog.testing import capture_logs
 
 from gateway.app import create_app
-from gateway.settings import ExposureError, Settings, key_id_for
+from gateway.preflight import ExposureError
+from gateway.settings import Settings, key_id_for
 from tests.http.helpers import TWO_TIERS, fakes, gateway
 
 APP_KEY = "k-app-1111"

@@ -22,7 +22,9 @@ from pydantic import SecretStr
 from gateway.ledger.adaptive import FEEDBACK, JUDGE, LABEL_JUDGE, LABEL_STRONG, insert_label
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
-from gateway.ledger.report import CSV_FIELDS, build_report, nearest_rank, parse_since
+from gateway.ledger.percentiles import nearest_rank
+from gateway.ledger.report import build_report, parse_since
+from gateway.ledger.report_figures import CSV_FIELDS
 from gateway.ledger.store import insert_batch
 from tests.http.helpers import TWO_TIERS, gateway
 

@@ -1,0 +1,205 @@
+"""The savings report's figures of one group of ledger rows: what each number means, counted
+from the rows by ``Tally`` (pure arithmetic, no database; ``gateway.ledger.report`` reads the
+rows and groups them).
+
+Definitions (per group and in total):
+
+* cost = the sum over rows whose cost is known, the gateway's own background calls included
+  (``overhead``, below); rows whose cost is unknown (an unpriced backend) are counted in
+  ``unpriced`` and left out of the money columns rather than counted as $0; baseline is over the
+  client rows whose cost and baseline are both known (``compared``); savings = baseline - cost
+  of those rows - overhead, and savings % = savings / baseline; both ``None`` when no row of
+  the report has a baseline (a policy without one);
+* cost per 1M tokens = cost (overhead included) / (prompt + completion tokens of the priced
+  client rows) x 1,000,000;
+* latency and time-to-first-token percentiles use the nearest-rank method over answered (200)
+  requests (``gateway.ledger.percentiles``);
+* feedback (``/v1/feedback`` scores) and judge (the adaptive scorer's judge grades of cheaper
+  answers against the stronger tier's, 0..1): the mean and how many, per group of the request
+  rated, so a small sample shows as small;
+* fallback rate = requests that needed more than one attempt / requests; error rate = requests
+  answered with an error status / requests; abandoned rate = requests the client left before the
+  end (status 499) / requests; cache hit rate = requests served from the cache / requests.
+
+The gateway's own background calls (rows whose ``canary_arm`` is in ``OVERHEAD_ARMS``: a
+canary's shadow and judge calls, the adaptive scorer's judged samples) are not client traffic:
+they are left out of the request counts, tokens, latencies and rates, and their cost is routing's
+``overhead`` (with ``overhead_calls``): part of cost, and taken off the savings, since without
+routing they would not have been spent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from gateway.ledger.adaptive import OVERHEAD_ARMS
+from gateway.ledger.percentiles import nearest_rank
+
+
+@dataclass(slots=True)
+class Tally:
+    """One group's running totals, a row at a time; ``figures`` turns them into the report's
+    numbers."""
+
+    requests: int = 0
+    priced: int = 0  # cost known
+    compared: int = 0  # cost and baseline known
+    unpriced: int = 0
+    estimated: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    priced_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    compared_cost: Decimal = Decimal(0)
+    baseline: Decimal = Decimal(0)
+    errors: int = 0
+    abandoned: int = 0
+    fallbacks: int = 0
+    cache_hits: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    feedback_sum: float = 0.0
+    feedback_count: int = 0
+    judge_sum: float = 0.0
+    judge_count: int = 0
+    overhead_calls: int = 0
+    overhead: Decimal = Decimal(0)
+
+    def add(self, row: Any) -> None:
+        if row.canary_arm in OVERHEAD_ARMS:
+            self._add_overhead(row)
+            return
+        self.requests += 1
+        self.prompt_tokens += row.prompt_tokens
+        self.completion_tokens += row.completion_tokens
+        self.cached_tokens += row.cached_tokens
+        self.estimated += bool(row.usage_estimated)
+        if row.cost_usd is not None:
+            cost = Decimal(row.cost_usd)
+            self.priced += 1
+            self.cost += cost
+            self.priced_tokens += row.prompt_tokens + row.completion_tokens
+            if row.baseline_cost_usd is not None:
+                self.compared += 1
+                self.compared_cost += cost
+                self.baseline += Decimal(row.baseline_cost_usd)
+        else:
+            self.unpriced += 1
+        if row.status == 499:
+            self.abandoned += 1  # the client left: not the gateway's error
+        elif row.status != 200:
+            self.errors += 1
+        else:
+            self.latencies.append(float(row.latency_ms))
+            if row.ttft_ms is not None:
+                self.ttfts.append(float(row.ttft_ms))
+        self.fallbacks += _moved_on(row.fallback_chain)
+        self.cache_hits += row.cache == "hit"
+
+    def _add_overhead(self, row: Any) -> None:
+        """A background call: its cost is routing's overhead; it is no request of a client."""
+        self.overhead_calls += 1
+        if row.cost_usd is None:
+            self.unpriced += 1  # left out of the money columns: said, as for a request
+            return
+        self.cost += Decimal(row.cost_usd)
+        self.overhead += Decimal(row.cost_usd)
+
+    def figures(self, baselined: bool) -> dict[str, Any]:
+        """The group's figures; ``baselined``: whether the report has a baseline at all (a
+        group of background calls alone then shows their cost as a loss, so groups add up)."""
+        compared = self.compared > 0 or (baselined and self.overhead_calls > 0)
+        savings = self.baseline - self.compared_cost - self.overhead
+        return {
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cost_usd": usd(self.cost),
+            "overhead_usd": usd(self.overhead),
+            "overhead_calls": self.overhead_calls,
+            "baseline_cost_usd": usd(self.baseline) if compared else None,
+            "savings_usd": usd(savings) if compared else None,
+            "savings_pct": _ratio(savings * 100, self.baseline) if compared else None,
+            "cost_per_1m_tokens_usd": _ratio(self.cost * 1_000_000, Decimal(self.priced_tokens)),
+            "latency_ms_p50": _ms(nearest_rank(self.latencies, 50)),
+            "latency_ms_p95": _ms(nearest_rank(self.latencies, 95)),
+            "ttft_ms_p50": _ms(nearest_rank(self.ttfts, 50)),
+            "fallback_rate": _rate(self.fallbacks, self.requests),
+            "error_rate": _rate(self.errors, self.requests),
+            "abandoned_rate": _rate(self.abandoned, self.requests),
+            "cache_hit_rate": _rate(self.cache_hits, self.requests),
+            "priced_requests": self.priced,
+            "compared_requests": self.compared,
+            "unpriced_requests": self.unpriced,
+            "estimated_usage_requests": self.estimated,
+            "feedback_avg": _mean(self.feedback_sum, self.feedback_count),
+            "feedback_count": self.feedback_count,
+            "judge_avg": _mean(self.judge_sum, self.judge_count),
+            "judge_count": self.judge_count,
+        }
+
+
+def _mean(total: float, count: int) -> float | None:
+    return round(total / count, 4) if count else None
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def usd(value: Decimal) -> float:
+    """Dollars as the report shows them: a float, to 8 places."""
+    return float(round(value, 8))
+
+
+def _ratio(numerator: Decimal, denominator: Decimal) -> float | None:
+    if denominator == 0:
+        return None
+    return float(round(numerator / denominator, 4))
+
+
+def _rate(count: int, total: int) -> float | None:
+    return None if total == 0 else round(count / total, 4)
+
+
+# The CSV's columns: the group's key, then every figure of the JSON report in its order.
+CSV_FIELDS = (
+    "key",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "overhead_usd",
+    "overhead_calls",
+    "baseline_cost_usd",
+    "savings_usd",
+    "savings_pct",
+    "cost_per_1m_tokens_usd",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "ttft_ms_p50",
+    "fallback_rate",
+    "error_rate",
+    "abandoned_rate",
+    "cache_hit_rate",
+    "priced_requests",
+    "compared_requests",
+    "unpriced_requests",
+    "estimated_usage_requests",
+    "feedback_avg",
+    "feedback_count",
+    "judge_avg",
+    "judge_count",
+)
+
+
+def _moved_on(chain: str) -> bool:
+    """Whether a request's ``fallback_chain`` ("small>small>big") left its first backend: a
+    retry on the same backend is an attempt too, but no fallback."""
+    backends = chain.split(">")
+    return any(b != backends[0] for b in backends[1:])

@@ -1,0 +1,54 @@
+"""One gateway process's uvicorn server: the configuration every process serves with, and
+``tiergate serve`` with a single process (``gateway.workers`` runs several)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.listening import OPS_PORT_VARIABLE, bind
+from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
+
+def run_single(app: FastAPI, settings: Settings) -> None:
+    """``tiergate serve`` with one process. The ports are bound here, before the server
+    starts: a taken port is a ``BindError`` before the gateway opens anything (or logs
+    ``gateway_started``). With an ops port, one server listens on both ports (the app tells
+    them apart by the local port: ``ApiKeys``)."""
+    import uvicorn
+
+    sockets = [bind(settings.host, settings.port, listen=True, reuse_port=False)]
+    try:
+        if settings.ops_port is not None:
+            sockets.append(
+                bind(
+                    settings.host,
+                    settings.ops_port,
+                    listen=True,
+                    reuse_port=False,
+                    variable=OPS_PORT_VARIABLE,
+                )
+            )
+        uvicorn.Server(uvicorn_config(app, settings)).run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=30,
+        proxy_headers=False,  # tiergate is the edge; trust no forwarded headers by default
+    )
