@@ -20,12 +20,19 @@ import time
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from adapters import spent
 from adapters.base import BlockingComplete
-from adapters.chat import ChatRequest, Chunk, Completion, Usage
-from adapters.errors import BackendError, BackendRateLimited, BackendUnavailable, translated
+from adapters.chat import ChatRequest, Chunk, Completion, Timings, Usage
+from adapters.errors import (
+    BackendError,
+    BackendRateLimited,
+    BackendTimeout,
+    BackendUnavailable,
+    translated,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -41,6 +48,39 @@ class Stop(threading.Event):
     def __init__(self) -> None:
         super().__init__()
         self.spent: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A request the worker has taken up (``WorkerModel._begin``): when it was asked for
+    (``started``), when the worker began on it (``begun``), what loading the model cost then
+    (``load_ms``; None: it was loaded already) and when the generation must end (``deadline``,
+    ``timeout_s`` after the load)."""
+
+    backend: str
+    started: float
+    begun: float
+    load_ms: float | None
+    timeout_s: float
+    deadline: float
+
+    def check_deadline(self) -> None:
+        """Raise ``BackendTimeout`` once the generation has run past ``timeout_s``."""
+        if time.perf_counter() > self.deadline:
+            raise BackendTimeout(
+                self.backend,
+                f"generation ran past timeout_s={self.timeout_s}; lower max_tokens or raise "
+                f"`timeout_s` of this backend",
+            )
+
+    def timings(self, end: float, ttft_ms: float | None) -> Timings:
+        """The answer's timings, had it ended at ``end``; server time includes the load."""
+        return Timings(
+            latency_ms=(end - self.started) * 1000.0,
+            ttft_ms=ttft_ms,
+            server_ms=(end - self.begun) * 1000.0,
+            load_ms=self.load_ms,
+        )
 
 
 class WorkerModel(BlockingComplete):
@@ -78,6 +118,18 @@ class WorkerModel(BlockingComplete):
     @abstractmethod
     def _error(self, exc: Exception) -> BackendError:
         """The library's exception as one of ours."""
+
+    # --- for a subclass's _run ---------------------------------------------------------------
+
+    def _begin(self, cancel: Stop, started: float, timeout_s: float) -> Run:
+        """The start of every ``_run``: a request given up while it waited goes no further;
+        else the model is loaded (when it is not: this is where a missing extra is reported)
+        and the generation's ``timeout_s`` starts."""
+        if cancel.is_set():
+            raise BackendTimeout(self._name, "the request was abandoned while it waited")
+        begun = time.perf_counter()
+        load_ms = self._ensure_loaded()
+        return Run(self._name, started, begun, load_ms, timeout_s, time.perf_counter() + timeout_s)
 
     # --- server contract ------------------------------------------------------------------
 

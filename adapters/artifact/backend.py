@@ -18,11 +18,10 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters._in_process import Stop, WorkerModel
+from adapters._in_process import Emit, Stop, WorkerModel
 from adapters._template import prompt_pieces
 from adapters.artifact import extra
 from adapters.artifact.errors import (
@@ -41,13 +40,9 @@ from adapters.artifact.files import (
 )
 from adapters.base import BackendInfo, Health
 from adapters.capabilities import ARTIFACT, Capabilities
-from adapters.chat import ChatRequest, Completion, Timings, Usage
+from adapters.chat import ChatRequest, Completion, Usage
 from adapters.config import ArtifactConfig
-from adapters.errors import (
-    BackendError,
-    BackendRejected,
-    BackendTimeout,
-)
+from adapters.errors import BackendError, BackendRejected
 
 if TYPE_CHECKING:
     from adapters.artifact.runtime import Loaded
@@ -176,21 +171,14 @@ class ArtifactBackend(WorkerModel):
         return ids
 
     def _run(
-        self,
-        request: ChatRequest,
-        emit: Callable[[str], None] | None,
-        cancel: Stop,
-        started: float,
+        self, request: ChatRequest, emit: Emit | None, cancel: Stop, started: float
     ) -> Completion:
-        if cancel.is_set():
-            raise BackendTimeout(self._name, "the request was abandoned while it waited")
-        run_start = time.perf_counter()  # server time includes a model load (load_ms)
-        load_ms = self._ensure_loaded()  # first: it reports a missing torch extra
+        # first: loading reports a missing torch extra
+        run = self._begin(cancel, started, self._config.timeout_s)
         from adapters.artifact.loop import Sampling, generate
 
         loaded = self._loaded
         assert loaded is not None  # set by _ensure_loaded
-        deadline = time.perf_counter() + self._config.timeout_s
         prompt = self._prompt_ids(loaded, request)
         max_tokens = self._max_tokens(len(prompt), request.max_tokens)
 
@@ -202,12 +190,7 @@ class ArtifactBackend(WorkerModel):
             if cancel.is_set():
                 cancel.spent = Usage(prompt_tokens=len(prompt), completion_tokens=made)
                 raise Cancelled
-            if time.perf_counter() > deadline:
-                raise BackendTimeout(
-                    self._name,
-                    f"generation ran past timeout_s={self._config.timeout_s}; lower max_tokens "
-                    f"or raise `timeout_s` of this backend",
-                )
+            run.check_deadline()
 
         sampling = Sampling(
             max_tokens=max_tokens,
@@ -227,12 +210,7 @@ class ArtifactBackend(WorkerModel):
             text=outcome.text,
             finish_reason=outcome.finish,
             usage=Usage(prompt_tokens=len(prompt), completion_tokens=len(outcome.completion_ids)),
-            timings=Timings(
-                latency_ms=(end - started) * 1000.0,
-                ttft_ms=(first - started) * 1000.0 if first is not None else None,
-                server_ms=(end - run_start) * 1000.0,
-                load_ms=load_ms,
-            ),
+            timings=run.timings(end, (first - started) * 1000.0 if first is not None else None),
             backend=self._name,
             model=self.model_id,
             stop_sequence=outcome.stop_sequence,

@@ -28,17 +28,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from adapters._in_process import Stop, WorkerModel
+from adapters._in_process import Emit, Stop, WorkerModel
 from adapters._template import prompt_pieces
 from adapters._text import StopScanner
 from adapters.base import BackendInfo, Health
 from adapters.capabilities import Capabilities, defaults_for
-from adapters.chat import ChatRequest, Completion, FinishReason, Timings, Usage
+from adapters.chat import ChatRequest, Completion, FinishReason, Usage
 from adapters.config import TinyConfig
 from adapters.errors import (
     BackendError,
     BackendRejected,
-    BackendTimeout,
     BackendUnavailable,
     translated,
 )
@@ -210,17 +209,9 @@ class TinyBackend(WorkerModel):
         return tokens
 
     def _run(
-        self,
-        request: ChatRequest,
-        emit: Callable[[str], None] | None,
-        cancel: Stop,
-        started: float,
+        self, request: ChatRequest, emit: Emit | None, cancel: Stop, started: float
     ) -> Completion:
-        if cancel.is_set():
-            raise BackendTimeout(self._name, "the request was abandoned while it waited")
-        run_start = time.perf_counter()  # server time includes a model load (load_ms)
-        load_ms = self._ensure_loaded()
-        deadline = time.perf_counter() + self._config.timeout_s
+        run = self._begin(cancel, started, self._config.timeout_s)
         llm = self._llm
         prompt = self._prompt_tokens(request)
         room = self._config.n_ctx - len(prompt)
@@ -276,12 +267,7 @@ class TinyBackend(WorkerModel):
                         prompt_tokens=len(prompt), completion_tokens=generated, cached_tokens=cached
                     )
                     raise Cancelled
-                if time.perf_counter() > deadline:
-                    raise BackendTimeout(
-                        self._name,
-                        f"generation ran past timeout_s={self._config.timeout_s}; lower "
-                        f"max_tokens or raise `timeout_s` of this backend",
-                    )
+                run.check_deadline()
         finally:
             tokens.close()
         if stopped is None:
@@ -297,12 +283,7 @@ class TinyBackend(WorkerModel):
             usage=Usage(
                 prompt_tokens=len(prompt), completion_tokens=generated, cached_tokens=cached
             ),
-            timings=Timings(
-                latency_ms=(end - started) * 1000.0,
-                ttft_ms=ttft,
-                server_ms=(end - run_start) * 1000.0,
-                load_ms=load_ms,
-            ),
+            timings=run.timings(end, ttft),
             backend=self._name,
             model=self.model_id,
             logprobs=scores.openai() if scores is not None else None,

@@ -4,7 +4,9 @@ ledger's recent traffic."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -56,7 +58,6 @@ def calibrate(
     """Set the threshold in front of the strongest tier (or, with --tier-shares or
     --each-tier, every tier's) from labelled data or the ledger."""
     from gateway.tools.scorer.calibrate import (
-        CalibrationError,
         edit_max_scores,
         plan_thresholds,
         threshold_for_feedback,
@@ -82,7 +83,7 @@ def calibrate(
             policy, loaded, tier_shares, labels, keep_contaminated, since, route, out, dry_run
         )
         return
-    try:
+    with _exit_if_it_cannot_be_calibrated():
         if labels:
             items = read_label_files(label_files(labels), keep_contaminated).items
             scores = [loaded.score(i.messages, i.max_tokens).value for i in items]
@@ -121,9 +122,6 @@ def calibrate(
         changes = plan_thresholds(tiers, threshold)
         text = policy.read_text()
         new_text = edit_max_scores(text, {c.index: c.new for c in changes})
-    except (CalibrationError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
     above = sum(1 for s in scores if s > threshold) / len(scores)
     for c in changes:
         typer.echo(f"tiers[{c.index}] {c.name}: max_score {c.old} → {c.new}")
@@ -131,6 +129,19 @@ def calibrate(
         f"strong share on this data: {above:.1%} (target {share:.1%}) above max_score {threshold:g}"
     )
     _write_calibrated(policy, new_text, out, dry_run)
+
+
+@contextlib.contextmanager
+def _exit_if_it_cannot_be_calibrated() -> Iterator[None]:
+    """A threshold that cannot be set (``CalibrationError``, a value out of range) ends the
+    command with its reason on stderr and exit code 2."""
+    from gateway.tools.scorer.calibrate import CalibrationError
+
+    try:
+        yield
+    except (CalibrationError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 def _write_calibrated(policy: Path, new_text: str, out: Path | None, dry_run: bool) -> None:
@@ -160,14 +171,13 @@ def _calibrate_tiers(
 ) -> None:
     """Every threshold at once, so that each tier gets its share of the scores."""
     from gateway.tools.scorer.calibrate import (
-        CalibrationError,
         edit_max_scores,
         parse_tier_shares,
         thresholds_for_shares,
     )
 
     names = [t.name for t in loaded.tiers]
-    try:
+    with _exit_if_it_cannot_be_calibrated():
         shares = parse_tier_shares(tier_shares, names)
         if labels:
             items = read_label_files(label_files(labels), keep_contaminated).items
@@ -177,9 +187,6 @@ def _calibrate_tiers(
         typer.echo(f"calibrating on {len(scores)} scores", err=True)
         thresholds = thresholds_for_shares(scores, shares)
         new_text = edit_max_scores(policy.read_text(), dict(enumerate(thresholds)))
-    except (CalibrationError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
     floor = 0.0
     for index, (name, threshold) in enumerate(zip(names, thresholds, strict=False)):
         got = sum(1 for s in scores if floor < s <= threshold or (index == 0 and s <= threshold))
@@ -204,25 +211,18 @@ def _calibrate_tiers_by_feedback(
     dry_run: bool,
 ) -> None:
     """Every threshold but the last, each from the feedback on its own tier's answers."""
-    from gateway.tools.scorer.calibrate import (
-        CalibrationError,
-        edit_max_scores,
-        thresholds_for_feedback,
-    )
+    from gateway.tools.scorer.calibrate import edit_max_scores, thresholds_for_feedback
 
     cheaper = loaded.tiers[:-1]
     if not cheaper:
         typer.echo("error: the policy has one tier: there is no threshold to calibrate", err=True)
         raise typer.Exit(code=2)
-    try:
+    with _exit_if_it_cannot_be_calibrated():
         per_tier = [(t.name, _ledger_feedback(since, route, {t.name})) for t in cheaper]
         fits = thresholds_for_feedback(per_tier, quality)
         new_text = edit_max_scores(
             policy.read_text(), {i: fit.threshold for i, fit in enumerate(fits)}
         )
-    except (CalibrationError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
     for index, (tier, fit) in enumerate(zip(cheaper, fits, strict=True)):
         typer.echo(
             f"tiers[{index}] {tier.name}: max_score {tier.max_score:g} → {fit.threshold:g}  "

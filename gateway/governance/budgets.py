@@ -26,12 +26,10 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Protocol
 
 import redis.asyncio as aioredis
-import structlog
 from redis.exceptions import RedisError
 
 from gateway.governance.grants import Allowance, period_end, period_start
-
-log = structlog.get_logger("tiergate.budgets")
+from gateway.governance.outage import Outage
 
 NANO = Decimal(1_000_000_000)
 UNSEEDED = -2
@@ -233,7 +231,7 @@ class RedisBudgets:
         self._settle = self._redis.register_script(_SETTLE)
         self._local = MemoryBudgets(clock)
         self._clock = clock
-        self._down_until = 0.0
+        self._outage = Outage(rates=False, budgets=True, retry_s=RETRY_REDIS_S, clock=clock)
 
     @staticmethod
     def _keys(holds: Sequence[Hold]) -> list[str]:
@@ -243,47 +241,30 @@ class RedisBudgets:
             keys += [f"{base}:spent", f"{base}:held", f"{base}:amount"]
         return keys
 
-    def _usable(self) -> bool:
-        return self._clock() >= self._down_until
-
-    def _failed(self, exc: RedisError) -> None:
-        if self._down_until == 0.0:
-            log.warning(
-                "budgets_local",
-                error=type(exc).__name__,
-                detail="Redis unreachable: budgets are kept by each process until it answers",
-            )
-        self._down_until = self._clock() + RETRY_REDIS_S
-
-    def _recovered(self) -> None:
-        if self._down_until != 0.0:
-            self._down_until = 0.0
-            log.info("budgets_shared_again")
-
     async def reserve(
         self, holds: Sequence[Hold], options: Sequence[int], rid: str, expires: float
     ) -> Reserved:
-        if self._usable():
+        if self._outage.usable():
             args: list[str | int | float] = [self._clock(), expires, rid, len(options)]
             args += [*options, *(h.limit for h in holds)]
             try:
                 reply = await self._reserve(keys=self._keys(holds), args=args)
             except RedisError as exc:
-                self._failed(exc)
+                self._outage.went_away(exc)
             else:
-                self._recovered()
+                self._outage.back()
                 values = [int(v) for v in reply]
                 return Reserved(values[0], tuple(values[1:]))
         return await self._local.reserve(holds, options, rid, expires)
 
     async def seed(self, hold: Hold, spent: int, now: datetime) -> None:
-        if self._usable():
+        if self._outage.usable():
             key = self._keys([hold])[0]
             try:
                 await self._redis.set(key, spent, nx=True, ex=hold.ttl_s(now))
                 return
             except RedisError as exc:
-                self._failed(exc)
+                self._outage.went_away(exc)
         await self._local.seed(hold, spent, now)
 
     async def settle(self, holds: Sequence[Hold], rid: str, actual: int) -> None:
@@ -291,7 +272,7 @@ class RedisBudgets:
 
     async def settle_many(self, items: Sequence[Settled]) -> None:
         await self._local.settle_many(items)
-        if not items or not self._usable():
+        if not items or not self._outage.usable():
             return
         keys: list[str] = []
         args: list[str | int] = []
@@ -301,7 +282,7 @@ class RedisBudgets:
         try:
             await self._settle(keys=keys, args=args)
         except RedisError as exc:
-            self._failed(exc)
+            self._outage.went_away(exc)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

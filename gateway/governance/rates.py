@@ -33,15 +33,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-import structlog
-
+from gateway.governance.outage import Outage
 from gateway.governance.rate_stores import LocalWindows, RedisWindows, WindowStore
 from gateway.governance.windows import Check, Counts, fits, headers, wait_s
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
-
-log = structlog.get_logger("tiergate.governance")
 
 T = TypeVar("T")
 PREFIX = "tiergate:rl:"
@@ -136,8 +133,6 @@ class RateLimiter:
     ) -> None:
         self._window_s = window_s
         self._gate = asyncio.Semaphore(max_in_flight)
-        self._retry_s = retry_s
-        self._clock = clock
         self._local = LocalWindows(prefix)
         self._shared = (
             RedisWindows(
@@ -150,8 +145,7 @@ class RateLimiter:
             if redis_url
             else None
         )
-        self._outage: str | None = None  # why Redis is not used now; None: it is
-        self._retry_at = 0.0
+        self._outage = Outage(rates=True, budgets=False, retry_s=retry_s, clock=clock)
 
     @classmethod
     def from_settings(
@@ -187,8 +181,8 @@ class RateLimiter:
         """For a readiness check: degraded while the limits are per process for want of Redis."""
         if self._shared is None:
             return "ok", "per process (no Redis configured)"
-        if self._outage is not None:
-            return "degraded", f"per process while Redis is away: {self._outage}"
+        if self._outage.reason is not None:
+            return "degraded", f"per process while Redis is away: {self._outage.reason}"
         return "ok", "shared through Redis"
 
     async def admit(self, subjects: Sequence[Subject], tokens: int) -> RateVerdict:
@@ -221,43 +215,21 @@ class RateLimiter:
             window_s = self._window_s
             await self._on_store(lambda store: store.adjust(changes, window_s))
 
-    def _shared_now(self) -> bool:
-        return self._outage is None or self._clock() >= self._retry_at
-
     async def _on_store(self, op: Callable[[WindowStore], Awaitable[T]]) -> T:
         shared = self._shared
-        if shared is not None and self._shared_now():
+        if shared is not None and self._outage.usable():
             # a burst queues here rather than opening a connection per request at once (which
             # on a busy machine runs past the connect bound and reads as an outage)
             async with self._gate:
-                if self._shared_now():  # Redis may have gone away while this one queued
+                if self._outage.usable():  # Redis may have gone away while this one queued
                     try:
                         result = await op(shared)
                     except shared.errors as exc:
-                        self._went_away(exc)
+                        self._outage.went_away(exc)
                     else:
-                        if self._outage is not None:
-                            log.info(
-                                "rate_limits_shared",
-                                detail="Redis answers again: rate limits are shared by every "
-                                "replica",
-                                was=self._outage,
-                            )
-                            self._outage = None
+                        self._outage.back()
                         return result
         return await op(self._local)
-
-    def _went_away(self, exc: BaseException) -> None:
-        self._retry_at = self._clock() + self._retry_s
-        if self._outage is not None:
-            return
-        self._outage = f"{type(exc).__name__}: {exc}"[:300]
-        log.warning(
-            "rate_limits_local",
-            reason=self._outage,
-            detail=f"Redis is unreachable: rate limits are per process until it answers "
-            f"(tried again every {self._retry_s:g} s)",
-        )
 
     async def aclose(self) -> None:
         if self._shared is not None:

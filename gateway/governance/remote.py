@@ -47,16 +47,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-
 from gateway.governance.budgets import UNSEEDED, Hold, Reserved, Settled
 from gateway.governance.gate_script import GATE
 from gateway.governance.leases import IDLE_S, Leases, Local, Ops
+from gateway.governance.outage import Outage
 from gateway.governance.rates import PREFIX  # the rate windows' names, as the other stores'
 from gateway.governance.resp import UNAVAILABLE, Connection, ReplyError
 from gateway.governance.windows import Check, Counts
-
-log = structlog.get_logger("tiergate.governance")
 
 BUDGET_PREFIX = "tiergate:budget:"
 SWEEP_EVERY_S = 1.0  # how often the holds of requests that never ended are looked for
@@ -128,7 +125,6 @@ class RemoteGate:
         self._sha = self._redis.script(GATE)
         self._prefix = prefix
         self._window_s = window_s
-        self._retry_s = retry_s
         self._settle_every_s = settle_every_s
         self._clock = clock
         self._asks: list[_Pending] = []
@@ -141,8 +137,7 @@ class RemoteGate:
         self._later: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[asyncio.Future[Any]] = set()  # calls sent without a task
-        self._outage: str | None = None  # why Redis is not used now; None: it is
-        self._retry_at = 0.0
+        self._outage = Outage(rates=True, budgets=True, retry_s=retry_s, clock=clock)
         self._sweep_at = 0.0
 
     @property
@@ -151,12 +146,12 @@ class RemoteGate:
 
     def usable(self) -> bool:
         """Whether to ask Redis now (it answers, or it is time to try it again)."""
-        return self._outage is None or self._clock() >= self._retry_at
+        return self._outage.usable()
 
     @property
     def outage(self) -> str | None:
         """Why Redis is not used now (rate limits and budgets per process), or None."""
-        return self._outage
+        return self._outage.reason
 
     async def check(self) -> str | None:
         """Why rate limits and budgets are this process's own now, or None while they are
@@ -168,10 +163,10 @@ class RemoteGate:
             try:
                 await self._redis.command(b"PING")
             except UNAVAILABLE as exc:
-                self._went_away(exc)
+                self._outage.went_away(exc)
             else:
-                self._back()
-        return self._outage
+                self._outage.back()
+        return self._outage.reason
 
     @property
     def leasing(self) -> bool:
@@ -203,7 +198,7 @@ class RemoteGate:
         """``admit_leased`` without an ``Ask`` or an ``Answer`` (the gate's fast path): the
         request's planned worst case is ``want``."""
         leases = self._leases
-        if leases is None or self._outage is not None:
+        if leases is None or self._outage.reason is not None:
             return None
         local = leases.admit(checks, holds, want, rid, expires)
         if local is not None and leases.urgent:
@@ -243,7 +238,7 @@ class RemoteGate:
         try:
             await self._redis.command(b"SET", key, spent, b"NX", b"EX", hold.ttl_s(now))
         except UNAVAILABLE as exc:
-            self._went_away(exc)
+            self._outage.went_away(exc)
             raise Unavailable(str(exc)) from exc
 
     async def flush(self) -> None:
@@ -297,7 +292,7 @@ class RemoteGate:
         if not self.usable():  # while Redis is away: settlements dropped, asks go local
             if leases is not None:
                 leases.drop()
-            _fail(asks, Unavailable(self._outage or "Redis is away"))
+            _fail(asks, Unavailable(self._outage.reason or "Redis is away"))
             return
         for name, number, delta in ops.returns:
             adjusted[name, number] = adjusted.get((name, number), 0) + delta
@@ -340,7 +335,7 @@ class RemoteGate:
         leases' changes applied (or every lease dropped)."""
         asks, leases = batch.asks, self._leases
         if isinstance(reply, UNAVAILABLE):
-            self._went_away(reply)
+            self._outage.went_away(reply)
             if leases is not None:
                 leases.drop()
             _fail(asks, Unavailable(f"{type(reply).__name__}: {reply}"))
@@ -367,7 +362,7 @@ class RemoteGate:
                 leases.drop()
             _fail(asks, exc)
             raise
-        self._back()
+        self._outage.back()
         for (_, future), answer in zip(asks, answers, strict=True):
             if not future.done():
                 future.set_result(answer)
@@ -430,34 +425,6 @@ class RemoteGate:
             words += (op.old_rid, op.old_amount, op.delta, op.new_rid, op.keep, op.want)
             words += (op.ceiling, op.expires, op.lease.hold.ttl_s(today))
         return keys, (json.dumps(words),), elapsed
-
-    def _went_away(self, exc: BaseException) -> None:
-        self._retry_at = self._clock() + self._retry_s
-        if self._outage is not None:
-            return
-        self._outage = f"{type(exc).__name__}: {exc}"[:300]
-        every = f"tried again every {self._retry_s:g} s"
-        log.warning(
-            "rate_limits_local",
-            reason=self._outage,
-            detail=f"Redis is unreachable: rate limits are per process until it answers ({every})",
-        )
-        log.warning(
-            "budgets_local",
-            error=type(exc).__name__,
-            detail=f"Redis unreachable: budgets are kept by each process until it answers "
-            f"({every})",
-        )
-
-    def _back(self) -> None:
-        if self._outage is not None:
-            log.info(
-                "rate_limits_shared",
-                detail="Redis answers again: rate limits are shared by every replica",
-                was=self._outage,
-            )
-            log.info("budgets_shared_again")
-            self._outage = None
 
 
 def _fail(asks: Sequence[_Pending], exc: BaseException) -> None:

@@ -7,7 +7,6 @@ nothing)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ from adapters.errors import BackendError
 from gateway.ids import request_id
 from gateway.ledger.entry import LedgerEntry
 from gateway.policy import Policy
+from gateway.routing.tasks import cancel_all
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +145,4 @@ class Jobs:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)

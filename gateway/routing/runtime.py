@@ -9,7 +9,6 @@ never a mix; backends the new policy dropped are closed once their requests have
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from gateway.routing.adaptive import AdaptiveLayer
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.pool import BackendFactory, BackendPool, BackendState, close_states, probe
 from gateway.routing.retry import Retrier
+from gateway.routing.tasks import cancel_all
 from gateway.scoring.adaptive import AdaptiveSettings
 
 log = structlog.get_logger("tiergate.runtime")
@@ -162,11 +162,7 @@ class Runtime:
         await self._changed.wait()
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)
         await self._active.pool.aclose()
 
     # --- background work -------------------------------------------------------------------
