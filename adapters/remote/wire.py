@@ -103,6 +103,8 @@ def build_payload(
         # litellm sends it to OpenAI's reasoning models, turns it into a thinking budget for
         # Anthropic's, and drops it (drop_params) for models without one.
         "reasoning_effort": request.reasoning_effort,
+        # Anthropic's extended thinking: litellm passes it to Anthropic's models as it is.
+        "thinking": request.thinking.wire() if request.thinking is not None else None,
     }
     payload.update({key: value for key, value in optional.items() if value is not None})
     payload.update(tool_fields(request))
