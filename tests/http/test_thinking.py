@@ -199,3 +199,53 @@ async def test_a_remote_anthropic_model_is_asked_to_think(tmp_path: Path) -> Non
         {"type": "text", "text": "Based on my analysis, the answer is 42."}
     ]
     assert answer["usage"]["output_tokens"] == 420
+
+
+@pytest.mark.usefixtures("httpx_litellm")
+async def test_a_tool_round_trip_goes_without_thinking(tmp_path: Path) -> None:
+    """After a turn that called a tool, Anthropic wants that turn's thinking block back, which
+    the gateway never has (its answers leave thinking out): thinking on would be refused
+    ("Expected `thinking` or `redacted_thinking`, but found `tool_use`"), so that call goes
+    without it and the conversation goes on; thinking disabled is still sent."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(REMOTE)
+    weather = {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    turns = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_01A09q90qw90lq917835lq9",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_01A09q90qw90lq917835lq9",
+                    "content": "22 degrees, sunny",
+                }
+            ],
+        },
+    ]
+    with respx.mock(assert_all_mocked=False) as router:
+        upstream = router.post(ANTHROPIC_URL).respond(200, json=THOUGHT_ANSWER)
+        async with gateway(policy, ledger=False) as (client, _app):
+            for thinking in ({"type": "enabled", "budget_tokens": 2048}, {"type": "disabled"}):
+                body = ask(messages=turns, tools=[weather], thinking=thinking)
+                response = await client.post(MESSAGES, json=body, headers=HEADERS)
+                assert response.status_code == 200, response.text
+    on, off = (json.loads(call.request.content) for call in upstream.calls)
+    assert "thinking" not in on
+    assert off["thinking"] == {"type": "disabled"}
+    assert [m["role"] for m in on["messages"]] == ["user", "assistant", "user"]
