@@ -92,6 +92,32 @@ class Message:
 
 # The values OpenAI's chat API takes for ``reasoning_effort`` (the openai SDK's ReasoningEffort).
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+ThinkingType = Literal["enabled", "adaptive", "disabled"]
+ThinkingDisplay = Literal["summarized", "omitted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """Anthropic's extended thinking, as its Messages API takes it: ``enabled`` with a token
+    budget (``budget_tokens``), ``adaptive`` (the model decides how much), or ``disabled``;
+    ``display`` says whether the thinking comes back summarized or not at all."""
+
+    type: ThinkingType
+    budget_tokens: int | None = None
+    display: ThinkingDisplay | None = None
+
+    @property
+    def on(self) -> bool:
+        return self.type != "disabled"
+
+    def wire(self) -> dict[str, str | int]:
+        """Anthropic's JSON form (what litellm passes on to Anthropic's models)."""
+        out: dict[str, str | int] = {"type": self.type}
+        if self.budget_tokens is not None:
+            out["budget_tokens"] = self.budget_tokens
+        if self.display is not None:
+            out["display"] = self.display
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +148,9 @@ class ChatRequest:
     # OpenAI's reasoning effort, for reasoning models: sent by the OpenAI-compatible and remote
     # (litellm) adapters; the others have no such knob.
     reasoning_effort: ReasoningEffort | None = None
+    # Anthropic's extended thinking: sent by the remote (litellm) adapter, which passes it to
+    # Anthropic's models, and by the Ollama adapter as ``think`` to a model that can think.
+    thinking: Thinking | None = None
     # Choices the client asked for. Adapters always answer one; the gateway asks again for
     # the rest (gateway.routing.choices), since most backends have no such parameter.
     n: int = 1

@@ -26,11 +26,13 @@ from gateway.governance.book import KeyBook
 from gateway.governance.budgets import MemoryBudgets
 from gateway.governance.gate import Governor
 from gateway.governance.rates import RateLimiter
+from gateway.governance.recovered import charge_interrupted
 from gateway.governance.remote import RemoteGate
 from gateway.http.admin import Peers
 from gateway.http.asgi import asgi_app
 from gateway.ledger.db import display_url, ensure_schema, make_engine
-from gateway.ledger.journal import Journal, recover
+from gateway.ledger.entry import LedgerEntry
+from gateway.ledger.journal import Journal, recover_rows
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
 from gateway.log import configure_logging
@@ -73,7 +75,7 @@ class Services:
             keys = key_book(settings)
         metrics = Metrics(key_labels=settings.metrics_key_labels)
         runtime = Runtime(settings.policy, metrics, factory=backend_factory)
-        ledger = await open_ledger(settings, metrics) if settings.ledger else None
+        ledger, recovered = await open_ledger(settings, metrics) if settings.ledger else (None, [])
         if ledger is not None:
             runtime.use_ledger(ledger.engine)  # the adaptive scorer's labels live there
         await asyncio.to_thread(warm_up)
@@ -92,6 +94,9 @@ class Services:
         )
         labels = LabelSampler(metrics.registry, ledger.record, ledger.engine) if ledger else None
         governor = open_governor(settings, ledger.engine if ledger else None)
+        if ledger is not None and recovered:
+            # What a killed process's requests had cost when it died: into the budgets.
+            await charge_interrupted(governor, ledger.engine, recovered)
         pipeline = Pipeline(runtime, accountant, cache, canary, labels, governor)
         services = cls(
             metrics, runtime, ledger, accountant, cache, canary, pipeline, keys, governor
@@ -185,8 +190,11 @@ def open_governor(settings: Settings, engine: Engine | None) -> Governor:
     return Governor(MemoryBudgets(), RateLimiter(None), engine, remote=remote)
 
 
-async def open_ledger(settings: Settings, metrics: Metrics) -> LedgerWriter:
-    """The ledger's engine (schema checked or, for the embedded SQLite, upgraded) and writer."""
+async def open_ledger(
+    settings: Settings, metrics: Metrics
+) -> tuple[LedgerWriter, list[LedgerEntry]]:
+    """The ledger's engine (schema checked or, for the embedded SQLite, upgraded) and writer,
+    and the rows recovered from the journals of processes that died (now in the outbox)."""
     url = settings.ledger_url()
     engine = make_engine(url, statement_timeout_ms=WRITER_STATEMENT_TIMEOUT_MS)
     try:
@@ -200,7 +208,7 @@ async def open_ledger(settings: Settings, metrics: Metrics) -> LedgerWriter:
         )
     outbox = await asyncio.to_thread(Outbox, settings.outbox_path)
     # Rows a killed process journaled but never wrote: into the outbox, replayed from there.
-    await asyncio.to_thread(recover, settings.journal_path(), outbox)
+    recovered = await asyncio.to_thread(recover_rows, settings.journal_path(), outbox)
     journal = None
     if settings.journal:
         journal = await asyncio.to_thread(
@@ -216,7 +224,7 @@ async def open_ledger(settings: Settings, metrics: Metrics) -> LedgerWriter:
     writer.start()
     if outbox.size:
         log.warning("ledger_outbox_pending", rows=outbox.size, path=str(outbox.path))
-    return writer
+    return writer, recovered
 
 
 def open_store(settings: Settings) -> Store:

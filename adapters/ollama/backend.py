@@ -47,7 +47,7 @@ from adapters.errors import (
     translated,
 )
 from adapters.ollama.errors import as_backend_error, error_from
-from adapters.ollama.models import capabilities_from_show, listed, model_names
+from adapters.ollama.models import capabilities_from_show, listed, model_names, thinks_from_show
 from adapters.ollama.wire import (
     ChatLine,
     build_call,
@@ -95,6 +95,7 @@ class OllamaBackend(BlockingComplete):
         self._clients = ClientSlot(self._open_client, _close_client)
         self._prewarm_ms: float | None = None
         self._detected: Capabilities | None = None
+        self._thinks = False  # /api/show lists ``thinking``: requests' thinking becomes ``think``
         self._closed = False
 
     # --- identity -------------------------------------------------------------------------
@@ -134,7 +135,7 @@ class OllamaBackend(BlockingComplete):
     async def acomplete(self, request: ChatRequest) -> Completion:
         started = time.perf_counter()
         with translated(self._error):
-            call = build_call(request, self._config)
+            call = build_call(request, self._config, thinks=self._thinks)
             line = parse_line(
                 await self._post(CHAT_PATH, call.body(stream=False), request.trace_headers)
             )
@@ -157,7 +158,7 @@ class OllamaBackend(BlockingComplete):
         calls: list[ToolCall] = []
         ttft: float | None = None
         with translated(self._error):
-            body = build_call(request, self._config).body(stream=True)
+            body = build_call(request, self._config, thinks=self._thinks).body(stream=True)
             # Leaving this block (a consumer closing the stream included) closes the HTTP
             # response, which is how Ollama learns to stop generating.
             async with self._client().stream(
@@ -299,6 +300,7 @@ class OllamaBackend(BlockingComplete):
             log.info("ollama_show_failed backend=%s reason=%s", self._name, exc.message)
             return
         self._detected = detected
+        self._thinks = thinks_from_show(shown)
 
     async def health(self) -> Health:
         started = time.perf_counter()

@@ -71,3 +71,10 @@ def capabilities_from_show(
     # depending on the version), far below the trained length: then the window stays unknown.
     window = num_ctx if trained is None or num_ctx is None else min(num_ctx, trained)
     return replace(caps, context_window=window)
+
+
+def thinks_from_show(shown: object) -> bool:
+    """Whether ``/api/show`` lists ``thinking`` among the model's capabilities (a model that
+    can think takes ``think``; Ollama refuses it for any other)."""
+    listed_caps = shown.get("capabilities") if isinstance(shown, Mapping) else None
+    return isinstance(listed_caps, list) and "thinking" in listed_caps

@@ -51,6 +51,7 @@ class ChatCall:
     keep_alive: str | float
     tools: list[dict[str, Any]] | None = None
     format: str | dict[str, Any] | None = None
+    think: bool | None = None  # a thinking model: think first (true) or answer at once (false)
 
     def body(self, *, stream: bool) -> dict[str, Any]:
         """The JSON body of ``POST /api/chat``, sent as it is: everything the app sent must
@@ -68,6 +69,8 @@ class ChatCall:
             out["tools"] = self.tools
         if self.format is not None:
             out["format"] = self.format
+        if self.think is not None:
+            out["think"] = self.think
         return out
 
 
@@ -173,8 +176,12 @@ def build_options(request: ChatRequest | None, num_ctx: int | None) -> dict[str,
     return options or None
 
 
-def build_call(request: ChatRequest, config: OllamaConfig) -> ChatCall:
-    """The ``/api/chat`` call for ``request``."""
+def build_call(request: ChatRequest, config: OllamaConfig, *, thinks: bool = False) -> ChatCall:
+    """The ``/api/chat`` call for ``request``. ``thinks``: the model can think (``/api/show``
+    lists ``thinking``), so a request's extended thinking becomes ``think`` (on: enabled or
+    adaptive, whose budget Ollama has no knob for; off: disabled). To a model that cannot,
+    Ollama answers any ``think`` with a 400: it is left out, and the model answers as it does."""
+    thinking = request.thinking
     return ChatCall(
         model=config.model,
         messages=build_messages(request.messages),
@@ -182,6 +189,7 @@ def build_call(request: ChatRequest, config: OllamaConfig) -> ChatCall:
         keep_alive=config.keep_alive,
         tools=build_tools(request),
         format=build_format(request),
+        think=thinking.on if thinking is not None and thinks else None,
     )
 
 

@@ -103,6 +103,8 @@ def build_payload(
         # litellm sends it to OpenAI's reasoning models, turns it into a thinking budget for
         # Anthropic's, and drops it (drop_params) for models without one.
         "reasoning_effort": request.reasoning_effort,
+        # Anthropic's extended thinking: litellm passes it to Anthropic's models as it is.
+        "thinking": _thinking(request),
     }
     payload.update({key: value for key, value in optional.items() if value is not None})
     payload.update(tool_fields(request))
@@ -110,6 +112,20 @@ def build_payload(
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
     return payload
+
+
+def _thinking(request: ChatRequest) -> dict[str, str | int] | None:
+    """The request's extended thinking, unless a turn of the conversation called tools:
+    Anthropic then wants the thinking block its answer began with sent back before the calls,
+    and the gateway does not carry thinking blocks (its answers leave them out), so thinking
+    on would be refused ("Expected `thinking` or `redacted_thinking`, but found `tool_use`").
+    Such a call goes without thinking, as litellm's ``modify_params`` would send it."""
+    thinking = request.thinking
+    if thinking is None:
+        return None
+    if thinking.on and any(m.role == "assistant" and m.tool_calls for m in request.messages):
+        return None
+    return thinking.wire()
 
 
 def _get(obj: Any, key: str) -> Any:

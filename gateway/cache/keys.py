@@ -20,7 +20,8 @@ import orjson
 from adapters.base import ChatRequest, Message
 from gateway.scoring.tokens import encode
 
-KEY_VERSION = b"v3"  # v2: the penalties joined the key; v3: reasoning_effort
+# v2: the penalties joined the key; v3: reasoning_effort; v4: Anthropic's thinking
+KEY_VERSION = b"v4"
 
 
 def response_key(
@@ -46,6 +47,8 @@ def response_key(
         "frequency_penalty": _number(request.frequency_penalty),
         # A reasoning model answers differently (and at another cost) with more effort.
         "reasoning_effort": request.reasoning_effort,
+        # So does a model that thinks first, or with another budget, or not at all.
+        "thinking": request.thinking.wire() if request.thinking is not None else None,
         "extra": dict(extra or {}),
         "key": key_id,
     }

@@ -24,6 +24,7 @@ from gateway.governance.grants import parse_duration
 from gateway.governance.status import key_info
 from gateway.governance.store import GovernanceError, LimitsIn
 from gateway.ledger.db import LedgerError, has_table, make_engine
+from gateway.policy import PolicyError, load_policy
 
 keys_app = typer.Typer(
     help="Virtual keys and teams (kept in the ledger database).", no_args_is_help=True
@@ -117,11 +118,29 @@ def _expiry(text: str | None) -> datetime | None:
 
 
 def _routes(text: str | None) -> list[str] | None:
+    """The route (or backend) names of ``--routes``, each one the policy knows: a key limited
+    to a misspelt route could call nothing (exit 2 naming the valid ones)."""
     if text is None:
         return None
     routes = [r.strip() for r in text.split(",") if r.strip()]
     if not routes:
         raise _fail("--routes: name at least one route (a,b), or `--clear routes` for any")
+    path = settings_or_exit().policy
+    try:
+        policy = load_policy(path)
+    except PolicyError:
+        raise _fail(
+            f"--routes: cannot check the names against the policy {path}, which has problems: "
+            f"run `tiergate policy check {path}` (or set TIERGATE_POLICY to the gateway's policy)"
+        ) from None
+    valid = policy.valid_models()
+    unknown = [r for r in routes if r not in valid]
+    if unknown:
+        names = ", ".join(repr(r) for r in unknown)
+        raise _fail(
+            f"--routes: unknown route {names} in the policy {path}: use routes or backends "
+            f"(valid: {', '.join(valid)})"
+        )
     return routes
 
 

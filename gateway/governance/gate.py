@@ -412,6 +412,16 @@ class Governor:
         if corrected and self.rates is not None:
             await self.rates.settle_many(corrected)
 
+    def charge(self, holds: tuple[Hold, ...], rid: str, cost: int) -> None:
+        """Add ``cost`` (nano-USD) to the spend of ``holds``, as a request's settlement does but
+        with no reservation to drop, where this process settles (Redis, else its own
+        counters); a counter not seeded yet is left to its seed. ``drain`` sends it at once."""
+        settled = Settled(holds, rid, cost)
+        if self.remote is not None:
+            self.remote.settle(settled, ())
+        else:
+            self._settled.append(settled)
+
     async def _seed(self, hold: Hold) -> None:
         await self.budgets.seed(hold, await self._spent(hold), datetime.now(UTC))
 

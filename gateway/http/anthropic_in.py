@@ -10,7 +10,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.base import ChatRequest, ImagePart, Message, Tool, ToolCall, ToolChoice
+from adapters.base import (
+    ChatRequest,
+    ImagePart,
+    Message,
+    Thinking,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
+from adapters.chat import ThinkingDisplay
 from gateway.errors import BadRequest
 from gateway.http.openai_in import parse_as
 from gateway.routing.plan import check_max_tokens
@@ -93,6 +102,31 @@ class ToolChoiceIn(_Wire):
     disable_parallel_tool_use: bool | None = None
 
 
+class ThinkingEnabled(_Wire):
+    """Extended thinking with a token budget, which Anthropic takes from 1,024 tokens up to
+    (not including) ``max_tokens``."""
+
+    type: Literal["enabled"]
+    budget_tokens: int = Field(ge=1024)
+    display: ThinkingDisplay | None = None
+
+
+class ThinkingAdaptive(_Wire):
+    """Extended thinking whose length the model decides."""
+
+    type: Literal["adaptive"]
+    display: ThinkingDisplay | None = None
+
+
+class ThinkingDisabled(_Wire):
+    type: Literal["disabled"]
+
+
+ThinkingIn = Annotated[
+    ThinkingEnabled | ThinkingAdaptive | ThinkingDisabled, Field(discriminator="type")
+]
+
+
 class MetadataIn(_Wire):
     user_id: str | None = None
 
@@ -105,8 +139,9 @@ class CountTokensIn(_Wire):
     system: str | list[TextBlock] | None = None
     tools: list[ToolIn] | None = None
     tool_choice: ToolChoiceIn | None = None
-    # Extended thinking is not offered: accepted (Claude Code sends it) and ignored.
-    thinking: dict[str, Any] | None = None
+    # Extended thinking: to a remote model through litellm (Anthropic's take it as it is), as
+    # ``think`` to an Ollama model that can think; a model with no such knob answers as it does.
+    thinking: ThinkingIn | None = None
 
 
 class MessagesIn(CountTokensIn):
@@ -157,6 +192,7 @@ def chat_request(body: CountTokensIn, max_tokens_limit: int) -> ChatRequest:
     max_tokens = full.max_tokens if full is not None else None
     if max_tokens is not None:
         check_max_tokens(max_tokens, max_tokens_limit, "max_tokens")
+    thinking = _thinking(body.thinking, max_tokens)
     return ChatRequest(
         messages=tuple(messages),
         max_tokens=max_tokens,
@@ -172,7 +208,30 @@ def chat_request(body: CountTokensIn, max_tokens_limit: int) -> ChatRequest:
             else None
         ),
         user=full.metadata.user_id if full and full.metadata else None,
+        thinking=thinking,
     )
+
+
+def _thinking(
+    thinking: ThinkingEnabled | ThinkingAdaptive | ThinkingDisabled | None, max_tokens: int | None
+) -> Thinking | None:
+    """The request's extended thinking; a budget must leave room for the answer (Anthropic's
+    rule: ``budget_tokens`` below ``max_tokens``, which counts the thinking too)."""
+    if thinking is None:
+        return None
+    if isinstance(thinking, ThinkingDisabled):
+        return Thinking("disabled")
+    if isinstance(thinking, ThinkingAdaptive):
+        return Thinking("adaptive", display=thinking.display)
+    budget = thinking.budget_tokens
+    if max_tokens is not None and budget >= max_tokens:
+        raise BadRequest(
+            f"thinking.budget_tokens: {budget} must be less than max_tokens ({max_tokens}), "
+            f"which counts the thinking too: lower budget_tokens or raise max_tokens",
+            param="thinking.budget_tokens",
+            code="invalid_value",
+        )
+    return Thinking("enabled", budget_tokens=budget, display=thinking.display)
 
 
 def _system(system: str | list[TextBlock] | None) -> str:

@@ -139,13 +139,24 @@ def _expiry(expires: str | None, expires_at: datetime | None) -> datetime | None
     return expires_at
 
 
-def _routes(routes: list[str] | None) -> list[str] | None:
+def _routes(request: Request, routes: list[str] | None) -> list[str] | None:
+    """The route (or backend) names given, each one the serving policy knows: a key limited
+    to a misspelt route could call nothing."""
     if routes is None:
         return None
     cleaned = [r.strip() for r in routes if r.strip()]
     if not cleaned or any("," in r for r in cleaned):
         raise BadRequest(
             "routes: a list of route (or backend) names, at least one; null for any",
+            param="routes",
+        )
+    valid: list[str] = request.app.state.runtime.active.policy.valid_models()
+    unknown = [r for r in cleaned if r not in valid]
+    if unknown:
+        names = ", ".join(repr(r) for r in unknown)
+        raise BadRequest(
+            f"routes: unknown route {names}: use routes or backends of the policy "
+            f"(valid: {', '.join(valid)})",
             param="routes",
         )
     return cleaned
@@ -166,7 +177,7 @@ async def create_key(request: Request, body: KeyIn) -> Response:
         body.name,
         limits,
         team=body.team,
-        routes=_routes(body.routes),
+        routes=_routes(request, body.routes),
         expires_at=_expiry(body.expires, body.expires_at),
     )
     created = await _call(request, engine, fn, changed=True)
@@ -215,7 +226,7 @@ async def update_key(request: Request, key_id: str, body: KeyPatch) -> Response:
                 raise BadRequest(f"{name} cannot be null", param=name)
             values[name] = value
     if "routes" in given:
-        routes = _routes(body.routes)
+        routes = _routes(request, body.routes)
         values["routes"] = ",".join(routes) if routes else None
     if given & {"expires", "expires_at"}:
         values["expires_at"] = _expiry(body.expires, body.expires_at)

@@ -256,9 +256,15 @@ def recover(directory: Path, outbox: Outbox) -> int:
     """Move every journal in ``directory`` that no living process holds into ``outbox`` and
     delete it; returns the rows moved. Safe to run while other processes serve (theirs are
     locked) and to repeat after a crash part-way (the outbox keeps one row per id)."""
+    return len(recover_rows(directory, outbox))
+
+
+def recover_rows(directory: Path, outbox: Outbox) -> list[LedgerEntry]:
+    """``recover``, returning the rows moved (the interrupted ones among them are charged to
+    budgets: ``gateway.governance.recovered``)."""
     if not directory.is_dir():
-        return 0
-    moved = 0
+        return []
+    moved: list[LedgerEntry] = []
     for lock_path in sorted(directory.glob("journal-*.lock")):
         lock = _claim(lock_path)
         if lock is None:
@@ -282,7 +288,7 @@ def recover(directory: Path, outbox: Outbox) -> int:
                     detail="rows of a process that stopped without writing them; they go to "
                     "the database through the outbox",
                 )
-            moved += len(entries)
+            moved += entries
             for segment in segments:
                 _unlink(segment)
             _unlink(lock_path)

@@ -33,6 +33,7 @@ from gateway.policy.cascade import cascade_problems, compile_cascade
 from gateway.policy.model import Policy, Route, Tier
 from gateway.policy.pricing import PriceBook, litellm_price
 from gateway.policy.schema import BaselineSpec, PolicyFile, PricingSpec, RouteSpec
+from gateway.policy.timeouts import effective_timeouts, timeout_problems
 from gateway.scoring.heuristic import DEFAULT_WEIGHTS, FEATURES, ScorerWeights
 from gateway.scoring.learned import ArtifactError, LearnedScorer, load_scorer
 from gateway.scoring.v2 import V2Scorer, load_v2
@@ -148,7 +149,7 @@ def _compile(spec: PolicyFile, *, source: str, digest: str, base_dir: Path) -> P
             bias=spec.scorer.bias,
             weights=MappingProxyType({**DEFAULT_WEIGHTS, **spec.scorer.weights}),
         ),
-        timeouts=spec.timeouts,
+        timeouts=effective_timeouts(spec.timeouts),
         breaker=spec.breaker,
         retries=spec.retries,
         health=spec.health,
@@ -346,6 +347,8 @@ def _reference_problems(spec: PolicyFile) -> Iterable[Problem]:
             "only a learned or v2 scorer has an artifact: add kind: learned or kind: v2",
         )
     for path, message in adaptive_problems(spec):
+        yield Problem(path, message)
+    for path, message in timeout_problems(spec.timeouts):
         yield Problem(path, message)
     for feature in spec.scorer.weights:
         if feature not in FEATURES:

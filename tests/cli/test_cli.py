@@ -140,6 +140,12 @@ class TestPolicyCheck:
                 id="non-increasing-max-score",
             ),
             pytest.param(
+                FAKES + "timeouts: {total_s: 20, per_try_s: 45}\n",
+                "timeouts.per_try_s",
+                ["45 s is longer than timeouts.total_s (20 s", "lower per_try_s to 20"],
+                id="per-try-longer-than-total",
+            ),
+            pytest.param(
                 FAKES.replace("tiers:", "tiers: [\n  oops"),
                 None,
                 ["not valid YAML", "fix the syntax"],

@@ -189,6 +189,7 @@ async def test_create_list_show_update_rotate_revoke(policy_file: Path, db_url: 
         ({"name": "x", "budget_period": "year"}, "budget_period"),
         ({"name": "x", "colour": "red"}, "colour"),
         ({"name": "x", "routes": []}, "routes"),
+        ({"name": "x", "routes": ["auto", "atuo"]}, "routes"),
     ],
 )
 async def test_bad_requests_name_the_field(
@@ -200,6 +201,29 @@ async def test_bad_requests_name_the_field(
         assert error(response)["param"] == param
         assert error(response)["type"] == "invalid_request_error"
         assert error(response)["message"]
+
+
+async def test_routes_must_be_the_serving_policys(policy_file: Path, db_url: str) -> None:
+    """A misspelt route on create or update is a 400 naming it and the valid names; the key
+    keeps what it had."""
+    async with app_on(policy_file, db_url) as (client, _):
+        typo = await client.post(
+            "/admin/keys", json={"name": "x", "routes": ["auto", "atuo"]}, headers=ADMIN
+        )
+        assert typo.status_code == 400, typo.text
+        assert error(typo)["param"] == "routes"
+        assert error(typo)["message"] == (
+            "routes: unknown route 'atuo': use routes or backends of the policy "
+            "(valid: auto, small, big)"
+        )
+        key = await make_key(client, name="x", routes=["auto", "big"])
+        patched = await client.patch(
+            f"/admin/keys/{key['id']}", json={"routes": ["smal"]}, headers=ADMIN
+        )
+        assert patched.status_code == 400, patched.text
+        assert "unknown route 'smal'" in error(patched)["message"]
+        shown = await client.get(f"/admin/keys/{key['id']}", headers=ADMIN)
+        assert shown.json()["routes"] == ["auto", "big"]
 
 
 async def test_an_unknown_key_is_a_404(policy_file: Path, db_url: str) -> None:

@@ -149,7 +149,9 @@ def test_revoke(db_url: str, engine: Engine) -> None:
 
 
 def test_update_keeps_what_is_not_given_and_clears_on_request(db_url: str) -> None:
-    key = created(db_url, "--name", "svc", "--budget-usd", "3", "--routes", "a,b", "--rpm", "4")
+    key = created(
+        db_url, "--name", "svc", "--budget-usd", "3", "--routes", "auto,tiny", "--rpm", "4"
+    )
     row = json.loads(
         tg(db_url, "keys", "update", key["id"], "--tpm", "50", "--clear", "routes", "--json").stdout
     )
@@ -230,6 +232,57 @@ def test_mistakes_exit_2_with_one_line(db_url: str, args: tuple[str, ...], says:
     assert result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr + result.stdout
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+ROUTED = """
+version: 1
+backends:
+  small: {type: fake, model: s}
+  big: {type: fake, model: b}
+tiers:
+  - {name: cheap, max_score: 0.5, backends: [small]}
+  - {name: strong, backends: [big]}
+routes:
+  search: {}
+  batch: {tier: cheap}
+default_route: search
+"""
+
+
+def test_routes_must_be_the_policys_routes_or_backends(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """A misspelt route would make a key that can call nothing: refused (exit 2, one line
+    naming it and every valid name of the policy in TIERGATE_POLICY), and nothing is written."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(ROUTED)
+    env = {"TIERGATE_DATABASE_URL": db_url, "TIERGATE_POLICY": str(policy)}
+
+    def keys(*args: str) -> Result:
+        return runner.invoke(app, ["keys", *args], env=env)
+
+    refused = keys("create", "--name", "x", "--routes", "search,serch")
+    assert refused.exit_code == 2, refused.stderr
+    (line,) = refused.stderr.splitlines()
+    assert line == (
+        f"error: --routes: unknown route 'serch' in the policy {policy}: use routes or "
+        f"backends (valid: search, batch, small, big)"
+    )
+    assert digests(engine) == set()
+    made = keys("create", "--name", "x", "--routes", "search,big", "--json")
+    assert made.exit_code == 0, made.stderr
+    key = json.loads(made.stdout)
+    assert store.load(engine)[store.digest(key["key"])].routes == frozenset({"search", "big"})
+    typo = keys("update", key["id"], "--routes", "batch,auto")
+    assert typo.exit_code == 2
+    assert "unknown route 'auto'" in typo.stderr
+    assert store.load(engine)[store.digest(key["key"])].routes == frozenset({"search", "big"})
+
+    policy.write_text(ROUTED.replace("tiers:", "tierz:"))
+    broken = keys("update", key["id"], "--routes", "batch")
+    assert broken.exit_code == 2
+    assert f"tiergate policy check {policy}" in broken.stderr
+    assert "Traceback" not in broken.stderr + broken.stdout
 
 
 def test_an_unmigrated_database_names_db_upgrade(tmp_path: Path) -> None:

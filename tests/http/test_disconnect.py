@@ -268,6 +268,54 @@ async def test_a_stream_cut_short_is_billed_for_the_tokens_of_its_text(tmp_path:
     assert float(row.cost_usd) == pytest.approx(price / 1_000_000)
 
 
+async def test_an_abandoned_request_for_two_choices_counts_both_calls_exactly(
+    tmp_path: Path,
+) -> None:
+    """``n: 2`` on the real tiny model: the first choice is answered, the client hangs up while
+    the model generates the second. The 499 row counts both calls as the model counted them:
+    the prompt twice, the first choice's tokens and the second's up to the stop (what the
+    context holds), not flagged as an estimate; the model is free at once."""
+    most = 120
+    async with tiny_gateway(tmp_path, PRICED) as (app, client):
+        tiny = app.state.runtime.active.pool["tiny"]
+        backend = tiny.backend
+        calls: list[object] = []
+        answers: list[Any] = []
+        complete = backend.acomplete
+
+        async def counted(request: Any) -> Any:  # the real model; its calls and answers seen
+            calls.append(request)
+            answers.append(await complete(request))
+            return answers[-1]
+
+        backend.acomplete = counted
+        body = {"model": "auto", "max_tokens": most, "messages": USER, "n": 2}
+        asked = asyncio.create_task(client.post("/v1/chat/completions", json=body))
+        await until(lambda: len(calls) == 2, "the second choice's call", 60)
+        (first,) = answers
+        prompt, generated = first.usage.prompt_tokens, first.usage.completion_tokens
+        # The context after the first choice: its prompt and tokens (the last one sampled is
+        # not decoded when max_tokens ended it).
+        stale = {prompt + generated - 1, prompt + generated}
+        await until(
+            lambda: in_context(app) not in stale and in_context(app) >= prompt + 9,
+            "the second choice to generate ten tokens",
+            60,
+        )
+        asked.cancel()  # hang up
+        with contextlib.suppress(asyncio.CancelledError):
+            await asked
+        row = await row_of(app, "the abandoned request's row", status=499)
+        second = in_context(app) - prompt + 1  # the context holds all but the last sampled
+        assert tiny.in_flight == 0
+    assert 10 <= second < most
+    assert row.prompt_tokens == 2 * prompt
+    assert row.completion_tokens == generated + second
+    assert row.usage_estimated is False  # the model counted every token
+    price = row.prompt_tokens * IN_PER_1M + row.completion_tokens * OUT_PER_1M
+    assert float(row.cost_usd) == pytest.approx(price / 1_000_000)
+
+
 # --- the watcher against a scripted receive ---------------------------------------------------
 
 
@@ -350,3 +398,119 @@ async def test_the_work_s_own_error_passes_through() -> None:
 
     with pytest.raises(LookupError, match="refused"):
         await unless_gone(receive, work())
+
+
+# --- n > 1: every choice's call is accounted for ----------------------------------------------
+
+# OpenAI's API reference: a chat completion, its usage as the upstream reports it.
+ANSWER = {
+    "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+    "object": "chat.completion",
+    "created": 1741570283,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": SENTENCES[0], "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 19, "completion_tokens": 17, "total_tokens": 36},
+}
+PRICED_COMPAT = (
+    COMPAT + "pricing: {backends: {local: {usd_per_1m_input: 1, usd_per_1m_output: 4}}}\n"
+)
+
+
+async def test_an_abandoned_request_for_several_choices_counts_every_call(
+    tmp_path: Path,
+) -> None:
+    """``n: 3``: the first choice's call answers (its usage reported), the two extra calls hang;
+    the client hangs up. The 499 row counts all three calls: the first's tokens as reported,
+    and the prompt of each call cut short, estimated as a call cut short on its own is (a
+    request for one choice whose call hangs, hung up on the same way), flagged; priced."""
+    calls: list[httpx.Request] = []
+    hanging: list[Stalled] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            return httpx.Response(200, json=ANSWER)
+        hanging.append(Stalled([]))  # headers sent, the body never comes
+        return httpx.Response(200, headers={"content-type": "application/json"}, stream=hanging[-1])
+
+    with respx.mock(assert_all_mocked=True) as router:
+        router.route(host="127.0.0.1").pass_through()  # the client, to the gateway
+        router.get(f"{UPSTREAM}/models").respond(200, json=MODELS)
+        router.post(f"{UPSTREAM}/chat/completions").mock(side_effect=upstream)
+        async with tiny_gateway(tmp_path, PRICED_COMPAT) as (app, client):
+            request = {"model": "auto", "messages": USER, "max_tokens": 50}
+
+            async def hang_up(n: int, calls_by_then: int, rows_by_then: int) -> None:
+                asked = asyncio.create_task(
+                    client.post("/v1/chat/completions", json={**request, "n": n})
+                )
+                await until(lambda: len(calls) == calls_by_then, f"{calls_by_then} calls")
+                asked.cancel()  # hang up: the connection closes
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asked
+                await until(lambda: len(rows(app)) == rows_by_then, f"the row of n={n}")
+                await until(lambda: all(h.closed.is_set() for h in hanging), "the calls to stop")
+
+            await hang_up(3, 3, 1)
+            await hang_up(1, 4, 2)
+            three, one = sorted(rows(app), key=lambda r: r.ts)
+    assert (three.status, three.backend, three.stream) == (499, "local", False)
+    assert one.status == 499
+    assert one.completion_tokens == 0
+    assert one.prompt_tokens > 0  # the gateway's count of the prompt, for a call cut short
+    assert three.prompt_tokens == 19 + 2 * one.prompt_tokens
+    assert three.completion_tokens == 17  # only the first call answered
+    assert three.usage_estimated is True
+    price = three.prompt_tokens * 1 + three.completion_tokens * 4
+    assert float(three.cost_usd) == pytest.approx(price / 1_000_000)
+
+
+async def test_an_abandoned_stream_of_several_choices_counts_every_choice_s_text(
+    tmp_path: Path,
+) -> None:
+    """``n: 2`` streamed: each choice's call sends sentences of its own, then nothing. The
+    client reads both and hangs up: the 499 row counts the text of both choices (the
+    gateway's tokenizer) and the prompt twice, flagged as estimated; both calls are closed."""
+    bodies = [
+        Stalled(
+            [chunk({"role": "assistant", "content": ""}), *(chunk({"content": s}) for s in texts)]
+        )
+        for texts in (SENTENCES[:2], SENTENCES[2:])
+    ]
+    wanted = ["".join(SENTENCES[:2]), "".join(SENTENCES[2:])]
+    with respx.mock(assert_all_mocked=True) as router:
+        router.route(host="127.0.0.1").pass_through()
+        router.get(f"{UPSTREAM}/models").respond(200, json=MODELS)
+        router.post(f"{UPSTREAM}/chat/completions").mock(
+            side_effect=[
+                httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=b)
+                for b in bodies
+            ]
+        )
+        async with tiny_gateway(tmp_path, PRICED_COMPAT) as (app, client):
+            request = {"model": "auto", "stream": True, "n": 2, "messages": USER}
+            texts = ["", ""]
+            async with client.stream("POST", "/v1/chat/completions", json=request) as response:
+                assert response.status_code == 200, await response.aread()
+                async for line in response.aiter_lines():
+                    if '"content"' in line:
+                        (choice,) = json.loads(line[len("data: ") :])["choices"]
+                        texts[choice["index"]] += choice["delta"].get("content") or ""
+                    if texts == wanted:
+                        break  # every choice's text: hang up
+            row = await row_of(app, "the abandoned stream's row", status=499)
+            await until(lambda: all(b.closed.is_set() for b in bodies), "both calls to close")
+    assert (row.stream, row.backend) == (True, "local")
+    assert row.completion_tokens == count_exact(wanted[0]) + count_exact(wanted[1])
+    assert row.usage_estimated is True
+    assert row.prompt_tokens > 0
+    assert row.prompt_tokens % 2 == 0  # the prompt, once per call
+    price = row.prompt_tokens * 1 + row.completion_tokens * 4
+    assert float(row.cost_usd) == pytest.approx(price / 1_000_000)

@@ -327,3 +327,20 @@ async def test_a_reload_to_a_missing_gguf_is_rejected(tmp_path: Path) -> None:
     assert still.status_code == 200, still.text
     assert still.headers["x-tiergate-policy"] == good_hash
     assert reply(still) == "small v1"
+
+
+async def test_a_reload_to_a_try_longer_than_the_request_is_rejected(tmp_path: Path) -> None:
+    """timeouts.per_try_s above timeouts.total_s is refused on reload (422, the one problem
+    naming the field and the fix) and the last good policy keeps serving."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(fake_policy())
+    good_hash = hash_of(policy)
+    async with running(policy, Recorder()) as (client, _app):
+        policy.write_text(fake_policy() + "timeouts: {total_s: 5, per_try_s: 30}\n")
+        rejected = await client.post("/admin/policy/reload")
+    assert rejected.status_code == 422
+    body = rejected.json()
+    assert (body["applied"], body["hash"]) == (False, good_hash)
+    (problem,) = body["problems"]
+    assert problem.startswith(f"{policy}: timeouts.per_try_s: 30 s is longer than timeouts.total_s")
+    assert "lower per_try_s to 5 or less, or raise total_s" in problem

@@ -153,6 +153,24 @@ def test_last_tier_must_take_everything_and_middle_tiers_need_a_ceiling() -> Non
     assert any("tiers[1].max_score: missing" in line for line in lines)
 
 
+def test_a_try_longer_than_the_whole_request_is_refused() -> None:
+    """per_try_s above total_s could never be used: one line naming both, and the fix."""
+    (line,) = problems(BASE + "timeouts: {total_s: 60, per_try_s: 90}\n")
+    assert line == (
+        "p.yaml: timeouts.per_try_s: 90 s is longer than timeouts.total_s (60 s, the deadline "
+        "of all tries together), so no try could ever use it: lower per_try_s to 60 or less, "
+        "or raise total_s"
+    )
+    assert parse(BASE + "timeouts: {total_s: 60, per_try_s: 60}\n").timeouts.per_try_s == 60
+
+
+def test_an_unset_per_try_follows_a_shorter_total() -> None:
+    """Only total_s given, below per_try_s's default: valid, and a try gets at most total_s."""
+    timeouts = parse(BASE + "timeouts: {total_s: 10}\n").timeouts
+    assert (timeouts.total_s, timeouts.per_try_s) == (10, 10)
+    assert parse(BASE).timeouts.per_try_s == 30
+
+
 def test_yaml_syntax_error_gives_line_and_column() -> None:
     """Broken YAML is reported with where it broke."""
     (line,) = problems("version: 1\nbackends: [\n")

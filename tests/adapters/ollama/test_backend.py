@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import socket
@@ -21,7 +22,7 @@ import pytest
 import respx
 
 from adapters import load_backend
-from adapters.base import Backend, ChatRequest, Chunk, Message, collect
+from adapters.base import Backend, ChatRequest, Chunk, Message, Thinking, collect
 from adapters.config import OllamaConfig
 from adapters.errors import (
     BackendBadResponse,
@@ -645,3 +646,57 @@ async def test_upstream_helper_serves_every_call_path() -> None:
         result = backend.complete("Hi", max_new_tokens=2)
         assert result.completion == "The fake"
         assert result.completion_tokens == 2
+
+
+# --- extended thinking ------------------------------------------------------------------------
+
+# https://github.com/ollama/ollama/blob/main/docs/api.md#chat-request-with-thinking: a thinking
+# model's answer carries its reasoning in ``message.thinking``, apart from the content.
+THINKING_RESPONSE: dict[str, Any] = {
+    **CHAT_RESPONSE,
+    "model": "qwen3",
+    "message": {
+        "role": "assistant",
+        "content": "The sky is blue because of Rayleigh scattering.",
+        "thinking": "The user asks why the sky is blue. Shorter wavelengths scatter more...",
+    },
+}
+ABSENT = "(absent)"
+ENABLED = Thinking("enabled", budget_tokens=2048)
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "thinking", "think"),
+    [
+        pytest.param(["completion", "thinking"], ENABLED, True, id="enabled"),
+        pytest.param(["completion", "thinking"], Thinking("adaptive"), True, id="adaptive"),
+        pytest.param(["completion", "thinking"], Thinking("disabled"), False, id="disabled"),
+        pytest.param(["completion", "thinking"], None, ABSENT, id="unset"),
+        # Ollama answers ``think`` with a 400 for a model that cannot think: never sent.
+        pytest.param(["completion", "tools"], ENABLED, ABSENT, id="model-cannot-think"),
+    ],
+)
+async def test_thinking_is_think_for_a_model_that_can_think(
+    mock: respx.MockRouter, capabilities: list[str], thinking: Thinking | None, think: object
+) -> None:
+    """A request's extended thinking is Ollama's ``think`` (on for enabled or adaptive, off for
+    disabled) when ``/api/show`` lists ``thinking``, whole and streamed; otherwise left out.
+    The answer is the content: the model's ``thinking`` does not leak into it."""
+    chat = mock.post("/api/chat").mock(return_value=httpx.Response(200, json=THINKING_RESPONSE))
+    shown = _ollama_upstream.show(capabilities)
+    mock.post("/api/show").mock(return_value=httpx.Response(200, json=shown))
+    backend = OllamaBackend("local", config())
+    await backend.prewarm()  # reads /api/show
+    request = dataclasses.replace(
+        ChatRequest.from_prompt("Why is the sky blue?"), thinking=thinking
+    )
+    answer = await backend.acomplete(request)
+    whole = sent(chat)
+    chat.mock(return_value=ndjson(STREAM_LINES))
+    await drain(backend.astream(request))
+    streamed = sent(chat)
+    await backend.aclose()
+    assert answer.text == "The sky is blue because of Rayleigh scattering."
+    for body in (whole, streamed):
+        assert body.get("think", ABSENT) == think
+        assert "think" not in (body.get("options") or {})
