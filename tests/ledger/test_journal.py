@@ -92,8 +92,14 @@ async def test_a_writer_forgets_what_reached_the_database(tmp_path: Path) -> Non
     await asyncio.to_thread(upgrade, url)
     metrics = Metrics()
     journal = Journal(tmp_path / "journal")
+    # A generous insert deadline: on a loaded machine the first insert can pass the default
+    # 5 s, and the rows then go to the outbox, which is another test's behaviour.
     writer = LedgerWriter(
-        make_engine(url), Outbox(tmp_path / "outbox.db"), metrics, journal=journal
+        make_engine(url),
+        Outbox(tmp_path / "outbox.db"),
+        metrics,
+        journal=journal,
+        insert_timeout_s=120,
     )
     writer.start()
     rows = [entry(n) for n in range(30)]
