@@ -30,7 +30,8 @@ def response_key(
     extra: Mapping[str, Any] | None = None,
     key_id: str | None = None,
 ) -> str:
-    """The exact-response cache key. ``key_id`` isolates one API key's entries."""
+    """The exact-response cache key. ``key_id`` isolates one scope's entries (``key:<id>`` or
+    ``team:<name>``; None: shared by every caller)."""
     canonical = {
         "route": route,
         "messages": [[m.role, m.name, m.content] for m in request.messages],

@@ -127,6 +127,7 @@ class Pipeline:
                 admission.decision if admission is not None else routed.decision,
                 chat,
                 key_id=outcome.key_id,
+                team=inbound.grant.team if inbound.grant is not None else None,
                 in_flight=lambda name: active.pool[name].in_flight,
                 usable=lambda name: active.pool[name].unavailable_reason() is None,
             )
