@@ -189,6 +189,14 @@ async def test_create_list_show_update_rotate_revoke(policy_file: Path, db_url: 
         ({"name": "x", "budget_period": "year"}, "budget_period"),
         ({"name": "x", "colour": "red"}, "colour"),
         ({"name": "x", "routes": []}, "routes"),
+        # Past what the database or the clock can hold: a 400 naming the field, never a 5xx.
+        ({"name": "x", "expires": "99999999999d"}, "expires"),
+        ({"name": "x", "expires": "9999999d"}, "expires"),
+        ({"name": "x", "rpm": 10**30}, "rpm"),
+        ({"name": "x", "tpm": 2**31}, "tpm"),
+        ({"name": "x", "budget_usd": "1e400"}, "budget_usd"),
+        ({"name": "a\u0000b"}, "name"),
+        ({"name": "x", "team": "t\u0000"}, "team"),
     ],
 )
 async def test_bad_requests_name_the_field(
@@ -199,6 +207,41 @@ async def test_bad_requests_name_the_field(
         assert response.status_code == 400, response.text
         assert error(response)["param"] == param
         assert error(response)["type"] == "invalid_request_error"
+        assert error(response)["message"]
+
+
+@pytest.mark.parametrize("limit", [{"rpm": 2**40}, {"budget_usd": "1e12"}])
+async def test_a_team_limit_past_the_columns_range_is_a_400(
+    policy_file: Path, db_url: str, limit: dict[str, Any]
+) -> None:
+    async with app_on(policy_file, db_url) as (client, _):
+        created = await client.post("/admin/teams", json={"name": "t", **limit}, headers=ADMIN)
+        assert created.status_code == 400, created.text
+        assert error(created)["param"] == next(iter(limit))
+        named = await client.post("/admin/teams", json={"name": "a\u0000"}, headers=ADMIN)
+        assert named.status_code == 400, named.text
+        assert error(named)["param"] == "name"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/admin/keys/vk-%00"),
+        ("PATCH", "/admin/keys/vk-%00"),
+        ("POST", "/admin/keys/vk-%00/rotate"),
+        ("GET", "/admin/teams/t%00"),
+        ("PUT", "/admin/teams/t%00"),
+    ],
+)
+async def test_a_nul_in_an_id_is_not_found_not_a_5xx(
+    policy_file: Path, db_url: str, method: str, path: str
+) -> None:
+    """No key or team has a NUL character in its id: asking for one is a 4xx (PostgreSQL's
+    text cannot even hold it: the query failed as if the database were away, a 503)."""
+    async with app_on(policy_file, db_url) as (client, _):
+        body = {"rpm": 5} if method in ("PATCH", "PUT") else None
+        response = await client.request(method, path, json=body, headers=ADMIN)
+        assert 400 <= response.status_code < 500, response.text
         assert error(response)["message"]
 
 
