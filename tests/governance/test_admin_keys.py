@@ -245,6 +245,25 @@ async def test_a_nul_in_an_id_is_not_found_not_a_5xx(
         assert error(response)["message"]
 
 
+async def test_a_key_limited_to_routes_lists_only_those(policy_file: Path, db_url: str) -> None:
+    """``/v1/models`` lists what the calling key may name: a key limited to some routes sees
+    those, not the rest of the gateway's routes and backends (nor their models)."""
+    async with app_on(policy_file, db_url) as (client, _):
+        limited = await make_key(client, name="limited", routes=["auto"])
+        listed = await client.get("/v1/models", headers=bearer(limited["key"]))
+        hidden = await client.get("/v1/models/big", headers=bearer(limited["key"]))
+        shown = await client.get("/v1/models/auto", headers=bearer(limited["key"]))
+        everything = await client.get("/v1/models", headers=bearer(APP_KEY))
+    assert listed.status_code == 200, listed.text
+    assert [m["id"] for m in listed.json()["data"]] == ["auto"]
+    assert "big-model" not in listed.text
+    assert hidden.status_code == 404, hidden.text
+    assert error(hidden)["code"] == "model_not_found"
+    assert "small" not in error(hidden)["message"]
+    assert shown.status_code == 200, shown.text
+    assert {m["id"] for m in everything.json()["data"]} == {"auto", "small", "big"}
+
+
 async def test_an_unknown_key_is_a_404(policy_file: Path, db_url: str) -> None:
     async with app_on(policy_file, db_url) as (client, _):
         for method, path in (
