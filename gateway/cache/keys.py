@@ -72,13 +72,18 @@ def prompt_text(messages: Sequence[Message]) -> str:
 
 
 def prefix_hashes(
-    messages: Sequence[Message], *, block_tokens: int, max_blocks: int = 128
+    messages: Sequence[Message],
+    *,
+    block_tokens: int,
+    max_blocks: int = 128,
+    scope: str | None = None,
 ) -> list[str]:
-    """Chained hashes of the prompt's full token blocks, shortest prefix first."""
+    """Chained hashes of the prompt's full token blocks, shortest prefix first; within
+    ``scope`` (a team's or key's: another scope's hashes differ; None: shared)."""
     tokens = encode(prompt_text(messages))
     blocks = min(len(tokens) // block_tokens, max_blocks)
     hashes: list[str] = []
-    previous = b""
+    previous = b"" if scope is None else hashlib.blake2b(scope.encode(), digest_size=16).digest()
     for i in range(blocks):
         block = tokens[i * block_tokens : (i + 1) * block_tokens]
         digest = hashlib.blake2b(

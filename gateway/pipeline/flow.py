@@ -26,7 +26,7 @@ from adapters.base import (
 from adapters.errors import BackendError
 from adapters.spent import Spent
 from gateway import tracing
-from gateway.cache.request import RequestCache
+from gateway.cache.request import RequestCache, scope_of
 from gateway.cache.request import prepare as prepare_cache
 from gateway.cache.service import CachedAnswer, CacheService
 from gateway.canary.controller import CanaryController
@@ -71,7 +71,10 @@ class Pipeline:
 
     async def handle(self, inbound: Inbound) -> Answer | Stream:
         active = self.runtime.active
-        chat = inbound.chat
+        team = inbound.grant.team if inbound.grant is not None else None
+        # What this request leaves in a backend's own caches is reused within its scope only.
+        scope = scope_of(active.policy.cache.responses.scope, inbound.key_id, team)
+        chat = dataclasses.replace(inbound.chat, cache_scope=scope)
         outcome = Outcome.begin(
             active.policy.hash,
             inbound.key_id,
@@ -127,7 +130,7 @@ class Pipeline:
                 admission.decision if admission is not None else routed.decision,
                 chat,
                 key_id=outcome.key_id,
-                team=inbound.grant.team if inbound.grant is not None else None,
+                team=team,
                 in_flight=lambda name: active.pool[name].in_flight,
                 usable=lambda name: active.pool[name].unavailable_reason() is None,
             )

@@ -4,8 +4,8 @@ the client's 400, refusals of the gateway's own credentials the operator's 502.
 
 Adapters word their errors for the operator: backend addresses and the environment variables to
 check. A client sees backend names, error classes and the upstream's own words, with addresses,
-file paths and variable names taken out (``public``); the log line ``dispatch_failed`` (with the request id)
-keeps the full text."""
+file paths and variable names taken out (``public``); the log line ``dispatch_failed`` (with
+the request id) keeps the full text."""
 
 from __future__ import annotations
 

@@ -222,24 +222,35 @@ async def team_keys(client: httpx.AsyncClient) -> dict[str, str]:
     return keys
 
 
+TEAMS = ["team:alpha", "team:beta", "key:app"]
+KEYS_APART = ["key:vk-", "key:vk-", "key:vk-", "key:app"]
+
+
 @pytest.mark.parametrize(
-    ("responses", "expected"),
+    ("responses", "expected", "scopes"),
     [
-        pytest.param("", ["miss", "hit", "miss", "hit", "miss"], id="default-team"),
-        pytest.param("scope: team", ["miss", "hit", "miss", "hit", "miss"], id="team"),
-        pytest.param("scope: key", ["miss", "miss", "miss", "hit", "miss"], id="key"),
-        pytest.param("per_key: true", ["miss", "miss", "miss", "hit", "miss"], id="per-key"),
-        pytest.param("scope: shared", ["miss", "hit", "hit", "hit", "hit"], id="shared"),
+        pytest.param("", ["miss", "hit", "miss", "hit", "miss"], TEAMS, id="default-team"),
+        pytest.param("scope: team", ["miss", "hit", "miss", "hit", "miss"], TEAMS, id="team"),
+        pytest.param("scope: key", ["miss", "miss", "miss", "hit", "miss"], KEYS_APART, id="key"),
+        pytest.param(
+            "per_key: true", ["miss", "miss", "miss", "hit", "miss"], KEYS_APART, id="per-key"
+        ),
+        pytest.param("scope: shared", ["miss", "hit", "hit", "hit", "hit"], [None], id="shared"),
     ],
 )
 async def test_cached_answers_stay_within_their_scope(
-    tmp_path: Path, store_url: str | None, responses: str, expected: list[str]
+    tmp_path: Path,
+    store_url: str | None,
+    responses: str,
+    expected: list[str],
+    scopes: list[str | None],
 ) -> None:
     """By default one team's cached answer is never served to another team (a prompt and its
     answer are the team's data, and a hit would tell another team what was asked); the keys of
     one team share their answers. ``scope: key`` keeps each key apart, ``scope: shared`` (an
     operator's explicit choice) shares across teams. A bootstrap key, which has no team, is a
-    scope of its own unless the cache is shared."""
+    scope of its own unless the cache is shared. The backend is told the same scope
+    (``cache_scope``), for what it keeps itself (the tiny tier's prompt prefixes)."""
     backends = two_fakes()
     path = policy(tmp_path, responses)
     bootstrap = "bootstrap-key-for-cache-0123"
@@ -256,7 +267,13 @@ async def test_cached_answers_stay_within_their_scope(
             response = await post(client, gw, chat(temperature=0), headers=auth)
             labels.append(response.headers["x-tiergate-cache"])
     assert labels == expected
-    assert len(backends["small"].requests) == expected.count("miss")
+    asked = [request.cache_scope for request in backends["small"].requests]
+    assert len(asked) == expected.count("miss")
+    for scope, prefix in zip(asked, scopes, strict=True):
+        if prefix is None:
+            assert scope is None
+        else:
+            assert scope is not None and scope.startswith(prefix)
 
 
 def test_per_key_cannot_contradict_the_scope(tmp_path: Path) -> None:

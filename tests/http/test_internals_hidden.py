@@ -247,6 +247,12 @@ tiers:
     assert response.status_code == 400, response.text
     message = response.json()["error"]["message"]
     assert "model m failed: cannot reach tokenizer" in message  # the upstream's words stay
-    for internal in ("tok-cache.internal.example", "6379", "/srv/inference", "handler.py", "m.gguf"):
+    for internal in (
+        "tok-cache.internal.example",
+        "6379",
+        "/srv/inference",
+        "handler.py",
+        "m.gguf",
+    ):
         assert internal not in message
     assert any(said in e.get("detail", "") for e in logs if e["event"] == "dispatch_failed")
