@@ -86,7 +86,7 @@ class Pipeline:
         traced = tracing.current()
         if traced is not None:
             spans.asked(chat, inbound.api, inbound.model, stream=inbound.stream)
-        with _refusing(outcome), tracing.step("tiergate.plan") as span:
+        with _refusing(outcome, inbound.grant), tracing.step("tiergate.plan") as span:
             plan = make_plan(
                 active.policy,
                 active.pool.capabilities,
@@ -166,7 +166,7 @@ class Pipeline:
         if tracing.current() is not None:
             spans.asked(None, "embeddings", model, stream=False)
         tokens = sum(count_exact(text) for text in request.inputs)
-        with _refusing(outcome), tracing.step("tiergate.plan") as span:
+        with _refusing(outcome, grant), tracing.step("tiergate.plan") as span:
             plan = plan_embeddings(policy, active.pool.capabilities, model, tokens)
             if span is not None:
                 spans.planned(span, plan)
@@ -418,12 +418,15 @@ class _Flight:
 
 
 @contextlib.contextmanager
-def _refusing(outcome: Outcome) -> Iterator[None]:
-    """Planning's refusals (an unknown route, needs no backend meets) as ``Refused``."""
+def _refusing(outcome: Outcome, grant: Grant | None = None) -> Iterator[None]:
+    """Planning's refusals (an unknown route, needs no backend meets) as ``Refused``. A key
+    limited to some routes is told those, not every name of the gateway."""
     receipt = Receipt(request_id=outcome.rid, policy=outcome.policy_hash)
     try:
         yield
     except UnknownRoute as exc:
+        if grant is not None and grant.routes is not None:
+            exc = UnknownRoute(exc.name, [name for name in exc.valid if name in grant.routes])
         error = BadRequest(str(exc), param="model", code="model_not_found")
         raise Refused(error, receipt) from None
     except GatewayError as exc:

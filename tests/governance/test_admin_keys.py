@@ -247,13 +247,20 @@ async def test_a_nul_in_an_id_is_not_found_not_a_5xx(
 
 async def test_a_key_limited_to_routes_lists_only_those(policy_file: Path, db_url: str) -> None:
     """``/v1/models`` lists what the calling key may name: a key limited to some routes sees
-    those, not the rest of the gateway's routes and backends (nor their models)."""
+    those, not the rest of the gateway's routes and backends (nor their models); so does the
+    error for a model name it does not know."""
     async with app_on(policy_file, db_url) as (client, _):
         limited = await make_key(client, name="limited", routes=["auto"])
         listed = await client.get("/v1/models", headers=bearer(limited["key"]))
         hidden = await client.get("/v1/models/big", headers=bearer(limited["key"]))
         shown = await client.get("/v1/models/auto", headers=bearer(limited["key"]))
         everything = await client.get("/v1/models", headers=bearer(APP_KEY))
+        unknown = await client.post(
+            "/v1/chat/completions", json={**CHAT, "model": "nope"}, headers=bearer(limited["key"])
+        )
+    assert unknown.status_code == 400, unknown.text
+    assert error(unknown)["code"] == "model_not_found"
+    assert "(valid: auto)" in error(unknown)["message"]  # the names this key may use, no more
     assert listed.status_code == 200, listed.text
     assert [m["id"] for m in listed.json()["data"]] == ["auto"]
     assert "big-model" not in listed.text
