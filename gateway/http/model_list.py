@@ -3,6 +3,7 @@ calling key may name), as OpenAI's model list and model object."""
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 import orjson
@@ -23,6 +24,14 @@ def _json(payload: Any, status: int = 200) -> Response:
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def _public_model(kind: str, model: str) -> str:
+    """A backend's model as clients see it: an in-process model given as a file path is named
+    by its file, not by where it lies on the gateway's host."""
+    if kind == "tiny" and model != "default":
+        return PurePath(model).name or model
+    return model
 
 
 def _entries(active: Active) -> list[dict[str, Any]]:
@@ -58,7 +67,7 @@ def _entries(active: Active) -> list[dict[str, Any]]:
                 "tiergate": {
                     "kind": "backend",
                     "type": config.type,
-                    "model": config.model,
+                    "model": _public_model(config.type, config.model),
                     "tier": policy.tier_of(name),
                     "available": state is not None and state.is_up(),
                 },

@@ -206,6 +206,10 @@ tiers:
         async with gateway(policy, ledger=False) as (client, _app):
             chat = await client.post(CHAT, json=BODY)
             messages = await client.post("/v1/messages", json=anthropic)
+            listed = await client.get("/v1/models")
+    assert listed.status_code == 200
+    assert "broken.gguf" in listed.text  # the model, by its file's name...
+    assert "private-models" not in listed.text  # ...not where it lies
     for response in (chat, messages):
         assert response.status_code == 503, response.text
         assert "tiny" in response.text
