@@ -273,7 +273,8 @@ async def test_cached_answers_stay_within_their_scope(
         if prefix is None:
             assert scope is None
         else:
-            assert scope is not None and scope.startswith(prefix)
+            assert scope is not None
+            assert scope.startswith(prefix)
 
 
 def test_per_key_cannot_contradict_the_scope(tmp_path: Path) -> None:
