@@ -154,6 +154,10 @@ class ChatRequest:
     # Choices the client asked for. Adapters always answer one; the gateway asks again for
     # the rest (gateway.routing.choices), since most backends have no such parameter.
     n: int = 1
+    # Who may reuse what this request leaves in a backend's own caches (the tiny tier's prompt
+    # prefix state): set by the gateway from the caller's team or key, never from a client's
+    # request; None: anyone.
+    cache_scope: str | None = None
     # W3C trace context (``traceparent``, ``tracestate``) that HTTP adapters send upstream, so
     # the upstream's spans join the gateway's trace. Set by the gateway per attempt, never
     # from a client's request.

@@ -22,6 +22,36 @@ _KEY_SHAPES = re.compile(
 REDACTED = "[redacted]"
 
 
+class StdlibScrubber(logging.Filter):
+    """Scrubs a standard-library log record like the structlog lines: its message and its
+    traceback (uvicorn's own "Exception in ASGI application" line, for one, which prints the
+    exception the app's handler has already logged)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._redactor = Redactor(secrets)
+        self._formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self._redactor.scrub(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._redactor.scrub(record.exc_text)  # formatters reuse it
+        return True
+
+
+def scrub_stdlib_logs(secrets: Iterable[str], names: Iterable[str] = ("uvicorn.error",)) -> None:
+    """Scrub the records of these standard-library loggers (once each: a scrubber added before
+    is replaced)."""
+    values = tuple(secrets)
+    for name in names:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, StdlibScrubber)]:
+            logger.removeFilter(old)
+        logger.addFilter(StdlibScrubber(values))
+
+
 class Redactor:
     """A structlog processor replacing secrets in every string value (nested too)."""
 
@@ -82,8 +112,9 @@ def _processors(fmt: str, secrets: Iterable[str]) -> list[Any]:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        Redactor(secrets),
+        # Tracebacks are rendered to text first, so that the redactor scrubs them too.
         structlog.processors.format_exc_info,
+        Redactor(secrets),
         renderer,
     ]
 

@@ -41,7 +41,9 @@ def run_single(app: FastAPI, settings: Settings) -> None:
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     import uvicorn
 
-    return uvicorn.Config(
+    from gateway.log import scrub_stdlib_logs
+
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -52,3 +54,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         timeout_graceful_shutdown=30,
         proxy_headers=False,  # tiergate is the edge; trust no forwarded headers by default
     )
+    # uvicorn logs an unhandled error's traceback on its own (plain text, past structlog):
+    # the same secrets are scrubbed from it. Set after Config, which configures its loggers.
+    scrub_stdlib_logs(settings.secrets())
+    return config

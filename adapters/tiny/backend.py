@@ -226,7 +226,7 @@ class TinyBackend(WorkerModel):
             )
         # Prompt tokens generate() will not prefill: those the live context shares, or a stored
         # prefix restored now (at least one is always decoded again, for fresh logits).
-        cached = min(self._prefix.prepare(llm, prompt), len(prompt) - 1)
+        cached = min(self._prefix.prepare(llm, prompt, request.cache_scope), len(prompt) - 1)
         seed = request.seed if request.seed is not None else random.getrandbits(32)
         llm.set_seed(seed)
 

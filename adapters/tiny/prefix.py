@@ -43,11 +43,11 @@ from typing import Any
 _TOKEN = "i"  # a C int, as llama_token
 
 
-def block_hashes(tokens: Sequence[int], block: int) -> list[bytes]:
+def block_hashes(tokens: Sequence[int], block: int, scope: str | None = None) -> list[bytes]:
     """The chained hash of every full block of ``tokens``: item ``i`` names the prefix of
-    ``(i + 1) * block`` tokens."""
+    ``(i + 1) * block`` tokens (within ``scope``: another scope's hashes differ)."""
     hashes: list[bytes] = []
-    previous = b""
+    previous = b"" if scope is None else hashlib.blake2b(scope.encode(), digest_size=16).digest()
     for end in range(block, len(tokens) + 1, block):
         chunk = array(_TOKEN, tokens[end - block : end]).tobytes()
         previous = hashlib.blake2b(previous + chunk, digest_size=16).digest()
@@ -197,6 +197,7 @@ class PrefixReuse:
         self.stores = 0
         # Once a prefix of this many tokens did not fit the budget, longer ones are not tried.
         self._too_large_from: int | None = None
+        self._live_scope: str | None = None  # whose request left the live context
 
     def disable(self) -> None:
         """For models whose context cannot be cut at a token (recurrent or hybrid ones)."""
@@ -222,15 +223,20 @@ class PrefixReuse:
             "evictions": cache.evictions,
         }
 
-    def prepare(self, llm: Any, prompt: Sequence[int]) -> int:
+    def prepare(self, llm: Any, prompt: Sequence[int], scope: str | None = None) -> int:
         """Make the live context start with the longest prefix of ``prompt`` available, storing
         a snapshot of the prompt's block prefix if it is new; returns how many prompt tokens were
-        not prefilled for this request (the rest is prefilled here or by ``generate``)."""
+        not prefilled for this request (the rest is prefilled here or by ``generate``). Only
+        what requests of the same ``scope`` left is reused (None: shared by every caller): a
+        context another scope left is emptied first, and stored prefixes are keyed by scope."""
+        if scope != self._live_scope and int(llm.n_tokens):
+            _empty(llm)
+        self._live_scope = scope
         live = live_prefix(llm, prompt)
         cache = self.cache
         if cache is None or len(prompt) < self.block_tokens * self.min_blocks:
             return live
-        hashes = block_hashes(prompt, self.block_tokens)
+        hashes = block_hashes(prompt, self.block_tokens, scope)
         stored = cache.longest(hashes)
         if stored is not None and stored.n_tokens > live:
             live = stored.n_tokens if restore_snapshot(llm, stored) else 0

@@ -31,7 +31,8 @@ def response_key(
     extra: Mapping[str, Any] | None = None,
     key_id: str | None = None,
 ) -> str:
-    """The exact-response cache key. ``key_id`` isolates one API key's entries."""
+    """The exact-response cache key. ``key_id`` isolates one scope's entries (``key:<id>`` or
+    ``team:<name>``; None: shared by every caller)."""
     canonical = {
         "route": route,
         "messages": [[m.role, m.name, m.content] for m in request.messages],
@@ -74,13 +75,18 @@ def prompt_text(messages: Sequence[Message]) -> str:
 
 
 def prefix_hashes(
-    messages: Sequence[Message], *, block_tokens: int, max_blocks: int = 128
+    messages: Sequence[Message],
+    *,
+    block_tokens: int,
+    max_blocks: int = 128,
+    scope: str | None = None,
 ) -> list[str]:
-    """Chained hashes of the prompt's full token blocks, shortest prefix first."""
+    """Chained hashes of the prompt's full token blocks, shortest prefix first; within
+    ``scope`` (a team's or key's: another scope's hashes differ; None: shared)."""
     tokens = encode(prompt_text(messages))
     blocks = min(len(tokens) // block_tokens, max_blocks)
     hashes: list[str] = []
-    previous = b""
+    previous = b"" if scope is None else hashlib.blake2b(scope.encode(), digest_size=16).digest()
     for i in range(blocks):
         block = tokens[i * block_tokens : (i + 1) * block_tokens]
         digest = hashlib.blake2b(

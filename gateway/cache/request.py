@@ -52,6 +52,16 @@ class RequestCache:
         self.service.served(self.hashes, backend, self.policy.cache.prefixes.ttl_s)
 
 
+def scope_of(scope: str, key_id: str, team: str | None) -> str | None:
+    """Who shares a cached answer: a team's keys (a key without a team is a scope of its own),
+    one key, or everyone (``None``)."""
+    if scope == "shared":
+        return None
+    if scope == "team" and team is not None:
+        return f"team:{team}"
+    return f"key:{key_id}"
+
+
 def cacheable(request: ChatRequest) -> bool:
     """Whether a cached answer (text only) can stand for this request's: not when tools may
     be called or have been, nor when token logprobs or several choices are asked for."""
@@ -83,6 +93,7 @@ async def prepare(
     request: ChatRequest,
     *,
     key_id: str,
+    team: str | None = None,
     in_flight: Callable[[str], int],
     usable: Callable[[str], bool],
 ) -> tuple[RequestCache, Decision]:
@@ -102,7 +113,7 @@ async def prepare(
             decision.route,
             request,
             extra=answer_shaping(request),
-            key_id=key_id if responses.per_key else None,
+            key_id=scope_of(responses.scope, key_id, team),
         )
         with tracing.step("tiergate.cache") as span:  # a span only when there is a lookup
             cache.hit = await service.lookup(cache.key)
@@ -116,7 +127,11 @@ async def prepare(
     replicas = [c.backend for c in leading_group(decision) if usable(c.backend)]
     if len(replicas) < 2:
         return cache, decision
-    cache.hashes = prefix_hashes(request.messages, block_tokens=prefixes.block_tokens)
+    cache.hashes = prefix_hashes(
+        request.messages,
+        block_tokens=prefixes.block_tokens,
+        scope=scope_of(responses.scope, key_id, team),
+    )
     with tracing.step("tiergate.cache.prefixes") as span:
         warm: Mapping[str, int] = await service.warm_tokens(
             cache.hashes, replicas, block_tokens=prefixes.block_tokens, ttl_s=prefixes.ttl_s

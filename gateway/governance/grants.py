@@ -97,10 +97,18 @@ def period_end(period: Period, now: datetime) -> datetime | None:
             return None
 
 
+MAX_DURATION = timedelta(days=100 * 366)  # a key's lifetime: any longer is "no expiry"
+
+
 def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``2w`` as a duration; a clear error otherwise."""
+    """``30d``, ``12h``, ``90m``, ``2w`` as a duration (up to 100 years); a clear error
+    otherwise."""
     units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
     value, unit = text[:-1], text[-1:].lower()
-    if unit not in units or not value.isdigit() or int(value) <= 0:
+    if unit not in units or not (value.isascii() and value.isdigit()) or int(value) <= 0:
         raise ValueError(f"{text!r} is not a duration: write a number and m, h, d or w (30d)")
+    if int(value) * units[unit] > MAX_DURATION.total_seconds():
+        raise ValueError(
+            f"{text!r} is longer than 100 years: give a shorter one, or no expiry at all"
+        )
     return timedelta(seconds=int(value) * units[unit])

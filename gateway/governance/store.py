@@ -36,6 +36,12 @@ class GovernanceError(ValueError):
     """A key or team request that cannot be done; the message says why and what to do."""
 
 
+# What the columns hold: rpm and tpm are 32-bit integers, budgets NUMERIC(20, 12) (8 digits
+# before the point).
+MAX_RATE = 2**31 - 1
+MAX_BUDGET_USD = Decimal(10) ** 8
+
+
 @dataclass(frozen=True, slots=True)
 class LimitsIn:
     """Budget and rate limits as given (None: not given / no limit)."""
@@ -53,10 +59,16 @@ class LimitsIn:
             raise GovernanceError(f"budget period must be one of {', '.join(PERIODS)}")
         if self.on_exhausted is not None and self.on_exhausted not in ON_EXHAUSTED:
             raise GovernanceError(f"on_exhausted must be one of {', '.join(ON_EXHAUSTED)}")
+        if self.budget_usd is not None and self.budget_usd >= MAX_BUDGET_USD:
+            raise GovernanceError(f"budget_usd must be below {MAX_BUDGET_USD} (USD)")
         for name in ("rpm", "tpm"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise GovernanceError(f"{name} must be 1 or more (leave it out for no limit)")
+            if value is not None and value > MAX_RATE:
+                raise GovernanceError(
+                    f"{name} must be at most {MAX_RATE} (leave it out for no limit)"
+                )
 
     def values(self) -> dict[str, Any]:
         out: dict[str, Any] = {"budget_usd": self.budget_usd, "rpm": self.rpm, "tpm": self.tpm}
@@ -103,6 +115,8 @@ def put_team(engine: Engine, team: str, limits: LimitsIn) -> dict[str, Any]:
 
 
 def team_view(engine: Engine, team: str) -> dict[str, Any]:
+    if "\x00" in team:
+        raise GovernanceError(f"no team {team!r}: no team name holds a NUL character")
     with engine.connect() as conn:
         row = conn.execute(select(TeamRow.__table__).where(TeamRow.id == team)).mappings().first()
         if row is None:
@@ -158,7 +172,13 @@ def create_key(
     return Created(key_id, key, key_view(engine, key_id))
 
 
+def _no_key(key_id: str) -> GovernanceError:
+    return GovernanceError(f"no key {key_id!r}: `tiergate keys list` shows the ids")
+
+
 def key_view(engine: Engine, key_id: str) -> dict[str, Any]:
+    if "\x00" in key_id:
+        raise _no_key(key_id)  # no id holds one (and PostgreSQL's text cannot)
     with engine.connect() as conn:
         row = conn.execute(select(KeyRow.__table__).where(KeyRow.id == key_id)).mappings().first()
     if row is None:
@@ -168,6 +188,8 @@ def key_view(engine: Engine, key_id: str) -> dict[str, Any]:
 
 def list_keys(engine: Engine, team: str | None = None) -> list[dict[str, Any]]:
     query = select(KeyRow.__table__).order_by(KeyRow.created_at)
+    if team is not None and "\x00" in team:
+        return []  # no team name holds one
     if team is not None:
         query = query.where(KeyRow.team == team)
     with engine.connect() as conn:
@@ -276,6 +298,8 @@ def _public(row: RowMapping) -> dict[str, Any]:
 
 def grant_of(engine: Engine, key_id: str) -> Grant:
     """The grant of one key, revoked or not (what ``tiergate keys show`` reports on)."""
+    if "\x00" in key_id:
+        raise _no_key(key_id)
     with engine.connect() as conn:
         row = conn.execute(select(KeyRow.__table__).where(KeyRow.id == key_id)).mappings().first()
         if row is None:

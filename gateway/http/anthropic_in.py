@@ -144,11 +144,15 @@ class CountTokensIn(_Wire):
     thinking: ThinkingIn | None = None
 
 
+# Each is looked for after every generated token: bounded, as chat's `stop` (4) is.
+MAX_STOP_SEQUENCES = 64
+
+
 class MessagesIn(CountTokensIn):
     """``POST /v1/messages``."""
 
     max_tokens: int = Field(ge=1)
-    stop_sequences: list[str] | None = None
+    stop_sequences: list[str] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=1)

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.responses import Response
 
 from gateway.errors import BadRequest, NotFound, ServiceUnavailable
@@ -48,6 +48,14 @@ _PARAMS = (
 )
 
 
+def _storable_text(value: str | None) -> str | None:
+    """PostgreSQL's text cannot hold NUL: refused as the client's mistake, not sent to the
+    database (whose refusal read as the database being away)."""
+    if value is not None and "\x00" in value:
+        raise ValueError("contains a NUL character (\\u0000), which cannot be stored; remove it")
+    return value
+
+
 class _Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,6 +75,8 @@ class KeyIn(_Limits):
     expires: str | None = Field(default=None, description="lifetime from now: 30d, 12h, 90m, 2w")
     expires_at: datetime | None = None
 
+    _storable = field_validator("name", "team")(_storable_text)
+
 
 class KeyPatch(_Limits):
     """``PATCH /admin/keys/{id}``: the fields given change (null removes a limit)."""
@@ -81,6 +91,8 @@ class TeamIn(_Limits):
     are set (null removes a limit), the others keep their value."""
 
     name: str | None = None
+
+    _storable = field_validator("name")(_storable_text)
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -113,6 +125,13 @@ async def _call(request: Request, engine: Engine, fn: Callable[[], T], *, change
         result = await asyncio.to_thread(fn)
     except GovernanceError as exc:
         raise _error(exc) from None
+    except DataError:
+        # The database is there and refused a value: the request's, not an outage.
+        raise BadRequest(
+            "the ledger database cannot store a value of this request (a NUL character, or a "
+            "number out of range): check the ids and the values sent",
+            code="invalid_value",
+        ) from None
     except SQLAlchemyError as exc:
         raise ServiceUnavailable(
             f"the ledger database could not be used ({type(exc).__name__}); nothing was "

@@ -1,14 +1,16 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``: the policy's routes and backends, as
-OpenAI's model list and model object."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the policy's routes and backends (those the
+calling key may name), as OpenAI's model list and model object."""
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from gateway.governance.grants import Grant
 from gateway.http.errors import error_response
 from gateway.routing.runtime import Active, Runtime
 
@@ -22,6 +24,14 @@ def _json(payload: Any, status: int = 200) -> Response:
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def _public_model(kind: str, model: str) -> str:
+    """A backend's model as clients see it: an in-process model given as a file path is named
+    by its file, not by where it lies on the gateway's host."""
+    if kind == "tiny" and model != "default":
+        return PurePath(model).name or model
+    return model
 
 
 def _entries(active: Active) -> list[dict[str, Any]]:
@@ -57,7 +67,7 @@ def _entries(active: Active) -> list[dict[str, Any]]:
                 "tiergate": {
                     "kind": "backend",
                     "type": config.type,
-                    "model": config.model,
+                    "model": _public_model(config.type, config.model),
                     "tier": policy.tier_of(name),
                     "available": state is not None and state.is_up(),
                 },
@@ -66,15 +76,25 @@ def _entries(active: Active) -> list[dict[str, Any]]:
     return data
 
 
+def _visible(request: Request) -> list[dict[str, Any]]:
+    """The entries the calling key may name: a key limited to some routes (or backends) sees
+    those only, not the rest of the gateway."""
+    entries = _entries(_runtime(request).active)
+    grant: Grant | None = request.scope.get("state", {}).get("grant")
+    if grant is None or grant.routes is None:
+        return entries
+    return [entry for entry in entries if entry["id"] in grant.routes]
+
+
 @router.get("/v1/models")
 async def models(request: Request) -> Response:
-    return _json({"object": "list", "data": _entries(_runtime(request).active)})
+    return _json({"object": "list", "data": _visible(request)})
 
 
 @router.get("/v1/models/{model_id:path}")
 async def model(request: Request, model_id: str) -> Response:
     """The list's entry for ``model_id`` (what the SDKs' ``models.retrieve`` asks for)."""
-    entries = _entries(_runtime(request).active)
+    entries = _visible(request)
     for entry in entries:
         if entry["id"] == model_id:
             return _json(entry)

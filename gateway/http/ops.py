@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from gateway.errors import Forbidden
 from gateway.governance.book import KeyBook
 from gateway.governance.gate import Governor
 from gateway.metrics import Metrics
@@ -107,6 +108,16 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
+    """Prometheus text. With key labels on it holds every key's tokens and spend: then a client
+    key (another tenant) is refused, and the admin key, the ops port or an open ops path serve
+    it."""
     registry: Metrics = request.app.state.metrics
+    state = request.scope.get("state", {})
+    if registry.key_labels and "key_id" in state and not state.get("operator"):
+        raise Forbidden(
+            "/metrics holds every key's spend on this gateway: read it with the admin key or "
+            "on the gateway's ops port",
+            code="operator_only",
+        )
     _runtime(request).refresh_gauges()
     return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

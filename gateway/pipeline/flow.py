@@ -26,7 +26,7 @@ from adapters.base import (
 from adapters.errors import BackendError
 from adapters.spent import Spent
 from gateway import tracing
-from gateway.cache.request import RequestCache
+from gateway.cache.request import RequestCache, scope_of
 from gateway.cache.request import prepare as prepare_cache
 from gateway.cache.service import CachedAnswer, CacheService
 from gateway.canary.controller import CanaryController
@@ -71,7 +71,10 @@ class Pipeline:
 
     async def handle(self, inbound: Inbound) -> Answer | Stream:
         active = self.runtime.active
-        chat = inbound.chat
+        team = inbound.grant.team if inbound.grant is not None else None
+        # What this request leaves in a backend's own caches is reused within its scope only.
+        scope = scope_of(active.policy.cache.responses.scope, inbound.key_id, team)
+        chat = dataclasses.replace(inbound.chat, cache_scope=scope)
         outcome = Outcome.begin(
             active.policy.hash,
             inbound.key_id,
@@ -83,7 +86,7 @@ class Pipeline:
         traced = tracing.current()
         if traced is not None:
             spans.asked(chat, inbound.api, inbound.model, stream=inbound.stream)
-        with _refusing(outcome), tracing.step("tiergate.plan") as span:
+        with _refusing(outcome, inbound.grant), tracing.step("tiergate.plan") as span:
             plan = make_plan(
                 active.policy,
                 active.pool.capabilities,
@@ -127,6 +130,7 @@ class Pipeline:
                 admission.decision if admission is not None else routed.decision,
                 chat,
                 key_id=outcome.key_id,
+                team=team,
                 in_flight=lambda name: active.pool[name].in_flight,
                 usable=lambda name: active.pool[name].unavailable_reason() is None,
             )
@@ -162,7 +166,7 @@ class Pipeline:
         if tracing.current() is not None:
             spans.asked(None, "embeddings", model, stream=False)
         tokens = sum(count_exact(text) for text in request.inputs)
-        with _refusing(outcome), tracing.step("tiergate.plan") as span:
+        with _refusing(outcome, grant), tracing.step("tiergate.plan") as span:
             plan = plan_embeddings(policy, active.pool.capabilities, model, tokens)
             if span is not None:
                 spans.planned(span, plan)
@@ -414,12 +418,15 @@ class _Flight:
 
 
 @contextlib.contextmanager
-def _refusing(outcome: Outcome) -> Iterator[None]:
-    """Planning's refusals (an unknown route, needs no backend meets) as ``Refused``."""
+def _refusing(outcome: Outcome, grant: Grant | None = None) -> Iterator[None]:
+    """Planning's refusals (an unknown route, needs no backend meets) as ``Refused``. A key
+    limited to some routes is told those, not every name of the gateway."""
     receipt = Receipt(request_id=outcome.rid, policy=outcome.policy_hash)
     try:
         yield
     except UnknownRoute as exc:
+        if grant is not None and grant.routes is not None:
+            exc = UnknownRoute(exc.name, [name for name in exc.valid if name in grant.routes])
         error = BadRequest(str(exc), param="model", code="model_not_found")
         raise Refused(error, receipt) from None
     except GatewayError as exc:

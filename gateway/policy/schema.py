@@ -305,9 +305,26 @@ class ResponseCacheSpec(_Strict):
         description="cache only requests with temperature 0 or a seed (false: every request; "
         "a sampled answer is then replayed instead of a fresh sample)",
     )
-    per_key: bool = Field(
-        default=False, description="keep each API key's cached answers apart from the others'"
+    scope: Literal["team", "key", "shared"] = Field(
+        default="team",
+        description="who may be answered with a cached answer: the same team (a key without a "
+        "team is its own), the same key, or anyone (shared: one team's prompts and answers "
+        "reach the others)",
     )
+    per_key: bool = Field(default=False, description="the older spelling of scope: key")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_key_is_scope_key(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("per_key") is True:
+            scope = data.get("scope", "key")
+            if scope != "key":
+                raise ValueError(
+                    f"per_key: true is the older spelling of scope: key, and contradicts "
+                    f"scope: {scope}; keep only scope"
+                )
+            data = {**data, "scope": "key"}
+        return data
 
 
 class PrefixSpec(_Strict):

@@ -3,9 +3,9 @@ real failure (a timeout, a rate limit, garbage, an outage); refusals of the requ
 the client's 400, refusals of the gateway's own credentials the operator's 502.
 
 Adapters word their errors for the operator: backend addresses and the environment variables to
-check. A client sees backend names, error classes and the upstream's own words, with addresses
-and variable names taken out (``public``); the log line ``dispatch_failed`` (with the request id)
-keeps the full text."""
+check. A client sees backend names, error classes and the upstream's own words, with addresses,
+file paths and variable names taken out (``public``); the log line ``dispatch_failed`` (with
+the request id) keeps the full text."""
 
 from __future__ import annotations
 
@@ -28,14 +28,35 @@ log = structlog.get_logger("tiergate.dispatch")
 
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>)\],;]+", re.IGNORECASE)
 _HOST_PORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|\[[0-9a-f:]+\])(?::\d+)?\b")
+# A host name with a port (db.internal.example:5432): the last label starts with a letter, so
+# model tags (llama3.2:3b, phi3.5:3.8b) are not taken for one.
+_NAME_PORT = re.compile(
+    r"\b(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z][a-z0-9-]*:\d{1,5}\b", re.IGNORECASE
+)
+# An absolute file path (/srv/models/m.gguf, /models/m.gguf): three segments or more, or two
+# with a file extension (not an API path such as /api/chat).
+_PATH = re.compile(r"(?<![\w/.:\]\[-])(?:/[\w.~+@-]+){2,}")
 _ENV_PHRASE = re.compile(r"(?:the )?environment variable `?[A-Za-z_][A-Za-z0-9_]*`?")
 _ENV_NAME = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
 
 
+def _file_path(match: re.Match[str]) -> str:
+    path = match.group(0)
+    trailing = len(path) - len(path.rstrip("."))  # a sentence's full stop is not the path's
+    path = path[: len(path) - trailing] if trailing else path
+    segments = path.split("/")[1:]
+    if len(segments) < 3 and "." not in segments[-1]:
+        return match.group(0)
+    return "[path]" + "." * trailing
+
+
 def public(message: str) -> str:
-    """``message`` without backend addresses or environment-variable names (for clients)."""
+    """``message`` without backend addresses, file paths or environment-variable names (for
+    clients)."""
     text = _URL.sub("[backend address]", message)
     text = _HOST_PORT.sub("[backend address]", text)
+    text = _NAME_PORT.sub("[backend address]", text)
+    text = _PATH.sub(_file_path, text)
     text = _ENV_PHRASE.sub("a variable in the gateway's environment", text)
     return _ENV_NAME.sub("[gateway setting]", text)
 

@@ -29,6 +29,7 @@ from gateway.cache.service import CachedAnswer
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.models import RequestRow
 from gateway.ledger.report import build_report
+from gateway.policy import PolicyError, load_policy
 from tests.http.helpers import gateway
 
 CHAT = "/v1/chat/completions"
@@ -204,27 +205,85 @@ async def test_the_cache_can_be_switched_off(tmp_path: Path) -> None:
     assert len(backends["small"].requests) == 2
 
 
-@pytest.mark.parametrize("per_key", [True, False])
-async def test_per_key_isolation(tmp_path: Path, store_url: str | None, per_key: bool) -> None:
-    """With ``per_key: true`` one API key never gets another's cached answer (each key misses
-    once, then hits its own); without it the second key hits the first key's answer."""
+ADMIN_KEY = "admin-key-for-cache-tests-0123"
+
+
+async def team_keys(client: httpx.AsyncClient) -> dict[str, str]:
+    """Two virtual keys of team alpha and one of team beta, made through the admin API."""
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    for team in ("alpha", "beta"):
+        made = await client.post("/admin/teams", json={"name": team}, headers=admin)
+        assert made.status_code in (200, 201), made.text
+    keys: dict[str, str] = {}
+    for name, team in (("alpha-1", "alpha"), ("alpha-2", "alpha"), ("beta-1", "beta")):
+        made = await client.post("/admin/keys", json={"name": name, "team": team}, headers=admin)
+        assert made.status_code == 201, made.text
+        keys[name] = made.json()["key"]
+    return keys
+
+
+TEAMS = ["team:alpha", "team:beta", "key:app"]
+KEYS_APART = ["key:vk-", "key:vk-", "key:vk-", "key:app"]
+
+
+@pytest.mark.parametrize(
+    ("responses", "expected", "scopes"),
+    [
+        pytest.param("", ["miss", "hit", "miss", "hit", "miss"], TEAMS, id="default-team"),
+        pytest.param("scope: team", ["miss", "hit", "miss", "hit", "miss"], TEAMS, id="team"),
+        pytest.param("scope: key", ["miss", "miss", "miss", "hit", "miss"], KEYS_APART, id="key"),
+        pytest.param(
+            "per_key: true", ["miss", "miss", "miss", "hit", "miss"], KEYS_APART, id="per-key"
+        ),
+        pytest.param("scope: shared", ["miss", "hit", "hit", "hit", "hit"], [None], id="shared"),
+    ],
+)
+async def test_cached_answers_stay_within_their_scope(
+    tmp_path: Path,
+    store_url: str | None,
+    responses: str,
+    expected: list[str],
+    scopes: list[str | None],
+) -> None:
+    """By default one team's cached answer is never served to another team (a prompt and its
+    answer are the team's data, and a hit would tell another team what was asked); the keys of
+    one team share their answers. ``scope: key`` keeps each key apart, ``scope: shared`` (an
+    operator's explicit choice) shares across teams. A bootstrap key, which has no team, is a
+    scope of its own unless the cache is shared. The backend is told the same scope
+    (``cache_scope``), for what it keeps itself (the tiny tier's prompt prefixes)."""
     backends = two_fakes()
-    path = policy(tmp_path, f"per_key: {str(per_key).lower()}")
-    api_keys = SecretStr(",".join(f"{kid}:{key}" for kid, key in KEYS.items()))
-    labels: list[tuple[str, str]] = []
-    async with app(path, backends, store_url, api_keys=api_keys) as (client, gw):
-        for key_id in ("team-a", "team-a", "team-b", "team-b"):
-            auth = {"authorization": f"Bearer {KEYS[key_id]}"}
+    path = policy(tmp_path, responses)
+    bootstrap = "bootstrap-key-for-cache-0123"
+    settings: dict[str, Any] = {
+        "ledger": True,
+        "admin_key": SecretStr(ADMIN_KEY),
+        "api_keys": SecretStr(f"app:{bootstrap}"),
+    }
+    labels: list[str] = []
+    async with app(path, backends, store_url, **settings) as (client, gw):
+        keys = {**await team_keys(client), "bootstrap": bootstrap}
+        for who in ("alpha-1", "alpha-2", "beta-1", "beta-1", "bootstrap"):
+            auth = {"authorization": f"Bearer {keys[who]}"}
             response = await post(client, gw, chat(temperature=0), headers=auth)
-            labels.append((key_id, response.headers["x-tiergate-cache"]))
-    if per_key:
-        assert labels == [
-            ("team-a", "miss"), ("team-a", "hit"), ("team-b", "miss"), ("team-b", "hit"),
-        ]  # fmt: skip
-        assert len(backends["small"].requests) == 2
-    else:
-        assert [label for _, label in labels] == ["miss", "hit", "hit", "hit"]
-        assert len(backends["small"].requests) == 1
+            labels.append(response.headers["x-tiergate-cache"])
+    assert labels == expected
+    asked = [request.cache_scope for request in backends["small"].requests]
+    assert len(asked) == expected.count("miss")
+    for scope, prefix in zip(asked, scopes, strict=True):
+        if prefix is None:
+            assert scope is None
+        else:
+            assert scope is not None
+            assert scope.startswith(prefix)
+
+
+def test_per_key_cannot_contradict_the_scope(tmp_path: Path) -> None:
+    """``per_key: true`` is the older spelling of ``scope: key``; with another scope it is an
+    error naming both."""
+    with pytest.raises(PolicyError) as caught:
+        load_policy(policy(tmp_path, "per_key: true, scope: shared"))
+    assert "per_key" in str(caught.value)
+    assert "scope" in str(caught.value)
 
 
 async def test_a_route_with_cache_off_never_hits(tmp_path: Path, store_url: str | None) -> None:

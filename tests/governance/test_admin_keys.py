@@ -190,6 +190,14 @@ async def test_create_list_show_update_rotate_revoke(policy_file: Path, db_url: 
         ({"name": "x", "colour": "red"}, "colour"),
         ({"name": "x", "routes": []}, "routes"),
         ({"name": "x", "routes": ["auto", "atuo"]}, "routes"),
+        # Past what the database or the clock can hold: a 400 naming the field, never a 5xx.
+        ({"name": "x", "expires": "99999999999d"}, "expires"),
+        ({"name": "x", "expires": "9999999d"}, "expires"),
+        ({"name": "x", "rpm": 10**30}, "rpm"),
+        ({"name": "x", "tpm": 2**31}, "tpm"),
+        ({"name": "x", "budget_usd": "1e400"}, "budget_usd"),
+        ({"name": "a\u0000b"}, "name"),
+        ({"name": "x", "team": "t\u0000"}, "team"),
     ],
 )
 async def test_bad_requests_name_the_field(
@@ -224,6 +232,67 @@ async def test_routes_must_be_the_serving_policys(policy_file: Path, db_url: str
         assert "unknown route 'smal'" in error(patched)["message"]
         shown = await client.get(f"/admin/keys/{key['id']}", headers=ADMIN)
         assert shown.json()["routes"] == ["auto", "big"]
+
+
+@pytest.mark.parametrize("limit", [{"rpm": 2**40}, {"budget_usd": "1e12"}])
+async def test_a_team_limit_past_the_columns_range_is_a_400(
+    policy_file: Path, db_url: str, limit: dict[str, Any]
+) -> None:
+    async with app_on(policy_file, db_url) as (client, _):
+        created = await client.post("/admin/teams", json={"name": "t", **limit}, headers=ADMIN)
+        assert created.status_code == 400, created.text
+        assert error(created)["param"] == next(iter(limit))
+        named = await client.post("/admin/teams", json={"name": "a\u0000"}, headers=ADMIN)
+        assert named.status_code == 400, named.text
+        assert error(named)["param"] == "name"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/admin/keys/vk-%00"),
+        ("PATCH", "/admin/keys/vk-%00"),
+        ("POST", "/admin/keys/vk-%00/rotate"),
+        ("GET", "/admin/teams/t%00"),
+        ("PUT", "/admin/teams/t%00"),
+    ],
+)
+async def test_a_nul_in_an_id_is_not_found_not_a_5xx(
+    policy_file: Path, db_url: str, method: str, path: str
+) -> None:
+    """No key or team has a NUL character in its id: asking for one is a 4xx (PostgreSQL's
+    text cannot even hold it: the query failed as if the database were away, a 503)."""
+    async with app_on(policy_file, db_url) as (client, _):
+        body = {"rpm": 5} if method in ("PATCH", "PUT") else None
+        response = await client.request(method, path, json=body, headers=ADMIN)
+        assert 400 <= response.status_code < 500, response.text
+        assert error(response)["message"]
+
+
+async def test_a_key_limited_to_routes_lists_only_those(policy_file: Path, db_url: str) -> None:
+    """``/v1/models`` lists what the calling key may name: a key limited to some routes sees
+    those, not the rest of the gateway's routes and backends (nor their models); so does the
+    error for a model name it does not know."""
+    async with app_on(policy_file, db_url) as (client, _):
+        limited = await make_key(client, name="limited", routes=["auto"])
+        listed = await client.get("/v1/models", headers=bearer(limited["key"]))
+        hidden = await client.get("/v1/models/big", headers=bearer(limited["key"]))
+        shown = await client.get("/v1/models/auto", headers=bearer(limited["key"]))
+        everything = await client.get("/v1/models", headers=bearer(APP_KEY))
+        unknown = await client.post(
+            "/v1/chat/completions", json={**CHAT, "model": "nope"}, headers=bearer(limited["key"])
+        )
+    assert unknown.status_code == 400, unknown.text
+    assert error(unknown)["code"] == "model_not_found"
+    assert "(valid: auto)" in error(unknown)["message"]  # the names this key may use, no more
+    assert listed.status_code == 200, listed.text
+    assert [m["id"] for m in listed.json()["data"]] == ["auto"]
+    assert "big-model" not in listed.text
+    assert hidden.status_code == 404, hidden.text
+    assert error(hidden)["code"] == "model_not_found"
+    assert "small" not in error(hidden)["message"]
+    assert shown.status_code == 200, shown.text
+    assert {m["id"] for m in everything.json()["data"]} == {"auto", "small", "big"}
 
 
 async def test_an_unknown_key_is_a_404(policy_file: Path, db_url: str) -> None:

@@ -224,6 +224,10 @@ def test_routings_own_calls_are_no_budgets_spend(db_url: str, engine: Engine) ->
         (("keys", "revoke", "vk-nope"), "no key 'vk-nope'"),
         (("keys", "update", "vk-nope", "--rpm", "3"), "no key 'vk-nope'"),
         (("keys", "team", "t" * 65), "1 to 64 characters"),
+        (("keys", "create", "--name", "x", "--expires", "99999999999d"), "--expires"),
+        (("keys", "create", "--name", "x", "--expires", "9999999d"), "longer than 100 years"),
+        (("keys", "create", "--name", "x", "--rpm", str(2**31)), "rpm must be at most"),
+        (("keys", "team", "t", "--budget-usd", "1e9"), "budget_usd must be below"),
     ],
 )
 def test_mistakes_exit_2_with_one_line(db_url: str, args: tuple[str, ...], says: str) -> None:

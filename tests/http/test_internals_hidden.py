@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import respx
 from structlog.testing import capture_logs
 
 from adapters.config import FakeStep
@@ -179,3 +180,83 @@ async def test_client_errors_name_no_setting(tmp_path: Path) -> None:
     assert "without its ledger" in rated.json()["error"]["message"]
     for response in (big, admin, rated):
         assert "TIERGATE_" not in response.text
+
+
+async def test_a_model_file_that_will_not_load_is_named_but_not_located(
+    tmp_path: Path,
+) -> None:
+    """The in-process model's file is the gateway host's: a client learns that the tiny backend
+    could not load its model, not where the file lies (the log keeps the path)."""
+    folder = tmp_path / "private-models"
+    folder.mkdir()
+    gguf = folder / "broken.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(range(256)) * 8)  # not a model llama.cpp can read
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"""
+version: 1
+backends:
+  tiny: {{type: tiny, model: "{gguf}"}}
+tiers:
+  - {{name: only, backends: [tiny]}}
+"""
+    )
+    anthropic = {"model": "auto", "max_tokens": 5, "messages": BODY["messages"]}
+    with capture_logs() as logs:
+        async with gateway(policy, ledger=False) as (client, _app):
+            chat = await client.post(CHAT, json=BODY)
+            messages = await client.post("/v1/messages", json=anthropic)
+            listed = await client.get("/v1/models")
+    assert listed.status_code == 200
+    assert "broken.gguf" in listed.text  # the model, by its file's name...
+    assert "private-models" not in listed.text  # ...not where it lies
+    for response in (chat, messages):
+        assert response.status_code == 503, response.text
+        assert "tiny" in response.text
+        assert "could not load" in response.text
+        assert "private-models" not in response.text
+        assert "broken.gguf" not in response.text
+    assert any(str(gguf) in e.get("detail", "") for e in logs if e["event"] == "dispatch_failed")
+
+
+async def test_an_upstreams_own_words_lose_its_hosts_and_paths(tmp_path: Path) -> None:
+    """A client is told what the upstream said, without the host names, ports and file paths
+    in it (an upstream's error text is written for its operator, not for the gateway's
+    clients); the log line keeps them."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        """
+version: 1
+backends:
+  upstream:
+    type: openai_compat
+    model: m
+    base_url: "http://upstream.test/v1"
+    http_client: httpx
+tiers:
+  - {name: only, backends: [upstream]}
+"""
+    )
+    said = (
+        "model m failed: cannot reach tokenizer at tok-cache.internal.example:6379, "
+        "see /srv/inference/app/handler.py or /models/m.gguf"
+    )
+    with respx.mock(assert_all_called=False) as router, capture_logs() as logs:
+        router.get("http://upstream.test/v1/models").respond(200, json={"data": []})
+        router.post("http://upstream.test/v1/chat/completions").respond(
+            400, json={"error": {"message": said, "type": "invalid_request_error"}}
+        )
+        async with gateway(policy, ledger=False) as (client, _app):
+            response = await client.post(CHAT, json=BODY)
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert "model m failed: cannot reach tokenizer" in message  # the upstream's words stay
+    for internal in (
+        "tok-cache.internal.example",
+        "6379",
+        "/srv/inference",
+        "handler.py",
+        "m.gguf",
+    ):
+        assert internal not in message
+    assert any(said in e.get("detail", "") for e in logs if e["event"] == "dispatch_failed")

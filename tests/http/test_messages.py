@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from adapters.fake import FakeBackend
 from adapters.remote.loader import load_litellm
+from gateway.http.anthropic_in import MAX_STOP_SEQUENCES
 from gateway.ledger.models import RequestRow
 from tests.adapters.remote.test_backend import ANTHROPIC_MESSAGE, ANTHROPIC_URL
 from tests.http.helpers import gateway
@@ -160,6 +161,31 @@ async def test_unsupported_blocks_are_refused_in_anthropics_shape(policy: Path) 
     assert "'document'" in error["error"]["message"]
     assert missing.status_code == 400
     assert missing.json()["type"] == "error"
+
+
+async def test_a_flood_of_stop_sequences_is_refused_naming_the_field(policy: Path) -> None:
+    """Every stop sequence is looked for after every generated token (on the in-process model,
+    by the gateway's own CPU): a body full of them, unchecked, slowed each token of its answer
+    many times over. Like chat's `stop`, the list is bounded."""
+    backend = FakeBackend.scripted("small", "one two three")
+    body = {
+        "model": "auto",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stop_sequences": [f"s{i}" for i in range(10_000)],
+    }
+    async with gateway(policy, backends={"small": backend}, ledger=False) as (client, _app):
+        response = await client.post("/v1/messages", json=body, headers=HEADERS)
+        body["stop_sequences"] = [f"s{i}" for i in range(MAX_STOP_SEQUENCES)]
+        allowed = await client.post("/v1/messages", json=body, headers=HEADERS)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "invalid_request_error"
+    assert error["error"]["message"].startswith("stop_sequences: ")
+    assert str(MAX_STOP_SEQUENCES) in error["error"]["message"]
+    assert allowed.status_code == 200, allowed.text
+    assert len(backend.requests) == 1
 
 
 async def test_count_tokens_takes_any_json_schema(policy: Path) -> None:

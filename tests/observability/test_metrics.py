@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 BOARD = REPO / "deploy" / "grafana" / "tiergate.json"
 CHAT = "/v1/chat/completions"
 KEY = "metrics-client-key-0123456789"
+OTHER_KEY = "metrics-other-team-key-0123456789"
+ADMIN_KEY = "metrics-admin-key-0123456789"
 
 POLICY = """
 version: 1
@@ -129,12 +131,27 @@ async def test_tokens_and_money_by_tier_backend_and_route(policy: Path) -> None:
 
 
 async def test_key_labels_only_when_asked(policy: Path) -> None:
+    """With key labels, /metrics holds every key's tokens and spend: the operator's to read
+    (the admin key, the ops port), never another tenant's. Without them a client key may read
+    it, as before."""
     headers = {"authorization": f"Bearer {KEY}"}
+    other = {"authorization": f"Bearer {OTHER_KEY}"}
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    keys = f"team-a:{KEY},team-b:{OTHER_KEY}"
     async with gateway(
-        policy, backends=fakes(), api_keys=f"team-a:{KEY}", metrics_key_labels=True
+        policy, backends=fakes(), api_keys=keys, admin_key=ADMIN_KEY, metrics_key_labels=True
     ) as (client, app):
         await traffic(client, app, headers)
-        text = (await client.get("/metrics", headers=headers)).text
+        refused = [await client.get("/metrics", headers=h) for h in (headers, other)]
+        text = (await client.get("/metrics", headers=admin)).text
+    for response in refused:
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "operator_only"
+        assert "team-a" not in response.text
+        assert "METRICS_KEY_LABELS" not in response.text  # no setting's name to a client
+    async with gateway(policy, backends=fakes(), api_keys=keys, admin_key=ADMIN_KEY) as pair:
+        unlabelled = await pair[0].get("/metrics", headers=other)
+    assert unlabelled.status_code == 200
     keyed = [labels for name, labels, _ in samples(text) if name == "tiergate_tokens_total"]
     assert keyed
     assert all(labels["key"] == "team-a" for labels in keyed)

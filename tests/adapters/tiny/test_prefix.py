@@ -7,6 +7,7 @@ import asyncio
 import ctypes
 from array import array
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -313,3 +314,27 @@ async def test_cache_off_keeps_only_live_context_reuse(plain: TinyBackend) -> No
     assert first.text == after_other.text
     assert repeat.text
     assert repeat.usage.completion_tokens > 0
+
+
+async def test_one_scope_never_reuses_what_another_left() -> None:
+    """What a request leaves in the model (the live context, a stored prefix) is reused only
+    by requests of the same ``cache_scope`` (the gateway sets it from the caller's team or
+    key): another team sending the same system prompt prefills it in full, so neither its
+    ``cached_tokens`` nor its speed tells it what the first team sent. The same scope still
+    reuses it, and no scope (``None``) shares with everyone, as before."""
+    system = system_prompt(24, "Nightjar Ltd")
+    asked = chat(system, "How do refunds work?")
+    cached = backend("tiny-scoped")
+    try:
+        alpha = replace(asked, cache_scope="team:alpha")
+        first = await cached.acomplete(alpha)
+        other = await cached.acomplete(replace(asked, cache_scope="team:beta"))
+        again = await cached.acomplete(alpha)
+        shared = [await cached.acomplete(asked) for _ in range(2)]
+    finally:
+        await cached.aclose()
+    assert first.usage.cached_tokens < BLOCK
+    assert other.usage.cached_tokens < BLOCK  # neither the live context nor the stored prefix
+    assert again.usage.cached_tokens >= 8 * BLOCK  # its own team's prefix, stored by the first
+    assert shared[1].usage.cached_tokens >= 8 * BLOCK
+    assert other.text == first.text == again.text  # greedy: the same answer either way
