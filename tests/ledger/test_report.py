@@ -798,7 +798,8 @@ async def test_money_keeps_every_decimal_the_ledger_has(ledger_url: str, tmp_pat
     assert totals["cost_per_1m_tokens_usd"] == 0.001649
     assert cli_json(ledger_url, tmp_path)["totals"]["cost_usd"] == 0.000000082468
     done = tiergate(
-        "report", "--since", SINCE, "--until", UNTIL, "--format", "csv", url=ledger_url, cwd=tmp_path
-    )
+        "report", "--since", SINCE, "--until", UNTIL, "--format", "csv",
+        url=ledger_url, cwd=tmp_path,
+    )  # fmt: skip
     (total,) = csv.DictReader(io.StringIO(done.stdout))
     assert D(total["cost_usd"]) == D("0.000000082468")
