@@ -338,7 +338,9 @@ def _entry(
 def _held(prices: PriceBook, attempts: list[Attempt]) -> Priced | None:
     """What the tries that timed out on backends priced by machine time cost: each held its
     box, working, until the timeout (``latency_ms``), and answered nothing; None when no such
-    try. (A backend priced by its tokens reported none for a try that timed out: $0.)"""
+    try. The try's wall time: an upper bound when the box was still connecting, loading its
+    model or had the request queued. (A backend priced by its tokens reported none for a try
+    that timed out: $0.)"""
     held = [
         priced
         for a in attempts
