@@ -19,7 +19,16 @@ Definitions (per group and in total):
   rated, so a small sample shows as small;
 * fallback rate = requests that needed more than one attempt / requests; error rate = requests
   answered with an error status / requests; abandoned rate = requests the client left before the
-  end (status 499) / requests; cache hit rate = requests served from the cache / requests.
+  end (status 499) / requests; cache hit rate = requests served from the cache / requests;
+* by tier (one ledger row per request, not per try): a request counts in the tier that answered
+  it; one that no backend answered, in every tier it tried, in order, as one group of its own
+  ("cheap>strong": it failed on cheap, then on strong; a group named after one tier holds only
+  that tier's failures), and by backend under the backend tried last, whose error it returned
+  (its ``fallback_chain`` names each);
+* money: the ledger's 12 decimals, kept (a float: exact up to 15 significant digits, any figure
+  under $1,000); cost per 1M tokens to 4 decimals, or 4 significant digits when smaller. A try
+  that timed out on a backend priced by machine time is in its request's cost: the box worked
+  until the timeout (``gateway.routing.accounting``).
 
 The gateway's own background calls (rows whose ``canary_arm`` is in ``OVERHEAD_ARMS``: a
 canary's shadow and judge calls, the adaptive scorer's judged samples) are not client traffic:
@@ -124,7 +133,7 @@ class Tally:
             "baseline_cost_usd": usd(self.baseline) if compared else None,
             "savings_usd": usd(savings) if compared else None,
             "savings_pct": _ratio(savings * 100, self.baseline) if compared else None,
-            "cost_per_1m_tokens_usd": _ratio(self.cost * 1_000_000, Decimal(self.priced_tokens)),
+            "cost_per_1m_tokens_usd": _per_million(self.cost, self.priced_tokens),
             "latency_ms_p50": _ms(nearest_rank(self.latencies, 50)),
             "latency_ms_p95": _ms(nearest_rank(self.latencies, 95)),
             "ttft_ms_p50": _ms(nearest_rank(self.ttfts, 50)),
@@ -151,9 +160,27 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+# The ledger keeps money to 12 decimals (``models.MONEY``): the report keeps every one. A tiny
+# model's request costs a few 1e-8 USD; 8 places would print 4.1234e-08 as 4e-08.
+MONEY_PLACES = 12
+
+
 def usd(value: Decimal) -> float:
-    """Dollars as the report shows them: a float, to 8 places."""
-    return float(round(value, 8))
+    """Dollars as the report shows them: a float with every decimal the ledger keeps (a float
+    holds them exactly up to 15 significant digits: any figure under $1,000)."""
+    return float(round(value, MONEY_PLACES))
+
+
+def _per_million(cost: Decimal, tokens: int) -> float | None:
+    """Cost per 1M tokens: 4 decimals, or 4 significant digits when it is smaller (a tiny
+    model's 0.001649 would be 0.0016 to 4 places, and 0.00003 would be 0.0)."""
+    if tokens == 0:
+        return None
+    value = cost * 1_000_000 / tokens
+    if value == 0:
+        return 0.0
+    places = max(4, 3 - value.copy_abs().adjusted())
+    return float(round(value, min(places, MONEY_PLACES)))
 
 
 def _ratio(numerator: Decimal, denominator: Decimal) -> float | None:

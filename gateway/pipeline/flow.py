@@ -47,7 +47,7 @@ from gateway.policy import Candidate, Decision, UnknownRoute
 from gateway.routing import cascade as cascading
 from gateway.routing import spans
 from gateway.routing.accounting import Accountant, Outcome
-from gateway.routing.attempts import DispatchError, Trace
+from gateway.routing.attempts import DispatchError, Trace, tiers_tried
 from gateway.routing.choices import more_choices, sum_usage, total_usage
 from gateway.routing.failures import client_error, public
 from gateway.routing.judging import LabelSampler
@@ -351,12 +351,13 @@ class _Flight:
             spans.content(self.chat, answer)
 
     async def refused(self, exc: DispatchError) -> Refused:
-        """Book a request no backend answered (against the last one tried), durably."""
+        """Book a request no backend answered, durably: against the backend tried last (whose
+        error it returns) and every tier it tried, in order ("cheap>strong"): a request that
+        failed on several tiers is no failure of the last one alone."""
         outcome = self.outcome
         outcome.trace = Trace(exc.attempts, exc.skipped)
         if exc.attempts:
-            last = exc.attempts[-1]
-            outcome.backend, outcome.tier = last.backend, last.tier
+            outcome.backend, outcome.tier = exc.attempts[-1].backend, tiers_tried(exc.attempts)
         error = client_error(exc, outcome.rid)
         outcome.status, outcome.error = error.status, error.code
         self.settle()

@@ -199,5 +199,14 @@ class PriceBook:
             return Priced(None, "unpriced", baseline)
         return Priced(rule.cost(timings), rule.source, baseline)
 
+    def held(self, backend: str, ms: float) -> Priced | None:
+        """What ``ms`` of ``backend``'s machine cost when it is priced by machine time (a try
+        that timed out held the box that long, working, and produced nothing: no baseline);
+        None for a backend priced by its tokens, or not at all."""
+        rule = self.rules.get(backend)
+        if not isinstance(rule, HardwarePrice):
+            return None
+        return Priced(rule.cost(Timings(latency_ms=ms)), rule.source, Decimal(0))
+
     def unpriced(self) -> list[str]:
         return [name for name, rule in self.rules.items() if rule is None]

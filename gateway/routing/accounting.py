@@ -18,6 +18,7 @@ import orjson
 import structlog
 
 from adapters.base import Timings, Usage
+from adapters.errors import BackendTimeout
 from gateway import tracing
 from gateway.ids import request_id
 from gateway.ledger.entry import LedgerEntry, SampledEntry
@@ -107,12 +108,13 @@ class Outcome:
     def price(self, prices: PriceBook, plan: Plan) -> Priced:
         if self.priced is None:
             usage = self.final_usage(plan)
+            held = _held(prices, self.attempts)
             if self.cache == "hit":
                 # No backend ran: free; the baseline is what these tokens would have cost.
                 baseline = prices.baseline_cost(self.made_by or "cache", usage)
                 self.priced = Priced(Decimal(0), "cache", baseline)
             elif usage.total_tokens == 0 and self.status != 200:
-                self.priced = Priced(Decimal(0), "failed", Decimal(0))
+                self.priced = held or Priced(Decimal(0), "failed", Decimal(0))
             else:
                 self.priced = prices.price(self.backend, usage, self.timings)
                 self._add_cascade(prices)
@@ -121,6 +123,9 @@ class Outcome:
                     # model answers ``n`` choices in one call that reads it once.
                     baseline = prices.baseline_cost(self.backend, _one_prompt(usage, self.choices))
                     self.priced = dataclasses.replace(self.priced, baseline=baseline)
+                if held is not None and held.cost and self.priced.cost is not None:
+                    total = self.priced.cost + held.cost
+                    self.priced = dataclasses.replace(self.priced, cost=total)
         return self.priced
 
     def _add_cascade(self, prices: PriceBook) -> None:
@@ -328,6 +333,23 @@ def _entry(
         team=outcome.team,
         budget=outcome.budget,
     )
+
+
+def _held(prices: PriceBook, attempts: list[Attempt]) -> Priced | None:
+    """What the tries that timed out on backends priced by machine time cost: each held its
+    box, working, until the timeout (``latency_ms``), and answered nothing; None when no such
+    try. The try's wall time: an upper bound when the box was still connecting, loading its
+    model or had the request queued. (A backend priced by its tokens reported none for a try
+    that timed out: $0.)"""
+    held = [
+        priced
+        for a in attempts
+        if a.error == BackendTimeout.__name__
+        and (priced := prices.held(a.backend, a.latency_ms)) is not None
+    ]
+    if not held:
+        return None
+    return Priced(sum((p.cost or Decimal(0) for p in held), Decimal(0)), held[0].source, Decimal(0))
 
 
 def _one_prompt(usage: Usage, choices: int) -> Usage:

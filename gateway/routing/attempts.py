@@ -25,6 +25,17 @@ class Attempt:
     retry: str | None = None
 
 
+def tiers_tried(attempts: list[Attempt]) -> str:
+    """The tiers of ``attempts`` in the order tried, each once ("cheap>strong"; a tier's
+    backends, or a retry, tried in a row count once): what a request no tier answered is booked
+    against."""
+    tiers: list[str] = []
+    for attempt in attempts:
+        if attempt.tier not in tiers:
+            tiers.append(attempt.tier)
+    return ">".join(tiers)
+
+
 @dataclass(frozen=True, slots=True)
 class Skip:
     backend: str

@@ -770,3 +770,36 @@ async def test_a_retry_on_the_same_backend_is_no_fallback(ledger_url: str) -> No
     finally:
         engine.dispose()
     assert report["totals"]["fallback_rate"] == round(1 / 3, 4)
+
+
+async def test_money_keeps_every_decimal_the_ledger_has(ledger_url: str, tmp_path: Path) -> None:
+    """A tiny model's request costs a few 1e-8 USD, kept in the ledger to 12 decimals: the JSON
+    (function, CLI) and CSV report carry those digits, not a figure rounded to 8 places (4e-08,
+    off by 3 %), and a cost per 1M tokens that small keeps 4 significant digits, not 0.0."""
+    upgrade(ledger_url)
+    cheap = dataclasses.replace(
+        to_entry(1, ROWS[0]),
+        cost_usd=D("0.000000041234"),
+        baseline_cost_usd=D("0.000000123457"),
+        prompt_tokens=20,
+        completion_tokens=5,
+    )
+    other = dataclasses.replace(cheap, id="00000000-0000-7000-8000-000000000002")
+    engine = make_engine(ledger_url)
+    try:
+        insert_batch(engine, [cheap, other])
+    finally:
+        engine.dispose()
+    totals = report(ledger_url)["totals"]
+    assert totals["cost_usd"] == 0.000000082468
+    assert totals["baseline_cost_usd"] == 0.000000246914
+    assert totals["savings_usd"] == 0.000000164446
+    # 0.000000082468 / 50 tokens x 1M = 0.00164936
+    assert totals["cost_per_1m_tokens_usd"] == 0.001649
+    assert cli_json(ledger_url, tmp_path)["totals"]["cost_usd"] == 0.000000082468
+    done = tiergate(
+        "report", "--since", SINCE, "--until", UNTIL, "--format", "csv",
+        url=ledger_url, cwd=tmp_path,
+    )  # fmt: skip
+    (total,) = csv.DictReader(io.StringIO(done.stdout))
+    assert D(total["cost_usd"]) == D("0.000000082468")

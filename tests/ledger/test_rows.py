@@ -616,3 +616,111 @@ async def test_n_choices_baseline_reads_the_prompt_once(ledger_url: str, tmp_pat
     assert row.cost_usd == Decimal("0.0000045")
     assert row.baseline_cost_usd == Decimal("0.0000975")
     assert money(response.headers["x-tiergate-baseline-cost-usd"]) == row.baseline_cost_usd
+
+
+# --- a request no tier answered; a box held by a try that timed out ----------------------------
+
+
+async def test_a_request_every_tier_failed_is_booked_against_every_tier_it_tried(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """A request that failed on the cheap tier and then on the strong one is not the strong
+    tier's failure alone: its row's tier is "cheap>strong" (the tiers in the order tried), so
+    ``tiergate report --by tier`` shows it in a group of its own rather than as "strong: 1
+    failed" (its backend stays the last one tried, whose error it returned)."""
+    from gateway.ledger.report import build_report
+
+    backends = two_fakes()
+    backends["small"].enqueue(FakeStep(error="unavailable"))
+    backends["big"].enqueue(FakeStep(error="unavailable"))
+    async with app_on(ledger_url, write(tmp_path, POLICY), backends) as (client, app):
+        failed = await client.post(CHAT, json=chat(), headers=auth())
+        answered = await client.post(CHAT, json=chat(), headers=auth())
+        found = {r.id: r for r in await settled(app, ledger_url)}
+    assert (failed.status_code, answered.status_code) == (503, 200)
+    row = found[failed.headers["x-request-id"]]
+    assert (row.tier, row.backend, row.fallback_chain) == ("cheap>strong", "big", "small>big")
+    engine = make_engine(ledger_url)
+    try:
+        report = build_report(engine, since=datetime(2000, 1, 1, tzinfo=UTC), by="tier")
+    finally:
+        engine.dispose()
+    by_tier = {g["key"]: g for g in report["groups"]}
+    assert set(by_tier) == {"cheap", "cheap>strong"}
+    assert (by_tier["cheap>strong"]["requests"], by_tier["cheap>strong"]["error_rate"]) == (1, 1)
+    assert by_tier["cheap"]["error_rate"] == 0
+
+
+async def test_a_request_failing_twice_on_one_tier_keeps_that_tiers_name(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """Two backends of one tier failing make no chain: the row's tier is that tier."""
+    text = POLICY.replace("max_score: 0.3, backends: [small]}", "backends: [small, big]}").replace(
+        "  - {name: strong, backends: [big]}\n", ""
+    )
+    backends = two_fakes()
+    backends["small"].enqueue(FakeStep(error="unavailable"))
+    backends["big"].enqueue(FakeStep(error="unavailable"))
+    async with app_on(ledger_url, write(tmp_path, text), backends) as (client, app):
+        failed = await client.post(CHAT, json=chat(), headers=auth())
+        (row,) = await settled(app, ledger_url)
+    assert failed.status_code == 503
+    assert (row.tier, row.fallback_chain) == ("cheap", "small>big")
+
+
+BOX_TIMES_OUT = """
+version: 1
+backends:
+  box: {type: fake, model: box-model}
+  big: {type: fake, model: big-model}
+tiers:
+  - {name: cheap, max_score: 0.3, backends: [box]}
+  - {name: strong, backends: [big]}
+routes:
+  auto: {}
+  boxed: {tier: cheap, fallback: none}
+timeouts: {per_try_s: 0.3, total_s: 10, cold_start_s: 0}
+pricing:
+  baseline: {usd_per_1m_input: 2.5, usd_per_1m_output: 10}
+  backends:
+    box: {hardware: {usd_per_hour: 3.6}}
+    big: {usd_per_1m_input: 1, usd_per_1m_output: 4}
+"""
+
+
+async def test_a_try_that_timed_out_on_a_box_is_charged_the_time_it_held_it(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """A backend priced by its machine time worked until the try timed out: the failed request
+    is charged that time (3.6 USD/h = 1e-6 USD per ms, for at least the 300 ms try), priced
+    "hardware", and still shows as failed (504, backend_timeout)."""
+    backends = {"box": fake("box", FakeStep(reply="late", delay_ms=5000)), "big": fake("big", "x")}
+    async with app_on(ledger_url, write(tmp_path, BOX_TIMES_OUT), backends) as (client, app):
+        response = await client.post(CHAT, json=chat(model="boxed"), headers=auth())
+        (row,) = await settled(app, ledger_url)
+    assert response.status_code == 504, response.text
+    assert (row.status, row.error_class, row.backend) == (504, "backend_timeout", "box")
+    assert (row.prompt_tokens, row.completion_tokens) == (0, 0)
+    assert row.cost_source == "hardware"
+    assert Decimal("0.0003") <= row.cost_usd <= Decimal(str(row.latency_ms)) / MILLION
+    assert row.baseline_cost_usd == 0
+
+
+async def test_a_box_that_timed_out_before_a_fallback_answered_is_charged_too(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """The box's timed-out try is part of the answered request's cost, as a cascade's discarded
+    cheap call is: the big backend's tokens plus the box's held time."""
+    backends = {
+        "box": fake("box", FakeStep(reply="late", delay_ms=5000)),
+        "big": fake("big", BIG_REPLY),
+    }
+    async with app_on(ledger_url, write(tmp_path, BOX_TIMES_OUT), backends) as (client, app):
+        response = await client.post(CHAT, json=chat(), headers=auth())
+        (row,) = await settled(app, ledger_url)
+    assert response.status_code == 200, response.text
+    assert (row.fallback_chain, row.backend, row.cost_source) == ("box>big", "big", "policy")
+    tokens = Decimal("0.000031")  # big: 3 x 1 / 1M + 7 x 4 / 1M
+    held = row.cost_usd - tokens
+    assert Decimal("0.0003") <= held <= Decimal(str(row.latency_ms)) / MILLION
+    assert money(response.headers["x-tiergate-cost-usd"]) == row.cost_usd

@@ -93,7 +93,8 @@ def replay(engine: Engine, since: datetime, current: Policy, new: Policy) -> Rep
     moved: Counter[tuple[str, str]] = Counter()
     rescored = unroutable = from_features = unscorable = 0
     for row in rows:
-        before.tiers[row.tier] += 1
+        routed = _routed(row)
+        before.tiers[routed] += 1
         if row.cost_usd is None:
             before.unpriced += 1
         else:
@@ -104,14 +105,14 @@ def replay(engine: Engine, since: datetime, current: Policy, new: Policy) -> Rep
         unscorable += how == "kept"
         unroutable += not routable
         after.tiers[tier] += 1
-        moved[(row.tier, tier)] += row.tier != tier
+        moved[(routed, tier)] += routed != tier
         cost = _cost(new, row, backend, per_token)
         if cost is None:
             after.unpriced += 1
         else:
             after.cost += cost
         if probability and row.score is not None:
-            for side, side_tier in ((before, row.tier), (after, tier)):
+            for side, side_tier in ((before, routed), (after, tier)):
                 side.quality_rows += 1
                 side.quality += _good_enough(current if side is before else new, side_tier, row)
     return Replay(
@@ -127,21 +128,27 @@ def replay(engine: Engine, since: datetime, current: Policy, new: Policy) -> Rep
     )
 
 
+def _routed(row: Any) -> str:
+    """The tier routing sent the request to: its row's tier, or for one no tier answered (a
+    row naming every tier it tried, "weak>strong") the first."""
+    return str(row.tier).split(">", 1)[0]
+
+
 def _decide(policy: Policy, row: Any, scorer_changed: bool) -> tuple[str, str | None, str, bool]:
     """(tier, first backend, re-decided from: "score" | "features" | "kept" (a score was
     needed and cannot be had) | "" (no score needed), routable?)"""
     if row.cache == "hit":
-        return row.tier, None, "", True  # answered from the cache: no backend, no change
+        return _routed(row), None, "", True  # answered from the cache: no backend, no change
     target = policy.routes.get(row.route) or (row.route if row.route in policy.backends else None)
     if target is None:
-        return row.tier, row.backend, "", False
+        return _routed(row), row.backend, "", False
     if policy.needs_score(target):
         value, how = _new_score(policy, row, scorer_changed)
         if value is None:
             # The recorded tier, if the new policy still has it; its first backend serves.
-            known = [t for t in policy.tiers if t.name == row.tier]
+            known = [t for t in policy.tiers if t.name == _routed(row)]
             backend = known[0].backends[0] if known else row.backend
-            return row.tier, backend, "kept", True
+            return _routed(row), backend, "kept", True
         decision = policy.decide(target, value)
         return decision.tier, decision.candidates[0].backend, how, True
     decision = policy.decide(target, None)

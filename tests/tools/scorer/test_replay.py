@@ -178,3 +178,32 @@ async def test_new_v1_weights_replay_as_the_live_gateway_routes(tmp_path: Path) 
     finally:
         recorded.dispose()
         live.dispose()
+
+
+def test_a_request_every_tier_failed_counts_in_the_tier_routing_chose(
+    ledger: Engine, tmp_path: Path
+) -> None:
+    """A failed request's row names every tier it tried ("weak>strong"); replay compares routing
+    decisions, so it counts in the first, the one routing chose: not a tier of its own, and not
+    "moved" when the new policy routes it there too."""
+    with Session(ledger) as session:
+        session.add(
+            request_row(
+                "failed",
+                ts=datetime.now(UTC) - timedelta(hours=1),
+                tier="weak>strong",
+                backend="strong",
+                score=0.1,
+                status=503,
+                fallback_chain="weak>strong",
+                latency_ms=10.0,
+                cost_usd=Decimal(0),
+                baseline_cost_usd=Decimal(0),
+            )
+        )
+        session.commit()
+    since = datetime.now(UTC) - timedelta(days=7)
+    data = to_json(replay(ledger, since, _policy(tmp_path, 0.5), _policy(tmp_path, 0.5)))
+    assert data["before"]["tiers"] == {"weak": 4, "strong": 2}
+    assert data["after"]["tiers"] == {"weak": 4, "strong": 2}
+    assert data["moved"] == []
