@@ -49,6 +49,6 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         access_log=False,
         loop="uvloop",
         http="httptools",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.drain_s,
         proxy_headers=False,  # tiergate is the edge; trust no forwarded headers by default
     )

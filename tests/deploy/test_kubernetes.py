@@ -14,8 +14,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from fastapi import FastAPI
 
 from gateway.policy import load_policy
+from gateway.server import uvicorn_config
+from gateway.settings import Settings
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.32"  # the oldest minor this is meant to run on
@@ -33,6 +36,11 @@ SECRET_ENV = {
     "TIERGATE_ADMIN_KEY": "admin-key",
     "TIERGATE_API_KEYS": "api-keys",
 }
+
+
+# After the drain: the ledger's last insert (TIERGATE_LEDGER_INSERT_TIMEOUT_S, 5 s, then the
+# outbox), the budgets' reconcile with Redis, the connections closed.
+SHUTDOWN_MARGIN_S = 10
 
 
 def render(target: str) -> list[dict[str, Any]]:
@@ -156,3 +164,34 @@ def test_production_overlay() -> None:
     assert gateway["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
     assert container(list(kinds.values()), "Job")["image"] == gateway["image"]
     assert {obj["metadata"].get("namespace") for obj in kinds.values()} == {"tiergate"}
+
+
+def drain_s(env: dict[str, str]) -> int:
+    """The drain on SIGTERM that a gateway started with these ``TIERGATE_*`` values gets."""
+    prefix = "TIERGATE_"
+    settings = Settings.model_validate(
+        {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+    )
+    drain = uvicorn_config(FastAPI(), settings).timeout_graceful_shutdown
+    assert drain is not None
+    return drain
+
+
+def test_a_rollout_lets_every_request_the_policy_allows_finish(
+    objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """SIGTERM drains requests in flight; a request may run for the policy's timeouts.total_s,
+    so the drain is at least that, and the grace period covers the preStop pause, the drain and
+    the shutdown after it (else the kubelet's SIGKILL cuts the drain short)."""
+    kinds = by_kind(objects)
+    ((name, text),) = kinds["ConfigMap"]["data"].items()
+    (tmp_path / name).write_text(text)
+    total_s = load_policy(tmp_path / name).timeouts.total_s
+    gateway = container(objects)
+    env = {item["name"]: item["value"] for item in gateway["env"] if "value" in item}
+    drain = drain_s(env)
+    assert drain >= total_s, f"the drain ({drain} s) cuts requests the policy allows {total_s} s"
+    sleep, seconds = gateway["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep == "sleep"
+    grace = kinds["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= int(seconds) + drain + SHUTDOWN_MARGIN_S
