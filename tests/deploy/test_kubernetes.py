@@ -157,8 +157,8 @@ def test_migration_job_and_availability(objects: list[dict[str, Any]]) -> None:
 def test_production_overlay() -> None:
     kinds = by_kind(render("overlays/production"))
     deployment = kinds["Deployment"]
-    assert deployment["spec"]["replicas"] == 3
     assert kinds["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 3
+    assert kinds["HorizontalPodAutoscaler"]["spec"]["maxReplicas"] == 20
     gateway = deployment["spec"]["template"]["spec"]["containers"][0]
     assert gateway["image"] == "registry.example.com/tiergate:0.1.0"
     assert gateway["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
@@ -195,3 +195,22 @@ def test_a_rollout_lets_every_request_the_policy_allows_finish(
     assert sleep == "sleep"
     grace = kinds["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace >= int(seconds) + drain + SHUTDOWN_MARGIN_S
+
+
+def test_the_autoscaler_alone_sets_the_replica_count(objects: list[dict[str, Any]]) -> None:
+    """With an HPA, a Deployment that names spec.replicas is scaled back to that number by every
+    `kubectl apply` (the Kubernetes docs: remove it from the manifest); the HPA's minReplicas is
+    the floor instead, two at least so the PDB lets a drain take one."""
+    kinds = by_kind(objects)
+    assert "replicas" not in kinds["Deployment"]["spec"]
+    assert kinds["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
+    assert kinds["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+
+
+def test_replicas_are_spread_over_nodes(objects: list[dict[str, Any]]) -> None:
+    """One node's loss must not take every gateway (a PDB guards drains, not crashes)."""
+    deployment = by_kind(objects)["Deployment"]
+    (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["maxSkew"] == 1
+    assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
