@@ -46,6 +46,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        log_config=None,  # uvicorn's records go through gateway.log: JSON lines, scrubbed
         access_log=False,
         loop="uvloop",
         http="httptools",

@@ -1,12 +1,14 @@
 """SIGTERM during a stream: a real ``tiergate serve`` drains requests in flight for
-TIERGATE_DRAIN_S, then cuts what is left and stops cleanly. The manifests set it from the
-policy's ``timeouts.total_s`` and the grace period from it (test_kubernetes.py,
-test_compose.py); here, that the server honours it. Paced by the fake backend, waiting on the
-stream and the process, never sleeping."""
+TIERGATE_DRAIN_S, then cuts what is left and stops cleanly, every line of its log JSON
+(uvicorn's own records about the cut too: a log pipeline reads one object a line). The
+manifests set the drain from the policy's ``timeouts.total_s`` and the grace period from it
+(test_kubernetes.py, test_compose.py); here, that the server honours it. Paced by the fake
+backend, waiting on the stream and the process, never sleeping."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 from pathlib import Path
@@ -66,3 +68,18 @@ def test_sigterm_drains_for_tiergate_drain_s_then_stops(tmp_path: Path, workers:
     assert sum(line.startswith("data: {") for line in lines) < WORDS
     assert code in (0, -signal.SIGTERM), server.log()
     assert server.events("gateway_stopped"), server.log()
+    # uvicorn's records (the cancelled task, the cut request's exception) are JSON lines too.
+    not_json = [line for line in server.log().splitlines() if not _json_object(line)]
+    assert not_json == [], server.log()
+    records = [json.loads(line) for line in server.log().splitlines()]
+    (cut,) = (r for r in records if str(r["event"]).startswith("Exception in ASGI application"))
+    assert cut["level"] == "error"
+    assert cut["logger"] == "uvicorn.error"
+    assert "CancelledError" in cut["exception"], server.log()
+
+
+def _json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
