@@ -107,7 +107,7 @@ def test_the_image_runs_as_its_user_with_what_llama_cpp_needs() -> None:
     assert "WORKDIR /var/lib/tiergate" in runtime
     assert "HEALTHCHECK" in runtime
     assert "curl" not in runtime  # not in python:3.11-slim
-    assert 'ENTRYPOINT ["tiergate-entrypoint"]' in runtime
+    assert 'ENTRYPOINT ["tini", "--", "tiergate-entrypoint"]' in runtime
     assert "COPY deploy/entrypoint.sh /usr/local/bin/tiergate-entrypoint" in runtime
     assert (DEPLOY / "entrypoint.sh").stat().st_mode & 0o111  # executable in the image too
 
