@@ -214,3 +214,25 @@ def test_replicas_are_spread_over_nodes(objects: list[dict[str, Any]]) -> None:
     assert spread["topologyKey"] == "kubernetes.io/hostname"
     assert spread["maxSkew"] == 1
     assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def _cpus(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def test_the_tiny_model_uses_the_pods_cpus_not_the_nodes(
+    objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """llama.cpp's default threads come from the node's core count (multiprocessing.cpu_count
+    sees the node, not the pod's CPU request): on a 64-core node, 32 generation threads in a
+    pod that asked for one core. The policy's in-process model names its threads instead."""
+    kinds = by_kind(objects)
+    ((name, text),) = kinds["ConfigMap"]["data"].items()
+    (tmp_path / name).write_text(text)
+    request = _cpus(container(objects)["resources"]["requests"]["cpu"])
+    tiny = [b for b in load_policy(tmp_path / name).backends.values() if b.type == "tiny"]
+    assert tiny
+    for backend in tiny:
+        threads = backend.n_threads  # type: ignore[union-attr]
+        assert threads is not None, "set n_threads: llama.cpp's default is half the node's cores"
+        assert threads <= max(1, round(request)), (threads, request)
