@@ -233,6 +233,6 @@ def test_the_tiny_model_uses_the_pods_cpus_not_the_nodes(
     tiny = [b for b in load_policy(tmp_path / name).backends.values() if b.type == "tiny"]
     assert tiny
     for backend in tiny:
-        threads = backend.n_threads  # type: ignore[union-attr]
+        threads = backend.n_threads
         assert threads is not None, "set n_threads: llama.cpp's default is half the node's cores"
         assert threads <= max(1, round(request)), (threads, request)
