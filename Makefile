@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # as in sandboxes. Ignored on other architectures.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install serve test lint typecheck unit bench fix browser cluster-tools cluster cluster-down cluster-test
+.PHONY: install serve test lint typecheck unit bench fix browser cluster-tools deploy-tools cluster cluster-down cluster-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -44,7 +44,13 @@ cluster-tools:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq haproxy socat; \
 	  else echo "install HAProxy and socat for the cluster suite: sudo apt-get install haproxy socat"; fi; }
 
-unit: install browser cluster-tools
+# The image's init (tini as PID 1) is started by tests/deploy/test_pid1.py as the image does.
+deploy-tools:
+	@command -v tini >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq tini; \
+	  else echo "install tini for the PID 1 test: sudo apt-get install tini"; fi; }
+
+unit: install browser cluster-tools deploy-tools
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The image's entrypoint: `tiergate "$@"` (default `serve`), after `tiergate db upgrade` when
-# TIERGATE_MIGRATE=1. exec: tiergate replaces this shell, so SIGTERM reaches it directly.
+# TIERGATE_MIGRATE=1. exec: tiergate replaces this shell, so the SIGTERM that tini (the image's
+# PID 1) forwards reaches it directly.
 set -eu
 case "${TIERGATE_MIGRATE:-0}" in
     1 | true | yes)

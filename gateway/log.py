@@ -22,36 +22,6 @@ _KEY_SHAPES = re.compile(
 REDACTED = "[redacted]"
 
 
-class StdlibScrubber(logging.Filter):
-    """Scrubs a standard-library log record like the structlog lines: its message and its
-    traceback (uvicorn's own "Exception in ASGI application" line, for one, which prints the
-    exception the app's handler has already logged)."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self._redactor = Redactor(secrets)
-        self._formatter = logging.Formatter()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self._redactor.scrub(record.getMessage()), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self._formatter.formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self._redactor.scrub(record.exc_text)  # formatters reuse it
-        return True
-
-
-def scrub_stdlib_logs(secrets: Iterable[str], names: Iterable[str] = ("uvicorn.error",)) -> None:
-    """Scrub the records of these standard-library loggers (once each: a scrubber added before
-    is replaced)."""
-    values = tuple(secrets)
-    for name in names:
-        logger = logging.getLogger(name)
-        for old in [f for f in logger.filters if isinstance(f, StdlibScrubber)]:
-            logger.removeFilter(old)
-        logger.addFilter(StdlibScrubber(values))
-
-
 class Redactor:
     """A structlog processor replacing secrets in every string value (nested too)."""
 
@@ -84,13 +54,40 @@ class Redactor:
 
 
 def configure_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
-    """Configure structlog for the process (logging is process-global by nature)."""
+    """Configure structlog for the process (logging is process-global by nature), and the
+    standard library's ``logging`` (uvicorn's own records, the trace exporter's, libraries'
+    warnings) to write the same lines, scrubbed the same way."""
     structlog.configure(
         processors=_processors(fmt, secrets),
         wrapper_class=_filtering(level),
         logger_factory=_factory(fmt),
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(handler)  # configured again (a test's app, a reload): one handler
+    handler = _StderrHandler()
+    *chain, _ = _processors(fmt, secrets)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *chain],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _text(fmt)],
+        )
+    )
+    root.addHandler(handler)
+    # Libraries log their routine at info (httpx a line per request): warnings and up only.
+    root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
+
+
+class _StderrHandler(logging.Handler):
+    """Each record as one line on the current ``sys.stderr``, in one write (as ``_factory``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
 
 
 def standalone_logger(level: str, fmt: str, secrets: Iterable[str]) -> Any:
@@ -117,6 +114,15 @@ def _processors(fmt: str, secrets: Iterable[str]) -> list[Any]:
         Redactor(secrets),
         renderer,
     ]
+
+
+def _text(fmt: str) -> Any:
+    """The renderer for the standard library's records: ``logging`` wants text, not bytes."""
+    if fmt == "json":
+        return structlog.processors.JSONRenderer(
+            serializer=lambda obj, **kw: orjson.dumps(obj, **kw).decode()
+        )
+    return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
 
 
 def _factory(fmt: str) -> Any:

@@ -41,20 +41,15 @@ def run_single(app: FastAPI, settings: Settings) -> None:
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     import uvicorn
 
-    from gateway.log import scrub_stdlib_logs
-
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        log_config=None,  # uvicorn's records go through gateway.log: JSON lines, scrubbed
         access_log=False,
         loop="uvloop",
         http="httptools",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.drain_s,
         proxy_headers=False,  # tiergate is the edge; trust no forwarded headers by default
     )
-    # uvicorn logs an unhandled error's traceback on its own (plain text, past structlog):
-    # the same secrets are scrubbed from it. Set after Config, which configures its loggers.
-    scrub_stdlib_logs(settings.secrets())
-    return config

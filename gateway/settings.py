@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     )
     admin_key: SecretStr | None = None
     workers: int = Field(default=1, ge=1, le=64, description="gateway processes (serve)")
+    drain_s: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="on SIGTERM, how long requests in flight may finish before they are cut: "
+        "at least the policy's timeouts.total_s, and the orchestrator's grace period (a "
+        "Kubernetes terminationGracePeriodSeconds, compose's stop_grace_period) above it",
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"

@@ -211,8 +211,9 @@ class Supervisor:
                 if self._failed is not None:  # the port was taken after our check: stop all
                     self._stop(signal.SIGTERM, None)
                 self._expire()
+            # Each drains for up to TIERGATE_DRAIN_S, then closes the ledger and the rest.
             for proc in self._procs:
-                proc.join(timeout=60)
+                proc.join(timeout=self._settings.drain_s + 30)
             if self._failed is not None:
                 raise BindError(self._failed)
             return 0

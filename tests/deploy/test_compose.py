@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from gateway.policy import load_policy
+from tests.deploy.test_kubernetes import SHUTDOWN_MARGIN_S, drain_s
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ONE_SHOT = {"migrate", "ollama-pull"}
@@ -106,6 +107,22 @@ def test_the_image_runs_as_its_user_with_what_llama_cpp_needs() -> None:
     assert "WORKDIR /var/lib/tiergate" in runtime
     assert "HEALTHCHECK" in runtime
     assert "curl" not in runtime  # not in python:3.11-slim
-    assert 'ENTRYPOINT ["tiergate-entrypoint"]' in runtime
+    assert 'ENTRYPOINT ["tini", "--", "tiergate-entrypoint"]' in runtime
     assert "COPY deploy/entrypoint.sh /usr/local/bin/tiergate-entrypoint" in runtime
     assert (DEPLOY / "entrypoint.sh").stat().st_mode & 0o111  # executable in the image too
+
+
+def test_stopping_a_gateway_lets_every_request_the_policy_allows_finish(
+    compose: dict[str, Any],
+) -> None:
+    """`docker compose stop` / `down` sends SIGTERM and SIGKILLs after stop_grace_period: it
+    covers the drain, and the drain covers the policy's longest request (timeouts.total_s)."""
+    gateway = compose["services"]["gateway"]
+    env = {**_env_example(), **gateway["environment"]}
+    literal = {k: str(v) for k, v in env.items() if "${" not in str(v)}
+    drain = drain_s(literal)
+    total_s = load_policy(DEPLOY / "policy" / "policy.yaml").timeouts.total_s
+    assert drain >= total_s, f"the drain ({drain} s) cuts requests the policy allows {total_s} s"
+    grace = gateway["stop_grace_period"]
+    assert re.fullmatch(r"\d+s", grace), grace
+    assert int(grace[:-1]) >= drain + SHUTDOWN_MARGIN_S

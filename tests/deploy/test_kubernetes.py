@@ -14,8 +14,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from fastapi import FastAPI
 
 from gateway.policy import load_policy
+from gateway.server import uvicorn_config
+from gateway.settings import Settings
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.32"  # the oldest minor this is meant to run on
@@ -33,6 +36,11 @@ SECRET_ENV = {
     "TIERGATE_ADMIN_KEY": "admin-key",
     "TIERGATE_API_KEYS": "api-keys",
 }
+
+
+# After the drain: the ledger's last insert (TIERGATE_LEDGER_INSERT_TIMEOUT_S, 5 s, then the
+# outbox), the budgets' reconcile with Redis, the connections closed.
+SHUTDOWN_MARGIN_S = 10
 
 
 def render(target: str) -> list[dict[str, Any]]:
@@ -149,10 +157,82 @@ def test_migration_job_and_availability(objects: list[dict[str, Any]]) -> None:
 def test_production_overlay() -> None:
     kinds = by_kind(render("overlays/production"))
     deployment = kinds["Deployment"]
-    assert deployment["spec"]["replicas"] == 3
     assert kinds["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 3
+    assert kinds["HorizontalPodAutoscaler"]["spec"]["maxReplicas"] == 20
     gateway = deployment["spec"]["template"]["spec"]["containers"][0]
     assert gateway["image"] == "registry.example.com/tiergate:0.1.0"
     assert gateway["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
     assert container(list(kinds.values()), "Job")["image"] == gateway["image"]
     assert {obj["metadata"].get("namespace") for obj in kinds.values()} == {"tiergate"}
+
+
+def drain_s(env: dict[str, str]) -> int:
+    """The drain on SIGTERM that a gateway started with these ``TIERGATE_*`` values gets."""
+    prefix = "TIERGATE_"
+    settings = Settings.model_validate(
+        {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+    )
+    drain = uvicorn_config(FastAPI(), settings).timeout_graceful_shutdown
+    assert drain is not None
+    return drain
+
+
+def test_a_rollout_lets_every_request_the_policy_allows_finish(
+    objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """SIGTERM drains requests in flight; a request may run for the policy's timeouts.total_s,
+    so the drain is at least that, and the grace period covers the preStop pause, the drain and
+    the shutdown after it (else the kubelet's SIGKILL cuts the drain short)."""
+    kinds = by_kind(objects)
+    ((name, text),) = kinds["ConfigMap"]["data"].items()
+    (tmp_path / name).write_text(text)
+    total_s = load_policy(tmp_path / name).timeouts.total_s
+    gateway = container(objects)
+    env = {item["name"]: item["value"] for item in gateway["env"] if "value" in item}
+    drain = drain_s(env)
+    assert drain >= total_s, f"the drain ({drain} s) cuts requests the policy allows {total_s} s"
+    sleep, seconds = gateway["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep == "sleep"
+    grace = kinds["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= int(seconds) + drain + SHUTDOWN_MARGIN_S
+
+
+def test_the_autoscaler_alone_sets_the_replica_count(objects: list[dict[str, Any]]) -> None:
+    """With an HPA, a Deployment that names spec.replicas is scaled back to that number by every
+    `kubectl apply` (the Kubernetes docs: remove it from the manifest); the HPA's minReplicas is
+    the floor instead, two at least so the PDB lets a drain take one."""
+    kinds = by_kind(objects)
+    assert "replicas" not in kinds["Deployment"]["spec"]
+    assert kinds["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
+    assert kinds["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+
+
+def test_replicas_are_spread_over_nodes(objects: list[dict[str, Any]]) -> None:
+    """One node's loss must not take every gateway (a PDB guards drains, not crashes)."""
+    deployment = by_kind(objects)["Deployment"]
+    (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["maxSkew"] == 1
+    assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def _cpus(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def test_the_tiny_model_uses_the_pods_cpus_not_the_nodes(
+    objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """llama.cpp's default threads come from the node's core count (multiprocessing.cpu_count
+    sees the node, not the pod's CPU request): on a 64-core node, 32 generation threads in a
+    pod that asked for one core. The policy's in-process model names its threads instead."""
+    kinds = by_kind(objects)
+    ((name, text),) = kinds["ConfigMap"]["data"].items()
+    (tmp_path / name).write_text(text)
+    request = _cpus(container(objects)["resources"]["requests"]["cpu"])
+    tiny = [b for b in load_policy(tmp_path / name).backends.values() if b.type == "tiny"]
+    assert tiny
+    for backend in tiny:
+        threads = backend.n_threads
+        assert threads is not None, "set n_threads: llama.cpp's default is half the node's cores"
+        assert threads <= max(1, round(request)), (threads, request)
