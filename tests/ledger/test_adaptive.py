@@ -15,6 +15,11 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 
 from adapters.base import ChatRequest, Message
+from gateway.cache.service import CacheService
+from gateway.cache.store import MemoryStore
+from gateway.canary.controller import CanaryController
+from gateway.canary.counters import CanaryMetrics
+from gateway.governance.grants import Grant
 from gateway.ledger.adaptive import JUDGE, insert_label
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.feedback import Feedback, insert_feedback
@@ -22,6 +27,7 @@ from gateway.ledger.models import AdaptiveLabelRow, AdaptiveSampleRow
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
+from gateway.pipeline import Answer, Inbound, Pipeline
 from gateway.routing.accounting import Accountant, Outcome
 from gateway.routing.attempts import Attempt, Trace
 from gateway.routing.plan import Plan, make_plan
@@ -228,6 +234,64 @@ async def test_one_teams_feedback_moves_only_its_own_routing(
             insert_label(engine, f"judged-{number}", datetime.now(UTC), JUDGE, 1.0, embedding)
         await layer.refresh()
         assert mean(a.score(m, "key-b", "beta") for m in similar) > mean(before["beta"]) + 0.2
+
+
+async def test_through_the_gateway_each_team_is_routed_by_its_own_feedback(
+    engine: Engine, ledger_url: str, tmp_path: Path
+) -> None:
+    """The request path itself: the caller's key and team (virtual keys) decide whose feedback
+    labels its score consults. Team alpha's ratings raise the score of alpha's next similar
+    request, from another of its keys, and leave team beta's where it was."""
+    metrics = Metrics()
+    runtime = Runtime(policy_file(tmp_path, store=True), metrics)
+    runtime.use_ledger(engine)
+    writer = LedgerWriter(engine, Outbox(tmp_path / "outbox-gw.db"), metrics)
+    writer.start()
+    canary = CanaryController(
+        runtime, CanaryMetrics(metrics.registry), engine=engine, record=writer.record
+    )
+    cache = CacheService(MemoryStore(), metrics)
+    pipeline = Pipeline(runtime, Accountant(metrics, writer), cache, canary)
+    alpha = Grant("key-a", "a", team="alpha", virtual=True)
+    alpha_too = Grant("key-a2", "a2", team="alpha", virtual=True)
+    beta = Grant("key-b", "b", team="beta", virtual=True)
+
+    async def complexity(messages: tuple[Message, ...], grant: Grant) -> float:
+        inbound = Inbound(
+            ChatRequest(messages=messages), None, stream=False, key_id=grant.key_id, grant=grant
+        )
+        answer = await pipeline.handle(inbound)
+        assert isinstance(answer, Answer)
+        assert answer.receipt.complexity is not None
+        return answer.receipt.complexity
+
+    try:
+        asked = [
+            (Message(role="user", content=f"{m[0].content} {MARKER}"),)
+            for m in prompts(NETWORKING, 25, seed=1)
+        ]
+        ids = []
+        for messages in asked:
+            inbound = Inbound(
+                ChatRequest(messages=messages), None, stream=False, key_id="key-a", grant=alpha
+            )
+            answer = await pipeline.handle(inbound)
+            assert isinstance(answer, Answer)
+            ids.append(answer.receipt.request_id)
+        await writer.flush()
+        for request_id in ids:
+            rate(engine, request_id, 0.0, key_id="key-a")
+        similar = prompts(NETWORKING, 5, seed=9)
+        before = {g.key_id: [await complexity(m, g) for m in similar] for g in (alpha_too, beta)}
+        layer = runtime.active.adaptive
+        assert layer is not None
+        assert await layer.refresh() == 25
+        after = {g.key_id: [await complexity(m, g) for m in similar] for g in (alpha_too, beta)}
+        assert mean(after["key-a2"]) > mean(before["key-a2"]) + 0.2
+        assert after["key-b"] == before["key-b"]
+    finally:
+        await writer.aclose()
+        await runtime.aclose()
 
 
 async def test_off_switch_stores_no_embeddings_and_feedback_labels_nothing(
