@@ -3,15 +3,15 @@ replica learns from. Embeddings and numbers only: no prompt text is ever written
 
 * ``adaptive_samples``: written with the ledger row (same transaction) for each request the
   adaptive scorer routed to a tier below the route's strongest, when the policy stores
-  embeddings; pruned once older than the policy's ``sample_ttl_h``.
+  embeddings, with the tenant that asked (its ``owner``); pruned once older than the
+  policy's ``sample_ttl_h``.
 * ``adaptive_labels``: one row per label. A feedback on a sampled request copies its embedding
   and its owner (the tenant that asked: ``team:<team>`` or ``key:<key id>``) here with
   ``label = 1 - feedback score`` (in the feedback's transaction), so the sample can be pruned
   and the label stays; the owner keeps one tenant's ratings from moving another's routing. A
-  judged sample (``gateway.routing.judging``: a cheaper tier's
-  answer graded against the next stronger tier's) adds a row with source ``judge`` and no owner:
-  the gateway's own verdict, which every request learns from.
-  Replicas read the rows past the last id they saw.
+  judged sample (``gateway.routing.judging``: a cheaper tier's answer graded against the next
+  stronger tier's) adds a row with source ``judge`` and no owner: the gateway's own verdict,
+  which every request learns from. Replicas read the rows past the last id they saw.
 
 Also the ``canary_arm`` values of the ledger rows the gateway writes for its own calls:
 ``LABEL_ARMS`` (a judged sample's) and ``OVERHEAD_ARMS`` (every background call's, the canary's

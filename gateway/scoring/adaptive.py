@@ -15,6 +15,10 @@ to what they were labelled. ``prior`` is how many perfect neighbours count as mu
 The labels are on the scale of P(strong model needed), as the learned and v2 scorers' scores
 are; over v1, whose score is a weighted sum of cues on its own scale, a well-labelled region
 moves to the labels' level, so calibrate the thresholds again once labels have accumulated.
+
+Only the labels a request may learn from are candidates: the shared ones (a judge's) and, unless
+the policy shares feedback, the feedback labels of its own tenant (``owner_scope``), so one
+team's ratings never move another team's routing.
 """
 
 from __future__ import annotations
