@@ -6,6 +6,7 @@ kept, shortened, with the API key taken out.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -37,13 +38,22 @@ def as_backend_error(
     url = config.base_url
     if isinstance(exc, MalformedReply):
         return bad_response(str(exc), backend=backend, config=config, api_key=api_key)
-    if _refused(exc):
-        # Checked first: the aiohttp transport reports a refused connection as a connect
-        # *timeout*, which would send ops looking for a slow server instead of a dead one.
+    # Checked first: the aiohttp transport reports a refused connection, and a host name that
+    # does not resolve, as a connect *timeout*, which would send ops looking for a slow server
+    # instead of a dead one or a wrong name.
+    cause = _connect_failure(exc)
+    if isinstance(cause, ConnectionRefusedError):
         return BackendUnavailable(
             backend,
             f"server not reachable at {url} (connection refused): start it, or fix "
             f"`base_url` of this backend (e.g. http://127.0.0.1:8080/v1)",
+        )
+    if isinstance(cause, socket.gaierror):
+        return BackendUnavailable(
+            backend,
+            f"server not reachable at {url} (its host name does not resolve: "
+            f"{cause.strerror or cause}): fix the host in `base_url` of this backend, or its "
+            f"DNS record",
         )
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
         return BackendTimeout(
@@ -171,13 +181,13 @@ def _credentials_hint(status: int, *, config: OpenAICompatConfig, key_set: bool)
     return f"{refused}: the key in the environment variable {env} is wrong or lacks access"
 
 
-def _refused(exc: BaseException) -> bool:
-    """Whether a connection refusal is anywhere in the exception's chain."""
+def _connect_failure(exc: BaseException) -> OSError | None:
+    """A connection refusal or a failed host-name lookup anywhere in the exception's chain."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, ConnectionRefusedError):
-            return True
+        if isinstance(current, ConnectionRefusedError | socket.gaierror):
+            return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return None

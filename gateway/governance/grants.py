@@ -105,7 +105,13 @@ def parse_duration(text: str) -> timedelta:
     otherwise."""
     units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
     value, unit = text[:-1], text[-1:].lower()
-    if unit not in units or not (value.isascii() and value.isdigit()) or int(value) <= 0:
+    magnitude = value.removeprefix("-")
+    if unit in units and magnitude.isascii() and magnitude.isdigit() and int(value) <= 0:
+        raise ValueError(
+            f"{text!r} is already past, so the key could never be used: give a lifetime from "
+            f"now (30d), or revoke the key to end it"
+        )
+    if unit not in units or not (value.isascii() and value.isdigit()):
         raise ValueError(f"{text!r} is not a duration: write a number and m, h, d or w (30d)")
     if int(value) * units[unit] > MAX_DURATION.total_seconds():
         raise ValueError(

@@ -18,6 +18,7 @@ from gateway.http.openai_requests import chat_request, completion_request
 from gateway.http.receipt import receipt_headers
 from gateway.http.sse import EventStreamResponse
 from gateway.http.typed_events import broken_message
+from gateway.http.wire_names import COMPLETIONS, in_words_of
 from gateway.pipeline import Answer, Broke, Ended, Inbound, Pipeline, Refused, Stream
 from gateway.routing.plan import check_message_count
 
@@ -65,9 +66,9 @@ async def _serve(
     try:
         result = await unless_gone(request.receive, _pipeline(request).handle(inbound))
     except Refused as refused:
-        if kind == "completion" and refused.error.param == "messages":
+        if kind == "completion":
             # The pipeline speaks of `messages`; this endpoint's client sent a `prompt`.
-            refused.error.param = "prompt"
+            in_words_of(refused.error, COMPLETIONS)
         return refused_response(refused)
     headers = receipt_headers(result.receipt)
     if isinstance(result, Stream):

@@ -153,8 +153,17 @@ def _expiry(expires: str | None, expires_at: datetime | None) -> datetime | None
             return datetime.now(UTC) + parse_duration(expires)
         except ValueError as exc:
             raise BadRequest(f"expires: {exc}", param="expires") from None
-    if expires_at is not None and expires_at.tzinfo is None:
-        return expires_at.replace(tzinfo=UTC)
+    if expires_at is None:
+        return None
+    if expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)
+    if expires_at <= datetime.now(UTC):
+        raise BadRequest(
+            f"expires_at: {expires_at.isoformat()} is already past, so the key could never be "
+            f"used: give a later time or a lifetime (expires: 30d), or revoke the key to end it "
+            f"now (POST /admin/keys/{{id}}/revoke)",
+            param="expires_at",
+        )
     return expires_at
 
 

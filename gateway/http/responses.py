@@ -15,6 +15,7 @@ from gateway.http.responses_in import chat_request, parse_responses
 from gateway.http.responses_out import Envelope, EventStream, response_id, whole
 from gateway.http.sse import EventStreamResponse
 from gateway.http.typed_events import streamed, whole_as_events
+from gateway.http.wire_names import RESPONSES, in_words_of
 from gateway.pipeline import Inbound, Pipeline, Refused, Stream
 from gateway.routing.plan import check_message_count
 
@@ -39,8 +40,7 @@ async def responses(request: Request) -> Response:
     try:
         result = await unless_gone(request.receive, pipeline.handle(inbound))
     except Refused as refused:
-        if refused.error.param == "messages":
-            refused.error.param = "input"  # the pipeline speaks of messages; this client sent input
+        in_words_of(refused.error, RESPONSES)  # the pipeline speaks of messages, max_tokens…
         return refused_response(refused, request.url.path)
     headers = receipt_headers(result.receipt)
     resp_id = response_id(result.receipt.request_id)

@@ -3,12 +3,15 @@ replica learns from. Embeddings and numbers only: no prompt text is ever written
 
 * ``adaptive_samples``: written with the ledger row (same transaction) for each request the
   adaptive scorer routed to a tier below the route's strongest, when the policy stores
-  embeddings; pruned once older than the policy's ``sample_ttl_h``.
+  embeddings, with the tenant that asked (its ``owner``); pruned once older than the
+  policy's ``sample_ttl_h``.
 * ``adaptive_labels``: one row per label. A feedback on a sampled request copies its embedding
-  here with ``label = 1 - feedback score`` (in the feedback's transaction), so the sample can be
-  pruned and the label stays. A judged sample (``gateway.routing.judging``: a cheaper tier's
-  answer graded against the next stronger tier's) adds a row with source ``judge``.
-  Replicas read the rows past the last id they saw.
+  and its owner (the tenant that asked: ``team:<team>`` or ``key:<key id>``) here with
+  ``label = 1 - feedback score`` (in the feedback's transaction), so the sample can be pruned
+  and the label stays; the owner keeps one tenant's ratings from moving another's routing. A
+  judged sample (``gateway.routing.judging``: a cheaper tier's answer graded against the next
+  stronger tier's) adds a row with source ``judge`` and no owner: the gateway's own verdict,
+  which every request learns from. Replicas read the rows past the last id they saw.
 
 Also the ``canary_arm`` values of the ledger rows the gateway writes for its own calls:
 ``LABEL_ARMS`` (a judged sample's) and ``OVERHEAD_ARMS`` (every background call's, the canary's
@@ -28,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.ledger.entry import LedgerEntry, SampledEntry
 from gateway.ledger.models import AdaptiveLabelRow, AdaptiveSampleRow
-from gateway.scoring.adaptive import feedback_label
+from gateway.scoring.adaptive import feedback_label, owner_scope
 
 FEEDBACK = "feedback"
 JUDGE = "judge"
@@ -48,6 +51,7 @@ class StoredLabel:
     id: int
     label: float
     embedding: bytes
+    owner: str | None = None  # a feedback label's tenant; None: shared (a judge's)
 
 
 def insert_samples(connection: Connection, entries: Sequence[LedgerEntry]) -> None:
@@ -59,6 +63,7 @@ def insert_samples(connection: Connection, entries: Sequence[LedgerEntry]) -> No
             "tier": e.tier[:64],
             "base_score": e.base_score,
             "embedding": e.embedding,
+            "owner": owner_scope(e.key_id, e.team),
         }
         for e in entries
         if isinstance(e, SampledEntry) and e.embedding
@@ -83,10 +88,11 @@ def label_from_feedback(
         literal(FEEDBACK, AdaptiveLabelRow.source.type),
         literal(label, AdaptiveLabelRow.label.type),
         AdaptiveSampleRow.embedding,
+        AdaptiveSampleRow.owner,
     ).where(AdaptiveSampleRow.request_id == request_id)
     result = connection.execute(
         insert(AdaptiveLabelRow).from_select(
-            ["request_id", "ts", "source", "label", "embedding"], chosen
+            ["request_id", "ts", "source", "label", "embedding", "owner"], chosen
         )
     )
     return bool(result.rowcount)
@@ -95,7 +101,7 @@ def label_from_feedback(
 def insert_label(
     engine: Engine, request_id: str, ts: datetime, source: str, label: float, embedding: bytes
 ) -> None:
-    """One label on a request's embedding (a judged sample's, say)."""
+    """One label on a request's embedding (a judged sample's, say), shared by every request."""
     row = {
         "request_id": request_id,
         "ts": ts,
@@ -116,14 +122,20 @@ def read_labels(
     if also:
         where = where | AdaptiveLabelRow.id.in_(list(also))
     statement = (
-        select(AdaptiveLabelRow.id, AdaptiveLabelRow.label, AdaptiveLabelRow.embedding)
+        select(
+            AdaptiveLabelRow.id,
+            AdaptiveLabelRow.label,
+            AdaptiveLabelRow.embedding,
+            AdaptiveLabelRow.owner,
+        )
         .where(where)
         .order_by(AdaptiveLabelRow.id)
         .limit(limit)
     )
     with engine.connect() as connection:
         return [
-            StoredLabel(int(i), float(v), bytes(e)) for i, v, e in connection.execute(statement)
+            StoredLabel(int(i), float(v), bytes(e), o)
+            for i, v, e, o in connection.execute(statement)
         ]
 
 

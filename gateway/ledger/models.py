@@ -137,6 +137,9 @@ class AdaptiveSampleRow(Base):
     tier: Mapped[str] = mapped_column(String(64))
     base_score: Mapped[float | None] = mapped_column(Float)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float16 × 256
+    # The tenant that asked (``team:<team>``, or ``key:<key id>`` without a team): a feedback
+    # label on this request carries it (None before migration 0011).
+    owner: Mapped[str | None] = mapped_column(String(80))
 
     __table_args__ = (Index("ix_adaptive_samples_ts", "ts"),)
 
@@ -153,6 +156,10 @@ class AdaptiveLabelRow(Base):
     source: Mapped[str] = mapped_column(String(16))  # feedback | judge
     label: Mapped[float] = mapped_column(Float)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    # A feedback label's tenant (the rated request's ``team:<team>`` or ``key:<key id>``): it
+    # moves only that tenant's routing unless the policy shares feedback. None: a label every
+    # request learns from (a judge's, the gateway's own).
+    owner: Mapped[str | None] = mapped_column(String(80))
 
     __table_args__ = (Index("ix_adaptive_labels_request_id", "request_id"),)
 

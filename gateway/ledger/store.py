@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from gateway.ledger.adaptive import insert_samples
 from gateway.ledger.entry import LedgerEntry, SampledEntry
 from gateway.ledger.models import AdaptiveSampleRow, RequestRow
+from gateway.scoring.adaptive import owner_scope
 
 _FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LedgerEntry))
 # Text columns and their lengths. PostgreSQL refuses a longer value, and with it the whole batch
@@ -135,7 +136,7 @@ def _sqlite_write(engine: Engine, entries: Sequence[LedgerEntry]) -> None:
 
 _SQLITE_SAMPLE_SQL = (
     f"INSERT INTO {AdaptiveSampleRow.__tablename__} (request_id, ts, tier, base_score, "
-    f"embedding) VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"
+    f"embedding, owner) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"
 )
 
 
@@ -143,6 +144,13 @@ def _sample_params(engine: Engine, samples: Sequence[SampledEntry]) -> list[tupl
     column = AdaptiveSampleRow.__table__.columns["ts"]
     process = column.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
     return [
-        (e.id, process(e.ts) if process else e.ts, e.tier[:64], e.base_score, e.embedding)
+        (
+            e.id,
+            process(e.ts) if process else e.ts,
+            e.tier[:64],
+            e.base_score,
+            e.embedding,
+            owner_scope(e.key_id, e.team),
+        )
         for e in samples
     ]

@@ -53,6 +53,7 @@ from gateway.routing.failures import client_error, public
 from gateway.routing.judging import LabelSampler
 from gateway.routing.plan import Plan, make_plan, plan_embeddings
 from gateway.routing.runtime import Active, Runtime
+from gateway.scoring.adaptive import owner_scope
 from gateway.scoring.tokens import count_exact
 
 log = structlog.get_logger("tiergate.request")
@@ -94,6 +95,7 @@ class Pipeline:
                 inbound.model,
                 stream=inbound.stream,
                 adaptive=active.adaptive,
+                owner=owner_scope(inbound.key_id, team),
             )
             if span is not None:
                 spans.planned(span, plan)

@@ -18,6 +18,7 @@ ADAPTIVE_FIELDS = (
     "max_labels",
     "sample_ttl_h",
     "judge",
+    "feedback",
 )
 
 
@@ -39,6 +40,7 @@ def adaptive_settings(scorer: ScorerSpec) -> AdaptiveSettings | None:
         refresh_s=scorer.refresh_s,
         max_labels=scorer.max_labels,
         sample_ttl_h=scorer.sample_ttl_h,
+        feedback_scope=scorer.feedback.scope,
     )
 
 

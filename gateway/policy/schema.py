@@ -118,6 +118,17 @@ class LabelJudgeSpec(_Strict):
     )
 
 
+class FeedbackScopeSpec(_Strict):
+    """kind adaptive: whose ``/v1/feedback`` labels move a request's score."""
+
+    scope: Literal["team", "shared"] = Field(
+        default="team",
+        description="team: a feedback label moves only the routing of the team that rated it "
+        "(a key without a team is a team of its own); shared: every team's (for callers who "
+        "trust each other). A judge's labels are always shared",
+    )
+
+
 class ScorerSpec(_Strict):
     version: Literal[1] = 1
     kind: Literal["v1", "learned", "v2", "adaptive"] = Field(
@@ -168,6 +179,10 @@ class ScorerSpec(_Strict):
     )
     judge: LabelJudgeSpec | None = Field(
         default=None, description="kind adaptive: also learn from a judge's verdicts (sampled)"
+    )
+    feedback: FeedbackScopeSpec = Field(
+        default_factory=FeedbackScopeSpec,
+        description="kind adaptive: whose feedback labels count (default: the rating team's only)",
     )
 
 

@@ -75,12 +75,17 @@ class AdaptiveLayer:
         return self._last_id
 
     def score(
-        self, base: Score, messages: Sequence[Message], settings: AdaptiveSettings
+        self,
+        base: Score,
+        messages: Sequence[Message],
+        settings: AdaptiveSettings,
+        owner: str | None = None,
     ) -> tuple[Score, bytes]:
-        """``base`` pulled toward the labels of the request's nearest neighbours, and the
-        request's packed embedding."""
+        """``base`` pulled toward the labels of the request's nearest neighbours (the shared
+        ones and, unless feedback is shared, its tenant ``owner``'s), and the request's packed
+        embedding."""
         vector = embed(text_of(messages))
-        estimate = self.index.estimate(vector, base.value, settings)
+        estimate = self.index.estimate(vector, base.value, settings, owner)
         return adapted(base, estimate), pack(vector)
 
     async def refresh(self, max_labels: int | None = None) -> int:
@@ -112,7 +117,9 @@ class AdaptiveLayer:
                 self._gaps.update(dict.fromkeys(skipped, _GAP_READS))
                 self._last_id = row.id
         vectors = np.stack([unpack(r.embedding) for r in rows])
-        return self.index.add([r.id for r in rows], vectors, [r.label for r in rows])
+        return self.index.add(
+            [r.id for r in rows], vectors, [r.label for r in rows], [r.owner for r in rows]
+        )
 
     async def prune(self, ttl_h: float) -> int:
         """Forget stored embeddings older than ``ttl_h`` hours (at most once an hour)."""

@@ -59,10 +59,12 @@ def make_plan(
     *,
     stream: bool = False,
     adaptive: AdaptiveLayer | None = None,
+    owner: str | None = None,
 ) -> Plan:
     """Decide where a request goes. ``capabilities`` gives a backend's capabilities (context
     window ``None`` when unknown); ``adaptive`` holds the labels an adaptive policy's scorer
-    learns from (without it, such a policy scores with its base scorer). Raises
+    learns from (without it, such a policy scores with its base scorer), and ``owner`` is the
+    tenant asking (``owner_scope``), whose own feedback labels it may learn from. Raises
     ``UnknownRoute`` or ``BadRequest``."""
     target = policy.route_for(model)
     started = time.perf_counter()
@@ -72,7 +74,7 @@ def make_plan(
     scored = isinstance(target, Route) and target.fixed_tier is None
     if adaptive is not None and settings is not None and isinstance(target, Route) and scored:
         base = result.value
-        result, embedding = adaptive.score(result, request.messages, settings)
+        result, embedding = adaptive.score(result, request.messages, settings, owner)
         if settings.store_embeddings:
             sample = Sample(embedding, base, target.tiers[-1])
     scorer_s = time.perf_counter() - started

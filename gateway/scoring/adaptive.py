@@ -15,6 +15,10 @@ to what they were labelled. ``prior`` is how many perfect neighbours count as mu
 The labels are on the scale of P(strong model needed), as the learned and v2 scorers' scores
 are; over v1, whose score is a weighted sum of cues on its own scale, a well-labelled region
 moves to the labels' level, so calibrate the thresholds again once labels have accumulated.
+
+Only the labels a request may learn from are candidates: the shared ones (a judge's) and, unless
+the policy shares feedback, the feedback labels of its own tenant (``owner_scope``), so one
+team's ratings never move another team's routing.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from gateway.scoring.features import last_user_text, sample
 from gateway.scoring.heuristic import Contribution, Score
 
 BaseKind = Literal["v1", "learned", "v2"]
+FeedbackScope = Literal["team", "shared"]
 # Embeddings are kept as little-endian float16: 512 bytes each, cosine error ~1e-3.
 _STORED = np.dtype("<f2")
 DEFAULT_MAX_LABELS = 20_000  # ~1.5 ms a request for the neighbour search
@@ -49,6 +54,9 @@ class AdaptiveSettings:
     refresh_s: float = 5.0  # how often each replica reads the labels other replicas added
     max_labels: int = DEFAULT_MAX_LABELS  # the newest this many labels are kept in memory
     sample_ttl_h: float = 168.0  # a request's embedding waits this long for its feedback
+    # Whose feedback labels move a request's score: its own team's (a key without a team is a
+    # team of its own) or everyone's. Labels the gateway makes itself (a judge's) are shared.
+    feedback_scope: FeedbackScope = "team"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,12 @@ def unpack(data: bytes) -> NDArray[np.float32]:
     return vector
 
 
+def owner_scope(key_id: str, team: str | None) -> str:
+    """The tenant a request belongs to, as its feedback labels record it: its team, or its key
+    when it has none (the same grouping as the response cache's ``scope: team``)."""
+    return f"team:{team}" if team is not None else f"key:{key_id}"
+
+
 def feedback_label(quality: float) -> float:
     """A feedback score (0 bad .. 1 good) on a cheaper tier's answer, as a label."""
     return min(1.0, max(0.0, 1.0 - quality))
@@ -111,8 +125,34 @@ def blend(
     return Estimate(min(1.0, max(0.0, value)), base, int(keep.sum()), total, mean)
 
 
+_SHARED = 0  # the owner code of a label every request consults (a judge's)
+
+
+@dataclass(frozen=True, slots=True)
+class _Labels:
+    """One whole state of a ``LabelIndex`` (row i of each array is one label)."""
+
+    ids: NDArray[np.int64]
+    vectors: NDArray[np.float32]
+    values: NDArray[np.float32]
+    owners: NDArray[np.int32]  # owner codes: _SHARED, or the tenant's
+
+
+def _empty() -> _Labels:
+    return _Labels(
+        np.zeros(0, dtype=np.int64),
+        np.zeros((0, DIMENSIONS), dtype=np.float32),
+        np.zeros(0, dtype=np.float32),
+        np.zeros(0, dtype=np.int32),
+    )
+
+
 class LabelIndex:
     """Labelled embeddings in memory, newest last; grows as labels arrive.
+
+    Each label has an owner: ``None`` for a label every request may learn from (the gateway's
+    own, a judge's), else the tenant whose feedback made it (``owner_scope``), which moves only
+    that tenant's requests unless the settings share feedback.
 
     Live state (not a frozen value): one per process, fed by the routing layer from the ledger
     (or by the prequential evaluation from earlier rows). Every change replaces the arrays in
@@ -120,41 +160,71 @@ class LabelIndex:
 
     def __init__(self, max_labels: int = DEFAULT_MAX_LABELS) -> None:
         self.max_labels = max_labels
-        self._vectors: NDArray[np.float32] = np.zeros((0, DIMENSIONS), dtype=np.float32)
-        self._labels: NDArray[np.float32] = np.zeros(0, dtype=np.float32)
-        self._ids: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._state = _empty()
         self._seen: set[int] = set()
+        self._codes: dict[str, int] = {}  # owner -> its code (_SHARED is 0)
+
+    def _code(self, owner: str | None) -> int:
+        if owner is None:
+            return _SHARED
+        return self._codes.setdefault(owner, len(self._codes) + 1)
 
     def __len__(self) -> int:
-        return int(self._labels.size)
+        return int(self._state.values.size)
 
     def __contains__(self, label_id: int) -> bool:
         return label_id in self._seen
 
-    def add(self, ids: Sequence[int], vectors: NDArray[np.float32], labels: Sequence[float]) -> int:
-        """Add labelled embeddings (ids already present are skipped); returns how many."""
+    def add(
+        self,
+        ids: Sequence[int],
+        vectors: NDArray[np.float32],
+        labels: Sequence[float],
+        owners: Sequence[str | None] | None = None,
+    ) -> int:
+        """Add labelled embeddings (ids already present are skipped); returns how many.
+        ``owners``: each label's tenant (``None``, or no list: shared by every request)."""
         fresh = [i for i, label_id in enumerate(ids) if label_id not in self._seen]
         if not fresh:
             return 0
         new_ids = np.asarray([ids[i] for i in fresh], dtype=np.int64)
+        codes = [self._code(owners[i] if owners is not None else None) for i in fresh]
         self._seen.update(int(i) for i in new_ids)
-        stacked_ids = np.concatenate([self._ids, new_ids])
-        stacked = np.vstack([self._vectors, np.asarray(vectors, dtype=np.float32)[fresh]])
-        values = np.concatenate([self._labels, np.asarray(labels, dtype=np.float32)[fresh]])
-        if values.size > self.max_labels:
-            cut = values.size - self.max_labels
-            self._seen.difference_update(int(i) for i in stacked_ids[:cut])
-            stacked_ids, stacked, values = stacked_ids[cut:], stacked[cut:], values[cut:]
-        self._ids, self._vectors, self._labels = stacked_ids, stacked, values
+        old = self._state
+        state = _Labels(
+            np.concatenate([old.ids, new_ids]),
+            np.vstack([old.vectors, np.asarray(vectors, dtype=np.float32)[fresh]]),
+            np.concatenate([old.values, np.asarray(labels, dtype=np.float32)[fresh]]),
+            np.concatenate([old.owners, np.asarray(codes, dtype=np.int32)]),
+        )
+        if state.values.size > self.max_labels:
+            cut = state.values.size - self.max_labels
+            self._seen.difference_update(int(i) for i in state.ids[:cut])
+            state = _Labels(
+                state.ids[cut:], state.vectors[cut:], state.values[cut:], state.owners[cut:]
+            )
+        self._state = state
         return len(fresh)
 
     def estimate(
-        self, vector: NDArray[np.float32], base: float, settings: AdaptiveSettings
+        self,
+        vector: NDArray[np.float32],
+        base: float,
+        settings: AdaptiveSettings,
+        owner: str | None = None,
     ) -> Estimate:
-        vectors, labels = self._vectors, self._labels  # one consistent state
-        if labels.size == 0:
+        """The estimate for a request of tenant ``owner``: from the shared labels and, with
+        ``feedback_scope: team``, its own tenant's feedback labels only (``owner`` None: the
+        shared labels alone); with ``shared``, from every label."""
+        state = self._state  # one consistent state
+        if state.values.size == 0:
             return Estimate(base, base, 0, 0.0, None)
-        similarities: NDArray[np.float32] = vectors @ vector
+        similarities: NDArray[np.float32] = state.vectors @ vector
+        labels = state.values
+        if settings.feedback_scope == "team":
+            code = self._codes.get(owner, -1) if owner is not None else -1
+            mine = (state.owners == _SHARED) | (state.owners == code)
+            similarities, labels = similarities[mine], labels[mine]
         return blend(base, similarities, labels, settings)
 
 

@@ -186,6 +186,8 @@ async def test_create_list_show_update_rotate_revoke(policy_file: Path, db_url: 
         ({"name": "x", "team": "nope"}, "team"),
         ({"name": ""}, "name"),
         ({"name": "x", "expires": "soon"}, "expires"),
+        ({"name": "x", "expires": "-1d"}, "expires"),
+        ({"name": "x", "expires": "0m"}, "expires"),
         ({"name": "x", "budget_period": "year"}, "budget_period"),
         ({"name": "x", "colour": "red"}, "colour"),
         ({"name": "x", "routes": []}, "routes"),
@@ -232,6 +234,31 @@ async def test_routes_must_be_the_serving_policys(policy_file: Path, db_url: str
         assert "unknown route 'smal'" in error(patched)["message"]
         shown = await client.get(f"/admin/keys/{key['id']}", headers=ADMIN)
         assert shown.json()["routes"] == ["auto", "big"]
+
+
+@pytest.mark.parametrize("when", ["2020-01-01T00:00:00Z", "2020-01-01T00:00:00"])
+async def test_a_key_cannot_be_given_an_expiry_already_past(
+    policy_file: Path, db_url: str, when: str
+) -> None:
+    """A key made (or changed) to expire at a time already gone would be dead on arrival: a
+    400 naming ``expires_at`` that says to give a future time, or to revoke the key."""
+    async with app_on(policy_file, db_url) as (client, _):
+        created = await client.post(
+            "/admin/keys", json={"name": "x", "expires_at": when}, headers=ADMIN
+        )
+        assert created.status_code == 400, created.text
+        assert error(created)["param"] == "expires_at"
+        assert "already past" in error(created)["message"]
+        listed = await client.get("/admin/keys", headers=ADMIN)
+        assert [k["name"] for k in listed.json()["data"]] == []  # nothing was made
+        key = await make_key(client, name="y")
+        patched = await client.patch(
+            f"/admin/keys/{key['id']}", json={"expires_at": when}, headers=ADMIN
+        )
+        assert patched.status_code == 400, patched.text
+        assert error(patched)["param"] == "expires_at"
+        assert "revoke" in error(patched)["message"]
+        assert (await info(client, key["key"])).status_code == 200  # the key still works
 
 
 @pytest.mark.parametrize("limit", [{"rpm": 2**40}, {"budget_usd": "1e12"}])

@@ -226,6 +226,10 @@ def test_routings_own_calls_are_no_budgets_spend(db_url: str, engine: Engine) ->
         (("keys", "team", "t" * 65), "1 to 64 characters"),
         (("keys", "create", "--name", "x", "--expires", "99999999999d"), "--expires"),
         (("keys", "create", "--name", "x", "--expires", "9999999d"), "longer than 100 years"),
+        # A lifetime of nothing or less is an expiry already past: the key could never be used.
+        (("keys", "create", "--name", "x", "--expires=-1d"), "--expires: '-1d' is already past"),
+        (("keys", "create", "--name", "x", "--expires", "0h"), "--expires: '0h' is already past"),
+        (("keys", "update", "vk-nope", "--expires=-30m"), "--expires: '-30m' is already past"),
         (("keys", "create", "--name", "x", "--rpm", str(2**31)), "rpm must be at most"),
         (("keys", "team", "t", "--budget-usd", "1e9"), "budget_usd must be below"),
     ],

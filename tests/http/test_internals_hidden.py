@@ -58,6 +58,48 @@ tiers:
     assert f"127.0.0.1:{port}" in logged[0]["detail"]  # the operator's view keeps it
 
 
+UNRESOLVABLE = "llm.nowhere.example"
+
+
+@pytest.mark.parametrize(
+    "base_url", [f"http://{UNRESOLVABLE}:8080/v1", f"https://{UNRESOLVABLE}/v1"]
+)
+async def test_a_host_name_that_does_not_resolve_is_unreachable_not_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_url: str
+) -> None:
+    """A DNS failure (the default aiohttp transport) is a connection failure, a 503 like a
+    refused connection, not a 504 "no answer within timeout_s"; the host stays in the log."""
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if host == UNRESOLVABLE:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return resolve(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"""
+version: 1
+backends:
+  upstream: {{type: openai_compat, model: m, base_url: "{base_url}"}}
+tiers:
+  - {{name: only, backends: [upstream]}}
+"""
+    )
+    with capture_logs() as logs:
+        async with gateway(policy, ledger=False) as (client, _app):
+            response = await client.post(CHAT, json=BODY)
+    assert response.status_code == 503, response.text
+    message = response.json()["error"]["message"]
+    assert "upstream" in message
+    assert "does not resolve" in message
+    assert "timeout_s" not in message
+    assert "nowhere" not in response.text
+    logged = [e for e in logs if e["event"] == "dispatch_failed"]
+    assert UNRESOLVABLE in logged[0]["detail"]
+
+
 async def test_a_disabled_backend_does_not_name_its_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -81,6 +81,58 @@ async def test_what_cannot_be_honoured_is_refused_by_name(
     assert param in error["message"]
 
 
+NARROW = """
+version: 1
+backends:
+  small:
+    type: fake
+    capabilities: {json_mode: false, context_window: 64, max_output_tokens: 32}
+tiers:
+  - {name: only, backends: [small]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "also"),
+    [
+        ({"input": "word " * 200}, "input", "lower max_output_tokens"),
+        ({"input": "hi", "max_output_tokens": 100}, "max_output_tokens", "max_output_tokens 100"),
+        ({"input": "hi", "text": {"format": {"type": "json_object"}}}, "text.format", "json"),
+    ],
+)
+async def test_a_request_no_backend_fits_is_told_in_responses_words(
+    tmp_path: Path, body: dict[str, object], param: str, also: str
+) -> None:
+    """The refusal of a Responses request that no backend can serve names the field this client
+    sent (``input``, ``max_output_tokens``, ``text.format``), in ``param`` and in the message,
+    never the chat field the pipeline knows it by (``messages``, ``max_tokens``)."""
+    policy = tmp_path / "narrow.yaml"
+    policy.write_text(NARROW)
+    async with gateway(policy, ledger=False) as (client, _app):
+        response = await client.post("/v1/responses", json={"model": "auto", **body})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param
+    assert error["message"].startswith(f"{param}: ")
+    assert also in error["message"]
+    for chat_word in ("messages", "max_tokens", "response_format"):
+        assert chat_word not in error["message"].replace("limits.max_tokens", "")
+
+
+async def test_the_legacy_completions_refusal_names_the_prompt(tmp_path: Path) -> None:
+    """The same refusal through ``/v1/completions`` names its ``prompt``, message included."""
+    policy = tmp_path / "narrow.yaml"
+    policy.write_text(NARROW)
+    async with gateway(policy, ledger=False) as (client, _app):
+        response = await client.post(
+            "/v1/completions", json={"model": "auto", "prompt": "word " * 200}
+        )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "prompt"
+    assert error["message"].startswith("prompt: the prompt does not fit")
+
+
 async def test_the_three_front_doors_reach_the_same_backend_at_the_same_cost(
     policy: Path,
 ) -> None:

@@ -9,21 +9,30 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import mean
 
 import pytest
 from sqlalchemy import Engine, func, select, text
 
 from adapters.base import ChatRequest, Message
+from gateway.cache.service import CacheService
+from gateway.cache.store import MemoryStore
+from gateway.canary.controller import CanaryController
+from gateway.canary.counters import CanaryMetrics
+from gateway.governance.grants import Grant
+from gateway.ledger.adaptive import JUDGE, insert_label
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.feedback import Feedback, insert_feedback
 from gateway.ledger.models import AdaptiveLabelRow, AdaptiveSampleRow
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
+from gateway.pipeline import Answer, Inbound, Pipeline
 from gateway.routing.accounting import Accountant, Outcome
 from gateway.routing.attempts import Attempt, Trace
 from gateway.routing.plan import Plan, make_plan
 from gateway.routing.runtime import Runtime
+from gateway.scoring.adaptive import owner_scope
 from tests.support.topics import BAKING, NETWORKING, prompts
 
 POLICY = """
@@ -34,7 +43,7 @@ backends:
 tiers:
   - {{name: weak, max_score: 0.5, backends: [weak]}}
   - {{name: strong, backends: [strong]}}
-scorer: {{kind: adaptive, base: v1, store_embeddings: {store}}}
+scorer: {{kind: adaptive, base: v1, store_embeddings: {store}{extra}}}
 """
 MARKER = "zq-marker-5e2b"  # looked for in every stored column
 
@@ -45,7 +54,9 @@ class Replica:
     writer: LedgerWriter
     accountant: Accountant
 
-    def plan(self, messages: tuple[Message, ...]) -> Plan:
+    def plan(
+        self, messages: tuple[Message, ...], key_id: str = "k", team: str | None = None
+    ) -> Plan:
         active = self.runtime.active
         return make_plan(
             active.policy,
@@ -53,16 +64,24 @@ class Replica:
             ChatRequest(messages=messages),
             None,
             adaptive=active.adaptive,
+            owner=owner_scope(key_id, team),
         )
 
-    def answer(self, messages: tuple[Message, ...], tier: str = "weak") -> str:
-        """Plan a request and account for it as answered by ``tier``; its request id."""
-        plan = self.plan(messages)
+    def answer(
+        self,
+        messages: tuple[Message, ...],
+        tier: str = "weak",
+        key_id: str = "k",
+        team: str | None = None,
+    ) -> str:
+        """Plan a request of ``key_id`` (of ``team``) and account for it as answered by
+        ``tier``; its request id."""
+        plan = self.plan(messages, key_id, team)
         outcome = Outcome(
             rid=str(uuid.uuid4()),
             ts=datetime.now(UTC),
             started=0.0,
-            key_id="k",
+            key_id=key_id,
             policy_hash=self.runtime.active.policy.hash,
             stream=False,
             route="auto",
@@ -70,12 +89,15 @@ class Replica:
             backend=tier,
             model="m",
             trace=Trace(attempts=[Attempt(tier, tier, None, None, 1.0)]),
+            team=team,
         )
         self.accountant.finish(outcome, plan, self.runtime.active.policy.prices)
         return outcome.rid
 
-    def score(self, messages: tuple[Message, ...]) -> float:
-        score = self.plan(messages).score
+    def score(
+        self, messages: tuple[Message, ...], key_id: str = "k", team: str | None = None
+    ) -> float:
+        score = self.plan(messages, key_id, team).score
         assert score is not None
         return score.value
 
@@ -102,15 +124,16 @@ async def replica(url: str, policy: Path, tmp: Path) -> AsyncIterator[Replica]:
         await runtime.aclose()
 
 
-def policy_file(tmp_path: Path, *, store: bool) -> Path:
-    path = tmp_path / f"adaptive-{store}.yaml"
-    path.write_text(POLICY.format(store=str(store).lower()))
+def policy_file(tmp_path: Path, *, store: bool, feedback: str | None = None) -> Path:
+    path = tmp_path / f"adaptive-{store}-{feedback}.yaml"
+    extra = f", feedback: {{scope: {feedback}}}" if feedback is not None else ""
+    path.write_text(POLICY.format(store=str(store).lower(), extra=extra))
     return path
 
 
-def rate(engine: Engine, request_id: str, score: float) -> None:
+def rate(engine: Engine, request_id: str, score: float, key_id: str = "k") -> None:
     insert_feedback(
-        engine, Feedback(str(uuid.uuid4()), request_id, datetime.now(UTC), "k", score, None)
+        engine, Feedback(str(uuid.uuid4()), request_id, datetime.now(UTC), key_id, score, None)
     )
 
 
@@ -164,6 +187,111 @@ async def test_feedback_teaches_both_replicas_the_same_rule(
                         assert marker not in str(value)
                         assert raw is None or marker.encode() not in raw
                         assert raw is None or len(raw) == 512
+
+
+@pytest.mark.parametrize("scope", [None, "shared"])
+async def test_one_teams_feedback_moves_only_its_own_routing(
+    engine: Engine, ledger_url: str, tmp_path: Path, scope: str | None
+) -> None:
+    """A hostile tenant rating its own prompts cannot steer another team's similar prompts to
+    another tier (the default, ``feedback: {scope: team}``); with ``scope: shared`` every team
+    learns from every rating. A judge's labels (the gateway's own) move everyone."""
+    async for a in replica(ledger_url, policy_file(tmp_path, store=True, feedback=scope), tmp_path):
+        layer = a.runtime.active.adaptive
+        assert layer is not None
+        asked = [
+            (Message(role="user", content=f"{m[0].content} {MARKER}"),)
+            for m in prompts(NETWORKING, 25, seed=1)
+        ]
+        ids = [a.answer(m, key_id="key-a", team="alpha") for m in asked]
+        loner = a.answer(asked[0], key_id="key-solo")  # a key of no team
+        await a.writer.flush()
+        for request_id in ids:  # team alpha says every cheap answer was bad
+            rate(engine, request_id, 0.0, key_id="key-a")
+        rate(engine, loner, 0.0, key_id="key-solo")
+        with engine.connect() as connection:
+            owners = connection.execute(select(AdaptiveLabelRow.owner)).scalars().all()
+        assert set(owners) == {"key:key-solo", "team:alpha"}
+
+        similar = prompts(NETWORKING, 5, seed=9)
+        tenants = {
+            "alpha, another key": ("key-a2", "alpha"),
+            "beta": ("key-b", "beta"),
+            "no team": ("key-other", None),
+        }
+        before = {name: [a.score(m, *who) for m in similar] for name, who in tenants.items()}
+        assert await layer.refresh() == 26
+        after = {name: [a.score(m, *who) for m in similar] for name, who in tenants.items()}
+        moved = {name: after[name] != before[name] for name in tenants}
+        shared = scope == "shared"
+        assert moved == {"alpha, another key": True, "beta": shared, "no team": shared}
+        assert mean(after["alpha, another key"]) > mean(before["alpha, another key"]) + 0.2
+
+        # The gateway's own verdicts are shared: a judge's labels move beta too.
+        with engine.connect() as connection:
+            embeddings = connection.execute(select(AdaptiveSampleRow.embedding)).scalars().all()
+        for number, embedding in enumerate(embeddings):
+            insert_label(engine, f"judged-{number}", datetime.now(UTC), JUDGE, 1.0, embedding)
+        await layer.refresh()
+        assert mean(a.score(m, "key-b", "beta") for m in similar) > mean(before["beta"]) + 0.2
+
+
+async def test_through_the_gateway_each_team_is_routed_by_its_own_feedback(
+    engine: Engine, ledger_url: str, tmp_path: Path
+) -> None:
+    """The request path itself: the caller's key and team (virtual keys) decide whose feedback
+    labels its score consults. Team alpha's ratings raise the score of alpha's next similar
+    request, from another of its keys, and leave team beta's where it was."""
+    metrics = Metrics()
+    runtime = Runtime(policy_file(tmp_path, store=True), metrics)
+    runtime.use_ledger(engine)
+    writer = LedgerWriter(engine, Outbox(tmp_path / "outbox-gw.db"), metrics)
+    writer.start()
+    canary = CanaryController(
+        runtime, CanaryMetrics(metrics.registry), engine=engine, record=writer.record
+    )
+    cache = CacheService(MemoryStore(), metrics)
+    pipeline = Pipeline(runtime, Accountant(metrics, writer), cache, canary)
+    alpha = Grant("key-a", "a", team="alpha", virtual=True)
+    alpha_too = Grant("key-a2", "a2", team="alpha", virtual=True)
+    beta = Grant("key-b", "b", team="beta", virtual=True)
+
+    async def complexity(messages: tuple[Message, ...], grant: Grant) -> float:
+        inbound = Inbound(
+            ChatRequest(messages=messages), None, stream=False, key_id=grant.key_id, grant=grant
+        )
+        answer = await pipeline.handle(inbound)
+        assert isinstance(answer, Answer)
+        assert answer.receipt.complexity is not None
+        return answer.receipt.complexity
+
+    try:
+        asked = [
+            (Message(role="user", content=f"{m[0].content} {MARKER}"),)
+            for m in prompts(NETWORKING, 25, seed=1)
+        ]
+        ids = []
+        for messages in asked:
+            inbound = Inbound(
+                ChatRequest(messages=messages), None, stream=False, key_id="key-a", grant=alpha
+            )
+            answer = await pipeline.handle(inbound)
+            assert isinstance(answer, Answer)
+            ids.append(answer.receipt.request_id)
+        await writer.flush()
+        for request_id in ids:
+            rate(engine, request_id, 0.0, key_id="key-a")
+        similar = prompts(NETWORKING, 5, seed=9)
+        before = {g.key_id: [await complexity(m, g) for m in similar] for g in (alpha_too, beta)}
+        layer = runtime.active.adaptive
+        assert layer is not None
+        assert await layer.refresh() == 25
+        after = {g.key_id: [await complexity(m, g) for m in similar] for g in (alpha_too, beta)}
+        assert mean(after["key-a2"]) > mean(before["key-a2"]) + 0.2
+        assert after["key-b"] == before["key-b"]
+    finally:
+        await writer.aclose()
+        await runtime.aclose()
 
 
 async def test_off_switch_stores_no_embeddings_and_feedback_labels_nothing(

@@ -30,7 +30,9 @@ from gateway.ledger.db import (
     make_engine,
     upgrade,
 )
+from gateway.ledger.store import insert_batch
 from tests.support import postgres
+from tests.support.ledger_rows import ledger_entry
 
 TABLE = "ledger_requests"
 
@@ -222,6 +224,61 @@ def test_0005_chains_the_canary_events_already_recorded(ledger_url: str) -> None
         with engine.connect() as connection:
             columns = {c["name"] for c in inspect(connection).get_columns("canary_events")}
         assert "follows" not in columns
+    finally:
+        engine.dispose()
+
+
+def test_0011_gives_the_feedback_labels_already_there_their_tenant(ledger_url: str) -> None:
+    """Feedback labels and samples recorded before 0011 take their request's tenant (its team,
+    or its key without one), so they keep moving that tenant's routing only; a judge's label
+    stays shared, and a feedback label whose request is gone is no tenant's; a downgrade
+    removes the column."""
+    upgrade(ledger_url, "0010")
+    engine = make_engine(ledger_url)
+    ts = datetime(2026, 12, 1, tzinfo=UTC)
+    try:
+        insert_batch(
+            engine, [ledger_entry("r-team", key_id="ka", team="alpha"), ledger_entry("r-solo")]
+        )
+        with engine.begin() as connection:
+            for rid in ("r-team", "r-solo"):
+                connection.execute(
+                    text(
+                        "INSERT INTO adaptive_samples (request_id, ts, tier, embedding) "
+                        "VALUES (:r, :ts, 'cheap', :e)"
+                    ),
+                    {"r": rid, "ts": ts, "e": b"x"},
+                )
+            labels = [("r-team", "feedback"), ("r-solo", "feedback")]
+            labels += [("r-team", "judge"), ("r-gone", "feedback")]
+            for rid, source in labels:
+                connection.execute(
+                    text(
+                        "INSERT INTO adaptive_labels (request_id, ts, source, label, embedding) "
+                        "VALUES (:r, :ts, :s, 1.0, :e)"
+                    ),
+                    {"r": rid, "ts": ts, "s": source, "e": b"x"},
+                )
+        upgrade(ledger_url, "0011")
+        with engine.connect() as connection:
+            samples = connection.execute(
+                text("SELECT request_id, owner FROM adaptive_samples ORDER BY request_id")
+            ).all()
+            owners = connection.execute(
+                text("SELECT request_id, source, owner FROM adaptive_labels ORDER BY id")
+            ).all()
+        assert [tuple(row) for row in samples] == [("r-solo", "key:k"), ("r-team", "team:alpha")]
+        assert [tuple(row) for row in owners] == [
+            ("r-team", "feedback", "team:alpha"),
+            ("r-solo", "feedback", "key:k"),
+            ("r-team", "judge", None),
+            ("r-gone", "feedback", "unknown"),
+        ]
+        downgrade(ledger_url, "0010")
+        with engine.connect() as connection:
+            for table in ("adaptive_samples", "adaptive_labels"):
+                columns = {c["name"] for c in inspect(connection).get_columns(table)}
+                assert "owner" not in columns
     finally:
         engine.dispose()
 

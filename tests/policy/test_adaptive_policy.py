@@ -39,9 +39,25 @@ def test_adaptive_settings_compile_over_the_named_base() -> None:
     assert load("{kind: v1}").adaptive is None
 
 
+def test_feedback_moves_its_own_teams_routing_unless_shared() -> None:
+    """By default a /v1/feedback label counts for the rating team only; ``scope: shared``
+    opts in to every team learning from every rating."""
+    assert load("{kind: adaptive}").adaptive == AdaptiveSettings(feedback_scope="team")
+    shared = load("{kind: adaptive, feedback: {scope: shared}}").adaptive
+    assert shared == AdaptiveSettings(feedback_scope="shared")
+
+
 @pytest.mark.parametrize(
     ("scorer", "expected"),
     [
+        (
+            "{kind: v1, feedback: {scope: shared}}",
+            "scorer.feedback: only an adaptive scorer has feedback",
+        ),
+        (
+            "{kind: adaptive, feedback: {scope: everyone}}",
+            "scorer.feedback.scope: Input should be 'team' or 'shared'",
+        ),
         ("{kind: v1, k: 8}", "scorer.k: only an adaptive scorer has k: add kind: adaptive"),
         ("{kind: learned, base: v1}", "scorer.base: only an adaptive scorer has base"),
         ("{kind: adaptive, neighbours: 3}", "scorer.neighbours: unknown field 'neighbours'"),

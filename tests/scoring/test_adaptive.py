@@ -74,6 +74,23 @@ def test_few_neighbours_are_shrunk_toward_the_base_many_are_not() -> None:
     assert top2.neighbour_mean == 0.0
 
 
+def test_another_tenants_labels_neither_count_nor_crowd_out_ones_own() -> None:
+    """With team-scoped feedback, a request consults the shared labels and its own tenant's:
+    another tenant's many near-duplicates are left out before the k nearest are taken."""
+    query = embed("How do I set up kubernetes ingress controllers?")
+    near = np.stack([query] * 40)
+    index = LabelIndex()
+    index.add(list(range(40)), near, [1.0] * 40, ["team:mallory"] * 40)
+    index.add([40, 41], near[:2], [0.0, 0.0], ["team:alpha", None])
+    settings = AdaptiveSettings(k=4, prior=1.0)
+    alpha = index.estimate(query, 0.5, settings, "team:alpha")
+    assert (alpha.neighbours, alpha.neighbour_mean) == (2, 0.0)
+    stranger = index.estimate(query, 0.5, settings, "team:beta")
+    assert (stranger.neighbours, stranger.neighbour_mean) == (1, 0.0)  # the shared one
+    everyone = index.estimate(query, 0.5, AdaptiveSettings(k=4, feedback_scope="shared"))
+    assert everyone.neighbour_mean == 1.0
+
+
 def test_index_skips_known_ids_and_keeps_the_newest() -> None:
     index = LabelIndex(max_labels=3)
     vectors = embed_many(["a b c", "d e f", "g h i", "j k l"])

@@ -206,6 +206,49 @@ async def test_refused_port_is_unavailable_everywhere(refused_url: str) -> None:
         await backend.aclose()
 
 
+UNRESOLVABLE = "models.nowhere.example"
+
+
+@pytest.fixture
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A base URL whose host name does not resolve: the system resolver says so, at once."""
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == UNRESOLVABLE:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return f"http://{UNRESOLVABLE}:8080/v1"
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_an_unresolvable_host_is_a_connection_failure_not_a_timeout(
+    no_dns: str, transport: str
+) -> None:
+    """A host name that does not resolve is reported like a refused connection (not reachable,
+    fix base_url), never as a server too slow to answer within timeout_s."""
+    config = OpenAICompatConfig(
+        type="openai_compat",
+        model="m",
+        base_url=no_dns,
+        http_client=transport,  # type: ignore[arg-type]
+    )
+    backend = OpenAICompatBackend("remote", config)
+    try:
+        with pytest.raises(BackendUnavailable) as info:
+            await backend.acomplete(greedy("hi"))
+        message = info.value.message
+        assert "not reachable" in message
+        assert "does not resolve" in message
+        assert "timeout_s" not in message
+        with pytest.raises(BackendUnavailable, match="does not resolve"):
+            await collect("b", "m", backend.astream(greedy("hi")))
+    finally:
+        await backend.aclose()
+
+
 async def test_closed_backend_refuses_requests(refused_url: str) -> None:
     """After aclose a request is refused with an adapter error, not an httpx one."""
     backend = backend_for(refused_url)
