@@ -34,6 +34,7 @@ from gateway.ledger.db import display_url, ensure_schema, make_engine
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.journal import Journal, recover_rows
 from gateway.ledger.outbox import Outbox
+from gateway.ledger.schema_compat import SchemaState, SchemaVerdict
 from gateway.ledger.writer import LedgerWriter
 from gateway.log import configure_logging
 from gateway.metrics import Metrics
@@ -66,6 +67,7 @@ class Services:
     pipeline: Pipeline
     keys: KeyBook
     governor: Governor
+    schema: SchemaState | None = None  # the ledger's, checked at start (None: off, unreachable)
 
     @classmethod
     async def open(
@@ -75,7 +77,9 @@ class Services:
             keys = key_book(settings)
         metrics = Metrics(key_labels=settings.metrics_key_labels)
         runtime = Runtime(settings.policy, metrics, factory=backend_factory)
-        ledger, recovered = await open_ledger(settings, metrics) if settings.ledger else (None, [])
+        ledger, recovered, schema = (
+            await open_ledger(settings, metrics) if settings.ledger else (None, [], None)
+        )
         if ledger is not None:
             runtime.use_ledger(ledger.engine)  # the adaptive scorer's labels live there
         await asyncio.to_thread(warm_up)
@@ -99,7 +103,7 @@ class Services:
             await charge_interrupted(governor, ledger.engine, recovered)
         pipeline = Pipeline(runtime, accountant, cache, canary, labels, governor)
         services = cls(
-            metrics, runtime, ledger, accountant, cache, canary, pipeline, keys, governor
+            metrics, runtime, ledger, accountant, cache, canary, pipeline, keys, governor, schema
         )
         if ledger is not None:
             await keys.refresh(ledger.engine)  # the virtual keys, before the first request
@@ -192,13 +196,15 @@ def open_governor(settings: Settings, engine: Engine | None) -> Governor:
 
 async def open_ledger(
     settings: Settings, metrics: Metrics
-) -> tuple[LedgerWriter, list[LedgerEntry]]:
+) -> tuple[LedgerWriter, list[LedgerEntry], SchemaState | None]:
     """The ledger's engine (schema checked or, for the embedded SQLite, upgraded) and writer,
-    and the rows recovered from the journals of processes that died (now in the outbox)."""
+    the rows recovered from the journals of processes that died (now in the outbox), and the
+    schema's state (None: the database did not answer)."""
     url = settings.ledger_url()
     engine = make_engine(url, statement_timeout_ms=WRITER_STATEMENT_TIMEOUT_MS)
+    schema: SchemaState | None = None
     try:
-        await asyncio.to_thread(ensure_schema, url, engine)
+        schema = await asyncio.to_thread(ensure_schema, url, engine)
     except OperationalError as exc:
         # Unreachable now: serve anyway, rows go to the outbox until the database answers.
         log.error(
@@ -224,7 +230,9 @@ async def open_ledger(
     writer.start()
     if outbox.size:
         log.warning("ledger_outbox_pending", rows=outbox.size, path=str(outbox.path))
-    return writer, recovered
+    if schema is not None and schema.verdict != SchemaVerdict.AT_HEAD:
+        log.warning("ledger_schema_ahead", detail=schema.describe())
+    return writer, recovered, schema
 
 
 def open_store(settings: Settings) -> Store:

@@ -1,13 +1,16 @@
-"""``tiergate db upgrade`` and ``tiergate report``."""
+"""``tiergate db upgrade|downgrade|current`` and ``tiergate report``."""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
 import typer
+from alembic.util.exc import CommandError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
@@ -15,7 +18,16 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from gateway.cli.policy import settings_or_exit
-from gateway.ledger.db import LedgerError, display_url, make_engine, upgrade
+from gateway.ledger.db import (
+    LedgerError,
+    SchemaMismatch,
+    display_url,
+    downgrade,
+    make_engine,
+    revision_chain,
+    schema_state,
+    upgrade,
+)
 from gateway.ledger.report import (
     GROUPINGS,
     build_report,
@@ -33,13 +45,74 @@ def db_upgrade() -> None:
     """Create or migrate the ledger schema at TIERGATE_DATABASE_URL (default: embedded SQLite)."""
     settings = settings_or_exit()
     url = settings.ledger_url()
+    with _database_errors("upgrade"):
+        try:
+            upgrade(url)
+        except SchemaMismatch as exc:  # migrated by a newer tiergate
+            if not exc.state.usable:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(code=2) from None
+            state = exc.state
+            typer.echo(
+                f"nothing to do: the database is at {state.database}, newer than this gateway "
+                f"({state.code}), and compatible with it ({display_url(url)})"
+            )
+            return
+    typer.echo(f"ledger schema is at head ({display_url(url)})")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="The revision to go back to, e.g. 0010.")],
+) -> None:
+    """Bring the ledger schema back to REVISION (to run an older gateway that cannot use it)."""
+    settings = settings_or_exit()
+    url = settings.ledger_url()
+    chain = revision_chain(url)
+    if revision not in chain:
+        _usage_error(
+            "REVISION",
+            f"{revision!r} is not a revision of this tiergate: use one of {', '.join(chain)}",
+        )
+    with _database_errors("downgrade"):
+        try:
+            downgrade(url, revision)
+        except SchemaMismatch as exc:  # migrated by a newer tiergate: only it can go back
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+    typer.echo(f"ledger schema is at {revision} ({display_url(url)})")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """The ledger schema's revision against this tiergate's: at head, behind, or ahead (and
+    whether this tiergate may use it). Exit code 0 when it may, 1 when not."""
+    settings = settings_or_exit()
+    url = settings.ledger_url()
+    with _database_errors("read"):
+        engine = make_engine(url)
+        try:
+            state = schema_state(url, engine)
+        finally:
+            engine.dispose()
+    typer.echo(f"{state.verdict}: {state.describe()} ({display_url(url)})")
+    if not state.usable:
+        raise typer.Exit(code=1)
+
+
+@contextmanager
+def _database_errors(doing: str) -> Iterator[None]:
+    """A database that cannot be reached or refuses: one line on stderr, exit code 1."""
     try:
-        upgrade(url)
+        yield
     except LedgerError as exc:  # the message names the variable and what to do
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from None
+    except CommandError as exc:  # Alembic: a revision it cannot go to from here
+        typer.echo(f"error: cannot {doing} the ledger database: {_first_line(exc)}", err=True)
+        raise typer.Exit(code=2) from None
     except OperationalError as exc:
-        typer.echo(f"error: cannot upgrade the ledger database: {_first_line(exc)}", err=True)
+        typer.echo(f"error: cannot {doing} the ledger database: {_first_line(exc)}", err=True)
         raise typer.Exit(code=1) from None
     except SQLAlchemyError as exc:  # refused by the database: privileges, a foreign schema
         hint = ""
@@ -48,9 +121,8 @@ def db_upgrade() -> None:
                 "; the user in TIERGATE_DATABASE_URL must be allowed to create tables there "
                 "(own the database, or GRANT CREATE ON SCHEMA public TO that user)"
             )
-        typer.echo(f"error: cannot upgrade the ledger database: {_first_line(exc)}{hint}", err=True)
+        typer.echo(f"error: cannot {doing} the ledger database: {_first_line(exc)}{hint}", err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(f"ledger schema is at head ({display_url(url)})")
 
 
 def report(

@@ -38,6 +38,7 @@ from gateway.http.middleware import ApiKeys, BodyLimit
 from gateway.http.openapi import openapi_with_hot_routes
 from gateway.http.responses import responses
 from gateway.http.traced import Traced
+from gateway.ledger.schema_compat import SchemaState
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, Refused
@@ -80,6 +81,8 @@ class Services(Protocol):
     def keys(self) -> KeyBook: ...
     @property
     def governor(self) -> Governor: ...
+    @property
+    def schema(self) -> SchemaState | None: ...
 
     async def aclose(self) -> None: ...
 
@@ -110,6 +113,7 @@ def asgi_app(
         )
         state.pipeline = services.pipeline
         state.keys, state.governor = services.keys, services.governor
+        state.ledger_schema = services.schema
         state.peers = peers
         if peers is not None:
             peers.attach(services.runtime)

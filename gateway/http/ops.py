@@ -13,6 +13,7 @@ from starlette.responses import Response
 from gateway.errors import Forbidden
 from gateway.governance.book import KeyBook
 from gateway.governance.gate import Governor
+from gateway.ledger.schema_compat import SchemaState
 from gateway.metrics import Metrics
 from gateway.routing.runtime import Runtime
 
@@ -100,10 +101,23 @@ async def readyz(request: Request) -> Response:
             "detail": limits.detail if operator else None,
         },
         "keys": {"virtual": keys_state},
+        "ledger": _ledger(request, operator),
     }
     if not operator:
         body["detail"] = HIDDEN
     return _json(body, 200 if usable else 503)
+
+
+def _ledger(request: Request, operator: bool) -> dict[str, str | None]:
+    """The ledger schema as checked at start: ``at_head``, ``ahead_compatible`` (a newer
+    tiergate migrated it and records this one as compatible: a rolling update), ``unchecked``
+    (the database did not answer at start) or ``off``."""
+    if request.app.state.ledger is None:
+        return {"schema": "off", "detail": None}
+    schema: SchemaState | None = request.app.state.ledger_schema
+    if schema is None:
+        return {"schema": "unchecked", "detail": None}
+    return {"schema": str(schema.verdict), "detail": schema.describe() if operator else None}
 
 
 @router.get("/metrics")

@@ -34,6 +34,9 @@ from gateway.ledger.models import AdaptiveLabelRow, AdaptiveSampleRow
 from gateway.scoring.adaptive import feedback_label, owner_scope
 
 FEEDBACK = "feedback"
+# A feedback label of no tenant (its request is gone, or no owner was recorded): it counts only
+# where a policy shares feedback. Migration 0011 writes the same word.
+UNKNOWN_OWNER = "unknown"
 JUDGE = "judge"
 # The ledger rows of a judged sample's calls (their canary_arm): the stronger tier's answer and
 # the judge's grading. Not client traffic: the savings report keeps them apart.
@@ -126,6 +129,7 @@ def read_labels(
             AdaptiveLabelRow.id,
             AdaptiveLabelRow.label,
             AdaptiveLabelRow.embedding,
+            AdaptiveLabelRow.source,
             AdaptiveLabelRow.owner,
         )
         .where(where)
@@ -134,9 +138,18 @@ def read_labels(
     )
     with engine.connect() as connection:
         return [
-            StoredLabel(int(i), float(v), bytes(e), o)
-            for i, v, e, o in connection.execute(statement)
+            StoredLabel(int(i), float(v), bytes(e), _owner(source, o))
+            for i, v, e, source, o in connection.execute(statement)
         ]
+
+
+def _owner(source: str, owner: str | None) -> str | None:
+    """A label's tenant as read: a feedback label without one (written by a gateway from
+    before migration 0011 while the schema was already at 0011 or later: a rolling update) is
+    no tenant's, like one whose request is gone, never shared by every request."""
+    if owner is None and source == FEEDBACK:
+        return UNKNOWN_OWNER
+    return owner
 
 
 def prune_samples(engine: Engine, before: datetime) -> int:

@@ -8,12 +8,23 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 
+from gateway.ledger.schema_compat import SchemaState, SchemaVerdict, decide, read_oldest_code
+
 DEFAULT_DIR = Path(".tiergate")
 TCP_USER_TIMEOUT_MS = 5_000
 
 
 class LedgerError(RuntimeError):
     """The ledger cannot be used as configured; the message says what to do."""
+
+
+class SchemaMismatch(LedgerError):
+    """The schema's revision is one this gateway cannot use, or cannot migrate: behind it, or
+    ahead of it (a newer tiergate migrated it). ``state`` says which; the message, what to do."""
+
+    def __init__(self, state: SchemaState) -> None:
+        super().__init__(state.describe())
+        self.state = state
 
 
 def default_url() -> str:
@@ -97,6 +108,7 @@ def _close_on_checkin(_dbapi_connection: Any, record: Any) -> None:
     record.invalidate()  # closes the driver's connection; nothing reuses this engine
 
 
+_BEHIND = (SchemaVerdict.EMPTY, SchemaVerdict.BEHIND)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -118,6 +130,8 @@ def alembic_config(url: str) -> Any:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate to ``revision``. A database a newer tiergate migrated (a revision this code does
+    not know) raises ``SchemaMismatch``, its state saying whether this code may use it."""
     from alembic import command
 
     if is_sqlite(url):
@@ -129,6 +143,14 @@ def downgrade(url: str, revision: str) -> None:
     from alembic import command
 
     command.downgrade(alembic_config(url), revision)
+
+
+def revision_chain(url: str) -> list[str]:
+    """This code's Alembic revisions, oldest first (its head last)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config(url)).walk_revisions()
+    return [script.revision for script in reversed(list(scripts))]
 
 
 def head_revision(url: str) -> str | None:
@@ -144,18 +166,33 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def ensure_schema(url: str, engine: Engine) -> None:
-    """SQLite (embedded) is upgraded in place; PostgreSQL must already be at head, since
-    migrating a shared production database is an operator's decision."""
-    if is_sqlite(url):
+def schema_state(url: str, engine: Engine, code_head: str | None = None) -> SchemaState:
+    """The database's schema against this code's head (``code_head``: as if this code's head
+    were that earlier revision, for tests of an older gateway meeting a newer schema)."""
+    from alembic.runtime.migration import MigrationContext
+
+    chain = revision_chain(url)
+    if code_head is not None:
+        chain = chain[: chain.index(code_head) + 1]
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        oldest = read_oldest_code(connection, current) if current is not None else None
+    return decide(current, oldest, chain)
+
+
+def ensure_schema(url: str, engine: Engine, code_head: str | None = None) -> SchemaState:
+    """The schema this gateway may use: at its head, or ahead of it and recorded compatible
+    with it (a newer image migrated first: a rolling update, a rollback). The embedded SQLite
+    behind head is upgraded in place; a PostgreSQL behind head, or a schema ahead and not
+    compatible, raises ``SchemaMismatch`` (migrating a shared production database is an
+    operator's decision)."""
+    state = schema_state(url, engine, code_head)
+    if state.usable:
+        return state
+    if is_sqlite(url) and code_head is None and state.verdict in _BEHIND:
         upgrade(url)
-        return
-    current, head = current_revision(engine), head_revision(url)
-    if current != head:
-        raise LedgerError(
-            f"the ledger database is at revision {current or 'none'}, this tiergate needs "
-            f"{head}: run `tiergate db upgrade` (with the same TIERGATE_DATABASE_URL)"
-        )
+        return schema_state(url, engine)
+    raise SchemaMismatch(state)
 
 
 def check_ledger(url: str) -> None:

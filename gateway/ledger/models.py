@@ -204,3 +204,13 @@ class KeyRow(Base):
         Index("ix_gov_keys_digest", "digest", unique=True),
         Index("ix_gov_keys_updated_at", "updated_at"),
     )
+
+
+class SchemaCompatRow(Base):
+    """One row: the schema's Alembic revision and the oldest code revision that still reads and
+    writes it (``gateway.ledger.schema_compat``); written by the migrations, never the gateway."""
+
+    __tablename__ = "ledger_schema_compat"
+
+    revision: Mapped[str] = mapped_column(String(32), primary_key=True)
+    oldest_code: Mapped[str] = mapped_column(String(32))

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
+from sqlalchemy import text
 
 from gateway.environment import is_known_variable, unknown_variables
+from gateway.ledger.db import head_revision, make_engine, upgrade
 from gateway.settings import Settings
 from tests.cli.test_cli import FAKES, _env, tiergate, write
 from tests.http.live_server import Server, fake_policy
@@ -136,6 +138,32 @@ class TestRedisUrl:
         line = _one_error_line(result)
         assert line.startswith("error: TIERGATE_REDIS_URL: ")
         assert "redis://" in line
+
+
+class TestLedgerSchema:
+    def test_a_schema_newer_and_incompatible_is_one_line_saying_what_to_do(
+        self, tmp_path: Path, policy: Path
+    ) -> None:
+        """A ledger a newer tiergate migrated (a revision this one does not know) with no
+        record that it takes this code: one line naming the newer image and the downgrade, exit
+        1. Was: a "Can't locate revision" traceback from the embedded SQLite's own upgrade (and, on
+        PostgreSQL, "run `tiergate db upgrade`", which then failed the same way)."""
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("UPDATE alembic_version SET version_num = '0013'"))
+        finally:
+            engine.dispose()
+        result = tiergate("serve", "--policy", policy, "--port", "0", env=_ledger_env(tmp_path))
+        assert result.returncode == 1, result.stderr
+        line = _one_error_line(result)
+        head = head_revision(url)
+        assert line.startswith(
+            f"error: the ledger database is at revision 0013, newer than this gateway ({head})"
+        )
+        assert f"`tiergate db downgrade {head}`" in line
 
 
 class TestLocalPaths:

@@ -19,10 +19,11 @@ import openai
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from adapters.config import FakeStep
 from adapters.fake import FakeBackend
+from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.models import RequestRow
 from gateway.policy import load_policy
 from tests.http.helpers import TWO_TIERS, fakes, gateway
@@ -857,3 +858,33 @@ async def test_openapi_lists_every_public_route_with_its_body(
     collect(schema)
     assert refs
     assert {r.rsplit("/", 1)[1] for r in refs} <= set(components)
+
+
+@pytest.mark.parametrize(("oldest", "schema"), [(None, "at_head"), ("0011", "ahead_compatible")])
+async def test_readyz_reports_the_ledger_schema(
+    tmp_path: Path, oldest: str | None, schema: str
+) -> None:
+    """/readyz says where the ledger schema stands: at this gateway's head, or ahead of it and
+    recorded compatible (a newer image migrated first: a rolling update), with what that means
+    for operators; the gateway serves either way."""
+    policy = write_policy(tmp_path / "policy.yaml", TWO_TIERS)
+    if oldest is not None:  # what a newer tiergate's migration 0013 would leave
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("UPDATE alembic_version SET version_num = '0013'"))
+                connection.execute(
+                    text("UPDATE ledger_schema_compat SET revision = '0013', oldest_code = :o"),
+                    {"o": oldest},
+                )
+        finally:
+            engine.dispose()
+    async with gateway(policy, backends=fakes("small", "big")) as (client, _app):
+        body = (await client.get("/readyz")).json()
+        served = await client.post(CHAT, json=chat_body())
+    assert served.status_code == 200
+    assert body["ledger"]["schema"] == schema
+    if oldest is not None:
+        assert "at 0013, newer than this gateway" in body["ledger"]["detail"]

@@ -3,10 +3,17 @@ from TIERGATE_DATABASE_URL), the metadata from ``gateway.ledger.models``."""
 
 from __future__ import annotations
 
-from alembic import context
-from sqlalchemy import Connection, engine_from_config, pool, text
+from collections.abc import Collection, Mapping
+from typing import Any
 
+from alembic import context
+from alembic.runtime.migration import MigrationContext, MigrationInfo
+from sqlalchemy import Connection, engine_from_config, pool, text
+from sqlalchemy import inspect as sa_inspect
+
+from gateway.ledger.db import SchemaMismatch
 from gateway.ledger.models import Base
+from gateway.ledger.schema_compat import COMPAT_TABLE, decide, read_oldest_code, write_oldest_code
 
 config = context.config
 target_metadata = Base.metadata
@@ -48,12 +55,44 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,  # SQLite alters tables by copying them
         compare_type=True,
+        on_version_apply=_record_oldest_code,
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             # Before the version is read: a second upgrade waits here until the first commits.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        _refuse_a_revision_from_newer_code(connection)
         context.run_migrations()
+
+
+def _chain() -> list[str]:
+    """This code's revisions, oldest first (the history is one line)."""
+    return [script.revision for script in reversed(list(context.script.walk_revisions()))]
+
+
+def _refuse_a_revision_from_newer_code(connection: Connection) -> None:
+    """A database migrated by a newer tiergate (a revision this code does not know): stop with
+    what that means, under the lock, instead of Alembic's "Can't locate revision"."""
+    current = context.get_context().get_current_revision()
+    chain = _chain()
+    if current is None or current in chain:
+        return
+    raise SchemaMismatch(decide(current, read_oldest_code(connection, current), chain))
+
+
+def _record_oldest_code(
+    ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]
+) -> None:
+    """After each step, inside its transaction: the schema's revision now and the oldest code
+    that takes it (its migration's ``oldest_code``), for gateways older than the schema."""
+    del step, run_args
+    connection = ctx.connection
+    if len(heads) != 1 or connection is None or not sa_inspect(connection).has_table(COMPAT_TABLE):
+        return  # below 0012 (or down to nothing): nowhere to record it
+    [current] = [str(head) for head in heads]
+    script = context.script.get_revision(current)
+    oldest = getattr(script.module, "oldest_code", current) if script is not None else current
+    write_oldest_code(connection, current, oldest)
 
 
 if context.is_offline_mode():

@@ -14,6 +14,7 @@ revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+oldest_code = "0001"  # not declared compatible with older code (see schema_compat)
 
 
 def upgrade() -> None:

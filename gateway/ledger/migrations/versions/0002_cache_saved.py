@@ -14,6 +14,7 @@ revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+oldest_code = "0002"  # not declared compatible with older code (see schema_compat)
 
 
 def upgrade() -> None:

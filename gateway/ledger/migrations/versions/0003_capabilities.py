@@ -14,6 +14,7 @@ revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
+oldest_code = "0003"  # not declared compatible with older code (see schema_compat)
 
 
 def upgrade() -> None:

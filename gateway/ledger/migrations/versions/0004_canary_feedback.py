@@ -15,6 +15,7 @@ revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
+oldest_code = "0004"  # not declared compatible with older code (see schema_compat)
 
 
 def upgrade() -> None:

@@ -16,6 +16,7 @@ revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
+oldest_code = "0005"  # not declared compatible with older code (see schema_compat)
 
 _events = sa.table(
     "canary_events",

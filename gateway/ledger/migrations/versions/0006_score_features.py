@@ -16,6 +16,7 @@ revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
+oldest_code = "0006"  # not declared compatible with older code (see schema_compat)
 
 
 def upgrade() -> None:

@@ -16,6 +16,7 @@ revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
+oldest_code = "0007"  # not declared compatible with older code (see schema_compat)
 
 
 def upgrade() -> None:

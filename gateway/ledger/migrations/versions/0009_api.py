@@ -15,6 +15,7 @@ revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
+oldest_code = "0009"  # not declared compatible with older code (see schema_compat)
 
 
 def upgrade() -> None:

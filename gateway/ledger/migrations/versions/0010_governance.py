@@ -15,6 +15,7 @@ revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
+oldest_code = "0010"  # not declared compatible with older code (see schema_compat)
 
 MONEY = sa.Numeric(20, 12)
 

@@ -18,6 +18,10 @@ revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
+# Additive for code at 0010: the new columns are nullable, so its inserts (no owner) work; the
+# feedback labels it writes (no owner) are read by 0011 code as no tenant's (``unknown``), not
+# as shared, so a rollout window leaks no tenant's ratings into another's routing.
+oldest_code = "0010"
 
 UNKNOWN = "unknown"  # a feedback label whose request is gone: no tenant's
 _OWNER_OF_REQUEST = """
