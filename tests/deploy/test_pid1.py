@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def test_sigterm_during_start_up_stops_the_gateway_as_pid_1(tmp_path: Path) -> N
         TIERGATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
         TIERGATE_OUTBOX_PATH=str(tmp_path / "outbox.db"),
         PYTHONPATH=str(REPO),
+        # The script runs `tiergate` from PATH, as in the image: this interpreter's, whether or
+        # not its virtual environment is activated (make test runs .venv/bin/pytest directly).
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
     proc = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--kill-child", *entrypoint(), "serve"],
