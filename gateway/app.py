@@ -26,13 +26,12 @@ from gateway.governance.book import KeyBook
 from gateway.governance.budgets import MemoryBudgets
 from gateway.governance.gate import Governor
 from gateway.governance.rates import RateLimiter
-from gateway.governance.recovered import charge_interrupted
+from gateway.governance.recovered import charge_recovered
 from gateway.governance.remote import RemoteGate
 from gateway.http.admin import Peers
 from gateway.http.asgi import asgi_app
 from gateway.ledger.db import display_url, ensure_schema, make_engine
-from gateway.ledger.entry import LedgerEntry
-from gateway.ledger.journal import Journal, recover_rows
+from gateway.ledger.journal import Journal, Recovered, recover_rows
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.schema_compat import SchemaState, SchemaVerdict
 from gateway.ledger.writer import LedgerWriter
@@ -78,7 +77,9 @@ class Services:
         metrics = Metrics(key_labels=settings.metrics_key_labels)
         runtime = Runtime(settings.policy, metrics, factory=backend_factory)
         ledger, recovered, schema = (
-            await open_ledger(settings, metrics) if settings.ledger else (None, [], None)
+            await open_ledger(settings, metrics)
+            if settings.ledger
+            else (None, Recovered([], frozenset()), None)
         )
         if ledger is not None:
             runtime.use_ledger(ledger.engine)  # the adaptive scorer's labels live there
@@ -98,9 +99,11 @@ class Services:
         )
         labels = LabelSampler(metrics.registry, ledger.record, ledger.engine) if ledger else None
         governor = open_governor(settings, ledger.engine if ledger else None)
-        if ledger is not None and recovered:
+        if ledger is not None and ledger.journal is not None:
+            governor.track(ledger.journal)  # an answered request stays until its cost landed
+        if ledger is not None and recovered.rows:
             # What a killed process's requests had cost when it died: into the budgets.
-            await charge_interrupted(governor, ledger.engine, recovered)
+            await charge_recovered(governor, ledger.engine, recovered)
         pipeline = Pipeline(runtime, accountant, cache, canary, labels, governor)
         services = cls(
             metrics, runtime, ledger, accountant, cache, canary, pipeline, keys, governor, schema
@@ -196,7 +199,7 @@ def open_governor(settings: Settings, engine: Engine | None) -> Governor:
 
 async def open_ledger(
     settings: Settings, metrics: Metrics
-) -> tuple[LedgerWriter, list[LedgerEntry], SchemaState | None]:
+) -> tuple[LedgerWriter, Recovered, SchemaState | None]:
     """The ledger's engine (schema checked or, for the embedded SQLite, upgraded) and writer,
     the rows recovered from the journals of processes that died (now in the outbox), and the
     schema's state (None: the database did not answer)."""

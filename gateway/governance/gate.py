@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Protocol
 
 import structlog
 from sqlalchemy import Engine
@@ -133,6 +134,16 @@ class Limited:
         return made
 
 
+class Settlements(Protocol):
+    """Told which requests' settlements are on their way to Redis and when each has landed
+    (the ledger's journal: ``ledger.journal.Journal``, so a killed process's answered requests
+    whose cost never reached the counters are charged at the next start)."""
+
+    def unsettled(self, rid: str) -> None: ...
+
+    def settled(self, rids: Sequence[str]) -> None: ...
+
+
 class Governor:
     """``remote``: rate limits and budgets decided together in Redis, one call per event-loop
     turn, or far from every limit from this replica's leases without a call (``leases.py``
@@ -160,7 +171,14 @@ class Governor:
         self._grant_holds: dict[int, tuple[Grant, tuple[Hold, ...], float]] = {}  # by id(grant)
         self._grants: dict[int, Limited] = {}  # by id(grant)
         self._planned = Planned()  # the planned option's worst case, per policy
+        self._tracked: Settlements | None = None
         self._readiness = Readiness()  # Redis's readiness PING, one at a time
+
+    def track(self, settlements: Settlements) -> None:
+        """Tell ``settlements`` of every settlement bound for Redis, and when it lands."""
+        self._tracked = settlements
+        if self.remote is not None:
+            self.remote.landed = settlements.settled
 
     async def check(self) -> GovernanceState:
         """Where the limits are kept now, Redis asked first (``readiness.Readiness``)."""
@@ -386,6 +404,8 @@ class Governor:
             settled = Settled(admission.holds, rid, actual, admission.reserved)
         limited = self._limited(grant)
         if admission.shared and self.remote is not None:
+            if settled is not None and self._tracked is not None:
+                self._tracked.unsettled(rid)  # its cost is on its way to Redis
             delta = tokens - admission.tokens
             self.remote.settle(settled, [(c, delta) for c in limited.tokens] if delta else ())
             return

@@ -94,7 +94,8 @@ class BudgetLease:
     """Mutable, owned by ``Leases``: ``amount`` held in Redis as member ``rid`` (until
     ``expires``); ``used`` the worst cases of the requests admitted from it still in flight;
     ``pending`` the real costs of those that ended, not yet added to Redis's spend (``sent``
-    of them in the change in flight); ``room`` what Redis had left unreserved at the last
+    of them in the change in flight); ``rids`` the requests whose costs are pending (``sending``
+    those of the change in flight); ``room`` what Redis had left unreserved at the last
     answer."""
 
     __slots__ = (
@@ -108,7 +109,9 @@ class BudgetLease:
         "renew",
         "returning",
         "rid",
+        "rids",
         "room",
+        "sending",
         "sent",
         "span",
         "used",
@@ -125,6 +128,8 @@ class BudgetLease:
         self.used = 0
         self.pending = 0
         self.sent = 0
+        self.rids: list[str] = []
+        self.sending: list[str] = []
         self.room = 0
         self.busy = False
         self.want = False  # grow by a chunk with the next change
@@ -202,8 +207,12 @@ class Leases:
         self._dirty_rates: set[RateLease] = set()
         self._dirty_budgets: set[BudgetLease] = set()
         self._seq = 0
+        self._landing: dict[str, int] = {}  # a request's cost → how many leases still carry it
         self.urgent = False
         self.admitted = 0  # requests admitted from leases (benchmarks, tests)
+        # requests whose cost has reached Redis's spend (or was given up with the leases): the
+        # caller takes them (``RemoteGate``: the journal's settlement markers)
+        self.landed: list[str] = []
 
     def __bool__(self) -> bool:
         return bool(self._rates or self._budgets or self._retired or self._returns)
@@ -288,7 +297,12 @@ class Leases:
             lease.used -= entry[1]
             if settled.actual:
                 lease.pending += settled.actual
+                lease.rids.append(settled.rid)
                 self._dirty_budgets.add(lease)
+        if settled.actual and entry[0]:
+            self._landing[settled.rid] = len(entry[0])
+        else:
+            self.landed.append(settled.rid)
         return True
 
     def answered(
@@ -391,6 +405,7 @@ class Leases:
                 )
                 lease.busy = True
                 lease.sent = lease.pending
+                lease.sending, lease.rids = lease.rids, []
                 lease.want = lease.renew = False
             self._dirty_budgets = left
         return Ops(tuple(rates), tuple(budgets), returns)
@@ -415,6 +430,13 @@ class Leases:
             lease.expires = change.expires
             lease.pending -= lease.sent
             lease.sent = 0
+            for rid in lease.sending:
+                left = self._landing.pop(rid, 1) - 1
+                if left > 0:
+                    self._landing[rid] = left
+                else:
+                    self.landed.append(rid)
+            lease.sending = []
             if lease.pending or lease.want or lease.renew:
                 self._dirty_budgets.add(lease)
             if not lease.returning:
@@ -458,6 +480,8 @@ class Leases:
         self._rids.clear()
         self._dirty_rates.clear()
         self._dirty_budgets.clear()
+        self.landed += self._landing  # their costs are lost for Redis: nothing more will come
+        self._landing.clear()
         self.urgent = False
 
     def _top_up(self, rate: RateLease, limit: int, counts: Counts) -> None:

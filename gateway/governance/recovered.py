@@ -9,18 +9,25 @@ at the next start, through the outbox. The counters were seeded from the ledger 
 was there, so the backend call's cost would be in the ledger and the reports but in no counter:
 spend that escaped its budgets.
 
+A request that was answered settles within moments, but a process killed in those moments has its
+row in the journal and its cost in no counter. The journal keeps such a row until its settlement
+has landed in Redis, marking both ends (``ledger.journal``), so a recovered answered row marked
+unsettled and not settled is one whose cost never reached the counters; any other was counted
+already (or never counted in Redis) and is not charged again.
+
 So at start, once ``journal.recover`` has moved those rows to the outbox, each interrupted row's
-cost is added to the counters of its key's budgets (its own and its team's), for the period of its
-time, as a settlement adds a request's cost: in Redis, shared by every replica, or in this
-process's own counters without Redis. A counter not seeded yet is left alone, as a settlement
-leaves it: its seed reads the ledger, where the outbox puts the row within moments of the start.
-A recovered row is charged once: the journal it came from is deleted as it is recovered.
+cost, and each answered row's whose settlement had not landed, is added to the counters of its
+key's budgets (its own and its team's), for the period of its time, as a settlement adds a
+request's cost: in Redis, shared by every replica, or in this process's own counters without Redis.
+A counter not seeded yet is left alone, as a settlement leaves it: its seed reads the ledger, where
+the outbox puts the row within moments of the start. A recovered row is charged once: the journal
+it came from is deleted as it is recovered.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from decimal import Decimal
 
 import structlog
@@ -33,20 +40,32 @@ from gateway.governance.gate import Governor
 from gateway.governance.grants import Grant
 from gateway.governance.store import GovernanceError
 from gateway.ledger.entry import LedgerEntry
-from gateway.ledger.journal import INTERRUPTED
+from gateway.ledger.journal import INTERRUPTED, Recovered
 
 log = structlog.get_logger("tiergate.governance")
 
 
+async def charge_recovered(governor: Governor, engine: Engine, recovered: Recovered) -> int:
+    """Charge the recovered rows whose cost is in no counter (interrupted ones, and answered
+    ones whose settlement had not landed) to their keys' budgets; returns how many."""
+    return await charge_interrupted(governor, engine, recovered.rows, recovered.unsettled)
+
+
 async def charge_interrupted(
-    governor: Governor, engine: Engine, entries: Iterable[LedgerEntry]
+    governor: Governor,
+    engine: Engine,
+    entries: Iterable[LedgerEntry],
+    unsettled: Collection[str] = (),
 ) -> int:
     """Charge each interrupted row among ``entries`` (the rows a killed process's journal
-    held) to its key's budgets; returns how many were charged."""
+    held) to its key's budgets, and each ended row among ``unsettled`` (the ids whose
+    settlement had not landed); returns how many were charged."""
     rows = [
         entry
         for entry in entries
-        if entry.error_class == INTERRUPTED and entry.cost_usd is not None and entry.cost_usd > 0
+        if entry.cost_usd is not None
+        and entry.cost_usd > 0
+        and (entry.error_class == INTERRUPTED or entry.id in unsettled)
     ]
     if not rows:
         return 0
@@ -66,8 +85,8 @@ async def charge_interrupted(
             "budget_interrupted_charged",
             rows=charged,
             cost_usd=f"{usd:.12f}",
-            detail="requests a stopped process had sent to a backend: their estimated cost now "
-            "counts against their keys' budgets",
+            detail="requests a stopped process had sent to a backend, or answered without its "
+            "cost reaching the counters: their cost now counts against their keys' budgets",
         )
     return charged
 

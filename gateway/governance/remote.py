@@ -97,6 +97,7 @@ class _Batch:
     asks: list[_Pending]
     ops: Ops
     elapsed: float
+    settled: tuple[str, ...] = ()  # the ids of the settlements it carries
 
 
 class RemoteGate:
@@ -139,6 +140,9 @@ class RemoteGate:
         self._inflight: set[asyncio.Future[Any]] = set()  # calls sent without a task
         self._outage = Outage(rates=True, budgets=True, retry_s=retry_s, clock=clock)
         self._sweep_at = 0.0
+        # told the ids of the requests whose settlement has reached Redis, or was given up
+        # (Redis away: nothing more will come of it); ``Governor.track`` sets it
+        self.landed: Callable[[Sequence[str]], None] | None = None
 
     @property
     def window_s(self) -> float:
@@ -217,6 +221,7 @@ class RemoteGate:
         request admitted from leases: its cost, with its leases' next change)."""
         if settled is not None and (self._leases is None or not self._leases.settled(settled)):
             self._settled.append(settled)
+        self._landed(())
         for check, delta in adjusted:
             if delta:
                 at = (check.key, None)
@@ -293,11 +298,12 @@ class RemoteGate:
             if leases is not None:
                 leases.drop()
             _fail(asks, Unavailable(self._outage.reason or "Redis is away"))
+            self._landed([item.rid for item in settled])
             return
         for name, number, delta in ops.returns:
             adjusted[name, number] = adjusted.get((name, number), 0) + delta
         keys, args, elapsed = self._payload(asks, settled, adjusted, ops)
-        batch = _Batch(asks, ops, elapsed)
+        batch = _Batch(asks, ops, elapsed, tuple(item.rid for item in settled))
         reply = self._redis.evalsha_now(self._sha, keys, args)
         if reply is not None:
             self._inflight.add(reply)
@@ -339,6 +345,7 @@ class RemoteGate:
             if leases is not None:
                 leases.drop()
             _fail(asks, Unavailable(f"{type(reply).__name__}: {reply}"))
+            self._landed(batch.settled)  # given up: their holds expire
             return
         try:
             rows = reply.split(b";") if reply else []
@@ -361,13 +368,24 @@ class RemoteGate:
             if leases is not None:
                 leases.drop()
             _fail(asks, exc)
+            self._landed(batch.settled)
             raise
         self._outage.back()
+        self._landed(batch.settled)
         for (_, future), answer in zip(asks, answers, strict=True):
             if not future.done():
                 future.set_result(answer)
         if leases is not None and leases.urgent:
             self._send_soon()
+
+    def _landed(self, rids: Sequence[str]) -> None:
+        """Tell ``landed`` of these settlements and of those the leases completed."""
+        leases, told = self._leases, self.landed
+        if leases is not None and leases.landed:
+            rids = [*rids, *leases.landed]
+            leases.landed.clear()
+        if rids and told is not None:
+            told(rids)
 
     def _payload(
         self,

@@ -18,6 +18,16 @@ operating system's page cache and survives the process being killed; ``append`` 
 done after an ``fdatasync`` that covers the line; a thread runs them, one for every append
 waiting at that moment (group commit: concurrent requests share a sync).
 
+A request that counts against budgets and settles in Redis is ``unsettled`` once it has ended (a
+marker line, ``{"unsettled": id}``) until its settlement (its cost added to its budgets' spend
+counters, ``governance.gate``) has landed (``settled``: ``{"settled": id}``). Its entries are
+forgotten only once its row is stored and its settlement landed, so a killed process's journal
+tells which answered rows' costs never reached the counters: ``recover_rows`` returns them, and
+``governance.recovered`` charges them. A segment holding a later line of an id goes only after
+the segments holding its earlier lines have gone, so no file left behind holds an id's earlier
+lines without its later ones (an ``unsettled`` marker without its ``settled``, an opening entry
+without its real row).
+
 At start, ``recover`` moves every journal that no living process holds (its lock is free) into
 the outbox, from where the writer replays it into the database idempotently, and deletes it.
 """
@@ -27,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import os
 import threading
 import time
@@ -52,9 +63,22 @@ SEGMENT_BYTES = 1024 * 1024
 IDLE_ROTATE_BYTES = 64 * 1024
 
 
+UNSETTLED = "unsettled"  # a marker line's one field: a request whose settlement is on its way
+SETTLED = "settled"  # ... and one whose settlement landed (or was given up)
+
+
 def encode(entry: LedgerEntry) -> bytes:
     """One journal line (``LedgerEntry.from_json`` reads it back)."""
     return orjson.dumps(entry.to_json()) + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What the journals of stopped processes held: their rows (now in the outbox), and the ids
+    among them of requests that had ended but whose budget settlement had not landed."""
+
+    rows: list[LedgerEntry]
+    unsettled: frozenset[str]
 
 
 @dataclass(slots=True)
@@ -141,7 +165,11 @@ class Journal:
         # segment, how many ids still need it; per id, when it was first written (monotonic).
         self._where: dict[str, list[int]] = {}
         self._live: dict[int, int] = {0: 0}
+        self._waits: dict[int, list[int]] = {}  # segment → segments released once it is gone
         self._pending: dict[str, float] = {}
+        # ids whose settlement has not landed; of those, the ones whose row is already stored
+        self._unsettled: set[str] = set()
+        self._stored: set[str] = set()
         self.failures = 0  # appends that could not be written (the row still goes on)
 
     @property
@@ -172,33 +200,49 @@ class Journal:
         """Write ``entry``. ``sync="normal"``: on disk as far as a killed process goes when this
         returns (None). ``full``: a future, done once it would survive a power cut. Never
         raises: a journal that cannot write logs it, and the row still goes to the database."""
-        line = encode(entry)
-        try:
-            _write_all(self._fd, line)
-        except OSError as exc:
-            self._failed(exc)
+        if not self._write(entry.id, encode(entry)):
             return None
-        segments = self._where.setdefault(entry.id, [])
-        if not segments or segments[-1] != self._seq:
-            segments.append(self._seq)
-            self._live[self._seq] += 1
-        self._pending.setdefault(entry.id, time.monotonic())
-        self._size += len(line)
         # Registered before a rotation retires this descriptor: its sync comes first.
         synced = self._syncer.after(self._fd) if self._syncer is not None else None
         if self._size >= self._segment_bytes:
             self._rotate()
         return synced
 
+    def unsettled(self, rid: str) -> None:
+        """Request ``rid`` (its row already appended) ended and its settlement is on its way to
+        Redis: a marker line, and its entries stay until ``settled``, even once stored."""
+        if rid in self._where and self._mark(UNSETTLED, rid):
+            self._unsettled.add(rid)
+
+    def settled(self, rids: Any) -> None:
+        """These requests' settlements landed (or were given up: Redis was away): a marker line
+        each, and their entries go once their rows are stored too."""
+        stored: list[str] = []
+        for rid in rids:
+            if rid not in self._unsettled:
+                continue
+            self._unsettled.discard(rid)
+            self._mark(SETTLED, rid)
+            if rid in self._stored:
+                self._stored.discard(rid)
+                stored.append(rid)
+        if stored:
+            self.forget(stored)
+
     def forget(self, ids: Any) -> None:
-        """These rows are in the database or the outbox: their entries may go."""
+        """These rows are in the database or the outbox: their entries may go (a request's
+        whose settlement has not landed: once it has)."""
         for rid in ids:
+            if rid in self._unsettled:
+                self._stored.add(rid)
+                continue
             self._pending.pop(rid, None)
-            for seq in self._where.pop(rid, ()):
-                self._live[seq] -= 1
-                if self._live[seq] == 0 and seq != self._seq:
-                    del self._live[seq]
-                    _unlink(self._segment(seq))
+            segments = self._where.pop(rid, None)
+            if segments:
+                # each later segment of its lines is released once the one before it is gone
+                for before, after in itertools.pairwise(segments):
+                    self._waits.setdefault(before, []).append(after)
+                self._release(segments[0])
         if not self._pending and self._size >= IDLE_ROTATE_BYTES:
             self._rotate()  # everything written is safe: start afresh, drop the old file
 
@@ -219,6 +263,40 @@ class Journal:
 
     # --- segments ---------------------------------------------------------------------------
 
+    def _mark(self, field: str, rid: str) -> bool:
+        """A marker line of ``rid``'s; False when it could not be written."""
+        written = self._write(rid, orjson.dumps({field: rid}) + b"\n")
+        if written and self._size >= self._segment_bytes:
+            self._rotate()
+        return written
+
+    def _release(self, seq: int) -> None:
+        """An id no longer needs segment ``seq``: gone when nothing else does."""
+        self._live[seq] -= 1
+        if self._live[seq] == 0 and seq != self._seq:
+            self._drop(seq)
+
+    def _drop(self, seq: int) -> None:
+        del self._live[seq]
+        _unlink(self._segment(seq))
+        for after in self._waits.pop(seq, ()):
+            self._release(after)
+
+    def _write(self, rid: str, line: bytes) -> bool:
+        """Append one line of ``rid``'s; False when it could not be written."""
+        try:
+            _write_all(self._fd, line)
+        except OSError as exc:
+            self._failed(exc)
+            return False
+        segments = self._where.setdefault(rid, [])
+        if not segments or segments[-1] != self._seq:
+            segments.append(self._seq)
+            self._live[self._seq] += 1
+        self._pending.setdefault(rid, time.monotonic())
+        self._size += len(line)
+        return True
+
     def _segment(self, seq: int) -> Path:
         return self._directory / f"{self._stem}-{seq:06d}.jsonl"
 
@@ -236,8 +314,7 @@ class Journal:
         else:
             os.close(old_fd)
         if self._live[old] == 0:
-            del self._live[old]
-            _unlink(self._segment(old))
+            self._drop(old)
 
     def _failed(self, exc: OSError) -> None:
         self.failures += 1
@@ -256,15 +333,16 @@ def recover(directory: Path, outbox: Outbox) -> int:
     """Move every journal in ``directory`` that no living process holds into ``outbox`` and
     delete it; returns the rows moved. Safe to run while other processes serve (theirs are
     locked) and to repeat after a crash part-way (the outbox keeps one row per id)."""
-    return len(recover_rows(directory, outbox))
+    return len(recover_rows(directory, outbox).rows)
 
 
-def recover_rows(directory: Path, outbox: Outbox) -> list[LedgerEntry]:
-    """``recover``, returning the rows moved (the interrupted ones among them are charged to
-    budgets: ``gateway.governance.recovered``)."""
+def recover_rows(directory: Path, outbox: Outbox) -> Recovered:
+    """``recover``, returning the rows moved and the ids among them whose settlement had not
+    landed (their cost is charged to budgets: ``gateway.governance.recovered``)."""
     if not directory.is_dir():
-        return []
+        return Recovered([], frozenset())
     moved: list[LedgerEntry] = []
+    marks: dict[str, set[str]] = {UNSETTLED: set(), SETTLED: set()}
     for lock_path in sorted(directory.glob("journal-*.lock")):
         lock = _claim(lock_path)
         if lock is None:
@@ -274,7 +352,7 @@ def recover_rows(directory: Path, outbox: Outbox) -> list[LedgerEntry]:
             segments = sorted(directory.glob(f"{stem}-*.jsonl"))
             latest: dict[str, LedgerEntry] = {}
             for segment in segments:
-                for entry in _read(segment):
+                for entry in _read(segment, marks):
                     latest[entry.id] = entry  # the last line of an id wins
             entries = list(latest.values())
             if entries:
@@ -294,15 +372,23 @@ def recover_rows(directory: Path, outbox: Outbox) -> list[LedgerEntry]:
             _unlink(lock_path)
         finally:
             _release(lock)
-    return moved
+    unsettled = (marks[UNSETTLED] - marks[SETTLED]) & {entry.id for entry in moved}
+    return Recovered(moved, frozenset(unsettled))
 
 
-def _read(segment: Path) -> list[LedgerEntry]:
-    """The entries of one segment; a line cut short by the crash (the last one) is skipped."""
+def _read(segment: Path, marks: dict[str, set[str]]) -> list[LedgerEntry]:
+    """The entries of one segment (the ids of its marker lines into ``marks``); a line cut
+    short by the crash (the last one) is skipped."""
     entries: list[LedgerEntry] = []
     for line in segment.read_bytes().splitlines():
         try:
-            entries.append(LedgerEntry.from_json(orjson.loads(line)))
+            data = orjson.loads(line)
+            if isinstance(data, dict) and len(data) == 1:
+                ((field, rid),) = data.items()
+                if field in marks:
+                    marks[field].add(str(rid))
+                    continue
+            entries.append(LedgerEntry.from_json(data))
         except (orjson.JSONDecodeError, TypeError, ValueError, KeyError):
             log.warning("ledger_journal_line_skipped", journal=segment.name, bytes=len(line))
     return entries

@@ -105,6 +105,11 @@ class LedgerWriter:
         return self._engine
 
     @property
+    def journal(self) -> Journal | None:
+        """The write-ahead journal (``TIERGATE_JOURNAL``), or None."""
+        return self._journal
+
+    @property
     def journaling(self) -> bool:
         """Whether rows go to a write-ahead journal (``TIERGATE_JOURNAL``)."""
         return self._journal is not None

@@ -55,12 +55,6 @@ def counters(redis: PrivateRedis, holds: list[Hold], suffix: str) -> list[int | 
     return [None if v is None else int(v) for v in values]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: recovery charges interrupted rows only; an answered row's settlement "
-    "is not known to have landed (the journal keeps no record of it, and forgets the row once "
-    "it is in the database, which may be before its settlement lands)",
-)
 async def test_an_answered_request_whose_settlement_was_lost_counts_against_its_budgets(
     tmp_path: Path, private_redis: PrivateRedis, servers: list[Server]
 ) -> None:
@@ -144,4 +138,91 @@ async def test_an_answered_request_whose_settlement_was_lost_counts_against_its_
     cost = to_nano(Decimal(str(row.cost_usd)))
     assert cost > 0
     # The ledger has the answered request; both budgets must count it too.
+    assert counters(private_redis, holds, "spent") == [cost, cost]
+
+
+def settled_markers(journal: Path) -> int:
+    """How many settlement markers the journals in ``journal`` hold."""
+    return sum(path.read_bytes().count(b'{"settled":') for path in journal.glob("journal-*.jsonl"))
+
+
+async def test_an_answered_request_whose_settlement_landed_is_not_charged_again(
+    tmp_path: Path, private_redis: PrivateRedis, servers: list[Server]
+) -> None:
+    """The usual case: the settlement lands at once while the row is still in the journal (the
+    database is write-locked), then SIGKILL and a restart: the counters count it once."""
+    ledger = tmp_path / "ledger.db"
+    ledger_url = f"sqlite:///{ledger}"
+    await asyncio.to_thread(upgrade, ledger_url)
+    engine = make_engine(ledger_url)
+    try:
+        store.put_team(engine, "search", LimitsIn(budget_usd=Decimal("50")))
+        key = store.create_key(engine, "svc", LimitsIn(budget_usd=Decimal("5")), team="search")
+        grant = store.grant_of(engine, key.id)
+    finally:
+        engine.dispose()
+    holds = [Hold.of(allowance, datetime.now(UTC)) for allowance in grant.budgets]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "backends:\n"
+        "  quick: {type: fake, model: quick-model, script: [{reply: an answer}]}\n"
+        "tiers:\n"
+        "  - {name: only, backends: [quick]}\n"
+        "pricing:\n"
+        "  backends:\n"
+        "    quick: {usd_per_1m_input: 10, usd_per_1m_output: 40}\n"
+    )
+    env = {
+        "TIERGATE_DATABASE_URL": ledger_url,
+        "TIERGATE_OUTBOX_PATH": str(tmp_path / "outbox.db"),
+        "TIERGATE_JOURNAL": "true",
+        "TIERGATE_REDIS_URL": private_redis.url(),
+    }
+    journal = tmp_path / "journal"
+    first = Server(policy, watch=False, env=env)
+    servers.append(first)
+    await asyncio.to_thread(first.wait_ready)
+    prompt = {
+        "model": "auto",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hello there"}],
+    }
+    lock = sqlite3.connect(ledger, isolation_level=None, timeout=30)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # the row stays in the journal until the kill
+        async with httpx.AsyncClient(base_url=first.base_url, timeout=WAIT_S) as http:
+            response = await http.post(
+                "/v1/chat/completions",
+                json=prompt,
+                headers={"authorization": f"Bearer {key.key}"},
+            )
+        assert response.status_code == 200, response.text
+        # Its settlement landed, and the journal knows it.
+        await until(lambda: settled_markers(journal) == 1, "the settlement's marker")
+        landed = counters(private_redis, holds, "spent")
+        assert landed[0] is not None
+        assert landed[0] > 0
+        assert landed[0] == landed[1]
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.proc.wait(WAIT_S) == -signal.SIGKILL
+        first.stop()
+    finally:
+        lock.close()
+
+    again = Server(policy, watch=False, env=env)
+    servers.append(again)
+    await asyncio.to_thread(again.wait_ready)
+    await asyncio.to_thread(again.wait_for, "ledger_outbox_replayed", left=0)
+    again.stop()
+
+    engine = make_engine(ledger_url)
+    try:
+        with engine.connect() as connection:
+            (row,) = connection.execute(select(RequestRow.status, RequestRow.cost_usd)).all()
+    finally:
+        engine.dispose()
+    assert row.status == 200
+    cost = to_nano(Decimal(str(row.cost_usd)))
+    # Counted once: by its settlement, not again by the recovery.
     assert counters(private_redis, holds, "spent") == [cost, cost]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -256,3 +257,33 @@ async def test_leases_follow_the_setting(tmp_path: Path, redis_url: str) -> None
             leased[on] = remote.leased_admissions
     assert leased[True] > 0
     assert leased[False] == 0
+
+
+async def test_each_settlement_is_reported_landed_once_its_cost_is_in_redis(
+    private_redis: PrivateRedis,
+) -> None:
+    """What the journal's settlement markers hear (``RemoteGate.landed``): every request, once,
+    whether decided in Redis or from a lease, and only once its cost is in Redis's spend."""
+    client = private_redis.server.client()
+    gate = RemoteGate(private_redis.url(), clock=Clock())
+    money = budget("100.00")
+    await gate.seed(money, 0, NOW)
+    landed: list[str] = []
+
+    def told(rids: Sequence[str]) -> None:
+        landed.extend(rids)
+        assert spent(client, money) >= len(landed) * usd("0.004")  # already counted there
+
+    gate.landed = told
+    leased = 0
+    for i in range(300):
+        answer = await decide(gate, Ask((), (money,), (usd("0.01"),), f"r{i}", 9e9))
+        assert answer.reserved.index == 0
+        leased += answer.leased
+        gate.settle(Settled((money,), f"r{i}", usd("0.004"), usd("0.01")), ())
+        await asyncio.sleep(0)
+    await gate.flush()
+    assert 0 < leased < 300  # both ways
+    assert sorted(landed) == sorted(f"r{i}" for i in range(300))
+    assert spent(client, money) == 300 * usd("0.004")
+    await gate.aclose()

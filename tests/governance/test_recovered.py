@@ -11,10 +11,10 @@ from sqlalchemy import Engine
 from gateway.governance import store
 from gateway.governance.budgets import UNSEEDED, Hold, MemoryBudgets, to_nano
 from gateway.governance.gate import Governor
-from gateway.governance.recovered import charge_interrupted
+from gateway.governance.recovered import charge_interrupted, charge_recovered
 from gateway.governance.store import LimitsIn
 from gateway.ledger.entry import LedgerEntry
-from gateway.ledger.journal import INTERRUPTED
+from gateway.ledger.journal import INTERRUPTED, Recovered
 from tests.support.ledger_rows import ledger_entry
 
 NOW = datetime.now(UTC)
@@ -67,3 +67,18 @@ async def test_a_counter_not_seeded_is_left_to_its_seed(engine: Engine) -> None:
     await charge_interrupted(Governor(budgets, None, engine), engine, [entry])
     got = await budgets.reserve((hold,), [0], "probe", NOW.timestamp() + 60)
     assert got.index == UNSEEDED
+
+
+async def test_an_answered_row_is_charged_unless_its_settlement_landed(engine: Engine) -> None:
+    key = store.create_key(engine, "svc", LimitsIn(budget_usd=Decimal("2")))
+    (hold,) = (Hold.of(a, NOW) for a in store.grant_of(engine, key.id).budgets)
+    budgets = MemoryBudgets()
+    await budgets.seed(hold, 0, NOW)
+    entries = [
+        ledger_entry("landed", ts=NOW, key_id=key.id, cost_usd=Decimal("1")),  # settled
+        ledger_entry("lost", ts=NOW, key_id=key.id, cost_usd=Decimal("0.25")),
+    ]
+    recovered = Recovered(entries, frozenset({"lost"}))
+    assert await charge_recovered(Governor(budgets, None, engine), engine, recovered) == 1
+    got = await budgets.reserve((hold,), [0], "probe", NOW.timestamp() + 60)
+    assert got.left == (to_nano(Decimal("2")) - to_nano(Decimal("0.25")),)

@@ -16,7 +16,13 @@ import orjson
 
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
-from gateway.ledger.journal import IDLE_ROTATE_BYTES, INTERRUPTED, Journal, recover
+from gateway.ledger.journal import (
+    IDLE_ROTATE_BYTES,
+    INTERRUPTED,
+    Journal,
+    recover,
+    recover_rows,
+)
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
@@ -188,3 +194,40 @@ async def test_an_idle_journal_starts_a_fresh_segment(tmp_path: Path) -> None:
     assert sorted(directory.glob("*.jsonl")) == [journal.path]
     assert journal.path.stat().st_size == 0
     await journal.aclose()
+
+
+async def test_a_row_whose_settlement_has_not_landed_stays_and_recovery_names_it(
+    tmp_path: Path,
+) -> None:
+    """A budgeted request's row is forgotten only once it is stored and its settlement landed;
+    a recovery names the ended requests whose settlement had not landed, and no other: not one
+    whose settlement marker is in a later segment than its row (that segment stays while the
+    row's does), nor a stored row that shares a segment with one still pending."""
+    directory = tmp_path / "journal"
+    journal = Journal(directory, segment_bytes=2_000)
+    journal.start()
+    rows = [entry(n) for n in range(3)]
+    for row in rows:
+        journal.append(row)
+    journal.unsettled(rows[0].id)
+    journal.unsettled(rows[1].id)
+    journal.forget(row.id for row in rows)  # all three stored
+    assert journal.backlog == 2  # the unsettled two stay
+
+    def busy(first: int) -> None:  # rows that come and go: the segments rotate past
+        for n in range(first, first + 10):
+            journal.append(entry(n))
+            journal.forget([entry(n).id])
+
+    busy(3)
+    journal.settled([rows[1].id])  # its marker in a later segment than its row
+    assert journal.backlog == 1
+    busy(13)
+    assert journal.backlog == 1
+    await journal.aclose()  # (as a killed process leaves it: the files stay)
+
+    outbox = Outbox(tmp_path / "outbox.db")
+    recovered = recover_rows(directory, outbox)
+    outbox.close()
+    assert rows[0] in recovered.rows
+    assert recovered.unsettled == {rows[0].id}
