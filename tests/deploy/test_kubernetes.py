@@ -168,9 +168,7 @@ def test_the_ops_port_admits_only_pods_labelled_for_it(objects: list[dict[str, A
     assert policy["spec"]["podSelector"]["matchLabels"] == selector
     # Ingress only: egress (PostgreSQL, Redis, Ollama, the hosted APIs, DNS) stays open.
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    rules = {
-        port["port"]: rule for rule in policy["spec"]["ingress"] for port in rule["ports"]
-    }
+    rules = {port["port"]: rule for rule in policy["spec"]["ingress"] for port in rule["ports"]}
     assert set(rules) == {"http", "ops"}
     assert "from" not in rules["http"], "the API port: from anywhere the Service sends"
     assert len(rules["http"]["ports"]) == 1, "no other port rides on the open rule"
