@@ -131,6 +131,9 @@ def asgi_app(
         title="tiergate",
         summary="A cost-and-quality routing gateway for LLM traffic (OpenAI-compatible).",
         lifespan=lifespan,
+        # Their scripts come from a CDN: blank pages offline, so off unless asked for.
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
     )
     app.state.drain = Drain()  # SIGTERM's drain, as the streams watch it (gateway.server)
     for path, endpoint in HOT_ROUTES:

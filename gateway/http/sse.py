@@ -41,9 +41,10 @@ class EventStreamResponse(StreamingResponse):
         started = done = stopped = False
 
         async def sending(message: Message) -> None:
-            nonlocal started
+            nonlocal started, done
             await send(message)
             started = True
+            done = message["type"] == "http.response.body" and not message.get("more_body")
 
         def stop() -> None:
             nonlocal stopped
@@ -58,10 +59,10 @@ class EventStreamResponse(StreamingResponse):
                     await unless_gone(receive, self.stream_response(sending))
                 done = True
             except asyncio.CancelledError:
-                done = True
                 if not stopped or working.uncancel() > 0:
                     raise  # cancelled by uvicorn itself (or by both): nothing more is sent
-                await self._last_event(send, started)
+                if not done:  # else the stop came as the last byte went
+                    await self._last_event(send, started)
         finally:
             done = True
             unwatch()
