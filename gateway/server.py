@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING
 
+from gateway.http.drain import Drain
 from gateway.listening import OPS_PORT_VARIABLE, bind
 from gateway.settings import Settings
 
@@ -18,8 +20,6 @@ def run_single(app: FastAPI, settings: Settings) -> None:
     starts: a taken port is a ``BindError`` before the gateway opens anything (or logs
     ``gateway_started``). With an ops port, one server listens on both ports (the app tells
     them apart by the local port: ``ApiKeys``)."""
-    import uvicorn
-
     sockets = [bind(settings.host, settings.port, listen=True, reuse_port=False)]
     try:
         if settings.ops_port is not None:
@@ -32,10 +32,27 @@ def run_single(app: FastAPI, settings: Settings) -> None:
                     variable=OPS_PORT_VARIABLE,
                 )
             )
-        uvicorn.Server(uvicorn_config(app, settings)).run(sockets=sockets)
+        gateway_server(app, settings).run(sockets=sockets)
     finally:
         for sock in sockets:
             sock.close()
+
+
+def gateway_server(app: FastAPI, settings: Settings) -> uvicorn.Server:
+    """uvicorn's server for the app, whose shutdown also starts the app's ``Drain``: the
+    streams still open a little before TIERGATE_DRAIN_S runs out end with an error event that
+    says so, rather than being cut when uvicorn cancels them at its end."""
+    import uvicorn
+
+    drain: Drain = app.state.drain
+
+    # Defined here: uvicorn is imported only by the commands that serve.
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            drain.begin(settings.drain_s)
+            await super().shutdown(sockets)
+
+    return DrainingServer(uvicorn_config(app, settings))
 
 
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         description="serve /readyz and /metrics without a key on the main port too (/healthz "
         "always is); they show backend names and states, and counters, never keys or prompts",
     )
+    api_docs: bool = Field(
+        default=False,
+        description="serve FastAPI's interactive pages /docs (Swagger UI) and /redoc; they load "
+        "their JavaScript from a CDN (cdn.jsdelivr.net), so they are blank on a host without "
+        "internet access. /openapi.json is served either way",
+    )
     api_keys: SecretStr | None = Field(
         default=None,
         description="comma-separated client keys, each 'key' or 'key_id:key'",

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gateway.listening import OPS_PORT_VARIABLE, BindError, bind, check_port_free
-from gateway.server import uvicorn_config
+from gateway.server import gateway_server
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,8 +66,6 @@ def run_worker(port: int, link: Connection | None = None) -> None:
     """One worker: the app from the environment's settings, on its own SO_REUSEPORT sockets
     (the main port, and the ops port when TIERGATE_OPS_PORT is set); ``link``, its pipe to the
     supervisor, carries the admin reload to the other workers."""
-    import uvicorn
-
     from gateway.app import create_app
 
     settings = Settings()
@@ -83,7 +81,7 @@ def run_worker(port: int, link: Connection | None = None) -> None:
                 link.send(("failed", str(exc)))
         raise SystemExit(BIND_FAILED) from None
     peers = WorkerLink(link) if link is not None else None
-    server = uvicorn.Server(uvicorn_config(create_app(settings, peers=peers), settings))
+    server = gateway_server(create_app(settings, peers=peers), settings)
     server.run(sockets=sockets)
 
 

@@ -175,6 +175,10 @@ class EventStream:
         """The backend failed mid-stream (a 502's kind of error)."""
         return error_event(502, message)
 
+    def shutting_down(self, message: str) -> bytes:
+        """The gateway ends the stream as it shuts down (a 503's kind: overloaded_error)."""
+        return error_event(503, message)
+
     def _switch(self, kind: str, block: dict[str, Any]) -> bytes:
         if self._kind == kind:
             return b""

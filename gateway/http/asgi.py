@@ -23,6 +23,7 @@ from gateway.http import keys as key_routes
 from gateway.http.admin import Peers
 from gateway.http.chat import chat_completions, completions
 from gateway.http.disconnect import ClientGone
+from gateway.http.drain import Drain
 from gateway.http.embeddings import embeddings
 from gateway.http.errors import (
     on_client_gone,
@@ -130,7 +131,11 @@ def asgi_app(
         title="tiergate",
         summary="A cost-and-quality routing gateway for LLM traffic (OpenAI-compatible).",
         lifespan=lifespan,
+        # Their scripts come from a CDN: blank pages offline, so off unless asked for.
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
     )
+    app.state.drain = Drain()  # SIGTERM's drain, as the streams watch it (gateway.server)
     for path, endpoint in HOT_ROUTES:
         app.add_route(path, endpoint, methods=["POST"])
     for module in (model_list, ops, admin, key_routes, dashboard, canary, feedback):

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from adapters.base import ChatRequest
 from gateway.http.disconnect import unless_gone
+from gateway.http.drain import SHUTTING_DOWN
 from gateway.http.errors import refused_response
 from gateway.http.openai_in import parse_chat, parse_completion
 from gateway.http.openai_out import DONE, Kind, Shape, error_event
@@ -75,7 +76,13 @@ async def _serve(
         headers["cache-control"] = "no-cache"
         shape = _shape(kind, result.receipt.request_id, result.model)
         events = _events(result, shape, include_usage)
-        return EventStreamResponse(events, headers=headers, on_close=result.close)
+        return EventStreamResponse(
+            events,
+            headers=headers,
+            on_close=result.close,
+            drain=request.app.state.drain,
+            on_stop=lambda: _stopped(result),
+        )
     shape = _shape(kind, result.receipt.request_id, result.completion.model)
     if not stream:
         return Response(
@@ -126,6 +133,12 @@ async def _events(stream: Stream, shape: Shape, include_usage: bool) -> AsyncGen
             yield error_event(broken_message(event.message), "upstream_error", "stream_interrupted")
     if ended:
         yield DONE
+
+
+def _stopped(stream: Stream) -> bytes:
+    """The last event of a stream the server ends as it shuts down: OpenAI's error chunk."""
+    stream.server_stopping()
+    return error_event(SHUTTING_DOWN, "service_unavailable", "server_shutting_down")
 
 
 def _whole_as_events(answer: Answer, shape: Shape, include_usage: bool) -> bytes:

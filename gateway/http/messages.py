@@ -23,7 +23,7 @@ from gateway.http.disconnect import unless_gone
 from gateway.http.errors import refused_response
 from gateway.http.receipt import receipt_headers
 from gateway.http.sse import EventStreamResponse
-from gateway.http.typed_events import streamed, whole_as_events
+from gateway.http.typed_events import stopped, streamed, whole_as_events
 from gateway.pipeline import Answer, Inbound, Pipeline, Refused, Stream
 from gateway.routing.plan import check_message_count
 from gateway.scoring.tokens import count_exact
@@ -54,7 +54,13 @@ async def messages(request: Request) -> Response:
         headers["cache-control"] = "no-cache"
         estimate = Usage(prompt_tokens=result.prompt_tokens, estimated=True)
         shape = EventStream(msg_id, result.model, estimate)
-        return EventStreamResponse(streamed(result, shape), headers=headers, on_close=result.close)
+        return EventStreamResponse(
+            streamed(result, shape),
+            headers=headers,
+            on_close=result.close,
+            drain=request.app.state.drain,
+            on_stop=stopped(result, shape),
+        )
     completion = result.completion
     if not body.stream:
         return Response(

@@ -14,7 +14,7 @@ from gateway.http.receipt import receipt_headers
 from gateway.http.responses_in import chat_request, parse_responses
 from gateway.http.responses_out import Envelope, EventStream, response_id, whole
 from gateway.http.sse import EventStreamResponse
-from gateway.http.typed_events import streamed, whole_as_events
+from gateway.http.typed_events import stopped, streamed, whole_as_events
 from gateway.http.wire_names import RESPONSES, in_words_of
 from gateway.pipeline import Inbound, Pipeline, Refused, Stream
 from gateway.routing.plan import check_message_count
@@ -47,7 +47,13 @@ async def responses(request: Request) -> Response:
     if isinstance(result, Stream):
         headers["cache-control"] = "no-cache"
         shape = EventStream(Envelope(resp_id, result.model))
-        return EventStreamResponse(streamed(result, shape), headers=headers, on_close=result.close)
+        return EventStreamResponse(
+            streamed(result, shape),
+            headers=headers,
+            on_close=result.close,
+            drain=request.app.state.drain,
+            on_stop=stopped(result, shape),
+        )
     envelope = Envelope(resp_id, result.completion.model)
     if not body.stream:
         return Response(

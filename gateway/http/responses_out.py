@@ -214,6 +214,10 @@ class EventStream:
     def error(self, message: str) -> bytes:
         return self._event("error", code="stream_interrupted", message=message, param=None)
 
+    def shutting_down(self, message: str) -> bytes:
+        """The gateway ends the stream as it shuts down."""
+        return self._event("error", code="server_shutting_down", message=message, param=None)
+
     @property
     def _message_id(self) -> str:
         return f"msg_{self.envelope.resp_id[5:]}"

@@ -4,10 +4,11 @@ module supplies the shape; the order of events it is fed is the same for both.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Protocol
 
 from adapters.base import FinishReason, ToolCallDelta, Usage
+from gateway.http.drain import SHUTTING_DOWN
 from gateway.pipeline import Answer, Broke, Ended, Stream
 
 
@@ -17,6 +18,7 @@ class Shape(Protocol):
     def tool_calls(self, deltas: Iterable[ToolCallDelta]) -> bytes: ...
     def end(self, reason: FinishReason, usage: Usage, stop_sequence: str | None) -> bytes: ...
     def error(self, message: str) -> bytes: ...
+    def shutting_down(self, message: str) -> bytes: ...
 
 
 def broken_message(backend_error: str) -> str:
@@ -45,6 +47,17 @@ async def streamed(stream: Stream, shape: Shape) -> AsyncGenerator[bytes, None]:
             yield shape.end(event.finish[0], event.usage, stop)
         elif isinstance(event, Broke):
             yield shape.error(broken_message(event.message))
+
+
+def stopped(stream: Stream, shape: Shape) -> Callable[[], bytes]:
+    """The last event of a stream the server ends as it shuts down (``EventStreamResponse``'s
+    ``on_stop``): accounted for so, and said in ``shape``'s words."""
+
+    def last_event() -> bytes:
+        stream.server_stopping()
+        return shape.shutting_down(SHUTTING_DOWN)
+
+    return last_event
 
 
 def whole_as_events(answer: Answer, shape: Shape) -> bytes:

@@ -1,17 +1,21 @@
 """SIGTERM during a stream: a real ``tiergate serve`` drains requests in flight for
-TIERGATE_DRAIN_S, then cuts what is left and stops cleanly, every line of its log JSON
-(uvicorn's own records about the cut too: a log pipeline reads one object a line). The
-manifests set the drain from the policy's ``timeouts.total_s`` and the grace period from it
-(test_kubernetes.py, test_compose.py); here, that the server honours it. Paced by the fake
-backend, waiting on the stream and the process, never sleeping."""
+TIERGATE_DRAIN_S, then stops what is left and exits cleanly, every line of its log JSON (a log
+pipeline reads one object a line). A stream still open when the drain runs out is not just cut:
+a little before the deadline the gateway ends it with a last error event in the words of the
+API it came through (the gateway is shutting down: retry), and its ledger row says 503
+``shutting_down``. The manifests set the drain from the policy's ``timeouts.total_s`` and the
+grace period from it (test_kubernetes.py, test_compose.py); here, that the server honours it.
+Paced by the fake backend, waiting on the stream and the process, never sleeping."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,53 +33,163 @@ backends:
 tiers:
   - {{name: only, backends: [slow]}}
 """
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def _data(line: str) -> dict[str, Any] | None:
+    if not line.startswith("data: {"):
+        return None
+    parsed: dict[str, Any] = json.loads(line.removeprefix("data: "))
+    return parsed
+
+
+def _chat_started(line: str) -> bool:
+    data = _data(line)
+    return bool(data and data.get("choices") and data["choices"][0]["delta"].get("content"))
+
+
+def _messages_started(line: str) -> bool:
+    data = _data(line)
+    return bool(data and data.get("type") == "content_block_delta")
+
+
+def _responses_started(line: str) -> bool:
+    data = _data(line)
+    return bool(data and data.get("type") == "response.output_text.delta")
+
+
+def _chat_error(data: dict[str, Any]) -> str:
+    """OpenAI's mid-stream error chunk (the openai SDK raises it as an APIError)."""
+    error = data["error"]
+    assert error["type"] == "service_unavailable", data
+    assert error["code"] == "server_shutting_down", data
+    message: str = error["message"]
+    return message
+
+
+def _messages_error(data: dict[str, Any]) -> str:
+    """Anthropic's ``event: error`` (503: overloaded_error, which its SDK retries)."""
+    assert data["type"] == "error", data
+    assert data["error"]["type"] == "overloaded_error", data
+    message: str = data["error"]["message"]
+    return message
+
+
+def _responses_error(data: dict[str, Any]) -> str:
+    """The Responses API's ``error`` event."""
+    assert data["type"] == "error", data
+    assert data["code"] == "server_shutting_down", data
+    message: str = data["message"]
+    return message
+
+
+APIS: dict[str, tuple[str, dict[str, Any], Callable[[str], bool], Callable[..., str]]] = {
+    "chat": (
+        "/v1/chat/completions",
+        {"model": "auto", "stream": True, "messages": MESSAGES},
+        _chat_started,
+        _chat_error,
+    ),
+    "messages": (
+        "/v1/messages",
+        {"model": "auto", "stream": True, "max_tokens": 100, "messages": MESSAGES},
+        _messages_started,
+        _messages_error,
+    ),
+    "responses": (
+        "/v1/responses",
+        {"model": "auto", "stream": True, "input": "hi"},
+        _responses_started,
+        _responses_error,
+    ),
+}
+
+
+def _cut_stream(server: Server, api: str) -> tuple[list[str], str, int]:
+    """A stream of ``api`` cut by SIGTERM's drain: its lines, its request id, the exit code."""
+    path, body, started, _ = APIS[api]
+    lines: list[str] = []
+    with httpx.stream(
+        "POST",
+        f"{server.base_url}{path}",
+        json=body,
+        headers={"authorization": f"Bearer {API_KEY}"},
+        timeout=WAIT_S,
+    ) as response:
+        assert response.status_code == 200, response.read()
+        request_id = response.headers["x-request-id"]
+        received = response.iter_lines()
+        for line in received:
+            lines.append(line)
+            if started(line):
+                break  # the stream is under way: now the signal
+        server.proc.send_signal(signal.SIGTERM)
+        # The stream ends, not the connection cut: reading it to its end raises nothing.
+        lines.extend(received)
+    try:
+        code = server.proc.wait(timeout=WAIT_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running after SIGTERM:\n{server.log()}") from None
+    return lines, request_id, code
+
+
+def _ledger_row(server: Server, request_id: str) -> tuple[int, str | None, bool]:
+    with sqlite3.connect(server.policy.parent / "ledger.db") as db:
+        row = db.execute(
+            "SELECT status, error_class, stream FROM ledger_requests WHERE id = ?", (request_id,)
+        ).fetchone()
+    assert row is not None, f"no ledger row for {request_id}:\n{server.log()}"
+    return int(row[0]), row[1], bool(row[2])
+
+
+def _check_cut(server: Server, api: str, lines: list[str], request_id: str, code: int) -> None:
+    log = server.log()
+    # Cut after the drain, not run to its end (the default drain, 30 s, would have let it).
+    assert "data: [DONE]" not in lines, log
+    events = [data for data in map(_data, lines) if data is not None]
+    assert len(events) < WORDS, log
+    # Its last event says why it ends, in the API's own words, and what to do.
+    message = APIS[api][3](events[-1])
+    assert "shutting down" in message, message
+    assert "retry" in message, message
+    assert code in (0, -signal.SIGTERM), log
+    assert server.events("gateway_stopped"), log
+    assert _ledger_row(server, request_id) == (503, "shutting_down", True), log
+    # uvicorn's records are JSON lines too; and the stream ended before uvicorn's own cut, so
+    # no task was cancelled and no traceback logged.
+    not_json = [line for line in log.splitlines() if not _json_object(line)]
+    assert not_json == [], log
+    records = [json.loads(line) for line in log.splitlines()]
+    assert not [r for r in records if str(r["event"]).startswith("Exception in ASGI")], log
+    assert not [r for r in records if "timeout graceful shutdown" in str(r["event"])], log
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
-def test_sigterm_drains_for_tiergate_drain_s_then_stops(tmp_path: Path, workers: int) -> None:
+def test_sigterm_drains_for_tiergate_drain_s_then_ends_the_stream(
+    tmp_path: Path, workers: int
+) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     server = Server(policy, watch=False, workers=workers, env={"TIERGATE_DRAIN_S": "1"})
     try:
         server.wait_ready()
-        lines: list[str] = []
-        with httpx.stream(
-            "POST",
-            f"{server.base_url}/v1/chat/completions",
-            json={"model": "auto", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-            headers={"authorization": f"Bearer {API_KEY}"},
-            timeout=WAIT_S,
-        ) as response:
-            assert response.status_code == 200
-            received = response.iter_lines()
-            for line in received:
-                lines.append(line)
-                if line.startswith("data: {"):
-                    break  # the stream is under way: now the signal
-            server.proc.send_signal(signal.SIGTERM)
-            # Cut mid-stream, the connection closes without the last chunk.
-            with contextlib.suppress(httpx.RemoteProtocolError):
-                for line in received:
-                    lines.append(line)
-        try:
-            code = server.proc.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running after SIGTERM:\n{server.log()}") from None
+        lines, request_id, code = _cut_stream(server, "chat")
     finally:
         server.stop()
-    # Cut after the drain, not run to its end (the default drain, 30 s, would have let it).
-    assert "data: [DONE]" not in lines, server.log()
-    assert sum(line.startswith("data: {") for line in lines) < WORDS
-    assert code in (0, -signal.SIGTERM), server.log()
-    assert server.events("gateway_stopped"), server.log()
-    # uvicorn's records (the cancelled task, the cut request's exception) are JSON lines too.
-    not_json = [line for line in server.log().splitlines() if not _json_object(line)]
-    assert not_json == [], server.log()
-    records = [json.loads(line) for line in server.log().splitlines()]
-    (cut,) = (r for r in records if str(r["event"]).startswith("Exception in ASGI application"))
-    assert cut["level"] == "error"
-    assert cut["logger"] == "uvicorn.error"
-    assert "CancelledError" in cut["exception"], server.log()
+    _check_cut(server, "chat", lines, request_id, code)
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_a_stream_the_drain_ends_says_so_in_its_apis_words(tmp_path: Path, api: str) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    server = Server(policy, watch=False, env={"TIERGATE_DRAIN_S": "1"})
+    try:
+        server.wait_ready()
+        lines, request_id, code = _cut_stream(server, api)
+    finally:
+        server.stop()
+    _check_cut(server, api, lines, request_id, code)
 
 
 def _json_object(line: str) -> bool:

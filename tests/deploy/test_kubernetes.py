@@ -27,6 +27,7 @@ KINDS = {
     "Deployment",
     "HorizontalPodAutoscaler",
     "Job",
+    "NetworkPolicy",
     "PodDisruptionBudget",
     "Service",
 }
@@ -152,6 +153,41 @@ def test_migration_job_and_availability(objects: list[dict[str, Any]]) -> None:
     hpa = kinds["HorizontalPodAutoscaler"]
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"]["name"] == kinds["Deployment"]["metadata"]["name"]
+
+
+OPS_ACCESS = {"tiergate.io/ops-access": "true"}
+
+
+def test_the_ops_port_admits_only_pods_labelled_for_it(objects: list[dict[str, Any]]) -> None:
+    """The ops port serves /readyz's operator detail (backend addresses) and /metrics with no
+    key: a NetworkPolicy admits it only from pods or namespaces labelled
+    ``tiergate.io/ops-access: "true"`` (a Prometheus), and the API port from anywhere."""
+    kinds = by_kind(objects)
+    policy = kinds["NetworkPolicy"]
+    selector = kinds["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == selector
+    # Ingress only: egress (PostgreSQL, Redis, Ollama, the hosted APIs, DNS) stays open.
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = {port["port"]: rule for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+    assert set(rules) == {"http", "ops"}
+    assert "from" not in rules["http"], "the API port: from anywhere the Service sends"
+    assert len(rules["http"]["ports"]) == 1, "no other port rides on the open rule"
+    sources = rules["ops"]["from"]
+    assert sources, "an ops rule with no sources would admit everyone"
+    assert len(rules["ops"]["ports"]) == 1
+    for source in sources:
+        # Every source needs the label on the pod or on its namespace: never an empty
+        # selector, which admits every pod (or every namespace).
+        labels = [
+            source.get(key, {}).get("matchLabels")
+            for key in ("podSelector", "namespaceSelector")
+            if source.get(key, {}).get("matchLabels")
+        ]
+        assert OPS_ACCESS in labels, source
+        assert "ipBlock" not in source
+    # A labelled Prometheus pod in any namespace, and every pod of a labelled namespace.
+    assert {"podSelector": {"matchLabels": OPS_ACCESS}, "namespaceSelector": {}} in sources
+    assert {"namespaceSelector": {"matchLabels": OPS_ACCESS}} in sources
 
 
 def test_production_overlay() -> None:

@@ -75,7 +75,8 @@ def policy_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def keyed(policy_file: Path) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    async with gateway(policy_file, backends=fakes("small", "big"), **KEYS) as pair:
+    # With the API pages on (they are off by default), so that /docs is checked too.
+    async with gateway(policy_file, backends=fakes("small", "big"), api_docs=True, **KEYS) as pair:
         yield pair
 
 
