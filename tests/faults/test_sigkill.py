@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,14 +30,6 @@ CLIENTS = 8
 # notice, ~5 s). The acceptance run uses 20: TIERGATE_TEST_FREEZE_S=20.
 FREEZE_S = float(os.environ.get("TIERGATE_TEST_FREEZE_S", "0"))
 AUTH = {"authorization": f"Bearer {API_KEY}"}
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 def rows_by_id(url: str) -> dict[str, tuple[int, str | None]]:

@@ -7,62 +7,35 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import select
 
-from gateway.governance import store
 from gateway.governance.budgets import Hold, to_nano
-from gateway.governance.store import LimitsIn
-from gateway.ledger.db import make_engine, upgrade
+from gateway.ledger.db import make_engine
 from gateway.ledger.journal import INTERRUPTED
 from gateway.ledger.models import RequestRow
 from tests.cache.conftest import redis_server, redis_url
+from tests.faults.budgeted import budgeted_key, counters
 from tests.http.live_server import WAIT_S, Server
 from tests.support.held_upstream import HeldUpstream
 
 __all__ = ["redis_server", "redis_url"]
 
 
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
-def spent_counters(redis_url: str, holds: list[Hold]) -> list[int | None]:
-    """Each hold's ``spent`` counter in Redis (None: not seeded)."""
+def spent(redis_url: str, holds: list[Hold]) -> list[int | None]:
     import redis
 
-    client = redis.Redis.from_url(redis_url)
-    try:
-        values = [client.get(f"tiergate:budget:{hold.name}:spent") for hold in holds]
-    finally:
-        client.close()
-    return [None if v is None else int(v) for v in values]
+    return counters(redis.Redis.from_url(redis_url), holds)
 
 
 async def test_a_request_killed_at_its_backend_counts_against_its_budgets(
     tmp_path: Path, redis_url: str, servers: list[Server]
 ) -> None:
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    await asyncio.to_thread(upgrade, ledger_url)
-    engine = make_engine(ledger_url)
-    try:
-        store.put_team(engine, "search", LimitsIn(budget_usd=Decimal("50")))
-        key = store.create_key(engine, "svc", LimitsIn(budget_usd=Decimal("5")), team="search")
-        grant = store.grant_of(engine, key.id)
-    finally:
-        engine.dispose()
-    holds = [Hold.of(allowance, datetime.now(UTC)) for allowance in grant.budgets]
-    assert [h.allowance.kind for h in holds] == ["key", "team"]
+    key, holds = await budgeted_key(ledger_url)
 
     async with HeldUpstream() as upstream:
         policy = tmp_path / "policy.yaml"
@@ -106,7 +79,7 @@ async def test_a_request_killed_at_its_backend_counts_against_its_budgets(
             await asyncio.wait({asked, held}, return_when=asyncio.FIRST_COMPLETED)
             assert not asked.done(), (asked.result(), first.log()[-3000:])
             await held  # admitted (its budgets seeded, a reservation made) and sent
-            assert await asyncio.to_thread(spent_counters, redis_url, holds) == [0, 0]
+            assert await asyncio.to_thread(spent, redis_url, holds) == [0, 0]
             first.proc.send_signal(signal.SIGKILL)
             seen = await asyncio.gather(asked)
         assert first.proc.wait(WAIT_S) == -signal.SIGKILL
@@ -132,4 +105,4 @@ async def test_a_request_killed_at_its_backend_counts_against_its_budgets(
     assert cost > 0
     # Both budgets count it, as they would have had the request ended: the ledger and the
     # counters agree.
-    assert await asyncio.to_thread(spent_counters, redis_url, holds) == [cost, cost]
+    assert await asyncio.to_thread(spent, redis_url, holds) == [cost, cost]

@@ -15,21 +15,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import select
 
-from gateway.governance import store
-from gateway.governance.budgets import Hold, to_nano
-from gateway.governance.store import LimitsIn
-from gateway.ledger.db import make_engine, upgrade
+from gateway.governance.budgets import to_nano
+from gateway.ledger.db import make_engine
 from gateway.ledger.models import RequestRow
 from tests.cache.conftest import private_redis
+from tests.faults.budgeted import budgeted_key, counters
 from tests.http.helpers import until
 from tests.http.live_server import WAIT_S, Server
 from tests.support.redis import PrivateRedis
@@ -37,38 +33,12 @@ from tests.support.redis import PrivateRedis
 __all__ = ["private_redis"]
 
 
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
-def counters(redis: PrivateRedis, holds: list[Hold], suffix: str) -> list[int | None]:
-    """Each hold's ``spent`` (or ``holds:sum``) counter in Redis (None: not there)."""
-    client = redis.server.client()
-    try:
-        values = [client.get(f"tiergate:budget:{hold.name}:{suffix}") for hold in holds]
-    finally:
-        client.close()
-    return [None if v is None else int(v) for v in values]
-
-
 async def test_an_answered_request_whose_settlement_was_lost_counts_against_its_budgets(
     tmp_path: Path, private_redis: PrivateRedis, servers: list[Server]
 ) -> None:
     ledger = tmp_path / "ledger.db"
     ledger_url = f"sqlite:///{ledger}"
-    await asyncio.to_thread(upgrade, ledger_url)
-    engine = make_engine(ledger_url)
-    try:
-        store.put_team(engine, "search", LimitsIn(budget_usd=Decimal("50")))
-        key = store.create_key(engine, "svc", LimitsIn(budget_usd=Decimal("5")), team="search")
-        grant = store.grant_of(engine, key.id)
-    finally:
-        engine.dispose()
-    holds = [Hold.of(allowance, datetime.now(UTC)) for allowance in grant.budgets]
+    key, holds = await budgeted_key(ledger_url)
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "version: 1\n"
@@ -106,7 +76,8 @@ async def test_an_answered_request_whose_settlement_was_lost_counts_against_its_
             )
             # Admitted: its budgets' counters are seeded in Redis (the backend takes 1.5 s).
             await until(
-                lambda: counters(private_redis, holds, "spent") == [0, 0], "the seeded counters"
+                lambda: counters(private_redis.server.client(), holds) == [0, 0],
+                "the seeded counters",
             )
             assert not asked.done()
             lock.execute("BEGIN EXCLUSIVE")  # the ledger's insert now waits (5 s, then outbox)
@@ -120,7 +91,10 @@ async def test_an_answered_request_whose_settlement_was_lost_counts_against_its_
         lock.close()  # rolls the lock back
         if private_redis.frozen:
             private_redis.thaw()
-    assert counters(private_redis, holds, "spent") == [0, 0]  # nothing settled before the kill
+    assert counters(private_redis.server.client(), holds) == [
+        0,
+        0,
+    ]  # nothing settled before the kill
 
     again = Server(policy, watch=False, env=env)
     servers.append(again)
@@ -138,7 +112,7 @@ async def test_an_answered_request_whose_settlement_was_lost_counts_against_its_
     cost = to_nano(Decimal(str(row.cost_usd)))
     assert cost > 0
     # The ledger has the answered request; both budgets must count it too.
-    assert counters(private_redis, holds, "spent") == [cost, cost]
+    assert counters(private_redis.server.client(), holds) == [cost, cost]
 
 
 def settled_markers(journal: Path) -> int:
@@ -153,15 +127,7 @@ async def test_an_answered_request_whose_settlement_landed_is_not_charged_again(
     database is write-locked), then SIGKILL and a restart: the counters count it once."""
     ledger = tmp_path / "ledger.db"
     ledger_url = f"sqlite:///{ledger}"
-    await asyncio.to_thread(upgrade, ledger_url)
-    engine = make_engine(ledger_url)
-    try:
-        store.put_team(engine, "search", LimitsIn(budget_usd=Decimal("50")))
-        key = store.create_key(engine, "svc", LimitsIn(budget_usd=Decimal("5")), team="search")
-        grant = store.grant_of(engine, key.id)
-    finally:
-        engine.dispose()
-    holds = [Hold.of(allowance, datetime.now(UTC)) for allowance in grant.budgets]
+    key, holds = await budgeted_key(ledger_url)
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "version: 1\n"
@@ -200,7 +166,7 @@ async def test_an_answered_request_whose_settlement_landed_is_not_charged_again(
         assert response.status_code == 200, response.text
         # Its settlement landed, and the journal knows it.
         await until(lambda: settled_markers(journal) == 1, "the settlement's marker")
-        landed = counters(private_redis, holds, "spent")
+        landed = counters(private_redis.server.client(), holds)
         assert landed[0] is not None
         assert landed[0] > 0
         assert landed[0] == landed[1]
@@ -225,4 +191,4 @@ async def test_an_answered_request_whose_settlement_landed_is_not_charged_again(
     assert row.status == 200
     cost = to_nano(Decimal(str(row.cost_usd)))
     # Counted once: by its settlement, not again by the recovery.
-    assert counters(private_redis, holds, "spent") == [cost, cost]
+    assert counters(private_redis.server.client(), holds) == [cost, cost]
