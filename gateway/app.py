@@ -31,7 +31,8 @@ from gateway.governance.remote import RemoteGate
 from gateway.http.admin import Peers
 from gateway.http.asgi import asgi_app
 from gateway.ledger.db import display_url, ensure_schema, make_engine
-from gateway.ledger.journal import Journal, Recovered, recover_rows
+from gateway.ledger.journal import Journal
+from gateway.ledger.journal_recovery import Recovered, recover_rows
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.schema_compat import SchemaState, SchemaVerdict
 from gateway.ledger.writer import LedgerWriter

@@ -15,7 +15,7 @@ has landed in Redis, marking both ends (``ledger.journal``), so a recovered answ
 unsettled and not settled is one whose cost never reached the counters; any other was counted
 already (or never counted in Redis) and is not charged again.
 
-So at start, once ``journal.recover`` has moved those rows to the outbox, each interrupted row's
+So at start, once ``journal_recovery`` has moved those rows to the outbox, each interrupted row's
 cost, and each answered row's whose settlement had not landed, is added to the counters of its
 key's budgets (its own and its team's), for the period of its time, as a settlement adds a
 request's cost: in Redis, shared by every replica, or in this process's own counters without Redis.
@@ -40,7 +40,8 @@ from gateway.governance.gate import Governor
 from gateway.governance.grants import Grant
 from gateway.governance.store import GovernanceError
 from gateway.ledger.entry import LedgerEntry
-from gateway.ledger.journal import INTERRUPTED, Recovered
+from gateway.ledger.journal import INTERRUPTED
+from gateway.ledger.journal_recovery import Recovered
 
 log = structlog.get_logger("tiergate.governance")
 

@@ -22,14 +22,14 @@ A request that counts against budgets and settles in Redis is ``unsettled`` once
 marker line, ``{"unsettled": id}``) until its settlement (its cost added to its budgets' spend
 counters, ``governance.gate``) has landed (``settled``: ``{"settled": id}``). Its entries are
 forgotten only once its row is stored and its settlement landed, so a killed process's journal
-tells which answered rows' costs never reached the counters: ``recover_rows`` returns them, and
-``governance.recovered`` charges them. A segment holding a later line of an id goes only after
+tells which answered rows' costs never reached the counters (``journal_recovery`` reads them,
+``governance.recovered`` charges them). A segment holding a later line of an id goes only after
 the segments holding its earlier lines have gone, so no file left behind holds an id's earlier
 lines without its later ones (an ``unsettled`` marker without its ``settled``, an opening entry
 without its real row).
 
-At start, ``recover`` moves every journal that no living process holds (its lock is free) into
-the outbox, from where the writer replays it into the database idempotently, and deletes it.
+At start, ``journal_recovery`` moves every journal that no living process holds (its lock is
+free) into the outbox.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ import orjson
 import structlog
 
 from gateway.ledger.entry import LedgerEntry
-from gateway.ledger.outbox import Outbox
 
 log = structlog.get_logger("tiergate.ledger")
 
@@ -70,15 +69,6 @@ SETTLED = "settled"  # ... and one whose settlement landed (or was given up)
 def encode(entry: LedgerEntry) -> bytes:
     """One journal line (``LedgerEntry.from_json`` reads it back)."""
     return orjson.dumps(entry.to_json()) + b"\n"
-
-
-@dataclass(frozen=True, slots=True)
-class Recovered:
-    """What the journals of stopped processes held: their rows (now in the outbox), and the ids
-    among them of requests that had ended but whose budget settlement had not landed."""
-
-    rows: list[LedgerEntry]
-    unsettled: frozenset[str]
 
 
 @dataclass(slots=True)
@@ -150,7 +140,7 @@ class Journal:
         # Locked under a name ``recover`` does not look at, then renamed (the lock stays with
         # the file): another process's ``recover`` never sees this journal unlocked.
         hidden = directory / f".{self._stem}.lock"
-        lock = _claim(hidden)
+        lock = claim(hidden)
         if lock is None:  # a fresh name: nobody else can hold it
             raise RuntimeError(f"cannot lock the new journal {self._stem} in {directory}")
         os.rename(hidden, directory / f"{self._stem}.lock")
@@ -257,9 +247,9 @@ class Journal:
             os.close(self._fd)
         if not self._pending:
             for seq in list(self._live):
-                _unlink(self._segment(seq))
-            _unlink(self._directory / f"{self._stem}.lock")
-        _release(self._lock)
+                unlink(self._segment(seq))
+            unlink(self._directory / f"{self._stem}.lock")
+        release(self._lock)
 
     # --- segments ---------------------------------------------------------------------------
 
@@ -278,7 +268,7 @@ class Journal:
 
     def _drop(self, seq: int) -> None:
         del self._live[seq]
-        _unlink(self._segment(seq))
+        unlink(self._segment(seq))
         for after in self._waits.pop(seq, ()):
             self._release(after)
 
@@ -329,71 +319,6 @@ class Journal:
             )
 
 
-def recover(directory: Path, outbox: Outbox) -> int:
-    """Move every journal in ``directory`` that no living process holds into ``outbox`` and
-    delete it; returns the rows moved. Safe to run while other processes serve (theirs are
-    locked) and to repeat after a crash part-way (the outbox keeps one row per id)."""
-    return len(recover_rows(directory, outbox).rows)
-
-
-def recover_rows(directory: Path, outbox: Outbox) -> Recovered:
-    """``recover``, returning the rows moved and the ids among them whose settlement had not
-    landed (their cost is charged to budgets: ``gateway.governance.recovered``)."""
-    if not directory.is_dir():
-        return Recovered([], frozenset())
-    moved: list[LedgerEntry] = []
-    marks: dict[str, set[str]] = {UNSETTLED: set(), SETTLED: set()}
-    for lock_path in sorted(directory.glob("journal-*.lock")):
-        lock = _claim(lock_path)
-        if lock is None:
-            continue  # a living process's journal
-        try:
-            stem = lock_path.name.removesuffix(".lock")
-            segments = sorted(directory.glob(f"{stem}-*.jsonl"))
-            latest: dict[str, LedgerEntry] = {}
-            for segment in segments:
-                for entry in _read(segment, marks):
-                    latest[entry.id] = entry  # the last line of an id wins
-            entries = list(latest.values())
-            if entries:
-                outbox.put(entries)
-                interrupted = sum(1 for e in entries if e.error_class == INTERRUPTED)
-                log.warning(
-                    "ledger_journal_recovered",
-                    journal=stem,
-                    rows=len(entries),
-                    interrupted_streams=interrupted,
-                    detail="rows of a process that stopped without writing them; they go to "
-                    "the database through the outbox",
-                )
-            moved += entries
-            for segment in segments:
-                _unlink(segment)
-            _unlink(lock_path)
-        finally:
-            _release(lock)
-    unsettled = (marks[UNSETTLED] - marks[SETTLED]) & {entry.id for entry in moved}
-    return Recovered(moved, frozenset(unsettled))
-
-
-def _read(segment: Path, marks: dict[str, set[str]]) -> list[LedgerEntry]:
-    """The entries of one segment (the ids of its marker lines into ``marks``); a line cut
-    short by the crash (the last one) is skipped."""
-    entries: list[LedgerEntry] = []
-    for line in segment.read_bytes().splitlines():
-        try:
-            data = orjson.loads(line)
-            if isinstance(data, dict) and len(data) == 1:
-                ((field, rid),) = data.items()
-                if field in marks:
-                    marks[field].add(str(rid))
-                    continue
-            entries.append(LedgerEntry.from_json(data))
-        except (orjson.JSONDecodeError, TypeError, ValueError, KeyError):
-            log.warning("ledger_journal_line_skipped", journal=segment.name, bytes=len(line))
-    return entries
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -406,7 +331,7 @@ def _resolve(futures: list[asyncio.Future[None]]) -> None:
             future.set_result(None)
 
 
-def _claim(path: Path) -> IO[bytes] | None:
+def claim(path: Path) -> IO[bytes] | None:
     """An exclusive lock on ``path``, or None while another process holds it."""
     handle = open(path, "ab")  # noqa: SIM115 - held open for the process's life
     try:
@@ -417,12 +342,12 @@ def _claim(path: Path) -> IO[bytes] | None:
     return handle
 
 
-def _release(handle: IO[bytes]) -> None:
+def release(handle: IO[bytes]) -> None:
     with contextlib.suppress(OSError):
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     handle.close()
 
 
-def _unlink(path: Path) -> None:
+def unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

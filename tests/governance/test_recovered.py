@@ -14,7 +14,8 @@ from gateway.governance.gate import Governor
 from gateway.governance.recovered import charge_interrupted, charge_recovered
 from gateway.governance.store import LimitsIn
 from gateway.ledger.entry import LedgerEntry
-from gateway.ledger.journal import INTERRUPTED, Recovered
+from gateway.ledger.journal import INTERRUPTED
+from gateway.ledger.journal_recovery import Recovered
 from tests.support.ledger_rows import ledger_entry
 
 NOW = datetime.now(UTC)

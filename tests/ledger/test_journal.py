@@ -16,13 +16,8 @@ import orjson
 
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
-from gateway.ledger.journal import (
-    IDLE_ROTATE_BYTES,
-    INTERRUPTED,
-    Journal,
-    recover,
-    recover_rows,
-)
+from gateway.ledger.journal import IDLE_ROTATE_BYTES, INTERRUPTED, Journal
+from gateway.ledger.journal_recovery import recover, recover_rows
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
