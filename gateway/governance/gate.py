@@ -35,6 +35,7 @@ from gateway.governance.budgets import (
     Settled,
     to_nano,
 )
+from gateway.governance.gate_script import Ask
 from gateway.governance.grants import Allowance, Grant
 from gateway.governance.options import Option, Planned, Worst, options
 from gateway.governance.rates import (
@@ -47,7 +48,7 @@ from gateway.governance.rates import (
 )
 from gateway.governance.readiness import GovernanceState, Readiness
 from gateway.governance.refusals import exhausted, rate_limited
-from gateway.governance.remote import Ask, RemoteGate, Unavailable
+from gateway.governance.remote import RemoteGate, Unavailable
 from gateway.governance.windows import Check, headers
 from gateway.policy import Decision, Policy
 

@@ -1,6 +1,21 @@
 """The shared governance gate's Lua script (``remote.RemoteGate`` sends it): what Redis does
-with one batch of settlements, token corrections and admissions, and the layout of its arguments,
-keys and answer."""
+with one batch of settlements, token corrections and admissions, the layout of its arguments,
+keys and answer, and the two ends of that layout: ``encode`` (a batch into the script's keys and
+argument) and ``decode`` (one request's answer out of its reply)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.governance.budgets import UNSEEDED, Hold, Reserved, Settled
+from gateway.governance.leases import Ops
+from gateway.governance.windows import Check, Counts
+
+BUDGET_PREFIX = "tiergate:budget:"
 
 # KEYS: three per settlement's hold (its spend, holds and their sum), one per adjustment (a
 # tokens window), then per ask two per check (previous and current window) and three per hold.
@@ -212,3 +227,114 @@ for holds, list in pairs(added) do
 end
 return table.concat(out, ';')
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One request's admission: its rate-limit checks, and the budgets it draws on with its
+    options (worst cases, best first)."""
+
+    checks: tuple[Check, ...]
+    holds: tuple[Hold, ...]
+    options: tuple[int, ...]
+    rid: str
+    expires: float  # when its holds free themselves (epoch seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """``fits``: every rate limit had room (and was counted, when a budget option was taken
+    too); ``counts`` per check, as seen (after this request's costs when counted);
+    ``reserved``: the budget's verdict (index 0 and nothing left without budgets)."""
+
+    fits: bool
+    counts: tuple[Counts, ...]
+    reserved: Reserved
+    leased: bool = False  # admitted from this replica's leases, without a call
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What one script call is made at: the time, the rate windows' length and their keys'
+    prefix, and whether it sweeps the expired holds."""
+
+    now: float
+    window_s: float
+    prefix: str
+    sweep: bool
+
+
+def encode(
+    call: Call,
+    asks: Sequence[Ask],
+    settled: Sequence[Settled],
+    adjusted: dict[tuple[str, int | None], int],
+    ops: Ops,
+) -> tuple[list[str], tuple[str], float]:
+    """The script's keys and its one argument for this batch, and how far into its rate window
+    it is (the layout above)."""
+    now, window_s, prefix = call.now, call.window_s, call.prefix
+    number = int(now // window_s)
+    elapsed = now - number * window_s
+    keys: list[str] = []
+    words: list[str | int | float] = [
+        now,
+        max(0.0, 1.0 - elapsed / window_s),
+        int(window_s * 2000) + 1000,
+        len(settled),
+        len(adjusted),
+        len(asks),
+        1 if call.sweep else 0,
+        len(ops.rates),
+        len(ops.budgets),
+    ]
+    for item in settled:
+        for hold in item.holds:
+            keys += hold_keys(hold.name)
+        words += (item.rid, item.held, item.actual, len(item.holds))
+    current = f":{number}"
+    for (name, at), delta in adjusted.items():
+        keys.append(prefix + name + (current if at is None else f":{at}"))
+        words.append(delta)
+    previous = f":{number - 1}"
+    today = datetime.fromtimestamp(now, UTC)
+    for ask in asks:
+        words += (ask.rid, ask.expires, len(ask.checks))
+        for check in ask.checks:
+            base = prefix + check.key
+            keys += (base + previous, base + current)
+            words += (check.cost, check.limit)
+        words += (len(ask.holds), len(ask.options), *ask.options)
+        for hold in ask.holds:
+            keys += hold_keys(hold.name)
+            words += (hold.limit, hold.ttl_s(today))
+    for grant in ops.rates:
+        lease = grant.lease
+        base = prefix + lease.key
+        keys += (f"{base}:{lease.number - 1}", f"{base}:{lease.number}")
+        words += (grant.want, grant.ceiling)
+    for op in ops.budgets:
+        keys += hold_keys(op.lease.hold.name)
+        words += (op.old_rid, op.old_amount, op.delta, op.new_rid, op.keep, op.want)
+        words += (op.ceiling, op.expires, op.lease.hold.ttl_s(today))
+    return keys, (json.dumps(words),), elapsed
+
+
+@functools.lru_cache(maxsize=4096)
+def hold_keys(name: str) -> tuple[str, str, str]:
+    """A budget hold's three keys: its spend, its holds and their sum."""
+    base = BUDGET_PREFIX + name
+    return base + ":spent", base + ":holds", base + ":holds:sum"
+
+
+def decode(ask: Ask, row: bytes, elapsed: float) -> Answer:
+    """One request's answer from its part of the reply (the layout above)."""
+    words = [int(word) for word in row.split()]
+    if words[1] == UNSEEDED:
+        return Answer(False, (), Reserved(UNSEEDED, (words[2],)))
+    nh = len(ask.holds)
+    counts = tuple(
+        Counts(words[2 + nh + 2 * i], words[3 + nh + 2 * i], elapsed)
+        for i in range(len(ask.checks))
+    )
+    return Answer(words[0] == 1, counts, Reserved(words[1], tuple(words[2 : 2 + nh])))

@@ -38,53 +38,34 @@ counter is the one ``budgets.RedisBudgets`` keeps too.
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from gateway.governance.budgets import UNSEEDED, Hold, Reserved, Settled
-from gateway.governance.gate_script import GATE
+from gateway.governance.budgets import Hold, Settled
+from gateway.governance.gate_script import (
+    BUDGET_PREFIX,
+    GATE,
+    Answer,
+    Ask,
+    Call,
+    decode,
+    encode,
+)
 from gateway.governance.leases import IDLE_S, Leases, Local, Ops
 from gateway.governance.outage import Outage
 from gateway.governance.rates import PREFIX  # the rate windows' names, as the other stores'
 from gateway.governance.resp import UNAVAILABLE, Connection, ReplyError
-from gateway.governance.windows import Check, Counts
+from gateway.governance.windows import Check
 
-BUDGET_PREFIX = "tiergate:budget:"
 SWEEP_EVERY_S = 1.0  # how often the holds of requests that never ended are looked for
 
 
 class Unavailable(Exception):
     """Redis did not answer this call: the caller admits the request in its own process."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ask:
-    """One request's admission: its rate-limit checks, and the budgets it draws on with its
-    options (worst cases, best first)."""
-
-    checks: tuple[Check, ...]
-    holds: tuple[Hold, ...]
-    options: tuple[int, ...]
-    rid: str
-    expires: float  # when its holds free themselves (epoch seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """``fits``: every rate limit had room (and was counted, when a budget option was taken
-    too); ``counts`` per check, as seen (after this request's costs when counted);
-    ``reserved``: the budget's verdict (index 0 and nothing left without budgets)."""
-
-    fits: bool
-    counts: tuple[Counts, ...]
-    reserved: Reserved
-    leased: bool = False  # admitted from this replica's leases, without a call
 
 
 _Pending = tuple[Ask, "asyncio.Future[Answer]"]
@@ -302,7 +283,17 @@ class RemoteGate:
             return
         for name, number, delta in ops.returns:
             adjusted[name, number] = adjusted.get((name, number), 0) + delta
-        keys, args, elapsed = self._payload(asks, settled, adjusted, ops)
+        now = self._clock()
+        sweep = bool(asks) and now >= self._sweep_at
+        if sweep:
+            self._sweep_at = now + SWEEP_EVERY_S
+        keys, args, elapsed = encode(
+            Call(now, self._window_s, self._prefix, sweep),
+            [ask for ask, _ in asks],
+            settled,
+            adjusted,
+            ops,
+        )
         batch = _Batch(asks, ops, elapsed, tuple(item.rid for item in settled))
         reply = self._redis.evalsha_now(self._sha, keys, args)
         if reply is not None:
@@ -350,7 +341,7 @@ class RemoteGate:
         try:
             rows = reply.split(b";") if reply else []
             answers = [
-                _answer(ask, row, batch.elapsed) for (ask, _), row in zip(asks, rows, strict=False)
+                decode(ask, row, batch.elapsed) for (ask, _), row in zip(asks, rows, strict=False)
             ]
             if leases is not None:
                 if batch.ops:
@@ -387,83 +378,8 @@ class RemoteGate:
         if rids and told is not None:
             told(rids)
 
-    def _payload(
-        self,
-        asks: list[_Pending],
-        settled: list[Settled],
-        adjusted: dict[tuple[str, int | None], int],
-        ops: Ops,
-    ) -> tuple[list[str], tuple[str], float]:
-        """The script's keys and its one argument, and how far into its window it is."""
-        now = self._clock()
-        window_s = self._window_s
-        number = int(now // window_s)
-        elapsed = now - number * window_s
-        keys: list[str] = []
-        words: list[str | int | float] = [
-            now,
-            max(0.0, 1.0 - elapsed / window_s),
-            int(window_s * 2000) + 1000,
-            len(settled),
-            len(adjusted),
-            len(asks),
-            1 if asks and now >= self._sweep_at else 0,
-            len(ops.rates),
-            len(ops.budgets),
-        ]
-        if asks and now >= self._sweep_at:
-            self._sweep_at = now + SWEEP_EVERY_S
-        for item in settled:
-            for hold in item.holds:
-                keys += _hold_keys(hold.name)
-            words += (item.rid, item.held, item.actual, len(item.holds))
-        current = f":{number}"
-        for (name, at), delta in adjusted.items():
-            keys.append(self._prefix + name + (current if at is None else f":{at}"))
-            words.append(delta)
-        previous = f":{number - 1}"
-        today = datetime.fromtimestamp(now, UTC)
-        for ask, _ in asks:
-            words += (ask.rid, ask.expires, len(ask.checks))
-            for check in ask.checks:
-                base = self._prefix + check.key
-                keys += (base + previous, base + current)
-                words += (check.cost, check.limit)
-            words += (len(ask.holds), len(ask.options), *ask.options)
-            for hold in ask.holds:
-                keys += _hold_keys(hold.name)
-                words += (hold.limit, hold.ttl_s(today))
-        for grant in ops.rates:
-            lease = grant.lease
-            base = self._prefix + lease.key
-            keys += (f"{base}:{lease.number - 1}", f"{base}:{lease.number}")
-            words += (grant.want, grant.ceiling)
-        for op in ops.budgets:
-            keys += _hold_keys(op.lease.hold.name)
-            words += (op.old_rid, op.old_amount, op.delta, op.new_rid, op.keep, op.want)
-            words += (op.ceiling, op.expires, op.lease.hold.ttl_s(today))
-        return keys, (json.dumps(words),), elapsed
-
 
 def _fail(asks: Sequence[_Pending], exc: BaseException) -> None:
     for _, future in asks:
         if not future.done():
             future.set_exception(exc)
-
-
-@functools.lru_cache(maxsize=4096)
-def _hold_keys(name: str) -> tuple[str, str, str]:
-    base = BUDGET_PREFIX + name
-    return base + ":spent", base + ":holds", base + ":holds:sum"
-
-
-def _answer(ask: Ask, row: bytes, elapsed: float) -> Answer:
-    words = [int(word) for word in row.split()]
-    if words[1] == UNSEEDED:
-        return Answer(False, (), Reserved(UNSEEDED, (words[2],)))
-    nh = len(ask.holds)
-    counts = tuple(
-        Counts(words[2 + nh + 2 * i], words[3 + nh + 2 * i], elapsed)
-        for i in range(len(ask.checks))
-    )
-    return Answer(words[0] == 1, counts, Reserved(words[1], tuple(words[2 : 2 + nh])))

@@ -23,9 +23,10 @@ from sqlalchemy import select
 
 from gateway.governance import store
 from gateway.governance.budgets import NONE_FITS, Hold, Settled
+from gateway.governance.gate_script import BUDGET_PREFIX, Answer, Ask
 from gateway.governance.leases import RESERVE, SHARE
 from gateway.governance.rates import PREFIX
-from gateway.governance.remote import BUDGET_PREFIX, Answer, Ask, RemoteGate
+from gateway.governance.remote import RemoteGate
 from gateway.governance.store import LimitsIn
 from gateway.governance.windows import Check
 from gateway.ledger.db import make_engine, upgrade

@@ -20,8 +20,9 @@ import redis
 from structlog.testing import capture_logs
 
 from gateway.governance.budgets import NONE_FITS, UNSEEDED, Hold, Settled, to_nano
+from gateway.governance.gate_script import BUDGET_PREFIX, Answer, Ask
 from gateway.governance.grants import Allowance
-from gateway.governance.remote import BUDGET_PREFIX, Answer, Ask, RemoteGate, Unavailable
+from gateway.governance.remote import RemoteGate, Unavailable
 from gateway.governance.resp import Address
 from gateway.governance.store import LimitsIn
 from gateway.governance.windows import Check
