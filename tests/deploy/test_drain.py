@@ -242,8 +242,9 @@ HELD: dict[str, tuple[str, dict[str, Any], Callable[[dict[str, Any]], str]]] = {
 }
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 async def test_requests_the_drain_ends_before_their_answer_get_a_503_in_their_apis_words(
-    tmp_path: Path,
+    tmp_path: Path, workers: int
 ) -> None:
     """Requests still waiting on their backend when the drain runs out are answered, not cut:
     a 503 in the words of the API each came through (shutting down, retry), ``retry-after``,
@@ -251,7 +252,7 @@ async def test_requests_the_drain_ends_before_their_answer_get_a_503_in_their_ap
     async with HeldUpstream() as upstream:
         policy = tmp_path / "policy.yaml"
         policy.write_text(_held_policy(upstream))
-        server = Server(policy, watch=False, env={"TIERGATE_DRAIN_S": "1"})
+        server = Server(policy, watch=False, workers=workers, env={"TIERGATE_DRAIN_S": "1"})
         try:
             await asyncio.to_thread(server.wait_ready)
             async with httpx.AsyncClient(base_url=server.base_url, timeout=WAIT_S) as http:
