@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from adapters._offline import prepare_offline_env
 from adapters.config import TinyConfig
 from adapters.tiny.backend import TinyBackend
+
+if TYPE_CHECKING:
+    from tests.http.live_server import Server
 
 prepare_offline_env()
 
@@ -40,6 +44,16 @@ def eos_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_random_artifact(
         tmp_path_factory.mktemp("artifact") / "eos-llama", ArtifactShape(eos_first=True)
     )
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Gateways (``tests.http.live_server.Server``) a test starts: each is stopped at the end,
+    whatever the outcome."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.errors import Forbidden, GatewayError
+from gateway.errors import GatewayError
 from gateway.governance import store
 from gateway.governance.budgets import (
     UNSEEDED,
@@ -220,16 +220,9 @@ class Governor:
         replica's leases cover it (``leases.py``: far from every limit, no Redis call) — or
         None: ``decide`` decides it. ``sizes``: its prompt tokens and ``max_tokens``. Raises
         ``Denied`` when the key may not use the route."""
-        if grant.routes is not None and decision.route not in grant.routes:
-            allowed = ", ".join(sorted(grant.routes))
-            raise Denied(
-                Forbidden(
-                    f"this key may not use {decision.route!r}: it may use {allowed} "
-                    f"(ask an admin to add the route to the key)",
-                    param="model",
-                    code="route_not_allowed",
-                )
-            )
+        refusal = grant.refusal(decision.route)
+        if refusal is not None:
+            raise Denied(refusal)
         tokens = sizes[0] + sizes[1]
         limited = self._limited(grant)
         holds = self._holds_of(grant)

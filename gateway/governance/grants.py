@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal, get_args
 
+from gateway.errors import Forbidden
+
 Period = Literal["day", "week", "month", "total"]
 OnExhausted = Literal["step_down", "reject"]
 PERIODS: tuple[str, ...] = get_args(Period)
@@ -65,6 +67,19 @@ class Grant:
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
+
+    def refusal(self, route: str) -> Forbidden | None:
+        """Why this key may not use ``route`` (a route's name, or a pinned backend's), or None
+        when it may."""
+        if self.routes is None or route in self.routes:
+            return None
+        allowed = ", ".join(sorted(self.routes))
+        return Forbidden(
+            f"this key may not use {route!r}: it may use {allowed} "
+            f"(ask an admin to add the route to the key)",
+            param="model",
+            code="route_not_allowed",
+        )
 
 
 def period_start(period: Period, now: datetime) -> datetime:

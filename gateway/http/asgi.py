@@ -38,6 +38,7 @@ from gateway.http.messages import count_tokens, messages
 from gateway.http.middleware import ApiKeys, BodyLimit
 from gateway.http.openapi import openapi_with_hot_routes
 from gateway.http.responses import responses
+from gateway.http.stopping import Stopping
 from gateway.http.traced import Traced
 from gateway.ledger.schema_compat import SchemaState
 from gateway.ledger.writer import LedgerWriter
@@ -135,7 +136,7 @@ def asgi_app(
         docs_url="/docs" if settings.api_docs else None,
         redoc_url="/redoc" if settings.api_docs else None,
     )
-    app.state.drain = Drain()  # SIGTERM's drain, as the streams watch it (gateway.server)
+    app.state.drain = drain = Drain()  # SIGTERM's drain, as requests watch it (gateway.server)
     for path, endpoint in HOT_ROUTES:
         app.add_route(path, endpoint, methods=["POST"])
     for module in (model_list, ops, admin, key_routes, dashboard, canary, feedback):
@@ -148,7 +149,9 @@ def asgi_app(
     app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(ClientGone, on_client_left)
     app.add_exception_handler(Exception, on_unexpected)
-    # Outermost first: the size limit applies before anything reads the body.
+    # Innermost first. A request the drain stops is answered inside the others (its trace
+    # span and log line see the 503); the size limit applies before anything reads the body.
+    app.add_middleware(Stopping, drain=drain)
     app.add_middleware(ApiKeys, book=keys, ops_port=settings.ops_port, open_ops=settings.open_ops)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if tracing is not None:  # outermost: a refused request has its span too

@@ -18,6 +18,7 @@ from gateway.http.openai_out import DONE, Kind, Shape, error_event
 from gateway.http.openai_requests import chat_request, completion_request
 from gateway.http.receipt import receipt_headers
 from gateway.http.sse import EventStreamResponse
+from gateway.http.stopping import stop_of
 from gateway.http.typed_events import broken_message
 from gateway.http.wire_names import COMPLETIONS, in_words_of
 from gateway.pipeline import Answer, Broke, Ended, Inbound, Pipeline, Refused, Stream
@@ -63,6 +64,7 @@ async def _serve(
         headers=request.headers,
         arrived=arrived,
         api="chat" if kind == "chat" else "completions",
+        halt=stop_of(request.scope).halt,
     )
     try:
         result = await unless_gone(request.receive, _pipeline(request).handle(inbound))
@@ -80,8 +82,7 @@ async def _serve(
             events,
             headers=headers,
             on_close=result.close,
-            drain=request.app.state.drain,
-            on_stop=lambda: _stopped(result),
+            on_stop=_stopped,
         )
     shape = _shape(kind, result.receipt.request_id, result.completion.model)
     if not stream:
@@ -135,9 +136,8 @@ async def _events(stream: Stream, shape: Shape, include_usage: bool) -> AsyncGen
         yield DONE
 
 
-def _stopped(stream: Stream) -> bytes:
+def _stopped() -> bytes:
     """The last event of a stream the server ends as it shuts down: OpenAI's error chunk."""
-    stream.server_stopping()
     return error_event(SHUTTING_DOWN, "service_unavailable", "server_shutting_down")
 
 

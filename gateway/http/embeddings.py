@@ -14,6 +14,7 @@ from gateway.http.openai_in import parse_embedding
 from gateway.http.openai_out import embeddings_json
 from gateway.http.openai_requests import embedding_request
 from gateway.http.receipt import receipt_headers
+from gateway.http.stopping import stop_of
 from gateway.pipeline import Pipeline, Refused
 
 
@@ -25,7 +26,12 @@ async def embeddings(request: Request) -> Response:
     state = request.scope.get("state", {})
     try:
         embedded = pipeline.embed(
-            embed, body.model, state.get("key_id", "-"), arrived, state.get("grant")
+            embed,
+            body.model,
+            state.get("key_id", "-"),
+            arrived,
+            state.get("grant"),
+            stop_of(request.scope).halt,
         )
         served = await unless_gone(request.receive, embedded)
     except Refused as refused:

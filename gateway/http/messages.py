@@ -23,8 +23,10 @@ from gateway.http.disconnect import unless_gone
 from gateway.http.errors import refused_response
 from gateway.http.receipt import receipt_headers
 from gateway.http.sse import EventStreamResponse
+from gateway.http.stopping import stop_of
 from gateway.http.typed_events import stopped, streamed, whole_as_events
 from gateway.pipeline import Answer, Inbound, Pipeline, Refused, Stream
+from gateway.pipeline.refusing import check_model
 from gateway.routing.plan import check_message_count
 from gateway.scoring.tokens import count_exact
 
@@ -43,6 +45,7 @@ async def messages(request: Request) -> Response:
         headers=request.headers,
         arrived=arrived,
         api="messages",
+        halt=stop_of(request.scope).halt,
     )
     try:
         result = await unless_gone(request.receive, pipeline.handle(inbound))
@@ -58,8 +61,7 @@ async def messages(request: Request) -> Response:
             streamed(result, shape),
             headers=headers,
             on_close=result.close,
-            drain=request.app.state.drain,
-            on_stop=stopped(result, shape),
+            on_stop=stopped(shape),
         )
     completion = result.completion
     if not body.stream:
@@ -79,9 +81,16 @@ async def messages(request: Request) -> Response:
 
 async def count_tokens(request: Request) -> Response:
     """The prompt's tokens as tiergate counts them (the tokenizer its router uses: an estimate
-    of what the backend that answers will count)."""
+    of what the backend that answers will count). A ``model`` that ``/v1/messages`` would
+    refuse for this key (unknown, or a route the key may not use) is refused in its words."""
     body = parse_count_tokens(await request.body())
-    chat = _chat(_pipeline(request), body)
+    pipeline = _pipeline(request)
+    chat = _chat(pipeline, body)
+    grant = request.scope.get("state", {}).get("grant")
+    try:
+        check_model(pipeline.runtime.active.policy, body.model, grant)
+    except Refused as refused:
+        return refused_response(refused, request.url.path)
     return Response(orjson.dumps({"input_tokens": _count(chat)}), media_type="application/json")
 
 

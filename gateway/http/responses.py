@@ -14,6 +14,7 @@ from gateway.http.receipt import receipt_headers
 from gateway.http.responses_in import chat_request, parse_responses
 from gateway.http.responses_out import Envelope, EventStream, response_id, whole
 from gateway.http.sse import EventStreamResponse
+from gateway.http.stopping import stop_of
 from gateway.http.typed_events import stopped, streamed, whole_as_events
 from gateway.http.wire_names import RESPONSES, in_words_of
 from gateway.pipeline import Inbound, Pipeline, Refused, Stream
@@ -36,6 +37,7 @@ async def responses(request: Request) -> Response:
         headers=request.headers,
         arrived=arrived,
         api="responses",
+        halt=stop_of(request.scope).halt,
     )
     try:
         result = await unless_gone(request.receive, pipeline.handle(inbound))
@@ -51,8 +53,7 @@ async def responses(request: Request) -> Response:
             streamed(result, shape),
             headers=headers,
             on_close=result.close,
-            drain=request.app.state.drain,
-            on_stop=stopped(result, shape),
+            on_stop=stopped(shape),
         )
     envelope = Envelope(resp_id, result.completion.model)
     if not body.stream:

@@ -49,15 +49,10 @@ async def streamed(stream: Stream, shape: Shape) -> AsyncGenerator[bytes, None]:
             yield shape.error(broken_message(event.message))
 
 
-def stopped(stream: Stream, shape: Shape) -> Callable[[], bytes]:
+def stopped(shape: Shape) -> Callable[[], bytes]:
     """The last event of a stream the server ends as it shuts down (``EventStreamResponse``'s
-    ``on_stop``): accounted for so, and said in ``shape``'s words."""
-
-    def last_event() -> bytes:
-        stream.server_stopping()
-        return shape.shutting_down(SHUTTING_DOWN)
-
-    return last_event
+    ``on_stop``), in ``shape``'s words."""
+    return lambda: shape.shutting_down(SHUTTING_DOWN)
 
 
 def whole_as_events(answer: Answer, shape: Shape) -> bytes:

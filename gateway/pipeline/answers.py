@@ -12,6 +12,21 @@ from gateway.errors import GatewayError
 from gateway.governance.grants import Grant
 from gateway.routing import cascade as cascading
 
+# The ledger's error class of a request the server ended as it shut down (its drain ran out).
+SHUTTING_DOWN = "shutting_down"
+
+
+@dataclass(slots=True)
+class Halt:
+    """The server ending one request as it shuts down (SIGTERM's drain ran out). The edge makes
+    one per request and sets ``stopping`` just before it cancels the request's task; the
+    pipeline, cut, accounts for the request so (503 ``shutting_down``, not the 499 of a client
+    gone) and leaves the receipt of what it did in ``receipt``, for the edge's answer. Mutable,
+    unlike the rest here: it is how the edge and the pipeline tell each other of the cut."""
+
+    stopping: bool = False
+    receipt: Receipt | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
@@ -26,6 +41,7 @@ class Inbound:
     arrived: float | None = None  # time.perf_counter() at the edge: the deadline counts from it
     api: str = "chat"  # the wire format it came through (recorded in the ledger)
     grant: Grant | None = None  # the caller's key and its limits (None: no key, or admin)
+    halt: Halt = field(default_factory=Halt)  # set when the server ends the request (its drain)
 
 
 @dataclass(frozen=True, slots=True)

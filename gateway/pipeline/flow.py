@@ -8,10 +8,8 @@ request whose call is cancelled before its answer (the client went away) then (`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import structlog
@@ -31,19 +29,22 @@ from gateway.cache.request import prepare as prepare_cache
 from gateway.cache.service import CachedAnswer, CacheService
 from gateway.canary.controller import CanaryController
 from gateway.canary.shadow import shadow_job
-from gateway.errors import BadGateway, BadRequest, GatewayError
+from gateway.errors import BadGateway
 from gateway.governance.gate import Admission, Governor
 from gateway.governance.grants import Grant
 from gateway.pipeline.answers import (
+    SHUTTING_DOWN,
     Answer,
     Embedded,
+    Halt,
     Inbound,
     Receipt,
     Refused,
 )
 from gateway.pipeline.gate import admit
+from gateway.pipeline.refusing import refusing
 from gateway.pipeline.stream import Stream
-from gateway.policy import Candidate, Decision, UnknownRoute
+from gateway.policy import Candidate, Decision
 from gateway.routing import cascade as cascading
 from gateway.routing import spans
 from gateway.routing.accounting import Accountant, Outcome
@@ -87,7 +88,8 @@ class Pipeline:
         traced = tracing.current()
         if traced is not None:
             spans.asked(chat, inbound.api, inbound.model, stream=inbound.stream)
-        with _refusing(outcome, inbound.grant), tracing.step("tiergate.plan") as span:
+        receipt = Receipt(request_id=outcome.rid, policy=outcome.policy_hash)
+        with refusing(receipt, inbound.grant), tracing.step("tiergate.plan") as span:
             plan = make_plan(
                 active.policy,
                 active.pool.capabilities,
@@ -124,7 +126,7 @@ class Pipeline:
             chat,
         )
         flight = _Flight(self, active, chat, outcome, plan, None, routed.shadow)
-        flight.admission, flight.grant = admission, inbound.grant
+        flight.admission, flight.grant, flight.halt = admission, inbound.grant, inbound.halt
         try:
             cache, decision = await prepare_cache(
                 self.cache,
@@ -158,6 +160,7 @@ class Pipeline:
         key_id: str,
         arrived: float,
         grant: Grant | None = None,
+        halt: Halt | None = None,
     ) -> Embedded:
         """Embeddings: the route's embedding backends, cheapest tier first, with fallback;
         priced like chat (input tokens; a chat baseline says nothing about embeddings)."""
@@ -168,7 +171,8 @@ class Pipeline:
         if tracing.current() is not None:
             spans.asked(None, "embeddings", model, stream=False)
         tokens = sum(count_exact(text) for text in request.inputs)
-        with _refusing(outcome, grant), tracing.step("tiergate.plan") as span:
+        receipt = Receipt(request_id=outcome.rid, policy=outcome.policy_hash)
+        with refusing(receipt, grant), tracing.step("tiergate.plan") as span:
             plan = plan_embeddings(policy, active.pool.capabilities, model, tokens)
             if span is not None:
                 spans.planned(span, plan)
@@ -181,6 +185,8 @@ class Pipeline:
         decision = admission.decision if admission is not None else plan.decision
         flight = _Flight(self, active, None, outcome, plan, None, shadow=False)
         flight.admission, flight.grant = admission, grant
+        if halt is not None:
+            flight.halt = halt
         try:
             served = await active.dispatcher.embed(
                 decision, request, arrived=arrived, trace=outcome.trace
@@ -217,6 +223,7 @@ class _Flight:
     grant: Grant | None = None
     spent: Spent | None = None  # what backend calls given up on had cost (adapters.spent)
     tried: asyncio.Future[None] | None = None  # the last try's journal write (``trying``)
+    halt: Halt = dataclasses.field(default_factory=Halt)  # the server ending it (its drain)
 
     def __post_init__(self) -> None:
         self.outcome.trace.on_try = self.trying
@@ -307,15 +314,19 @@ class _Flight:
 
     def abandoned(self) -> None:
         """The request's task was cancelled before its answer was made: the client went away
-        (``gateway.http.disconnect``; or the server is stopping). Unless it already ended,
-        account for it as a stream cut short is: status 499, against the backend it reached
-        last, with what its calls spent before they stopped where the backend said (an
-        in-process model: exact), else estimated from what reached the gateway (the prompt;
-        the provider may bill completion tokens nobody here saw)."""
+        (``gateway.http.disconnect``), or the server ended it as it shut down (``Halt``: its
+        receipt is left there for the edge's answer). Unless it already ended, account for it
+        as a stream cut short is: status 499 (503 ``shutting_down`` when the server ended it),
+        against the backend it reached last, with what its calls spent before they stopped
+        where the backend said (an in-process model: exact), else estimated from what reached
+        the gateway (the prompt; the provider may bill completion tokens nobody here saw)."""
+        if self.halt.stopping:
+            self.halt.receipt = self.receipt(served=False)
         if self.settled:
             return
         outcome = self.outcome
         outcome.status = 499
+        self.halted()
         reported = self.spent.usages if self.spent is not None else []
         if outcome.usage is not None:  # n > 1: the first choice came, the other calls were cut
             unknown = outcome.choices - 1 - len(reported)
@@ -330,6 +341,13 @@ class _Flight:
             if state is not None:
                 outcome.model = state.backend.model_id
         self.settle()
+
+    def halted(self) -> None:
+        """A request cut short (abandoned, or a stream closed before its end) that the server
+        ended as it shut down (``Halt``) says so in its row, unless it already ended: 503
+        ``shutting_down``."""
+        if self.halt.stopping and not self.settled:
+            self.outcome.status, self.outcome.error = 503, SHUTTING_DOWN
 
     def served_by(self, candidate: Candidate, trace: Trace) -> None:
         self.outcome.trace = trace
@@ -418,19 +436,3 @@ class _Flight:
             limits=self.admission.headers if self.admission is not None else (),
             budget=outcome.budget,
         )
-
-
-@contextlib.contextmanager
-def _refusing(outcome: Outcome, grant: Grant | None = None) -> Iterator[None]:
-    """Planning's refusals (an unknown route, needs no backend meets) as ``Refused``. A key
-    limited to some routes is told those, not every name of the gateway."""
-    receipt = Receipt(request_id=outcome.rid, policy=outcome.policy_hash)
-    try:
-        yield
-    except UnknownRoute as exc:
-        if grant is not None and grant.routes is not None:
-            exc = UnknownRoute(exc.name, [name for name in exc.valid if name in grant.routes])
-        error = BadRequest(str(exc), param="model", code="model_not_found")
-        raise Refused(error, receipt) from None
-    except GatewayError as exc:
-        raise Refused(exc, receipt) from None

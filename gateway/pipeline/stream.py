@@ -16,9 +16,6 @@ from gateway.routing.tally import Tally
 if TYPE_CHECKING:
     from gateway.pipeline.flow import _Flight
 
-# The ledger's error class of a stream the server ended as it shut down (its drain ran out).
-SHUTTING_DOWN = "shutting_down"
-
 
 class Stream:
     """A streamed answer whose first chunk has arrived. ``events`` yields ``(choice, chunk)``
@@ -39,18 +36,13 @@ class Stream:
         ]
         self.events = self._events(merged(sources))
 
-    def server_stopping(self) -> None:
-        """The server is shutting down and ends the stream before its end (its drain ran out):
-        unless it already ended, its row says so (503 ``shutting_down``), what the backend had
-        sent counted as for any stream cut short."""
-        if not self._flight.settled:
-            self._flight.outcome.status, self._flight.outcome.error = 503, SHUTTING_DOWN
-
     async def close(self) -> None:
         """Release the backend and, if the stream did not reach its end (the client left, the
-        server stopped), account for it as it stands."""
+        server ended it as it shut down: ``Halt``), account for it as it stands, what the
+        backend had sent counted."""
         await self.events.aclose()
         await self._opened.release()
+        self._flight.halted()
         self._flight.settle()
 
     async def _events(

@@ -5,10 +5,15 @@ a little before the deadline the gateway ends it with a last error event in the 
 API it came through (the gateway is shutting down: retry), and its ledger row says 503
 ``shutting_down``. The manifests set the drain from the policy's ``timeouts.total_s`` and the
 grace period from it (test_kubernetes.py, test_compose.py); here, that the server honours it.
-Paced by the fake backend, waiting on the stream and the process, never sleeping."""
+A request whose backend has not answered when the drain runs out (a whole answer, or a stream
+before its first chunk) gets a 503 in its API's words instead (shutting down: retry, with
+``retry-after``), and its row says 503 ``shutting_down`` too. Paced by the fake backend or an
+upstream that never answers, waiting on the stream, the upstream and the process, never
+sleeping."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sqlite3
@@ -21,6 +26,7 @@ import httpx
 import pytest
 
 from tests.http.live_server import API_KEY, WAIT_S, Server
+from tests.support.held_upstream import HeldUpstream
 
 WORDS = 40
 REPLY = " ".join(f"w{i}" for i in range(WORDS))
@@ -190,6 +196,99 @@ def test_a_stream_the_drain_ends_says_so_in_its_apis_words(tmp_path: Path, api: 
     finally:
         server.stop()
     _check_cut(server, api, lines, request_id, code)
+
+
+def _held_policy(upstream: HeldUpstream) -> str:
+    return (
+        "version: 1\n"
+        "backends:\n"
+        f"  held: {{type: openai_compat, model: {upstream.MODEL}, "
+        f'base_url: "{upstream.base_url}"}}\n'
+        "tiers:\n"
+        "  - {name: only, backends: [held]}\n"
+    )
+
+
+def _openai_refusal(body: dict[str, Any]) -> str:
+    """OpenAI's error object (chat completions, Responses): a 503 the SDKs retry."""
+    assert body["error"]["type"] == "service_unavailable", body
+    assert body["error"]["code"] == "server_shutting_down", body
+    message: str = body["error"]["message"]
+    return message
+
+
+def _anthropic_refusal(body: dict[str, Any]) -> str:
+    """Anthropic's error object: a 503 is its ``overloaded_error`` (the SDK retries it)."""
+    assert body["type"] == "error", body
+    assert body["error"]["type"] == "overloaded_error", body
+    message: str = body["error"]["message"]
+    return message
+
+
+# A whole answer through each API, and a stream whose backend never sent its first chunk.
+HELD: dict[str, tuple[str, dict[str, Any], Callable[[dict[str, Any]], str]]] = {
+    "chat": ("/v1/chat/completions", {"model": "auto", "messages": MESSAGES}, _openai_refusal),
+    "messages": (
+        "/v1/messages",
+        {"model": "auto", "max_tokens": 100, "messages": MESSAGES},
+        _anthropic_refusal,
+    ),
+    "responses": ("/v1/responses", {"model": "auto", "input": "hi"}, _openai_refusal),
+    "chat-stream": (
+        "/v1/chat/completions",
+        {"model": "auto", "stream": True, "messages": MESSAGES},
+        _openai_refusal,
+    ),
+}
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+async def test_requests_the_drain_ends_before_their_answer_get_a_503_in_their_apis_words(
+    tmp_path: Path, workers: int
+) -> None:
+    """Requests still waiting on their backend when the drain runs out are answered, not cut:
+    a 503 in the words of the API each came through (shutting down, retry), ``retry-after``,
+    and each request's row says 503 ``shutting_down``."""
+    async with HeldUpstream() as upstream:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(_held_policy(upstream))
+        server = Server(policy, watch=False, workers=workers, env={"TIERGATE_DRAIN_S": "1"})
+        try:
+            await asyncio.to_thread(server.wait_ready)
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=WAIT_S) as http:
+
+                async def ask(path: str, body: dict[str, Any]) -> httpx.Response | str:
+                    headers = {"authorization": f"Bearer {API_KEY}"}
+                    try:
+                        return await http.post(path, json=body, headers=headers)
+                    except httpx.TransportError as exc:
+                        return f"{type(exc).__name__}: {exc}"
+
+                asked = {
+                    name: asyncio.create_task(ask(path, body))
+                    for name, (path, body, _) in HELD.items()
+                }
+                await upstream.until_held(len(asked))  # every one is with the backend now
+                server.proc.send_signal(signal.SIGTERM)
+                answers = {name: await task for name, task in asked.items()}
+            code = await asyncio.to_thread(server.proc.wait, WAIT_S)
+        finally:
+            server.stop()
+    log = server.log()
+    for name, answer in answers.items():
+        assert isinstance(answer, httpx.Response), f"{name}: {answer}\n{log}"
+        assert answer.status_code == 503, (name, answer.text)
+        assert int(answer.headers["retry-after"]) >= 1, (name, answer.headers)
+        message = HELD[name][2](answer.json())
+        assert "shutting down" in message, message
+        assert "retry" in message, message
+        row = _ledger_row(server, answer.headers["x-request-id"])
+        assert row == (503, "shutting_down", name == "chat-stream"), (name, log)
+    assert code in (0, -signal.SIGTERM), log
+    assert server.events("gateway_stopped"), log
+    records = [json.loads(line) for line in log.splitlines() if _json_object(line)]
+    assert not [r for r in records if str(r["event"]).startswith("Exception in ASGI")], log
+    assert not [r for r in records if "timeout graceful shutdown" in str(r["event"])], log
 
 
 def _json_object(line: str) -> bool:

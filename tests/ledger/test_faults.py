@@ -9,7 +9,7 @@ import contextlib
 import signal
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -273,15 +273,6 @@ class LedgerServer(Server):
                 "TIERGATE_JOURNAL": "true" if journal else "false",
             },
         )
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    """Servers started by a test, stopped at its end whatever happened."""
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
