@@ -19,8 +19,8 @@ from structlog.testing import capture_logs
 from adapters.chat import ChatRequest, Chunk
 from adapters.config import FakeConfig
 from adapters.fake import FakeBackend
-from gateway.ledger.capacity import MIN_BYTES, parse_size
-from gateway.ledger.db import upgrade
+from gateway.ledger.capacity import MIN_BYTES, OutboxBound, parse_size
+from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
 from gateway.settings import Settings
@@ -149,13 +149,14 @@ async def test_a_full_outbox_refuses_new_requests_until_the_database_answers(
                     "/v1/messages", json={"model": "auto", "max_tokens": 20, "messages": ASK}
                 )
                 responses = await http.post("/v1/responses", json={"model": "auto", "input": "hi"})
+                embeddings = await http.post("/v1/embeddings", json={"input": "hi"})
                 ready = await http.get("/readyz")
-                for shown in (refused, messages, responses):
+                for shown in (refused, messages, responses, embeddings):
                     assert shown.status_code == 503, shown.text
                     assert shown.headers["retry-after"] == "5"
                     assert str(tmp_path) not in shown.text
                     assert "outbox.db" not in shown.text
-                for openai in (refused, responses):
+                for openai in (refused, responses, embeddings):
                     error = openai.json()["error"]
                     assert error["type"] == "service_unavailable"
                     assert error["code"] == "ledger_outbox_full"
@@ -173,7 +174,7 @@ async def test_a_full_outbox_refuses_new_requests_until_the_database_answers(
                 assert sample("tiergate_ledger_outbox_bytes") >= BOUND
                 assert sample("tiergate_ledger_outbox_limit_bytes") == BOUND
                 assert sample("tiergate_ledger_outbox_rows") == in_outbox
-                assert sample("tiergate_ledger_outbox_refused_total") == 3
+                assert sample("tiergate_ledger_outbox_refused_total") == 4
 
                 # The stream admitted before the bound ends, and its row goes past the bound.
                 slow.release.set()
@@ -202,7 +203,7 @@ async def test_a_full_outbox_refuses_new_requests_until_the_database_answers(
     assert events.index("ledger_outbox_filling") < events.index("ledger_outbox_full")
     rows = stored_ids(pg_url)
     assert sorted(rows) == sorted(answered)  # one row each: nothing lost, nothing twice
-    refused_ids = {r.headers["x-request-id"] for r in (refused, messages, responses)}
+    refused_ids = {r.headers["x-request-id"] for r in (refused, messages, responses, embeddings)}
     assert not refused_ids & set(rows)  # a refused request reached no backend: no row
 
 
@@ -226,6 +227,32 @@ async def test_an_outbox_left_full_refuses_from_the_start(tmp_path: Path) -> Non
     assert ready.json()["ledger"]["outbox"]["rows"] == 150
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "ledger_outbox_full"
+
+
+async def test_workers_sharing_an_outbox_each_see_it_full(tmp_path: Path) -> None:
+    """``serve --workers N`` gives every worker the same outbox file: a worker that wrote none
+    of its rows still sees it full (it re-reads the file while idle), so it refuses too."""
+    nowhere = "postgresql+psycopg://tiergate@127.0.0.1:1/ledger"
+    bound = OutboxBound(BOUND)
+    busy, idle = (
+        LedgerWriter(
+            make_engine(nowhere), Outbox(tmp_path / "outbox.db"), retry_s=0.05, outbox_bound=bound
+        )
+        for _ in range(2)
+    )
+    busy.start()
+    idle.start()
+    try:
+        assert not idle.capacity.full
+        for n in range(100):
+            busy.record(entry(n))
+        await busy.flush()
+        assert busy.capacity.full
+        await until(lambda: idle.capacity.full, "the idle worker to see the shared outbox full")
+        assert idle.capacity.reading().rows == 100
+    finally:
+        await busy.aclose()
+        await idle.aclose()
 
 
 @pytest.mark.parametrize(
