@@ -126,6 +126,7 @@ async def test_a_full_outbox_refuses_new_requests_until_the_database_answers(
                 await proxy.cut()  # PostgreSQL unreachable: rows go to the outbox
 
                 refused: httpx.Response | None = None
+                filling: httpx.Response | None = None
                 for _ in range(2_000):
                     response = await chat()
                     if response.status_code != 200:
@@ -133,7 +134,13 @@ async def test_a_full_outbox_refuses_new_requests_until_the_database_answers(
                         break
                     answered.append(response.headers["x-request-id"])
                     await writer.flush()  # a row at a time: each step of the filling is seen
+                    if filling is None and writer.capacity.reading().state == "filling":
+                        filling = await http.get("/readyz")
                 assert refused is not None, f"no refusal after {len(answered)} answers"
+                assert filling is not None
+                assert filling.status_code == 200  # past 80 %: still serving, degraded
+                assert filling.json()["status"] == "degraded"
+                assert filling.json()["ledger"]["outbox"]["state"] == "filling"
                 await writer.flush()
                 in_outbox = writer.outbox.size
                 numbers(
