@@ -30,6 +30,7 @@ from gateway.governance.recovered import charge_recovered
 from gateway.governance.remote import RemoteGate
 from gateway.http.admin import Peers
 from gateway.http.asgi import asgi_app
+from gateway.ledger.capacity import OutboxBound
 from gateway.ledger.db import display_url, ensure_schema, make_engine
 from gateway.ledger.journal import Journal
 from gateway.ledger.journal_recovery import Recovered, recover_rows
@@ -230,6 +231,7 @@ async def open_ledger(
         metrics,
         journal=journal,
         insert_timeout_s=settings.ledger_insert_timeout_s,
+        outbox_bound=OutboxBound(settings.outbox_max_bytes),
     )
     writer.start()
     if outbox.size:

@@ -141,6 +141,25 @@ class Metrics:
             registry=r,
             multiprocess_mode=live,
         )
+        self.ledger_outbox_bytes = Gauge(
+            "tiergate_ledger_outbox_bytes",
+            "Bytes the local outbox's file has in use (waiting rows and their indexes).",
+            registry=r,
+            multiprocess_mode=live,
+        )
+        self.ledger_outbox_limit = Gauge(
+            "tiergate_ledger_outbox_limit_bytes",
+            "TIERGATE_OUTBOX_MAX_BYTES: at this many bytes in the outbox new requests are "
+            "refused (503 ledger_outbox_full) until the database answers.",
+            registry=r,
+            multiprocess_mode=live,
+        )
+        self.ledger_outbox_refused = Counter(
+            "tiergate_ledger_outbox_refused",
+            "Requests refused because the ledger database was unreachable and the local "
+            "outbox full.",
+            registry=r,
+        )
         self.ledger_journal = Gauge(
             "tiergate_ledger_journal_rows",
             "Ledger rows in the local write-ahead journal, not yet in the database or outbox.",

@@ -15,6 +15,10 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.ledger.capacity import DEFAULT_MAX_BYTES as DEFAULT_OUTBOX_MAX_BYTES
+from gateway.ledger.capacity import MIN_BYTES as MIN_OUTBOX_BYTES
+from gateway.ledger.capacity import parse_size
+
 DEFAULT_POLICY = Path("policies/default.yaml")
 # The wheel carries a copy of policies/default.yaml here (pyproject: force-include), so an
 # installed gateway started outside the repository has a policy to start with.
@@ -83,6 +87,12 @@ class Settings(BaseSettings):
         default=Path(".tiergate/outbox.db"),
         description="local outbox for ledger rows while the database is unreachable",
     )
+    outbox_max_bytes: int = Field(
+        default=DEFAULT_OUTBOX_MAX_BYTES,
+        description="the outbox's bound (bytes, or a size: 512MiB, 1GiB): at it new requests "
+        "get 503 ledger_outbox_full and /readyz says unavailable until the database answers; "
+        "keep it well under the disk or emptyDir the outbox is on",
+    )
     ledger_insert_timeout_s: float = Field(
         default=5.0,
         gt=0,
@@ -149,6 +159,18 @@ class Settings(BaseSettings):
         if value == DEFAULT_POLICY and not value.exists() and BUNDLED_POLICY.is_file():
             return BUNDLED_POLICY
         return value
+
+    @field_validator("outbox_max_bytes", mode="before")
+    @classmethod
+    def _outbox_max_bytes(cls, value: Any) -> Any:
+        size = parse_size(value) if isinstance(value, str) else value
+        if isinstance(size, int) and size < MIN_OUTBOX_BYTES:
+            raise ValueError(
+                f"{size} bytes is too small: the outbox needs at least 64KiB ({MIN_OUTBOX_BYTES} "
+                f"bytes), and a bound near that stops the gateway after a few dozen requests "
+                f"while the database is away; the default is 512MiB"
+            )
+        return size
 
     @field_validator("host")
     @classmethod

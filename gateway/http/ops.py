@@ -13,7 +13,9 @@ from starlette.responses import Response
 from gateway.errors import Forbidden
 from gateway.governance.book import KeyBook
 from gateway.governance.gate import Governor
+from gateway.ledger.capacity import OutboxReading
 from gateway.ledger.schema_compat import SchemaState
+from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.routing.runtime import Runtime
 
@@ -43,8 +45,10 @@ HIDDEN = (
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
     """Each backend's state, the cache's and governance's (Redis asked now). 200 while the
-    default route has a usable backend, else 503; "degraded" (still 200) while some candidate
-    is not usable, the cache goes without Redis, or the limits are kept per process.
+    default route has a usable backend and the ledger's outbox is not full, else 503
+    (``causes``: ``no_usable_backend``, ``ledger_outbox_full``); "degraded" (still 200) while
+    some candidate is not usable, the cache goes without Redis, the limits are kept per
+    process, or the outbox is past 80 % of its bound.
 
     The reasons (``detail``: an Ollama's address, a Redis error, which variable enables a
     backend) go to operators only (``operator`` set by ``ApiKeys``); a client key, or a probe on
@@ -83,6 +87,13 @@ async def readyz(request: Request) -> Response:
         # Still serving: uncached, with limits kept per process, or with the virtual keys
         # read last (or, unread, with the bootstrap and admin keys only).
         status = "degraded"
+    writer: LedgerWriter | None = request.app.state.ledger
+    outbox = writer.capacity.reading() if writer is not None else None
+    if outbox is not None and outbox.state == "full":
+        # Its rows would have nowhere to go: requests are refused here, send them elsewhere.
+        status = "unavailable"
+    elif status == "ready" and outbox is not None and outbox.state == "filling":
+        status = "degraded"
     runtime.refresh_gauges()
     body: dict[str, Any] = {
         "status": status,
@@ -101,11 +112,17 @@ async def readyz(request: Request) -> Response:
             "detail": limits.detail if operator else None,
         },
         "keys": {"virtual": keys_state},
-        "ledger": _ledger(request, operator),
+        "ledger": {**_ledger(request, operator), "outbox": _outbox(outbox)},
     }
+    if status == "unavailable":
+        # What keeps it out of service, for a person reading the probe's failure.
+        body["causes"] = [
+            *([] if usable else ["no_usable_backend"]),
+            *(["ledger_outbox_full"] if outbox is not None and outbox.state == "full" else []),
+        ]
     if not operator:
         body["detail"] = HIDDEN
-    return _json(body, 200 if usable else 503)
+    return _json(body, 503 if status == "unavailable" else 200)
 
 
 def _ledger(request: Request, operator: bool) -> dict[str, str | None]:
@@ -118,6 +135,19 @@ def _ledger(request: Request, operator: bool) -> dict[str, str | None]:
     if schema is None:
         return {"schema": "unchecked", "detail": None}
     return {"schema": str(schema.verdict), "detail": schema.describe() if operator else None}
+
+
+def _outbox(reading: OutboxReading | None) -> dict[str, Any] | None:
+    """The local outbox against its bound: ``ok``, ``filling`` (past 80 %: the database has
+    been away a while) or ``full`` (new requests refused: 503 ``ledger_outbox_full``)."""
+    if reading is None:
+        return None
+    return {
+        "state": reading.state,
+        "rows": reading.rows,
+        "bytes": reading.used_bytes,
+        "max_bytes": reading.max_bytes,
+    }
 
 
 @router.get("/metrics")

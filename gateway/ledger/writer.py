@@ -27,6 +27,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from gateway.ledger.capacity import OutboxBound, OutboxGauge
 from gateway.ledger.db import retire_engine
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.journal import Journal
@@ -70,9 +71,11 @@ class LedgerWriter:
         clock: Callable[[], float] = time.monotonic,
         journal: Journal | None = None,
         insert_timeout_s: float = 5.0,
+        outbox_bound: OutboxBound | None = None,
     ) -> None:
         self._engine = engine
         self._outbox = outbox
+        self._capacity = OutboxGauge(outbox_bound, metrics)
         self._journal = journal
         self._metrics = metrics
         self._queue_size = queue_size
@@ -99,6 +102,12 @@ class LedgerWriter:
     @property
     def outbox(self) -> Outbox:
         return self._outbox
+
+    @property
+    def capacity(self) -> OutboxGauge:
+        """The outbox against its bound (``TIERGATE_OUTBOX_MAX_BYTES``): full, no new request
+        may be admitted."""
+        return self._capacity
 
     @property
     def engine(self) -> Engine:
@@ -222,6 +231,11 @@ class LedgerWriter:
             if closing:
                 break
             batch, closing = await self._collect()
+            if not batch and not closing:
+                # Idle: another process sharing the outbox (serve --workers) may have filled or
+                # replayed it; its bound is judged on what the file holds.
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.to_thread(self._outbox.refresh)
         with contextlib.suppress(*_DB_ERRORS):
             retire_engine(self._engine)
         self._outbox.close()
@@ -371,9 +385,9 @@ class LedgerWriter:
             self._metrics.ledger_rows.labels(dest).inc(n)
 
     def _gauges(self) -> None:
+        self._capacity.observe(self._outbox.size, self._outbox.used_bytes)
         if self._metrics is not None:
             self._metrics.ledger_queue.set(self.queue_depth)
-            self._metrics.ledger_outbox.set(self._outbox.size)
             if self._journal is not None:
                 self._metrics.ledger_journal.set(self._journal.backlog)
                 self._metrics.ledger_journal_age.set(self._journal.oldest_age_s())

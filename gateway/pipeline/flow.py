@@ -41,6 +41,7 @@ from gateway.pipeline.answers import (
     Receipt,
     Refused,
 )
+from gateway.pipeline.backlog import check_backlog
 from gateway.pipeline.gate import admit
 from gateway.pipeline.refusing import refusing
 from gateway.pipeline.stream import Stream
@@ -102,6 +103,7 @@ class Pipeline:
             if span is not None:
                 spans.planned(span, plan)
         self.accountant.metrics.scorer.observe(plan.scorer_s)
+        check_backlog(self.accountant.ledger, self.accountant.metrics, outcome, plan.decision.route)
         routed = self.canary.route(
             active.policy,
             plan.decision,
@@ -179,6 +181,7 @@ class Pipeline:
         outcome.route, outcome.tier = plan.decision.route, plan.decision.tier
         outcome.prompt_estimate = tokens
         metrics = self.accountant.metrics
+        check_backlog(self.accountant.ledger, metrics, outcome, plan.decision.route)
         admission = await admit(
             self.governor, metrics, grant, policy, plan.decision, plan, outcome, None
         )

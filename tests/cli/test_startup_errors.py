@@ -140,6 +140,21 @@ class TestRedisUrl:
         assert "redis://" in line
 
 
+class TestOutboxMaxBytes:
+    @pytest.mark.parametrize("value", ["half the disk", "1000"])
+    def test_an_unusable_bound_is_one_line_naming_the_variable(
+        self, tmp_path: Path, policy: Path, value: str
+    ) -> None:
+        """Not a size, or too small to hold more than a few rows: exit 2 before anything
+        starts, naming the variable and what it takes."""
+        env = _ledger_env(tmp_path, TIERGATE_OUTBOX_MAX_BYTES=value)
+        result = tiergate("serve", "--policy", policy, "--port", "0", env=env)
+        assert result.returncode == 2, result.stderr
+        line = _one_error_line(result)
+        assert line.startswith("error: TIERGATE_OUTBOX_MAX_BYTES: ")
+        assert "512MiB" in line  # what the default is, or a size it takes
+
+
 class TestLedgerSchema:
     def test_a_schema_newer_and_incompatible_is_one_line_saying_what_to_do(
         self, tmp_path: Path, policy: Path

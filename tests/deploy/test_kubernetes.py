@@ -16,6 +16,7 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
+from gateway.ledger.capacity import parse_size
 from gateway.policy import load_policy
 from gateway.server import uvicorn_config
 from gateway.settings import Settings
@@ -211,6 +212,25 @@ def drain_s(env: dict[str, str]) -> int:
     drain = uvicorn_config(FastAPI(), settings).timeout_graceful_shutdown
     assert drain is not None
     return drain
+
+
+def test_the_outbox_bound_leaves_a_margin_in_its_volume(objects: list[dict[str, Any]]) -> None:
+    """Past an emptyDir's sizeLimit the kubelet evicts the pod, and every row in its outbox is
+    gone. The gateway stops admitting requests at TIERGATE_OUTBOX_MAX_BYTES (the default when
+    the manifest does not name it); the volume holds that and a quarter of itself besides, for
+    the rows of requests in flight past the bound, the outbox's WAL and the journal."""
+    gateway = container(objects)
+    env = {item["name"]: item["value"] for item in gateway["env"] if "value" in item}
+    prefix = "TIERGATE_"
+    settings = Settings.model_validate(
+        {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+    )
+    assert not settings.outbox_path.is_absolute()  # under the working directory: the volume
+    (mount,) = (m for m in gateway["volumeMounts"] if m["mountPath"] == "/var/lib/tiergate")
+    pod = by_kind(objects)["Deployment"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    size_limit = parse_size(volumes[mount["name"]]["emptyDir"]["sizeLimit"])
+    assert settings.outbox_max_bytes <= size_limit * 3 // 4, (settings.outbox_max_bytes, size_limit)
 
 
 def test_a_rollout_lets_every_request_the_policy_allows_finish(
