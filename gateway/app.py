@@ -53,6 +53,8 @@ log = structlog.get_logger("tiergate.app")
 
 # A ledger insert that takes longer than this fails, and its rows go to the outbox.
 WRITER_STATEMENT_TIMEOUT_MS = 15_000
+# The feedback limit's Redis counters: ``tiergate:fb:key:<key id>:r:<window>`` (ids only).
+FEEDBACK_RATES_PREFIX = "tiergate:fb:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ class Services:
     pipeline: Pipeline
     keys: KeyBook
     governor: Governor
+    # ``POST /v1/feedback``'s per-key limit: shared through Redis like the keys' own limits
+    feedback_rates: RateLimiter
     schema: SchemaState | None = None  # the ledger's, checked at start (None: off, unreachable)
 
     @classmethod
@@ -107,8 +111,19 @@ class Services:
             # What a killed process's requests had cost when it died: into the budgets.
             await charge_recovered(governor, ledger.engine, recovered)
         pipeline = Pipeline(runtime, accountant, cache, canary, labels, governor)
+        feedback_rates = RateLimiter.from_settings(settings, prefix=FEEDBACK_RATES_PREFIX)
         services = cls(
-            metrics, runtime, ledger, accountant, cache, canary, pipeline, keys, governor, schema
+            metrics,
+            runtime,
+            ledger,
+            accountant,
+            cache,
+            canary,
+            pipeline,
+            keys,
+            governor,
+            feedback_rates,
+            schema,
         )
         if ledger is not None:
             await keys.refresh(ledger.engine)  # the virtual keys, before the first request
@@ -142,6 +157,7 @@ class Services:
         if self.pipeline.labels is not None:
             await self.pipeline.labels.aclose()
         await self.governor.aclose()  # budgets reconciled before the ledger closes
+        await self.feedback_rates.aclose()
         if self.ledger is not None:
             await self.ledger.aclose()  # after the server drained its requests: rows written
             # Its connections closed now, not whenever the collector gets to them.

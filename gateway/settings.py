@@ -230,6 +230,11 @@ class Settings(BaseSettings):
                     f"TIERGATE_API_KEYS: key id {key_id!r} is given to two keys; the ledger and "
                     f"the limits tell keys apart by id, so give each key its own id"
                 )
+            if key_id == "admin":
+                raise ValueError(
+                    "TIERGATE_API_KEYS: key id 'admin' is the admin key's (in the ledger, and "
+                    "it may rate any request); give this key another id"
+                )
             keys[key] = key_id
         return keys
 

@@ -18,6 +18,7 @@ from gateway.canary.controller import CanaryController
 from gateway.errors import GatewayError
 from gateway.governance.book import KeyBook
 from gateway.governance.gate import Governor
+from gateway.governance.rates import RateLimiter
 from gateway.http import admin, canary, dashboard, feedback, model_list, ops
 from gateway.http import keys as key_routes
 from gateway.http.admin import Peers
@@ -85,6 +86,8 @@ class Services(Protocol):
     def governor(self) -> Governor: ...
     @property
     def schema(self) -> SchemaState | None: ...
+    @property
+    def feedback_rates(self) -> RateLimiter: ...
 
     async def aclose(self) -> None: ...
 
@@ -116,6 +119,7 @@ def asgi_app(
         state.pipeline = services.pipeline
         state.keys, state.governor = services.keys, services.governor
         state.ledger_schema = services.schema
+        state.feedback_rates = services.feedback_rates
         state.peers = peers
         if peers is not None:
             peers.attach(services.runtime)

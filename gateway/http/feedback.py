@@ -2,8 +2,13 @@
 
 Body: ``{"request_id": "<x-request-id of the answer>", "score": 0..1, "comment": "…"}``
 (1 = good, 0 = bad; thumbs up/down are 1 and 0). A key may rate only the requests it made (the
-admin key any). Reports show the average per tier and per canary arm, and a canary's
-``min_quality`` guardrail counts it in split mode.
+admin key any); rating one again replaces its earlier verdict. Reports show the average per tier
+and per canary arm, and a canary's ``min_quality`` guardrail counts it in split mode.
+
+Each key may call it ``limits.feedback_per_key_per_minute`` times a minute (the policy's; every
+replica's calls together when the gateway shares its limits through Redis): past that a 429 in
+OpenAI's format with ``retry-after``. Bad bodies are refused before they count; unknown request
+ids count (each costs the ledger a read).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import Response
 
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import BadRequest, NotFound, TooManyRequests
+from gateway.governance.rates import Limits, RateLimiter, Subject
 from gateway.http.ledger_calls import ledger_call, ledger_deadline
 from gateway.http.validation import validation_error
 from gateway.ids import request_id
@@ -57,11 +63,17 @@ async def feedback(request: Request) -> Response:
             "feedback is not kept: this gateway runs without its ledger (its operator can turn "
             "it on)"
         )
-    key_id: str = request.scope.get("state", {}).get("key_id", "-")
+    state = request.scope.get("state", {})
+    key_id: str = state.get("key_id", "-")
+    # The admin key: its id and the operator's flag, never the id alone (settings refuse a
+    # client key named "admin", and this holds should one get through)
+    admin = key_id == "admin" and bool(state.get("operator"))
+    if not admin:
+        await _admit(request, key_id)
     async with ledger_deadline():
         await ledger.flush()  # the request being rated may have been answered a moment ago
         owner = await ledger_call(partial(request_owner, ledger.engine, body.request_id))
-        if owner is None or (owner != key_id and key_id != "admin"):
+        if owner is None or (owner != key_id and not admin):
             raise NotFound(
                 f"request_id: no request {body.request_id!r} made with this key is in the "
                 f"ledger; use the x-request-id header of the answer",
@@ -76,6 +88,30 @@ async def feedback(request: Request) -> Response:
             score=body.score,
             comment=body.comment,
         )
-        await ledger_call(partial(insert_feedback, ledger.engine, row))
-    payload = {"id": row.id, "request_id": row.request_id, "score": row.score, "stored": True}
+        replaced = await ledger_call(partial(insert_feedback, ledger.engine, row))
+    payload = {
+        "id": row.id,
+        "request_id": row.request_id,
+        "score": row.score,
+        "stored": True,
+        "replaced": replaced,
+    }
     return Response(orjson.dumps(payload), status_code=201, media_type="application/json")
+
+
+async def _admit(request: Request, key_id: str) -> None:
+    """Count this call against the key's feedback limit; a 429 naming the limit past it."""
+    per_minute = request.app.state.runtime.active.policy.limits.feedback_per_key_per_minute
+    if per_minute is None:
+        return
+    limiter: RateLimiter = request.app.state.feedback_rates
+    verdict = await limiter.admit([Subject("key", key_id, Limits(rpm=per_minute))], 0)
+    if verdict.allowed:
+        return
+    wait = max(1.0, verdict.retry_after_s or 0.0)
+    raise TooManyRequests(
+        f"feedback rate limit reached: this key may send {per_minute} feedback a minute "
+        f"(policy limits.feedback_per_key_per_minute); retry in {wait:.0f} s",
+        code="feedback_rate_limit_exceeded",
+        retry_after=wait,
+    )

@@ -9,6 +9,8 @@ replica learns from. Embeddings and numbers only: no prompt text is ever written
   and its owner (the tenant that asked: ``team:<team>`` or ``key:<key id>``) here with
   ``label = 1 - feedback score`` (in the feedback's transaction), so the sample can be pruned
   and the label stays; the owner keeps one tenant's ratings from moving another's routing. A
+  request has one feedback label: a later verdict deletes the earlier label and adds its own
+  (a new id, so replicas read it and drop the label it replaces: ``StoredLabel.slot``). A
   judged sample (``gateway.routing.judging``: a cheaper tier's answer graded against the next
   stronger tier's) adds a row with source ``judge`` and no owner: the gateway's own verdict,
   which every request learns from. Replicas read the rows past the last id they saw.
@@ -55,6 +57,9 @@ class StoredLabel:
     label: float
     embedding: bytes
     owner: str | None = None  # a feedback label's tenant; None: shared (a judge's)
+    # A feedback label's request id: a newer label of the same slot replaces it (a re-vote).
+    # None: a label nothing replaces (a judge's).
+    slot: str | None = None
 
 
 def insert_samples(connection: Connection, entries: Sequence[LedgerEntry]) -> None:
@@ -82,23 +87,50 @@ def insert_samples(connection: Connection, entries: Sequence[LedgerEntry]) -> No
 def label_from_feedback(
     connection: Connection, request_id: str, ts: datetime, quality: float
 ) -> bool:
-    """Turn a feedback on ``request_id`` into a label when the request was sampled (answered by
-    a cheaper tier under an adaptive policy); returns whether it was."""
+    """Turn a feedback on ``request_id`` into its label when the request was sampled (answered
+    by a cheaper tier under an adaptive policy) or labelled before (a re-vote: the earlier
+    label's embedding serves once the sample is pruned), in place of its earlier feedback
+    label; returns whether it was."""
     label = feedback_label(quality)
-    chosen = select(
-        AdaptiveSampleRow.request_id,
+    earlier = (
+        AdaptiveLabelRow.request_id == request_id,
+        AdaptiveLabelRow.source == FEEDBACK,
+    )
+    columns = (
         literal(ts, AdaptiveLabelRow.ts.type),
         literal(FEEDBACK, AdaptiveLabelRow.source.type),
         literal(label, AdaptiveLabelRow.label.type),
-        AdaptiveSampleRow.embedding,
-        AdaptiveSampleRow.owner,
-    ).where(AdaptiveSampleRow.request_id == request_id)
-    result = connection.execute(
-        insert(AdaptiveLabelRow).from_select(
-            ["request_id", "ts", "source", "label", "embedding", "owner"], chosen
-        )
     )
-    return bool(result.rowcount)
+    sampled = select(
+        AdaptiveSampleRow.request_id, *columns, AdaptiveSampleRow.embedding, AdaptiveSampleRow.owner
+    ).where(AdaptiveSampleRow.request_id == request_id)
+    relabelled = (
+        select(
+            AdaptiveLabelRow.request_id,
+            *columns,
+            AdaptiveLabelRow.embedding,
+            AdaptiveLabelRow.owner,
+        )
+        .where(*earlier)
+        .order_by(AdaptiveLabelRow.id.desc())
+        .limit(1)
+    )
+    names = ["request_id", "ts", "source", "label", "embedding", "owner"]
+    # The new label first, then the earlier ones go: SQLite hands a new row the highest id + 1,
+    # so deleting the newest label first would give the replacement the id it had, which the
+    # replicas that read it skip as seen. Deleted second, it is never the highest.
+    # (RETURNING, as psycopg gives no row count for an INSERT … SELECT: -1)
+    inserted = connection.execute(
+        insert(AdaptiveLabelRow).from_select(names, sampled).returning(AdaptiveLabelRow.id)
+    ).first()
+    if inserted is None:
+        inserted = connection.execute(
+            insert(AdaptiveLabelRow).from_select(names, relabelled).returning(AdaptiveLabelRow.id)
+        ).first()
+    if inserted is None:
+        return False
+    connection.execute(delete(AdaptiveLabelRow).where(*earlier, AdaptiveLabelRow.id != inserted.id))
+    return True
 
 
 def insert_label(
@@ -131,6 +163,7 @@ def read_labels(
             AdaptiveLabelRow.embedding,
             AdaptiveLabelRow.source,
             AdaptiveLabelRow.owner,
+            AdaptiveLabelRow.request_id,
         )
         .where(where)
         .order_by(AdaptiveLabelRow.id)
@@ -138,8 +171,10 @@ def read_labels(
     )
     with engine.connect() as connection:
         return [
-            StoredLabel(int(i), float(v), bytes(e), _owner(source, o))
-            for i, v, e, source, o in connection.execute(statement)
+            StoredLabel(
+                int(i), float(v), bytes(e), _owner(source, o), r if source == FEEDBACK else None
+            )
+            for i, v, e, source, o, r in connection.execute(statement)
         ]
 
 

@@ -247,6 +247,14 @@ class HealthSpec(_Strict):
 class LimitSpec(_Strict):
     max_tokens: int = Field(default=32768, ge=1, description="largest max_tokens accepted")
     max_messages: int = Field(default=1024, ge=1)
+    feedback_per_key_per_minute: int | None = Field(
+        default=60,
+        ge=1,
+        le=2**31 - 1,
+        description="POST /v1/feedback calls one key may make a minute (every replica's "
+        "together when they share Redis); past it a 429 with Retry-After. null: no limit. The "
+        "admin key is not limited",
+    )
 
 
 class HardwareSpec(_Strict):

@@ -118,7 +118,11 @@ class AdaptiveLayer:
                 self._last_id = row.id
         vectors = np.stack([unpack(r.embedding) for r in rows])
         return self.index.add(
-            [r.id for r in rows], vectors, [r.label for r in rows], [r.owner for r in rows]
+            [r.id for r in rows],
+            vectors,
+            [r.label for r in rows],
+            [r.owner for r in rows],
+            [r.slot for r in rows],
         )
 
     async def prune(self, ttl_h: float) -> int:

@@ -152,7 +152,9 @@ class LabelIndex:
 
     Each label has an owner: ``None`` for a label every request may learn from (the gateway's
     own, a judge's), else the tenant whose feedback made it (``owner_scope``), which moves only
-    that tenant's requests unless the settings share feedback.
+    that tenant's requests unless the settings share feedback. A label may have a slot (a
+    feedback label's request id): a label with a higher id in the same slot replaces it (a
+    re-vote), one with a lower id is an older verdict and is skipped.
 
     Live state (not a frozen value): one per process, fed by the routing layer from the ledger
     (or by the prequential evaluation from earlier rows). Every change replaces the arrays in
@@ -163,6 +165,7 @@ class LabelIndex:
         self._state = _empty()
         self._seen: set[int] = set()
         self._codes: dict[str, int] = {}  # owner -> its code (_SHARED is 0)
+        self._slots: dict[str, int] = {}  # slot -> the id of the label holding it
 
     def _code(self, owner: str | None) -> int:
         if owner is None:
@@ -181,16 +184,45 @@ class LabelIndex:
         vectors: NDArray[np.float32],
         labels: Sequence[float],
         owners: Sequence[str | None] | None = None,
+        slots: Sequence[str | None] | None = None,
     ) -> int:
         """Add labelled embeddings (ids already present are skipped); returns how many.
-        ``owners``: each label's tenant (``None``, or no list: shared by every request)."""
-        fresh = [i for i, label_id in enumerate(ids) if label_id not in self._seen]
+        ``owners``: each label's tenant (``None``, or no list: shared by every request).
+        ``slots``: each label's slot (``None``, or no list: none); a newer label of a slot
+        replaces the one holding it."""
+        fresh: list[int] = []
+        replaced: set[int] = set()
+        taken: dict[str, int] = {}  # slot -> position in ``fresh`` of this batch's newest
+        for i, label_id in enumerate(ids):
+            if label_id in self._seen:
+                continue
+            slot = slots[i] if slots is not None else None
+            if slot is not None:
+                held = self._slots.get(slot)
+                if held is not None and held > label_id:
+                    continue  # an older verdict, read late
+                earlier = taken.get(slot)
+                if earlier is not None:
+                    if ids[fresh[earlier]] > label_id:
+                        continue
+                    fresh[earlier] = i
+                    continue
+                if held is not None:
+                    replaced.add(held)
+                taken[slot] = len(fresh)
+            fresh.append(i)
         if not fresh:
             return 0
+        for slot, position in taken.items():
+            self._slots[slot] = int(ids[fresh[position]])
         new_ids = np.asarray([ids[i] for i in fresh], dtype=np.int64)
         codes = [self._code(owners[i] if owners is not None else None) for i in fresh]
         self._seen.update(int(i) for i in new_ids)
         old = self._state
+        if replaced:
+            keep = ~np.isin(old.ids, np.asarray(sorted(replaced), dtype=np.int64))
+            old = _Labels(old.ids[keep], old.vectors[keep], old.values[keep], old.owners[keep])
+            self._seen.difference_update(replaced)
         state = _Labels(
             np.concatenate([old.ids, new_ids]),
             np.vstack([old.vectors, np.asarray(vectors, dtype=np.float32)[fresh]]),
@@ -199,7 +231,9 @@ class LabelIndex:
         )
         if state.values.size > self.max_labels:
             cut = state.values.size - self.max_labels
-            self._seen.difference_update(int(i) for i in state.ids[:cut])
+            dropped = {int(i) for i in state.ids[:cut]}
+            self._seen.difference_update(dropped)
+            self._slots = {s: i for s, i in self._slots.items() if i not in dropped}
             state = _Labels(
                 state.ids[cut:], state.vectors[cut:], state.values[cut:], state.owners[cut:]
             )

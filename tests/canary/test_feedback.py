@@ -47,10 +47,12 @@ async def test_feedback_is_stored_and_reported(tmp_path: Path) -> None:
         )
         with Session(app.state.ledger.engine) as connection:
             rows = list(connection.execute(select(FeedbackRow)).scalars())
-        assert sorted((r.request_id, r.key_id, r.score) for r in rows) == [
-            (rid, "alice", 0.25),
-            (rid, "alice", 1.0),
-        ]
+        # alice's second verdict on the same answer replaced her first (a re-vote)
+        assert [(r.request_id, r.key_id, r.score) for r in rows] == [(rid, "alice", 1.0)]
+        other = await _answer(client, "key-a")
+        await client.post(
+            "/v1/feedback", json={"request_id": other, "score": 0.25}, headers=_auth("key-a")
+        )
         since = datetime.now(UTC) - timedelta(hours=1)
         report = build_report(app.state.ledger.engine, since=since, by="tier")
         assert report["totals"]["feedback_avg"] == 0.625

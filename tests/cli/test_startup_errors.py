@@ -420,14 +420,16 @@ def test_bad_setting_without_a_field_is_one_line() -> None:
     [
         ("app:sk-one,other:sk-one", "the key of 'other' is listed twice (also as 'app')"),
         ("app:sk-one,app:sk-two", "key id 'app' is given to two keys"),
+        ("app:sk-two,admin:sk-one", "key id 'admin' is the admin key's"),
     ],
-    ids=["same-key", "same-id"],
+    ids=["same-key", "same-id", "admin-id"],
 )
 def test_api_keys_that_cannot_be_told_apart_are_refused(
     tmp_path: Path, policy: Path, keys: str, expected: str
 ) -> None:
     """Two keys under one id would share one ledger identity and one set of limits; one key
-    under two ids would take whichever came last. Either is a typo: refused at start."""
+    under two ids would take whichever came last. Either is a typo: refused at start. A client
+    key under the admin key's id would pass for it (its ledger rows, feedback on any request)."""
     result = tiergate(
         "serve",
         "--port",

@@ -312,7 +312,8 @@ async def test_off_switch_stores_no_embeddings_and_feedback_labels_nothing(
 async def test_a_label_committed_late_with_a_lower_id_is_still_read(
     engine: Engine, ledger_url: str, tmp_path: Path
 ) -> None:
-    # PostgreSQL hands out ids at insert, not at commit: a reader may see id 3 before id 2.
+    # PostgreSQL hands out ids at insert, not at commit: a reader may see id 3 before id 2
+    # (three requests' labels: one request's labels replace each other, a re-vote).
     async for a in replica(ledger_url, policy_file(tmp_path, store=True), tmp_path):
         layer = a.runtime.active.adaptive
         assert layer is not None
@@ -322,16 +323,21 @@ async def test_a_label_committed_late_with_a_lower_id_is_still_read(
                 connection.execute(
                     text(
                         "INSERT INTO adaptive_labels (id, request_id, ts, source, label, "
-                        "embedding) VALUES (:id, 'r', :ts, 'feedback', 1.0, :e)"
+                        "embedding) VALUES (:id, :r, :ts, 'feedback', 1.0, :e)"
                     ),
-                    {"id": label_id, "ts": datetime.now(UTC), "e": bytes.fromhex(vector)},
+                    {
+                        "id": label_id,
+                        "r": f"r{label_id}",
+                        "ts": datetime.now(UTC),
+                        "e": bytes.fromhex(vector),
+                    },
                 )
         assert await layer.refresh() == 2
         with engine.begin() as connection:
             connection.execute(
                 text(
                     "INSERT INTO adaptive_labels (id, request_id, ts, source, label, embedding) "
-                    "VALUES (2, 'r', :ts, 'feedback', 0.0, :e)"
+                    "VALUES (2, 'r2', :ts, 'feedback', 0.0, :e)"
                 ),
                 {"ts": datetime.now(UTC), "e": bytes.fromhex(vector)},
             )

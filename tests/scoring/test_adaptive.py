@@ -101,6 +101,25 @@ def test_index_skips_known_ids_and_keeps_the_newest() -> None:
     assert 4 in index
 
 
+def test_a_newer_label_of_a_slot_replaces_the_older_and_one_read_late_is_skipped() -> None:
+    """A re-vote: one request (slot) holds one feedback label, the highest id's, whichever
+    order the rows are read in; labels without a slot (a judge's) are never replaced."""
+    query = embed("How do I set up kubernetes ingress controllers?")
+    near = np.stack([query] * 4)
+    index = LabelIndex()
+    shared = AdaptiveSettings(k=8, feedback_scope="shared")
+    assert index.add([5, 6], near[:2], [1.0, 0.5], ["team:a", None], ["r1", None]) == 2
+    assert index.add([9], near[:1], [0.0], ["team:a"], ["r1"]) == 1  # r1's re-vote
+    assert len(index) == 2
+    assert 5 not in index
+    assert index.estimate(query, 0.5, shared).neighbour_mean == pytest.approx(0.25)
+    assert index.add([7], near[:1], [1.0], ["team:a"], ["r1"]) == 0  # older, read late
+    assert index.add([12, 11], near[:2], [1.0, 0.0], ["team:a"] * 2, ["r2", "r2"]) == 1
+    assert len(index) == 3
+    assert 12 in index
+    assert 11 not in index
+
+
 def test_embeddings_are_stored_as_512_bytes_and_come_back_close() -> None:
     vector = embed("Summarise the plot of Hamlet in two sentences.")
     data = pack(vector)
