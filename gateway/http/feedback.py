@@ -36,7 +36,11 @@ class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(min_length=1, max_length=36, description="the answer's x-request-id")
-    score: float = Field(ge=0.0, le=1.0, description="0 (bad) to 1 (good)")
+    # strict: ``true`` or ``"0.5"`` is a client's mistake, not a score; NaN and infinities are
+    # refused as such (not as "less than or equal to 1")
+    score: float = Field(
+        ge=0.0, le=1.0, strict=True, allow_inf_nan=False, description="0 (bad) to 1 (good)"
+    )
     comment: str | None = Field(default=None, max_length=2000)
 
     @field_validator("request_id", "comment")
@@ -76,7 +80,8 @@ async def feedback(request: Request) -> Response:
         if owner is None or (owner != key_id and not admin):
             raise NotFound(
                 f"request_id: no request {body.request_id!r} made with this key is in the "
-                f"ledger; use the x-request-id header of the answer",
+                f"ledger; use the x-request-id header of the answer (an answer given by another "
+                f"replica a moment ago reaches the ledger within a second or so: retry then)",
                 param="request_id",
                 code="request_not_found",
             )
