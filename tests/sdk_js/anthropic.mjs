@@ -52,9 +52,10 @@ const checks = {
     });
     stream.on('streamEvent', (event) => kinds.push(event.type));
     const final = await stream.finalMessage();
-    const { response } = await stream.withResponse();
+    const { response, request_id: requestId } = await stream.withResponse();
     return {
       text,
+      requestId,
       kinds,
       final: { content: final.content, stopReason: final.stop_reason, usage: final.usage },
       finalText: await stream.finalText(),
@@ -98,14 +99,16 @@ const checks = {
 
   async countTokens() {
     const sdk = client();
-    const short = await sdk.messages.countTokens({ model: 'auto', messages: QUESTION });
+    const { data: short, request_id: requestId } = await sdk.messages
+      .countTokens({ model: 'auto', messages: QUESTION })
+      .withResponse();
     const longer = await sdk.messages.countTokens({
       model: 'auto',
       messages: QUESTION,
       system: 'Answer in French.',
       tools: [WEATHER],
     });
-    return { short: short.input_tokens, longer: longer.input_tokens };
+    return { short: short.input_tokens, longer: longer.input_tokens, requestId };
   },
 
   async badParams() {

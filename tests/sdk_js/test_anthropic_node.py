@@ -26,6 +26,8 @@ def test_a_message_with_its_receipt_headers(results: dict[str, Any]) -> None:
     headers = message["headers"]
     assert headers["x-tiergate-tier"] == "tiny"
     assert uuid.UUID(headers["x-request-id"]).version == 7
+    # The SDK reads Anthropic's request-id header: withResponse().request_id, _request_id.
+    assert message["requestId"] == message["sdkRequestId"] == headers["x-request-id"]
     assert message["id"].startswith("msg_")
     assert (message["type"], message["role"]) == ("message", "assistant")
     assert message["content"][0]["type"] == "text"
@@ -52,6 +54,7 @@ def test_the_stream_helper_and_final_message(results: dict[str, Any]) -> None:
     assert kinds[-2:] == ["message_delta", "message_stop"]
     assert "content_block_delta" in kinds
     assert stream["headers"]["x-tiergate-tier"] == "tiny"
+    assert stream["requestId"] == stream["headers"]["x-request-id"]
 
 
 def test_tool_use_round_trip(results: dict[str, Any]) -> None:
@@ -65,6 +68,7 @@ def test_tool_use_round_trip(results: dict[str, Any]) -> None:
 def test_count_tokens(results: dict[str, Any]) -> None:
     counted = passed(results, "countTokens")
     assert 0 < counted["short"] < counted["longer"]
+    assert uuid.UUID(counted["requestId"]).version == 7
 
 
 def test_bad_parameters_are_bad_request_errors_naming_the_field(results: dict[str, Any]) -> None:
@@ -79,9 +83,11 @@ def test_bad_parameters_are_bad_request_errors_naming_the_field(results: dict[st
         assert error["error"]["type"] == "error", (name, error)
         assert error["error"]["error"]["type"] == "invalid_request_error", (name, error)
         assert field in error["message"], (name, error)
+        assert uuid.UUID(error["requestId"]).version == 7, (name, error)
     unknown = bad["model"]
     assert (unknown["class"], unknown["status"]) == ("BadRequestError", 400)
     assert "gpt-17-ultra" in unknown["message"]
+    assert uuid.UUID(unknown["requestId"]).version == 7
 
 
 def test_a_wrong_key_is_an_authentication_error(results: dict[str, Any]) -> None:
@@ -90,6 +96,7 @@ def test_a_wrong_key_is_an_authentication_error(results: dict[str, Any]) -> None
         assert (error["class"], error["status"]) == ("AuthenticationError", 401)
         assert error["error"]["error"]["type"] == "authentication_error"
         assert "not-a-key-0000" not in error["message"]
+        assert uuid.UUID(error["requestId"]).version == 7
 
 
 def test_an_abort_stops_the_stream_and_leaves_a_ledger_row(

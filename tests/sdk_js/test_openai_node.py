@@ -82,6 +82,7 @@ def test_models_list_and_retrieve(results: dict[str, Any]) -> None:
     assert models["ids"] == ["auto", "tiny", "agent", "limited", "failing", "slow", "held"]
     assert models["one"] == {"id": "auto", "object": "model"}
     assert (models["missing"]["class"], models["missing"]["status"]) == ("NotFoundError", 404)
+    assert uuid.UUID(models["missing"]["requestId"]).version == 7
 
 
 def test_responses_whole_streamed_and_the_stream_helper(results: dict[str, Any]) -> None:
@@ -131,6 +132,7 @@ def test_a_wrong_key_is_an_authentication_error(results: dict[str, Any], gateway
         assert (error["class"], error["status"]) == ("AuthenticationError", 401)
         assert error["error"]["type"] == "authentication_error"
         assert "not-a-key-0000" not in error["message"]
+        assert uuid.UUID(error["requestId"]).version == 7  # every answer has its request id
     assert API_KEY not in gateway.log.read_text()
 
 
