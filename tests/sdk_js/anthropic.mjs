@@ -161,6 +161,23 @@ const checks = {
       ),
     };
   },
+  async retry503() {
+    // The upstream's 503 opens the backend's breaker; the SDK's retry (its own back-off: the
+    // 503 said nothing about when) finds it open and is told when it lets a probe through
+    // (Retry-After); the retry after that wait is answered.
+    const started = performance.now();
+    const { data } = await client({ maxRetries: 2 })
+      .messages.create({ model: 'failing', max_tokens: 16, messages: HELLO })
+      .withResponse();
+    const waitedMs = performance.now() - started;
+    const once = client({ maxRetries: 0 });
+    return {
+      content: data.content,
+      waitedMs,
+      upstream: await caught(once.messages.create({ model: 'failing', max_tokens: 16, messages: HELLO })),
+      skipped: await caught(once.messages.create({ model: 'failing', max_tokens: 16, messages: HELLO })),
+    };
+  },
 };
 
 await main(checks);

@@ -25,12 +25,14 @@ HERE = Path(__file__).parent
 NODE_TIMEOUT_S = 90.0
 SLOW_WORDS = 100
 HELD_MS = 20_000
+COOLDOWN_S = 2
 
 # The tiny model and the tool-capable stub (as tests/e2e), plus scripted fakes the SDKs'
 # retries and aborts need: one rate-limited once per two calls, one failing with an upstream
 # 503 once per two calls, one that streams slowly and one that holds a whole answer. The
 # gateway's own retries are off, so each failure reaches the SDK, and its response cache, so
-# each answer is the backend's own.
+# each answer is the backend's own. One failure opens a backend's breaker for COOLDOWN_S (rate
+# limits and hang-ups are not failures).
 POLICY = """
 version: 1
 backends:
@@ -65,6 +67,7 @@ tiers:
 routes:
   auto: {{}}
 retries: {{per_backend: 0}}
+breaker: {{failures: 1, cooldown_s: {cooldown_s}}}
 cache: {{responses: {{enabled: false}}}}
 """
 
@@ -155,6 +158,7 @@ def gateway(root: Path, stub: StubServer) -> Iterator[Server]:
         base_url=stub.base_url,
         slow_reply=" ".join(f"word{i}" for i in range(SLOW_WORDS)),
         held_ms=HELD_MS,
+        cooldown_s=COOLDOWN_S,
     )
     with serving(root, policy) as running:
         yield running

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Server
-from tests.sdk_js.conftest import SLOW_WORDS, ledger_row, passed, run_node
+from tests.sdk_js.conftest import COOLDOWN_S, SLOW_WORDS, ledger_row, passed, run_node
 
 pytestmark = pytest.mark.model
 
@@ -119,3 +119,17 @@ def test_retries_on_429_wait_for_retry_after(results: dict[str, Any]) -> None:
     assert (refused["class"], refused["status"]) == ("RateLimitError", 429)
     assert refused["retryAfter"] == "2"
     assert refused["error"]["error"]["type"] == "rate_limit_error"
+
+
+def test_retries_on_503_wait_for_the_breaker(results: dict[str, Any]) -> None:
+    """As with the openai SDK: the 503 of an open breaker says when to come back, the SDK
+    waits that long and its retry is answered."""
+    retry = passed(results, "retry503")
+    assert retry["content"][0]["text"] == "served after a 503"
+    assert retry["waitedMs"] >= COOLDOWN_S * 1000
+    failed, skipped = retry["upstream"], retry["skipped"]
+    assert (failed["class"], failed["status"]) == ("ServiceUnavailableError", 503)
+    assert failed["retryAfter"] is None
+    assert (skipped["class"], skipped["status"]) == ("ServiceUnavailableError", 503)
+    assert skipped["error"]["type"] == "error"
+    assert skipped["retryAfter"] == str(COOLDOWN_S)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e._tool_upstream import JSON_REPLY, PLAIN_REPLY
 from tests.e2e.conftest import API_KEY, Server
-from tests.sdk_js.conftest import HELD_MS, SLOW_WORDS, ledger_row, passed, run_node
+from tests.sdk_js.conftest import COOLDOWN_S, HELD_MS, SLOW_WORDS, ledger_row, passed, run_node
 
 pytestmark = pytest.mark.model
 
@@ -168,9 +168,17 @@ def test_retries_on_429_wait_for_retry_after(results: dict[str, Any]) -> None:
     assert refused["error"]["code"] == "backend_rate_limited"
 
 
-def test_retries_on_503(results: dict[str, Any]) -> None:
-    """An upstream's 503 reaches the SDK as a 503, which it retries; its retry is answered."""
+def test_retries_on_503_wait_for_the_breaker(results: dict[str, Any]) -> None:
+    """An upstream's 503 (no Retry-After: nobody knows) opens the backend's breaker; the SDK's
+    retry finds it open and gets a 503 with Retry-After (the cooldown left), waits that long
+    and its next retry, the breaker's probe, is answered."""
     retry = passed(results, "retry503")
     assert retry["content"] == "served after a 503"
-    refused = retry["noRetry"]
-    assert (refused["class"], refused["status"]) == ("InternalServerError", 503)
+    assert retry["waitedMs"] >= COOLDOWN_S * 1000
+    failed, skipped = retry["upstream"], retry["skipped"]
+    assert (failed["class"], failed["status"]) == ("InternalServerError", 503)
+    assert failed["error"]["code"] == "backend_unavailable"
+    assert failed["retryAfter"] is None
+    assert (skipped["class"], skipped["status"]) == ("InternalServerError", 503)
+    assert skipped["error"]["code"] == "no_backend_available"
+    assert skipped["retryAfter"] == str(COOLDOWN_S)
