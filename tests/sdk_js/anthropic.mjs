@@ -111,6 +111,16 @@ const checks = {
     return { short: short.input_tokens, longer: longer.input_tokens, requestId };
   },
 
+  async models() {
+    const sdk = client();
+    const models = [];
+    for await (const model of sdk.models.list()) models.push(model);
+    const one = await sdk.models.retrieve('auto');
+    const missing = await caught(sdk.models.retrieve('claude-9'));
+    const pick = ({ id, type, display_name: name, created_at: created }) => ({ id, type, name, created });
+    return { models: models.map(pick), one: pick(one), missing };
+  },
+
   async badParams() {
     const sdk = client();
     return {

@@ -42,6 +42,7 @@ backends:
     model: stub-model
     base_url: {base_url}
     http_client: httpx
+    capabilities: {{embeddings: true}}
   limited:
     type: fake
     model: limited-model

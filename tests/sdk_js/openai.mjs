@@ -159,6 +159,40 @@ const checks = {
     return { parsed: JSON.parse(completion.choices[0].message.content) };
   },
 
+  async embeddings() {
+    // The SDK asks for base64 unless told otherwise, and decodes it to floats itself.
+    const sdk = client();
+    const input = ['first text', 'second text'];
+    const packed = await sdk.embeddings.create({ model: 'agent', input });
+    const floats = await sdk.embeddings.create({ model: 'agent', input, encoding_format: 'float' });
+    return {
+      packed: packed.data.map((item) => Array.from(item.embedding)),
+      floats: floats.data.map((item) => item.embedding),
+    };
+  },
+
+  async parse() {
+    // Structured output: the SDK's parse() checks the schema's strictness and parses the text.
+    const completion = await client().chat.completions.parse({
+      model: 'agent',
+      messages: [{ role: 'user', content: 'Is the sky blue? Answer as JSON.' }],
+      response_format: {
+        type: 'json_schema',
+        json_schema: {
+          name: 'answer',
+          strict: true,
+          schema: {
+            type: 'object',
+            properties: { answer: { type: 'string' }, confidence: { type: 'number' } },
+            required: ['answer', 'confidence'],
+            additionalProperties: false,
+          },
+        },
+      },
+    });
+    return { parsed: completion.choices[0].message.parsed };
+  },
+
   async models() {
     const sdk = client();
     const ids = [];

@@ -71,6 +71,20 @@ def test_count_tokens(results: dict[str, Any]) -> None:
     assert uuid.UUID(counted["requestId"]).version == 7
 
 
+def test_models_in_anthropic_s_shape(results: dict[str, Any]) -> None:
+    """models.list() pages through the routes and backends with the fields Anthropic's model
+    objects have; retrieve() finds one; an unknown id is a NotFoundError."""
+    models = passed(results, "models")
+    ids = [m["id"] for m in models["models"]]
+    assert ids == ["auto", "tiny", "agent", "limited", "failing", "slow", "held"]
+    for model in [*models["models"], models["one"]]:
+        assert model["type"] == "model"
+        assert model["name"] == model["id"]
+        assert model["created"] == "1970-01-01T00:00:00Z"
+    assert models["one"]["id"] == "auto"
+    assert (models["missing"]["class"], models["missing"]["status"]) == ("NotFoundError", 404)
+
+
 def test_bad_parameters_are_bad_request_errors_naming_the_field(results: dict[str, Any]) -> None:
     bad = passed(results, "badParams")
     for name, field in [

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e._tool_upstream import JSON_REPLY, PLAIN_REPLY
+from tests.e2e._tool_upstream import JSON_REPLY, PLAIN_REPLY, vector
 from tests.e2e.conftest import API_KEY, Server
 from tests.sdk_js.conftest import COOLDOWN_S, HELD_MS, SLOW_WORDS, ledger_row, passed, run_node
 
@@ -73,6 +73,16 @@ def test_tool_calls_whole_and_through_the_stream_helper(results: dict[str, Any])
 
 def test_json_mode(results: dict[str, Any]) -> None:
     assert passed(results, "json")["parsed"] == JSON_REPLY
+
+
+def test_embeddings_base64_by_default_and_float(results: dict[str, Any]) -> None:
+    """The Node SDK asks for base64 unless told otherwise and decodes it: the same vectors."""
+    embeddings = passed(results, "embeddings")
+    assert embeddings["packed"] == embeddings["floats"] == [vector(0), vector(1)]
+
+
+def test_structured_output_through_parse(results: dict[str, Any]) -> None:
+    assert passed(results, "parse")["parsed"] == JSON_REPLY
 
 
 def test_models_list_and_retrieve(results: dict[str, Any]) -> None:
