@@ -73,13 +73,23 @@ cache: {{responses: {{enabled: false}}}}
 """
 
 
+NODE_MAJOR = 20  # what @anthropic-ai/sdk 1.x and openai 6.x support
+
+
 def node_bin() -> str:
+    """The ``node`` on PATH; the test fails saying how to install it when there is none (or
+    one too old for the SDKs)."""
     found = shutil.which("node")
     if found is None:
         pytest.fail(
-            "node is not installed: the Node SDK tests need Node.js 20 or later "
+            f"node is not installed: the Node SDK tests need Node.js {NODE_MAJOR} or later "
             "(Debian: sudo apt-get install nodejs npm; then make sdk-js)"
         )
+    version = subprocess.run(
+        [found, "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if int(version.lstrip("v").split(".")[0]) < NODE_MAJOR:
+        pytest.fail(f"{found} is Node.js {version}: the Node SDK tests need {NODE_MAJOR} or later")
     return found
 
 
@@ -92,9 +102,11 @@ def sdk_installed() -> None:
             )
 
 
-def sdk_version(package: str) -> str:
-    manifest = json.loads((HERE / "node_modules" / package / "package.json").read_text())
-    return str(manifest["version"])
+def installed_and_pinned(package: str) -> tuple[str, str]:
+    """The version of ``package`` in node_modules and the one package.json pins."""
+    installed = json.loads((HERE / "node_modules" / package / "package.json").read_text())
+    pinned = json.loads((HERE / "package.json").read_text())["dependencies"][package]
+    return str(installed["version"]), str(pinned)
 
 
 def run_node(script: str, server: Server, *checks: str) -> dict[str, Any]:

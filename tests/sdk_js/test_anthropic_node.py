@@ -11,9 +11,22 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Server
-from tests.sdk_js.conftest import COOLDOWN_S, SLOW_WORDS, ledger_row, passed, run_node
+from tests.sdk_js.conftest import (
+    COOLDOWN_S,
+    SLOW_WORDS,
+    installed_and_pinned,
+    ledger_row,
+    passed,
+    run_node,
+)
 
 pytestmark = pytest.mark.model
+
+
+def test_the_pinned_version_is_the_one_that_runs() -> None:
+    """node_modules holds what package.json pins (a stale install: run make sdk-js)."""
+    installed, pinned = installed_and_pinned("@anthropic-ai/sdk")
+    assert installed == pinned, f"{installed} installed, {pinned} pinned: run make sdk-js"
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,23 @@ import pytest
 
 from tests.e2e._tool_upstream import JSON_REPLY, PLAIN_REPLY, vector
 from tests.e2e.conftest import API_KEY, Server
-from tests.sdk_js.conftest import COOLDOWN_S, HELD_MS, SLOW_WORDS, ledger_row, passed, run_node
+from tests.sdk_js.conftest import (
+    COOLDOWN_S,
+    HELD_MS,
+    SLOW_WORDS,
+    installed_and_pinned,
+    ledger_row,
+    passed,
+    run_node,
+)
 
 pytestmark = pytest.mark.model
+
+
+def test_the_pinned_version_is_the_one_that_runs() -> None:
+    """node_modules holds what package.json pins (a stale install: run make sdk-js)."""
+    installed, pinned = installed_and_pinned("openai")
+    assert installed == pinned, f"{installed} installed, {pinned} pinned: run make sdk-js"
 
 
 @pytest.fixture(scope="module")
