@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # as in sandboxes. Ignored on other architectures.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install serve test lint typecheck unit bench fix browser cluster-tools deploy-tools cluster cluster-down cluster-test
+.PHONY: install serve test lint typecheck unit bench fix browser cluster-tools deploy-tools sdk-js cluster cluster-down cluster-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -50,7 +50,19 @@ deploy-tools:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq tini; \
 	  else echo "install tini for the PID 1 test: sudo apt-get install tini"; fi; }
 
-unit: install browser cluster-tools deploy-tools
+# The Node SDK tests (tests/sdk_js) run the official `openai` and `@anthropic-ai/sdk` packages
+# with Node.js 20+, installed by npm ci from the committed lock file (again only when it changes).
+SDK_JS := tests/sdk_js
+sdk-js: $(SDK_JS)/node_modules/.installed
+
+$(SDK_JS)/node_modules/.installed: $(SDK_JS)/package.json $(SDK_JS)/package-lock.json
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nodejs npm; fi; }
+	@if command -v npm >/dev/null; then \
+	  cd $(SDK_JS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "install Node.js 20+ and npm for the Node SDK tests: sudo apt-get install nodejs npm"; fi
+
+unit: install browser cluster-tools deploy-tools sdk-js
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -38,6 +38,7 @@ from gateway.http.errors import (
 from gateway.http.messages import count_tokens, messages
 from gateway.http.middleware import ApiKeys, BodyLimit
 from gateway.http.openapi import openapi_with_hot_routes
+from gateway.http.request_ids import RequestIds
 from gateway.http.responses import responses
 from gateway.http.stopping import Stopping
 from gateway.http.traced import Traced
@@ -158,6 +159,8 @@ def asgi_app(
     app.add_middleware(Stopping, drain=drain)
     app.add_middleware(ApiKeys, book=keys, ops_port=settings.ops_port, open_ops=settings.open_ops)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Around both: their refusals get a request id too (and Anthropic's name for it).
+    app.add_middleware(RequestIds)
     if tracing is not None:  # outermost: a refused request has its span too
         paths = {getattr(route, "path", "") for route in app.routes}
         app.add_middleware(Traced, tracing=tracing, paths=paths)

@@ -1,5 +1,9 @@
 """``GET /v1/models`` and ``GET /v1/models/{id}``: the policy's routes and backends (those the
-calling key may name), as OpenAI's model list and model object."""
+calling key may name), as OpenAI's model list and model object.
+
+Each object also has the fields of Anthropic's (``type``, ``display_name``, ``created_at``) and
+the list Anthropic's paging fields (``has_more``, ``first_id``, ``last_id``): the ``anthropic``
+SDKs' ``models.list()`` reads the same path. Extra fields are ignored by OpenAI's clients."""
 
 from __future__ import annotations
 
@@ -34,45 +38,45 @@ def _public_model(kind: str, model: str) -> str:
     return model
 
 
+def _model(name: str, details: dict[str, Any]) -> dict[str, Any]:
+    """A model object in OpenAI's shape and Anthropic's at once (gateway names have no date)."""
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "tiergate",
+        "type": "model",
+        "display_name": name,
+        "created_at": "1970-01-01T00:00:00Z",
+        "tiergate": details,
+    }
+
+
 def _entries(active: Active) -> list[dict[str, Any]]:
     """Each route, then each backend that is not also a route's name, as a model object."""
     policy = active.policy
     data: list[dict[str, Any]] = []
     for name, route in policy.routes.items():
-        data.append(
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "tiergate",
-                "tiergate": {
-                    "kind": "route",
-                    "default": name == policy.default_route,
-                    "tiers": list(route.tiers),
-                    "fixed_tier": route.fixed_tier,
-                    "fallback": route.fallback,
-                },
-            }
-        )
+        details = {
+            "kind": "route",
+            "default": name == policy.default_route,
+            "tiers": list(route.tiers),
+            "fixed_tier": route.fixed_tier,
+            "fallback": route.fallback,
+        }
+        data.append(_model(name, details))
     for name, config in policy.backends.items():
         if name in policy.routes:
             continue
         state = active.pool.get(name)
-        data.append(
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "tiergate",
-                "tiergate": {
-                    "kind": "backend",
-                    "type": config.type,
-                    "model": _public_model(config.type, config.model),
-                    "tier": policy.tier_of(name),
-                    "available": state is not None and state.is_up(),
-                },
-            }
-        )
+        details = {
+            "kind": "backend",
+            "type": config.type,
+            "model": _public_model(config.type, config.model),
+            "tier": policy.tier_of(name),
+            "available": state is not None and state.is_up(),
+        }
+        data.append(_model(name, details))
     return data
 
 
@@ -88,7 +92,11 @@ def _visible(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/v1/models")
 async def models(request: Request) -> Response:
-    return _json({"object": "list", "data": _visible(request)})
+    data = _visible(request)
+    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+    return _json(
+        {"object": "list", "data": data, "has_more": False, "first_id": first, "last_id": last}
+    )
 
 
 @router.get("/v1/models/{model_id:path}")

@@ -40,6 +40,9 @@ def tiers_tried(attempts: list[Attempt]) -> str:
 class Skip:
     backend: str
     reason: str
+    # Seconds until the backend may be tried again, when the gateway knows (an open breaker's
+    # cooldown); None when it does not (disabled, unhealthy, not in the policy).
+    retry_in_s: float | None = None
 
 
 class DispatchError(Exception):

@@ -248,12 +248,14 @@ class Dispatcher:
                         f"unhealthy: {state.health_detail} (one trial request at a time until "
                         f"it answers or a health check passes)"
                     )
-                else:
-                    why = (
-                        f"circuit open after {state.breaker.consecutive_failures} failures; "
-                        f"next probe in {state.breaker.retry_in():.0f} s"
-                    )
-                trace.skipped.append(Skip(candidate.backend, why))
+                    trace.skipped.append(Skip(candidate.backend, why))
+                    continue
+                retry_in = state.breaker.retry_in()
+                why = (
+                    f"circuit open after {state.breaker.consecutive_failures} failures; "
+                    f"next probe in {retry_in:.0f} s"
+                )
+                trace.skipped.append(Skip(candidate.backend, why, retry_in_s=retry_in))
                 continue
             yield candidate, state
 

@@ -9,6 +9,7 @@ the request id) keeps the full text."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import structlog
@@ -69,7 +70,9 @@ def client_error(failure: DispatchError, request_id: str) -> GatewayError:
         log.warning("dispatch_failed", request_id=request_id, detail=full)
     if not failure.attempts:
         return ServiceUnavailable(
-            f"no backend could take this request: {detail}", code="no_backend_available"
+            f"no backend could take this request: {detail}",
+            code="no_backend_available",
+            retry_after=_first_probe_s(failure),
         )
     refused = sorted({a.backend for a in failure.attempts if a.status in (401, 403)})
     if failure.all_rejected and refused:
@@ -97,3 +100,11 @@ def client_error(failure: DispatchError, request_id: str) -> GatewayError:
     if kind == "BackendBadResponse":
         return BadGateway(message, code="bad_backend_response")
     return ServiceUnavailable(message, code="backend_unavailable")
+
+
+def _first_probe_s(failure: DispatchError) -> int | None:
+    """Whole seconds until the first skipped backend may be tried again (the client's
+    ``Retry-After``, so an SDK's retry does not arrive while every breaker is still open), or
+    None when no skip says."""
+    known = [s.retry_in_s for s in failure.skipped if s.retry_in_s is not None]
+    return max(1, math.ceil(min(known))) if known else None
