@@ -22,6 +22,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
+from gateway.ledger.capacity import MIN_BYTES
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
@@ -112,7 +113,8 @@ async def test_rejected_rows_are_listed_exported_retried_and_dropped(
     assert sorted(str(r["id"]) for r in rows) == sorted(e.id for e in bad.values())
     for row in rows:
         assert "no_team_abc" in str(row["error"])
-        assert isinstance(row["size"], int) and row["size"] > 500  # the row's JSON
+        assert isinstance(row["size"], int)
+        assert row["size"] > 500
         datetime.fromisoformat(str(row["rejected_at"]))
     table = tiergate("outbox", "list", env=env).stdout
     assert all(e.id in table for e in bad.values())
@@ -185,14 +187,9 @@ async def test_a_running_gateway_shows_its_rejected_rows_and_a_retry_beside_it(
         assert "1 row(s) stored" in done.stdout
         assert all(a.status_code == 200 for a in answers)
 
-        async def rejected() -> int:
-            return int((await http.get("/readyz")).json()["ledger"]["outbox"]["rejected"])
-
-        for _ in range(200):  # the gateway re-reads the shared file while idle (2 s)
-            if await rejected() == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert await rejected() == 0
+        # The gateway re-reads the shared file while idle (every 2 s).
+        await until(lambda: writer.capacity.reading().rejected == 0, "the retry to be seen")
+        assert (await http.get("/readyz")).json()["ledger"]["outbox"]["rejected"] == 0
         assert "tiergate_ledger_outbox_rejected_rows 0.0" in (await http.get("/metrics")).text
         await writer.flush()
     ids = [first.headers["x-request-id"], *(a.headers["x-request-id"] for a in answers)]
@@ -275,10 +272,61 @@ def test_row_counts_stay_true_across_processes_sharing_the_outbox(tmp_path: Path
     (waiting,) = check.execute("SELECT count(*) FROM outbox").fetchone()
     (rejected,) = check.execute("SELECT count(*) FROM rejected").fetchone()
     check.close()
-    assert waiting > 0 and rejected > 0
+    assert waiting > 0
+    assert rejected > 0
     watcher.refresh()
     assert (watcher.size, watcher.rejected_size) == (waiting, rejected)
     watcher.close()
     again = Outbox(path)
     assert (again.size, again.rejected_size) == (waiting, rejected)
     again.close()
+
+
+async def test_an_outbox_full_of_rejected_rows_admits_again_once_they_are_dropped(
+    tmp_path: Path,
+) -> None:
+    """Rows the database refused count toward the bound and no replay takes them out: with
+    enough of them the gateway refuses every request although its database answers. `tiergate
+    outbox drop --all --yes`, run beside it, frees the space and it admits again by itself."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    path = tmp_path / "outbox.db"
+    left = Outbox(path)
+    left.reject(entries(150), "integer out of range")  # ~1 KB each: past the 64 KiB bound
+    left.close()
+    async with gateway(policy, outbox_path=path, outbox_max_bytes=MIN_BYTES) as (http, app):
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["causes"] == ["ledger_outbox_full"]
+        assert ready.json()["ledger"]["outbox"]["rejected"] == 150
+        refused = await http.post(CHAT, json={"model": "auto", "messages": ASK})
+        assert refused.status_code == 503
+
+        env = {"TIERGATE_OUTBOX_PATH": str(path)}
+        done = await asyncio.to_thread(tiergate, "outbox", "drop", "--all", "--yes", env=env)
+        assert "dropped 150" in done.stdout
+        writer: LedgerWriter = app.state.ledger
+        await until(lambda: not writer.capacity.full, "the gateway to see the space freed")
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["ledger"]["outbox"]["rejected"] == 0
+        answered = await http.post(CHAT, json={"model": "auto", "messages": ASK})
+        assert answered.status_code == 200
+
+
+def test_a_retry_with_the_database_away_keeps_the_rows_and_says_so(tmp_path: Path) -> None:
+    """`tiergate outbox retry` whose database does not answer: exit 1, one line saying to run
+    it again once it answers (the URL's password masked), and every row still in the outbox."""
+    path = tmp_path / "outbox.db"
+    box = Outbox(path)
+    box.reject(entries(3), "integer out of range")
+    box.close()
+    env = {
+        "TIERGATE_OUTBOX_PATH": str(path),
+        "TIERGATE_DATABASE_URL": "postgresql+psycopg://tiergate:s3cret-pw@127.0.0.1:1/ledger",
+    }
+    done = tiergate("outbox", "retry", env=env, code=1)
+    assert "run this again once it answers" in done.stderr
+    assert "s3cret-pw" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+    assert len(listed(env)) == 3
