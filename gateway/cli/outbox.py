@@ -126,14 +126,15 @@ def drop(
     if bool(ids) == every:
         _fail("--id/--all: name the rows to drop with --id ID (repeatable), or give --all", code=2)
     with _opened(outbox) as box:
-        rows = _chosen(box, ids if not every else None)
+        chosen = None if every else [row.id for row in _chosen(box, ids)]
         if not yes:
+            count = box.rejected_size if chosen is None else len(chosen)
             _fail(
-                f"--yes: this deletes {len(rows)} rejected row(s) for good (they never reach the "
+                f"--yes: this deletes {count} rejected row(s) for good (they never reach the "
                 "ledger); export them first (tiergate outbox export FILE), then add --yes",
                 code=2,
             )
-        dropped = box.drop_rejected([row.id for row in rows] if not every else None)
+        dropped = box.drop_rejected(chosen)
     typer.echo(f"dropped {dropped} rejected row(s)")
 
 

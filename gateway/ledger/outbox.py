@@ -36,7 +36,8 @@ from typing import Any
 from gateway.ledger.entry import LedgerEntry
 
 WAL_LIMIT_BYTES = 16 * 1024 * 1024
-BUSY_TIMEOUT_S = 30.0  # another process (a worker, the CLI) holding the write lock: wait
+BUSY_TIMEOUT_S = 5.0  # another process (a worker, the CLI) holding the write lock: wait
+OPERATOR_BUSY_TIMEOUT_S = 30.0  # a person's command waits longer than the writer's thread
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, payload TEXT NOT NULL)",
@@ -78,7 +79,9 @@ class RejectedRow:
 
 
 class Outbox:
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, create: bool = True, busy_timeout_s: float = BUSY_TIMEOUT_S
+    ) -> None:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
             target: str | Path = path
@@ -92,7 +95,7 @@ class Outbox:
             target,
             check_same_thread=False,
             isolation_level=None,
-            timeout=BUSY_TIMEOUT_S,
+            timeout=busy_timeout_s,
             uri=not create,
         )
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -111,7 +114,7 @@ class Outbox:
     def existing(cls, path: Path) -> Outbox:
         """The outbox file at ``path`` (a stopped gateway's or a running one's); raises
         ``OutboxMissing`` instead of creating one."""
-        return cls(path, create=False)
+        return cls(path, create=False, busy_timeout_s=OPERATOR_BUSY_TIMEOUT_S)
 
     def _prepare(self) -> None:
         """The tables, the counts' triggers, and the counts themselves, in one write

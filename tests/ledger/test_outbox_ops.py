@@ -103,8 +103,8 @@ async def test_rejected_rows_are_listed_exported_retried_and_dropped(
     good = entries(4)
     bad = {team: entry(team=team) for team in "abc"}
     writer.start()
-    for row in [*good[:2], *bad.values(), *good[2:]]:
-        writer.record(row)
+    for one in [*good[:2], *bad.values(), *good[2:]]:
+        writer.record(one)
     await writer.flush()
     await writer.aclose()
     env = {"TIERGATE_DATABASE_URL": pg_url, "TIERGATE_OUTBOX_PATH": str(path)}
@@ -114,7 +114,7 @@ async def test_rejected_rows_are_listed_exported_retried_and_dropped(
     for row in rows:
         assert "no_team_abc" in str(row["error"])
         assert isinstance(row["size"], int)
-        assert row["size"] > 500
+        assert row["size"] > 500  # the row's JSON
         datetime.fromisoformat(str(row["rejected_at"]))
     table = tiergate("outbox", "list", env=env).stdout
     assert all(e.id in table for e in bad.values())
