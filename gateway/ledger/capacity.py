@@ -146,15 +146,15 @@ class OutboxGauge:
             log.error(
                 "ledger_outbox_full",
                 **figures,
-                detail="the ledger database is unreachable and the local outbox reached "
-                "TIERGATE_OUTBOX_MAX_BYTES: new requests get 503 ledger_outbox_full and /readyz "
-                "says unavailable until the database answers and the outbox drains (requests in "
-                "flight keep their rows)"
+                detail="the local outbox reached TIERGATE_OUTBOX_MAX_BYTES: new requests get 503 "
+                "ledger_outbox_full and /readyz says unavailable until it drains (requests in "
+                "flight keep their rows); "
                 + (
-                    f"; {rejected} of its rows are ones the database refused, which no replay "
-                    "takes out: see them with `tiergate outbox list`, then retry or drop them"
+                    f"{rejected} of its rows are ones the ledger database refused, which no "
+                    "replay takes out: see them with `tiergate outbox list`, then retry or drop "
+                    "them (`tiergate outbox retry|drop`)"
                     if rejected
-                    else ""
+                    else "the ledger database is unreachable: it drains once it answers"
                 ),
             )
         elif before == "full":

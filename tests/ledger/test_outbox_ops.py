@@ -21,6 +21,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
+from structlog.testing import capture_logs
 
 from gateway.ledger.capacity import MIN_BYTES
 from gateway.ledger.db import make_engine, upgrade
@@ -294,24 +295,29 @@ async def test_an_outbox_full_of_rejected_rows_admits_again_once_they_are_droppe
     left = Outbox(path)
     left.reject(entries(150), "integer out of range")  # ~1 KB each: past the 64 KiB bound
     left.close()
-    async with gateway(policy, outbox_path=path, outbox_max_bytes=MIN_BYTES) as (http, app):
-        ready = await http.get("/readyz")
-        assert ready.status_code == 503
-        assert ready.json()["causes"] == ["ledger_outbox_full"]
-        assert ready.json()["ledger"]["outbox"]["rejected"] == 150
-        refused = await http.post(CHAT, json={"model": "auto", "messages": ASK})
-        assert refused.status_code == 503
+    with capture_logs() as logs:
+        async with gateway(policy, outbox_path=path, outbox_max_bytes=MIN_BYTES) as (http, app):
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["causes"] == ["ledger_outbox_full"]
+            assert ready.json()["ledger"]["outbox"]["rejected"] == 150
+            refused = await http.post(CHAT, json={"model": "auto", "messages": ASK})
+            assert refused.status_code == 503
 
-        env = {"TIERGATE_OUTBOX_PATH": str(path)}
-        done = await asyncio.to_thread(tiergate, "outbox", "drop", "--all", "--yes", env=env)
-        assert "dropped 150" in done.stdout
-        writer: LedgerWriter = app.state.ledger
-        await until(lambda: not writer.capacity.full, "the gateway to see the space freed")
-        ready = await http.get("/readyz")
-        assert ready.status_code == 200
-        assert ready.json()["ledger"]["outbox"]["rejected"] == 0
-        answered = await http.post(CHAT, json={"model": "auto", "messages": ASK})
-        assert answered.status_code == 200
+            env = {"TIERGATE_OUTBOX_PATH": str(path)}
+            done = await asyncio.to_thread(tiergate, "outbox", "drop", "--all", "--yes", env=env)
+            assert "dropped 150" in done.stdout
+            writer: LedgerWriter = app.state.ledger
+            await until(lambda: not writer.capacity.full, "the gateway to see the space freed")
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json()["ledger"]["outbox"]["rejected"] == 0
+            answered = await http.post(CHAT, json={"model": "auto", "messages": ASK})
+            assert answered.status_code == 200
+    (full,) = [e for e in logs if e["event"] == "ledger_outbox_full"]
+    assert full["rejected_rows"] == 150
+    assert "tiergate outbox list" in full["detail"]
+    assert "unreachable" not in full["detail"]  # the database answered all along
 
 
 def test_a_retry_with_the_database_away_keeps_the_rows_and_says_so(tmp_path: Path) -> None:
