@@ -164,7 +164,12 @@ def _opened(path: Path | None, default: Path | None = None) -> Iterator[Outbox]:
             "TIERGATE_OUTBOX_PATH (by default .tiergate/outbox.db in the folder it runs in)"
         )
     except sqlite3.Error as exc:
-        _fail(f"{path} is not a usable outbox ({exc}): is it the gateway's outbox file?")
+        hint = (
+            "run this as the user the gateway runs as (it must write the file and its folder)"
+            if "readonly" in str(exc)
+            else "is it the gateway's outbox file?"
+        )
+        _fail(f"{path} is not a usable outbox ({exc}): {hint}")
     try:
         yield box
     except sqlite3.OperationalError as exc:
