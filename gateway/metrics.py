@@ -147,6 +147,13 @@ class Metrics:
             registry=r,
             multiprocess_mode=live,
         )
+        self.ledger_outbox_rejected = Gauge(
+            "tiergate_ledger_outbox_rejected_rows",
+            "Ledger rows the database refused for their content, kept in the outbox for a "
+            "person (tiergate outbox list / retry / drop); they count toward its bound.",
+            registry=r,
+            multiprocess_mode=live,
+        )
         self.ledger_outbox_limit = Gauge(
             "tiergate_ledger_outbox_limit_bytes",
             "TIERGATE_OUTBOX_MAX_BYTES: at this many bytes in the outbox new requests are "

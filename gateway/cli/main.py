@@ -17,6 +17,7 @@ from gateway.cli.keys import keys_app
 from gateway.cli.labels import export_labels
 from gateway.cli.ledger import db_app, report
 from gateway.cli.models import eval_models, fit
+from gateway.cli.outbox import outbox_app
 from gateway.cli.policy import policy_app, score_cmd, settings_or_exit
 from gateway.cli.scorer import eval_router, train_scorer
 from gateway.tools.demo import demo_command
@@ -38,6 +39,7 @@ app.command("export-labels")(export_labels)
 app.command("calibrate")(calibrate)
 app.command("cascade-calibrate")(cascade_calibrate)
 app.add_typer(db_app, name="db")
+app.add_typer(outbox_app, name="outbox")
 app.add_typer(canary_app, name="canary")
 app.add_typer(keys_app, name="keys")
 app.command("report")(report)

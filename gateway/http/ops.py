@@ -139,12 +139,14 @@ def _ledger(request: Request, operator: bool) -> dict[str, str | None]:
 
 def _outbox(reading: OutboxReading | None) -> dict[str, Any] | None:
     """The local outbox against its bound: ``ok``, ``filling`` (past 80 %: the database has
-    been away a while) or ``full`` (new requests refused: 503 ``ledger_outbox_full``)."""
+    been away a while) or ``full`` (new requests refused: 503 ``ledger_outbox_full``); its rows
+    waiting, and those the database refused (``rejected``: ``tiergate outbox list``)."""
     if reading is None:
         return None
     return {
         "state": reading.state,
         "rows": reading.rows,
+        "rejected": reading.rejected,
         "bytes": reading.used_bytes,
         "max_bytes": reading.max_bytes,
     }

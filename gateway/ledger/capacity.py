@@ -97,6 +97,7 @@ class OutboxReading:
     rows: int
     used_bytes: int
     max_bytes: int | None  # None: no bound
+    rejected: int = 0  # rows the database refused, kept for a person (``tiergate outbox``)
 
 
 class OutboxGauge:
@@ -107,6 +108,7 @@ class OutboxGauge:
         self._metrics = metrics
         self._state: OutboxState = "ok"
         self._rows = 0
+        self._rejected = 0
         self._bytes = 0
         if metrics is not None and bound is not None:
             metrics.ledger_outbox_limit.set(bound.max_bytes)
@@ -118,14 +120,16 @@ class OutboxGauge:
 
     def reading(self) -> OutboxReading:
         max_bytes = self._bound.max_bytes if self._bound is not None else None
-        return OutboxReading(self._state, self._rows, self._bytes, max_bytes)
+        return OutboxReading(self._state, self._rows, self._bytes, max_bytes, self._rejected)
 
-    def observe(self, rows: int, used_bytes: int) -> None:
-        """The outbox now holds ``rows`` in ``used_bytes``."""
-        self._rows, self._bytes = rows, used_bytes
+    def observe(self, rows: int, used_bytes: int, rejected: int = 0) -> None:
+        """The outbox now holds ``rows`` waiting and ``rejected`` refused rows in
+        ``used_bytes``."""
+        self._rows, self._bytes, self._rejected = rows, used_bytes, rejected
         if self._metrics is not None:
             self._metrics.ledger_outbox.set(rows)
             self._metrics.ledger_outbox_bytes.set(used_bytes)
+            self._metrics.ledger_outbox_rejected.set(rejected)
         if self._bound is None:
             return
         state = self._bound.state(used_bytes)
@@ -134,6 +138,7 @@ class OutboxGauge:
             return
         figures = {
             "rows": rows,
+            "rejected_rows": rejected,
             "used": human(used_bytes),
             "max": human(self._bound.max_bytes),
         }
@@ -141,10 +146,16 @@ class OutboxGauge:
             log.error(
                 "ledger_outbox_full",
                 **figures,
-                detail="the ledger database is unreachable and the local outbox reached "
-                "TIERGATE_OUTBOX_MAX_BYTES: new requests get 503 ledger_outbox_full and /readyz "
-                "says unavailable until the database answers and the outbox drains (requests in "
-                "flight keep their rows)",
+                detail="the local outbox reached TIERGATE_OUTBOX_MAX_BYTES: new requests get 503 "
+                "ledger_outbox_full and /readyz says unavailable until it drains (requests in "
+                "flight keep their rows); "
+                + (
+                    f"{rejected} of its rows are ones the ledger database refused, which no "
+                    "replay takes out: see them with `tiergate outbox list`, then retry or drop "
+                    "them (`tiergate outbox retry|drop`)"
+                    if rejected
+                    else "the ledger database is unreachable: it drains once it answers"
+                ),
             )
         elif before == "full":
             log.info("ledger_outbox_admitting", **figures, detail="below its bound again")

@@ -25,13 +25,14 @@ from collections.abc import Callable
 
 import structlog
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.ledger.capacity import OutboxBound, OutboxGauge
 from gateway.ledger.db import retire_engine
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.journal import Journal
 from gateway.ledger.outbox import Outbox
+from gateway.ledger.rejected import ROW_ERRORS
 from gateway.ledger.store import insert_batch
 from gateway.metrics import Metrics
 
@@ -51,7 +52,7 @@ def _quietly(call: asyncio.Future[None]) -> None:
 
 _DB_ERRORS = (SQLAlchemyError, OSError)
 # The database refused these rows (not the connection): retrying them cannot help.
-_ROW_ERRORS = (DataError, IntegrityError)
+_ROW_ERRORS = ROW_ERRORS
 DRAIN_TIMEOUT_S = 30.0
 
 
@@ -385,7 +386,8 @@ class LedgerWriter:
             self._metrics.ledger_rows.labels(dest).inc(n)
 
     def _gauges(self) -> None:
-        self._capacity.observe(self._outbox.size, self._outbox.used_bytes)
+        outbox = self._outbox
+        self._capacity.observe(outbox.size, outbox.used_bytes, outbox.rejected_size)
         if self._metrics is not None:
             self._metrics.ledger_queue.set(self.queue_depth)
             if self._journal is not None:
