@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
@@ -22,33 +22,48 @@ from adapters.spent import Spent
 from gateway import tracing
 from gateway.cache.request import RequestCache
 from gateway.cache.service import CachedAnswer
+from gateway.canary.controller import CanaryController
 from gateway.canary.shadow import shadow_job
 from gateway.errors import BadGateway
-from gateway.governance.gate import Admission
+from gateway.governance.gate import Admission, Governor
 from gateway.governance.grants import Grant
 from gateway.pipeline.answers import SHUTTING_DOWN, Answer, Halt, Receipt, Refused
-from gateway.pipeline.stream import Stream
 from gateway.policy import Candidate, Decision
 from gateway.routing import cascade as cascading
 from gateway.routing import spans
-from gateway.routing.accounting import Outcome
+from gateway.routing.accounting import Accountant, Outcome
 from gateway.routing.attempts import DispatchError, Trace, tiers_tried
 from gateway.routing.choices import more_choices, sum_usage, total_usage
 from gateway.routing.failures import client_error, public
+from gateway.routing.judging import LabelSampler
+from gateway.routing.opened import Opened
 from gateway.routing.plan import Plan
 from gateway.routing.runtime import Active
 
-if TYPE_CHECKING:
-    from gateway.pipeline.flow import Pipeline
-
 log = structlog.get_logger("tiergate.request")
+
+
+class Services(Protocol):
+    """What a flight uses of the pipeline's live services (``Pipeline`` has them)."""
+
+    @property
+    def accountant(self) -> Accountant: ...
+
+    @property
+    def canary(self) -> CanaryController: ...
+
+    @property
+    def governor(self) -> Governor | None: ...
+
+    @property
+    def labels(self) -> LabelSampler | None: ...
 
 
 @dataclass(slots=True)
 class Flight:
     """One request on its way: what the pipeline knows of it, and its one ending."""
 
-    pipeline: Pipeline
+    pipeline: Services
     active: Active
     chat: ChatRequest | None
     outcome: Outcome
@@ -121,7 +136,9 @@ class Flight:
         await self.durable()
         return Answer(completion, self.receipt(served=True, priced=True), more)
 
-    async def stream(self, decision: Decision) -> Stream:
+    async def open_stream(self, decision: Decision) -> Opened:
+        """The stream's backend, its first chunk come and its row journaled as interrupted
+        (the pipeline makes the ``Stream`` of it); raises ``Refused`` when none answered."""
         assert self.chat is not None
         try:
             opened = await cascading.open_stream(self, decision, self.chat)
@@ -137,7 +154,7 @@ class Flight:
             except asyncio.CancelledError:
                 await opened.release()  # nobody will read it: the backend stops now
                 raise
-        return Stream(self, opened, self.chat)
+        return opened
 
     def from_cache(self, hit: CachedAnswer) -> Answer:
         """Answer from the response cache: no backend, cost 0, the saving recorded."""

@@ -122,7 +122,7 @@ class Pipeline:
                 cache.key = None  # a candidate's answers are on trial: never replayed to others
             outcome.cache = cache.label()
             if inbound.stream:
-                return await flight.stream(decision)
+                return Stream(flight, await flight.open_stream(decision), chat)
             return await flight.whole(decision)
         except asyncio.CancelledError:
             flight.abandoned()

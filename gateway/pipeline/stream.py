@@ -4,17 +4,14 @@ the break) and its one accounting when it ends, however it ends (``Flight.settle
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
 
 from adapters.base import ChatRequest, Chunk, Completion
 from adapters.errors import BackendError
 from gateway.pipeline.answers import Broke, Ended, StreamEvent
+from gateway.pipeline.flight import Flight
 from gateway.routing.choices import extra_requests, extra_stream, merged
 from gateway.routing.opened import Opened
 from gateway.routing.tally import Tally
-
-if TYPE_CHECKING:
-    from gateway.pipeline.flight import Flight
 
 
 class Stream:
