@@ -6,8 +6,10 @@ by ``schema_errors``), then the checks across sections and files (``checks``, ``
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 import yaml
 from pydantic import ValidationError
@@ -26,6 +28,8 @@ from gateway.policy.timeouts import effective_timeouts
 from gateway.scoring.heuristic import DEFAULT_WEIGHTS, ScorerWeights
 from gateway.scoring.learned import ArtifactError, LearnedScorer, load_scorer
 from gateway.scoring.v2 import V2Scorer, load_v2
+
+S = TypeVar("S", LearnedScorer, V2Scorer)
 
 
 def policy_hash(data: bytes) -> str:
@@ -122,30 +126,28 @@ def _compile(spec: PolicyFile, *, source: str, digest: str, base_dir: Path) -> P
         prices=PriceBook.build(_effective_pricing(spec), spec.backends),
         cache=spec.cache,
         canary=spec.canary,
-        learned=_learned_scorer(spec, source=source, base_dir=base_dir),
-        v2=_v2_scorer(spec, source=source, base_dir=base_dir),
+        learned=_scorer(spec, "learned", load_scorer, source=source, base_dir=base_dir),
+        v2=_scorer(spec, "v2", load_v2, source=source, base_dir=base_dir),
         adaptive=adaptive_settings(spec.scorer),
         label_judge=spec.scorer.judge if spec.scorer.kind == "adaptive" else None,
     )
 
 
-def _learned_scorer(spec: PolicyFile, *, source: str, base_dir: Path) -> LearnedScorer | None:
-    if base_kind(spec.scorer) != "learned":
+def _scorer(
+    spec: PolicyFile,
+    kind: str,
+    load: Callable[[Path | None], S],
+    *,
+    source: str,
+    base_dir: Path,
+) -> S | None:
+    """The policy's scorer artifact when its scorer is of ``kind`` (learned or v2), loaded now:
+    a policy whose artifact cannot be read is refused, naming where it is set."""
+    if base_kind(spec.scorer) != kind:
         return None
     path = None if spec.scorer.artifact is None else base_dir / spec.scorer.artifact
     try:
-        return load_scorer(path)
-    except ArtifactError as exc:
-        where = "scorer.artifact" if path is not None else "scorer.kind"
-        raise PolicyError(source, [Problem(where, str(exc))]) from None
-
-
-def _v2_scorer(spec: PolicyFile, *, source: str, base_dir: Path) -> V2Scorer | None:
-    if base_kind(spec.scorer) != "v2":
-        return None
-    path = None if spec.scorer.artifact is None else base_dir / spec.scorer.artifact
-    try:
-        return load_v2(path)
+        return load(path)
     except ArtifactError as exc:
         where = "scorer.artifact" if path is not None else "scorer.kind"
         raise PolicyError(source, [Problem(where, str(exc))]) from None
