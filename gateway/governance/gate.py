@@ -8,18 +8,18 @@ the request: the request path's common case, in one synchronous call); ``decide`
 (Redis, or this process's counters while Redis is away); ``admit`` is the one then the other.
 
 A caller with no limits (a bootstrap key, the admin key, loopback mode) passes untouched and
-costs nothing here.
+costs nothing here. A grant's limits are worked out once (``grant_limits``); what this process
+settles goes in batches (``settling``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Protocol
 
 import structlog
 from sqlalchemy import Engine
@@ -36,19 +36,14 @@ from gateway.governance.budgets import (
     to_nano,
 )
 from gateway.governance.gate_script import Ask
-from gateway.governance.grants import Allowance, Grant
+from gateway.governance.grant_limits import GrantLimits
+from gateway.governance.grants import Grant
 from gateway.governance.options import Option, Planned, Worst, options
-from gateway.governance.rates import (
-    Limits,
-    RateLimiter,
-    RateVerdict,
-    Subject,
-    checks_for,
-    refusal,
-)
+from gateway.governance.rates import RateLimiter, RateVerdict, Subject, refusal
 from gateway.governance.readiness import GovernanceState, Readiness
 from gateway.governance.refusals import exhausted, rate_limited
 from gateway.governance.remote import RemoteGate, Unavailable
+from gateway.governance.settling import Settlements, Settler
 from gateway.governance.windows import Check, headers
 from gateway.policy import Decision, Policy
 
@@ -56,7 +51,6 @@ log = structlog.get_logger("tiergate.governance")
 
 STEPPED_DOWN = "stepped-down"
 HOLD_MARGIN_S = 30.0  # a reservation outlives its request's deadline by this much
-SETTLE_EVERY_S = 0.02  # ended requests are settled in batches this often
 
 
 class Denied(Exception):
@@ -102,49 +96,6 @@ def _admitted(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Limited:
-    """A grant's rate limits as the gate uses them: its subjects, and its checks (the tokens
-    ones also at no cost: where a settlement's correction goes)."""
-
-    grant: Grant
-    subjects: tuple[Subject, ...]
-    limits: tuple[Check, ...]  # at no cost
-    tokens: tuple[Check, ...]
-    # the checks of the last few token counts asked (requests of one client are much alike)
-    memo: dict[int, tuple[Check, ...]] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def of(cls, grant: Grant, subjects: tuple[Subject, ...]) -> Limited:
-        limits = tuple(checks_for(subjects, 0))
-        return cls(grant, subjects, limits, tuple(c for c in limits if c.dimension == "tokens"))
-
-    def checks(self, tokens: int) -> tuple[Check, ...]:
-        """The checks of a request that may use ``tokens``: one request, that many tokens."""
-        known = self.memo.get(tokens)
-        if known is not None:
-            return known
-        cost = max(0, tokens)
-        made = tuple(
-            Check(c.name, c.key, c.dimension, c.limit, 1 if c.dimension == "requests" else cost)
-            for c in self.limits
-        )
-        if len(self.memo) >= 64:
-            self.memo.clear()
-        self.memo[tokens] = made
-        return made
-
-
-class Settlements(Protocol):
-    """Told which requests' settlements are on their way to Redis and when each has landed
-    (the ledger's journal: ``ledger.journal.Journal``, so a killed process's answered requests
-    whose cost never reached the counters are charged at the next start)."""
-
-    def unsettled(self, rid: str) -> None: ...
-
-    def settled(self, rids: Sequence[str]) -> None: ...
-
-
 class Governor:
     """``remote``: rate limits and budgets decided together in Redis, one call per event-loop
     turn, or far from every limit from this replica's leases without a call (``leases.py``
@@ -164,13 +115,8 @@ class Governor:
         self.remote = remote
         self._engine = engine
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._settled: list[Settled] = []
-        self._corrected: list[tuple[tuple[Subject, ...], int, int]] = []
-        self._flush: asyncio.TimerHandle | None = None
-        self._holds: dict[Allowance, tuple[Hold, float]] = {}  # → the hold, until when
-        self._grant_holds: dict[int, tuple[Grant, tuple[Hold, ...], float]] = {}  # by id(grant)
-        self._grants: dict[int, Limited] = {}  # by id(grant)
+        self._settler = Settler(budgets, rates)  # what this process settles, in batches
+        self._limits = GrantLimits(rated=rates is not None)  # each grant's limits and holds
         self._planned = Planned()  # the planned option's worst case, per policy
         self._tracked: Settlements | None = None
         self._readiness = Readiness()  # Redis's readiness PING, one at a time
@@ -224,8 +170,8 @@ class Governor:
         if refusal is not None:
             raise Denied(refusal)
         tokens = sizes[0] + sizes[1]
-        limited = self._limited(grant)
-        holds = self._holds_of(grant)
+        limited = self._limits.limited(grant)
+        holds = self._limits.holds(grant)
         if not holds and not limited.subjects:  # routes only: nothing to count
             return Admission(decision, False, (), 0, tokens, ())
         remote = self.remote
@@ -256,9 +202,9 @@ class Governor:
         ``Denied``."""
         prompt_tokens, max_tokens = sizes
         tokens = prompt_tokens + max_tokens
-        limited = self._limited(grant)
+        limited = self._limits.limited(grant)
         subjects = limited.subjects
-        holds = self._holds_of(grant)
+        holds = self._limits.holds(grant)
         worst = Worst(policy.prices, prompt_tokens, max_tokens, deadline_s)
         remote = self.remote
         if holds:
@@ -328,44 +274,6 @@ class Governor:
             raise Denied(exhausted(holds, got.left, amounts[-1]), said)
         return _admitted(choices[got.index], holds, tokens, said, shared=True)
 
-    def _limited(self, grant: Grant) -> Limited:
-        """The grant's rate limits, worked out once per grant (the key book keeps its grants
-        until it is refreshed)."""
-        known = self._grants.get(id(grant))
-        if known is None or known.grant is not grant:
-            if len(self._grants) > 10_000:  # refreshed grants replace the old: never grow
-                self._grants.clear()
-            known = self._grants[id(grant)] = Limited.of(
-                grant, rate_subjects(grant) if self.rates is not None else ()
-            )
-        return known
-
-    def _holds_of(self, grant: Grant) -> tuple[Hold, ...]:
-        """The grant's budgets in their current periods (each worked out once a period)."""
-        now = time.time()
-        known_grant = self._grant_holds.get(id(grant))
-        if known_grant is not None and known_grant[0] is grant and now < known_grant[2]:
-            return known_grant[1]
-        budgets = grant.budgets
-        if not budgets:
-            return ()
-        out: list[Hold] = []
-        for allowance in budgets:
-            known = self._holds.get(allowance)
-            if known is None or now >= known[1]:
-                hold = Hold.of(allowance, datetime.now(UTC))
-                until = hold.resets.timestamp() if hold.resets is not None else float("inf")
-                if len(self._holds) > 10_000:  # keys come and go: never grow without bound
-                    self._holds.clear()
-                self._holds[allowance] = known = (hold, until)
-            out.append(known[0])
-        holds = tuple(out)
-        if len(self._grant_holds) > 10_000:
-            self._grant_holds.clear()
-        until = min(self._holds[a][1] for a in budgets)
-        self._grant_holds[id(grant)] = (grant, holds, until)
-        return holds
-
     async def _rates(self, subjects: tuple[Subject, ...], tokens: int) -> RateVerdict | None:
         if not subjects or self.rates is None:
             return None
@@ -389,14 +297,12 @@ class Governor:
         """The request ended: its real cost replaces its reservation, and its real tokens its
         estimate. In the background, and batched: a request decided in Redis (or from a lease)
         is settled with the next call that goes there (``RemoteGate.settle``); one decided in
-        this process every ``SETTLE_EVERY_S``, the requests that ended since in one call per
-        store (a hold outlives its request by at most that long, which only errs on the safe
-        side)."""
+        this process with the next batch (``settling.Settler``)."""
         settled: Settled | None = None
         if admission.holds:
             actual = to_nano(cost) if cost is not None and cost > 0 else 0
             settled = Settled(admission.holds, rid, actual, admission.reserved)
-        limited = self._limited(grant)
+        limited = self._limits.limited(grant)
         if admission.shared and self.remote is not None:
             if settled is not None and self._tracked is not None:
                 self._tracked.unsettled(rid)  # its cost is on its way to Redis
@@ -404,27 +310,7 @@ class Governor:
             self.remote.settle(settled, [(c, delta) for c in limited.tokens] if delta else ())
             return
         subjects = limited.subjects
-        if settled is not None:
-            self._settled.append(settled)
-        if subjects:
-            self._corrected.append((subjects, admission.tokens, tokens))
-        if (self._settled or self._corrected) and self._flush is None:
-            loop = asyncio.get_running_loop()
-            self._flush = loop.call_later(SETTLE_EVERY_S, self._flush_soon)
-
-    def _flush_soon(self) -> None:
-        self._flush = None
-        task = asyncio.get_running_loop().create_task(self._settle_now(), name="budget-settle")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _settle_now(self) -> None:
-        settled, self._settled = self._settled, []
-        corrected, self._corrected = self._corrected, []
-        if settled:
-            await self.budgets.settle_many(settled)
-        if corrected and self.rates is not None:
-            await self.rates.settle_many(corrected)
+        self._settler.add(settled, (subjects, admission.tokens, tokens) if subjects else None)
 
     def charge(self, holds: tuple[Hold, ...], rid: str, cost: int) -> None:
         """Add ``cost`` (nano-USD) to the spend of ``holds``, as a request's settlement does but
@@ -434,7 +320,7 @@ class Governor:
         if self.remote is not None:
             self.remote.settle(settled, ())
         else:
-            self._settled.append(settled)
+            self._settler.charge(settled)
 
     async def _seed(self, hold: Hold) -> None:
         await self.budgets.seed(hold, await self._spent(hold), datetime.now(UTC))
@@ -458,12 +344,7 @@ class Governor:
 
     async def drain(self) -> None:
         """Settle every request that has ended (tests, shutdown)."""
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._settle_now()
+        await self._settler.drain()
         if self.remote is not None:
             await self.remote.flush()
 
@@ -484,12 +365,3 @@ def _allowed(check: RateVerdict | None) -> tuple[tuple[str, str], ...]:
     if not check.allowed:
         raise Denied(rate_limited(check), check.headers)
     return check.headers
-
-
-def rate_subjects(grant: Grant) -> tuple[Subject, ...]:
-    """The key and team a request's rate limits count against (those with a limit)."""
-    return tuple(
-        Subject(a.kind, a.id, Limits(a.rpm, a.tpm))
-        for a in grant.allowances
-        if a.rpm is not None or a.tpm is not None
-    )

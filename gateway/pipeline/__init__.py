@@ -5,7 +5,8 @@
 
 ``Pipeline.handle(inbound)`` returns an ``Answer`` (whole, from a backend or the cache) or a
 ``Stream``, or raises ``Refused``; each carries a ``Receipt`` (what the gateway did), rendered by
-the HTTP edge as ``x-tiergate-*`` headers. ``answers`` holds these values; ``flow`` the path.
+the HTTP edge as ``x-tiergate-*`` headers. ``answers`` holds these values; ``flow`` the path;
+``flight`` one request on it and its one ending (accounted once, however it ends).
 """
 
 from gateway.pipeline.answers import (

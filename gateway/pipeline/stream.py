@@ -1,27 +1,24 @@
 """A streamed answer as the pipeline hands it to the edge: its events (chunks, then the end or
-the break) and its one accounting when it ends, however it ends (``_Flight.settle``)."""
+the break) and its one accounting when it ends, however it ends (``Flight.settle``)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
 
 from adapters.base import ChatRequest, Chunk, Completion
 from adapters.errors import BackendError
 from gateway.pipeline.answers import Broke, Ended, StreamEvent
+from gateway.pipeline.flight import Flight
 from gateway.routing.choices import extra_requests, extra_stream, merged
 from gateway.routing.opened import Opened
 from gateway.routing.tally import Tally
-
-if TYPE_CHECKING:
-    from gateway.pipeline.flow import _Flight
 
 
 class Stream:
     """A streamed answer whose first chunk has arrived. ``events`` yields ``(choice, chunk)``
     pairs, then ``Ended`` or ``Broke``; ``close`` must be awaited however the response ends."""
 
-    def __init__(self, flight: _Flight, opened: Opened, chat: ChatRequest) -> None:
+    def __init__(self, flight: Flight, opened: Opened, chat: ChatRequest) -> None:
         self.receipt = flight.receipt(served=True)
         self.model = flight.outcome.model
         self.prompt_tokens = flight.outcome.prompt_estimate  # the gateway's count, until usage

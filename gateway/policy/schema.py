@@ -2,7 +2,7 @@
 
 A policy names its backends, orders its tiers cheapest first with a score ceiling each, and
 names routes (the request's ``model`` field picks one). References between sections are checked
-in ``gateway.policy.load`` so every problem is reported with its path in the file.
+in ``gateway.policy.checks`` so every problem is reported with its path in the file.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def streaming(events: AsyncGenerator[bytes, None], wire: Wire) -> ASGIApp:
 
 def whole(asked: asyncio.Event) -> ASGIApp:
     """A whole answer whose backend never answers (``asked`` set once it waits on it); cut, it
-    leaves its receipt as the pipeline does (``_Flight.abandoned``)."""
+    leaves its receipt as the pipeline does (``Flight.abandoned``)."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         halt = stop_of(scope).halt
