@@ -77,10 +77,38 @@ class ResponseFormat:
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkingBlock:
+    """One of Anthropic's extended-thinking blocks: ``thinking`` (the model's reasoning and the
+    ``signature`` Anthropic checks when the block is sent back) or ``redacted_thinking``
+    (reasoning Anthropic encrypted, as ``data``).
+
+    In a stream the same type carries the pieces of a block (``Chunk.thinking``): thinking
+    text, then a piece with the signature that ends the block; a redacted block comes whole.
+    ``merge_thinking`` joins the pieces. Signatures and data are opaque: never log them.
+    """
+
+    type: Literal["thinking", "redacted_thinking"]
+    thinking: str = ""
+    signature: str = ""
+    data: str = ""
+
+    def __repr__(self) -> str:  # the reasoning may be long and the signature is opaque
+        return f"ThinkingBlock(type={self.type!r}, chars={len(self.thinking or self.data)})"
+
+    def wire(self) -> dict[str, str]:
+        """Anthropic's JSON form of the block (as its Messages API sends and takes it)."""
+        if self.type == "redacted_thinking":
+            return {"type": "redacted_thinking", "data": self.data}
+        return {"type": "thinking", "thinking": self.thinking, "signature": self.signature}
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One chat turn. ``content`` is plain text (a multi-part turn's text parts, joined);
     ``images`` are its image parts. An assistant turn may carry ``tool_calls``; a ``tool``
-    turn answers the call named by ``tool_call_id``."""
+    turn answers the call named by ``tool_call_id``. An assistant turn may also carry the
+    ``thinking`` blocks its answer began with (Anthropic's, signed): only the remote adapter
+    sends them, and only to Anthropic's models, which can verify them."""
 
     role: Role
     content: str
@@ -88,6 +116,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     images: tuple[ImagePart, ...] = ()
+    thinking: tuple[ThinkingBlock, ...] = ()
 
 
 # The values OpenAI's chat API takes for ``reasoning_effort`` (the openai SDK's ReasoningEffort).
@@ -244,6 +273,14 @@ class Completion:
     # the backend says: the in-process models match stops themselves, some servers report it
     # (vLLM's ``stop_reason``). ``None``: it ended otherwise, or the backend does not tell.
     stop_sequence: str | None = None
+    # Anthropic's extended-thinking blocks the answer began with, in order (remote Anthropic
+    # models only; empty for every other backend).
+    thinking: tuple[ThinkingBlock, ...] = ()
+
+    @property
+    def reasoning(self) -> str:
+        """The readable thinking, joined (redacted blocks have none)."""
+        return "".join(block.thinking for block in self.thinking)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +296,7 @@ class Chunk:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: Any = None  # the backend's OpenAI-shaped ``logprobs`` for this piece
     stop_sequence: str | None = None
+    thinking: tuple[ThinkingBlock, ...] = ()  # pieces of thinking blocks (see ThinkingBlock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,10 +354,34 @@ def merge_tool_calls(deltas: Iterable[ToolCallDelta]) -> tuple[ToolCall, ...]:
     )
 
 
+def merge_thinking(pieces: Iterable[ThinkingBlock]) -> tuple[ThinkingBlock, ...]:
+    """Whole thinking blocks from streamed pieces: thinking text joins the open block, a
+    signature ends it, a redacted block stands alone."""
+    blocks: list[ThinkingBlock] = []
+    text: list[str] = []
+    open_block = False
+    for piece in pieces:
+        if piece.type == "redacted_thinking":
+            if open_block:
+                blocks.append(ThinkingBlock("thinking", "".join(text)))
+                text, open_block = [], False
+            blocks.append(piece)
+            continue
+        text.append(piece.thinking)
+        open_block = True
+        if piece.signature:
+            blocks.append(ThinkingBlock("thinking", "".join(text), piece.signature))
+            text, open_block = [], False
+    if open_block:  # a stream cut short before the signature
+        blocks.append(ThinkingBlock("thinking", "".join(text)))
+    return tuple(blocks)
+
+
 async def collect(backend: str, model: str, chunks: AsyncIterator[Chunk]) -> Completion:
     """Join a stream into one ``Completion`` (the stream's last chunk supplies usage/timings)."""
     parts: list[str] = []
     deltas: list[ToolCallDelta] = []
+    thinking: list[ThinkingBlock] = []
     finish: FinishReason = "stop"
     stop_sequence: str | None = None
     usage = Usage(estimated=True)
@@ -327,6 +389,7 @@ async def collect(backend: str, model: str, chunks: AsyncIterator[Chunk]) -> Com
     async for chunk in chunks:
         parts.append(chunk.delta)
         deltas.extend(chunk.tool_calls)
+        thinking.extend(chunk.thinking)
         if chunk.finish_reason is not None:
             finish, stop_sequence = chunk.finish_reason, chunk.stop_sequence
         if chunk.usage is not None:
@@ -342,4 +405,5 @@ async def collect(backend: str, model: str, chunks: AsyncIterator[Chunk]) -> Com
         model=model,
         tool_calls=merge_tool_calls(deltas),
         stop_sequence=stop_sequence,
+        thinking=merge_thinking(thinking),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
-from adapters.base import ChatRequest, Chunk, Completion
+from adapters.base import ChatRequest, Chunk, Completion, merge_thinking
 from adapters.errors import BackendError
 from gateway.pipeline.answers import Broke, Ended, StreamEvent
 from gateway.routing.choices import extra_requests, extra_stream, merged
@@ -82,6 +82,7 @@ class Stream:
             outcome.backend,
             outcome.model,
             stop_sequence=tally.stop_sequences[0],
+            thinking=merge_thinking(tally.thinking),
         )
         self._flight.succeed(answer)
         await self._flight.durable()  # the row is on disk before the stream's last byte
