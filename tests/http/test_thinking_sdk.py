@@ -12,14 +12,15 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import openai
 import pytest
 import respx
-from anthropic.types import MessageParam, ToolParam
+from anthropic.types import MessageParam, ThinkingConfigEnabledParam, ToolParam
 from fastapi import FastAPI
+from openai.types.chat import ChatCompletionMessageParam
 
 from adapters.remote.loader import load_litellm
 from tests.http.helpers import gateway, served
@@ -41,7 +42,7 @@ routes:
   local: {{tier: local}}
 cache: {{responses: {{deterministic_only: false}}}}
 """
-THINK = {"type": "enabled", "budget_tokens": 2048}
+THINK: ThinkingConfigEnabledParam = {"type": "enabled", "budget_tokens": 2048}
 SIGNATURE = "WaUjzkypQ2mUEVM36O2TxuC06KN8xyfbJwyem2dw3URve/op91XWHOEBLLqIOMfFG/UvLEczmEsUjavL"
 REDACTED = (
     "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpPkNRj2YfWXGmKDxH4mPnZ5sQ7vB9U"
@@ -350,7 +351,7 @@ async def test_the_openai_edge_shows_the_thinking_as_reasoning_content(tmp_path:
         ),
         respx.MockResponse(200, json=TOOL_ANSWER),
     )
-    question: list[Any] = [{"role": "user", "content": "What is 27 * 453?"}]
+    question: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 27 * 453?"}]
     async with claude(tmp_path, *replies) as (sdk, upstream, _app):
         url = str(sdk.base_url).rstrip("/")
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused") as chat:
@@ -369,9 +370,11 @@ async def test_the_openai_edge_shows_the_thinking_as_reasoning_content(tmp_path:
                 if chunk.choices
             ]
             message = whole.choices[0].message
+            # The SDK takes the answer's message object back as it came (extras included).
+            echoed = cast("ChatCompletionMessageParam", message)
             again = await chat.chat.completions.create(
                 model="thinker",
-                messages=[*question, message, {"role": "user", "content": "Thanks. And?"}],
+                messages=[*question, echoed, {"role": "user", "content": "Thanks. And?"}],
                 reasoning_effort="low",
             )
     assert (message.model_extra or {}).get("reasoning_content") == (
