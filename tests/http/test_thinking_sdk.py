@@ -237,18 +237,25 @@ async def test_an_answer_carries_its_thinking_blocks_and_the_cache_replays_them(
 
 async def test_a_stream_carries_thinking_deltas_and_the_signature(tmp_path: Path) -> None:
     """Streamed, the thinking block opens first, its text comes as ``thinking_delta`` events
-    and its signature as a ``signature_delta``; the SDK's final message has the whole block."""
+    and its signature as a ``signature_delta``; the SDK's final message has the whole block,
+    and so has the same request asked again whole (from the response cache)."""
     reply = respx.MockResponse(
         200, content=sse(STREAM_EVENTS), headers={"content-type": "text/event-stream"}
     )
-    async with (
-        claude(tmp_path, reply) as (sdk, upstream, _app),
-        sdk.messages.stream(
+    async with claude(tmp_path, reply) as (sdk, upstream, app):
+        async with sdk.messages.stream(
             model="thinker", max_tokens=4096, thinking=THINK, messages=QUESTION
-        ) as stream,
-    ):
-        events = [event async for event in stream]
-        final = await stream.get_final_message()
+        ) as stream:
+            events = [event async for event in stream]
+            final = await stream.get_final_message()
+        await app.state.cache.flush()  # the answer is kept in the background
+        cached = await sdk.messages.create(
+            model="thinker", max_tokens=4096, thinking=THINK, messages=QUESTION
+        )
+    assert upstream.call_count == 1
+    assert [b.model_dump(exclude_none=True) for b in cached.content] == [
+        b.model_dump(exclude_none=True, exclude={"parsed_output"}) for b in final.content
+    ]
     assert sent(upstream, 0)["stream"] is True
     starts = [e.content_block.type for e in events if e.type == "content_block_start"]
     assert starts == ["thinking", "text"]
