@@ -121,7 +121,7 @@ async def _events(stream: Stream, shape: Shape, include_usage: bool) -> AsyncGen
         if isinstance(event, tuple):
             index, chunk = event
             reasoning = "".join(piece.thinking for piece in chunk.thinking)
-            if reasoning:
+            if reasoning and shape.kind == "chat":
                 yield shape.reasoning(reasoning, include_usage, index)
             if chunk.tool_calls:
                 yield shape.tool_calls(chunk.tool_calls, include_usage, index)

@@ -39,8 +39,9 @@ async def streamed(stream: Stream, shape: Shape) -> AsyncGenerator[bytes, None]:
             index, chunk = event
             if index:
                 continue
-            if chunk.thinking:
-                yield shape.thinking(chunk.thinking)
+            thought = shape.thinking(chunk.thinking) if chunk.thinking else b""
+            if thought:  # the Responses shape shows no thinking: nothing to send
+                yield thought
             if chunk.tool_calls:
                 yield shape.tool_calls(chunk.tool_calls)
             if chunk.delta:

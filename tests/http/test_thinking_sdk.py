@@ -395,3 +395,30 @@ async def test_the_openai_edge_shows_the_thinking_as_reasoning_content(tmp_path:
     assert again.choices[0].message.content == TOOL_ANSWER["content"][0]["text"]
     assert upstream.call_count == 3
     assert "reasoning_content" not in json.dumps(sent(upstream, 2))
+
+
+async def test_the_responses_edge_leaves_the_thinking_out(tmp_path: Path) -> None:
+    """``/v1/responses`` has no place for Anthropic's thinking: the answer's text comes
+    whole and streamed, and no event carries the thinking or its signature."""
+    replies = (
+        respx.MockResponse(200, json=THOUGHT),
+        respx.MockResponse(
+            200, content=sse(STREAM_EVENTS), headers={"content-type": "text/event-stream"}
+        ),
+    )
+    async with claude(tmp_path, *replies) as (sdk, upstream, _app):
+        url = str(sdk.base_url).rstrip("/")
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused") as client:
+            whole = await client.responses.create(model="thinker", input="What is 27 * 453?")
+            stream = await client.responses.create(
+                model="thinker", input="What is 27 * 453? Show your work.", stream=True
+            )
+            events = [event async for event in stream]
+    assert upstream.call_count == 2
+    assert whole.output_text == "Based on my analysis..."
+    assert SIGNATURE not in whole.model_dump_json()
+    done = next(e for e in events if e.type == "response.completed")
+    assert done.response.output_text == "27 * 453 = 12,231"
+    dumped = "".join(event.model_dump_json() for event in events)
+    assert STREAM_SIGNATURE not in dumped
+    assert "step by step" not in dumped
