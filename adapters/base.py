@@ -36,7 +36,6 @@ from adapters.chat import (
     ResponseFormat,
     Role,
     Thinking,
-    ThinkingBlock,
     Timings,
     Tool,
     ToolCall,
@@ -44,10 +43,10 @@ from adapters.chat import (
     ToolChoice,
     Usage,
     collect,
-    merge_thinking,
     merge_tool_calls,
     normalise_finish_reason,
 )
+from adapters.thinking import ThinkingBlock, merge_thinking
 
 if TYPE_CHECKING:
     from adapters.capabilities import Capabilities

@@ -1,5 +1,6 @@
 """The chat values every backend speaks: messages and requests in, completions and stream
-chunks out, embeddings, and the helpers adapters share to build them.
+chunks out, embeddings, and the helpers adapters share to build them (Anthropic's thinking
+blocks, which messages, completions and chunks carry, are in ``adapters.thinking``).
 
 All values are frozen dataclasses; pydantic lives only at the edges (YAML, HTTP). The contract
 that uses them (the ``Backend`` Protocol) is in ``adapters.base``, which re-exports them all.
@@ -11,6 +12,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
+
+from adapters.thinking import ThinkingBlock, merge_thinking
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
@@ -74,32 +77,6 @@ class ResponseFormat:
     schema: Mapping[str, Any] | None = None
     name: str | None = None
     strict: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ThinkingBlock:
-    """One of Anthropic's extended-thinking blocks: ``thinking`` (the model's reasoning and the
-    ``signature`` Anthropic checks when the block is sent back) or ``redacted_thinking``
-    (reasoning Anthropic encrypted, as ``data``).
-
-    In a stream the same type carries the pieces of a block (``Chunk.thinking``): thinking
-    text, then a piece with the signature that ends the block; a redacted block comes whole.
-    ``merge_thinking`` joins the pieces. Signatures and data are opaque: never log them.
-    """
-
-    type: Literal["thinking", "redacted_thinking"]
-    thinking: str = ""
-    signature: str = ""
-    data: str = ""
-
-    def __repr__(self) -> str:  # the reasoning may be long and the signature is opaque
-        return f"ThinkingBlock(type={self.type!r}, chars={len(self.thinking or self.data)})"
-
-    def wire(self) -> dict[str, str]:
-        """Anthropic's JSON form of the block (as its Messages API sends and takes it)."""
-        if self.type == "redacted_thinking":
-            return {"type": "redacted_thinking", "data": self.data}
-        return {"type": "thinking", "thinking": self.thinking, "signature": self.signature}
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,29 +329,6 @@ def merge_tool_calls(deltas: Iterable[ToolCallDelta]) -> tuple[ToolCall, ...]:
         ToolCall(id=call_id or f"call_{index}", name=name, arguments=arguments)
         for index, (call_id, name, arguments) in calls.items()
     )
-
-
-def merge_thinking(pieces: Iterable[ThinkingBlock]) -> tuple[ThinkingBlock, ...]:
-    """Whole thinking blocks from streamed pieces: thinking text joins the open block, a
-    signature ends it, a redacted block stands alone."""
-    blocks: list[ThinkingBlock] = []
-    text: list[str] = []
-    open_block = False
-    for piece in pieces:
-        if piece.type == "redacted_thinking":
-            if open_block:
-                blocks.append(ThinkingBlock("thinking", "".join(text)))
-                text, open_block = [], False
-            blocks.append(piece)
-            continue
-        text.append(piece.thinking)
-        open_block = True
-        if piece.signature:
-            blocks.append(ThinkingBlock("thinking", "".join(text), piece.signature))
-            text, open_block = [], False
-    if open_block:  # a stream cut short before the signature
-        blocks.append(ThinkingBlock("thinking", "".join(text)))
-    return tuple(blocks)
 
 
 async def collect(backend: str, model: str, chunks: AsyncIterator[Chunk]) -> Completion:

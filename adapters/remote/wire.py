@@ -17,7 +17,8 @@ from adapters._openai_shape import (
     parse_tool_calls,
     tool_fields,
 )
-from adapters.chat import ChatRequest, ThinkingBlock, ToolCall, ToolCallDelta, Usage
+from adapters.chat import ChatRequest, ToolCall, ToolCallDelta, Usage
+from adapters.thinking import ThinkingBlock
 
 # Providers whose native API takes top_k. litellm forwards unknown parameters verbatim (to
 # OpenAI as extra_body, which OpenAI answers with HTTP 400), so for everyone else we drop it.
