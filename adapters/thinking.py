@@ -1,7 +1,7 @@
 """Anthropic's extended-thinking blocks as the chat values carry them: an answer's blocks, an
 assistant turn's blocks sent back, and the pieces a stream brings them in.
 
-Pure values; ``adapters.chat`` (and ``adapters.base``) re-export them.
+Pure values; ``adapters.base`` re-exports them.
 """
 
 from __future__ import annotations
