@@ -46,6 +46,7 @@ from adapters.chat import (
     merge_tool_calls,
     normalise_finish_reason,
 )
+from adapters.thinking import ThinkingBlock, merge_thinking
 
 if TYPE_CHECKING:
     from adapters.capabilities import Capabilities
@@ -69,6 +70,7 @@ __all__ = [
     "ResponseFormat",
     "Role",
     "Thinking",
+    "ThinkingBlock",
     "Timings",
     "Tool",
     "ToolCall",
@@ -76,6 +78,7 @@ __all__ = [
     "ToolChoice",
     "Usage",
     "collect",
+    "merge_thinking",
     "merge_tool_calls",
     "normalise_finish_reason",
     "prompt_request",

@@ -1,5 +1,6 @@
 """The chat values every backend speaks: messages and requests in, completions and stream
-chunks out, embeddings, and the helpers adapters share to build them.
+chunks out, embeddings, and the helpers adapters share to build them (Anthropic's thinking
+blocks, which messages, completions and chunks carry, are in ``adapters.thinking``).
 
 All values are frozen dataclasses; pydantic lives only at the edges (YAML, HTTP). The contract
 that uses them (the ``Backend`` Protocol) is in ``adapters.base``, which re-exports them all.
@@ -11,6 +12,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
+
+from adapters.thinking import ThinkingBlock, merge_thinking
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
@@ -80,7 +83,9 @@ class ResponseFormat:
 class Message:
     """One chat turn. ``content`` is plain text (a multi-part turn's text parts, joined);
     ``images`` are its image parts. An assistant turn may carry ``tool_calls``; a ``tool``
-    turn answers the call named by ``tool_call_id``."""
+    turn answers the call named by ``tool_call_id``. An assistant turn may also carry the
+    ``thinking`` blocks its answer began with (Anthropic's, signed): only the remote adapter
+    sends them, and only to Anthropic's models, which can verify them."""
 
     role: Role
     content: str
@@ -88,6 +93,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     images: tuple[ImagePart, ...] = ()
+    thinking: tuple[ThinkingBlock, ...] = ()
 
 
 # The values OpenAI's chat API takes for ``reasoning_effort`` (the openai SDK's ReasoningEffort).
@@ -244,6 +250,14 @@ class Completion:
     # the backend says: the in-process models match stops themselves, some servers report it
     # (vLLM's ``stop_reason``). ``None``: it ended otherwise, or the backend does not tell.
     stop_sequence: str | None = None
+    # Anthropic's extended-thinking blocks the answer began with, in order (remote Anthropic
+    # models only; empty for every other backend).
+    thinking: tuple[ThinkingBlock, ...] = ()
+
+    @property
+    def reasoning(self) -> str:
+        """The readable thinking, joined (redacted blocks have none)."""
+        return "".join(block.thinking for block in self.thinking)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +273,7 @@ class Chunk:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: Any = None  # the backend's OpenAI-shaped ``logprobs`` for this piece
     stop_sequence: str | None = None
+    thinking: tuple[ThinkingBlock, ...] = ()  # pieces of thinking blocks (see ThinkingBlock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +335,7 @@ async def collect(backend: str, model: str, chunks: AsyncIterator[Chunk]) -> Com
     """Join a stream into one ``Completion`` (the stream's last chunk supplies usage/timings)."""
     parts: list[str] = []
     deltas: list[ToolCallDelta] = []
+    thinking: list[ThinkingBlock] = []
     finish: FinishReason = "stop"
     stop_sequence: str | None = None
     usage = Usage(estimated=True)
@@ -327,6 +343,7 @@ async def collect(backend: str, model: str, chunks: AsyncIterator[Chunk]) -> Com
     async for chunk in chunks:
         parts.append(chunk.delta)
         deltas.extend(chunk.tool_calls)
+        thinking.extend(chunk.thinking)
         if chunk.finish_reason is not None:
             finish, stop_sequence = chunk.finish_reason, chunk.stop_sequence
         if chunk.usage is not None:
@@ -342,4 +359,5 @@ async def collect(backend: str, model: str, chunks: AsyncIterator[Chunk]) -> Com
         model=model,
         tool_calls=merge_tool_calls(deltas),
         stop_sequence=stop_sequence,
+        thinking=merge_thinking(thinking),
     )

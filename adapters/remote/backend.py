@@ -50,15 +50,18 @@ from adapters.remote.wire import (
     build_payload,
     parse_cache_writes,
     parse_chunk,
+    parse_chunk_thinking,
     parse_chunk_tool_calls,
     parse_embedding_vectors,
     parse_logprobs,
     parse_response,
+    parse_response_thinking,
     parse_response_tool_calls,
     parse_usage,
     response_headers,
     server_ms,
     takes_cache_control,
+    takes_thinking_blocks,
 )
 
 log = logging.getLogger("adapters.remote")  # named for the adapter, not the module
@@ -159,16 +162,19 @@ class RemoteBackend(BlockingComplete):
                 async for raw in stream:
                     text, raw_finish, raw_usage = parse_chunk(raw)
                     pieces = parse_chunk_tool_calls(raw)
+                    thinking = parse_chunk_thinking(raw)
                     finish = raw_finish or finish
                     usage = raw_usage or usage
                     written = parse_cache_writes(getattr(raw, "usage", None)) or written
-                    if text or pieces:
+                    if text or pieces or thinking:
                         if ttft is None:
                             ttft = (time.perf_counter() - started) * 1000.0
                         parts.append(text)
+                        parts.extend(piece.thinking for piece in thinking)
                         yield Chunk(
                             delta=text,
                             tool_calls=pieces,
+                            thinking=thinking,
                             logprobs=parse_logprobs(raw, streamed=True)
                             if request.logprobs
                             else None,
@@ -326,6 +332,7 @@ class RemoteBackend(BlockingComplete):
             cache_system_min_tokens=(
                 cache_min if takes_cache_control(provider, self._config.model) else None
             ),
+            thinking_blocks=takes_thinking_blocks(provider, self._config.model),
         )
         kwargs.update(
             num_retries=0,
@@ -371,6 +378,7 @@ class RemoteBackend(BlockingComplete):
             model=self.model_id,
             tool_calls=tool_calls,
             logprobs=parse_logprobs(response, streamed=False),
+            thinking=parse_response_thinking(response),
         )
 
     def _log_cache_writes(self, written: int) -> None:

@@ -18,6 +18,7 @@ from adapters._openai_shape import (
     tool_fields,
 )
 from adapters.chat import ChatRequest, ToolCall, ToolCallDelta, Usage
+from adapters.thinking import ThinkingBlock
 
 # Providers whose native API takes top_k. litellm forwards unknown parameters verbatim (to
 # OpenAI as extra_body, which OpenAI answers with HTTP 400), so for everyone else we drop it.
@@ -48,6 +49,13 @@ def takes_cache_control(provider: str, model: str) -> bool:
     return provider == "anthropic" or "claude" in model.lower()
 
 
+def takes_thinking_blocks(provider: str, model: str) -> bool:
+    """Whether earlier turns' thinking blocks may be sent back here: only to Anthropic's Claude
+    models (Anthropic's API, Bedrock, Vertex AI), the only ones that can verify a signature.
+    Every other model gets the conversation without them."""
+    return takes_cache_control(provider, model)
+
+
 def estimate_tokens(text: str) -> int:
     """A cheap token estimate (four characters a token), enough to compare with a threshold."""
     return len(text) // 4
@@ -73,14 +81,19 @@ def build_payload(
     stream: bool,
     top_k_supported: bool,
     cache_system_min_tokens: int | None = None,
+    thinking_blocks: bool = False,
 ) -> dict[str, Any]:
     """The litellm keyword arguments for one chat request (without credentials or transport).
 
     With ``cache_system_min_tokens`` (only for models where ``takes_cache_control``), each
     system message at least that long is sent as a text block marked
     ``cache_control: {"type": "ephemeral"}``, litellm's form of Anthropic prompt caching.
+    With ``thinking_blocks`` (only for models where ``takes_thinking_blocks``) and thinking on,
+    assistant turns carry their thinking blocks as litellm's ``thinking_blocks``, which it sends
+    to Anthropic before the turn's text and ``tool_use`` blocks.
     """
     cached = _cached_system_turns(request, cache_system_min_tokens)
+    carry = thinking_blocks and request.thinking is not None and request.thinking.on
     messages: list[dict[str, Any]] = []
     for index, message in enumerate(request.messages):
         item = message_json(message)
@@ -88,6 +101,8 @@ def build_payload(
             item["content"] = [
                 {"type": "text", "text": message.content, "cache_control": dict(EPHEMERAL)}
             ]
+        if carry and message.role == "assistant" and message.thinking:
+            item["thinking_blocks"] = [block.wire() for block in message.thinking]
         messages.append(item)
     payload: dict[str, Any] = {"model": model, "messages": messages}
     optional: dict[str, Any] = {
@@ -104,7 +119,7 @@ def build_payload(
         # Anthropic's, and drops it (drop_params) for models without one.
         "reasoning_effort": request.reasoning_effort,
         # Anthropic's extended thinking: litellm passes it to Anthropic's models as it is.
-        "thinking": _thinking(request),
+        "thinking": _thinking(request, messages),
     }
     payload.update({key: value for key, value in optional.items() if value is not None})
     payload.update(tool_fields(request))
@@ -114,16 +129,20 @@ def build_payload(
     return payload
 
 
-def _thinking(request: ChatRequest) -> dict[str, str | int] | None:
-    """The request's extended thinking, unless a turn of the conversation called tools:
-    Anthropic then wants the thinking block its answer began with sent back before the calls,
-    and the gateway does not carry thinking blocks (its answers leave them out), so thinking
-    on would be refused ("Expected `thinking` or `redacted_thinking`, but found `tool_use`").
-    Such a call goes without thinking, as litellm's ``modify_params`` would send it."""
+def _thinking(request: ChatRequest, messages: list[dict[str, Any]]) -> dict[str, str | int] | None:
+    """The request's extended thinking, unless the last turn that called tools comes without
+    its thinking blocks (a client that dropped them, or blocks this model cannot take) and no
+    turn has any: Anthropic wants the thinking block that answer began with sent back before
+    the calls, so thinking on would be refused ("Expected `thinking` or `redacted_thinking`,
+    but found `tool_use`"). Such a call goes without thinking, as litellm's ``modify_params``
+    would send it (litellm's rule)."""
     thinking = request.thinking
     if thinking is None:
         return None
-    if thinking.on and any(m.role == "assistant" and m.tool_calls for m in request.messages):
+    if not thinking.on or any("thinking_blocks" in m for m in messages):
+        return thinking.wire()
+    calling = [m for m in messages if m["role"] == "assistant" and m.get("tool_calls")]
+    if calling:
         return None
     return thinking.wire()
 
@@ -191,6 +210,57 @@ def parse_response(response: Any) -> tuple[str, str | None, Usage | None]:
         finish if isinstance(finish, str) else None,
         parse_usage(_get(response, "usage")),
     )
+
+
+def _thinking_block(raw: Any) -> ThinkingBlock | None:
+    kind = _get(raw, "type")
+    if kind == "redacted_thinking":
+        data = _get(raw, "data")
+        return ThinkingBlock("redacted_thinking", data=data) if isinstance(data, str) else None
+    if kind != "thinking":
+        return None
+    text, signature = _get(raw, "thinking"), _get(raw, "signature")
+    return ThinkingBlock(
+        "thinking",
+        text if isinstance(text, str) else "",
+        signature if isinstance(signature, str) else "",
+    )
+
+
+def parse_response_thinking(response: Any) -> tuple[ThinkingBlock, ...]:
+    """The thinking blocks an Anthropic model's answer began with (litellm keeps them, in
+    order and with their signatures, as the message's ``thinking_blocks``); none for other
+    providers."""
+    choices = _get(response, "choices")
+    if not isinstance(choices, list) or not choices:
+        return ()
+    raw = _get(_get(choices[0], "message"), "thinking_blocks")
+    if not isinstance(raw, list):
+        return ()
+    return tuple(block for item in raw if (block := _thinking_block(item)) is not None)
+
+
+def parse_chunk_thinking(chunk: Any) -> tuple[ThinkingBlock, ...]:
+    """The thinking pieces of one streamed chunk, as ``merge_thinking`` joins them. litellm
+    turns Anthropic's ``thinking_delta`` into a block with that text, its ``signature_delta``
+    into a block with the signature and *all* the block's text again (dropped here: the text
+    came piece by piece), and a ``redacted_thinking`` block's start into that block."""
+    choices = _get(chunk, "choices")
+    if not isinstance(choices, list) or not choices:
+        return ()
+    raw = _get(_get(choices[0], "delta"), "thinking_blocks")
+    if not isinstance(raw, list):
+        return ()
+    pieces: list[ThinkingBlock] = []
+    for item in raw:
+        block = _thinking_block(item)
+        if block is None:
+            continue
+        if block.signature:
+            block = ThinkingBlock("thinking", signature=block.signature)
+        if block.thinking or block.signature or block.data:
+            pieces.append(block)
+    return tuple(pieces)
 
 
 def parse_chunk(chunk: Any) -> tuple[str, str | None, Usage | None]:

@@ -47,6 +47,7 @@ class RequestCache:
                 backend=backend,
                 cost_usd=cost,
                 stop_sequence=completion.stop_sequence,
+                thinking=completion.thinking,
             )
             self.service.remember(self.key, answer, self.policy.cache.responses.ttl_s)
         self.service.served(self.hashes, backend, self.policy.cache.prefixes.ttl_s)

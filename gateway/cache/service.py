@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import structlog
 
-from adapters.base import Completion, FinishReason, Timings, Usage
+from adapters.base import Completion, FinishReason, ThinkingBlock, Timings, Usage
 from gateway.cache.affinity import warm_prefixes
 from gateway.cache.store import Store
 from gateway.metrics import Metrics
@@ -48,6 +48,9 @@ class CachedAnswer:
     backend: str
     cost_usd: Decimal | None
     stop_sequence: str | None = None  # the stop string that ended it, when the backend said
+    # Its extended-thinking blocks, signatures included, so a hit replays them as they came
+    # (a client sends them back on the next turn, and Anthropic checks the signatures).
+    thinking: tuple[ThinkingBlock, ...] = ()
 
     def completion(self, latency_ms: float) -> Completion:
         return Completion(
@@ -58,6 +61,7 @@ class CachedAnswer:
             backend="cache",
             model=self.model,
             stop_sequence=self.stop_sequence,
+            thinking=self.thinking,
         )
 
     def encode(self) -> bytes:
@@ -75,6 +79,7 @@ class CachedAnswer:
                 "backend": self.backend,
                 "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
                 "stop_sequence": self.stop_sequence,
+                "thinking": [block.wire() for block in self.thinking],
             }
         )
 
@@ -94,9 +99,18 @@ class CachedAnswer:
                 backend=str(data["backend"]),
                 cost_usd=None if cost is None else Decimal(cost),
                 stop_sequence=stop if isinstance(stop, str) else None,
+                thinking=tuple(_thinking_block(b) for b in data.get("thinking") or ()),
             )
         except (ValueError, KeyError, TypeError, ArithmeticError):
             return None  # a corrupt or foreign entry is a miss, not an error
+
+
+def _thinking_block(data: dict[str, str]) -> ThinkingBlock:
+    if data["type"] == "redacted_thinking":
+        return ThinkingBlock("redacted_thinking", data=str(data["data"]))
+    if data["type"] != "thinking":
+        raise ValueError(f"not a thinking block: {data['type']!r}")
+    return ThinkingBlock("thinking", str(data["thinking"]), str(data["signature"]))
 
 
 class CacheService:

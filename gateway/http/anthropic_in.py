@@ -15,6 +15,7 @@ from adapters.base import (
     ImagePart,
     Message,
     Thinking,
+    ThinkingBlock,
     Tool,
     ToolCall,
     ToolChoice,
@@ -70,15 +71,34 @@ class ToolResultBlock(_Block):
     is_error: bool | None = None
 
 
+class ThinkingBlockIn(_Block):
+    """A thinking block of an earlier answer, sent back as it came (with its signature)."""
+
+    type: Literal["thinking"]
+    thinking: str
+    signature: str = Field(min_length=1)
+
+
+class RedactedThinkingBlockIn(_Block):
+    type: Literal["redacted_thinking"]
+    data: str = Field(min_length=1)
+
+
 class OtherBlock(BaseModel):
-    """Documents, thinking, server tools: accepted by the schema so the refusal names them."""
+    """Documents, server tools: accepted by the schema so the refusal names them."""
 
     model_config = ConfigDict(extra="allow")
-    type: Literal["document", "thinking", "redacted_thinking", "server_tool_use", "search_result"]
+    type: Literal["document", "server_tool_use", "search_result"]
 
 
 Block = Annotated[
-    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | OtherBlock,
+    TextBlock
+    | ImageBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ThinkingBlockIn
+    | RedactedThinkingBlockIn
+    | OtherBlock,
     Field(discriminator="type"),
 ]
 
@@ -253,6 +273,7 @@ def _turn(turn: MessageIn, where: str) -> list[Message]:
     images: list[ImagePart] = []
     calls: list[ToolCall] = []
     results: list[Message] = []
+    thinking: list[ThinkingBlock] = []
     for j, block in enumerate(turn.content):
         at = f"{where}.content[{j}]"
         if isinstance(block, TextBlock):
@@ -279,21 +300,30 @@ def _turn(turn: MessageIn, where: str) -> list[Message]:
             if block.is_error:
                 text = f"(the tool failed) {text or ''}".strip()
             results.append(Message(role="tool", content=text or "", tool_call_id=block.tool_use_id))
+        elif isinstance(block, ThinkingBlockIn | RedactedThinkingBlockIn):
+            if turn.role != "assistant":
+                raise _misplaced(at, block.type, "assistant")
+            thinking.append(
+                ThinkingBlock("thinking", block.thinking, block.signature)
+                if isinstance(block, ThinkingBlockIn)
+                else ThinkingBlock("redacted_thinking", data=block.data)
+            )
         else:
             raise BadRequest(
                 f"{at}.type: content blocks of type {block.type!r} are not supported; send "
-                f"text, image, tool_use or tool_result blocks",
+                f"text, image, tool_use, tool_result or (in assistant turns) thinking blocks",
                 param=f"{at}.type",
                 code="unsupported_content",
             )
     out = list(results)
-    if texts or images or calls or not results:
+    if texts or images or calls or thinking or not results:
         out.append(
             Message(
                 role=turn.role,
                 content="\n".join(texts),
                 tool_calls=tuple(calls),
                 images=tuple(images),
+                thinking=tuple(thinking),
             )
         )
     return out

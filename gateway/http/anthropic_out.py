@@ -1,6 +1,8 @@
 """Answers in Anthropic's Messages shape: the whole message, the streamed event sequence
 (``message_start``, ``content_block_start`` / ``_delta`` / ``_stop``, ``message_delta``,
-``message_stop``) and Anthropic's error body."""
+``message_stop``) and Anthropic's error body. An answer's extended-thinking blocks come first,
+as Anthropic sends them: ``thinking`` (streamed as ``thinking_delta`` then ``signature_delta``)
+and ``redacted_thinking``."""
 
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ from typing import Any
 
 import orjson
 
-from adapters.base import Completion, FinishReason, ToolCall, ToolCallDelta, Usage
+from adapters.base import (
+    Completion,
+    FinishReason,
+    ThinkingBlock,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 
 STOP_REASONS: dict[FinishReason, str] = {
     "stop": "end_turn",
@@ -44,7 +53,7 @@ def message_id(request_id: str) -> str:
 
 def whole(completion: Completion, msg_id: str, model: str) -> bytes:
     """A whole answer as Anthropic's ``message`` object."""
-    content: list[dict[str, Any]] = []
+    content: list[dict[str, Any]] = [block.wire() for block in completion.thinking]
     if completion.text or not completion.tool_calls:
         content.append({"type": "text", "text": completion.text})
     content.extend(_tool_use(call) for call in completion.tool_calls)
@@ -97,8 +106,10 @@ def event(kind: str, payload: dict[str, Any]) -> bytes:
 
 @dataclass(slots=True)
 class EventStream:
-    """Turns the pipeline's chunks into Anthropic's content blocks: text in a text block,
-    each tool call in a ``tool_use`` block whose arguments arrive as ``input_json_delta``.
+    """Turns the pipeline's chunks into Anthropic's content blocks: thinking in a ``thinking``
+    block (``thinking_delta``, then the ``signature_delta`` that ends it), a redacted block
+    whole, text in a text block, each tool call in a ``tool_use`` block whose arguments arrive
+    as ``input_json_delta``.
 
     ``usage`` is what is known when the stream starts: for a stream, the gateway's count of the
     prompt (the backend's own count, cache reads included, comes with the end); for an answer
@@ -109,7 +120,8 @@ class EventStream:
     model: str
     usage: Usage
     _open: int | None = None  # index of the block being written
-    _kind: str | None = None  # "text" or the tool call's index, as "tool:<n>"
+    # "text", "thinking:<n>", "redacted:<n>" or the tool call's index, as "tool:<n>"
+    _kind: str | None = None
     _blocks: int = 0
     _tools: dict[int, int] = field(default_factory=dict)  # tool call index → block index
 
@@ -132,6 +144,24 @@ class EventStream:
             "content_block_delta",
             {"index": self._open, "delta": {"type": "text_delta", "text": delta}},
         )
+
+    def thinking(self, pieces: Iterable[ThinkingBlock]) -> bytes:
+        out = b""
+        for piece in pieces:
+            if piece.type == "redacted_thinking":
+                out += self._switch(f"redacted:{self._blocks}", piece.wire()) + self._close()
+                continue
+            if self._kind is None or not self._kind.startswith("thinking:"):
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+                out += self._switch(f"thinking:{self._blocks}", block)
+            if piece.thinking:
+                delta = {"type": "thinking_delta", "thinking": piece.thinking}
+                out += event("content_block_delta", {"index": self._open, "delta": delta})
+            if piece.signature:
+                delta = {"type": "signature_delta", "signature": piece.signature}
+                out += event("content_block_delta", {"index": self._open, "delta": delta})
+                out += self._close()  # the signature ends the block
+        return out
 
     def tool_calls(self, deltas: Iterable[ToolCallDelta]) -> bytes:
         out = b""

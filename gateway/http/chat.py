@@ -120,6 +120,9 @@ async def _events(stream: Stream, shape: Shape, include_usage: bool) -> AsyncGen
     async for event in stream.events:
         if isinstance(event, tuple):
             index, chunk = event
+            reasoning = "".join(piece.thinking for piece in chunk.thinking)
+            if reasoning and shape.kind == "chat":
+                yield shape.reasoning(reasoning, include_usage, index)
             if chunk.tool_calls:
                 yield shape.tool_calls(chunk.tool_calls, include_usage, index)
             if chunk.delta:
@@ -143,7 +146,10 @@ def _stopped() -> bytes:
 
 def _whole_as_events(answer: Answer, shape: Shape, include_usage: bool) -> bytes:
     completion = answer.completion
-    parts = [shape.first(include_usage), shape.delta(completion.text, include_usage)]
+    parts = [shape.first(include_usage)]
+    if completion.reasoning:
+        parts.append(shape.reasoning(completion.reasoning, include_usage))
+    parts.append(shape.delta(completion.text, include_usage))
     parts.append(shape.finish(completion.finish_reason, include_usage))
     if include_usage:
         parts.append(shape.usage(completion.usage))

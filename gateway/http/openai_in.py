@@ -123,6 +123,9 @@ class MessageIn(_Wire):
     function_call: Any | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
+    # The thinking an answer showed (``reasoning_content``), echoed back: not forwarded (it
+    # carries no signature, so no backend could take it as thinking).
+    reasoning_content: str | None = None
 
 
 class StreamOptions(_Wire):

@@ -74,6 +74,10 @@ class Shape:
         }
         if completion.tool_calls:
             message["tool_calls"] = [tool_call_json(c) for c in completion.tool_calls]
+        if completion.reasoning:
+            # Anthropic's thinking, as litellm and DeepSeek-style clients read it (its
+            # signature stays out: this API has no way to send a block back).
+            message["reasoning_content"] = completion.reasoning
         return {
             "index": index,
             "message": message,
@@ -111,6 +115,18 @@ class Shape:
             else {"index": choice, "text": text, "logprobs": None}
         )
         item["finish_reason"] = None
+        return self._event([item], None, with_usage)
+
+    def reasoning(self, text: str, with_usage: bool, choice: int = 0) -> bytes:
+        """A piece of the answer's thinking, as ``delta.reasoning_content`` (chat only)."""
+        if self.kind != "chat":
+            return b""
+        item = {
+            "index": choice,
+            "delta": {"reasoning_content": text},
+            "logprobs": None,
+            "finish_reason": None,
+        }
         return self._event([item], None, with_usage)
 
     def tool_calls(

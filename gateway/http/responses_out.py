@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from adapters.base import Completion, FinishReason, ToolCall, ToolCallDelta, Usage
+from adapters.base import Completion, FinishReason, ThinkingBlock, ToolCall, ToolCallDelta, Usage
 
 INCOMPLETE: dict[FinishReason, str] = {
     "length": "max_output_tokens",
@@ -151,6 +151,11 @@ class EventStream:
             delta=delta,
             logprobs=[],
         )
+
+    def thinking(self, pieces: Iterable[ThinkingBlock]) -> bytes:
+        """Anthropic's thinking has no place in this API's answers (README: Extended
+        thinking): left out, as in the whole answer."""
+        return b""
 
     def tool_calls(self, deltas: Iterable[ToolCallDelta]) -> bytes:
         out = b""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Protocol
 
-from adapters.base import FinishReason, ToolCallDelta, Usage
+from adapters.base import FinishReason, ThinkingBlock, ToolCallDelta, Usage
 from gateway.http.drain import SHUTTING_DOWN
 from gateway.pipeline import Answer, Broke, Ended, Stream
 
@@ -15,6 +15,7 @@ from gateway.pipeline import Answer, Broke, Ended, Stream
 class Shape(Protocol):
     def start(self) -> bytes: ...
     def text(self, delta: str) -> bytes: ...
+    def thinking(self, pieces: Iterable[ThinkingBlock]) -> bytes: ...
     def tool_calls(self, deltas: Iterable[ToolCallDelta]) -> bytes: ...
     def end(self, reason: FinishReason, usage: Usage, stop_sequence: str | None) -> bytes: ...
     def error(self, message: str) -> bytes: ...
@@ -38,6 +39,9 @@ async def streamed(stream: Stream, shape: Shape) -> AsyncGenerator[bytes, None]:
             index, chunk = event
             if index:
                 continue
+            thought = shape.thinking(chunk.thinking) if chunk.thinking else b""
+            if thought:  # the Responses shape shows no thinking: nothing to send
+                yield thought
             if chunk.tool_calls:
                 yield shape.tool_calls(chunk.tool_calls)
             if chunk.delta:
@@ -59,6 +63,8 @@ def whole_as_events(answer: Answer, shape: Shape) -> bytes:
     """A whole answer (from the response cache) as the events of a stream, in one body."""
     completion = answer.completion
     parts = [shape.start()]
+    if completion.thinking:
+        parts.append(shape.thinking(completion.thinking))
     if completion.text:
         parts.append(shape.text(completion.text))
     if completion.tool_calls:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
-from adapters.base import ChatRequest, Chunk, Completion
+from adapters.base import ChatRequest, Chunk, Completion, merge_thinking
 from adapters.errors import BackendError
 from gateway.pipeline.answers import Broke, Ended, StreamEvent
 from gateway.pipeline.flight import Flight
@@ -79,6 +79,7 @@ class Stream:
             outcome.backend,
             outcome.model,
             stop_sequence=tally.stop_sequences[0],
+            thinking=merge_thinking(tally.thinking),
         )
         self._flight.succeed(answer)
         await self._flight.durable()  # the row is on disk before the stream's last byte

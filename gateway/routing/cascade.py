@@ -144,7 +144,7 @@ async def open_stream(flight: Flight, decision: Decision, chat: ChatRequest) -> 
     answer = _as_asked(first, chat)
     state = active.pool[answer.candidate.backend]
     state.in_flight += 1  # released by the stream's end, as a live stream's would be
-    head = Chunk(delta=answer.completion.text)
+    head = Chunk(delta=answer.completion.text, thinking=answer.completion.thinking)
     return Opened(head, _rest(answer.completion), answer.candidate, state, answer.trace, 0.0)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from adapters.base import Chunk, FinishReason, Timings, Usage
+from adapters.base import Chunk, FinishReason, ThinkingBlock, Timings, Usage
 from gateway.routing.choices import sum_usage
 from gateway.scoring.tokens import count_exact
 
@@ -24,6 +24,7 @@ class Tally:
     first_at: float | None = None
     timings: Timings | None = None  # what the backend reported for choice 0
     texts: list[str] = field(default_factory=list)  # choice 0's: the cache and shadow keep it
+    thinking: list[ThinkingBlock] = field(default_factory=list)  # choice 0's thinking pieces
     received: list[list[str]] = field(init=False)  # each choice's text and tool-call pieces
 
     def __post_init__(self) -> None:
@@ -34,11 +35,14 @@ class Tally:
 
     def add(self, index: int, chunk: Chunk) -> int:
         """Note one chunk of choice ``index``; returns how many pieces it sent the client."""
-        sent = bool(chunk.tool_calls) + bool(chunk.delta)
+        sent = bool(chunk.tool_calls) + bool(chunk.delta) + bool(chunk.thinking)
         if sent:
             if self.first_at is None:
                 self.first_at = time.perf_counter()
             received = self.received[index]
+            received.extend(piece.thinking for piece in chunk.thinking)
+            if index == 0:
+                self.thinking.extend(chunk.thinking)
             if chunk.delta:
                 received.append(chunk.delta)
                 if index == 0:

@@ -1,7 +1,8 @@
 """Anthropic's extended ``thinking`` on ``/v1/messages``: checked at the edge by Anthropic's rules
 (a 400 in Anthropic's shape naming the field), passed on to the backends (the remote tier
 through litellm, mocked at the HTTP layer with respx, bodies from Anthropic's documentation;
-the Ollama mapping is in tests/adapters/ollama), and part of the response cache key."""
+the Ollama mapping is in tests/adapters/ollama), and part of the response cache key. The
+thinking blocks of answers, with the official SDK: tests/http/test_thinking_sdk.py."""
 
 from __future__ import annotations
 
@@ -180,7 +181,8 @@ def httpx_litellm(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("httpx_litellm")
 async def test_a_remote_anthropic_model_is_asked_to_think(tmp_path: Path) -> None:
     """Through litellm, Anthropic's Messages call carries ``thinking`` as the client sent it
-    (left out when the client did); the answer's text comes back, its thinking does not."""
+    (left out when the client did); the answer comes back with its thinking block first,
+    signature intact."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(REMOTE)
     on = {"type": "enabled", "budget_tokens": 2048}
@@ -195,18 +197,17 @@ async def test_a_remote_anthropic_model_is_asked_to_think(tmp_path: Path) -> Non
     assert first["max_tokens"] == 4096
     assert "thinking" not in second
     answer = thought.json()
-    assert answer["content"] == [
-        {"type": "text", "text": "Based on my analysis, the answer is 42."}
-    ]
+    assert answer["content"] == THOUGHT_ANSWER["content"]
     assert answer["usage"]["output_tokens"] == 420
 
 
 @pytest.mark.usefixtures("httpx_litellm")
 async def test_a_tool_round_trip_goes_without_thinking(tmp_path: Path) -> None:
-    """After a turn that called a tool, Anthropic wants that turn's thinking block back, which
-    the gateway never has (its answers leave thinking out): thinking on would be refused
-    ("Expected `thinking` or `redacted_thinking`, but found `tool_use`"), so that call goes
-    without it and the conversation goes on; thinking disabled is still sent."""
+    """After a turn that called a tool, Anthropic wants that turn's thinking block back; a
+    client that dropped it would be refused with thinking on ("Expected `thinking` or
+    `redacted_thinking`, but found `tool_use`"), so that call goes without thinking and the
+    conversation goes on; thinking disabled is still sent. (With the block sent back, thinking
+    stays on: tests/http/test_thinking_sdk.py.)"""
     policy = tmp_path / "policy.yaml"
     policy.write_text(REMOTE)
     weather = {
