@@ -17,9 +17,11 @@ Definitions (per group and in total):
 * feedback (``/v1/feedback`` scores) and judge (the adaptive scorer's judge grades of cheaper
   answers against the stronger tier's, 0..1): the mean and how many, per group of the request
   rated, so a small sample shows as small;
-* fallback rate = requests that needed more than one attempt / requests; error rate = requests
-  answered with an error status / requests; abandoned rate = requests the client left before the
-  end (status 499) / requests; cache hit rate = requests served from the cache / requests;
+* fallback rate = requests passed on to another backend after a try failed / requests (a
+  retry on the same backend is none, nor a cascade's escalation: as ``x-tiergate-fallbacks``);
+  error rate = requests answered with an error status / requests; abandoned rate = requests the
+  client left before the end (status 499) / requests; cache hit rate = requests served from the
+  cache / requests;
 * by tier (one ledger row per request, not per try): a request counts in the tier that answered
   it; one that no backend answered, in every tier it tried, in order, as one group of its own
   ("cheap>strong": it failed on cheap, then on strong; a group named after one tier holds only
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from gateway.ledger.adaptive import OVERHEAD_ARMS
@@ -106,7 +109,7 @@ class Tally:
             self.abandoned += n  # the client left: not the gateway's error
         elif bucket.status != 200:
             self.errors += n
-        self.fallbacks += n if _moved_on(bucket.fallback_chain) else 0
+        self.fallbacks += n if _moved_on(bucket.fallback_chain, bucket.escalated) else 0
         self.cache_hits += n if bucket.hit else 0
 
     def answered(self, latency_ms: float, ttft_ms: float | None) -> None:
@@ -232,8 +235,11 @@ CSV_FIELDS = (
 )
 
 
-def _moved_on(chain: str) -> bool:
-    """Whether a request's ``fallback_chain`` ("small>small>big") left its first backend: a
-    retry on the same backend is an attempt too, but no fallback."""
+def _moved_on(chain: str, escalated: bool = False) -> bool:
+    """Whether a request's ``fallback_chain`` ("small>small>big") was passed on to another
+    backend after a try failed: a retry on the same backend is an attempt too, but no fallback,
+    and neither is a cascade's escalation (``escalated``: the cheap tier answered, unsure, and
+    the request went up a tier), the one move of its chain that no failure caused."""
     backends = chain.split(">")
-    return any(b != backends[0] for b in backends[1:])
+    moves = sum(b != a for a, b in pairwise(backends))
+    return moves > (1 if escalated else 0)

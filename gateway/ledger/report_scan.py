@@ -3,10 +3,10 @@ in Python (a month of a busy gateway is millions of rows: read one at a time, a 
 minutes, and the admin API's and dashboard's few seconds were never enough).
 
 * ``buckets``: the rows of a window, grouped by the report's group and by every fact a figure
-  depends on (background call or not, status, fallback chain, cache hit, cost and baseline
-  known, usage estimated), with their count and their sums of tokens and money: a few hundred
-  rows whatever the window, from which ``report_figures.Tally`` counts exactly what it counted
-  from single rows;
+  depends on (background call or not, status, fallback chain, cascade escalation, cache hit,
+  cost and baseline known, usage estimated), with their count and their sums of tokens and
+  money: a few hundred rows whatever the window, from which ``report_figures.Tally`` counts
+  exactly what it counted from single rows;
 * ``answered``: the latency and time to first token of each answered client request, the
   only figures that need every value (nearest-rank percentiles), two numbers a row.
 
@@ -53,6 +53,7 @@ class Bucket:
     canary_arm: str | None
     status: int
     fallback_chain: str
+    escalated: bool  # a cascade passed the request on to a stronger tier
     hit: bool
     cost_known: bool
     baseline_known: bool
@@ -76,6 +77,7 @@ def buckets(connection: Connection, by: str | None, where: tuple[Any, ...]) -> I
     # Literals, not bound parameters: PostgreSQL matches a GROUP BY expression to the selected
     # one by its text, and two bound parameters are two different texts.
     hit = _flag(RequestRow.cache == literal_column("'hit'"))
+    escalated = _flag(RequestRow.cascade == literal_column("'escalated'"))
     cost_known = _flag(RequestRow.cost_usd.is_not(None))
     baseline_known = _flag(RequestRow.baseline_cost_usd.is_not(None))
     grouped = [] if by is None else [_group(by, sqlite)]
@@ -84,6 +86,7 @@ def buckets(connection: Connection, by: str | None, where: tuple[Any, ...]) -> I
         RequestRow.canary_arm,
         RequestRow.status,
         RequestRow.fallback_chain,
+        escalated,
         hit,
         cost_known,
         baseline_known,
@@ -109,12 +112,13 @@ def buckets(connection: Connection, by: str | None, where: tuple[Any, ...]) -> I
             bool(row[5]),
             bool(row[6]),
             bool(row[7]),
-            int(row[8]),
-            int(row[9] or 0),
+            bool(row[8]),
+            int(row[9]),
             int(row[10] or 0),
             int(row[11] or 0),
-            _money(row[12], sqlite),
+            int(row[12] or 0),
             _money(row[13], sqlite),
+            _money(row[14], sqlite),
         )
 
 

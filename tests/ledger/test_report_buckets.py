@@ -112,3 +112,30 @@ def test_a_day_is_a_utc_day_whatever_the_database_time_zone(far_east_ledger: str
     )
     days = {g["key"]: g["cost_usd"] for g in report(far_east_ledger, by="day")["groups"]}
     assert days == {"2026-11-20": 1.0, "2026-11-21": 2.0}
+
+
+def test_a_cascade_escalation_is_no_fallback(ledger_url: str) -> None:
+    """A cascade that passed an unsure cheap answer up a tier moved its request to another
+    backend without any failure: the fallback rate does not count it (as the answer's
+    ``x-tiergate-fallbacks`` does not), unless a try of it also failed over (before, every
+    escalation counted as a fallback, so a cascading tier read as an unreliable one)."""
+    at = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    rows = [
+        ("cheap>strong", "escalated", False),  # unsure, escalated; nothing failed
+        ("cheap>cheap>strong", "escalated", False),  # a retry, then the escalation
+        ("cheap>strong>strong2", "escalated", True),  # strong failed: strong2 answered
+        ("cheap>cheap2>strong", "escalated", True),  # cheap failed over before the judging
+        ("cheap>strong", None, True),  # no cascade: cheap failed, strong answered
+        ("cheap>strong", "unescalated", True),  # the escalation failed: back to cheap
+    ]
+    fill(
+        ledger_url,
+        [
+            ledger_entry(rid(i), ts=at, fallback_chain=chain, cascade=cascade, tier=f"t{i}")
+            for i, (chain, cascade, _) in enumerate(rows)
+        ],
+    )
+    result = report(ledger_url, by="tier")
+    rates = {g["key"]: g["fallback_rate"] for g in result["groups"]}
+    assert rates == {f"t{i}": 1.0 if fell else 0.0 for i, (_, _, fell) in enumerate(rows)}
+    assert result["totals"]["fallback_rate"] == round(4 / 6, 4)
