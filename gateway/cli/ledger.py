@@ -203,6 +203,14 @@ def report(
         console = Console() if Console().is_terminal else Console(width=240)
         console.print(_table(result))
         totals = result["totals"]
+        console.print(f"Money in {result['currency']}.", end=" ")
+        if result["baseline_basis"]:
+            console.print(f"Baseline: {result['baseline_basis']}.")
+        else:
+            console.print(
+                "No baseline: no request in the window has a baseline cost (no priced request, "
+                "or a policy without pricing.baseline)."
+            )
         if totals["unpriced_requests"]:
             console.print(
                 f"{totals['unpriced_requests']} requests went to backends without a price and "

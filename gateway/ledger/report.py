@@ -40,6 +40,14 @@ GROUPINGS: tuple[str, ...] = (
     "canary_arm",
     "api",
 )
+# What the money figures are in, and what the baseline stands for: said in every report, so a
+# figure read on its own is not taken for another currency or for a measured counterfactual.
+CURRENCY = "USD"
+BASELINE_BASIS = (
+    "each request's own prompt and completion tokens at the baseline model's prices "
+    "(pricing.baseline) when it was made; the baseline model's answer is never made, so its "
+    "length is unknown and the routed answer's stands for it"
+)
 # A request that needed nothing special, in a report by capability.
 PLAIN = "plain"
 CHUNK = 5000
@@ -189,6 +197,8 @@ def build_report(
         "until": until.isoformat(),
         "by": by,
         "team": team,
+        "currency": CURRENCY,
+        "baseline_basis": BASELINE_BASIS if baselined else None,
         "totals": total.figures(baselined),
         "groups": [
             {"key": key, **tally.figures(baselined)} for key, tally in sorted(groups.items())

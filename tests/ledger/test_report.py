@@ -673,6 +673,31 @@ def test_cli_table_shows_the_abandoned_rate_and_a_small_cost_per_million_tokens(
     assert cells["$ / 1M tok"] == "0.0007497"
 
 
+def test_every_format_says_its_currency_and_what_the_baseline_stands_for(
+    ledger: str, tmp_path: Path
+) -> None:
+    """The JSON (CLI and admin API alike) and the table say the money is in USD and how the
+    baseline was estimated: the same tokens at the baseline model's prices, the routed answer's
+    length standing for the baseline's, which is never made (before, only the README said so);
+    a window without a baseline says it has none."""
+    result = cli_json(ledger, tmp_path)
+    assert result["currency"] == "USD"
+    assert "baseline model's prices" in result["baseline_basis"]
+    assert "routed answer's stands for it" in result["baseline_basis"]
+    done = tiergate("report", "--since", SINCE, "--until", UNTIL, url=ledger, cwd=tmp_path)
+    assert "Money in USD. Baseline: each request's own prompt and completion tokens" in " ".join(
+        done.stdout.split()
+    )
+    empty = cli_json(ledger, tmp_path, "--since", "2026-11-23", "--until", "2026-11-24")
+    assert empty["baseline_basis"] is None
+    done = tiergate(
+        "report", "--since", "2026-11-23", "--until", "2026-11-24", url=ledger, cwd=tmp_path
+    )
+    assert "No baseline: no request in the window has a baseline cost" in " ".join(
+        done.stdout.split()
+    )
+
+
 def test_cli_rejects_an_unknown_grouping(ledger: str, tmp_path: Path) -> None:
     """``--by`` with an unknown column is a usage error naming the choices."""
     done = tiergate("report", "--by", "colour", url=ledger, cwd=tmp_path, code=2)
