@@ -200,9 +200,17 @@ def report(
         writer.writeheader()
         writer.writerows(rows_for_output(result))
     else:
-        console = Console() if Console().is_terminal else Console(width=200)
+        console = Console() if Console().is_terminal else Console(width=240)
         console.print(_table(result))
         totals = result["totals"]
+        console.print(f"Money in {result['currency']}.", end=" ")
+        if result["baseline_basis"]:
+            console.print(f"Baseline: {result['baseline_basis']}.")
+        else:
+            console.print(
+                "No baseline: no request in the window has a baseline cost (no priced request, "
+                "or a policy without pricing.baseline)."
+            )
         if totals["unpriced_requests"]:
             console.print(
                 f"{totals['unpriced_requests']} requests went to backends without a price and "
@@ -250,12 +258,13 @@ def _table(result: dict[str, Any]) -> Table:
         ("baseline $", "baseline_cost_usd", _money),
         ("saved $", "savings_usd", _money),
         ("saved %", "savings_pct", "{:.1f}"),
-        ("$ / 1M tok", "cost_per_1m_tokens_usd", "{:.3f}"),
+        ("$ / 1M tok", "cost_per_1m_tokens_usd", _per_million),
         ("p50 ms", "latency_ms_p50", "{:.0f}"),
         ("p95 ms", "latency_ms_p95", "{:.0f}"),
         ("ttft p50", "ttft_ms_p50", "{:.0f}"),
         ("fallback", "fallback_rate", "{:.1%}"),
         ("errors", "error_rate", "{:.1%}"),
+        ("abandoned", "abandoned_rate", "{:.1%}"),
         ("cache hit", "cache_hit_rate", "{:.1%}"),
         ("feedback", "feedback_avg", "{:.2f}"),
         ("fb n", "feedback_count", "{:,}"),
@@ -288,6 +297,12 @@ def _money(value: float) -> str:
     if value != 0 and abs(value) < 0.0000005:
         return f"{value:.2e}"
     return f"{value:.6f}"
+
+
+def _per_million(value: float) -> str:
+    """Cost per 1M tokens as the report gives it (4 decimals, or 4 significant digits below
+    that: a tiny model's 0.001649 is not 0.002, and 0.00003 is not 0.000)."""
+    return f"{value:,.4f}" if abs(value) >= 0.1 or value == 0 else f"{value:.4g}"
 
 
 def _first_line(exc: BaseException) -> str:

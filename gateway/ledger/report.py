@@ -16,15 +16,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Engine, func, inspect, or_, select
+from sqlalchemy import Engine, func, inspect, select
 
-from gateway.ledger.adaptive import LABEL_ARMS, OVERHEAD_ARMS
+from gateway.ledger.adaptive import LABEL_ARMS
 from gateway.ledger.models import RequestRow, TeamRow
 from gateway.ledger.report_figures import Tally, usd
 from gateway.ledger.report_quality import feedback_scores, judge_grades
+from gateway.ledger.report_scan import answered, buckets, client_rows, money_sum
 
 GroupBy = Literal["tier", "route", "backend", "day", "key", "team", "model", "cost_source"]
 GROUPINGS: tuple[str, ...] = (
@@ -39,6 +39,14 @@ GROUPINGS: tuple[str, ...] = (
     "capability",
     "canary_arm",
     "api",
+)
+# What the money figures are in, and what the baseline stands for: said in every report, so a
+# figure read on its own is not taken for another currency or for a measured counterfactual.
+CURRENCY = "USD"
+BASELINE_BASIS = (
+    "each request's own prompt and completion tokens at the baseline model's prices "
+    "(pricing.baseline) when it was made; the baseline model's answer is never made, so its "
+    "length is unknown and the routed answer's stands for it"
 )
 # A request that needed nothing special, in a report by capability.
 PLAIN = "plain"
@@ -104,6 +112,22 @@ def _keys(row: Any, by: str | None) -> list[str]:
     return [_key(row, by)]
 
 
+def _group_keys(value: Any, by: str | None) -> list[str]:
+    """The groups a bucket (``report_scan``) counts in, from its grouping's value: as
+    ``_keys`` for a row."""
+    match by:
+        case None:
+            return ["all"]
+        case "capability":
+            return [c for c in (value or "").split(",") if c] or [PLAIN]
+        case "day":
+            return [str(value)[:10]]
+        case "canary_arm" | "team" | "api":
+            return [str(value or "-")]
+        case _:
+            return [str(value)]
+
+
 def _key(row: Any, by: str | None) -> str:
     match by:
         case None:
@@ -147,42 +171,41 @@ def build_report(
     span: tuple[Any, ...] = (RequestRow.ts >= since, RequestRow.ts < until)
     if team is not None:
         span = (*span, RequestRow.team == team)
-    client = or_(RequestRow.canary_arm.is_(None), RequestRow.canary_arm.not_in(OVERHEAD_ARMS))
     with engine.connect() as connection:
         total_rows = connection.execute(select(func.count()).where(*span)).scalar_one()
         progress(0, total_rows)
         total = Tally()
         groups: dict[str, Tally] = {}
-        done = 0
-        result = connection.execution_options(yield_per=CHUNK).execute(
-            select(*_COLUMNS).where(*span).order_by(RequestRow.ts)
-        )
-        for chunk in result.partitions():
-            for row in chunk:
-                total.add(row)
-                for key in _keys(row, by):
-                    groups.setdefault(key, Tally()).add(row)
-            done += len(chunk)
-            progress(done, total_rows)
-        _add_quality(connection, (*span, client), by, total, groups)
-        labelling = connection.execute(
-            select(func.count(), func.sum(RequestRow.cost_usd)).where(
-                *span, RequestRow.canary_arm.in_(LABEL_ARMS)
-            )
-        ).one()
+        for bucket in buckets(connection, by, span):
+            total.add(bucket)
+            for key in _group_keys(bucket.group, by):
+                groups.setdefault(key, Tally()).add(bucket)
+        for group, latency, ttft in answered(connection, by, span, CHUNK):
+            total.answered(latency, ttft)
+            for key in _group_keys(group, by):
+                groups.setdefault(key, Tally()).answered(latency, ttft)
+        progress(total_rows, total_rows)
+        _add_quality(connection, (*span, client_rows()), by, total, groups)
+        labelling_where = (*span, RequestRow.canary_arm.in_(LABEL_ARMS))
+        labelling_calls = connection.execute(
+            select(func.count()).where(*labelling_where)
+        ).scalar_one()
+        labelling_cost = money_sum(connection, RequestRow.cost_usd, labelling_where)
     baselined = total.compared > 0
     return {
         "since": since.isoformat(),
         "until": until.isoformat(),
         "by": by,
         "team": team,
+        "currency": CURRENCY,
+        "baseline_basis": BASELINE_BASIS if baselined else None,
         "totals": total.figures(baselined),
         "groups": [
             {"key": key, **tally.figures(baselined)} for key, tally in sorted(groups.items())
         ]
         if by is not None
         else [],
-        "labelling": {"calls": int(labelling[0]), "cost_usd": usd(Decimal(labelling[1] or 0))},
+        "labelling": {"calls": int(labelling_calls), "cost_usd": usd(labelling_cost)},
     }
 
 

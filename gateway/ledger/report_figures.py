@@ -1,6 +1,6 @@
 """The savings report's figures of one group of ledger rows: what each number means, counted
-from the rows by ``Tally`` (pure arithmetic, no database; ``gateway.ledger.report`` reads the
-rows and groups them).
+from the rows by ``Tally`` (pure arithmetic, no database; ``gateway.ledger.report_scan`` sums
+alike rows in the database, ``gateway.ledger.report`` groups them).
 
 Definitions (per group and in total):
 
@@ -17,9 +17,11 @@ Definitions (per group and in total):
 * feedback (``/v1/feedback`` scores) and judge (the adaptive scorer's judge grades of cheaper
   answers against the stronger tier's, 0..1): the mean and how many, per group of the request
   rated, so a small sample shows as small;
-* fallback rate = requests that needed more than one attempt / requests; error rate = requests
-  answered with an error status / requests; abandoned rate = requests the client left before the
-  end (status 499) / requests; cache hit rate = requests served from the cache / requests;
+* fallback rate = requests passed on to another backend after a try failed / requests (a
+  retry on the same backend is none, nor a cascade's escalation: as ``x-tiergate-fallbacks``);
+  error rate = requests answered with an error status / requests; abandoned rate = requests the
+  client left before the end (status 499) / requests; cache hit rate = requests served from the
+  cache / requests;
 * by tier (one ledger row per request, not per try): a request counts in the tier that answered
   it; one that no backend answered, in every tier it tried, in order, as one group of its own
   ("cheap>strong": it failed on cheap, then on strong; a group named after one tier holds only
@@ -41,10 +43,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
 
 from gateway.ledger.adaptive import OVERHEAD_ARMS
 from gateway.ledger.percentiles import nearest_rank
+
+if TYPE_CHECKING:
+    from gateway.ledger.report_scan import Bucket
 
 
 @dataclass(slots=True)
@@ -77,45 +83,49 @@ class Tally:
     overhead_calls: int = 0
     overhead: Decimal = Decimal(0)
 
-    def add(self, row: Any) -> None:
-        if row.canary_arm in OVERHEAD_ARMS:
-            self._add_overhead(row)
+    def add(self, bucket: Bucket) -> None:
+        """Count ``bucket.n`` alike rows (``report_scan.buckets``); their latencies come
+        apart, through ``answered``."""
+        n = bucket.n
+        if bucket.canary_arm in OVERHEAD_ARMS:
+            self._add_overhead(bucket)
             return
-        self.requests += 1
-        self.prompt_tokens += row.prompt_tokens
-        self.completion_tokens += row.completion_tokens
-        self.cached_tokens += row.cached_tokens
-        self.estimated += bool(row.usage_estimated)
-        if row.cost_usd is not None:
-            cost = Decimal(row.cost_usd)
-            self.priced += 1
-            self.cost += cost
-            self.priced_tokens += row.prompt_tokens + row.completion_tokens
-            if row.baseline_cost_usd is not None:
-                self.compared += 1
-                self.compared_cost += cost
-                self.baseline += Decimal(row.baseline_cost_usd)
+        self.requests += n
+        self.prompt_tokens += bucket.prompt_tokens
+        self.completion_tokens += bucket.completion_tokens
+        self.cached_tokens += bucket.cached_tokens
+        self.estimated += n if bucket.usage_estimated else 0
+        if bucket.cost_known:
+            self.priced += n
+            self.cost += bucket.cost
+            self.priced_tokens += bucket.prompt_tokens + bucket.completion_tokens
+            if bucket.baseline_known:
+                self.compared += n
+                self.compared_cost += bucket.cost
+                self.baseline += bucket.baseline
         else:
-            self.unpriced += 1
-        if row.status == 499:
-            self.abandoned += 1  # the client left: not the gateway's error
-        elif row.status != 200:
-            self.errors += 1
-        else:
-            self.latencies.append(float(row.latency_ms))
-            if row.ttft_ms is not None:
-                self.ttfts.append(float(row.ttft_ms))
-        self.fallbacks += _moved_on(row.fallback_chain)
-        self.cache_hits += row.cache == "hit"
+            self.unpriced += n
+        if bucket.status == 499:
+            self.abandoned += n  # the client left: not the gateway's error
+        elif bucket.status != 200:
+            self.errors += n
+        self.fallbacks += n if _moved_on(bucket.fallback_chain, bucket.escalated) else 0
+        self.cache_hits += n if bucket.hit else 0
 
-    def _add_overhead(self, row: Any) -> None:
-        """A background call: its cost is routing's overhead; it is no request of a client."""
-        self.overhead_calls += 1
-        if row.cost_usd is None:
-            self.unpriced += 1  # left out of the money columns: said, as for a request
+    def answered(self, latency_ms: float, ttft_ms: float | None) -> None:
+        """One answered (200) client request's latency and time to first token."""
+        self.latencies.append(latency_ms)
+        if ttft_ms is not None:
+            self.ttfts.append(ttft_ms)
+
+    def _add_overhead(self, bucket: Bucket) -> None:
+        """Background calls: their cost is routing's overhead; they are no client's requests."""
+        self.overhead_calls += bucket.n
+        if not bucket.cost_known:
+            self.unpriced += bucket.n  # left out of the money columns: said, as for a request
             return
-        self.cost += Decimal(row.cost_usd)
-        self.overhead += Decimal(row.cost_usd)
+        self.cost += bucket.cost
+        self.overhead += bucket.cost
 
     def figures(self, baselined: bool) -> dict[str, Any]:
         """The group's figures; ``baselined``: whether the report has a baseline at all (a
@@ -225,8 +235,11 @@ CSV_FIELDS = (
 )
 
 
-def _moved_on(chain: str) -> bool:
-    """Whether a request's ``fallback_chain`` ("small>small>big") left its first backend: a
-    retry on the same backend is an attempt too, but no fallback."""
+def _moved_on(chain: str, escalated: bool = False) -> bool:
+    """Whether a request's ``fallback_chain`` ("small>small>big") was passed on to another
+    backend after a try failed: a retry on the same backend is an attempt too, but no fallback,
+    and neither is a cascade's escalation (``escalated``: the cheap tier answered, unsure, and
+    the request went up a tier), the one move of its chain that no failure caused."""
     backends = chain.split(">")
-    return any(b != backends[0] for b in backends[1:])
+    moves = sum(b != a for a, b in pairwise(backends))
+    return moves > (1 if escalated else 0)

@@ -639,6 +639,65 @@ def test_cli_table_never_shows_a_cost_that_is_not_zero_as_zero(
     assert lines["free"].split("│")[4].strip() == "0.000000"
 
 
+def test_cli_table_shows_the_abandoned_rate_and_a_small_cost_per_million_tokens(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """The table has every rate the JSON has, the abandoned one included (before, it had no
+    such column: a stream cut short read as neither an error nor anything else), and a cost per
+    1M tokens under a cent with the JSON's digits, not rounded to 3 places (0.0007497 read as
+    0.001, a third off)."""
+    upgrade(ledger_url)
+    cheap = dataclasses.replace(
+        to_entry(1, ROWS[0]), cost_usd=D("0.000000082468"), prompt_tokens=40, completion_tokens=10
+    )
+    left = dataclasses.replace(to_entry(2, ROWS[6]), cost_usd=D(0))  # r7: the client left
+    engine = make_engine(ledger_url)
+    try:
+        insert_batch(engine, [cheap, left])
+    finally:
+        engine.dispose()
+    totals = cli_json(ledger_url, tmp_path)["totals"]
+    assert totals["abandoned_rate"] == 0.5
+    assert totals["cost_per_1m_tokens_usd"] == 0.0007497  # 0.000000082468 / 110 tokens x 1M
+    done = tiergate("report", "--since", SINCE, "--until", UNTIL, url=ledger_url, cwd=tmp_path)
+    header = next(line for line in done.stdout.splitlines() if "requests" in line)
+    total = next(line for line in done.stdout.splitlines() if "total" in line)
+    cells = dict(
+        zip(
+            [h.strip() for h in header.split("┃")[1:-1]],
+            [c.strip() for c in total.split("│")[1:-1]],
+            strict=True,
+        )
+    )
+    assert cells["abandoned"] == "50.0%"
+    assert cells["$ / 1M tok"] == "0.0007497"
+
+
+def test_every_format_says_its_currency_and_what_the_baseline_stands_for(
+    ledger: str, tmp_path: Path
+) -> None:
+    """The JSON (CLI and admin API alike) and the table say the money is in USD and how the
+    baseline was estimated: the same tokens at the baseline model's prices, the routed answer's
+    length standing for the baseline's, which is never made (before, only the README said so);
+    a window without a baseline says it has none."""
+    result = cli_json(ledger, tmp_path)
+    assert result["currency"] == "USD"
+    assert "baseline model's prices" in result["baseline_basis"]
+    assert "routed answer's stands for it" in result["baseline_basis"]
+    done = tiergate("report", "--since", SINCE, "--until", UNTIL, url=ledger, cwd=tmp_path)
+    assert "Money in USD. Baseline: each request's own prompt and completion tokens" in " ".join(
+        done.stdout.split()
+    )
+    empty = cli_json(ledger, tmp_path, "--since", "2026-11-23", "--until", "2026-11-24")
+    assert empty["baseline_basis"] is None
+    done = tiergate(
+        "report", "--since", "2026-11-23", "--until", "2026-11-24", url=ledger, cwd=tmp_path
+    )
+    assert "No baseline: no request in the window has a baseline cost" in " ".join(
+        done.stdout.split()
+    )
+
+
 def test_cli_rejects_an_unknown_grouping(ledger: str, tmp_path: Path) -> None:
     """``--by`` with an unknown column is a usage error naming the choices."""
     done = tiergate("report", "--by", "colour", url=ledger, cwd=tmp_path, code=2)
