@@ -57,7 +57,7 @@ CARD_GROUPS: tuple[tuple[str, tuple[Card, ...]], ...] = (
             ("cost_usd", "Cost", usd, "what the routed requests cost, overhead included"),
             ("overhead_usd", "Routing overhead", usd, "shadow, judge and labelling calls"),
             ("baseline_cost_usd", "Baseline cost", usd, "the same tokens on the baseline model"),
-            ("savings_usd", "Savings", usd, "baseline cost − cost"),
+            ("savings_usd", "Savings", usd, "baseline − cost of baselined requests − overhead"),
             ("savings_pct", "Savings %", percent, "of the baseline cost"),
             ("cost_per_1m_tokens_usd", "Cost per 1M tokens", usd, "priced requests"),
             ("unpriced_requests", "Unpriced requests", count, "left out of the money figures"),
@@ -315,11 +315,13 @@ def _charts(reports: Reports, tier_order: Sequence[str]) -> str:
 def _definitions() -> str:
     return (
         "<footer><h2>How to read this</h2><ul>"
-        "<li><b>Savings</b> = baseline cost − cost, over requests whose cost is known; the "
-        "baseline is what the same tokens would have cost on the policy's baseline model. The "
-        "cost includes routing's <b>overhead</b>: the calls the gateway makes on its own (a "
-        "canary's shadow and judge calls, the adaptive scorer's judged samples), which count in "
-        "no request figure.</li>"
+        "<li><b>Savings</b> = baseline cost − the cost of the same requests − routing's "
+        "<b>overhead</b>, over requests whose cost and baseline are both known: the baseline is "
+        "what the same tokens would have cost on the policy's baseline model, and a request "
+        "with no baseline (an embeddings call) counts in the cost card but not here. The "
+        "overhead is the calls the gateway makes on its own (a canary's shadow and judge calls, "
+        "the adaptive scorer's judged samples), which count in no request figure; the cost card "
+        "includes it.</li>"
         "<li><b>Unpriced</b> requests (a backend with no price) are counted apart, never as $0."
         "</li><li><b>Latency</b> percentiles use the nearest-rank method over answered requests."
         "</li><li>The same figures: <code>GET /admin/report?since=…&amp;by=day|tier|backend</code>"
