@@ -68,7 +68,8 @@ async def test_a_503_with_the_others_open_says_when_the_first_probes(tmp_path: P
     assert mixed.status_code == 503
     assert mixed.json()["error"]["code"] == "backend_unavailable"
     message = mixed.json()["error"]["message"]
-    assert "first:" in message and "second: skipped" in message
+    assert "first:" in message
+    assert "second: skipped" in message
     assert 590 <= int(mixed.headers["retry-after"]) <= 600
     # Both open now: skipped outright, the cooldown as before.
     assert anthropic.status_code == 503
