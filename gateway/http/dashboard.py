@@ -42,7 +42,7 @@ from gateway.http.dashboard_charts import (
 )
 from gateway.http.dashboard_form import Form, period_form, team_note
 from gateway.http.ledger_calls import ledger_call, ledger_deadline
-from gateway.ledger.report import build_report, ledger_teams, parse_since
+from gateway.ledger.report import baselines_line, build_report, ledger_teams, parse_since
 from gateway.ledger.writer import LedgerWriter
 
 router = APIRouter()
@@ -150,6 +150,11 @@ def render(reports: Reports, *, tier_order: Sequence[str], policy_hash: str) -> 
         f"{_when(reports.by_day['until'])} · policy <code>{esc(policy_hash)}</code>"
         f"{team_note(reports.by_day.get('team'))}</p>"
     ]
+    if reports.by_day["baselines"]:
+        out.append(
+            '<p class="period" data-testid="baselines">Baseline model: '
+            f"{esc(baselines_line(reports.by_day['baselines']))}</p>"
+        )
     if totals["unpriced_requests"]:
         out.append(
             '<p class="notice">'
