@@ -30,6 +30,7 @@ from gateway.ledger.db import (
 )
 from gateway.ledger.report import (
     GROUPINGS,
+    baselines_line,
     build_report,
     known_teams,
     parse_since,
@@ -206,6 +207,7 @@ def report(
         console.print(f"Money in {result['currency']}.", end=" ")
         if result["baseline_basis"]:
             console.print(f"Baseline: {result['baseline_basis']}.")
+            console.print(f"Baseline model: {baselines_line(result['baselines'])}.")
         else:
             console.print(
                 "No baseline: no request in the window has a baseline cost (no priced request, "

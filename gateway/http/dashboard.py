@@ -42,7 +42,7 @@ from gateway.http.dashboard_charts import (
 )
 from gateway.http.dashboard_form import Form, period_form, team_note
 from gateway.http.ledger_calls import ledger_call, ledger_deadline
-from gateway.ledger.report import build_report, ledger_teams, parse_since
+from gateway.ledger.report import baselines_line, build_report, ledger_teams, parse_since
 from gateway.ledger.writer import LedgerWriter
 
 router = APIRouter()
@@ -57,7 +57,7 @@ CARD_GROUPS: tuple[tuple[str, tuple[Card, ...]], ...] = (
             ("cost_usd", "Cost", usd, "what the routed requests cost, overhead included"),
             ("overhead_usd", "Routing overhead", usd, "shadow, judge and labelling calls"),
             ("baseline_cost_usd", "Baseline cost", usd, "the same tokens on the baseline model"),
-            ("savings_usd", "Savings", usd, "baseline cost − cost"),
+            ("savings_usd", "Savings", usd, "baseline − cost of baselined requests − overhead"),
             ("savings_pct", "Savings %", percent, "of the baseline cost"),
             ("cost_per_1m_tokens_usd", "Cost per 1M tokens", usd, "priced requests"),
             ("unpriced_requests", "Unpriced requests", count, "left out of the money figures"),
@@ -150,6 +150,11 @@ def render(reports: Reports, *, tier_order: Sequence[str], policy_hash: str) -> 
         f"{_when(reports.by_day['until'])} · policy <code>{esc(policy_hash)}</code>"
         f"{team_note(reports.by_day.get('team'))}</p>"
     ]
+    if reports.by_day["baselines"]:
+        out.append(
+            '<p class="period" data-testid="baselines">Baseline model: '
+            f"{esc(baselines_line(reports.by_day['baselines']))}</p>"
+        )
     if totals["unpriced_requests"]:
         out.append(
             '<p class="notice">'
@@ -315,11 +320,13 @@ def _charts(reports: Reports, tier_order: Sequence[str]) -> str:
 def _definitions() -> str:
     return (
         "<footer><h2>How to read this</h2><ul>"
-        "<li><b>Savings</b> = baseline cost − cost, over requests whose cost is known; the "
-        "baseline is what the same tokens would have cost on the policy's baseline model. The "
-        "cost includes routing's <b>overhead</b>: the calls the gateway makes on its own (a "
-        "canary's shadow and judge calls, the adaptive scorer's judged samples), which count in "
-        "no request figure.</li>"
+        "<li><b>Savings</b> = baseline cost − the cost of the same requests − routing's "
+        "<b>overhead</b>, over requests whose cost and baseline are both known: the baseline is "
+        "what the same tokens would have cost on the policy's baseline model, and a request "
+        "with no baseline (an embeddings call) counts in the cost card but not here. The "
+        "overhead is the calls the gateway makes on its own (a canary's shadow and judge calls, "
+        "the adaptive scorer's judged samples), which count in no request figure; the cost card "
+        "includes it.</li>"
         "<li><b>Unpriced</b> requests (a backend with no price) are counted apart, never as $0."
         "</li><li><b>Latency</b> percentiles use the nearest-rank method over answered requests."
         "</li><li>The same figures: <code>GET /admin/report?since=…&amp;by=day|tier|backend</code>"

@@ -56,6 +56,8 @@ class LedgerEntry:
     api: str | None = None  # the wire format: chat, completions, embeddings, messages, responses
     team: str | None = None  # the caller's team (virtual keys)
     budget: str | None = None  # stepped-down: a budget moved it to a cheaper tier
+    # The baseline model baseline_cost_usd was priced at (a window can span policy changes).
+    baseline_model: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe (the outbox and the journal store entries as JSON text). Field by field,

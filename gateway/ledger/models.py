@@ -77,6 +77,9 @@ class RequestRow(Base):
     # a cheaper tier than its score chose (None before migration 0010, or no team / no step).
     team: Mapped[str | None] = mapped_column(String(64))
     budget: Mapped[str | None] = mapped_column(String(16))
+    # The baseline model ``baseline_cost_usd`` was priced at (pricing.baseline's model, or its
+    # prices when it names none); None without a baseline, and before migration 0013.
+    baseline_model: Mapped[str | None] = mapped_column(String(256))
 
     __table_args__ = (
         Index("ix_ledger_requests_ts", "ts"),

@@ -24,7 +24,13 @@ from gateway.ledger.adaptive import LABEL_ARMS
 from gateway.ledger.models import RequestRow, TeamRow
 from gateway.ledger.report_figures import Tally, usd
 from gateway.ledger.report_quality import feedback_scores, judge_grades
-from gateway.ledger.report_scan import answered, buckets, client_rows, money_sum
+from gateway.ledger.report_scan import (
+    answered,
+    baseline_models,
+    buckets,
+    client_rows,
+    money_sum,
+)
 
 GroupBy = Literal["tier", "route", "backend", "day", "key", "team", "model", "cost_source"]
 GROUPINGS: tuple[str, ...] = (
@@ -191,6 +197,7 @@ def build_report(
             select(func.count()).where(*labelling_where)
         ).scalar_one()
         labelling_cost = money_sum(connection, RequestRow.cost_usd, labelling_where)
+        baselines = baseline_models(connection, span)
     baselined = total.compared > 0
     return {
         "since": since.isoformat(),
@@ -199,6 +206,7 @@ def build_report(
         "team": team,
         "currency": CURRENCY,
         "baseline_basis": BASELINE_BASIS if baselined else None,
+        "baselines": baselines,
         "totals": total.figures(baselined),
         "groups": [
             {"key": key, **tally.figures(baselined)} for key, tally in sorted(groups.items())
@@ -248,6 +256,20 @@ def known_teams(engine: Engine) -> list[str]:
         if inspect(connection).has_table(TeamRow.__tablename__):
             teams.update(str(team) for team in connection.execute(select(TeamRow.id)).scalars())
     return sorted(teams)
+
+
+# A row with a baseline cost but no model: written before migration 0013, or a failed request
+# (booked at a $0 baseline) under a policy without a baseline.
+UNRECORDED = "not recorded (rows from before revision 0013, or failed with no baseline)"
+
+
+def baselines_line(baselines: Iterable[dict[str, Any]]) -> str:
+    """The report's ``baselines`` in words: each model with how many requests it priced."""
+    return "; ".join(
+        f"{b['model'] or UNRECORDED} "
+        f"({b['requests']} {'request' if b['requests'] == 1 else 'requests'})"
+        for b in baselines
+    )
 
 
 def rows_for_output(report: dict[str, Any]) -> Iterable[dict[str, Any]]:

@@ -138,6 +138,26 @@ def answered(
             yield group, float(latency), None if ttft is None else float(ttft)
 
 
+def baseline_models(connection: Connection, where: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """The baseline models the client rows ``where`` with a cost and a baseline (the rows the
+    report's baseline sums) were priced at, each with its row count, most rows first; a model
+    of None: rows written before the ledger kept it (migration 0013), or failed requests (a $0
+    baseline) under a policy without a baseline."""
+    query = (
+        select(RequestRow.baseline_model, func.count())
+        .where(
+            *where,
+            client_rows(),
+            RequestRow.cost_usd.is_not(None),
+            RequestRow.baseline_cost_usd.is_not(None),
+        )
+        .group_by(RequestRow.baseline_model)
+    )
+    found = [(model, int(n)) for model, n in connection.execute(query)]
+    found.sort(key=lambda item: (-item[1], item[0] is None, item[0] or ""))
+    return [{"model": model, "requests": n} for model, n in found]
+
+
 def money_sum(connection: Connection, column: Any, where: tuple[Any, ...]) -> Decimal:
     """The exact sum of a money ``column`` over the rows ``where``."""
     sqlite = connection.dialect.name == "sqlite"

@@ -160,6 +160,17 @@ def baseline_price(pricing: PricingSpec) -> TokenPrice | None:
     return litellm_price(spec.model) if spec.model else None
 
 
+def baseline_name(pricing: PricingSpec) -> str | None:
+    """What the ledger rows name as the baseline their ``baseline_cost_usd`` was priced at:
+    its model, or its prices when the policy gives prices and no model."""
+    spec = pricing.baseline
+    if spec is None:
+        return None
+    if spec.model:
+        return spec.model
+    return f"unnamed (${spec.usd_per_1m_input:g} in, ${spec.usd_per_1m_output:g} out per 1M tokens)"
+
+
 @dataclass(frozen=True, slots=True)
 class PriceBook:
     """The prices of one policy: a rule per backend and the baseline."""
@@ -167,6 +178,7 @@ class PriceBook:
     rules: Mapping[str, Rule]
     baseline: TokenPrice | None
     provider_cached: frozenset[str] = frozenset()  # remote backends: a provider's prompt cache
+    baseline_model: str | None = None  # what the baseline is called in the ledger's rows
 
     @classmethod
     def build(cls, pricing: PricingSpec, backends: Mapping[str, BackendConfig]) -> PriceBook:
@@ -176,6 +188,7 @@ class PriceBook:
             provider_cached=frozenset(
                 name for name, cfg in backends.items() if isinstance(cfg, RemoteConfig)
             ),
+            baseline_model=baseline_name(pricing),
         )
 
     def baseline_cost(self, backend: str, usage: Usage) -> Decimal | None:

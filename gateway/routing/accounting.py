@@ -173,7 +173,7 @@ class Accountant:
             spans.settled(outcome, plan, usage, priced)
         if self.ledger is None or not (outcome.trace.attempts or outcome.cache == "hit"):
             return None  # no backend was reached: nothing to account for in the ledger
-        entry = _entry(outcome, plan, usage, priced, elapsed)
+        entry = _entry(outcome, plan, usage, priced, elapsed, baseline=prices.baseline_model)
         with tracing.step("tiergate.ledger.write"):
             return self.ledger.record(_sampled(entry, outcome, plan))
 
@@ -192,7 +192,15 @@ class Accountant:
         usage = Usage(prompt_tokens=plan.prompt_tokens * outcome.choices, estimated=True)
         elapsed = time.perf_counter() - outcome.started
         priced = prices.price(candidate.backend, usage, Timings(latency_ms=elapsed * 1000.0))
-        entry = _entry(outcome, plan, usage, priced, elapsed, trying=(candidate, model))
+        entry = _entry(
+            outcome,
+            plan,
+            usage,
+            priced,
+            elapsed,
+            baseline=prices.baseline_model,
+            trying=(candidate, model),
+        )
         return self.ledger.opened(entry)
 
     def _metrics(self, outcome: Outcome, elapsed: float) -> None:
@@ -265,9 +273,11 @@ def _entry(
     priced: Priced,
     elapsed: float,
     *,
+    baseline: str | None,
     trying: tuple[Candidate, str] | None = None,
 ) -> LedgerEntry:
     """The request's ledger row (a cascade's discarded cheap call counted in its tokens).
+    ``baseline``: the policy's baseline model, named when the row has a baseline cost.
     ``trying`` (a candidate and its model): the row as it stands while a try on that backend
     is under way, interrupted (built here in one go: ``dataclasses.replace`` costs as much)."""
     timings = outcome.timings
@@ -332,6 +342,7 @@ def _entry(
         api=outcome.api,
         team=outcome.team,
         budget=outcome.budget,
+        baseline_model=baseline if priced.baseline is not None else None,
     )
 
 

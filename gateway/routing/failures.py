@@ -99,7 +99,12 @@ def client_error(failure: DispatchError, request_id: str) -> GatewayError:
         return TooManyRequests(message, code="backend_rate_limited", retry_after=retry)
     if kind == "BackendBadResponse":
         return BadGateway(message, code="bad_backend_response")
-    return ServiceUnavailable(message, code="backend_unavailable")
+    # Down (an outage, an upstream 5xx with no Retry-After of its own) with the other
+    # candidates skipped behind open breakers: the first probe is still the earliest moment a
+    # retry can be answered by more than the backend that just failed.
+    return ServiceUnavailable(
+        message, code="backend_unavailable", retry_after=_first_probe_s(failure)
+    )
 
 
 def _first_probe_s(failure: DispatchError) -> int | None:

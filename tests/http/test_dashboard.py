@@ -6,6 +6,7 @@ Chromium (a screenshot is kept in test-artifacts/dashboard.png)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import uuid
 from collections import Counter
@@ -327,8 +328,12 @@ def filled(policy_file: Path) -> list[LedgerEntry]:
 
 async def test_the_page_shows_the_report_api_figures(policy_file: Path, ledger_url: str) -> None:
     """On SQLite and PostgreSQL, every headline figure and every bar of every chart is the
-    JSON report's value for the same period, and the savings are the rows' own."""
-    rows = sample_rows(datetime.now(UTC), hostile=False)
+    JSON report's value for the same period, the savings are the rows' own, and the page names
+    the baseline model the rows were priced at."""
+    rows = [
+        dataclasses.replace(row, baseline_model="openai/gpt-4o")
+        for row in sample_rows(datetime.now(UTC), hostile=False)
+    ]
     fill(ledger_url, rows)
     async with gateway(
         policy_file, backends=fakes("small", "big"), database_url=SecretStr(ledger_url), **KEYS
@@ -351,6 +356,10 @@ async def test_the_page_shows_the_report_api_figures(policy_file: Path, ledger_u
     testids = page.testids()
     assert "empty-state" not in testids
     assert testids["savings-usd"] == 1
+    compared = sum(r.cost_usd is not None and r.baseline_cost_usd is not None for r in rows)
+    assert api["day"]["baselines"] == [{"model": "openai/gpt-4o", "requests": compared}]
+    assert testids["baselines"] == 1
+    assert f"Baseline model: openai/gpt-4o ({compared} requests)" in response.text
     assert {testid for testid, n in testids.items() if n > 1} == {"bar"}  # ids are unique
 
 

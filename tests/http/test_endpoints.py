@@ -868,15 +868,15 @@ async def test_readyz_reports_the_ledger_schema(
     recorded compatible (a newer image migrated first: a rolling update), with what that means
     for operators; the gateway serves either way."""
     policy = write_policy(tmp_path / "policy.yaml", TWO_TIERS)
-    if oldest is not None:  # what a newer tiergate's migration 0013 would leave
+    if oldest is not None:  # what a newer tiergate's migration 9999 would leave
         url = f"sqlite:///{tmp_path / 'ledger.db'}"
         upgrade(url)
         engine = make_engine(url)
         try:
             with engine.begin() as connection:
-                connection.execute(text("UPDATE alembic_version SET version_num = '0013'"))
+                connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
                 connection.execute(
-                    text("UPDATE ledger_schema_compat SET revision = '0013', oldest_code = :o"),
+                    text("UPDATE ledger_schema_compat SET revision = '9999', oldest_code = :o"),
                     {"o": oldest},
                 )
         finally:
@@ -887,4 +887,4 @@ async def test_readyz_reports_the_ledger_schema(
     assert served.status_code == 200
     assert body["ledger"]["schema"] == schema
     if oldest is not None:
-        assert "at 0013, newer than this gateway" in body["ledger"]["detail"]
+        assert "at 9999, newer than this gateway" in body["ledger"]["detail"]

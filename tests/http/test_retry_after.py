@@ -40,3 +40,37 @@ async def test_an_open_breaker_s_503_says_when_to_come_back(tmp_path: Path) -> N
     assert anthropic.status_code == 503
     assert anthropic.json()["type"] == "error"
     assert 590 <= int(anthropic.headers["retry-after"]) <= 600
+
+
+TWO = """
+version: 1
+backends:
+  first: {type: fake, model: first-model, script: [{error: unavailable}]}
+  second: {type: fake, model: second-model, script: [{error: unavailable}]}
+tiers:
+  - {name: only, backends: [first, second]}
+breaker: {failures: 1, cooldown_s: 600}
+retries: {per_backend: 0}
+"""
+
+
+async def test_a_503_with_the_others_open_says_when_the_first_probes(tmp_path: Path) -> None:
+    """One candidate tried and down (an upstream 503 with no retry-after), the other skipped
+    with its breaker open: the earliest probe is still when a retry can be answered."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TWO)
+    async with gateway(policy) as (client, _):
+        opened = await client.post("/v1/chat/completions", json={**CHAT, "model": "second"})
+        mixed = await client.post("/v1/chat/completions", json=CHAT)
+        anthropic = await client.post("/v1/messages", json={**MESSAGE, "model": "first"})
+    assert opened.status_code == 503
+    assert "retry-after" not in opened.headers
+    assert mixed.status_code == 503
+    assert mixed.json()["error"]["code"] == "backend_unavailable"
+    message = mixed.json()["error"]["message"]
+    assert "first:" in message
+    assert "second: skipped" in message
+    assert 590 <= int(mixed.headers["retry-after"]) <= 600
+    # Both open now: skipped outright, the cooldown as before.
+    assert anthropic.status_code == 503
+    assert 590 <= int(anthropic.headers["retry-after"]) <= 600

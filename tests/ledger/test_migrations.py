@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import psycopg
 import pytest
 from alembic import command
 from alembic.util.exc import CommandError
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, insert, inspect, text
 
 from gateway.ledger.db import (
     LedgerError,
@@ -30,9 +31,11 @@ from gateway.ledger.db import (
     make_engine,
     upgrade,
 )
-from gateway.ledger.store import insert_batch
+from gateway.ledger.models import RequestRow
 from tests.support import postgres
 from tests.support.ledger_rows import ledger_entry
+
+AFTER_0010 = {"baseline_model"}  # ledger_requests' columns added after 0010 (0013)
 
 TABLE = "ledger_requests"
 
@@ -237,10 +240,16 @@ def test_0011_gives_the_feedback_labels_already_there_their_tenant(ledger_url: s
     engine = make_engine(ledger_url)
     ts = datetime(2026, 12, 1, tzinfo=UTC)
     try:
-        insert_batch(
-            engine, [ledger_entry("r-team", key_id="ka", team="alpha"), ledger_entry("r-solo")]
-        )
         with engine.begin() as connection:
+            # The columns a 0010 ledger has: today's insert also writes later ones.
+            rows = [ledger_entry("r-team", key_id="ka", team="alpha"), ledger_entry("r-solo")]
+            connection.execute(
+                insert(RequestRow),
+                [
+                    {f.name: getattr(e, f.name) for f in fields(e) if f.name not in AFTER_0010}
+                    for e in rows
+                ],
+            )
             for rid in ("r-team", "r-solo"):
                 connection.execute(
                     text(

@@ -862,3 +862,38 @@ async def test_money_keeps_every_decimal_the_ledger_has(ledger_url: str, tmp_pat
     )  # fmt: skip
     (total,) = csv.DictReader(io.StringIO(done.stdout))
     assert D(total["cost_usd"]) == D("0.000000082468")
+
+
+def test_every_format_names_the_baseline_models_the_window_was_priced_at(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """A window spanning a policy change names each baseline model its rows were priced at,
+    with how many of the rows the baseline figures sum (client rows with a cost and a baseline;
+    the unpriced r6 is not one), and rows from before the ledger kept the model as such: in the
+    JSON (``build_report``, so the admin API and the dashboard too) and on the table."""
+    upgrade(ledger_url)
+    named = []
+    for i, row in enumerate(ROWS, start=1):
+        model = "openai/gpt-4o" if row[0] == 20 else "anthropic/claude-sonnet-4"
+        named.append(
+            dataclasses.replace(to_entry(i, row), baseline_model=None if i == 12 else model)
+        )
+    engine = make_engine(ledger_url)
+    try:
+        insert_batch(engine, named)
+    finally:
+        engine.dispose()
+    expected = [
+        {"model": "openai/gpt-4o", "requests": 6},  # r1-r5, r7
+        {"model": "anthropic/claude-sonnet-4", "requests": 4},  # r8-r11
+        {"model": None, "requests": 1},  # r12
+    ]
+    assert report(ledger_url)["baselines"] == expected
+    assert cli_json(ledger_url, tmp_path, "--by", "tier")["baselines"] == expected
+    done = tiergate("report", "--since", SINCE, "--until", UNTIL, url=ledger_url, cwd=tmp_path)
+    assert (
+        "Baseline model: openai/gpt-4o (6 requests); anthropic/claude-sonnet-4 (4 requests); "
+        "not recorded (rows from before revision 0013, or failed with no baseline) (1 request)."
+    ) in " ".join(done.stdout.split())
+    empty = report(ledger_url, since="2026-11-23", until="2026-11-24")
+    assert empty["baselines"] == []

@@ -151,6 +151,8 @@ async def test_an_answer_has_one_row_with_its_fields(ledger_url: str, tmp_path: 
     assert row.cost_source == "policy"
     assert row.cost_usd == Decimal("0.0000015")
     assert row.baseline_cost_usd == Decimal("0.0000375")
+    # A baseline the policy prices by hand, naming no model: named by its prices.
+    assert row.baseline_model == "unnamed ($2.5 in, $10 out per 1M tokens)"
     assert row.cost_usd == money(headers["x-tiergate-cost-usd"])
     assert row.baseline_cost_usd == money(headers["x-tiergate-baseline-cost-usd"])
 
@@ -490,6 +492,7 @@ async def test_a_remote_backend_is_priced_from_litellms_map(
     assert row.cost_source == "litellm"
     assert row.cost_usd == at(mini) > 0
     assert row.baseline_cost_usd == at(big) > row.cost_usd
+    assert row.baseline_model == "openai/gpt-4o"
     assert row.cost_usd == money(response.headers["x-tiergate-cost-usd"])
 
 
@@ -555,6 +558,7 @@ async def test_the_default_baseline_is_billed_at_the_baseline_backends_own_price
     assert row.cost_source == "policy"
     assert row.cost_usd == billed / 1_000_000 > 0
     assert row.baseline_cost_usd == row.cost_usd
+    assert row.baseline_model == _remote_upstream.MODEL  # the default baseline: that backend's
     assert money(response.headers["x-tiergate-baseline-cost-usd"]) == row.cost_usd
     assert map_entry(_remote_upstream.MODEL)["input_cost_per_token"] != 0.1 / 1_000_000
 
