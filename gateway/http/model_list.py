@@ -3,10 +3,13 @@ calling key may name), as OpenAI's model list and model object.
 
 Each object also has the fields of Anthropic's (``type``, ``display_name``, ``created_at``) and
 the list Anthropic's paging fields (``has_more``, ``first_id``, ``last_id``): the ``anthropic``
-SDKs' ``models.list()`` reads the same path. Extra fields are ignored by OpenAI's clients."""
+SDKs' ``models.list()`` reads the same path. Extra fields are ignored by OpenAI's clients.
+Anthropic's paging parameters (``limit`` 1–1000, ``after_id``, ``before_id``) cut the list into
+pages; without any of them the whole list comes back, as OpenAI's clients expect."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
@@ -90,12 +93,58 @@ def _visible(request: Request) -> list[dict[str, Any]]:
     return [entry for entry in entries if entry["id"] in grant.routes]
 
 
+MAX_PAGE = 1000
+DEFAULT_PAGE = 20  # Anthropic's, when a page is asked for by an id without a limit
+
+
+class _PageError(ValueError):
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def _page(
+    data: list[dict[str, Any]], query: Mapping[str, str]
+) -> tuple[list[dict[str, Any]], bool]:
+    """The page Anthropic's ``limit`` / ``after_id`` / ``before_id`` ask for, and whether more
+    lie beyond it (in the direction of the paging); the whole list when none is given."""
+    limit_text, after, before = query.get("limit"), query.get("after_id"), query.get("before_id")
+    if limit_text is None and after is None and before is None:
+        return data, False
+    if after is not None and before is not None:
+        raise _PageError("before_id", "give after_id or before_id, not both")
+    limit = DEFAULT_PAGE
+    if limit_text is not None:
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+            raise _PageError("limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
+        limit = int(limit_text)
+    ids = [entry["id"] for entry in data]
+    for param, cursor in (("after_id", after), ("before_id", before)):
+        if cursor is not None and cursor not in ids:
+            raise _PageError(param, f"{param} {cursor!r} is not in the list: use an id it gave")
+    if before is not None:
+        end = ids.index(before)
+        return data[max(0, end - limit) : end], end - limit > 0
+    start = ids.index(after) + 1 if after is not None else 0
+    return data[start : start + limit], start + limit < len(data)
+
+
 @router.get("/v1/models")
 async def models(request: Request) -> Response:
-    data = _visible(request)
+    try:
+        data, more = _page(_visible(request), request.query_params)
+    except _PageError as exc:
+        return error_response(
+            400,
+            str(exc),
+            type_="invalid_request_error",
+            param=exc.param,
+            code="invalid_value",
+            path=request.url.path,
+        )
     first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
     return _json(
-        {"object": "list", "data": data, "has_more": False, "first_id": first, "last_id": last}
+        {"object": "list", "data": data, "has_more": more, "first_id": first, "last_id": last}
     )
 
 
