@@ -21,3 +21,15 @@ def uuid7() -> uuid.UUID:
 
 def request_id() -> str:
     return str(uuid7())
+
+
+def issued_at_s(value: str) -> float | None:
+    """The Unix time (seconds) a ``request_id()`` was made, or None when ``value`` is not one
+    (another UUID version, or not a UUID at all)."""
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        return None
+    if parsed.version != 7:
+        return None
+    return (parsed.int >> 80) / 1000.0

@@ -9,10 +9,17 @@ Each key may call it ``limits.feedback_per_key_per_minute`` times a minute (the 
 replica's calls together when the gateway shares its limits through Redis): past that a 429 in
 OpenAI's format with ``retry-after``. Bad bodies are refused before they count; unknown request
 ids count (each costs the ledger a read).
+
+An answer reaches the ledger from the replica that gave it, a batch at a time (within a second or
+so), so feedback sent to another replica at once may find no row yet: for a request id made in
+the last hour that is not in the ledger, the call looks again every 0.1 s for up to
+``ARRIVAL_WAIT_S`` before it answers 404.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 from functools import partial
 
@@ -25,11 +32,18 @@ from gateway.errors import BadRequest, NotFound, TooManyRequests
 from gateway.governance.rates import Limits, RateLimiter, Subject
 from gateway.http.ledger_calls import ledger_call, ledger_deadline
 from gateway.http.validation import validation_error
-from gateway.ids import request_id
+from gateway.ids import issued_at_s, request_id
 from gateway.ledger.feedback import Feedback, insert_feedback, request_owner
 from gateway.ledger.writer import LedgerWriter
 
 router = APIRouter()
+
+# How long feedback waits for the row of a request made a moment ago (another replica's writer
+# lingers 0.2 s for a batch, then inserts it), and how often it looks.
+ARRIVAL_WAIT_S = 3.0
+ARRIVAL_POLL_S = 0.1
+# A request id older than this that is not in the ledger will not arrive: no wait.
+RECENT_S = 3600.0
 
 
 class FeedbackIn(BaseModel):
@@ -74,17 +88,15 @@ async def feedback(request: Request) -> Response:
     admin = key_id == "admin" and bool(state.get("operator"))
     if not admin:
         await _admit(request, key_id)
+    owner = await _owner(ledger, body.request_id)
+    if owner is None or (owner != key_id and not admin):
+        raise NotFound(
+            f"request_id: no request {body.request_id!r} made with this key is in the ledger; "
+            f"use the x-request-id header of the answer",
+            param="request_id",
+            code="request_not_found",
+        )
     async with ledger_deadline():
-        await ledger.flush()  # the request being rated may have been answered a moment ago
-        owner = await ledger_call(partial(request_owner, ledger.engine, body.request_id))
-        if owner is None or (owner != key_id and not admin):
-            raise NotFound(
-                f"request_id: no request {body.request_id!r} made with this key is in the "
-                f"ledger; use the x-request-id header of the answer (an answer given by another "
-                f"replica a moment ago reaches the ledger within a second or so: retry then)",
-                param="request_id",
-                code="request_not_found",
-            )
         row = Feedback(
             id=request_id(),
             request_id=body.request_id,
@@ -102,6 +114,23 @@ async def feedback(request: Request) -> Response:
         "replaced": replaced,
     }
     return Response(orjson.dumps(payload), status_code=201, media_type="application/json")
+
+
+async def _owner(ledger: LedgerWriter, rid: str) -> str | None:
+    """The key id that made request ``rid``, or None. This replica's own answers are flushed
+    first; one made a moment ago elsewhere is waited for (``ARRIVAL_WAIT_S``)."""
+    async with ledger_deadline():
+        await ledger.flush()  # the request being rated may have been answered a moment ago
+        owner = await ledger_call(partial(request_owner, ledger.engine, rid))
+    issued = issued_at_s(rid)
+    if owner is not None or issued is None or time.time() - issued > RECENT_S:
+        return owner
+    deadline = time.monotonic() + ARRIVAL_WAIT_S
+    while owner is None and time.monotonic() < deadline:
+        await asyncio.sleep(ARRIVAL_POLL_S)
+        async with ledger_deadline():
+            owner = await ledger_call(partial(request_owner, ledger.engine, rid))
+    return owner
 
 
 async def _admit(request: Request, key_id: str) -> None:
