@@ -46,7 +46,7 @@ from adapters.chat import (
     merge_tool_calls,
     normalise_finish_reason,
 )
-from adapters.thinking import ThinkingBlock, merge_thinking
+from adapters.thinking import ThinkingBlock, local_thinking, merge_thinking, shows_local_thinking
 
 if TYPE_CHECKING:
     from adapters.capabilities import Capabilities
@@ -78,10 +78,12 @@ __all__ = [
     "ToolChoice",
     "Usage",
     "collect",
+    "local_thinking",
     "merge_thinking",
     "merge_tool_calls",
     "normalise_finish_reason",
     "prompt_request",
+    "shows_local_thinking",
     "to_inference_result",
 ]
 

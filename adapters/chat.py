@@ -251,7 +251,8 @@ class Completion:
     # (vLLM's ``stop_reason``). ``None``: it ended otherwise, or the backend does not tell.
     stop_sequence: str | None = None
     # Anthropic's extended-thinking blocks the answer began with, in order (remote Anthropic
-    # models only; empty for every other backend).
+    # models'; a local reasoning model's, unsigned, from the Ollama and OpenAI-compatible
+    # adapters; empty for every other backend).
     thinking: tuple[ThinkingBlock, ...] = ()
 
     @property

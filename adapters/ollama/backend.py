@@ -3,8 +3,11 @@
 ``/api/chat`` answers in one JSON object or, streamed, as NDJSON lines whose last one
 (``"done": true``) carries the server's own counts and timings: ``prompt_eval_count``,
 ``eval_count``, ``total_duration`` and ``load_duration`` (the part spent loading the model, so
-a cold start is not mistaken for a slow backend). The bodies and their replies are mapped in
-``adapters.ollama.wire`` (and ``adapters.ollama.models`` for ``/api/tags`` and ``/api/show``),
+a cold start is not mistaken for a slow backend). A thinking model's reasoning
+(``message.thinking``) becomes the answer's unsigned ``thinking`` blocks (``local_thinking``),
+unless the request turned thinking off or asked for it omitted. The bodies are built in
+``adapters.ollama.wire``, their replies read in ``adapters.ollama.replies`` (and
+``adapters.ollama.models`` for ``/api/tags`` and ``/api/show``),
 failures in ``adapters.ollama.errors``; this module only does the I/O. The bodies go out exactly
 as built: the ``ollama`` client's typed requests drop what its models lack (nested tool-parameter
 schemas, for one), and everything the app sent must arrive.
@@ -48,11 +51,8 @@ from adapters.errors import (
 )
 from adapters.ollama.errors import as_backend_error, error_from
 from adapters.ollama.models import capabilities_from_show, listed, model_names, thinks_from_show
-from adapters.ollama.wire import (
+from adapters.ollama.replies import (
     ChatLine,
-    build_call,
-    build_embed_body,
-    build_prewarm_call,
     decode,
     estimate_tokens,
     ns_to_ms,
@@ -60,6 +60,8 @@ from adapters.ollama.wire import (
     parse_line,
     parse_response,
 )
+from adapters.ollama.wire import build_call, build_embed_body, build_prewarm_call
+from adapters.thinking import ThinkingBlock, local_thinking, shows_local_thinking
 
 log = logging.getLogger("adapters.ollama")  # named for the adapter, not the module
 
@@ -148,13 +150,21 @@ class OllamaBackend(BlockingComplete):
             model=self.model_id,
             latency_ms=_ms_since(started),
             ttft_ms=None,
+            reasoning=line.thinking,
             tool_calls=line.tool_calls,
+            thinking=self._thinking(request, line),
         )
+
+    @staticmethod
+    def _thinking(request: ChatRequest, line: ChatLine) -> tuple[ThinkingBlock, ...]:
+        """The line's reasoning as an unsigned thinking block (or piece), when it is shown."""
+        return local_thinking(line.thinking) if shows_local_thinking(request.thinking) else ()
 
     async def astream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         started = time.perf_counter()
         deadline = started + self._config.timeout_s
         parts: list[str] = []
+        reasoning: list[str] = []  # all of it, shown or not: the estimate counts its tokens
         calls: list[ToolCall] = []
         ttft: float | None = None
         with translated(self._error):
@@ -186,15 +196,20 @@ class OllamaBackend(BlockingComplete):
                         for i, c in enumerate(line.tool_calls)
                     )
                     calls.extend(line.tool_calls)
-                    if line.text or pieces:
+                    # A thinking model's reasoning comes first, in lines of its own.
+                    thinking = self._thinking(request, line)
+                    if line.text or pieces or line.thinking:
                         if ttft is None:
                             ttft = _ms_since(started)
                         parts.append(line.text)
+                        reasoning.append(line.thinking)
                     if line.done:
-                        yield self._final_chunk(line, request, parts, calls, pieces, started, ttft)
+                        yield self._final_chunk(
+                            line, request, parts, reasoning, calls, pieces, started, ttft
+                        )
                         return
-                    if line.text or pieces:
-                        yield Chunk(delta=line.text, tool_calls=pieces)
+                    if line.text or pieces or thinking:
+                        yield Chunk(delta=line.text, tool_calls=pieces, thinking=thinking)
                     if time.perf_counter() > deadline:
                         raise BackendTimeout(
                             self._name,
@@ -208,6 +223,7 @@ class OllamaBackend(BlockingComplete):
         line: ChatLine,
         request: ChatRequest,
         parts: list[str],
+        reasoning: list[str],
         calls: list[ToolCall],
         pieces: tuple[ToolCallDelta, ...],
         started: float,
@@ -221,6 +237,7 @@ class OllamaBackend(BlockingComplete):
             model=self.model_id,
             latency_ms=_ms_since(started),
             ttft_ms=ttft,
+            reasoning="".join(reasoning),
             tool_calls=tuple(calls),
         )
         return Chunk(
@@ -229,6 +246,7 @@ class OllamaBackend(BlockingComplete):
             usage=final.usage,
             timings=final.timings,
             tool_calls=pieces,
+            thinking=self._thinking(request, line),
         )
 
     async def aembed(self, request: EmbeddingRequest) -> Embeddings:

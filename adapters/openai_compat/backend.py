@@ -18,6 +18,10 @@ What the servers do not all send, and what we do then:
 * **Server time.** llama.cpp's server adds a ``timings`` object, read as ``server_ms`` (see
   ``adapters.openai_compat.wire``). No server in this family reports model load time in a chat
   reply, so ``load_ms`` stays ``None``.
+* **Reasoning.** A reasoning model's ``reasoning_content`` (or ``reasoning``) becomes the
+  answer's unsigned ``thinking`` blocks (``local_thinking``), whole and streamed, unless the
+  request turned thinking off or asked for it omitted (the server is not told: it has no
+  standard knob for it).
 * **Context window.** No standard endpoint says it (vLLM's ``max_model_len`` and llama.cpp's
   ``/props`` are their own), so ``context_window`` is ``None``.
 
@@ -62,6 +66,7 @@ from adapters.openai_compat.wire import (
     parse_model_ids,
     parse_response,
 )
+from adapters.thinking import local_thinking, shows_local_thinking
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI, AsyncStream, RequestOptions
@@ -140,6 +145,7 @@ class OpenAICompatBackend(BlockingComplete):
                 backend=self._name,
                 model=self._config.model,
                 latency_ms=_since(started),
+                shows_thinking=shows_local_thinking(request.thinking),
             )
 
     async def _post(
@@ -165,6 +171,7 @@ class OpenAICompatBackend(BlockingComplete):
         stop_reason: object = None
         usage: Usage | None = None
         server_ms: float | None = None
+        shown = shows_local_thinking(request.thinking)
         with translated(self._error):
             async with stream:
                 async for item in stream:
@@ -173,15 +180,18 @@ class OpenAICompatBackend(BlockingComplete):
                         finish, stop_reason = event.finish_reason, event.stop_reason
                     usage = event.usage or usage
                     server_ms = event.server_ms if event.server_ms is not None else server_ms
-                    if event.delta or event.tool_calls:
+                    if event.delta or event.tool_calls or event.reasoning:
                         if ttft is None:
                             ttft = _since(started)
-                        content_chunks += 1
-                        yield Chunk(
-                            delta=event.delta,
-                            tool_calls=event.tool_calls,
-                            logprobs=event.logprobs,
-                        )
+                        content_chunks += 1  # reasoning chunks are generated tokens too
+                        thinking = local_thinking(event.reasoning) if shown else ()
+                        if event.delta or event.tool_calls or thinking:
+                            yield Chunk(
+                                delta=event.delta,
+                                tool_calls=event.tool_calls,
+                                logprobs=event.logprobs,
+                                thinking=thinking,
+                            )
         if finish is None:
             raise BackendBadResponse(
                 self._name,

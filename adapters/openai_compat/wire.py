@@ -10,13 +10,17 @@ the OpenAI shape raises ``MalformedReply``, which the adapter turns into ``Backe
 What the servers do not all send, and what we do then:
 
 * **Usage.** Servers that send none (llama-cpp-python's, in streams) get estimated usage
-  (``Usage.estimated=True``): one completion token per content chunk (servers stream about one
-  token per chunk), or ``ceil(chars / 4)`` for a whole reply, and, for the prompt,
-  ``4 + ceil(chars / 4)`` tokens per message (OpenAI's rule of thumb of ~4 characters per
-  token, plus the template's role markers).
+  (``Usage.estimated=True``): one completion token per content or reasoning chunk (servers
+  stream about one token per chunk), or ``ceil(chars / 4)`` for a whole reply (its reasoning
+  included), and, for the prompt, ``4 + ceil(chars / 4)`` tokens per message (OpenAI's rule
+  of thumb of ~4 characters per token, plus the template's role markers).
 * **Server time.** llama.cpp's server adds a ``timings`` object; ``server_ms`` is its
   ``prompt_ms + predicted_ms`` and its ``cache_n`` stands in for cached tokens when
   ``usage.prompt_tokens_details.cached_tokens`` is absent.
+* **Reasoning.** A reasoning model's thinking comes apart from the content, as the message's
+  ``reasoning_content`` (streamed: ``delta.reasoning_content``; llama.cpp's server, vLLM before
+  0.11, LM Studio) or ``reasoning`` (vLLM since 0.11, Ollama's /v1); either is read, the first
+  when both come. Its tokens are in ``completion_tokens``.
 * **Which stop string matched.** vLLM adds ``stop_reason`` to a choice: the stop string that
   ended it (or a stop token's id). A string that is one of the request's ``stop`` becomes
   ``stop_sequence``; the other servers say only ``finish_reason: "stop"``.
@@ -45,8 +49,11 @@ from adapters.chat import (
     Usage,
     normalise_finish_reason,
 )
+from adapters.thinking import local_thinking
 
 CHARS_PER_TOKEN = 4
+# Where servers put a reasoning model's thinking, in the order read (see the module docstring).
+REASONING_FIELDS = ("reasoning_content", "reasoning")
 TOKENS_PER_MESSAGE = 4
 # How much of an unreadable body or a server's error message goes into our error messages.
 PREVIEW_CHARS = 200
@@ -168,10 +175,32 @@ def _text(holder: object, field: str) -> str:
     return content
 
 
+def parse_reasoning(holder: object, field: str) -> str:
+    """The reasoning in a message or delta (``reasoning_content``, else ``reasoning``)."""
+    if not isinstance(holder, Mapping):
+        return ""
+    for key in REASONING_FIELDS:
+        value = holder.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise MalformedReply(f"choices[0].{field}.{key} is not text")
+        if value:
+            return value
+    return ""
+
+
 def parse_response(
-    data: object, request: ChatRequest, *, backend: str, model: str, latency_ms: float
+    data: object,
+    request: ChatRequest,
+    *,
+    backend: str,
+    model: str,
+    latency_ms: float,
+    shows_thinking: bool = True,
 ) -> Completion:
-    """A ``Completion`` from a non-streamed chat completion object.
+    """A ``Completion`` from a non-streamed chat completion object; its reasoning becomes an
+    unsigned thinking block when ``shows_thinking``.
 
     https://platform.openai.com/docs/api-reference/chat/object
     """
@@ -180,6 +209,7 @@ def parse_response(
         raise MalformedReply("the reply has an empty `choices` list")
     message = choice.get("message")
     text = _text(message, "message")
+    reasoning = parse_reasoning(message, "message")
     try:
         tool_calls = parse_tool_calls(message)
     except ValueError as exc:
@@ -187,7 +217,7 @@ def parse_response(
     finish = choice.get("finish_reason")
     timings = body.get("timings")
     usage = parse_usage(body.get("usage"), timings) or estimate_usage(
-        request, completion_tokens=estimate_tokens(text)
+        request, completion_tokens=estimate_tokens(reasoning + text)
     )
     reported = body.get("model")
     finish_reason = normalise_finish_reason(finish if isinstance(finish, str) else None)
@@ -203,6 +233,7 @@ def parse_response(
         stop_sequence=(
             matched_stop(choice.get("stop_reason"), request) if finish_reason == "stop" else None
         ),
+        thinking=local_thinking(reasoning) if shows_thinking else (),
     )
 
 
@@ -222,6 +253,7 @@ class StreamEvent:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: Any = None
     stop_reason: object = None  # vLLM's: the stop string (or token id) that ended the choice
+    reasoning: str = ""  # a piece of the reasoning, which comes before the content
 
 
 def parse_chunk(data: object) -> StreamEvent:
@@ -230,12 +262,13 @@ def parse_chunk(data: object) -> StreamEvent:
     https://platform.openai.com/docs/api-reference/chat-streaming/streaming
     """
     body, choice = _first_choice(data, "stream chunk")
-    delta, finish = "", None
+    delta, finish, reasoning = "", None, ""
     tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: Any = None
     stop_reason: object = None
     if choice is not None:
         delta = _text(choice.get("delta"), "delta")
+        reasoning = parse_reasoning(choice.get("delta"), "delta")
         tool_calls = parse_tool_call_deltas(choice.get("delta"))
         logprobs = choice.get("logprobs")
         raw_finish = choice.get("finish_reason")
@@ -250,6 +283,7 @@ def parse_chunk(data: object) -> StreamEvent:
         tool_calls=tool_calls,
         logprobs=logprobs,
         stop_reason=stop_reason,
+        reasoning=reasoning,
     )
 
 

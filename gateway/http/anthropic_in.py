@@ -72,11 +72,12 @@ class ToolResultBlock(_Block):
 
 
 class ThinkingBlockIn(_Block):
-    """A thinking block of an earlier answer, sent back as it came (with its signature)."""
+    """A thinking block of an earlier answer, sent back as it came (with its signature; a
+    local model's has an empty one, and is dropped: no backend can verify it)."""
 
     type: Literal["thinking"]
     thinking: str
-    signature: str = Field(min_length=1)
+    signature: str
 
 
 class RedactedThinkingBlockIn(_Block):
@@ -303,11 +304,10 @@ def _turn(turn: MessageIn, where: str) -> list[Message]:
         elif isinstance(block, ThinkingBlockIn | RedactedThinkingBlockIn):
             if turn.role != "assistant":
                 raise _misplaced(at, block.type, "assistant")
-            thinking.append(
-                ThinkingBlock("thinking", block.thinking, block.signature)
-                if isinstance(block, ThinkingBlockIn)
-                else ThinkingBlock("redacted_thinking", data=block.data)
-            )
+            if isinstance(block, RedactedThinkingBlockIn):
+                thinking.append(ThinkingBlock("redacted_thinking", data=block.data))
+            elif block.signature:  # unsigned: a local model's, which nothing can verify
+                thinking.append(ThinkingBlock("thinking", block.thinking, block.signature))
         else:
             raise BadRequest(
                 f"{at}.type: content blocks of type {block.type!r} are not supported; send "

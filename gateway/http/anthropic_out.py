@@ -2,7 +2,9 @@
 (``message_start``, ``content_block_start`` / ``_delta`` / ``_stop``, ``message_delta``,
 ``message_stop``) and Anthropic's error body. An answer's extended-thinking blocks come first,
 as Anthropic sends them: ``thinking`` (streamed as ``thinking_delta`` then ``signature_delta``)
-and ``redacted_thinking``."""
+and ``redacted_thinking``; a local model's come unsigned (empty ``signature``, no
+``signature_delta``), and only when the request turned thinking on (``shows_thinking``): a
+local model may think unasked, and a client that did not ask expects no such blocks."""
 
 from __future__ import annotations
 
@@ -51,9 +53,10 @@ def message_id(request_id: str) -> str:
     return f"msg_{request_id.replace('-', '')}"
 
 
-def whole(completion: Completion, msg_id: str, model: str) -> bytes:
+def whole(completion: Completion, msg_id: str, model: str, *, shows_thinking: bool = True) -> bytes:
     """A whole answer as Anthropic's ``message`` object."""
-    content: list[dict[str, Any]] = [block.wire() for block in completion.thinking]
+    thinking = completion.thinking if shows_thinking else ()
+    content: list[dict[str, Any]] = [block.wire() for block in thinking]
     if completion.text or not completion.tool_calls:
         content.append({"type": "text", "text": completion.text})
     content.extend(_tool_use(call) for call in completion.tool_calls)
@@ -119,6 +122,7 @@ class EventStream:
     msg_id: str
     model: str
     usage: Usage
+    shows_thinking: bool = True  # False: the request did not turn thinking on
     _open: int | None = None  # index of the block being written
     # "text", "thinking:<n>", "redacted:<n>" or the tool call's index, as "tool:<n>"
     _kind: str | None = None
@@ -147,6 +151,8 @@ class EventStream:
 
     def thinking(self, pieces: Iterable[ThinkingBlock]) -> bytes:
         out = b""
+        if not self.shows_thinking:
+            return out
         for piece in pieces:
             if piece.type == "redacted_thinking":
                 out += self._switch(f"redacted:{self._blocks}", piece.wire()) + self._close()

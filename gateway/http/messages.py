@@ -53,10 +53,12 @@ async def messages(request: Request) -> Response:
         return refused_response(refused, request.url.path)
     headers = receipt_headers(result.receipt)
     msg_id = message_id(result.receipt.request_id)
+    # As Anthropic's API: thinking blocks only when asked for (a local model may think unasked).
+    shows = chat.thinking is not None and chat.thinking.on
     if isinstance(result, Stream):
         headers["cache-control"] = "no-cache"
         estimate = Usage(prompt_tokens=result.prompt_tokens, estimated=True)
-        shape = EventStream(msg_id, result.model, estimate)
+        shape = EventStream(msg_id, result.model, estimate, shows)
         return EventStreamResponse(
             streamed(result, shape),
             headers=headers,
@@ -66,14 +68,14 @@ async def messages(request: Request) -> Response:
     completion = result.completion
     if not body.stream:
         return Response(
-            whole(completion, msg_id, completion.model),
+            whole(completion, msg_id, completion.model, shows_thinking=shows),
             media_type="application/json",
             headers=headers,
         )
     # A streamed request answered whole (from the response cache): its events in one body.
     headers["cache-control"] = "no-cache"
     return Response(
-        whole_as_events(result, _whole_shape(result, msg_id)),
+        whole_as_events(result, _whole_shape(result, msg_id, shows)),
         media_type="text/event-stream",
         headers=headers,
     )
@@ -118,6 +120,6 @@ def _pipeline(request: Request) -> Pipeline:
     return pipeline
 
 
-def _whole_shape(answer: Answer, msg_id: str) -> EventStream:
+def _whole_shape(answer: Answer, msg_id: str, shows_thinking: bool) -> EventStream:
     completion = answer.completion
-    return EventStream(msg_id, completion.model, completion.usage)
+    return EventStream(msg_id, completion.model, completion.usage, shows_thinking)

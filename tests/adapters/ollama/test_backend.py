@@ -328,15 +328,13 @@ async def test_stream_collects_to_the_whole_text(
     assert whole.usage.completion_tokens == 282
 
 
-async def test_ttft_skips_empty_leading_lines(
+async def test_empty_leading_lines_yield_no_chunk(
     mock: respx.MockRouter, backend: OllamaBackend
 ) -> None:
-    """Lines without content (as a thinking model sends first) yield no chunk."""
-    thinking = {
-        **STREAM_LINES[0],
-        "message": {"role": "assistant", "content": "", "thinking": "Hmm"},
-    }
-    mock.post("/api/chat").mock(return_value=ndjson([thinking, *STREAM_LINES]))
+    """Lines with neither content nor thinking yield no chunk (a thinking model's reasoning
+    lines do: tests/adapters/ollama/test_thinking.py)."""
+    empty = {**STREAM_LINES[0], "message": {"role": "assistant", "content": ""}}
+    mock.post("/api/chat").mock(return_value=ndjson([empty, empty, *STREAM_LINES]))
     chunks = await drain(backend.astream(ChatRequest.from_prompt("Why?")))
     assert chunks[0].delta == "The"
     assert "".join(c.delta for c in chunks) == "The sky is blue."
