@@ -384,6 +384,14 @@ def _tool_choice(choice: ToolChoiceIn | None, tools: tuple[Tool, ...]) -> ToolCh
                 code="invalid_value",
             )
         return ToolChoice(mode="function", name=choice.name)
+    if choice.type == "any" and not tools:
+        # Without tools the answer would be text, which `any` rules out.
+        raise BadRequest(
+            "tool_choice: {'type': 'any'} needs `tools`: send the tools the model must "
+            "choose from",
+            param="tool_choice",
+            code="missing",
+        )
     modes: dict[str, Literal["auto", "required", "none"]] = {
         "auto": "auto",
         "any": "required",

@@ -225,7 +225,7 @@ def chat_request(body: ResponsesIn, max_tokens_limit: int) -> ChatRequest:
         temperature=body.temperature,
         top_p=body.top_p,
         tools=tools,
-        tool_choice=_tool_choice(body.tool_choice),
+        tool_choice=_tool_choice(body.tool_choice, tools),
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=_format(body.text),
         user=body.user,
@@ -279,12 +279,28 @@ def _content(content: str | list[Part], where: str) -> tuple[str, tuple[ImagePar
 
 
 def _tool_choice(
-    choice: Literal["auto", "none", "required"] | NamedFunction | None,
+    choice: Literal["auto", "none", "required"] | NamedFunction | None, tools: tuple[Tool, ...]
 ) -> ChatToolChoice | None:
+    """The choice; one that forces a call must have ``tools`` to call (and name one of them),
+    else the answer would be text the client did not ask for."""
     if choice is None:
         return None
+    names = [t.name for t in tools]
     if isinstance(choice, NamedFunction):
+        if choice.name not in names:
+            raise BadRequest(
+                f"tool_choice.name: {choice.name!r} is not one of the tools sent "
+                f"({', '.join(names) or 'none'})",
+                param="tool_choice.name",
+                code="invalid_value",
+            )
         return ChatToolChoice(mode="function", name=choice.name)
+    if choice == "required" and not tools:
+        raise BadRequest(
+            "tool_choice: 'required' needs `tools`: send the functions the model must choose from",
+            param="tool_choice",
+            code="missing",
+        )
     return ChatToolChoice(mode=choice)
 
 

@@ -184,6 +184,21 @@ def test_prompt_caching_and_strict_tools_as_the_sdk_sends_them(
     assert counted.input_tokens > 0
 
 
+def test_tool_choice_any_without_tools_is_refused(
+    sdk: anthropic.Anthropic, stub: StubServer
+) -> None:
+    """``{"type": "any"}`` asks for a tool call; with no tools to call it is a 400 naming
+    ``tool_choice`` (before, the upstream was asked and its text answer came back)."""
+    asked = len(stub.requests)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.create(
+            model="agent", max_tokens=64, messages=QUESTION, tool_choice={"type": "any"}
+        )
+    assert _error(refused.value.body) == "invalid_request_error"
+    assert "tool_choice" in str(refused.value.body)
+    assert len(stub.requests) == asked
+
+
 def test_count_tokens(gateway: Server) -> None:
     with client(gateway) as sdk:
         short = sdk.messages.count_tokens(model="auto", messages=QUESTION)
