@@ -227,6 +227,13 @@ def chat_request(body: CountTokensIn, max_tokens_limit: int) -> ChatRequest:
     if system:
         messages.append(Message(role="system", content=system))
     for i, turn in enumerate(body.messages):
+        final_assistant = i == len(body.messages) - 1 and turn.role == "assistant"
+        if not turn.content and not final_assistant:  # Anthropic's rule: a prefill may be empty
+            raise BadRequest(
+                f"messages[{i}].content: must not be empty (only a final assistant turn may be)",
+                param=f"messages[{i}].content",
+                code="invalid_value",
+            )
         messages.extend(_turn(turn, f"messages[{i}]"))
     tools = tuple(
         Tool(name=t.name, description=t.description, parameters=t.input_schema, strict=t.strict)

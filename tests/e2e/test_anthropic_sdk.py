@@ -199,6 +199,30 @@ def test_tool_choice_any_without_tools_is_refused(
     assert len(stub.requests) == asked
 
 
+@pytest.mark.parametrize("empty", ["", []], ids=["string", "blocks"])
+def test_an_empty_turn_is_refused_as_at_anthropic(
+    sdk: anthropic.Anthropic, stub: StubServer, empty: str | list[Any]
+) -> None:
+    """Every turn needs content but a final assistant one (a prefill): an empty one is a 400
+    naming it, as Anthropic refuses it (before, the model was asked to answer nothing)."""
+    asked = len(stub.requests)
+    turns: list[MessageParam] = [
+        {"role": "user", "content": empty},
+        {"role": "assistant", "content": "Hello."},
+        *QUESTION,
+    ]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.create(model="agent", max_tokens=16, messages=turns)
+    assert _error(refused.value.body) == "invalid_request_error"
+    assert "messages[0].content: must not be empty" in str(refused.value.body)
+    with pytest.raises(anthropic.BadRequestError):
+        sdk.messages.count_tokens(model="agent", messages=turns)
+    assert len(stub.requests) == asked
+    prefill: list[MessageParam] = [*QUESTION, {"role": "assistant", "content": empty}]
+    answered = sdk.messages.create(model="agent", max_tokens=16, messages=prefill)
+    assert answered.content[0].type == "text"
+
+
 def test_count_tokens(gateway: Server) -> None:
     with client(gateway) as sdk:
         short = sdk.messages.count_tokens(model="auto", messages=QUESTION)
