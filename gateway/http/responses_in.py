@@ -193,6 +193,15 @@ def parse_responses(body: bytes) -> ResponsesIn:
             param="previous_response_id",
             code="unsupported_feature",
         )
+    for i, extra in enumerate(parsed.include or ()):
+        # The other values add outputs of tools and items this gateway never returns.
+        if extra == "message.output_text.logprobs":
+            raise BadRequest(
+                f"include[{i}]: {extra!r} is not supported here (no logprobs come back on "
+                f"/v1/responses); ask /v1/chat/completions with `logprobs: true`",
+                param=f"include[{i}]",
+                code="unsupported_feature",
+            )
     if parsed.store:
         raise BadRequest(
             "store: this gateway keeps no responses (stateless); send `store: false` or leave "

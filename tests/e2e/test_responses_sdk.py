@@ -161,3 +161,25 @@ def test_a_tool_choice_no_tool_can_satisfy_is_refused(sdk: openai.OpenAI, stub: 
     assert named.value.param == "tool_choice.name"
     assert "'get_time' is not one of the tools sent (get_weather)" in str(named.value)
     assert len(stub.requests) == asked
+
+
+def test_logprobs_asked_through_include_are_refused_by_name(
+    sdk: openai.OpenAI, stub: StubServer
+) -> None:
+    """``include=["message.output_text.logprobs"]`` is a 400 naming the item (before, the answer
+    came without logprobs, as if none had been asked for); what adds outputs of tools and items
+    the gateway never returns (``reasoning.encrypted_content``) is accepted."""
+    asked = len(stub.requests)
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(
+            model="agent",
+            input="Say hello.",
+            include=["reasoning.encrypted_content", "message.output_text.logprobs"],
+        )
+    assert refused.value.param == "include[1]"
+    assert "/v1/chat/completions" in str(refused.value)
+    assert len(stub.requests) == asked
+    answered = sdk.responses.create(
+        model="agent", input="Say hello.", include=["reasoning.encrypted_content"]
+    )
+    assert answered.output_text
