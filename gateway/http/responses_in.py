@@ -181,6 +181,12 @@ class ResponsesIn(_Wire):
     truncation: Literal["auto", "disabled"] | None = None
     reasoning: ReasoningIn | None = None
     include: list[str] | None = None
+    # Hints to OpenAI's own prompt cache, abuse detection and capacity: accepted, not forwarded
+    # (they change nothing about the answer).
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    safety_identifier: str | None = None
+    service_tier: str | None = None
 
 
 def parse_responses(body: bytes) -> ResponsesIn:
