@@ -218,3 +218,16 @@ def test_hints_that_change_no_answer_are_accepted(server: Server) -> None:
     assert chat.choices[0].message.content == STRONG_REPLY
     assert response.output_text == STRONG_REPLY
     assert audio.value.param == "modalities[1]"
+
+
+def test_a_cap_above_the_limit_is_named_as_sent(server: Server) -> None:
+    """``max_completion_tokens`` (what the SDK documents in place of ``max_tokens``) above the
+    policy's limit is refused naming ``max_completion_tokens`` (before: ``max_tokens``, a field
+    the client never sent)."""
+    question: list[ChatCompletionMessageParam] = [{"role": "user", "content": EASY}]
+    with sync_client(server) as client, pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="helper", messages=question, max_completion_tokens=1_000_000
+        )
+    assert refused.value.param == "max_completion_tokens"
+    assert str(refused.value.message).count("max_completion_tokens: 1000000 is above") == 1
