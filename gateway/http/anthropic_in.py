@@ -394,8 +394,7 @@ def _tool_choice(choice: ToolChoiceIn | None, tools: tuple[Tool, ...]) -> ToolCh
     if choice.type == "any" and not tools:
         # Without tools the answer would be text, which `any` rules out.
         raise BadRequest(
-            "tool_choice: {'type': 'any'} needs `tools`: send the tools the model must "
-            "choose from",
+            "tool_choice: {'type': 'any'} needs `tools`: send the tools the model must choose from",
             param="tool_choice",
             code="missing",
         )
