@@ -11,6 +11,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import pydantic
 import pytest
 from anthropic.types import MessageParam, ToolParam
 
@@ -130,6 +131,11 @@ ANSWER_SCHEMA: dict[str, object] = {
 }
 
 
+class Answer(pydantic.BaseModel):
+    answer: str
+    confidence: float
+
+
 def test_structured_output_and_effort_reach_the_backend(
     sdk: anthropic.Anthropic, stub: StubServer
 ) -> None:
@@ -150,6 +156,11 @@ def test_structured_output_and_effort_reach_the_backend(
     assert sent["reasoning_effort"] == "low"
     assert message.content[0].type == "text"
     assert json.loads(message.content[0].text) == JSON_REPLY
+    # The SDK's own helper sends a pydantic model's schema the same way, and reads it back.
+    parsed = sdk.messages.parse(
+        model="auto", max_tokens=64, messages=QUESTION, output_format=Answer
+    ).parsed_output
+    assert parsed == Answer(answer="yes", confidence=0.9)
     # No backend of the tiny route can follow a schema: refused naming the field as sent.
     with pytest.raises(anthropic.BadRequestError) as refused:
         sdk.messages.create(
