@@ -14,6 +14,7 @@ from adapters.base import (
     ChatRequest,
     ImagePart,
     Message,
+    ResponseFormat,
     Thinking,
     ThinkingBlock,
     Tool,
@@ -115,6 +116,8 @@ class ToolIn(_Wire):
     input_schema: dict[str, Any]
     type: Literal["custom"] | None = None
     cache_control: dict[str, Any] | None = None
+    # Strict tool use: the call's input follows ``input_schema`` exactly (forwarded).
+    strict: bool | None = None
 
 
 class ToolChoiceIn(_Wire):
@@ -152,6 +155,19 @@ class MetadataIn(_Wire):
     user_id: str | None = None
 
 
+class OutputFormatIn(_Wire):
+    """Structured outputs: the answer's text is JSON following ``schema``."""
+
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfigIn(_Wire):
+    # ``effort`` is what chat calls ``reasoning_effort`` (sent to backends that take it).
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+    format: OutputFormatIn | None = None
+
+
 class CountTokensIn(_Wire):
     """``POST /v1/messages/count_tokens``."""
 
@@ -163,6 +179,10 @@ class CountTokensIn(_Wire):
     # Extended thinking: to a remote model through litellm (Anthropic's take it as it is), as
     # ``think`` to an Ollama model that can think; a model with no such knob answers as it does.
     thinking: ThinkingIn | None = None
+    output_config: OutputConfigIn | None = None
+    # Prompt caching's automatic breakpoint: a hint to Anthropic's own cache, which no backend
+    # behind the gateway takes (as on blocks and tools, accepted and not forwarded).
+    cache_control: dict[str, Any] | None = None
 
 
 # Each is looked for after every generated token: bounded, as chat's `stop` (4) is.
@@ -208,11 +228,19 @@ def chat_request(body: CountTokensIn, max_tokens_limit: int) -> ChatRequest:
     if system:
         messages.append(Message(role="system", content=system))
     for i, turn in enumerate(body.messages):
+        final_assistant = i == len(body.messages) - 1 and turn.role == "assistant"
+        if not turn.content and not final_assistant:  # Anthropic's rule: a prefill may be empty
+            raise BadRequest(
+                f"messages[{i}].content: must not be empty (only a final assistant turn may be)",
+                param=f"messages[{i}].content",
+                code="invalid_value",
+            )
         messages.extend(_turn(turn, f"messages[{i}]"))
     tools = tuple(
-        Tool(name=t.name, description=t.description, parameters=t.input_schema)
+        Tool(name=t.name, description=t.description, parameters=t.input_schema, strict=t.strict)
         for t in body.tools or ()
     )
+    output = body.output_config
     full = body if isinstance(body, MessagesIn) else None
     max_tokens = full.max_tokens if full is not None else None
     if max_tokens is not None:
@@ -234,7 +262,16 @@ def chat_request(body: CountTokensIn, max_tokens_limit: int) -> ChatRequest:
         ),
         user=full.metadata.user_id if full and full.metadata else None,
         thinking=thinking,
+        response_format=_output_format(output.format if output else None),
+        reasoning_effort=output.effort if output else None,
     )
+
+
+def _output_format(fmt: OutputFormatIn | None) -> ResponseFormat | None:
+    """Anthropic's structured outputs always follow the schema: a strict JSON schema format."""
+    if fmt is None:
+        return None
+    return ResponseFormat(type="json_schema", schema=fmt.schema_, name="output", strict=True)
 
 
 def _thinking(
@@ -354,6 +391,13 @@ def _tool_choice(choice: ToolChoiceIn | None, tools: tuple[Tool, ...]) -> ToolCh
                 code="invalid_value",
             )
         return ToolChoice(mode="function", name=choice.name)
+    if choice.type == "any" and not tools:
+        # Without tools the answer would be text, which `any` rules out.
+        raise BadRequest(
+            "tool_choice: {'type': 'any'} needs `tools`: send the tools the model must choose from",
+            param="tool_choice",
+            code="missing",
+        )
     modes: dict[str, Literal["auto", "required", "none"]] = {
         "auto": "auto",
         "any": "required",

@@ -25,6 +25,7 @@ from gateway.http.receipt import receipt_headers
 from gateway.http.sse import EventStreamResponse
 from gateway.http.stopping import stop_of
 from gateway.http.typed_events import stopped, streamed, whole_as_events
+from gateway.http.wire_names import MESSAGES, in_words_of
 from gateway.pipeline import Answer, Inbound, Pipeline, Refused, Stream
 from gateway.pipeline.refusing import check_model
 from gateway.routing.plan import check_message_count
@@ -50,6 +51,7 @@ async def messages(request: Request) -> Response:
     try:
         result = await unless_gone(request.receive, pipeline.handle(inbound))
     except Refused as refused:
+        in_words_of(refused.error, MESSAGES)  # the pipeline speaks of response_format
         return refused_response(refused, request.url.path)
     headers = receipt_headers(result.receipt)
     msg_id = message_id(result.receipt.request_id)

@@ -7,8 +7,9 @@ upstream URL, key or header through the body. Tools, tool calls and results, ima
 ``response_format``, ``logprobs`` and ``user`` are carried to the backend (the router picks only
 backends that can honour them, see ``gateway.routing.needs``). Fields OpenAI defines that
 tiergate cannot honour yet are refused by name rather than silently dropped; a few that change
-nothing about the answer (``metadata``, ``store``, ``service_tier``) are accepted and not
-forwarded.
+nothing about the answer (``metadata``, ``store``, ``service_tier``, and on chat
+``prompt_cache_key``, ``prompt_cache_retention``, ``safety_identifier``, ``modalities`` of
+text alone) are accepted and not forwarded.
 """
 
 from __future__ import annotations
@@ -176,6 +177,11 @@ class ChatCompletionIn(SamplingIn):
     functions: list[Any] | None = None
     function_call: Any | None = None
     reasoning_effort: ReasoningEffort | None = None  # anything else: a 400 naming the values
+    # Hints to OpenAI's own prompt cache and abuse detection: nothing a backend here takes.
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    safety_identifier: str | None = None
+    modalities: list[Literal["text"]] | None = None  # audio out: a 400 naming modalities[i]
 
 
 class CompletionIn(SamplingIn):

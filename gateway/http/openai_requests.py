@@ -222,7 +222,8 @@ def chat_request(body: ChatCompletionIn, max_tokens_limit: int) -> ChatRequest:
             param="max_completion_tokens",
         )
     max_tokens = body.max_completion_tokens or body.max_tokens
-    check_max_tokens(max_tokens, max_tokens_limit, "max_tokens")
+    sent_as = "max_tokens" if body.max_completion_tokens is None else "max_completion_tokens"
+    check_max_tokens(max_tokens, max_tokens_limit, sent_as)  # named as the client sent it
     return ChatRequest(
         messages=_messages(body.messages),
         max_tokens=max_tokens,

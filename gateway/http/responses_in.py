@@ -181,6 +181,12 @@ class ResponsesIn(_Wire):
     truncation: Literal["auto", "disabled"] | None = None
     reasoning: ReasoningIn | None = None
     include: list[str] | None = None
+    # Hints to OpenAI's own prompt cache, abuse detection and capacity: accepted, not forwarded
+    # (they change nothing about the answer).
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    safety_identifier: str | None = None
+    service_tier: str | None = None
 
 
 def parse_responses(body: bytes) -> ResponsesIn:
@@ -193,6 +199,15 @@ def parse_responses(body: bytes) -> ResponsesIn:
             param="previous_response_id",
             code="unsupported_feature",
         )
+    for i, extra in enumerate(parsed.include or ()):
+        # The other values add outputs of tools and items this gateway never returns.
+        if extra == "message.output_text.logprobs":
+            raise BadRequest(
+                f"include[{i}]: {extra!r} is not supported here (no logprobs come back on "
+                f"/v1/responses); ask /v1/chat/completions with `logprobs: true`",
+                param=f"include[{i}]",
+                code="unsupported_feature",
+            )
     if parsed.store:
         raise BadRequest(
             "store: this gateway keeps no responses (stateless); send `store: false` or leave "
@@ -225,7 +240,7 @@ def chat_request(body: ResponsesIn, max_tokens_limit: int) -> ChatRequest:
         temperature=body.temperature,
         top_p=body.top_p,
         tools=tools,
-        tool_choice=_tool_choice(body.tool_choice),
+        tool_choice=_tool_choice(body.tool_choice, tools),
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=_format(body.text),
         user=body.user,
@@ -279,12 +294,28 @@ def _content(content: str | list[Part], where: str) -> tuple[str, tuple[ImagePar
 
 
 def _tool_choice(
-    choice: Literal["auto", "none", "required"] | NamedFunction | None,
+    choice: Literal["auto", "none", "required"] | NamedFunction | None, tools: tuple[Tool, ...]
 ) -> ChatToolChoice | None:
+    """The choice; one that forces a call must have ``tools`` to call (and name one of them),
+    else the answer would be text the client did not ask for."""
     if choice is None:
         return None
+    names = [t.name for t in tools]
     if isinstance(choice, NamedFunction):
+        if choice.name not in names:
+            raise BadRequest(
+                f"tool_choice.name: {choice.name!r} is not one of the tools sent "
+                f"({', '.join(names) or 'none'})",
+                param="tool_choice.name",
+                code="invalid_value",
+            )
         return ChatToolChoice(mode="function", name=choice.name)
+    if choice == "required" and not tools:
+        raise BadRequest(
+            "tool_choice: 'required' needs `tools`: send the functions the model must choose from",
+            param="tool_choice",
+            code="missing",
+        )
     return ChatToolChoice(mode=choice)
 
 

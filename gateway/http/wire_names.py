@@ -19,6 +19,8 @@ RESPONSES: Mapping[str, str] = {
     "max_tokens": "max_output_tokens",
     "response_format": "text.format",
 }
+# Anthropic's Messages API: structured output is ``output_config.format``.
+MESSAGES: Mapping[str, str] = {"response_format": "output_config.format"}
 # The legacy completions API: the conversation is a ``prompt``.
 COMPLETIONS: Mapping[str, str] = {"messages": "prompt"}
 

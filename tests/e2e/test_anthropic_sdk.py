@@ -5,15 +5,17 @@ and errors in Anthropic's shape."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import httpx
+import pydantic
 import pytest
 from anthropic.types import MessageParam, ToolParam
 
-from tests.e2e._tool_upstream import StubServer
+from tests.e2e._tool_upstream import JSON_REPLY, StubServer
 from tests.e2e.conftest import API_KEY, Server
 from tests.e2e.test_capabilities import TOOL_RESULT
 
@@ -119,6 +121,117 @@ def test_streamed_tool_use_joins_into_the_call(gateway: Server) -> None:
     assert final.stop_reason == "tool_use"
     calls = [block for block in final.content if block.type == "tool_use"]
     assert [(c.name, c.input) for c in calls] == [("get_weather", {"city": "Paris"})]
+
+
+ANSWER_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}, "confidence": {"type": "number"}},
+    "required": ["answer", "confidence"],
+    "additionalProperties": False,
+}
+
+
+class Answer(pydantic.BaseModel):
+    answer: str
+    confidence: float
+
+
+def test_structured_output_and_effort_reach_the_backend(
+    sdk: anthropic.Anthropic, stub: StubServer
+) -> None:
+    """``output_config`` as the current SDK sends it (before, refused as an unknown argument):
+    its ``format`` reaches the upstream as a strict JSON schema and the answer is that JSON; its
+    ``effort`` as ``reasoning_effort``."""
+    message = sdk.messages.create(
+        model="auto",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Is the sky blue?"}],
+        output_config={"format": {"type": "json_schema", "schema": ANSWER_SCHEMA}, "effort": "low"},
+    )
+    sent = stub.last()
+    assert sent["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": ANSWER_SCHEMA, "strict": True},
+    }
+    assert sent["reasoning_effort"] == "low"
+    assert message.content[0].type == "text"
+    assert json.loads(message.content[0].text) == JSON_REPLY
+    # The SDK's own helper sends a pydantic model's schema the same way, and reads it back.
+    parsed = sdk.messages.parse(
+        model="auto", max_tokens=64, messages=QUESTION, output_format=Answer
+    ).parsed_output
+    assert parsed == Answer(answer="yes", confidence=0.9)
+    # No backend of the tiny route can follow a schema: refused naming the field as sent.
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.create(
+            model="tiny",
+            max_tokens=64,
+            messages=QUESTION,
+            output_config={"format": {"type": "json_schema", "schema": ANSWER_SCHEMA}},
+        )
+    assert str(refused.value.body).count("output_config.format") >= 1
+    assert "response_format" not in str(refused.value.body)
+
+
+def test_prompt_caching_and_strict_tools_as_the_sdk_sends_them(
+    sdk: anthropic.Anthropic, stub: StubServer
+) -> None:
+    """The top-level ``cache_control`` (automatic prompt caching) is accepted, as it is on
+    blocks and tools, by messages and count_tokens alike; a tool's ``strict`` reaches the
+    upstream (before, both were refused as unknown arguments)."""
+    strict: ToolParam = {**WEATHER, "strict": True}
+    message = sdk.messages.create(
+        model="agent",
+        max_tokens=64,
+        messages=QUESTION,
+        tools=[strict],
+        cache_control={"type": "ephemeral"},
+    )
+    assert message.stop_reason == "tool_use"
+    assert stub.last()["tools"][0]["function"]["strict"] is True
+    counted = sdk.messages.count_tokens(
+        model="auto", messages=QUESTION, tools=[strict], cache_control={"type": "ephemeral"}
+    )
+    assert counted.input_tokens > 0
+
+
+def test_tool_choice_any_without_tools_is_refused(
+    sdk: anthropic.Anthropic, stub: StubServer
+) -> None:
+    """``{"type": "any"}`` asks for a tool call; with no tools to call it is a 400 naming
+    ``tool_choice`` (before, the upstream was asked and its text answer came back)."""
+    asked = len(stub.requests)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.create(
+            model="agent", max_tokens=64, messages=QUESTION, tool_choice={"type": "any"}
+        )
+    assert _error(refused.value.body) == "invalid_request_error"
+    assert "tool_choice" in str(refused.value.body)
+    assert len(stub.requests) == asked
+
+
+@pytest.mark.parametrize("empty", ["", []], ids=["string", "blocks"])
+def test_an_empty_turn_is_refused_as_at_anthropic(
+    sdk: anthropic.Anthropic, stub: StubServer, empty: str | list[Any]
+) -> None:
+    """Every turn needs content but a final assistant one (a prefill): an empty one is a 400
+    naming it, as Anthropic refuses it (before, the model was asked to answer nothing)."""
+    asked = len(stub.requests)
+    turns: list[MessageParam] = [
+        {"role": "user", "content": empty},
+        {"role": "assistant", "content": "Hello."},
+        *QUESTION,
+    ]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.create(model="agent", max_tokens=16, messages=turns)
+    assert _error(refused.value.body) == "invalid_request_error"
+    assert "messages[0].content: must not be empty" in str(refused.value.body)
+    with pytest.raises(anthropic.BadRequestError):
+        sdk.messages.count_tokens(model="agent", messages=turns)
+    assert len(stub.requests) == asked
+    prefill: list[MessageParam] = [*QUESTION, {"role": "assistant", "content": empty}]
+    answered = sdk.messages.create(model="agent", max_tokens=16, messages=prefill)
+    assert answered.content[0].type == "text"
 
 
 def test_count_tokens(gateway: Server) -> None:

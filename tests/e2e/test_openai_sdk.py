@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import openai
 import pytest
@@ -191,3 +192,42 @@ def test_sdk_errors_are_typed(server: Server) -> None:
         client.models.list()
     assert "wrong-key-123456" not in str(denied.value)
     assert API_KEY not in server.log.read_text()
+
+
+def test_hints_that_change_no_answer_are_accepted(server: Server) -> None:
+    """What the openai SDK offers for OpenAI's own prompt cache, abuse detection and capacity
+    (``prompt_cache_key``, ``prompt_cache_retention``, ``safety_identifier``,
+    ``service_tier``) and ``modalities=["text"]`` are accepted on chat and Responses (before,
+    each was a 400 "unrecognized request argument"); audio output is still refused by name."""
+    hints: dict[str, Any] = {
+        "prompt_cache_key": "team-a-summaries",
+        "prompt_cache_retention": "24h",
+        "safety_identifier": "user-7f3a",
+        "service_tier": "auto",
+    }
+    question: list[ChatCompletionMessageParam] = [{"role": "user", "content": HARD}]
+    with sync_client(server) as client:
+        chat = client.chat.completions.create(
+            model="helper", messages=question, modalities=["text"], **hints
+        )
+        response = client.responses.create(model="helper", input=HARD, **hints)
+        with pytest.raises(openai.BadRequestError) as audio:
+            client.chat.completions.create(
+                model="helper", messages=question, modalities=["text", "audio"]
+            )
+    assert chat.choices[0].message.content == STRONG_REPLY
+    assert response.output_text == STRONG_REPLY
+    assert audio.value.param == "modalities[1]"
+
+
+def test_a_cap_above_the_limit_is_named_as_sent(server: Server) -> None:
+    """``max_completion_tokens`` (what the SDK documents in place of ``max_tokens``) above the
+    policy's limit is refused naming ``max_completion_tokens`` (before: ``max_tokens``, a field
+    the client never sent)."""
+    question: list[ChatCompletionMessageParam] = [{"role": "user", "content": EASY}]
+    with sync_client(server) as client, pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="helper", messages=question, max_completion_tokens=1_000_000
+        )
+    assert refused.value.param == "max_completion_tokens"
+    assert str(refused.value.message).count("max_completion_tokens: 1000000 is above") == 1

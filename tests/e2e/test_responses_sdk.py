@@ -141,3 +141,45 @@ def test_stored_conversations_are_refused_by_name(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as stored:
         sdk.responses.create(model="auto", input="hi", store=True)
     assert "store" in str(stored.value)
+
+
+def test_a_tool_choice_no_tool_can_satisfy_is_refused(sdk: openai.OpenAI, stub: StubServer) -> None:
+    """``tool_choice`` forcing a call with no tools, or naming a function not among them, is a
+    400 naming the field, as at OpenAI (before, the upstream was asked anyway: a text answer, or
+    a call of another function than the one named)."""
+    asked = len(stub.requests)
+    with pytest.raises(openai.BadRequestError) as required:
+        sdk.responses.create(model="agent", input="Weather in Paris?", tool_choice="required")
+    assert required.value.param == "tool_choice"
+    with pytest.raises(openai.BadRequestError) as named:
+        sdk.responses.create(
+            model="agent",
+            input="Weather in Paris?",
+            tools=[WEATHER],
+            tool_choice={"type": "function", "name": "get_time"},
+        )
+    assert named.value.param == "tool_choice.name"
+    assert "'get_time' is not one of the tools sent (get_weather)" in str(named.value)
+    assert len(stub.requests) == asked
+
+
+def test_logprobs_asked_through_include_are_refused_by_name(
+    sdk: openai.OpenAI, stub: StubServer
+) -> None:
+    """``include=["message.output_text.logprobs"]`` is a 400 naming the item (before, the answer
+    came without logprobs, as if none had been asked for); what adds outputs of tools and items
+    the gateway never returns (``reasoning.encrypted_content``) is accepted."""
+    asked = len(stub.requests)
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(
+            model="agent",
+            input="Say hello.",
+            include=["reasoning.encrypted_content", "message.output_text.logprobs"],
+        )
+    assert refused.value.param == "include[1]"
+    assert "/v1/chat/completions" in str(refused.value)
+    assert len(stub.requests) == asked
+    answered = sdk.responses.create(
+        model="agent", input="Say hello.", include=["reasoning.encrypted_content"]
+    )
+    assert answered.output_text
