@@ -32,6 +32,7 @@ from gateway.ledger.report import (
     GROUPINGS,
     baselines_line,
     build_report,
+    csv_rows,
     known_teams,
     parse_since,
     rows_for_output,
@@ -199,7 +200,7 @@ def report(
     elif output == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows_for_output(result))
+        writer.writerows(csv_rows(result))
     else:
         console = Console() if Console().is_terminal else Console(width=240)
         console.print(_table(result))
