@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from adapters import load_backend
 from gateway.metrics import BREAKER_STATES, Metrics
 from gateway.policy import Policy, PolicyError, load_policy
+from gateway.policy.reload_check import check_reload
 from gateway.routing.adaptive import AdaptiveLayer
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.pool import BackendFactory, BackendPool, BackendState, close_states, probe
@@ -78,6 +79,14 @@ class LastReload:
         return "rejected" if self.result.problems else "unchanged"
 
 
+def log_disabled(pool: BackendPool) -> None:
+    """A warning for each backend the policy names but the environment turns off (its key
+    variable unset): it stays out of routing until a restart with the variable."""
+    for state in pool.states():
+        if state.disabled is not None:
+            log.warning("backend_disabled", backend=state.name, detail=state.disabled)
+
+
 class Runtime:
     def __init__(
         self,
@@ -96,6 +105,7 @@ class Runtime:
         self._changed = asyncio.Event()
         policy = load_policy(policy_path)  # raises PolicyError: the server does not start
         pool = BackendPool.build(policy, factory=factory, clock=clock)
+        log_disabled(pool)
         self._active = Active(policy, pool, self._dispatcher(policy, pool))
         self._adaptive: AdaptiveLayer | None = None
         self._last_reload: LastReload | None = None
@@ -172,6 +182,13 @@ class Runtime:
             log.info("policy_unchanged", trigger=trigger, hash=old.policy.hash)
             return ReloadResult(False, trigger, old.policy.hash, old.policy.hash)
         try:
+            check_reload(policy, old.policy)
+        except PolicyError as exc:
+            problems = tuple(str(exc).splitlines())
+            log.error("policy_rejected", trigger=trigger, problems=list(problems))
+            self._metrics.policy_reloads.labels("rejected", trigger).inc()
+            return ReloadResult(False, trigger, old.policy.hash, old.policy.hash, problems)
+        try:
             pool = BackendPool.build(
                 policy, previous=old.pool, factory=self._factory, clock=self._clock
             )
@@ -180,6 +197,7 @@ class Runtime:
             self._metrics.policy_reloads.labels("rejected", trigger).inc()
             return ReloadResult(False, trigger, old.policy.hash, old.policy.hash, (str(exc),))
         self._active = self._with_adaptive(policy, pool)
+        log_disabled(pool)
         pool.start_prewarm()
         self._metrics.set_policy(policy.hash, old.policy.hash)
         self._metrics.policy_reloads.labels("applied", trigger).inc()
