@@ -145,6 +145,7 @@ def report(
     ] = None,
 ) -> None:
     """Requests, tokens, cost, baseline cost, savings, latency and reliability from the ledger."""
+    output = output.lower()  # --format CSV as well: typer's case_sensitive applies to choices only
     if output not in ("table", "json", "csv"):
         _usage_error("--format", f"{output!r}: use table, json or csv")
     if by is not None and by not in GROUPINGS:

@@ -700,6 +700,19 @@ def test_every_format_says_its_currency_and_what_the_baseline_stands_for(
     )
 
 
+def test_cli_format_is_read_in_any_case(ledger: str, tmp_path: Path) -> None:
+    """``--format CSV`` and ``--format JSON`` are the CSV and the JSON (before: "'CSV': use
+    table, json or csv", exit 2, though the option is meant to be case-insensitive)."""
+    done = tiergate(
+        "report", "--since", SINCE, "--until", UNTIL, "--format", "CSV", url=ledger, cwd=tmp_path
+    )
+    assert tuple(next(csv.reader(io.StringIO(done.stdout)))) == CSV_FIELDS
+    done = tiergate(
+        "report", "--since", SINCE, "--until", UNTIL, "--format", "JSON", url=ledger, cwd=tmp_path
+    )
+    assert json.loads(done.stdout)["totals"] == TOTALS
+
+
 def test_cli_rejects_an_unknown_grouping(ledger: str, tmp_path: Path) -> None:
     """``--by`` with an unknown column is a usage error naming the choices."""
     done = tiergate("report", "--by", "colour", url=ledger, cwd=tmp_path, code=2)
