@@ -121,6 +121,13 @@ class Metrics:
             ["result", "trigger"],
             registry=r,
         )
+        self.policy_reload_ok = Gauge(
+            "tiergate_policy_reload_ok",
+            "0 while the last reload was rejected (the file on disk is invalid and the last good "
+            "policy serves), else 1; with --workers N, 0 if any worker's was.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.policy_info = Gauge(
             "tiergate_policy_info",
             "The active policy (value 1).",

@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     governance_timeout_ms: float = Field(
         default=1000.0,
         gt=0,
+        le=60_000,  # a bound, not a wait: past a minute (or inf) a stuck Redis holds requests
         description="bound on each Redis call for rate limits and budget holds; past it the "
         "process keeps its own until Redis answers (generous: a spurious timeout under load "
         "would let each process spend the whole limit)",

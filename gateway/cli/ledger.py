@@ -32,6 +32,7 @@ from gateway.ledger.report import (
     GROUPINGS,
     baselines_line,
     build_report,
+    csv_rows,
     known_teams,
     parse_since,
     rows_for_output,
@@ -144,6 +145,7 @@ def report(
     ] = None,
 ) -> None:
     """Requests, tokens, cost, baseline cost, savings, latency and reliability from the ledger."""
+    output = output.lower()  # --format CSV as well: typer's case_sensitive applies to choices only
     if output not in ("table", "json", "csv"):
         _usage_error("--format", f"{output!r}: use table, json or csv")
     if by is not None and by not in GROUPINGS:
@@ -199,7 +201,7 @@ def report(
     elif output == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows_for_output(result))
+        writer.writerows(csv_rows(result))
     else:
         console = Console() if Console().is_terminal else Console(width=240)
         console.print(_table(result))

@@ -17,7 +17,7 @@ from gateway.ledger.capacity import OutboxReading
 from gateway.ledger.schema_compat import SchemaState
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
-from gateway.routing.runtime import Runtime
+from gateway.routing.runtime import LastReload, Runtime
 
 router = APIRouter()
 
@@ -48,7 +48,8 @@ async def readyz(request: Request) -> Response:
     default route has a usable backend and the ledger's outbox is not full, else 503
     (``causes``: ``no_usable_backend``, ``ledger_outbox_full``); "degraded" (still 200) while
     some candidate is not usable, the cache goes without Redis, the limits are kept per
-    process, or the outbox is past 80 % of its bound.
+    process, the outbox is past 80 % of its bound, or the last policy reload was rejected
+    (``policy_reload``: the last good policy serves, not the file).
 
     The reasons (``detail``: an Ollama's address, a Redis error, which variable enables a
     backend) go to operators only (``operator`` set by ``ApiKeys``); a client key, or a probe on
@@ -94,10 +95,15 @@ async def readyz(request: Request) -> Response:
         status = "unavailable"
     elif status == "ready" and outbox is not None and outbox.state == "filling":
         status = "degraded"
+    reload = runtime.last_reload
+    if status == "ready" and reload is not None and reload.outcome == "rejected":
+        # Serving, but not what the file says: the last good policy, until the file is fixed.
+        status = "degraded"
     runtime.refresh_gauges()
     body: dict[str, Any] = {
         "status": status,
         "policy": policy.hash,
+        "policy_reload": _reload(reload, operator),
         "default_route": {"name": policy.default_route, "candidates": candidates},
         "backends": backends,
         "cache": {
@@ -123,6 +129,19 @@ async def readyz(request: Request) -> Response:
     if not operator:
         body["detail"] = HIDDEN
     return _json(body, 503 if status == "unavailable" else 200)
+
+
+def _reload(reload: LastReload | None, operator: bool) -> dict[str, Any] | None:
+    """The latest reload attempt (None: none since start); its problems (the file's path, its
+    fields) go to operators only, as the other reasons do."""
+    if reload is None:
+        return None
+    return {
+        "result": reload.outcome,
+        "trigger": reload.result.trigger,
+        "at": reload.at.isoformat(),
+        "problems": list(reload.result.problems) if operator else None,
+    }
 
 
 def _ledger(request: Request, operator: bool) -> dict[str, str | None]:

@@ -276,3 +276,15 @@ def rows_for_output(report: dict[str, Any]) -> Iterable[dict[str, Any]]:
     """The groups (or the totals alone) plus a total line, for tables and CSV."""
     yield from report["groups"]
     yield {"key": "total", **report["totals"]}
+
+
+def csv_rows(report: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """``rows_for_output`` with what the report says of its whole window on every line
+    (``report_figures.REPORT_FIELDS``): a CSV has no other place for it."""
+    window = {
+        "currency": report["currency"],
+        "baselines": baselines_line(report["baselines"]),
+        "baseline_basis": report["baseline_basis"] or "",
+    }
+    for row in rows_for_output(report):
+        yield {**row, **window}

@@ -203,8 +203,9 @@ def _rate(count: int, total: int) -> float | None:
     return None if total == 0 else round(count / total, 4)
 
 
-# The CSV's columns: the group's key, then every figure of the JSON report in its order.
-CSV_FIELDS = (
+# The CSV's columns: the group's key, then every figure of the JSON report in its order, then
+# what the JSON says of the whole window (``REPORT_FIELDS``), repeated on every line.
+FIGURE_FIELDS = (
     "key",
     "requests",
     "prompt_tokens",
@@ -233,6 +234,11 @@ CSV_FIELDS = (
     "judge_avg",
     "judge_count",
 )
+# A spreadsheet of the CSV alone must say what the money is in and what it is compared with,
+# as the JSON and the table do: the currency, the baseline models (``baselines``, in words) and
+# how a baseline cost is computed (empty when no request of the window has one).
+REPORT_FIELDS = ("currency", "baselines", "baseline_basis")
+CSV_FIELDS = (*FIGURE_FIELDS, *REPORT_FIELDS)
 
 
 def _moved_on(chain: str, escalated: bool = False) -> bool:

@@ -19,6 +19,7 @@ from gateway.policy.adaptive import adaptive_settings, base_kind
 from gateway.policy.canary_check import canary_problems
 from gateway.policy.cascade import cascade_problems, compile_cascade
 from gateway.policy.checks import extra_problems, file_problems, reference_problems
+from gateway.policy.lines import with_lines
 from gateway.policy.model import Policy, Route, Tier
 from gateway.policy.pricing import PriceBook
 from gateway.policy.problems import PolicyError, Problem
@@ -71,7 +72,7 @@ def parse_policy(data: bytes, *, source: str, base_dir: Path) -> Policy:
     except ValidationError as exc:
         problems = validation_problems(exc, raw)
         problems += problems_beside_unknown_fields(exc, raw)
-        raise PolicyError(source, problems) from exc
+        raise PolicyError(source, with_lines(problems, data)) from exc
     problems = list(reference_problems(spec))
     problems += extra_problems(spec)
     if not problems:  # the canary's checks assume the rest of the file is consistent
@@ -79,8 +80,11 @@ def parse_policy(data: bytes, *, source: str, base_dir: Path) -> Policy:
         problems += [Problem(path, text) for path, text in cascade_problems(spec, base_dir)]
     problems += file_problems(spec, base_dir)
     if problems:
-        raise PolicyError(source, problems)
-    return _compile(spec, source=source, digest=policy_hash(data), base_dir=base_dir)
+        raise PolicyError(source, with_lines(problems, data))
+    try:
+        return _compile(spec, source=source, digest=policy_hash(data), base_dir=base_dir)
+    except PolicyError as exc:  # a scorer artifact that cannot be read
+        raise PolicyError(source, with_lines(list(exc.problems), data)) from None
 
 
 def _compile(spec: PolicyFile, *, source: str, digest: str, base_dir: Path) -> Policy:

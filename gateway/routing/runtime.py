@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -21,6 +22,7 @@ from sqlalchemy import Engine
 from adapters import load_backend
 from gateway.metrics import BREAKER_STATES, Metrics
 from gateway.policy import Policy, PolicyError, load_policy
+from gateway.policy.reload_check import check_reload
 from gateway.routing.adaptive import AdaptiveLayer
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.pool import BackendFactory, BackendPool, BackendState, close_states, probe
@@ -60,6 +62,31 @@ class ReloadResult:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class LastReload:
+    """The latest reload attempt, for ``/readyz``: while it is a rejected one, the file on disk
+    is not the policy serving (``result.hash`` is)."""
+
+    result: ReloadResult
+    at: datetime
+
+    @property
+    def outcome(self) -> str:
+        """applied, rejected (the last good policy keeps serving) or unchanged (the file is
+        the policy serving)."""
+        if self.result.applied:
+            return "applied"
+        return "rejected" if self.result.problems else "unchanged"
+
+
+def log_disabled(pool: BackendPool) -> None:
+    """A warning for each backend the policy names but the environment turns off (its key
+    variable unset): it stays out of routing until a restart with the variable."""
+    for state in pool.states():
+        if state.disabled is not None:
+            log.warning("backend_disabled", backend=state.name, detail=state.disabled)
+
+
 class Runtime:
     def __init__(
         self,
@@ -78,9 +105,12 @@ class Runtime:
         self._changed = asyncio.Event()
         policy = load_policy(policy_path)  # raises PolicyError: the server does not start
         pool = BackendPool.build(policy, factory=factory, clock=clock)
+        log_disabled(pool)
         self._active = Active(policy, pool, self._dispatcher(policy, pool))
         self._adaptive: AdaptiveLayer | None = None
+        self._last_reload: LastReload | None = None
         metrics.set_policy(policy.hash)
+        metrics.policy_reload_ok.set(1)
 
     @property
     def active(self) -> Active:
@@ -89,6 +119,11 @@ class Runtime:
     @property
     def policy_path(self) -> Path:
         return self._path
+
+    @property
+    def last_reload(self) -> LastReload | None:
+        """The latest reload attempt since start (None: none yet)."""
+        return self._last_reload
 
     def use_ledger(self, engine: Engine) -> None:
         """Keep the adaptive scorer's labels in step with the ledger database at ``engine``
@@ -125,37 +160,55 @@ class Runtime:
 
     async def reload(self, trigger: str) -> ReloadResult:
         async with self._lock:
-            old = self._active
-            try:
-                policy = load_policy(self._path)
-            except PolicyError as exc:
-                problems = tuple(str(exc).splitlines())
-                log.error("policy_rejected", trigger=trigger, problems=list(problems))
-                self._metrics.policy_reloads.labels("rejected", trigger).inc()
-                return ReloadResult(False, trigger, old.policy.hash, old.policy.hash, problems)
-            if policy.hash == old.policy.hash:
-                self._metrics.policy_reloads.labels("unchanged", trigger).inc()
-                return ReloadResult(False, trigger, old.policy.hash, old.policy.hash)
-            try:
-                pool = BackendPool.build(
-                    policy, previous=old.pool, factory=self._factory, clock=self._clock
-                )
-            except Exception as exc:  # a backend that cannot even be constructed
-                log.error("policy_rejected", trigger=trigger, problems=[str(exc)])
-                self._metrics.policy_reloads.labels("rejected", trigger).inc()
-                return ReloadResult(False, trigger, old.policy.hash, old.policy.hash, (str(exc),))
-            self._active = self._with_adaptive(policy, pool)
-            pool.start_prewarm()
-            self._metrics.set_policy(policy.hash, old.policy.hash)
-            self._metrics.policy_reloads.labels("applied", trigger).inc()
-            log.info("policy_applied", trigger=trigger, hash=policy.hash, previous=old.policy.hash)
-            retired = old.pool.dropped_by(pool)
-            if retired:
-                self.spawn(self._retire(retired, policy.timeouts.total_s), "retire")
-            self._changed.set()
-            self._changed = asyncio.Event()
-            self.spawn(pool.probe_all(), "probe")
-            return ReloadResult(True, trigger, policy.hash, old.policy.hash)
+            result = self._reload(trigger)
+            self._last_reload = LastReload(result, datetime.now(UTC))
+            # 0 while the file on disk was refused and an older policy serves (an alert's
+            # condition: a counter of rejections stays up after the file is fixed).
+            self._metrics.policy_reload_ok.set(0 if result.problems else 1)
+            return result
+
+    def _reload(self, trigger: str) -> ReloadResult:
+        """Under ``_lock``: validate the file, then swap it in or keep the last good one."""
+        old = self._active
+        try:
+            policy = load_policy(self._path)
+        except PolicyError as exc:
+            problems = tuple(str(exc).splitlines())
+            log.error("policy_rejected", trigger=trigger, problems=list(problems))
+            self._metrics.policy_reloads.labels("rejected", trigger).inc()
+            return ReloadResult(False, trigger, old.policy.hash, old.policy.hash, problems)
+        if policy.hash == old.policy.hash:
+            self._metrics.policy_reloads.labels("unchanged", trigger).inc()
+            log.info("policy_unchanged", trigger=trigger, hash=old.policy.hash)
+            return ReloadResult(False, trigger, old.policy.hash, old.policy.hash)
+        try:
+            check_reload(policy, old.policy)
+        except PolicyError as exc:
+            problems = tuple(str(exc).splitlines())
+            log.error("policy_rejected", trigger=trigger, problems=list(problems))
+            self._metrics.policy_reloads.labels("rejected", trigger).inc()
+            return ReloadResult(False, trigger, old.policy.hash, old.policy.hash, problems)
+        try:
+            pool = BackendPool.build(
+                policy, previous=old.pool, factory=self._factory, clock=self._clock
+            )
+        except Exception as exc:  # a backend that cannot even be constructed
+            log.error("policy_rejected", trigger=trigger, problems=[str(exc)])
+            self._metrics.policy_reloads.labels("rejected", trigger).inc()
+            return ReloadResult(False, trigger, old.policy.hash, old.policy.hash, (str(exc),))
+        self._active = self._with_adaptive(policy, pool)
+        log_disabled(pool)
+        pool.start_prewarm()
+        self._metrics.set_policy(policy.hash, old.policy.hash)
+        self._metrics.policy_reloads.labels("applied", trigger).inc()
+        log.info("policy_applied", trigger=trigger, hash=policy.hash, previous=old.policy.hash)
+        retired = old.pool.dropped_by(pool)
+        if retired:
+            self.spawn(self._retire(retired, policy.timeouts.total_s), "retire")
+        self._changed.set()
+        self._changed = asyncio.Event()
+        self.spawn(pool.probe_all(), "probe")
+        return ReloadResult(True, trigger, policy.hash, old.policy.hash)
 
     async def wait_for_change(self) -> None:
         """Return once the active policy changes (callers bound it with asyncio.timeout)."""

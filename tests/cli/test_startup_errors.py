@@ -444,3 +444,28 @@ def test_api_keys_that_cannot_be_told_apart_are_refused(
     assert expected in line
     assert "sk-one" not in line  # the key itself is a secret
     assert "sk-two" not in line
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("TIERGATE_PORT", "70000", "Input should be less than or equal to 65535"),
+        ("TIERGATE_PORT", "eighty", "Input should be a valid integer"),
+        ("TIERGATE_MAX_BODY_BYTES", "-5", "Input should be greater than or equal to 1024"),
+        ("TIERGATE_GOVERNANCE_TIMEOUT_MS", "inf", "Input should be less than or equal to 60000"),
+        ("TIERGATE_GOVERNANCE_TIMEOUT_MS", "3600000", "Input should be less than or equal to"),
+        ("TIERGATE_GOVERNANCE_TIMEOUT_MS", "nan", "Input should be less than or equal to 60000"),
+    ],
+    ids=["port-range", "port-word", "body-negative", "gov-inf", "gov-hour", "gov-nan"],
+)
+def test_a_number_out_of_its_range_is_one_line(
+    tmp_path: Path, policy: Path, name: str, value: str, expected: str
+) -> None:
+    """A bound that is no bound (``inf``, an hour for a Redis call that holds requests) is
+    refused at start like a port out of range: one line naming the variable, exit 2 (the
+    governance timeout took ``inf`` and served with no bound on Redis at all)."""
+    result = tiergate(
+        "serve", env=_ledger_env(tmp_path, TIERGATE_POLICY=str(policy), **{name: value})
+    )
+    assert result.returncode == 2, result.stderr
+    assert _one_error_line(result).startswith(f"error: {name}: {expected}")

@@ -23,7 +23,7 @@ from gateway.ledger.adaptive import FEEDBACK, JUDGE, LABEL_JUDGE, LABEL_STRONG, 
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.percentiles import nearest_rank
-from gateway.ledger.report import build_report, parse_since
+from gateway.ledger.report import BASELINE_BASIS, build_report, parse_since
 from gateway.ledger.report_figures import CSV_FIELDS
 from gateway.ledger.store import insert_batch
 from tests.http.helpers import TWO_TIERS, gateway
@@ -583,8 +583,8 @@ def test_cli_csv_has_the_documented_columns(ledger: str, tmp_path: Path) -> None
     assert tuple(lines[0]) == CSV_FIELDS
     # every figure the JSON report has, in its order (the cached-token and priced / compared
     # request counts were missing, so a spreadsheet could not tell how many rows the money
-    # rests on)
-    assert tuple(lines[0]) == ("key", *TOTALS)
+    # rests on), then what it says of the whole window: the currency and the baselines
+    assert tuple(lines[0]) == ("key", *TOTALS, "currency", "baselines", "baseline_basis")
     assert CSV_FIELDS[0] == "key"
     for name in ("requests", "cost_usd", "baseline_cost_usd", "savings_usd", "savings_pct"):
         assert name in CSV_FIELDS
@@ -592,9 +592,11 @@ def test_cli_csv_has_the_documented_columns(ledger: str, tmp_path: Path) -> None
     assert list(table) == ["cheap", "mid", "strong", "total"]
     expected = {**BY_TIER, "total": TOTALS}
     for key, row in table.items():
-        for name in CSV_FIELDS[1:]:
+        for name in TOTALS:
             want = expected[key][name]
             assert row[name] == ("" if want is None else str(want)), (key, name)
+        assert row["currency"] == "USD"
+        assert row["baseline_basis"] == BASELINE_BASIS
 
 
 def test_cli_table_prints_every_group_and_the_unpriced_note(ledger: str, tmp_path: Path) -> None:
@@ -696,6 +698,19 @@ def test_every_format_says_its_currency_and_what_the_baseline_stands_for(
     assert "No baseline: no request in the window has a baseline cost" in " ".join(
         done.stdout.split()
     )
+
+
+def test_cli_format_is_read_in_any_case(ledger: str, tmp_path: Path) -> None:
+    """``--format CSV`` and ``--format JSON`` are the CSV and the JSON (before: "'CSV': use
+    table, json or csv", exit 2, though the option is meant to be case-insensitive)."""
+    done = tiergate(
+        "report", "--since", SINCE, "--until", UNTIL, "--format", "CSV", url=ledger, cwd=tmp_path
+    )
+    assert tuple(next(csv.reader(io.StringIO(done.stdout)))) == CSV_FIELDS
+    done = tiergate(
+        "report", "--since", SINCE, "--until", UNTIL, "--format", "JSON", url=ledger, cwd=tmp_path
+    )
+    assert json.loads(done.stdout)["totals"] == TOTALS
 
 
 def test_cli_rejects_an_unknown_grouping(ledger: str, tmp_path: Path) -> None:
@@ -895,5 +910,25 @@ def test_every_format_names_the_baseline_models_the_window_was_priced_at(
         "Baseline model: openai/gpt-4o (6 requests); anthropic/claude-sonnet-4 (4 requests); "
         "not recorded (rows from before revision 0013, or failed with no baseline) (1 request)."
     ) in " ".join(done.stdout.split())
+    done = tiergate(
+        "report", "--since", SINCE, "--until", UNTIL, "--by", "tier", "--format", "csv",
+        url=ledger_url, cwd=tmp_path,
+    )  # fmt: skip
+    lines = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [line["key"] for line in lines] == ["cheap", "mid", "strong", "total"]
+    for line in lines:
+        assert line["currency"] == "USD"
+        assert line["baseline_basis"] == BASELINE_BASIS
+        assert line["baselines"] == (
+            "openai/gpt-4o (6 requests); anthropic/claude-sonnet-4 (4 requests); not recorded "
+            "(rows from before revision 0013, or failed with no baseline) (1 request)"
+        )
     empty = report(ledger_url, since="2026-11-23", until="2026-11-24")
     assert empty["baselines"] == []
+    done = tiergate(
+        "report", "--since", "2026-11-23", "--until", "2026-11-24", "--format", "csv",
+        url=ledger_url, cwd=tmp_path,
+    )  # fmt: skip
+    (total,) = csv.DictReader(io.StringIO(done.stdout))
+    assert (total["key"], total["requests"], total["currency"]) == ("total", "0", "USD")
+    assert (total["baselines"], total["baseline_basis"]) == ("", "")

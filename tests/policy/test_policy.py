@@ -121,10 +121,14 @@ def test_cross_references_are_checked() -> None:
         .replace("always-big: {tier: strong}", "big: {tier: strong}")
     )
     lines = problems(text)
-    assert "p.yaml: tiers[1].backends[0]: unknown backend 'midd' (known: big, mid, small)" in lines
+    assert (
+        "p.yaml: tiers[1].backends[0]: unknown backend 'midd' (known: big, mid, small) (line 9)"
+        in lines
+    )
     assert any(line.startswith("p.yaml: tiers[1].max_score: 0.2 is not above") for line in lines)
     assert (
-        "p.yaml: routes.local.tiers[1]: unknown tier 'nope' (known: cheap, middle, strong)" in lines
+        "p.yaml: routes.local.tiers[1]: unknown tier 'nope' (known: cheap, middle, strong) "
+        "(line 13)" in lines
     )
     assert any(
         line.startswith("p.yaml: routes.big: 'big' is both a route and a backend") for line in lines
@@ -159,7 +163,7 @@ def test_a_try_longer_than_the_whole_request_is_refused() -> None:
     assert line == (
         "p.yaml: timeouts.per_try_s: 90 s is longer than timeouts.total_s (60 s, the deadline "
         "of all tries together), so no try could ever use it: lower per_try_s to 60 or less, "
-        "or raise total_s"
+        "or raise total_s (line 17)"
     )
     assert parse(BASE + "timeouts: {total_s: 60, per_try_s: 60}\n").timeouts.per_try_s == 60
 
@@ -175,6 +179,36 @@ def test_yaml_syntax_error_gives_line_and_column() -> None:
     """Broken YAML is reported with where it broke."""
     (line,) = problems("version: 1\nbackends: [\n")
     assert line.startswith("p.yaml: line 3 column 1: not valid YAML")
+
+
+def test_every_problem_names_its_line() -> None:
+    """Each problem ends with the line its path is on, so a rejected reload's log line leads
+    to it: a misspelt field's own line, a value's in a block or a flow mapping, a list item's, a
+    key holding a dot; a missing field at the line of the entry that lacks it; a field the file
+    does not have at all (the default route's route) with none."""
+    text = BASE.replace("  big: {type: fake, model: b}\n", "  big:\n    type: fake\n    modle: b\n")
+    assert problems(text)[0].startswith("p.yaml: backends.big.modle: unknown field 'modle'")
+    assert problems(text)[0].endswith("(line 8)")
+    block = BASE.replace(
+        "  - {name: middle, max_score: 0.6, backends: [mid]}\n",
+        "  - name: middle\n    max_score: 1.6\n    backends: [mid]\n",
+    )
+    (line,) = problems(block)
+    assert line.startswith("p.yaml: tiers[1].max_score: Input should be less than or equal to 1")
+    assert line.endswith("(got 1.6) (line 10)")
+    assert problems(BASE.replace("max_score: 0.6, ", "")) == [
+        "p.yaml: tiers[1].max_score: missing: every tier but the last needs a max_score between "
+        "0 and 1 (line 9)"
+    ]
+    dotted = BASE.replace("small:", "gpt-4.1:").replace("[small]", "[gpt-4.1]") + (
+        "pricing:\n  backends:\n    gpt-4.1: {usd_per_1m_input: -1}\n"
+    )
+    (line,) = problems(dotted)
+    assert line.startswith("p.yaml: pricing.backends.gpt-4.1.usd_per_1m_input: ")
+    assert line.endswith("(line 19)")
+    assert problems(BASE.replace("  auto: {}\n", "")) == [
+        "p.yaml: default_route: no route named 'auto' (routes: local, strict, upward, always-big)"
+    ]
 
 
 def test_credentials_must_be_env_var_names() -> None:
