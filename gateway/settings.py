@@ -71,7 +71,9 @@ class Settings(BaseSettings):
         "at least the policy's timeouts.total_s, and the orchestrator's grace period (a "
         "Kubernetes terminationGracePeriodSeconds, compose's stop_grace_period) above it",
     )
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # At most 1 GiB: each request body is read into memory whole, so a bound past that is a
+    # typo (a digit too many), not a choice.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**3)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     watch_policy: bool = Field(default=True, description="reload the policy when its file changes")

@@ -452,11 +452,16 @@ def test_api_keys_that_cannot_be_told_apart_are_refused(
         ("TIERGATE_PORT", "70000", "Input should be less than or equal to 65535"),
         ("TIERGATE_PORT", "eighty", "Input should be a valid integer"),
         ("TIERGATE_MAX_BODY_BYTES", "-5", "Input should be greater than or equal to 1024"),
+        (
+            "TIERGATE_MAX_BODY_BYTES",
+            "99999999999999999999999",
+            "Input should be less than or equal to 1073741824",
+        ),
         ("TIERGATE_GOVERNANCE_TIMEOUT_MS", "inf", "Input should be less than or equal to 60000"),
         ("TIERGATE_GOVERNANCE_TIMEOUT_MS", "3600000", "Input should be less than or equal to"),
         ("TIERGATE_GOVERNANCE_TIMEOUT_MS", "nan", "Input should be less than or equal to 60000"),
     ],
-    ids=["port-range", "port-word", "body-negative", "gov-inf", "gov-hour", "gov-nan"],
+    ids=["port-range", "port-word", "body-negative", "body-huge", "gov-inf", "gov-hour", "gov-nan"],
 )
 def test_a_number_out_of_its_range_is_one_line(
     tmp_path: Path, policy: Path, name: str, value: str, expected: str
