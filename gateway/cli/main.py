@@ -80,7 +80,7 @@ def serve(
     # Worker processes read their settings from the environment: pass the overrides on.
     for key, value in overrides.items():
         os.environ[f"TIERGATE_{key.upper()}"] = str(value)
-    settings = settings_or_exit()
+    settings = settings_or_exit(options=overrides.keys())
     try:
         load_policy(settings.policy)  # fail here, clearly, rather than inside the server
         check_exposure(settings)  # before anything is made on disk

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -27,17 +28,19 @@ from gateway.settings import Settings
 policy_app = typer.Typer(help="Check and explain policy files.", no_args_is_help=True)
 
 
-def settings_or_exit(**overrides: object) -> Settings:
+def settings_or_exit(*, options: Collection[str] = (), **overrides: object) -> Settings:
     """The process settings; a bad ``TIERGATE_*`` value is a one-line error, not a traceback.
-    The first call also warns about ``TIERGATE_*`` variables that no setting reads (a typo
-    would otherwise be ignored in silence)."""
+    ``options``: the settings the command line gave (``port`` for ``--port``), named as the
+    option in an error, not as the variable. The first call also warns about ``TIERGATE_*``
+    variables that no setting reads (a typo would otherwise be ignored in silence)."""
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             message = str(error["msg"]).removeprefix("Value error, ")
             if error["loc"]:
-                name = "TIERGATE_" + "_".join(str(p) for p in error["loc"]).upper()
+                field = "_".join(str(p) for p in error["loc"])
+                name = f"--{field}" if field in options else f"TIERGATE_{field.upper()}"
                 message = f"{name}: {message}"
             typer.echo(f"error: {message}", err=True)
         raise typer.Exit(code=2) from None

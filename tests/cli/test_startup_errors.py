@@ -474,3 +474,15 @@ def test_a_number_out_of_its_range_is_one_line(
     )
     assert result.returncode == 2, result.stderr
     assert _one_error_line(result).startswith(f"error: {name}: {expected}")
+
+
+def test_a_bad_command_line_option_is_named_as_the_option(tmp_path: Path, policy: Path) -> None:
+    """``serve --port 70000`` names ``--port``, which the operator typed, not the variable it
+    overrides (before: ``TIERGATE_PORT``, set nowhere)."""
+    result = tiergate(
+        "serve", "--port", "70000", env=_ledger_env(tmp_path, TIERGATE_POLICY=str(policy))
+    )
+    assert result.returncode == 2, result.stderr
+    assert _one_error_line(result).startswith(
+        "error: --port: Input should be less than or equal to 65535"
+    )
