@@ -23,86 +23,22 @@ from adapters.base import (
 )
 from adapters.chat import ThinkingDisplay
 from gateway.errors import BadRequest
+from gateway.http.anthropic_blocks import (
+    Block,
+    ImageBlock,
+    RedactedThinkingBlockIn,
+    TextBlock,
+    ThinkingBlockIn,
+    ToolResultBlock,
+    ToolUseBlock,
+    UrlSource,
+)
 from gateway.http.openai_in import parse_as
 from gateway.routing.plan import check_max_tokens
 
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class _Block(BaseModel):
-    # Clients echo an answer's blocks back as they got them, with fields newer than this
-    # gateway (``caller``, ``citations``, ``cache_control`` for prompt caching): ignored.
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-
-class TextBlock(_Block):
-    type: Literal["text"]
-    text: str
-
-
-class Base64Source(_Wire):
-    type: Literal["base64"]
-    media_type: str = Field(min_length=1)
-    data: str = Field(min_length=1)
-
-
-class UrlSource(_Wire):
-    type: Literal["url"]
-    url: str = Field(min_length=1)
-
-
-class ImageBlock(_Block):
-    type: Literal["image"]
-    source: Annotated[Base64Source | UrlSource, Field(discriminator="type")]
-
-
-class ToolUseBlock(_Block):
-    type: Literal["tool_use"]
-    id: str = Field(min_length=1)
-    name: str = Field(min_length=1)
-    input: dict[str, Any]
-
-
-class ToolResultBlock(_Block):
-    type: Literal["tool_result"]
-    tool_use_id: str = Field(min_length=1)
-    content: str | list[TextBlock] | None = None
-    is_error: bool | None = None
-
-
-class ThinkingBlockIn(_Block):
-    """A thinking block of an earlier answer, sent back as it came (with its signature; a
-    local model's has an empty one, and is dropped: no backend can verify it)."""
-
-    type: Literal["thinking"]
-    thinking: str
-    signature: str
-
-
-class RedactedThinkingBlockIn(_Block):
-    type: Literal["redacted_thinking"]
-    data: str = Field(min_length=1)
-
-
-class OtherBlock(BaseModel):
-    """Documents, server tools: accepted by the schema so the refusal names them."""
-
-    model_config = ConfigDict(extra="allow")
-    type: Literal["document", "server_tool_use", "search_result"]
-
-
-Block = Annotated[
-    TextBlock
-    | ImageBlock
-    | ToolUseBlock
-    | ToolResultBlock
-    | ThinkingBlockIn
-    | RedactedThinkingBlockIn
-    | OtherBlock,
-    Field(discriminator="type"),
-]
 
 
 class MessageIn(_Wire):
@@ -227,6 +163,7 @@ def chat_request(body: CountTokensIn, max_tokens_limit: int) -> ChatRequest:
     system = _system(body.system)
     if system:
         messages.append(Message(role="system", content=system))
+    called: set[str] = set()  # the ids of the tool_use blocks so far
     for i, turn in enumerate(body.messages):
         final_assistant = i == len(body.messages) - 1 and turn.role == "assistant"
         if not turn.content and not final_assistant:  # Anthropic's rule: a prefill may be empty
@@ -235,7 +172,7 @@ def chat_request(body: CountTokensIn, max_tokens_limit: int) -> ChatRequest:
                 param=f"messages[{i}].content",
                 code="invalid_value",
             )
-        messages.extend(_turn(turn, f"messages[{i}]"))
+        messages.extend(_turn(turn, f"messages[{i}]", called))
     tools = tuple(
         Tool(name=t.name, description=t.description, parameters=t.input_schema, strict=t.strict)
         for t in body.tools or ()
@@ -252,7 +189,7 @@ def chat_request(body: CountTokensIn, max_tokens_limit: int) -> ChatRequest:
         temperature=full.temperature if full else None,
         top_p=full.top_p if full else None,
         top_k=full.top_k if full else None,
-        stop=tuple(full.stop_sequences or ()) if full else (),
+        stop=_stop_sequences(full.stop_sequences) if full else (),
         tools=tools,
         tool_choice=_tool_choice(body.tool_choice, tools),
         parallel_tool_calls=(
@@ -265,6 +202,20 @@ def chat_request(body: CountTokensIn, max_tokens_limit: int) -> ChatRequest:
         response_format=_output_format(output.format if output else None),
         reasoning_effort=output.effort if output else None,
     )
+
+
+def _stop_sequences(stops: list[str] | None) -> tuple[str, ...]:
+    """Each must have something besides whitespace, as at Anthropic (an empty one would end
+    every answer before its first token, or be dropped by a backend without a word)."""
+    for i, stop in enumerate(stops or ()):
+        if not stop.strip():
+            raise BadRequest(
+                f"stop_sequences[{i}]: each stop sequence must contain non-whitespace "
+                f"characters; remove {stop!r}",
+                param=f"stop_sequences[{i}]",
+                code="invalid_value",
+            )
+    return tuple(stops or ())
 
 
 def _output_format(fmt: OutputFormatIn | None) -> ResponseFormat | None:
@@ -302,9 +253,11 @@ def _system(system: str | list[TextBlock] | None) -> str:
     return "\n".join(block.text for block in system)
 
 
-def _turn(turn: MessageIn, where: str) -> list[Message]:
+def _turn(turn: MessageIn, where: str, called: set[str]) -> list[Message]:
     """One Anthropic turn as chat messages: a user turn's ``tool_result`` blocks become
-    ``tool`` messages (first, as they answer the previous turn's calls), the rest one message."""
+    ``tool`` messages (first, as they answer the previous turn's calls), the rest one message.
+    ``called``: the ids of the earlier turns' ``tool_use`` blocks (this turn's are added); a
+    result must answer one of them, as at Anthropic."""
     if isinstance(turn.content, str):
         return [Message(role=turn.role, content=turn.content)]
     texts: list[str] = []
@@ -328,9 +281,17 @@ def _turn(turn: MessageIn, where: str) -> list[Message]:
             if turn.role != "assistant":
                 raise _misplaced(at, "tool_use", "assistant")
             calls.append(ToolCall(block.id, block.name, json.dumps(block.input)))
+            called.add(block.id)
         elif isinstance(block, ToolResultBlock):
             if turn.role != "user":
                 raise _misplaced(at, "tool_result", "user")
+            if block.tool_use_id not in called:
+                raise BadRequest(
+                    f"{at}.tool_use_id: {block.tool_use_id!r} answers no tool_use block of an "
+                    f"earlier assistant turn; send the tool_use turn first, or fix the id",
+                    param=f"{at}.tool_use_id",
+                    code="invalid_value",
+                )
             content = block.content
             text = content if isinstance(content, str) or content is None else ""
             if isinstance(content, list):

@@ -40,6 +40,7 @@ ERROR_TYPES = {
     413: "request_too_large",
     429: "rate_limit_error",
     503: "overloaded_error",
+    504: "timeout_error",  # the backend gave no answer in time
     529: "overloaded_error",
 }
 

@@ -7,9 +7,9 @@ upstream URL, key or header through the body. Tools, tool calls and results, ima
 ``response_format``, ``logprobs`` and ``user`` are carried to the backend (the router picks only
 backends that can honour them, see ``gateway.routing.needs``). Fields OpenAI defines that
 tiergate cannot honour yet are refused by name rather than silently dropped; a few that change
-nothing about the answer (``metadata``, ``store``, ``service_tier``, and on chat
-``prompt_cache_key``, ``prompt_cache_retention``, ``safety_identifier``, ``modalities`` of
-text alone) are accepted and not forwarded.
+nothing about the answer (``metadata``, within OpenAI's bounds; ``store``, ``service_tier``,
+and on chat ``prompt_cache_key``, ``prompt_cache_retention``, ``safety_identifier``,
+``modalities`` of text alone) are accepted and not forwarded.
 """
 
 from __future__ import annotations
@@ -205,6 +205,37 @@ class EmbeddingIn(_Wire):
     # Bounded: a backend would build (or a fake would allocate) a vector this long per input.
     dimensions: int | None = Field(default=None, ge=1, le=MAX_DIMENSIONS)
     user: str | None = None
+
+
+# OpenAI's bounds on ``metadata``: pairs, and characters of a key and of a value.
+METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512
+
+
+def check_metadata(metadata: Mapping[str, str] | None) -> None:
+    """``metadata`` within OpenAI's bounds, else a 400 naming it (and the key at fault)."""
+    if metadata is None:
+        return
+    if len(metadata) > METADATA_PAIRS:
+        raise BadRequest(
+            f"metadata: at most {METADATA_PAIRS} key-value pairs (got {len(metadata)})",
+            param="metadata",
+            code="object_above_max_properties",
+        )
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY:
+            raise BadRequest(
+                f"metadata: the key {key[:METADATA_KEY]!r}… is longer than {METADATA_KEY} "
+                f"characters ({len(key)})",
+                param="metadata",
+                code="string_above_max_length",
+            )
+        if len(value) > METADATA_VALUE:
+            raise BadRequest(
+                f"metadata: the value of {key!r} is longer than {METADATA_VALUE} characters "
+                f"({len(value)})",
+                param="metadata",
+                code="string_above_max_length",
+            )
 
 
 # --- parsing ----------------------------------------------------------------------------------

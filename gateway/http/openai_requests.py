@@ -27,6 +27,7 @@ from gateway.http.openai_in import (
     ResponseFormatIn,
     SamplingIn,
     TextPart,
+    check_metadata,
 )
 from gateway.routing.plan import check_max_tokens
 
@@ -58,6 +59,7 @@ def _parts(
 
 def _messages(items: list[MessageIn]) -> tuple[Message, ...]:
     out: list[Message] = []
+    called: set[str] = set()  # the ids of the assistant turns' tool calls so far
     for i, m in enumerate(items):
         where = f"messages[{i}]"
         if m.function_call is not None:
@@ -78,6 +80,25 @@ def _messages(items: list[MessageIn]) -> tuple[Message, ...]:
                 param=f"{where}.tool_call_id",
                 code="missing",
             )
+        if m.role == "tool" and m.tool_call_id not in called:
+            raise BadRequest(
+                f"{where}.tool_call_id: {m.tool_call_id!r} answers no tool call of an earlier "
+                f"assistant message; send that message (with its tool_calls) first, or fix the id",
+                param=f"{where}.tool_call_id",
+                code="invalid_value",
+            )
+        if isinstance(m.content, list) and not m.content and m.role != "assistant":
+            raise BadRequest(
+                f"{where}.content: an empty array; send at least one content part (or a string)",
+                param=f"{where}.content",
+                code="empty_array",
+            )
+        if m.role == "assistant" and m.content in (None, []) and not m.tool_calls:
+            raise BadRequest(
+                f"{where}.content: an assistant message needs `content` or `tool_calls`",
+                param=f"{where}.content",
+                code="missing",
+            )
         if m.tool_calls and m.role != "assistant":
             raise BadRequest(
                 f"{where}.tool_calls: only assistant messages carry tool calls",
@@ -95,6 +116,7 @@ def _messages(items: list[MessageIn]) -> tuple[Message, ...]:
             ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
             for c in m.tool_calls or ()
         )
+        called.update(call.id for call in calls)
         out.append(
             Message(
                 role=role,
@@ -183,6 +205,7 @@ MAX_CHOICES = 16
 
 
 def _common_refusals(body: SamplingIn) -> None:
+    check_metadata(body.metadata)
     if body.n is not None and body.n > MAX_CHOICES:
         raise BadRequest(
             f"n: at most {MAX_CHOICES} choices per request", param="n", code="out_of_range"

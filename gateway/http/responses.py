@@ -11,7 +11,7 @@ from starlette.responses import Response
 from gateway.http.disconnect import unless_gone
 from gateway.http.errors import refused_response
 from gateway.http.receipt import receipt_headers
-from gateway.http.responses_in import chat_request, parse_responses
+from gateway.http.responses_in import chat_request, echoed, parse_responses
 from gateway.http.responses_out import Envelope, EventStream, response_id, whole
 from gateway.http.sse import EventStreamResponse
 from gateway.http.stopping import stop_of
@@ -48,14 +48,14 @@ async def responses(request: Request) -> Response:
     resp_id = response_id(result.receipt.request_id)
     if isinstance(result, Stream):
         headers["cache-control"] = "no-cache"
-        shape = EventStream(Envelope(resp_id, result.model))
+        shape = EventStream(Envelope(resp_id, result.model, echoed(body)))
         return EventStreamResponse(
             streamed(result, shape),
             headers=headers,
             on_close=result.close,
             on_stop=stopped(shape),
         )
-    envelope = Envelope(resp_id, result.completion.model)
+    envelope = Envelope(resp_id, result.completion.model, echoed(body))
     if not body.stream:
         return Response(
             whole(result.completion, envelope), media_type="application/json", headers=headers

@@ -14,7 +14,7 @@ from adapters.base import ChatRequest, ImagePart, Message, ResponseFormat, Tool,
 from adapters.base import ToolChoice as ChatToolChoice
 from adapters.chat import ReasoningEffort
 from gateway.errors import BadRequest
-from gateway.http.openai_in import mode_or_named, parse_as
+from gateway.http.openai_in import check_metadata, mode_or_named, parse_as
 from gateway.routing.plan import check_max_tokens
 
 
@@ -208,6 +208,7 @@ def parse_responses(body: bytes) -> ResponsesIn:
                 param=f"include[{i}]",
                 code="unsupported_feature",
             )
+    check_metadata(parsed.metadata)
     if parsed.store:
         raise BadRequest(
             "store: this gateway keeps no responses (stateless); send `store: false` or leave "
@@ -216,6 +217,34 @@ def parse_responses(body: bytes) -> ResponsesIn:
             code="unsupported_feature",
         )
     return parsed
+
+
+def echoed(body: ResponsesIn) -> dict[str, Any]:
+    """What the ``response`` object repeats of the request, as OpenAI's does: the values sent,
+    else OpenAI's defaults where they say what happened (no tools, ``auto``, plain text, no
+    truncation); sampling values not sent stay ``null`` (the backend's own default applied)."""
+    reasoning = body.reasoning.model_dump(exclude_none=True) if body.reasoning else {}
+    text = body.text.model_dump(by_alias=True, exclude_none=True) if body.text else {}
+    choice = body.tool_choice or "auto"
+    return {
+        "instructions": body.instructions,
+        "metadata": body.metadata or {},
+        "max_output_tokens": body.max_output_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "tools": [t.model_dump(mode="json", by_alias=True) for t in body.tools or ()],
+        "tool_choice": choice.model_dump() if isinstance(choice, NamedFunction) else choice,
+        "parallel_tool_calls": body.parallel_tool_calls is not False,
+        "text": {"format": {"type": "text"}, **text},
+        "truncation": body.truncation or "disabled",
+        "reasoning": {"effort": None, "summary": None, **reasoning},
+        "user": body.user,
+        "prompt_cache_key": body.prompt_cache_key,
+        "prompt_cache_retention": body.prompt_cache_retention,
+        "safety_identifier": body.safety_identifier,
+        "previous_response_id": None,
+        "background": False,
+    }
 
 
 def chat_request(body: ResponsesIn, max_tokens_limit: int) -> ChatRequest:
@@ -249,6 +278,7 @@ def chat_request(body: ResponsesIn, max_tokens_limit: int) -> ChatRequest:
 
 
 def _items(items: list[Item], out: list[Message]) -> None:
+    called: set[str] = set()  # the call ids of the function_call items so far
     for i, item in enumerate(items):
         where = f"input[{i}]"
         if isinstance(item, MessageItem):
@@ -257,12 +287,20 @@ def _items(items: list[Item], out: list[Message]) -> None:
             out.append(Message(role=role, content=text, images=images))
         elif isinstance(item, FunctionCallItem):
             call = ToolCall(item.call_id, item.name, item.arguments)
+            called.add(item.call_id)
             last = out[-1] if out else None
             if last is not None and last.role == "assistant" and not last.content:
                 out[-1] = Message(role="assistant", content="", tool_calls=(*last.tool_calls, call))
             else:
                 out.append(Message(role="assistant", content="", tool_calls=(call,)))
         elif isinstance(item, FunctionOutputItem):
+            if item.call_id not in called:  # stateless: the call must be in this input
+                raise BadRequest(
+                    f"{where}.call_id: {item.call_id!r} answers no function_call item before "
+                    f"it in `input`; send the function_call item (as it came back) first",
+                    param=f"{where}.call_id",
+                    code="invalid_value",
+                )
             out.append(Message(role="tool", content=item.output, tool_call_id=item.call_id))
         else:
             raise BadRequest(

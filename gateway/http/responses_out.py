@@ -4,7 +4,7 @@ output items) and its typed event stream (``response.created`` … ``response.co
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,8 @@ class Envelope:
 
     resp_id: str
     model: str
+    # What the response repeats of the request (``responses_in.echoed``).
+    echo: Mapping[str, Any] = field(default_factory=dict)
     created_at: int = field(default_factory=lambda: int(time.time()))
 
     def response(
@@ -91,6 +93,7 @@ class Envelope:
             "parallel_tool_calls": True,
             "tool_choice": "auto",
             "tools": [],
+            **self.echo,
             "store": False,
             "usage": _usage(usage),
         }

@@ -271,3 +271,62 @@ def _error(body: object) -> Any:
     assert isinstance(body, dict)
     assert body["type"] == "error"
     return body["error"]["type"]
+
+
+def test_a_tool_result_answering_no_tool_use_is_refused(
+    sdk: anthropic.Anthropic, stub: StubServer
+) -> None:
+    """A ``tool_result`` whose ``tool_use_id`` matches no ``tool_use`` block of an earlier
+    assistant turn is a 400 naming the block's field, as at Anthropic (before, it went to the
+    upstream as a tool result answering nothing); the call's own id goes through."""
+    called: list[MessageParam] = [
+        *QUESTION,
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
+            ],
+        },
+    ]
+    asked = len(stub.requests)
+    orphan: list[MessageParam] = [
+        *called,
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_nowhere", "content": "18"}],
+        },
+    ]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.create(model="agent", max_tokens=16, messages=orphan, tools=[WEATHER])
+    assert _error(refused.value.body) == "invalid_request_error"
+    assert "messages[2].content[0].tool_use_id: 'toolu_nowhere'" in str(refused.value.body)
+    assert len(stub.requests) == asked
+    answered: list[MessageParam] = [
+        *called,
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18"}],
+        },
+    ]
+    reply = sdk.messages.create(model="agent", max_tokens=16, messages=answered, tools=[WEATHER])
+    assert reply.content[0].type == "text"
+    assert stub.last()["messages"][2]["tool_call_id"] == "toolu_1"
+
+
+@pytest.mark.parametrize("blank", ["", " \n"], ids=["empty", "whitespace"])
+def test_a_blank_stop_sequence_is_refused_by_position(
+    sdk: anthropic.Anthropic, stub: StubServer, blank: str
+) -> None:
+    """A stop sequence with nothing but whitespace is a 400 naming ``stop_sequences[i]``, as
+    Anthropic refuses it (before, it was accepted: an empty one ends an answer before it
+    starts, or is dropped by a backend without a word)."""
+    asked = len(stub.requests)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.create(
+            model="agent", max_tokens=16, messages=QUESTION, stop_sequences=["END", blank]
+        )
+    assert _error(refused.value.body) == "invalid_request_error"
+    assert "stop_sequences[1]: each stop sequence must contain non-whitespace" in str(
+        refused.value.body
+    )
+    assert len(stub.requests) == asked

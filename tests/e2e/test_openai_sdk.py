@@ -9,6 +9,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from tests.e2e._tool_upstream import StubServer
 from tests.e2e.conftest import API_KEY, Server
 
 EASY = "Say hello to my friend Anna."
@@ -231,3 +232,72 @@ def test_a_cap_above_the_limit_is_named_as_sent(server: Server) -> None:
         )
     assert refused.value.param == "max_completion_tokens"
     assert str(refused.value.message).count("max_completion_tokens: 1000000 is above") == 1
+
+
+CALLED: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the weather in Paris?"},
+    {
+        "role": "assistant",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
+        ],
+    },
+]
+
+
+@pytest.mark.parametrize(
+    ("turns", "param", "fault"),
+    [
+        (
+            [*CALLED, {"role": "tool", "tool_call_id": "call_nowhere", "content": "18 C"}],
+            "messages[2].tool_call_id",
+            "'call_nowhere' answers no tool call",
+        ),
+        ([{"role": "user", "content": []}], "messages[0].content", "an empty array"),
+        (
+            [
+                {"role": "user", "content": "Hi."},
+                {"role": "assistant"},
+                {"role": "user", "content": "Hello?"},
+            ],
+            "messages[1].content",
+            "needs `content` or `tool_calls`",
+        ),
+    ],
+    ids=["unknown-tool-call-id", "empty-user-content", "empty-assistant-turn"],
+)
+def test_turns_openai_refuses_are_refused_by_name(
+    gateway: Server,
+    stub: StubServer,
+    turns: list[ChatCompletionMessageParam],
+    param: str,
+    fault: str,
+) -> None:
+    """A tool message answering no earlier tool call, a user turn of ``content: []`` and an
+    assistant turn with neither content nor tool calls are 400s naming the field, as at
+    OpenAI (before, all three went to the upstream)."""
+    asked = len(stub.requests)
+    with sync_client(gateway) as client, pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="agent", messages=turns)
+    assert refused.value.param == param
+    assert fault in refused.value.message
+    assert len(stub.requests) == asked
+
+
+def test_a_tool_result_answering_an_earlier_call_is_forwarded(
+    gateway: Server, stub: StubServer
+) -> None:
+    """The same tool message with the call's own id goes through (the check refuses only
+    strangers)."""
+    answered: list[ChatCompletionMessageParam] = [
+        *CALLED,
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 C"},
+    ]
+    with sync_client(gateway) as client:
+        reply = client.chat.completions.create(model="agent", messages=answered)
+    assert reply.choices[0].message.content == "The weather in Paris: 18 C"
+    assert stub.last()["messages"][2]["tool_call_id"] == "call_1"

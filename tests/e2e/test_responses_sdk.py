@@ -183,3 +183,96 @@ def test_logprobs_asked_through_include_are_refused_by_name(
         model="agent", input="Say hello.", include=["reasoning.encrypted_content"]
     )
     assert answered.output_text
+
+
+def test_the_response_repeats_what_the_request_set(sdk: openai.OpenAI) -> None:
+    """The ``response`` object, whole and in its ``created`` / ``in_progress`` / ``completed``
+    events, echoes the request's values as OpenAI's does (before: always ``tools: []``,
+    ``tool_choice: "auto"``, ``parallel_tool_calls: true`` and no ``metadata``,
+    ``instructions``, sampling values or ``text`` format at all)."""
+    schema: dict[str, object] = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    sent: dict[str, Any] = {
+        "instructions": "Answer briefly.",
+        "metadata": {"ticket": "T-1042", "team": "support"},
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "max_output_tokens": 64,
+        "tools": [WEATHER],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "parallel_tool_calls": False,
+        "truncation": "auto",
+        "user": "user-7f3a",
+    }
+    response = sdk.responses.create(model="agent", input="Weather in Paris?", **sent)
+    echoed = {name: getattr(response, name) for name in sent}
+    echoed["tools"] = [tool.model_dump(exclude_none=True) for tool in response.tools]
+    echoed["tool_choice"] = response.tool_choice.model_dump(exclude_none=True)
+    assert echoed == sent
+    assert response.text is not None
+    assert response.text.format is not None
+    assert response.text.format.type == "text"
+    shells: list[Any] = []
+    with sdk.responses.create(
+        model="agent",
+        input="Is Paris in France?",
+        metadata={"ticket": "T-1043"},
+        text={"format": {"type": "json_schema", "name": "verdict", "schema": schema}},
+        stream=True,
+    ) as stream:
+        for event in stream:
+            if event.type in ("response.created", "response.in_progress", "response.completed"):
+                shells.append(event.response)
+    assert [shell.metadata for shell in shells] == [{"ticket": "T-1043"}] * 3
+    formats = [shell.text.format.model_dump(by_alias=True, exclude_none=True) for shell in shells]
+    assert formats == [{"type": "json_schema", "name": "verdict", "schema": schema}] * 3
+    assert all(shell.tools == [] and shell.tool_choice == "auto" for shell in shells)
+    assert all(shell.parallel_tool_calls and shell.instructions is None for shell in shells)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "fault"),
+    [
+        ({f"k{i}": "v" for i in range(17)}, "at most 16 key-value pairs"),
+        ({"k" * 65: "v"}, "longer than 64 characters"),
+        ({"k": "v" * 513}, "longer than 512 characters"),
+    ],
+    ids=["pairs", "key", "value"],
+)
+def test_metadata_past_openais_bounds_is_refused(
+    sdk: openai.OpenAI, stub: StubServer, metadata: dict[str, str], fault: str
+) -> None:
+    """``metadata`` takes at most 16 pairs, keys up to 64 characters and values up to 512, as
+    at OpenAI: past them, a 400 naming ``metadata`` on Responses and on chat (before, both
+    accepted it)."""
+    asked = len(stub.requests)
+    with pytest.raises(openai.BadRequestError) as responses:
+        sdk.responses.create(model="agent", input="hi", metadata=metadata)
+    with pytest.raises(openai.BadRequestError) as chat:
+        sdk.chat.completions.create(
+            model="agent", messages=[{"role": "user", "content": "hi"}], metadata=metadata
+        )
+    for refused in (responses.value, chat.value):
+        assert refused.param == "metadata"
+        assert fault in refused.message
+    assert len(stub.requests) == asked
+    bounded = {f"k{i}": "v" * 512 for i in range(15)} | {"k" * 64: "v"}
+    answered = sdk.responses.create(model="agent", input="hi", metadata=bounded)
+    assert answered.metadata == bounded
+
+
+def test_a_function_output_answering_no_call_is_refused(
+    sdk: openai.OpenAI, stub: StubServer
+) -> None:
+    """A ``function_call_output`` whose ``call_id`` matches no ``function_call`` item before it
+    is a 400 naming ``input[i].call_id``, as at OpenAI (before, it went to the upstream as a
+    tool result answering nothing)."""
+    asked = len(stub.requests)
+    orphan: ResponseInputParam = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"type": "function_call_output", "call_id": "call_nowhere", "output": TOOL_RESULT},
+    ]
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(model="agent", input=orphan, tools=[WEATHER])
+    assert refused.value.param == "input[1].call_id"
+    assert "'call_nowhere'" in refused.value.message
+    assert len(stub.requests) == asked

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from adapters.config import FakeStep
 from adapters.fake import FakeBackend
 from adapters.remote.loader import load_litellm
 from gateway.http.anthropic_in import MAX_STOP_SEQUENCES
@@ -346,3 +347,18 @@ async def test_a_role_anthropic_does_not_take_says_where_it_goes(
     assert message.startswith(f"messages[0].role: unknown role {role!r}; use user, assistant (")
     assert hint in message
     assert "developer, user" not in message
+
+
+async def test_a_backend_timeout_is_anthropics_timeout_error(policy: Path) -> None:
+    """A backend that gives no answer in time is a 504 of type ``timeout_error``, as Anthropic
+    names it now (before: ``api_error``); the SDK still raises its 5xx class for it."""
+    late = FakeBackend.scripted("small", FakeStep(error="timeout"))
+    question: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hi"}]
+    async with gateway(policy, backends={"small": late}, ledger=False) as (_client, app):
+        with pytest.raises(anthropic.InternalServerError) as timed_out:
+            await sdk(app).messages.create(model="auto", max_tokens=8, messages=question)
+    assert timed_out.value.status_code == 504
+    body = timed_out.value.body
+    assert isinstance(body, dict)
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "timeout_error"
