@@ -257,7 +257,9 @@ def _turn(turn: MessageIn, where: str, called: set[str]) -> list[Message]:
     """One Anthropic turn as chat messages: a user turn's ``tool_result`` blocks become
     ``tool`` messages (first, as they answer the previous turn's calls), the rest one message.
     ``called``: the ids of the earlier turns' ``tool_use`` blocks (this turn's are added); a
-    result must answer one of them, as at Anthropic."""
+    result must answer one of them, as at Anthropic. A user turn's text block must hold more
+    than whitespace, as at Anthropic (an assistant turn's need not: the gateway's own answers
+    carry an empty text block when the model said nothing, and clients send them back)."""
     if isinstance(turn.content, str):
         return [Message(role=turn.role, content=turn.content)]
     texts: list[str] = []
@@ -268,6 +270,15 @@ def _turn(turn: MessageIn, where: str, called: set[str]) -> list[Message]:
     for j, block in enumerate(turn.content):
         at = f"{where}.content[{j}]"
         if isinstance(block, TextBlock):
+            if turn.role == "user" and not block.text.strip():
+                # [{"type": "text", "text": ""}] is an empty turn too: the model would be asked
+                # to answer nothing (Anthropic refuses it)
+                raise BadRequest(
+                    f"{at}.text: a text block must contain non-whitespace text; remove the "
+                    f"block or put the text in it",
+                    param=f"{at}.text",
+                    code="invalid_value",
+                )
             texts.append(block.text)
         elif isinstance(block, ImageBlock):
             source = block.source

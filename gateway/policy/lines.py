@@ -56,10 +56,11 @@ def line_of(root: yaml.Node, path: str) -> int | None:
 
 def _field(node: yaml.MappingNode, rest: str) -> tuple[yaml.Node, yaml.Node] | None:
     """The key (and its value) that ``rest`` begins with: the longest, since a key may hold a
-    dot (a backend named ``gpt-4.1``)."""
+    dot (a backend named ``gpt-4.1``); of a key the mapping repeats, the last, as the loader
+    keeps the last one's value (the first is not where the problem is)."""
     fitting = [
         (key, value)
-        for key, value in node.value
+        for key, value in reversed(node.value)
         if rest == str(key.value) or rest.startswith((f"{key.value}.", f"{key.value}["))
     ]
     return max(fitting, key=lambda pair: len(str(pair[0].value)), default=None)

@@ -362,3 +362,40 @@ async def test_a_backend_timeout_is_anthropics_timeout_error(policy: Path) -> No
     assert isinstance(body, dict)
     assert body["type"] == "error"
     assert body["error"]["type"] == "timeout_error"
+
+
+@pytest.mark.parametrize("blank", ["", " \n"], ids=["empty", "whitespace"])
+async def test_a_blank_text_block_is_refused_as_at_anthropic(policy: Path, blank: str) -> None:
+    """A text block with nothing but whitespace is a 400 naming it, as Anthropic refuses it:
+    ``[{"type": "text", "text": ""}]`` is an empty turn too (before, only ``""`` and ``[]``
+    were refused, and the model was asked to answer nothing). An assistant turn's may be
+    blank: the gateway's own answer carries ``{"type": "text", "text": ""}`` when the model
+    said nothing, and a client sends it back as it came (and a prefill may be empty)."""
+    small = FakeBackend.scripted("small", "answer")
+    turns: list[anthropic.types.MessageParam] = [
+        {"role": "user", "content": [{"type": "text", "text": blank}]},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Say hi."},
+    ]
+    async with gateway(policy, backends={"small": small}, ledger=False) as (_client, app):
+        client = sdk(app)
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await client.messages.create(model="auto", max_tokens=8, messages=turns)
+        with pytest.raises(anthropic.BadRequestError) as counted:
+            await client.messages.count_tokens(model="auto", messages=turns)
+        silent: anthropic.types.MessageParam = {
+            "role": "assistant",
+            "content": [{"type": "text", "text": blank}],
+        }
+        echoed = [turns[2], silent, turns[2], silent]  # a silent answer sent back, a prefill
+        answered = await client.messages.create(model="auto", max_tokens=8, messages=echoed)
+    for error in (refused.value, counted.value):
+        assert error.status_code == 400
+        body = error.body
+        assert isinstance(body, dict)
+        assert body["error"]["type"] == "invalid_request_error"
+        assert body["error"]["message"].startswith(
+            "messages[0].content[0].text: a text block must contain non-whitespace text"
+        )
+    assert answered.content[0].type == "text"
+    assert len(small.requests) == 1  # the last one: the refused ones reached no backend

@@ -175,6 +175,25 @@ def test_an_unset_per_try_follows_a_shorter_total() -> None:
     assert parse(BASE).timeouts.per_try_s == 30
 
 
+def test_a_repeated_key_is_found_where_its_value_was_taken() -> None:
+    """YAML keeps the last of a repeated key's values, so a problem in it is on the last
+    one's line (before, the first one's: an operator sent to a line that was fine)."""
+    repeated = BASE.replace(
+        "  - {name: middle, max_score: 0.6, backends: [mid]}\n",
+        "  - name: middle\n    max_score: 0.6\n    max_score: 1.6\n    backends: [mid]\n",
+    )
+    (line,) = problems(repeated)
+    assert line.startswith("p.yaml: tiers[1].max_score: Input should be less than or equal to 1")
+    assert line.endswith("(got 1.6) (line 11)")
+    twice = BASE.replace(
+        "  big: {type: fake, model: b}\n",
+        "  big: {type: fake, model: b}\n  big:\n    type: fake\n    modle: b\n",
+    )
+    (line,) = problems(twice)
+    assert line.startswith("p.yaml: backends.big.modle: unknown field 'modle'")
+    assert line.endswith("(line 9)")
+
+
 def test_yaml_syntax_error_gives_line_and_column() -> None:
     """Broken YAML is reported with where it broke."""
     (line,) = problems("version: 1\nbackends: [\n")

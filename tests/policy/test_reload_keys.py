@@ -76,3 +76,40 @@ def test_a_reload_that_would_disable_a_serving_backend_is_refused(
         "more",
     ]
     assert KEY not in server.log()
+
+
+def test_a_reload_renaming_a_serving_backend_and_its_variable_is_refused(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """The serving backend renamed (``big`` to ``large``) and its variable misspelt in the same
+    edit: no backend of that name serves now, but the tier it served would have none with its
+    key. Rejected naming the tier's backends, their unset variables and the line; the running
+    policy serves on (before, applied: the tier lost its only keyed backend, with a warning)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text())
+    good = hash_of(policy)
+    server = Server(policy, watch=False, env={"OPS_TEST_REMOTE_KEY": KEY})
+    servers.append(server)
+    server.wait_ready()
+
+    renamed = (
+        policy_text(big_env="OPS_TEST_REMOTE_KEYY")
+        .replace("  big:\n", "  large:\n")
+        .replace("[big, spare]", "[large, spare]")
+    )
+    replace_file(policy, renamed)
+    event = sighup(server, "policy_rejected")
+    assert event["problems"] == [
+        f"{policy}: tiers[1].backends: tier 'strong' serves now, but with this policy none of "
+        "its backends has its key: 'large' (OPS_TEST_REMOTE_KEYY unset), 'spare' "
+        "(OPS_TEST_UNSET_KEY unset); fix the variable's name, or set it and restart the "
+        "gateway (a reload does not read the environment again) (line 11)"
+    ]
+    ready = server.http.get("/readyz", headers=ADMIN).json()
+    assert ready["policy"] == good
+    assert ready["backends"]["big"]["usable"] is True
+
+    # Renamed with its variable intact: the tier keeps a keyed backend, applied.
+    replace_file(policy, renamed.replace("OPS_TEST_REMOTE_KEYY", "OPS_TEST_REMOTE_KEY"))
+    applied = sighup(server, "policy_applied")
+    assert applied["hash"] == hash_of(policy)
