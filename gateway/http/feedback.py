@@ -44,6 +44,8 @@ ARRIVAL_WAIT_S = 3.0
 ARRIVAL_POLL_S = 0.1
 # A request id older than this that is not in the ledger will not arrive: no wait.
 RECENT_S = 3600.0
+# Replicas' clocks may differ this much: an id made "in the future" by more is made up.
+CLOCK_SKEW_S = 5.0
 
 
 class FeedbackIn(BaseModel):
@@ -123,7 +125,9 @@ async def _owner(ledger: LedgerWriter, rid: str) -> str | None:
         await ledger.flush()  # the request being rated may have been answered a moment ago
         owner = await ledger_call(partial(request_owner, ledger.engine, rid))
     issued = issued_at_s(rid)
-    if owner is not None or issued is None or time.time() - issued > RECENT_S:
+    age = None if issued is None else time.time() - issued
+    # a made-up id from the future (past a clock skew) or from long ago will not arrive
+    if owner is not None or age is None or not -CLOCK_SKEW_S <= age <= RECENT_S:
         return owner
     deadline = time.monotonic() + ARRIVAL_WAIT_S
     while owner is None and time.monotonic() < deadline:

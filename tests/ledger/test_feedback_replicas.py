@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,17 @@ async def test_an_unknown_recent_id_is_still_404_after_the_wait(
         at_once = await client.post(
             "/v1/feedback", json={"request_id": "not-a-request", "score": 0.0}, headers=ALICE
         )
-    for response in (waited, at_once):
+        future = str(uuid.UUID(int=request_id_int() + ((3600 * 1000) << 80)))
+        from_the_future = await client.post(
+            "/v1/feedback", json={"request_id": future, "score": 0.0}, headers=ALICE
+        )
+    for response in (waited, at_once, from_the_future):
         assert response.status_code == 404
         assert response.json()["error"]["param"] == "request_id"
     assert looks.count(recent) > 1  # looked again while it might still arrive
     assert looks.count("not-a-request") == 1
+    assert looks.count(future) == 1  # an hour ahead of every clock: made up, not waited for
+
+
+def request_id_int() -> int:
+    return uuid.UUID(request_id()).int
