@@ -7,7 +7,9 @@ life. Each entry is one JSON line, written with one ``write()`` on the event loo
 request ends (a few microseconds: no thread hand-off, no page rewrite). A request also appends
 an entry as each try reaches its backend (already shaped as an interrupted row: status 499,
 ``error_class = interrupted``, usage estimated from the prompt), so one killed while a backend
-works on it has its row; its real row comes at the end; the last line of an id wins. The
+works on it has its row; its real row comes at the end; the last line of an id wins. A stream
+also appends progress lines as it goes (``streamed``: the output sent so far, priced; coalesced
+by the pipeline), which recovery applies to its interrupted row (``gateway.ledger.streamed``). The
 ledger writer ``forget``s entries once their rows are in the database or the outbox; a segment
 whose entries are all forgotten is deleted (a new one starts every
 ``SEGMENT_BYTES``, or sooner when nothing is pending).

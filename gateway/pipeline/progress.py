@@ -24,8 +24,8 @@ from gateway.pipeline.flight import Flight
 from gateway.routing.tally import Tally
 from gateway.scoring.tokens import count_exact
 
-EVERY_PIECES = 32  # a progress line at least every this many pieces sent
-WITHIN_S = 0.25  # ... and at most this long after a piece, while the stream is slower
+EVERY_PIECES = 64  # a progress line at least every this many pieces sent
+WITHIN_S = 0.5  # ... and at most this long after a piece, while the stream is slower
 
 
 class Progress:
