@@ -2,14 +2,14 @@
 (``gateway.ledger.streamed``): a process killed mid-stream leaves an interrupted row priced with
 the output tokens its client had received, not the prompt alone.
 
-Coalesced, to keep the per-chunk path cheap: a line once ``EVERY_PIECES`` pieces (text, thinking
-or tool-call pieces, as ``Tally`` counts them) have gone out since the last, written before the
-piece that reaches the count goes to the client; and ``WITHIN_S`` after the first piece not yet
-noted, for a stream slower than that (a timer, armed once per line). Never synced on its own. So
-a kill loses at most ``EVERY_PIECES - 1`` pieces or ``WITHIN_S`` seconds of a stream's progress:
-the row then bills that little less of what the backend generated. Tokens are counted with the
-gateway's tokenizer (``count_exact``, as a stream cut short is counted), each piece once: the
-pieces between two lines are counted together and added up.
+Coalesced, to keep the per-chunk path cheap: a line each time the pieces sent (text, thinking or
+tool-call pieces, as ``Tally`` counts them; every choice's) reach a multiple of ``EVERY_PIECES``,
+written before the piece that reaches it goes to the client; and ``WITHIN_S`` after the first
+piece not yet noted, for a stream slower than that (a timer, armed once per line). Never synced
+on its own. So a kill loses at most ``EVERY_PIECES - 1`` pieces or ``WITHIN_S`` seconds of a
+stream's progress: the row then bills that little less of what the backend generated. Tokens
+are counted with the gateway's tokenizer (``count_exact``, as a stream cut short is counted),
+each piece once: the pieces between two lines are counted together and added up.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Progress:
     """One stream's progress lines. ``sent`` for each chunk that sent pieces; ``stop`` once the
     stream ends, however it ends (its real row replaces what these say)."""
 
-    __slots__ = ("_counted", "_flight", "_journal", "_tally", "_timer", "_tokens", "_unnoted")
+    __slots__ = ("_counted", "_due", "_flight", "_journal", "_sent", "_tally", "_timer", "_tokens")
 
     def __init__(self, flight: Flight, tally: Tally, journal: Journal) -> None:
         self._flight = flight
@@ -40,7 +40,8 @@ class Progress:
         self._journal = journal
         self._counted = [0] * tally.choices  # each choice's pieces counted so far
         self._tokens = 0  # their tokens, every choice's
-        self._unnoted = 0  # pieces sent since the last line
+        self._sent = 0  # pieces sent, every choice's
+        self._due = EVERY_PIECES  # the pieces sent at which the next line is due
         self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -52,8 +53,9 @@ class Progress:
 
     def sent(self, pieces: int) -> None:
         """``pieces`` more are on their way to the client (``Tally.add`` noted them)."""
-        self._unnoted += pieces
-        if self._unnoted >= EVERY_PIECES:
+        self._sent += pieces
+        if self._sent >= self._due:
+            self._due = self._sent - self._sent % EVERY_PIECES + EVERY_PIECES
             self.note()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(WITHIN_S, self.note)
@@ -61,7 +63,6 @@ class Progress:
     def note(self) -> None:
         """Journal the stream as it stands: the row it leaves if the process dies now."""
         self.stop()
-        self._unnoted = 0
         flight = self._flight
         if flight.settled:
             return  # its real row is written

@@ -65,7 +65,10 @@ def noted(journal: Path, rid: str) -> int:
     tokens = 0
     for segment in sorted(journal.glob("journal-*.jsonl")):
         for line in segment.read_bytes().splitlines():
-            data = orjson.loads(line)
+            try:
+                data = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # the gateway is writing it as we read: the next poll sees it whole
             if data.get(STREAMED) == rid:
                 tokens = int(data["completion_tokens"])
     return tokens
