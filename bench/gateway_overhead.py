@@ -13,10 +13,13 @@ path's own; ``--ledger compare`` (the default) then runs the concurrency-32 load
 Run:  python bench/gateway_overhead.py [--duration 10] [--ledger compare|off|on]
         [--out bench/results/gateway-overhead.json]
       python bench/gateway_overhead.py --against DIR [--rounds 5] [--ledger on] [--out FILE]
+        [--stream-pieces N]
         this checkout against another one (say `git worktree add DIR <older commit>`) in one
         run: both gateways up at once, their wrk runs interleaved, the same launcher for both
         (uvicorn as `tiergate serve` configures it, only PYTHONPATH differs); reports added p50
         at c=1, requests/s at c=32 and gateway CPU seconds per request, per tree.
+      --stream-pieces N: the mock's streamed answers have N content chunks (default 5), for
+        what the gateway spends per chunk.
 Needs wrk on PATH (Debian: apt-get install wrk).
 """
 
@@ -515,6 +518,12 @@ def main() -> int:
         "default 1: every request",
     )
     parser.add_argument(
+        "--stream-pieces",
+        type=int,
+        default=5,
+        help="content chunks in each of the mock's streamed answers (default 5)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=5,
@@ -533,7 +542,12 @@ def main() -> int:
     mock_port = free_port()
     (work / "policy.yaml").write_text(POLICY.format(port=mock_port))
     mock = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench/mock_upstream.py"), str(mock_port)],
+        [
+            sys.executable,
+            str(ROOT / "bench/mock_upstream.py"),
+            str(mock_port),
+            str(args.stream_pieces),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -594,6 +608,7 @@ def main() -> int:
             "trees": {k: {"commit": commits[k]} for k in trees},
             "duration_s": args.duration,
             "rounds": args.rounds,
+            "stream_pieces": args.stream_pieces,
             **({"trace_ratio": args.trace_ratio} if args.tracing else {}),
             **compared,
         }

@@ -7,7 +7,8 @@ own cost is as small as possible and the benchmark measures the gateway, not the
 empty ``ExportTraceServiceResponse`` (the ``--tracing`` comparison's collector). HTTP/1.1
 keep-alive.
 
-Run: ``python bench/mock_upstream.py PORT``
+Run: ``python bench/mock_upstream.py PORT [PIECES]``: a stream sends PIECES content chunks
+(default 5, "The quick brown fox jumps."; more repeat those words), all in one write.
 """
 
 from __future__ import annotations
@@ -52,15 +53,23 @@ def _chunk(delta: dict[str, str], finish: str | None = None, usage: object = Non
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
-_STREAM = b"".join(
-    [
-        _chunk({"role": "assistant", "content": ""}),
-        *(_chunk({"content": w}) for w in ("The", " quick", " brown", " fox", " jumps.")),
-        _chunk({}, finish="stop"),
-        _chunk({}, usage={"prompt_tokens": 25, "completion_tokens": 6, "total_tokens": 31}),
-        b"data: [DONE]\n\n",
-    ]
-)
+WORDS = ("The", " quick", " brown", " fox", " jumps.")
+
+
+def stream_body(pieces: int = len(WORDS)) -> bytes:
+    """An SSE answer of ``pieces`` content chunks (the words, repeated), its end and usage."""
+    usage = {"prompt_tokens": 25, "completion_tokens": pieces + 1, "total_tokens": pieces + 26}
+    return b"".join(
+        [
+            _chunk({"role": "assistant", "content": ""}),
+            *(_chunk({"content": WORDS[i % len(WORDS)]}) for i in range(pieces)),
+            _chunk({}, finish="stop"),
+            _chunk({}, usage=usage),
+            b"data: [DONE]\n\n",
+        ]
+    )
+
+
 _MODELS = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]}).encode()
 
 
@@ -78,13 +87,15 @@ def _response(status: bytes, content_type: bytes, body: bytes) -> bytes:
 
 
 RESP_JSON = _response(b"200 OK", b"application/json", _COMPLETION)
-RESP_SSE = _response(b"200 OK", b"text/event-stream", _STREAM)
+RESP_SSE = _response(b"200 OK", b"text/event-stream", stream_body())
 RESP_MODELS = _response(b"200 OK", b"application/json", _MODELS)
 RESP_TRACES = _response(b"200 OK", b"application/x-protobuf", b"")  # an empty message
 RESP_404 = _response(b"404 Not Found", b"application/json", b'{"error":{"message":"no"}}')
 
 
 class Upstream(asyncio.Protocol):
+    sse = RESP_SSE  # a streamed answer (``main`` may make it longer)
+
     def __init__(self) -> None:
         self.buffer = b""
         self.transport: Any = None
@@ -114,7 +125,7 @@ class Upstream(asyncio.Protocol):
     def _answer(self, request_line: bytes, body: bytes) -> None:
         if b"/chat/completions" in request_line:
             streaming = b'"stream":true' in body.replace(b" ", b"")
-            self.transport.write(RESP_SSE if streaming else RESP_JSON)
+            self.transport.write(self.sse if streaming else RESP_JSON)
         elif b"/models" in request_line:
             self.transport.write(RESP_MODELS)
         elif b"/v1/traces" in request_line:
@@ -123,7 +134,8 @@ class Upstream(asyncio.Protocol):
             self.transport.write(RESP_404)
 
 
-async def main(port: int) -> None:
+async def main(port: int, pieces: int = len(WORDS)) -> None:
+    Upstream.sse = _response(b"200 OK", b"text/event-stream", stream_body(pieces))
     loop = asyncio.get_running_loop()
     server = await loop.create_server(Upstream, "127.0.0.1", port, backlog=1024)
     async with server:
@@ -137,4 +149,4 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), *(int(arg) for arg in sys.argv[2:3])))

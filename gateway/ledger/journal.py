@@ -7,7 +7,9 @@ life. Each entry is one JSON line, written with one ``write()`` on the event loo
 request ends (a few microseconds: no thread hand-off, no page rewrite). A request also appends
 an entry as each try reaches its backend (already shaped as an interrupted row: status 499,
 ``error_class = interrupted``, usage estimated from the prompt), so one killed while a backend
-works on it has its row; its real row comes at the end; the last line of an id wins. The
+works on it has its row; its real row comes at the end; the last line of an id wins. A stream
+also appends progress lines as it goes (``streamed``: the output sent so far, priced; coalesced
+by the pipeline), which recovery applies to its interrupted row (``gateway.ledger.streamed``). The
 ledger writer ``forget``s entries once their rows are in the database or the outbox; a segment
 whose entries are all forgotten is deleted (a new one starts every
 ``SEGMENT_BYTES``, or sooner when nothing is pending).
@@ -50,6 +52,7 @@ import orjson
 import structlog
 
 from gateway.ledger.entry import LedgerEntry
+from gateway.ledger.streamed import Streamed
 
 log = structlog.get_logger("tiergate.ledger")
 
@@ -198,6 +201,14 @@ class Journal:
             self._rotate()
         return synced
 
+    def streamed(self, progress: Streamed) -> None:
+        """A stream's progress (``gateway.ledger.streamed``), after its opening entry (none, or
+        forgotten: nothing to add to). Never synced on its own: with ``sync="full"`` the next
+        group commit covers it, and a power cut may lose the last few (the row then bills
+        less of the stream, never less than its prompt)."""
+        if progress.rid in self._where:
+            self._line(progress.rid, progress.line())
+
     def unsettled(self, rid: str) -> None:
         """Request ``rid`` (its row already appended) ended and its settlement is on its way to
         Redis: a marker line, and its entries stay until ``settled``, even once stored."""
@@ -255,7 +266,11 @@ class Journal:
 
     def _mark(self, field: str, rid: str) -> bool:
         """A marker line of ``rid``'s; False when it could not be written."""
-        written = self._write(rid, orjson.dumps({field: rid}) + b"\n")
+        return self._line(rid, orjson.dumps({field: rid}) + b"\n")
+
+    def _line(self, rid: str, line: bytes) -> bool:
+        """A line of ``rid``'s other than its row; False when it could not be written."""
+        written = self._write(rid, line)
         if written and self._size >= self._segment_bytes:
             self._rotate()
         return written

@@ -1,7 +1,9 @@
 """Recovery of the journals of processes that stopped (``gateway.ledger.journal``): at start,
 every journal no living process holds (its lock is free) is moved into the outbox, from where
 the writer replays it into the database idempotently, and deleted; the ids among its rows whose
-budget settlement had not landed are returned for ``governance.recovered`` to charge."""
+budget settlement had not landed are returned for ``governance.recovered`` to charge. A stream
+the stop cut short becomes its interrupted row with its last progress line applied
+(``gateway.ledger.streamed``): priced with the output tokens its client had received."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import structlog
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.journal import INTERRUPTED, SETTLED, UNSETTLED, claim, release, unlink
 from gateway.ledger.outbox import Outbox
+from gateway.ledger.streamed import STREAMED, Streamed
 
 log = structlog.get_logger("tiergate.ledger")
 
@@ -49,10 +52,15 @@ def recover_rows(directory: Path, outbox: Outbox) -> Recovered:
             stem = lock_path.name.removesuffix(".lock")
             segments = sorted(directory.glob(f"{stem}-*.jsonl"))
             latest: dict[str, LedgerEntry] = {}
+            progress: dict[str, Streamed] = {}  # an id's progress since its last row line
             for segment in segments:
-                for entry in _read(segment, marks):
-                    latest[entry.id] = entry  # the last line of an id wins
-            entries = list(latest.values())
+                for item in _read(segment, marks):
+                    if isinstance(item, Streamed):
+                        progress[item.rid] = item
+                    else:
+                        latest[item.id] = item  # the last line of an id wins
+                        progress.pop(item.id, None)
+            entries = [_as_it_stood(entry, progress.get(entry.id)) for entry in latest.values()]
             if entries:
                 outbox.put(entries)
                 interrupted = sum(1 for e in entries if e.error_class == INTERRUPTED)
@@ -61,6 +69,10 @@ def recover_rows(directory: Path, outbox: Outbox) -> Recovered:
                     journal=stem,
                     rows=len(entries),
                     interrupted_streams=interrupted,
+                    # of those, streams priced with the output their clients had received
+                    streamed=sum(
+                        1 for e in entries if e.id in progress and e.error_class == INTERRUPTED
+                    ),
                     detail="rows of a process that stopped without writing them; they go to "
                     "the database through the outbox",
                 )
@@ -74,10 +86,18 @@ def recover_rows(directory: Path, outbox: Outbox) -> Recovered:
     return Recovered(moved, frozenset(unsettled))
 
 
-def _read(segment: Path, marks: dict[str, set[str]]) -> list[LedgerEntry]:
-    """The entries of one segment (the ids of its marker lines into ``marks``); a line cut
-    short by the crash (the last one) is skipped."""
-    entries: list[LedgerEntry] = []
+def _as_it_stood(entry: LedgerEntry, progress: Streamed | None) -> LedgerEntry:
+    """An id's last row, with the progress noted after it when it is a stream's interrupted
+    row (a real row, written at the request's end, stands as it is)."""
+    if progress is None or entry.error_class != INTERRUPTED:
+        return entry
+    return progress.applied(entry)
+
+
+def _read(segment: Path, marks: dict[str, set[str]]) -> list[LedgerEntry | Streamed]:
+    """The entries and progress lines of one segment, in order (the ids of its marker lines
+    into ``marks``); a line cut short by the crash (the last one) is skipped."""
+    entries: list[LedgerEntry | Streamed] = []
     for line in segment.read_bytes().splitlines():
         try:
             data = orjson.loads(line)
@@ -86,6 +106,9 @@ def _read(segment: Path, marks: dict[str, set[str]]) -> list[LedgerEntry]:
                 if field in marks:
                     marks[field].add(str(rid))
                     continue
+            if isinstance(data, dict) and STREAMED in data:
+                entries.append(Streamed.read(data))
+                continue
             entries.append(LedgerEntry.from_json(data))
         except (orjson.JSONDecodeError, TypeError, ValueError, KeyError):
             log.warning("ledger_journal_line_skipped", journal=segment.name, bytes=len(line))

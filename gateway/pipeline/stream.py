@@ -9,6 +9,7 @@ from adapters.base import ChatRequest, Chunk, Completion, merge_thinking
 from adapters.errors import BackendError
 from gateway.pipeline.answers import Broke, Ended, StreamEvent
 from gateway.pipeline.flight import Flight
+from gateway.pipeline.progress import Progress
 from gateway.routing.choices import extra_requests, extra_stream, merged
 from gateway.routing.opened import Opened
 from gateway.routing.tally import Tally
@@ -25,6 +26,7 @@ class Stream:
         self.choices = choices = chat.n
         self._flight = flight
         self._opened = opened
+        self._progress: Progress | None = None  # its progress in the journal, once it runs
         timeouts = flight.active.policy.timeouts
         sources = [flight.active.dispatcher.chunks(opened)]
         sources += [
@@ -38,6 +40,8 @@ class Stream:
         server ended it as it shut down: ``Halt``), account for it as it stands, what the
         backend had sent counted."""
         await self.events.aclose()
+        if self._progress is not None:
+            self._progress.stop()
         await self._opened.release()
         self._flight.halted()
         self._flight.settle()
@@ -48,9 +52,16 @@ class Stream:
         outcome = self._flight.outcome
         tally = Tally(self.choices, outcome.prompt_estimate, outcome.started)
         outcome.status = 499  # until the stream completes: the client went away
+        # The output sent so far goes to the journal as it goes (coalesced): a process killed
+        # mid-stream leaves a row that bills it, not the prompt alone.
+        self._progress = progress = Progress.of(self._flight, tally)
         try:
             async for item in chunks:
-                outcome.chunks += tally.add(*item)
+                sent = tally.add(*item)
+                if sent:
+                    outcome.chunks += sent
+                    if progress is not None:
+                        progress.sent(sent)
                 if tally.timings is not None:
                     outcome.timings = tally.timings
                 yield item
@@ -65,6 +76,8 @@ class Stream:
         except BaseException:  # cut short (closed: the client went away; or cancelled)
             outcome.usage = tally.usage()  # what the backend had sent so far, counted
             raise
+        if progress is not None:
+            progress.stop()
         outcome.usage, outcome.timings = tally.usage(), tally.final_timings()
         yield Ended(tuple(tally.finish), outcome.usage, tuple(tally.stop_sequences))
         # The end's events are out; recorded before the stream's last byte, so a report asked

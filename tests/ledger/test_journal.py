@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -19,6 +20,7 @@ from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.journal import IDLE_ROTATE_BYTES, INTERRUPTED, Journal
 from gateway.ledger.journal_recovery import recover, recover_rows
 from gateway.ledger.outbox import Outbox
+from gateway.ledger.streamed import Streamed
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from tests.ledger.test_faults import entry, ledger_rows
@@ -226,3 +228,56 @@ async def test_a_row_whose_settlement_has_not_landed_stays_and_recovery_names_it
     outbox.close()
     assert rows[0] in recovered.rows
     assert recovered.unsettled == {rows[0].id}
+
+
+async def test_recovery_prices_an_interrupted_stream_with_its_last_progress(
+    tmp_path: Path,
+) -> None:
+    """A stream's opening entry (interrupted, the prompt alone) then its progress lines: the
+    recovered row is the opening entry with the last progress applied (output tokens, cost,
+    latency; still estimated). A stream whose real row came after its progress keeps the real
+    row; a progress line of an id the journal holds no entry of is not written."""
+    directory = tmp_path / "journal"
+    journal = Journal(directory, segment_bytes=2_000)  # the lines span segments
+    journal.start()
+    opening = [
+        dataclasses.replace(
+            entry(n),
+            status=499,
+            error_class=INTERRUPTED,
+            completion_tokens=0,
+            usage_estimated=True,
+            latency_ms=1.0,
+        )
+        for n in range(2)
+    ]
+    for row in opening:
+        journal.append(row)
+
+    def progress(row: LedgerEntry, tokens: int) -> Streamed:
+        cost = Decimal(row.prompt_tokens + 4 * tokens) / 1_000_000
+        return Streamed(row.id, tokens, 5.0 + tokens, cost, "policy", cost * 2)
+
+    for tokens in (32, 64, 96):
+        for row in opening:
+            journal.streamed(progress(row, tokens))
+            journal.append(entry(100 + tokens))  # other requests' rows between them
+    finished = dataclasses.replace(entry(1), completion_tokens=120)
+    journal.append(finished)  # the second stream ended: its real row
+    journal.streamed(progress(entry(7), 32))  # never opened here: not written
+    await journal.aclose()  # (as a killed process leaves it: the files stay)
+    assert len(sorted(directory.glob("*.jsonl"))) > 1
+    assert entry(7).id not in b"".join(p.read_bytes() for p in directory.glob("*.jsonl")).decode()
+
+    outbox = Outbox(tmp_path / "outbox.db")
+    recovered = {row.id: row for row in recover_rows(directory, outbox).rows}
+    outbox.close()
+    last = progress(opening[0], 96)
+    assert recovered[opening[0].id] == dataclasses.replace(
+        opening[0],
+        completion_tokens=96,
+        latency_ms=101.0,
+        cost_usd=last.cost_usd,
+        baseline_cost_usd=last.baseline_cost_usd,
+    )
+    assert recovered[finished.id] == finished

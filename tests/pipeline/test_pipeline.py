@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -17,7 +18,10 @@ from sqlalchemy import select
 from adapters.base import ChatRequest, EmbeddingRequest, Message
 from gateway.app import Services
 from gateway.ledger.models import RequestRow
+from gateway.ledger.streamed import STREAMED, Streamed
 from gateway.pipeline import Answer, Broke, Ended, Inbound, Refused, Stream
+from gateway.pipeline.progress import EVERY_PIECES
+from gateway.scoring.tokens import count_exact
 from gateway.settings import Settings
 from tests.http.helpers import factory_with, until
 
@@ -151,6 +155,58 @@ async def test_a_stream_closed_before_its_end_is_recorded_as_abandoned(
     await result.close()
     (row,) = await _rows(services)
     assert row.status == 499
+
+
+def _progress(journal: Path, rid: str) -> list[Streamed]:
+    """The progress lines of ``rid`` in the journal, in order."""
+    return [
+        Streamed.read(data)
+        for segment in sorted(journal.glob("journal-*.jsonl"))
+        for line in segment.read_bytes().splitlines()
+        if (data := orjson.loads(line)).get(STREAMED) == rid
+    ]
+
+
+async def test_a_stream_journals_its_progress_before_the_piece_that_completes_a_line(
+    tmp_path: Path,
+) -> None:
+    """A stream's output so far is in the journal, priced at the backend's prices, by the time
+    the piece that brings the pieces sent to a multiple of ``EVERY_PIECES`` reaches the reader
+    (what a process killed then would bill); its real row, at the end, is the ledger's."""
+    words = " ".join(f"w{i}" for i in range(2 * EVERY_PIECES + 10))
+    policy = (
+        "version: 1\n"
+        "backends:\n"
+        f'  long: {{type: fake, model: long-model, script: [{{reply: "{words}"}}]}}\n'
+        "tiers:\n"
+        "  - {name: only, backends: [long]}\n"
+        "pricing:\n"
+        "  backends:\n"
+        "    long: {usd_per_1m_input: 1.0, usd_per_1m_output: 100.0}\n"
+    )
+    async with services_over(tmp_path, policy) as services:
+        chat = ChatRequest(messages=(Message("user", "hi"),), max_tokens=1000, temperature=0.0)
+        result = await services.pipeline.handle(
+            Inbound(chat=chat, model=None, stream=True, key_id="k1")
+        )
+        assert isinstance(result, Stream)
+        rid, received, seen = result.receipt.request_id, [], []
+        async for event in result.events:
+            if isinstance(event, tuple) and event[1].delta:
+                received.append(event[1].delta)
+                if len(received) % EVERY_PIECES == 0:
+                    lines = _progress(tmp_path / "journal", rid)
+                    assert lines, f"no progress journaled after {len(received)} pieces"
+                    seen.append((count_exact("".join(received)), lines[-1]))
+        await result.close()
+        (row,) = await _rows(services)
+    assert len(seen) == 2
+    for tokens, noted in seen:
+        assert noted.completion_tokens == tokens
+        prompt = Decimal(row.prompt_tokens)
+        assert noted.cost_usd == (prompt + 100 * tokens) / 1_000_000
+    assert (row.id, row.status, row.error_class) == (rid, 200, None)
+    assert row.completion_tokens == len(received)  # the backend's own count, at the end
 
 
 HANGING = """
