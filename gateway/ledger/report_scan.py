@@ -22,11 +22,22 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Integer, case, cast, func, literal_column, or_, select
+from sqlalchemy import (
+    Connection,
+    Float,
+    Integer,
+    case,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.ledger.adaptive import OVERHEAD_ARMS
 from gateway.ledger.models import RequestRow
+from gateway.ledger.percentiles import RATIO, ZERO_BIN
 
 PICO = 12  # the ledger's decimals (``models.MONEY``)
 
@@ -136,6 +147,28 @@ def answered(
             group = None if by is None else row[0]
             latency, ttft = row[-2], row[-1]
             yield group, float(latency), None if ttft is None else float(ttft)
+
+
+def binned(
+    connection: Connection, by: str | None, where: tuple[Any, ...], metric: str
+) -> Iterator[tuple[Any, str, int, int]]:
+    """``(group value, metric, bin, requests)``: the answered client requests ``where`` counted
+    per bin of their latency (``metric`` "latency") or time to first token ("ttft"), binned by
+    the database as migration 0014's trigger bins them (``percentiles.bin_of``)."""
+    column = RequestRow.latency_ms if metric == "latency" else RequestRow.ttft_ms
+    log_ratio = func.ln(cast(literal_column(repr(RATIO)), Float))
+    bin_ = case(
+        (column > 0, cast(func.floor(func.ln(column) / log_ratio), Integer)),
+        else_=literal_column(str(ZERO_BIN)),
+    )
+    grouped = [] if by is None else [_group(by, connection.dialect.name == "sqlite")]
+    query = (
+        select(*grouped, bin_, func.count())
+        .where(*where, client_rows(), RequestRow.status == 200, column.is_not(None))
+        .group_by(*grouped, bin_)
+    )
+    for row in connection.execute(query):
+        yield (None if by is None else row[0]), metric, int(row[-2]), int(row[-1])
 
 
 def baseline_models(connection: Connection, where: tuple[Any, ...]) -> list[dict[str, Any]]:
