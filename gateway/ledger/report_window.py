@@ -37,20 +37,20 @@ class Window:
     since: datetime
     until: datetime
     team: str | None
-    by: str | None
+    bys: tuple[str, ...]  # the groupings (none: the totals only)
     rolled: bool  # whole hours and days from the rollups
 
     @classmethod
     def plan(
         cls,
         connection: Connection,
-        by: str | None,
+        bys: tuple[str, ...],
         since: datetime,
         until: datetime,
         team: str | None,
     ) -> Window:
-        rolled = rollup.can_group(by) and rollup.ready(connection)
-        return cls(since, until, team, by, rolled)
+        rolled = rollup.can_group(bys) and rollup.ready(connection)
+        return cls(since, until, team, bys, rolled)
 
     def _raw(self, span: Span) -> tuple[Any, ...]:
         where: tuple[Any, ...] = (RequestRow.ts >= span[0], RequestRow.ts < span[1])
@@ -70,25 +70,29 @@ class Window:
     def buckets(self, connection: Connection) -> Iterator[report_scan.Bucket]:
         whole, raw = self._split(timedelta(hours=1))
         if whole is not None:
-            yield from rollup.buckets(connection, self.by, _hours(whole), self.team)
+            yield from rollup.buckets(connection, self.bys, _hours(whole), self.team)
         for span in raw:
-            yield from report_scan.buckets(connection, self.by, self._raw(span))
+            yield from report_scan.buckets(connection, self.bys, self._raw(span))
 
-    def answered(self, connection: Connection) -> Iterator[tuple[Any, float, float | None]]:
+    def answered(
+        self, connection: Connection
+    ) -> Iterator[tuple[tuple[Any, ...], float, float | None]]:
         """Each answered client request's (group, latency, ttft), from the rows."""
         where = self._raw((self.since, self.until))
-        return report_scan.answered(connection, self.by, where, CHUNK)
+        return report_scan.answered(connection, self.bys, where, CHUNK)
 
-    def latency_bins(self, connection: Connection) -> Iterator[tuple[Any, str, int, int]]:
+    def latency_bins(
+        self, connection: Connection
+    ) -> Iterator[tuple[tuple[Any, ...], str, int, int]]:
         """``(group, metric, bin, requests)``: the histograms of the whole days, and the edges'
         rows binned by the database."""
         whole, raw = self._split(timedelta(days=1))
         if whole is not None:
             days = (whole[0].date().isoformat(), whole[1].date().isoformat())
-            yield from rollup.latency_bins(connection, self.by, days, self.team)
+            yield from rollup.latency_bins(connection, self.bys, days, self.team)
         for span in raw:
             for metric in ("latency", "ttft"):
-                yield from report_scan.binned(connection, self.by, self._raw(span), metric)
+                yield from report_scan.binned(connection, self.bys, self._raw(span), metric)
 
     def baseline_models(self, connection: Connection) -> list[dict[str, Any]]:
         """As ``report_scan.baseline_models``: each baseline model and its requests."""

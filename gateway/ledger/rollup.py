@@ -37,8 +37,8 @@ _COLUMNS: dict[str, str] = {
 }
 
 
-def can_group(by: str | None) -> bool:
-    return by is None or by == "day" or by in _COLUMNS
+def can_group(bys: tuple[str, ...]) -> bool:
+    return all(by == "day" or by in _COLUMNS for by in bys)
 
 
 def ready(connection: Connection) -> bool:
@@ -52,12 +52,12 @@ def ready(connection: Connection) -> bool:
 
 
 def buckets(
-    connection: Connection, by: str | None, hours: tuple[str, str], team: str | None
+    connection: Connection, bys: tuple[str, ...], hours: tuple[str, str], team: str | None
 ) -> Iterator[Bucket]:
     """The rows of the whole hours ``hours`` (``[first, end)``, "YYYY-MM-DD HH"), as
     ``report_scan.buckets`` sums them from the rows."""
     r = RollupRow
-    grouped = [] if by is None else [_group(r, by, "hour", 10)]
+    grouped = [_group(r, by, "hour", 10) for by in bys]
     dims: list[Any] = [
         *grouped,
         r.canary_arm,
@@ -79,7 +79,7 @@ def buckets(
     )
     where = _where(r.hour, hours, r.team, team)
     for found in connection.execute(select(*dims, *sums).where(*where).group_by(*dims)):
-        row = (None, *found) if by is None else tuple(found)
+        row = (tuple(found[: len(bys)]), *found[len(bys) :])
         yield Bucket(
             row[0],
             _none(row[1]),
@@ -100,20 +100,19 @@ def buckets(
 
 
 def latency_bins(
-    connection: Connection, by: str | None, days: tuple[str, str], team: str | None
-) -> Iterator[tuple[Any, str, int, int]]:
-    """``(group value, metric, bin, requests)`` of the answered client requests of the whole
+    connection: Connection, bys: tuple[str, ...], days: tuple[str, str], team: str | None
+) -> Iterator[tuple[tuple[Any, ...], str, int, int]]:
+    """``(group values, metric, bin, requests)`` of the answered client requests of the whole
     days ``days`` (``[first, end)``, "YYYY-MM-DD"); metric: latency | ttft."""
     r = LatencyBinRow
-    grouped = [] if by is None else [_group(r, by, "day", 10)]
+    grouped = [_group(r, by, "day", 10) for by in bys]
     query = (
         select(*grouped, r.metric, r.bin, func.sum(r.requests))
         .where(*_where(r.day, days, r.team, team), r.canary_arm.not_in(OVERHEAD_ARMS))
         .group_by(*grouped, r.metric, r.bin)
     )
     for row in connection.execute(query):
-        group = None if by is None else row[0]
-        yield group, str(row[-3]), int(row[-2]), int(row[-1])
+        yield tuple(row[: len(bys)]), str(row[-3]), int(row[-2]), int(row[-1])
 
 
 def baseline_models(

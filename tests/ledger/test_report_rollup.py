@@ -20,7 +20,13 @@ from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.models import RequestRow
 from gateway.ledger.percentiles import MAX_RELATIVE_ERROR
-from gateway.ledger.report import GROUPINGS, build_report, known_teams, ledger_teams
+from gateway.ledger.report import (
+    GROUPINGS,
+    build_report,
+    build_reports,
+    known_teams,
+    ledger_teams,
+)
 from gateway.ledger.store import insert_batch
 from tests.support.ledger_rows import ledger_entry
 
@@ -192,3 +198,27 @@ def test_an_older_images_rows_count(ledger: tuple[str, Engine]) -> None:
     rolled = reports(engine, asked)
     drop_trigger(engine)
     assert rolled == reports(engine, asked)
+
+
+@pytest.mark.parametrize("limit", [report_module.EXACT_LIMIT, 0])
+def test_several_groupings_in_one_read_equal_one_at_a_time(
+    ledger: tuple[str, Engine], monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """``build_reports`` (the dashboard's three groupings from one read of the ledger) gives
+    each grouping's report as ``build_report`` alone does, from the rollups and from the
+    rows, with exact and with histogram percentiles (``limit``)."""
+    _url, engine = ledger
+    insert_batch(engine, entries(1200))
+    monkeypatch.setattr(report_module, "EXACT_LIMIT", limit)
+    bys: tuple[str | None, ...] = ("day", "tier", None, "backend", "capability")
+    if limit:
+        bys = (*bys, "key")  # read from the rows, with the others: exact percentiles alike
+    for since, until in WINDOWS[:2]:
+        for team in (None, "red"):
+            together = build_reports(engine, since=since, until=until, bys=bys, team=team)
+            alone = [build_report(engine, since=since, until=until, by=by, team=team) for by in bys]
+            assert together == alone
+    drop_trigger(engine)
+    since, until = WINDOWS[1]
+    together = build_reports(engine, since=since, until=until, bys=bys)
+    assert together == [build_report(engine, since=since, until=until, by=by) for by in bys]
