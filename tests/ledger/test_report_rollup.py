@@ -27,6 +27,7 @@ from gateway.ledger.report import (
     known_teams,
     ledger_teams,
 )
+from gateway.ledger.report_window import EXACT_LIMIT
 from gateway.ledger.store import insert_batch
 from tests.support.ledger_rows import ledger_entry
 
@@ -200,7 +201,7 @@ def test_an_older_images_rows_count(ledger: tuple[str, Engine]) -> None:
     assert rolled == reports(engine, asked)
 
 
-@pytest.mark.parametrize("limit", [report_module.EXACT_LIMIT, 0])
+@pytest.mark.parametrize("limit", [EXACT_LIMIT, 0])
 def test_several_groupings_in_one_read_equal_one_at_a_time(
     ledger: tuple[str, Engine], monkeypatch: pytest.MonkeyPatch, limit: int
 ) -> None:
