@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +30,7 @@ from gateway.ledger.report import (
 )
 from gateway.ledger.report_window import EXACT_LIMIT
 from gateway.ledger.store import insert_batch
+from tests.support import postgres
 from tests.support.ledger_rows import ledger_entry
 
 START = datetime(2026, 11, 20, tzinfo=UTC)
@@ -223,3 +225,69 @@ def test_several_groupings_in_one_read_equal_one_at_a_time(
     since, until = WINDOWS[1]
     together = build_reports(engine, since=since, until=until, bys=bys)
     assert together == [build_report(engine, since=since, until=until, by=by) for by in bys]
+
+
+WRITERS = 4
+
+
+def busy_hour(writer: int, batch: int, size: int) -> list[LedgerEntry]:
+    """One batch of the current hour, as replicas write it: a dozen rollup rows (team, tier,
+    backend) and a few latency bins, every batch adding to all of them, in its own order."""
+    rng = random.Random(writer * 1000 + batch)
+    rows = [
+        ledger_entry(
+            f"00000000-0000-7000-{writer:04d}-{batch * size + i:012d}",
+            ts=START + timedelta(seconds=rng.randrange(3600)),
+            team=("red", "blue", None)[i % 3],
+            tier=("cheap", "strong")[i // 3 % 2],
+            backend=("small", "big")[i // 6 % 2],
+            status=200 if i % 13 else 502,
+            latency_ms=(40.0, 90.0, 250.0)[i % 3],
+            ttft_ms=(5.0, 12.0)[i % 2],
+            prompt_tokens=rng.randint(0, 3000),
+            cost_usd=Decimal(rng.randint(0, 10**9)) / 10**12,
+        )
+        for i in range(size)
+    ]
+    rng.shuffle(rows)
+    return rows
+
+
+def test_concurrent_writers_never_deadlock(pg_cluster: postgres.Cluster) -> None:
+    """Several replicas insert batches at once into one PostgreSQL ledger, each batch adding to
+    the same rollup rows in a different order: no batch fails (a row-level trigger deadlocked
+    here: each batch locked the rollup rows in its own order), and the rollups are the rows'."""
+    with postgres.database(pg_cluster) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        replicas = [make_engine(url) for _ in range(WRITERS)]  # a pool each, as replicas have
+        start = threading.Barrier(WRITERS)
+        failures: list[str] = []
+
+        def write(writer: int) -> None:
+            start.wait()
+            for batch in range(25):
+                try:
+                    insert_batch(replicas[writer], busy_hour(writer, batch, 120))
+                except Exception as exc:  # every failure is reported, not the first alone
+                    failures.append(f"writer {writer} batch {batch}: {exc}")
+
+        try:
+            threads = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert failures == []
+            with engine.connect() as connection:
+                counted = connection.execute(
+                    text("SELECT sum(requests) FROM ledger_rollup_hourly")
+                ).scalar_one()
+            assert counted == WRITERS * 25 * 120
+            asked = shapes()[: len(GROUPINGS) + 3]
+            rolled = reports(engine, asked)
+            drop_trigger(engine)
+            assert rolled == reports(engine, asked)
+        finally:
+            for each in (engine, *replicas):
+                each.dispose()
