@@ -1,20 +1,26 @@
-"""How long the savings report takes over a big ledger (SQLite): ``build_report`` for a month of
-1M rows, in total, by team and by day, and for one team.
+"""How long the savings report takes over a big ledger: ``build_report`` for a month of 1M rows,
+in total, by team and by day, for one team, and the dashboard's three reports (``collect``),
+with two versions of the code interleaved in one run.
 
-    PYTHONPATH=. .venv/bin/python bench/report_scale.py --db /tmp/report-1m.db --rows 1000000 \
-        --out bench/results/report-scale.json
+    git archive <old commit> gateway adapters | tar -x -C /tmp/report-before
+    PYTHONPATH=. .venv/bin/python bench/report_scale.py --url sqlite:////tmp/report-1m.db \
+        --before /tmp/report-before --rows 1000000 --rounds 2 --out bench/results/report-scale.json
 
 The ledger is filled once (a 30-day month, 50 keys in 7 teams, two tiers, one row in 20 a
-fallback, one in 50 a cache hit) and reused by later runs on the same ``--db``. To compare two
-versions of the code, run it with each on ``PYTHONPATH`` against the same file: the result
-names the ``build_report`` module it timed.
+fallback, one in 50 a cache hit) through this code's schema, and reused by later runs on the
+same database (a PostgreSQL URL works too). Each measurement runs in a process of its own with
+the code under test on ``PYTHONPATH`` (``--before``, and this checkout), alternating, so both
+see the same host load; the worker prints the seconds and the headline figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,18 +29,23 @@ from typing import Any
 
 from sqlalchemy import func, insert, select
 
-import gateway.ledger.report as report_module
-from gateway.ledger.db import make_engine, upgrade
-from gateway.ledger.models import RequestRow
-from gateway.ledger.report import build_report
-
 START = datetime(2026, 11, 1, tzinfo=UTC)
 DAYS = 30
-SHAPES: tuple[dict[str, Any], ...] = ({}, {"by": "team"}, {"by": "day"}, {"team": "t3"})
+SHAPES: tuple[dict[str, Any], ...] = (
+    {},
+    {"by": "team"},
+    {"by": "day"},
+    {"team": "t3"},
+    {"dashboard": True},
+)
+HERE = Path(__file__).resolve().parent.parent
 
 
 def fill(url: str, rows: int, seed: int = 7) -> None:
     """``rows`` plausible requests spread over the month (nothing when the ledger has them)."""
+    from gateway.ledger.db import make_engine, upgrade
+    from gateway.ledger.models import RequestRow
+
     upgrade(url)
     engine = make_engine(url)
     rng = random.Random(seed)
@@ -84,37 +95,80 @@ def fill(url: str, rows: int, seed: int = 7) -> None:
         engine.dispose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", type=Path, required=True)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    url = f"sqlite:///{args.db}"
-    fill(url, args.rows)
+def worker(url: str, shape: dict[str, Any]) -> dict[str, Any]:
+    """One timed call of the code on ``PYTHONPATH``: a report, or the dashboard's reports."""
+    from gateway.ledger.db import make_engine
+    from gateway.ledger.report import build_report
+
     engine = make_engine(url)
-    results: list[dict[str, Any]] = []
+    until = START + timedelta(days=DAYS)
     try:
-        for shape in SHAPES:
-            for _ in range(args.rounds):
-                started = time.perf_counter()
-                report = build_report(
-                    engine, since=START, until=START + timedelta(days=DAYS), **shape
-                )
-                seconds = round(time.perf_counter() - started, 2)
-                row = {
-                    "shape": shape or {"by": None},
-                    "requests": report["totals"]["requests"],
-                    "cost_usd": report["totals"]["cost_usd"],
-                    "latency_ms_p95": report["totals"]["latency_ms_p95"],
-                    "seconds": seconds,
-                }
-                print(json.dumps(row), flush=True)
-                results.append(row)
+        started = time.perf_counter()
+        if shape.get("dashboard"):
+            from gateway.http.dashboard import collect
+
+            report = collect(engine, START, until).by_day
+        else:
+            report = build_report(engine, since=START, until=until, **shape)
+        seconds = round(time.perf_counter() - started, 3)
     finally:
         engine.dispose()
-    out = {"module": report_module.__file__, "rows": args.rows, "runs": results}
+    totals = report["totals"]
+    return {
+        "seconds": seconds,
+        "requests": totals["requests"],
+        "cost_usd": totals["cost_usd"],
+        "baseline_cost_usd": totals["baseline_cost_usd"],
+        "latency_ms_p50": totals["latency_ms_p50"],
+        "latency_ms_p95": totals["latency_ms_p95"],
+        "ttft_ms_p50": totals["ttft_ms_p50"],
+        "percentiles": report.get("percentiles", {"max_relative_error": 0.0}),
+    }
+
+
+def measure(code: Path, url: str, shape: dict[str, Any]) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    found = subprocess.run(
+        [sys.executable, __file__, "--worker", "--url", url, "--shape", json.dumps(shape)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(found.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--before", type=Path, help="the older code's checkout, to compare")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.url, json.loads(args.shape))), flush=True)
+        return
+    started = time.perf_counter()
+    fill(args.url, args.rows)
+    print(json.dumps({"filled_s": round(time.perf_counter() - started, 1)}), flush=True)
+    codes = {"after": HERE} if args.before is None else {"before": args.before, "after": HERE}
+    runs: list[dict[str, Any]] = []
+    for round_ in range(args.rounds):
+        for shape in SHAPES:
+            for name, code in codes.items():
+                row = {
+                    "round": round_,
+                    "code": name,
+                    "shape": shape,
+                    **measure(code, args.url, shape),
+                }
+                print(json.dumps(row), flush=True)
+                runs.append(row)
+    out = {"rows": args.rows, "database": args.url.split(":", 1)[0], "runs": runs}
     if args.out:
         args.out.write_text(json.dumps(out, indent=2) + "\n")
 

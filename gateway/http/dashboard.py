@@ -42,7 +42,7 @@ from gateway.http.dashboard_charts import (
 )
 from gateway.http.dashboard_form import Form, period_form, team_note
 from gateway.http.ledger_calls import ledger_call, ledger_deadline
-from gateway.ledger.report import baselines_line, build_report, ledger_teams, parse_since
+from gateway.ledger.report import baselines_line, build_reports, ledger_teams, parse_since
 from gateway.ledger.writer import LedgerWriter
 
 router = APIRouter()
@@ -94,14 +94,16 @@ class Reports:
 
 
 def collect(engine: Engine, since: datetime, until: datetime, team: str | None = None) -> Reports:
-    def report(by: str) -> dict[str, Any]:
-        return build_report(engine, since=since, until=until, by=by, team=team)
-
+    # One read of the ledger for the three groupings (each of its own took a third of 2 s at
+    # a million requests).
+    by_day, by_tier, by_backend = build_reports(
+        engine, since=since, until=until, bys=("day", "tier", "backend"), team=team
+    )
     teams = set(ledger_teams(engine, since))
     # No governance tables (a schema from before 0010): the ledger's teams only.
     with contextlib.suppress(SQLAlchemyError):
         teams.update(row["id"] for row in list_teams(engine))
-    return Reports(report("day"), report("tier"), report("backend"), tuple(sorted(teams)))
+    return Reports(by_day, by_tier, by_backend, tuple(sorted(teams)))
 
 
 @router.get("/dashboard", include_in_schema=False)

@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -217,3 +218,65 @@ class SchemaCompatRow(Base):
 
     revision: Mapped[str] = mapped_column(String(32), primary_key=True)
     oldest_code: Mapped[str] = mapped_column(String(32))
+
+
+class RollupRow(Base):
+    """The requests of one UTC hour alike in everything a savings-report figure depends on, and
+    their sums (``gateway.ledger.rollup``). Written by a trigger on ``ledger_requests`` in the
+    row's own transaction (migration 0014), so every writer keeps it, older images included.
+    Nullable request columns are kept as '' (a primary key has no NULL)."""
+
+    __tablename__ = "ledger_rollup_hourly"
+
+    hour: Mapped[str] = mapped_column(String(13), primary_key=True)  # "2026-11-20 09", UTC
+    team: Mapped[str] = mapped_column(String(64), primary_key=True)
+    route: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(64), primary_key=True)
+    backend: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    cost_source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    capabilities: Mapped[str] = mapped_column(String(256), primary_key=True)
+    canary_arm: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api: Mapped[str] = mapped_column(String(16), primary_key=True)
+    status: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    fallback_chain: Mapped[str] = mapped_column(String(512), primary_key=True)
+    escalated: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    hit: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    cost_known: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    baseline_known: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    baseline_model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger)
+    # Money as whole 1e-12 USD (the ledger's 12 decimals): integer sums are exact on SQLite too.
+    cost_pico: Mapped[int] = mapped_column(BigInteger)
+    baseline_pico: Mapped[int] = mapped_column(BigInteger)
+
+    # SQLite: stored in primary-key order, so a window's hours are read in one sweep.
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class LatencyBinRow(Base):
+    """How many answered (200) requests of one UTC day, alike in every report grouping, took a
+    latency (or time to first token) in one bin: bin ``b`` holds [1.02^b, 1.02^(b+1)) ms
+    (``gateway.ledger.percentiles``). Kept by the same trigger as ``RollupRow``."""
+
+    __tablename__ = "ledger_latency_daily"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # "2026-11-20", UTC
+    team: Mapped[str] = mapped_column(String(64), primary_key=True)
+    route: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(64), primary_key=True)
+    backend: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    cost_source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    capabilities: Mapped[str] = mapped_column(String(256), primary_key=True)
+    canary_arm: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api: Mapped[str] = mapped_column(String(16), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(8), primary_key=True)  # latency | ttft
+    bin: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    requests: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = ({"sqlite_with_rowid": False},)

@@ -13,7 +13,8 @@ Definitions (per group and in total):
 * cost per 1M tokens = cost (overhead included) / (prompt + completion tokens of the priced
   client rows) x 1,000,000;
 * latency and time-to-first-token percentiles use the nearest-rank method over answered (200)
-  requests (``gateway.ledger.percentiles``);
+  requests (``gateway.ledger.percentiles``): exact, or, over a window of many answered requests,
+  from latency histograms, within 1% (``gateway.ledger.report_window``);
 * feedback (``/v1/feedback`` scores) and judge (the adaptive scorer's judge grades of cheaper
   answers against the stronger tier's, 0..1): the mean and how many, per group of the request
   rated, so a small sample shows as small;
@@ -47,7 +48,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from gateway.ledger.adaptive import OVERHEAD_ARMS
-from gateway.ledger.percentiles import nearest_rank
+from gateway.ledger.percentiles import binned_rank, nearest_rank
 
 if TYPE_CHECKING:
     from gateway.ledger.report_scan import Bucket
@@ -76,6 +77,9 @@ class Tally:
     cache_hits: int = 0
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
+    # Or, over a long window, their histograms (``percentiles.bin_of``): bin -> requests.
+    latency_bins: dict[int, int] = field(default_factory=dict)
+    ttft_bins: dict[int, int] = field(default_factory=dict)
     feedback_sum: float = 0.0
     feedback_count: int = 0
     judge_sum: float = 0.0
@@ -118,6 +122,12 @@ class Tally:
         if ttft_ms is not None:
             self.ttfts.append(ttft_ms)
 
+    def binned(self, metric: str, bin_: int, requests: int) -> None:
+        """``requests`` answered client requests whose latency (``metric`` "latency") or time
+        to first token ("ttft") falls in ``bin_``."""
+        bins = self.latency_bins if metric == "latency" else self.ttft_bins
+        bins[bin_] = bins.get(bin_, 0) + requests
+
     def _add_overhead(self, bucket: Bucket) -> None:
         """Background calls: their cost is routing's overhead; they are no client's requests."""
         self.overhead_calls += bucket.n
@@ -144,9 +154,9 @@ class Tally:
             "savings_usd": usd(savings) if compared else None,
             "savings_pct": _ratio(savings * 100, self.baseline) if compared else None,
             "cost_per_1m_tokens_usd": _per_million(self.cost, self.priced_tokens),
-            "latency_ms_p50": _ms(nearest_rank(self.latencies, 50)),
-            "latency_ms_p95": _ms(nearest_rank(self.latencies, 95)),
-            "ttft_ms_p50": _ms(nearest_rank(self.ttfts, 50)),
+            "latency_ms_p50": _ms(self._percentile(self.latencies, self.latency_bins, 50)),
+            "latency_ms_p95": _ms(self._percentile(self.latencies, self.latency_bins, 95)),
+            "ttft_ms_p50": _ms(self._percentile(self.ttfts, self.ttft_bins, 50)),
             "fallback_rate": _rate(self.fallbacks, self.requests),
             "error_rate": _rate(self.errors, self.requests),
             "abandoned_rate": _rate(self.abandoned, self.requests),
@@ -160,6 +170,10 @@ class Tally:
             "judge_avg": _mean(self.judge_sum, self.judge_count),
             "judge_count": self.judge_count,
         }
+
+    @staticmethod
+    def _percentile(values: list[float], bins: dict[int, int], p: float) -> float | None:
+        return binned_rank(bins, p) if bins else nearest_rank(values, p)
 
 
 def _mean(total: float, count: int) -> float | None:

@@ -22,11 +22,22 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Integer, case, cast, func, literal_column, or_, select
+from sqlalchemy import (
+    Connection,
+    Float,
+    Integer,
+    case,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.ledger.adaptive import OVERHEAD_ARMS
 from gateway.ledger.models import RequestRow
+from gateway.ledger.percentiles import RATIO, ZERO_BIN
 
 PICO = 12  # the ledger's decimals (``models.MONEY``)
 
@@ -49,7 +60,7 @@ _GROUPED: dict[str, Any] = {
 class Bucket:
     """``n`` ledger rows alike in everything a report figure depends on, and their sums."""
 
-    group: Any  # the grouping's column value (None without a grouping)
+    group: tuple[Any, ...]  # the value of each grouping's column (none without a grouping)
     canary_arm: str | None
     status: int
     fallback_chain: str
@@ -71,8 +82,11 @@ def client_rows() -> ColumnElement[bool]:
     return or_(RequestRow.canary_arm.is_(None), RequestRow.canary_arm.not_in(OVERHEAD_ARMS))
 
 
-def buckets(connection: Connection, by: str | None, where: tuple[Any, ...]) -> Iterator[Bucket]:
-    """The rows ``where``, summed per group of ``by`` and per fact a figure depends on."""
+def buckets(
+    connection: Connection, bys: tuple[str, ...], where: tuple[Any, ...]
+) -> Iterator[Bucket]:
+    """The rows ``where``, summed per group of each of ``bys`` and per fact a figure depends
+    on (a bucket's ``group``: its value for each of ``bys``)."""
     sqlite = connection.dialect.name == "sqlite"
     # Literals, not bound parameters: PostgreSQL matches a GROUP BY expression to the selected
     # one by its text, and two bound parameters are two different texts.
@@ -80,7 +94,7 @@ def buckets(connection: Connection, by: str | None, where: tuple[Any, ...]) -> I
     escalated = _flag(RequestRow.cascade == literal_column("'escalated'"))
     cost_known = _flag(RequestRow.cost_usd.is_not(None))
     baseline_known = _flag(RequestRow.baseline_cost_usd.is_not(None))
-    grouped = [] if by is None else [_group(by, sqlite)]
+    grouped = [_group(by, sqlite) for by in bys]
     dims: list[Any] = [
         *grouped,
         RequestRow.canary_arm,
@@ -102,7 +116,7 @@ def buckets(connection: Connection, by: str | None, where: tuple[Any, ...]) -> I
     )
     query = select(*dims, *sums).where(*where).group_by(*dims)
     for found in connection.execute(query):
-        row = (None, *found) if by is None else tuple(found)
+        row = (tuple(found[: len(bys)]), *found[len(bys) :])
         yield Bucket(
             row[0],
             row[1],
@@ -123,19 +137,41 @@ def buckets(connection: Connection, by: str | None, where: tuple[Any, ...]) -> I
 
 
 def answered(
-    connection: Connection, by: str | None, where: tuple[Any, ...], chunk: int
-) -> Iterator[tuple[Any, float, float | None]]:
-    """``(group value, latency ms, ttft ms)`` of each answered client request ``where``."""
-    grouped = [] if by is None else [_group(by, connection.dialect.name == "sqlite")]
+    connection: Connection, bys: tuple[str, ...], where: tuple[Any, ...], chunk: int
+) -> Iterator[tuple[tuple[Any, ...], float, float | None]]:
+    """``(group values, latency ms, ttft ms)`` of each answered client request ``where``."""
+    grouped = [_group(by, connection.dialect.name == "sqlite") for by in bys]
     query = select(*grouped, RequestRow.latency_ms, RequestRow.ttft_ms).where(
         *where, client_rows(), RequestRow.status == 200
     )
     result = connection.execution_options(yield_per=chunk).execute(query)
     for part in result.partitions():
         for row in part:
-            group = None if by is None else row[0]
+            group = tuple(row[: len(bys)])
             latency, ttft = row[-2], row[-1]
             yield group, float(latency), None if ttft is None else float(ttft)
+
+
+def binned(
+    connection: Connection, bys: tuple[str, ...], where: tuple[Any, ...], metric: str
+) -> Iterator[tuple[tuple[Any, ...], str, int, int]]:
+    """``(group values, metric, bin, requests)``: the answered client requests ``where`` counted
+    per bin of their latency (``metric`` "latency") or time to first token ("ttft"), binned by
+    the database as migration 0014's trigger bins them (``percentiles.bin_of``)."""
+    column = RequestRow.latency_ms if metric == "latency" else RequestRow.ttft_ms
+    log_ratio = func.ln(cast(literal_column(repr(RATIO)), Float))
+    bin_ = case(
+        (column > 0, cast(func.floor(func.ln(column) / log_ratio), Integer)),
+        else_=literal_column(str(ZERO_BIN)),
+    )
+    grouped = [_group(by, connection.dialect.name == "sqlite") for by in bys]
+    query = (
+        select(*grouped, bin_, func.count())
+        .where(*where, client_rows(), RequestRow.status == 200, column.is_not(None))
+        .group_by(*grouped, bin_)
+    )
+    for row in connection.execute(query):
+        yield tuple(row[: len(bys)]), metric, int(row[-2]), int(row[-1])
 
 
 def baseline_models(connection: Connection, where: tuple[Any, ...]) -> list[dict[str, Any]]:

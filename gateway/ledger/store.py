@@ -1,11 +1,11 @@
 """Writing ledger rows: batched, idempotent (a row whose id is already there is skipped).
 
-One ``INSERT … ON CONFLICT (id) DO NOTHING`` executed with the batch's parameter list: sqlite3's
-``executemany``, psycopg's pipelined ``executemany`` (one round trip for the batch). Measured by
-``bench/ledger_writer.py``: a multi-VALUES statement built per batch is 20x slower (SQLAlchemy
-compiles it anew each time), and ``dataclasses.asdict`` for the parameters took three quarters of
-the CPU (it deep-copies every value); a plain attribute read is enough, as every field of a
-``LedgerEntry`` is immutable.
+One ``INSERT … ON CONFLICT (id) DO NOTHING`` per batch: on SQLite multi-row VALUES per chunk, on
+PostgreSQL ``unnest`` of one array per column (a single statement, as the rollups' trigger needs:
+see below). Measured by ``bench/ledger_writer.py``: a multi-VALUES statement built by SQLAlchemy
+per batch is 20x slower (it compiles it anew each time), and ``dataclasses.asdict`` for the
+parameters took three quarters of the CPU (it deep-copies every value); a plain attribute read is
+enough, as every field of a ``LedgerEntry`` is immutable.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine, String
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from gateway.ledger.adaptive import insert_samples
@@ -34,15 +33,6 @@ _LIMITS: tuple[tuple[str, int], ...] = tuple(
     for column in RequestRow.__table__.columns
     if isinstance(column.type, String) and column.type.length
 )
-
-
-@cache
-def _statement(dialect: str) -> Any:
-    if dialect == "postgresql":
-        return postgresql.insert(RequestRow).on_conflict_do_nothing(index_elements=["id"])
-    if dialect == "sqlite":
-        return sqlite.insert(RequestRow).on_conflict_do_nothing(index_elements=["id"])
-    raise ValueError(f"unsupported ledger database {dialect!r}: use SQLite or PostgreSQL")
 
 
 def _row(entry: LedgerEntry) -> dict[str, Any]:
@@ -64,10 +54,34 @@ def insert_batch(engine: Engine, entries: Sequence[LedgerEntry]) -> None:
     if engine.dialect.name == "sqlite":
         _sqlite_insert(engine, entries)
         return
-    statement = _statement(engine.dialect.name)
+    if engine.dialect.name != "postgresql":
+        raise ValueError(
+            f"unsupported ledger database {engine.dialect.name!r}: use SQLite or PostgreSQL"
+        )
+    rows = [_row(e) for e in entries]
+    sql = _postgresql_sql(id(engine.dialect), engine.dialect)
     with engine.begin() as connection:
-        connection.execute(statement, [_row(e) for e in entries])
+        connection.exec_driver_sql(sql, tuple([r[n] for r in rows] for n in _FIELDS))
         insert_samples(connection, entries)
+
+
+# --- PostgreSQL: one statement per batch, the columns as arrays ---------------------------------
+#
+# The rollups' statement-level trigger (migration 0014) sums the rows one statement inserted and
+# locks the rollup rows they add to in one order: the whole batch must be one statement (an
+# ``executemany`` is a statement per row, which would lock them in the batch's order, row by row:
+# several writers deadlocked). ``unnest`` of one array per column takes any number of rows with
+# one parameter per column; the SQL text never changes (psycopg prepares it after a few uses).
+
+
+@cache
+def _postgresql_sql(dialect_id: int, dialect: Any) -> str:
+    columns = RequestRow.__table__.columns
+    arrays = ", ".join(f"%s::{columns[n].type.compile(dialect=dialect)}[]" for n in _FIELDS)
+    return (
+        f"INSERT INTO {RequestRow.__tablename__} ({', '.join(_FIELDS)}) "
+        f"SELECT * FROM unnest({arrays}) ON CONFLICT (id) DO NOTHING"
+    )
 
 
 # --- SQLite: multi-row VALUES on the raw connection ---------------------------------------------

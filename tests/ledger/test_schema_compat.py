@@ -88,12 +88,12 @@ def test_migrations_record_the_oldest_code_they_take(ledger_url: str) -> None:
     engine = make_engine(ledger_url)
     try:
         upgrade(ledger_url)
-        assert _compat_rows(engine) == [("0013", "0010")]
+        assert _compat_rows(engine) == [("0014", "0010")]
         downgrade(ledger_url, "0011")
         assert not has_table(engine, COMPAT_TABLE)
         upgrade(ledger_url)
         upgrade(ledger_url)  # at head: changes nothing
-        assert _compat_rows(engine) == [("0013", "0010")]
+        assert _compat_rows(engine) == [("0014", "0010")]
     finally:
         engine.dispose()
 
@@ -148,22 +148,22 @@ def _stamp(engine: Engine, revision: str, oldest_code: str | None) -> None:
             )
 
 
-@pytest.mark.parametrize("oldest", ["0013", "0010"])
+@pytest.mark.parametrize("oldest", ["0014", "0010"])
 def test_a_newer_compatible_schema_is_accepted_as_it_is(ledger_url: str, oldest: str) -> None:
     """A revision from a newer tiergate that records this code (or older) as compatible: the
     gateway starts, and nothing is migrated (the embedded SQLite included)."""
     upgrade(ledger_url)
     engine = make_engine(ledger_url)
     try:
-        _stamp(engine, "0014", oldest)
+        _stamp(engine, "0015", oldest)
         state = ensure_schema(ledger_url, engine)
-        assert (state.verdict, state.database) == (SchemaVerdict.AHEAD_COMPATIBLE, "0014")
-        assert current_revision(engine) == "0014"
+        assert (state.verdict, state.database) == (SchemaVerdict.AHEAD_COMPATIBLE, "0015")
+        assert current_revision(engine) == "0015"
     finally:
         engine.dispose()
 
 
-@pytest.mark.parametrize("oldest", ["0014", None])
+@pytest.mark.parametrize("oldest", ["0015", None])
 def test_a_newer_incompatible_schema_is_refused_with_what_to_do(
     ledger_url: str, oldest: str | None
 ) -> None:
@@ -173,15 +173,15 @@ def test_a_newer_incompatible_schema_is_refused_with_what_to_do(
     upgrade(ledger_url)
     engine = make_engine(ledger_url)
     try:
-        _stamp(engine, "0014", oldest)
+        _stamp(engine, "0015", oldest)
         with pytest.raises(SchemaMismatch) as refused:
             ensure_schema(ledger_url, engine)
         assert refused.value.state.verdict is SchemaVerdict.AHEAD_INCOMPATIBLE
         message = str(refused.value)
-        assert "at revision 0014, newer than this gateway (0013)" in message
-        assert "`tiergate db downgrade 0013`" in message
+        assert "at revision 0015, newer than this gateway (0014)" in message
+        assert "`tiergate db downgrade 0014`" in message
         assert "db upgrade" not in message
-        assert current_revision(engine) == "0014"
+        assert current_revision(engine) == "0015"
     finally:
         engine.dispose()
 
@@ -195,14 +195,14 @@ def test_db_upgrade_on_a_newer_compatible_schema_has_nothing_to_do(
     upgrade(ledger_url)
     engine = make_engine(ledger_url)
     try:
-        _stamp(engine, "0014", "0011")
+        _stamp(engine, "0015", "0011")
         done = _tiergate("db", "upgrade", cwd=tmp_path, TIERGATE_DATABASE_URL=ledger_url)
         assert done.returncode == 0, done.stderr
         [line] = done.stdout.splitlines()
         assert line.startswith(
-            "nothing to do: the database is at 0014, newer than this gateway (0013), and compatible"
+            "nothing to do: the database is at 0015, newer than this gateway (0014), and compatible"
         )
-        assert current_revision(engine) == "0014"
+        assert current_revision(engine) == "0015"
         current = _tiergate("db", "current", cwd=tmp_path, TIERGATE_DATABASE_URL=ledger_url)
         assert current.returncode == 0, current.stderr
         assert current.stdout.startswith("ahead_compatible: ")
@@ -219,19 +219,19 @@ def test_db_upgrade_on_a_newer_incompatible_schema_is_one_line(
     upgrade(ledger_url)
     engine = make_engine(ledger_url)
     try:
-        _stamp(engine, "0014", "0014")
+        _stamp(engine, "0015", "0015")
         env = {"TIERGATE_DATABASE_URL": ledger_url}
         for args, code in ((("db", "upgrade"), 2), (("db", "downgrade", "0011"), 2)):
             done = _tiergate(*args, cwd=tmp_path, **env)
             assert done.returncode == code, done.stderr
             assert "Traceback" not in done.stderr
             [line] = done.stderr.splitlines()
-            assert line.startswith("error: the ledger database is at revision 0014, newer than")
-            assert "`tiergate db downgrade 0013`" in line
+            assert line.startswith("error: the ledger database is at revision 0015, newer than")
+            assert "`tiergate db downgrade 0014`" in line
         current = _tiergate("db", "current", cwd=tmp_path, **env)
         assert current.returncode == 1
         assert current.stdout.startswith("ahead_incompatible: ")
-        assert current_revision(engine) == "0014"
+        assert current_revision(engine) == "0015"
     finally:
         engine.dispose()
 

@@ -1,0 +1,296 @@
+"""``ledger_rollup_hourly`` and ``ledger_latency_daily``: the savings report's sums per UTC
+hour, and its latency histograms per UTC day, so a report over a month of a million requests
+reads thousands of rows instead of every one (before, ``/admin/report`` and ``/dashboard`` gave
+up past their 2 s at a few hundred thousand rows on SQLite).
+
+A trigger on ``ledger_requests`` adds the inserted rows to both, in the insert's transaction; a
+row skipped as already there (``ON CONFLICT DO NOTHING``, a replay from the outbox) is not added.
+
+On PostgreSQL it is a statement-level trigger: its transition table holds the rows the statement
+inserted (only those: not the ones ``ON CONFLICT DO NOTHING`` skipped; CREATE TRIGGER, "NEW
+TABLE": "the after-images of all rows updated or inserted by the statement"), summed per rollup
+row and upserted with one ``INSERT … SELECT … GROUP BY … ORDER BY <key> ON CONFLICT DO UPDATE``
+per table, the hourly table first. Every writer's transaction so locks the rollup rows it adds to
+once each, in one order (table, then key): replicas writing batches at once wait for each other
+at most, never in a cycle. A row-level trigger locked them in each batch's own order, once per
+row: several writers deadlocked (PostgreSQL aborted one batch; it went to the outbox) and
+inserts were half as fast. SQLite keeps a row-level trigger: one writer at a time, no deadlock.
+
+The rows already in the ledger are summed here (the backfill), after the trigger is made and in
+the same transaction: on PostgreSQL the trigger's lock holds back other writers until then.
+
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0014"
+down_revision = "0013"
+branch_labels = None
+depends_on = None
+# Additive: new tables kept by a trigger, which fires for any code's inserts, so code at 0013
+# (and back to 0010, see 0011) keeps writing rows, and they are in the sums.
+oldest_code = "0010"
+
+ROLLUP = "ledger_rollup_hourly"
+LATENCY = "ledger_latency_daily"
+TRIGGER = "ledger_rollup_insert"
+FUNCTION = "ledger_rollup_add"  # PostgreSQL's trigger function
+BIN_RATIO = 1.02
+ZERO_BIN = -1_000_000  # a latency of 0 ms (or less)
+
+# The grouping columns both tables share, as (column, expression over the request row ``r``).
+_SHARED = (
+    ("team", "coalesce({r}.team, '')"),
+    ("route", "{r}.route"),
+    ("tier", "{r}.tier"),
+    ("backend", "{r}.backend"),
+    ("model", "{r}.model"),
+    ("cost_source", "{r}.cost_source"),
+    ("capabilities", "coalesce({r}.capabilities, '')"),
+    ("canary_arm", "coalesce({r}.canary_arm, '')"),
+    ("api", "coalesce({r}.api, '')"),
+)
+
+
+def _hourly(sqlite: bool) -> tuple[tuple[str, str], ...]:
+    hour = (
+        "substr({r}.ts, 1, 13)"
+        if sqlite
+        else "to_char({r}.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')"
+    )
+    escalated = (
+        "({r}.cascade IS 'escalated')"
+        if sqlite
+        else "({r}.cascade IS NOT DISTINCT FROM 'escalated')"
+    )
+    return (
+        ("hour", hour),
+        *_SHARED,
+        ("status", "{r}.status"),
+        ("fallback_chain", "{r}.fallback_chain"),
+        ("escalated", escalated),
+        ("hit", "({r}.cache = 'hit')"),
+        ("cost_known", "({r}.cost_usd IS NOT NULL)"),
+        ("baseline_known", "({r}.baseline_cost_usd IS NOT NULL)"),
+        ("usage_estimated", "{r}.usage_estimated"),
+        ("baseline_model", "coalesce({r}.baseline_model, '')"),
+    )
+
+
+def _pico(column: str, sqlite: bool) -> str:
+    if sqlite:  # a float per row: rounded to the ledger's 12 decimals, as the report reads it
+        return f"coalesce(CAST(round({column} * 1e12) AS INTEGER), 0)"
+    return f"coalesce(round({column} * 1000000000000)::bigint, 0)"
+
+
+def _sums(sqlite: bool) -> tuple[tuple[str, str], ...]:
+    return (
+        ("requests", "1"),
+        ("prompt_tokens", "{r}.prompt_tokens"),
+        ("completion_tokens", "{r}.completion_tokens"),
+        ("cached_tokens", "{r}.cached_tokens"),
+        ("cost_pico", _pico("{r}.cost_usd", sqlite)),
+        ("baseline_pico", _pico("{r}.baseline_cost_usd", sqlite)),
+    )
+
+
+def _bin(value: str, sqlite: bool) -> str:
+    ratio = f"ln({BIN_RATIO})" if sqlite else f"ln({BIN_RATIO}::float8)"
+    floor = f"CAST(floor(ln({value}) / {ratio}) AS INTEGER)"
+    return f"CASE WHEN {value} > 0 THEN {floor} ELSE {ZERO_BIN} END"
+
+
+def _daily(sqlite: bool, metric: str, value: str) -> tuple[tuple[str, str], ...]:
+    """The latency histograms' keys: ``metric`` and ``value`` (the milliseconds binned), SQL."""
+    day = "substr({r}.ts, 1, 10)" if sqlite else "to_char({r}.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    return (("day", day), *_SHARED, ("metric", metric), ("bin", _bin(value, sqlite)))
+
+
+def _upsert(
+    table: str,
+    keys: tuple[tuple[str, str], ...],
+    sums: tuple[tuple[str, str], ...],
+    r: str,
+    where: str,
+) -> str:
+    """One row's (``r``: NEW) upsert into ``table``; ``where``: whether the row counts."""
+    columns = [c for c, _ in (*keys, *sums)]
+    values = [e.format(r=r) for _, e in (*keys, *sums)]
+    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c, _ in sums)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} WHERE {where} "
+        f"ON CONFLICT ({', '.join(c for c, _ in keys)}) DO UPDATE SET {adds};"
+    )
+
+
+def _backfill(
+    table: str, keys: tuple[tuple[str, str], ...], sums: tuple[tuple[str, str], ...], where: str
+) -> str:
+    columns = [c for c, _ in (*keys, *sums)]
+    values = [e.format(r="r") for _, e in keys]
+    totals = [("count(*)" if e == "1" else f"sum({e.format(r='r')})") for _, e in sums]
+    groups = ", ".join(str(i + 1) for i in range(len(keys)))
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values + totals)} "
+        f"FROM ledger_requests r WHERE {where} GROUP BY {groups}"
+    )
+
+
+def _statements(sqlite: bool) -> tuple[list[str], list[str]]:
+    """(the trigger body's upserts, the backfill's inserts)."""
+    one = (("requests", "1"),)
+    answered = "{r}.status = 200"
+    timed = answered + " AND {r}.ttft_ms IS NOT NULL"
+    latency = _daily(sqlite, "'latency'", "{r}.latency_ms")
+    parts = (
+        (ROLLUP, _hourly(sqlite), _sums(sqlite), "1 = 1"),
+        (LATENCY, latency, one, answered),
+        (LATENCY, _daily(sqlite, "'ttft'", "{r}.ttft_ms"), one, timed),
+    )
+    backfill = [_backfill(t, k, s, w.format(r="r")) for t, k, s, w in parts]
+    if sqlite:
+        return [_upsert(t, k, s, "NEW", w.format(r="NEW")) for t, k, s, w in parts], backfill
+    # One upsert per table, over the statement's rows: latency and time to first token from one
+    # pass (``m``: both metrics of each answered row; a row without a ttft has no ttft bin).
+    metrics = (
+        "new_rows r CROSS JOIN LATERAL (VALUES ('latency', r.latency_ms), ('ttft', r.ttft_ms)) "
+        "AS m (metric, ms)"
+    )
+    body = [
+        _grouped(ROLLUP, _hourly(False), _sums(False), "new_rows r", "true"),
+        _grouped(
+            LATENCY,
+            _daily(False, "m.metric", "m.ms"),
+            one,
+            metrics,
+            "r.status = 200 AND m.ms IS NOT NULL",
+        ),
+    ]
+    return body, backfill
+
+
+def _grouped(
+    table: str,
+    keys: tuple[tuple[str, str], ...],
+    sums: tuple[tuple[str, str], ...],
+    source: str,
+    where: str,
+) -> str:
+    """The upsert of ``source``'s rows (``r``) into ``table``, summed per key, in key order:
+    the order every transaction takes the rollup rows' locks in."""
+    columns = [c for c, _ in (*keys, *sums)]
+    values = [e.format(r="r") for _, e in keys]
+    totals = [("count(*)" if e == "1" else f"sum({e.format(r='r')})") for _, e in sums]
+    groups = ", ".join(str(i + 1) for i in range(len(keys)))
+    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c, _ in sums)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values + totals)} "
+        f"FROM {source} WHERE {where} GROUP BY {groups} ORDER BY {groups} "
+        f"ON CONFLICT ({', '.join(c for c, _ in keys)}) DO UPDATE SET {adds};"
+    )
+
+
+def _shared_columns() -> list[sa.Column[str]]:
+    return [
+        sa.Column("team", sa.String(length=64), nullable=False),
+        sa.Column("route", sa.String(length=128), nullable=False),
+        sa.Column("tier", sa.String(length=64), nullable=False),
+        sa.Column("backend", sa.String(length=128), nullable=False),
+        sa.Column("model", sa.String(length=256), nullable=False),
+        sa.Column("cost_source", sa.String(length=32), nullable=False),
+        sa.Column("capabilities", sa.String(length=256), nullable=False),
+        sa.Column("canary_arm", sa.String(length=64), nullable=False),
+        sa.Column("api", sa.String(length=16), nullable=False),
+    ]
+
+
+def upgrade() -> None:
+    shared = [c.name for c in _shared_columns()]
+    op.create_table(
+        ROLLUP,
+        sa.Column("hour", sa.String(length=13), nullable=False),
+        *_shared_columns(),
+        sa.Column("status", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("fallback_chain", sa.String(length=512), nullable=False),
+        sa.Column("escalated", sa.Boolean(), nullable=False),
+        sa.Column("hit", sa.Boolean(), nullable=False),
+        sa.Column("cost_known", sa.Boolean(), nullable=False),
+        sa.Column("baseline_known", sa.Boolean(), nullable=False),
+        sa.Column("usage_estimated", sa.Boolean(), nullable=False),
+        sa.Column("baseline_model", sa.String(length=256), nullable=False),
+        sa.Column("requests", sa.BigInteger(), nullable=False),
+        sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cached_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost_pico", sa.BigInteger(), nullable=False),
+        sa.Column("baseline_pico", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "hour",
+            *shared,
+            "status",
+            "fallback_chain",
+            "escalated",
+            "hit",
+            "cost_known",
+            "baseline_known",
+            "usage_estimated",
+            "baseline_model",
+        ),
+        sqlite_with_rowid=False,
+    )
+    op.create_table(
+        LATENCY,
+        sa.Column("day", sa.String(length=10), nullable=False),
+        *_shared_columns(),
+        sa.Column("metric", sa.String(length=8), nullable=False),
+        sa.Column("bin", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("requests", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("day", *shared, "metric", "bin"),
+        sqlite_with_rowid=False,
+    )
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        try:
+            op.get_bind().exec_driver_sql("SELECT ln(2.0)")
+        except sa.exc.OperationalError:
+            raise RuntimeError(
+                "this SQLite has no math functions (ln), which the ledger's latency histograms "
+                "need: use a Python whose sqlite3 is 3.35 or newer, built with them (the default)"
+            ) from None
+    body, backfill = _statements(sqlite)
+    if sqlite:
+        op.execute(
+            f"CREATE TRIGGER {TRIGGER} AFTER INSERT ON ledger_requests BEGIN "
+            + " ".join(body)
+            + " END"
+        )
+    else:
+        statements = " ".join(body)
+        op.execute(
+            f"CREATE FUNCTION {FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"{statements} RETURN NULL; END $$"
+        )
+        op.execute(
+            f"CREATE TRIGGER {TRIGGER} AFTER INSERT ON ledger_requests "
+            f"REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {FUNCTION}()"
+        )
+    for statement in backfill:
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    op.execute(f"DROP TRIGGER IF EXISTS {TRIGGER}" + ("" if _sqlite() else " ON ledger_requests"))
+    if not _sqlite():
+        op.execute(f"DROP FUNCTION IF EXISTS {FUNCTION}()")
+    op.drop_table(LATENCY)
+    op.drop_table(ROLLUP)
+
+
+def _sqlite() -> bool:
+    return bool(op.get_bind().dialect.name == "sqlite")

@@ -1,0 +1,293 @@
+"""The savings report reads whole hours from the hourly rollup and whole days' latencies from the
+daily histograms (migration 0014's trigger keeps both), and the window's partial edges from the
+rows: every figure is the one the rows give, to the last decimal, for every grouping, team and
+edge; past ``EXACT_LIMIT`` answered requests the percentiles are within 1% of the exact ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, text
+
+import gateway.ledger.report as report_module
+from gateway.ledger.db import make_engine, upgrade
+from gateway.ledger.entry import LedgerEntry
+from gateway.ledger.models import RequestRow
+from gateway.ledger.percentiles import MAX_RELATIVE_ERROR
+from gateway.ledger.report import (
+    GROUPINGS,
+    build_report,
+    build_reports,
+    known_teams,
+    ledger_teams,
+)
+from gateway.ledger.report_window import EXACT_LIMIT
+from gateway.ledger.store import insert_batch
+from tests.support import postgres
+from tests.support.ledger_rows import ledger_entry
+
+START = datetime(2026, 11, 20, tzinfo=UTC)
+# The columns code at 0010 writes (0013 added ``baseline_model``; the rest are not columns).
+OLD_COLUMNS = {c.name for c in RequestRow.__table__.columns} - {"baseline_model"}
+PERCENTILES = ("latency_ms_p50", "latency_ms_p95", "ttft_ms_p50")
+# Windows: whole days; partial edge hours; edges inside one day; inside one hour.
+WINDOWS = (
+    (START, START + timedelta(days=3)),
+    (START + timedelta(hours=5, minutes=17), START + timedelta(days=2, hours=20, minutes=41)),
+    (START + timedelta(hours=1, seconds=1), START + timedelta(hours=23, minutes=59)),
+    (START + timedelta(days=1, hours=3, minutes=5), START + timedelta(days=1, hours=3, minutes=55)),
+)
+
+
+def entries(n: int, offset: int = 0, seed: int = 3) -> list[LedgerEntry]:
+    """``n`` requests over three days, unlike in every fact a figure or grouping depends on."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(offset, offset + n):
+        cost = None if i % 23 == 0 else Decimal(rng.randint(0, 10**9)) / 10**12
+        out.append(
+            ledger_entry(
+                f"00000000-0000-7000-8000-{i:012d}",
+                ts=START + timedelta(seconds=rng.randrange(3 * 86400), microseconds=i % 997),
+                key_id=f"k{i % 5}",
+                team=rng.choice((None, "red", "blue")),
+                route=rng.choice(("auto", "code")),
+                tier=rng.choice(("cheap", "strong")),
+                backend=rng.choice(("small", "big")),
+                model=rng.choice(("m1", "m2")),
+                cost_source=rng.choice(("policy", "hardware", "cache")),
+                capabilities=rng.choice(("", "tools", "tools,json")),
+                canary_arm=rng.choice((None, None, None, "stable", "shadow", "label-judge")),
+                api=rng.choice((None, "chat", "messages")),
+                status=rng.choice((200, 200, 200, 200, 502, 499)),
+                fallback_chain=rng.choice(("small", "small>big", "small>small")),
+                cascade=rng.choice((None, "kept", "escalated")),
+                cache=rng.choice(("miss", "miss", "hit")),
+                prompt_tokens=rng.randint(0, 3000),
+                completion_tokens=rng.randint(0, 900),
+                cached_tokens=rng.randint(0, 50),
+                usage_estimated=i % 11 == 0,
+                latency_ms=0.0 if i % 41 == 0 else rng.uniform(0.5, 9000),
+                ttft_ms=None if i % 3 == 0 else rng.uniform(0.2, 400),
+                cost_usd=cost,
+                baseline_cost_usd=None if i % 7 == 0 else Decimal(rng.randint(0, 10**10)) / 10**12,
+                baseline_model=rng.choice((None, "gpt-4o")),
+            )
+        )
+    return out
+
+
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[tuple[str, Engine]]:
+    upgrade(ledger_url)
+    engine = make_engine(ledger_url)
+    try:
+        yield ledger_url, engine
+    finally:
+        engine.dispose()
+
+
+def reports(engine: Engine, shapes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [build_report(engine, **shape) for shape in shapes]
+
+
+def drop_trigger(engine: Engine) -> None:
+    """The ledger as if it had no rollups: every report reads the rows."""
+    on = "" if engine.dialect.name == "sqlite" else " ON ledger_requests"
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP TRIGGER ledger_rollup_insert{on}"))
+
+
+def shapes() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for since, until in WINDOWS:
+        for by in (None, *GROUPINGS):
+            out.append({"since": since, "until": until, "by": by})
+        out.append({"since": since, "until": until, "team": "red", "by": "tier"})
+        out.append({"since": since, "until": until, "team": "blue", "by": "day"})
+    return out
+
+
+def test_rollup_figures_equal_the_rows(ledger: tuple[str, Engine]) -> None:
+    """Every grouping, both teams, whole days, partial edge hours, a window inside one hour:
+    the report from the rollups is the report from the rows, every figure equal; so are the
+    teams the dashboard's selector and ``/admin/report?team=`` know."""
+    _url, engine = ledger
+    insert_batch(engine, entries(1500))
+    insert_batch(engine, entries(300, offset=0))  # a replay: skipped rows add nothing
+    asked = shapes()
+    rolled = reports(engine, asked)
+    # The last minutes hold a row or two: a team or none, from the rows before the last hour.
+    last = [START + timedelta(days=2, hours=23, minutes=m, seconds=30) for m in (0, 57, 59)]
+    moments = [since for since, _until in WINDOWS] + last
+    rolled_teams = [ledger_teams(engine, m) for m in moments] + [known_teams(engine)]
+    drop_trigger(engine)
+    rows = reports(engine, asked)
+    assert rolled_teams == [ledger_teams(engine, m) for m in moments] + [known_teams(engine)]
+    for shape, a, b in zip(asked, rolled, rows, strict=True):
+        assert a["totals"]["requests"] > 0, shape
+        assert a["percentiles"] == {"method": "nearest-rank", "max_relative_error": 0.0}
+        assert a == b, shape
+
+
+def test_rows_before_the_migration_are_summed(ledger_url: str) -> None:
+    """A ledger written before 0014 is backfilled by the migration; rows written after it (by
+    this or an older image: the trigger) join them, and the report is the rows' report."""
+    upgrade(ledger_url, "0013")
+    engine = make_engine(ledger_url)
+    try:
+        insert_batch(engine, entries(400))
+        upgrade(ledger_url)
+        insert_batch(engine, entries(400, offset=400, seed=5))
+        asked = shapes()[: len(GROUPINGS) + 3]
+        rolled = reports(engine, asked)
+        drop_trigger(engine)
+        assert rolled == reports(engine, asked)
+    finally:
+        engine.dispose()
+
+
+def test_many_answered_requests_give_percentiles_within_the_bound(
+    ledger: tuple[str, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``EXACT_LIMIT`` answered requests, the percentiles come from the histograms: each
+    within 1% of the exact nearest-rank value, the report says so, and every other figure is
+    still exact (a report by key reads the rows: exact)."""
+    _url, engine = ledger
+    insert_batch(engine, entries(1500))
+    asked = shapes()
+    monkeypatch.setattr(report_module, "EXACT_LIMIT", 0)
+    rolled = reports(engine, asked)
+    drop_trigger(engine)
+    rows = reports(engine, asked)
+    checked = 0
+    for shape, a, b in zip(asked, rolled, rows, strict=True):
+        bound = 0.0 if shape["by"] == "key" else 0.01  # by key: from the rows, exact
+        assert a["percentiles"] == {"method": "nearest-rank", "max_relative_error": bound}
+        assert b["percentiles"]["max_relative_error"] == 0.0
+        for approx, exact in zip(
+            [a["totals"], *a["groups"]], [b["totals"], *b["groups"]], strict=True
+        ):
+            for name in PERCENTILES:
+                if exact[name] is None:
+                    assert approx[name] is None, shape
+                    continue
+                assert abs(approx[name] - exact[name]) <= MAX_RELATIVE_ERROR * exact[name] + 1e-3
+                checked += 1
+            other = {k: v for k, v in approx.items() if k not in PERCENTILES}
+            assert other == {k: v for k, v in exact.items() if k not in PERCENTILES}, shape
+    assert checked > 500
+
+
+def test_an_older_images_rows_count(ledger: tuple[str, Engine]) -> None:
+    """Rows an older image inserts (code at 0010: no ``baseline_model`` column in its INSERT)
+    fire the trigger as well: a report of a ledger it shares is still the rows' report."""
+    _url, engine = ledger
+    old = [
+        {k: v for k, v in dataclasses.asdict(e).items() if k in OLD_COLUMNS}
+        for e in entries(300, seed=11)
+    ]
+    with engine.begin() as connection:
+        connection.execute(insert(RequestRow), old)
+    insert_batch(engine, entries(300, offset=300, seed=12))
+    asked = shapes()[: len(GROUPINGS) + 3]
+    rolled = reports(engine, asked)
+    drop_trigger(engine)
+    assert rolled == reports(engine, asked)
+
+
+@pytest.mark.parametrize("limit", [EXACT_LIMIT, 0])
+def test_several_groupings_in_one_read_equal_one_at_a_time(
+    ledger: tuple[str, Engine], monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """``build_reports`` (the dashboard's three groupings from one read of the ledger) gives
+    each grouping's report as ``build_report`` alone does, from the rollups and from the
+    rows, with exact and with histogram percentiles (``limit``)."""
+    _url, engine = ledger
+    insert_batch(engine, entries(1200))
+    monkeypatch.setattr(report_module, "EXACT_LIMIT", limit)
+    bys: tuple[str | None, ...] = ("day", "tier", None, "backend", "capability")
+    if limit:
+        bys = (*bys, "key")  # read from the rows, with the others: exact percentiles alike
+    for since, until in WINDOWS[:2]:
+        for team in (None, "red"):
+            together = build_reports(engine, since=since, until=until, bys=bys, team=team)
+            alone = [build_report(engine, since=since, until=until, by=by, team=team) for by in bys]
+            assert together == alone
+    drop_trigger(engine)
+    since, until = WINDOWS[1]
+    together = build_reports(engine, since=since, until=until, bys=bys)
+    assert together == [build_report(engine, since=since, until=until, by=by) for by in bys]
+
+
+WRITERS = 4
+
+
+def busy_hour(writer: int, batch: int, size: int) -> list[LedgerEntry]:
+    """One batch of the current hour, as replicas write it: a dozen rollup rows (team, tier,
+    backend) and a few latency bins, every batch adding to all of them, in its own order."""
+    rng = random.Random(writer * 1000 + batch)
+    rows = [
+        ledger_entry(
+            f"00000000-0000-7000-{writer:04d}-{batch * size + i:012d}",
+            ts=START + timedelta(seconds=rng.randrange(3600)),
+            team=("red", "blue", None)[i % 3],
+            tier=("cheap", "strong")[i // 3 % 2],
+            backend=("small", "big")[i // 6 % 2],
+            status=200 if i % 13 else 502,
+            latency_ms=(40.0, 90.0, 250.0)[i % 3],
+            ttft_ms=(5.0, 12.0)[i % 2],
+            prompt_tokens=rng.randint(0, 3000),
+            cost_usd=Decimal(rng.randint(0, 10**9)) / 10**12,
+        )
+        for i in range(size)
+    ]
+    rng.shuffle(rows)
+    return rows
+
+
+def test_concurrent_writers_never_deadlock(pg_cluster: postgres.Cluster) -> None:
+    """Several replicas insert batches at once into one PostgreSQL ledger, each batch adding to
+    the same rollup rows in a different order: no batch fails (a row-level trigger deadlocked
+    here: each batch locked the rollup rows in its own order), and the rollups are the rows'."""
+    with postgres.database(pg_cluster) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        replicas = [make_engine(url) for _ in range(WRITERS)]  # a pool each, as replicas have
+        start = threading.Barrier(WRITERS)
+        failures: list[str] = []
+
+        def write(writer: int) -> None:
+            start.wait()
+            for batch in range(25):
+                try:
+                    insert_batch(replicas[writer], busy_hour(writer, batch, 120))
+                except Exception as exc:  # every failure is reported, not the first alone
+                    failures.append(f"writer {writer} batch {batch}: {exc}")
+
+        try:
+            threads = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert failures == []
+            with engine.connect() as connection:
+                counted = connection.execute(
+                    text("SELECT sum(requests) FROM ledger_rollup_hourly")
+                ).scalar_one()
+            assert counted == WRITERS * 25 * 120
+            asked = shapes()[: len(GROUPINGS) + 3]
+            rolled = reports(engine, asked)
+            drop_trigger(engine)
+            assert rolled == reports(engine, asked)
+        finally:
+            for each in (engine, *replicas):
+                each.dispose()
