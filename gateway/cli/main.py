@@ -13,6 +13,7 @@ from gateway.cli.bench import bench
 from gateway.cli.calibrate import calibrate, replay_cmd
 from gateway.cli.canary import canary_app
 from gateway.cli.cascade import cascade_calibrate
+from gateway.cli.help_text import TidyGroup
 from gateway.cli.keys import keys_app
 from gateway.cli.labels import export_labels
 from gateway.cli.ledger import db_app, report
@@ -24,6 +25,7 @@ from gateway.tools.demo import demo_command
 
 app = typer.Typer(
     name="tiergate",
+    cls=TidyGroup,  # one-line command rows, no "<bool>" beside flags
     help="A cost-and-quality routing gateway for LLM traffic.",
     no_args_is_help=True,
     add_completion=False,

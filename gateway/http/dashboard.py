@@ -43,11 +43,14 @@ from gateway.http.dashboard_charts import (
 from gateway.http.dashboard_form import Form, period_form, team_note
 from gateway.http.ledger_calls import ledger_call, ledger_deadline
 from gateway.ledger.report import baselines_line, build_reports, ledger_teams, parse_since
+from gateway.ledger.report_window import EXACT_LIMIT
 from gateway.ledger.writer import LedgerWriter
 
 router = APIRouter()
 
 Card = tuple[str, str, Format, str]  # report field, label, format, note under the figure
+# The figures the report may take from latency histograms (``percentiles.max_relative_error``).
+PERCENTILE_FIELDS = frozenset({"latency_ms_p50", "latency_ms_p95", "ttft_ms_p50"})
 
 CARD_GROUPS: tuple[tuple[str, tuple[Card, ...]], ...] = (
     (
@@ -173,7 +176,7 @@ def render(reports: Reports, *, tier_order: Sequence[str], policy_hash: str) -> 
             f"{_plural(totals['estimated_usage_requests'], 'request')} (a stream cut short, or "
             "no usage reported).</p>"
         )
-    out.append(_cards(totals))
+    out.append(_cards(totals, approximate(reports.by_day)))
     if not totals["requests"]:
         out.append(
             '<section class="empty" data-testid="empty-state">'
@@ -199,17 +202,29 @@ def _figure(
     )
 
 
-def _cards(totals: dict[str, Any]) -> str:
+def approximate(report: dict[str, Any]) -> str:
+    """How far the report's latency percentiles may be from the exact ones, in words ("" when
+    exact): past 20,000 answered requests they come from hourly histograms."""
+    error = float(report.get("percentiles", {}).get("max_relative_error") or 0.0)
+    return f"≈ within {error * 100:g}%" if error > 0 else ""
+
+
+def _cards(totals: dict[str, Any], approx: str) -> str:
     out = []
     for heading, cards in CARD_GROUPS:
         out.append(f'<h2 class="group">{esc(heading)}</h2>')
         out.append(f'<section class="cards" aria-label="{esc(heading)}">')
-        out.extend(_card(totals, *card) for card in cards)
+        out.extend(
+            _card(totals, *card, approx=approx if card[0] in PERCENTILE_FIELDS else "")
+            for card in cards
+        )
         out.append("</section>")
     return "\n".join(out)
 
 
-def _card(totals: dict[str, Any], field: str, label: str, fmt: Format, note: str) -> str:
+def _card(
+    totals: dict[str, Any], field: str, label: str, fmt: Format, note: str, *, approx: str = ""
+) -> str:
     tone = ""
     if field == "savings_usd":
         value = totals[field]
@@ -221,6 +236,8 @@ def _card(totals: dict[str, Any], field: str, label: str, fmt: Format, note: str
         )
     else:
         shown = esc(note)
+    if approx and totals[field] is not None:
+        shown += f' · <span class="approx" title="{esc(APPROX_WHY)}">{esc(approx)}</span>'
     return (
         f'<div class="card{tone}"><div class="label">{esc(label)}</div>'
         f'{_figure(field, totals, fmt)}<div class="note">{shown}</div></div>'
@@ -289,11 +306,13 @@ def _charts(reports: Reports, tier_order: Sequence[str]) -> str:
         (("cost_per_1m_tokens_usd", "Cost per 1M tokens"),),
         usd,
     )
+    approx = approximate(reports.by_backend)
     latency = _chart(
         "backend",
         "chart-latency",
         "Latency by backend",
-        "Wall latency of answered requests, nearest-rank p50 and p95.",
+        "Wall latency of answered requests, nearest-rank p50 and p95"
+        + (f" ({approx} of the exact values: {APPROX_WHY})." if approx else "."),
         backends,
         (("latency_ms_p50", "p50"), ("latency_ms_p95", "p95")),
         ms,
@@ -330,10 +349,17 @@ def _definitions() -> str:
         "the adaptive scorer's judged samples), which count in no request figure; the cost card "
         "includes it.</li>"
         "<li><b>Unpriced</b> requests (a backend with no price) are counted apart, never as $0."
-        "</li><li><b>Latency</b> percentiles use the nearest-rank method over answered requests."
+        "</li><li><b>Latency</b> percentiles use the nearest-rank method over answered requests;"
+        f" {esc(APPROX_WHY)}, and the page marks them ≈ with how far from the exact value they"
+        " may be."
         "</li><li>The same figures: <code>GET /admin/report?since=…&amp;by=day|tier|backend</code>"
         " and <code>tiergate report</code>.</li></ul></footer>"
     )
+
+
+APPROX_WHY = (
+    f"past {EXACT_LIMIT:,} answered requests in the period they come from hourly histograms"
+)
 
 
 def _plural(n: int, word: str) -> str:

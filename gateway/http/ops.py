@@ -144,6 +144,14 @@ def _reload(reload: LastReload | None, operator: bool) -> dict[str, Any] | None:
     }
 
 
+UNCHECKED = (
+    "the ledger database did not answer when this gateway started (log line "
+    "`ledger_db_unreachable` has the error), so its schema was not checked; rows wait in the "
+    "local outbox and are written once it answers: make TIERGATE_DATABASE_URL reachable, run "
+    "`tiergate db upgrade` if the schema is behind, then restart the gateway to check it"
+)
+
+
 def _ledger(request: Request, operator: bool) -> dict[str, str | None]:
     """The ledger schema as checked at start: ``at_head``, ``ahead_compatible`` (a newer
     tiergate migrated it and records this one as compatible: a rolling update), ``unchecked``
@@ -152,7 +160,7 @@ def _ledger(request: Request, operator: bool) -> dict[str, str | None]:
         return {"schema": "off", "detail": None}
     schema: SchemaState | None = request.app.state.ledger_schema
     if schema is None:
-        return {"schema": "unchecked", "detail": None}
+        return {"schema": "unchecked", "detail": UNCHECKED if operator else None}
     return {"schema": str(schema.verdict), "detail": schema.describe() if operator else None}
 
 

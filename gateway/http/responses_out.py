@@ -81,11 +81,14 @@ class Envelope:
         finish: FinishReason | None = None,
     ) -> dict[str, Any]:
         reason = INCOMPLETE.get(finish) if finish is not None else None
+        status = "incomplete" if reason else status
         return {
             "id": self.resp_id,
             "object": "response",
             "created_at": self.created_at,
-            "status": "incomplete" if reason else status,
+            # OpenAI's: when the response completed, only on a ``completed`` one.
+            "completed_at": int(time.time()) if status == "completed" else None,
+            "status": status,
             "model": self.model,
             "output": output,
             "error": None,

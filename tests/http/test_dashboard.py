@@ -21,6 +21,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from gateway.ledger import report as report_module
 from gateway.ledger.db import make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.store import insert_batch
@@ -374,6 +375,41 @@ async def test_tiers_are_drawn_in_policy_order(
     assert order[:2] == ["cheap", "strong"]
     assert sorted(order[2:]) == order[2:]
     assert set(order[2:]) == {row.tier for row in filled} - {"cheap", "strong"}
+
+
+LATENCY_NOTE = re.compile(
+    r'data-field="(latency_ms_p50|latency_ms_p95|ttft_ms_p50)"[^>]*>[^<]*</div>'
+    r'<div class="note">(.*?)</div></div>'
+)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+async def test_approximate_latency_percentiles_are_marked(
+    policy_file: Path,
+    filled: list[LedgerEntry],
+    monkeypatch: pytest.MonkeyPatch,
+    exact: bool,
+) -> None:
+    """Past ``EXACT_LIMIT`` answered requests (here: the limit set to 0) the report's latency
+    percentiles come from histograms (``percentiles.max_relative_error`` 0.01): the page marks
+    the three latency cards and the latency chart "≈ within 1%"; exact ones are not marked
+    (before: nothing on the page told them apart)."""
+    if not exact:
+        monkeypatch.setattr(report_module, "EXACT_LIMIT", 0)
+    async with gateway(policy_file, backends=fakes("small", "big"), **KEYS) as (client, _):
+        response = await client.get("/dashboard?since=7d", headers=bearer(ADMIN_KEY))
+        api = await reports(client)
+    assert response.status_code == 200, response.text
+    error = 0.0 if exact else 0.01
+    assert {api[by]["percentiles"]["max_relative_error"] for by in api} == {error}
+    notes = dict(LATENCY_NOTE.findall(response.text))
+    assert set(notes) == {"latency_ms_p50", "latency_ms_p95", "ttft_ms_p50"}
+    caption = re.search(r"<h2>Latency by backend</h2><p>(.*?)</p>", response.text)
+    assert caption is not None
+    for text in [*notes.values(), caption[1]]:
+        assert ("≈ within 1%" in text) is not exact, text
+    if exact:
+        assert "≈ within" not in response.text
 
 
 async def test_names_from_the_ledger_are_escaped(

@@ -888,3 +888,31 @@ async def test_readyz_reports_the_ledger_schema(
     assert body["ledger"]["schema"] == schema
     if oldest is not None:
         assert "at 9999, newer than this gateway" in body["ledger"]["detail"]
+
+
+async def test_readyz_tells_operators_why_the_ledger_schema_is_unchecked(tmp_path: Path) -> None:
+    """The ledger database does not answer at start (nothing listens at its port): the gateway
+    serves, ``ledger.schema`` is ``unchecked``, and the admin key is told what happened and
+    what to do (before: ``detail: null`` even to operators); a client key sees the state
+    only."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    policy = write_policy(tmp_path / "policy.yaml", TWO_TIERS)
+    async with gateway(
+        policy,
+        backends=fakes("small", "big"),
+        database_url=f"postgresql+psycopg://tiergate:secret@127.0.0.1:{port}/test",
+        api_keys="app:k-app-1111",
+        admin_key="k-admin-3333",
+    ) as (client, _app):
+        admin = await client.get("/readyz", headers={"authorization": "Bearer k-admin-3333"})
+        seen = await client.get("/readyz", headers={"authorization": "Bearer k-app-1111"})
+    ledger = admin.json()["ledger"]
+    assert ledger["schema"] == "unchecked"
+    detail = ledger["detail"]
+    assert "did not answer when this gateway started" in detail
+    assert "ledger_db_unreachable" in detail
+    assert "restart the gateway" in detail
+    assert "secret" not in admin.text
+    assert seen.json()["ledger"] == {**ledger, "detail": None}

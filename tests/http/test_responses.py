@@ -194,7 +194,8 @@ async def test_an_answer_cut_by_max_output_tokens_is_incomplete_item_and_all(
 ) -> None:
     """Cut by ``max_output_tokens``, the response is ``incomplete`` and so is its message
     item, whole and in ``response.output_item.done``; an answer that ended on its own is
-    ``completed`` throughout."""
+    ``completed`` throughout, with its ``completed_at`` (Unix seconds, OpenAI's: only on a
+    completed response; ``null`` while in progress and when cut short)."""
     small = FakeBackend.scripted("small", "one two three four five six")
     cut = {"model": "auto", "input": "Count.", "max_output_tokens": 3, "stream": stream}
     whole = {**cut, "max_output_tokens": 30}
@@ -208,10 +209,17 @@ async def test_an_answer_cut_by_max_output_tokens_is_incomplete_item_and_all(
             done = [data["item"] for name, data in seen if name == "response.output_item.done"]
             assert [item["status"] for item in done] == [status]
             final = seen[-1][1]["response"]
+            shells = [data["response"] for _name, data in seen[:2]]
+            assert [shell["completed_at"] for shell in shells] == [None, None]
         else:
             final = response.json()
         assert final["status"] == status
         assert [item["status"] for item in final["output"]] == [status]
+        if status == "completed":
+            assert isinstance(final["completed_at"], int)
+            assert final["completed_at"] >= final["created_at"]
+        else:
+            assert final["completed_at"] is None
     assert final["incomplete_details"] is None
 
 
