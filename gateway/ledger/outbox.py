@@ -9,7 +9,9 @@ Its methods run on one thread at a time (the writer's), never on the event loop;
 
 Rows the database refused for their content (a value it cannot store, a constraint) go to the
 ``rejected`` table, kept for a person: ``tiergate outbox`` lists, exports, retries and drops
-them (``gateway.ledger.rejected``).
+them (``gateway.ledger.rejected``), reading them a page at a time (``iter_rejected``, along an
+index on ``(rejected_at, id)``): a full outbox is hundreds of MiB of rows, and the command runs
+in the gateway's container, under its memory limit.
 
 The row counts are kept in the file (the ``tally`` table, moved by triggers on every insert and
 delete, whoever makes it: another worker of ``serve --workers``, the ``tiergate outbox``
@@ -24,10 +26,11 @@ the largest ``used_bytes`` it had (``gateway.ledger.capacity`` bounds it).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +41,13 @@ from gateway.ledger.entry import LedgerEntry
 WAL_LIMIT_BYTES = 16 * 1024 * 1024
 BUSY_TIMEOUT_S = 5.0  # another process (a worker, the CLI) holding the write lock: wait
 OPERATOR_BUSY_TIMEOUT_S = 30.0  # a person's command waits longer than the writer's thread
+PAGE = 500  # rejected rows read at once (about 0.5 MiB)
+DROP_BATCH = 2_000  # rejected rows deleted per transaction: the write lock is held briefly
+
+_COLUMNS = "SELECT id, rejected_at, error, payload FROM rejected"
+# Oldest first: rows from a tiergate that did not record the time (NULL), by id, then the others.
+_UNTIMED_PAGE = f"{_COLUMNS} WHERE rejected_at IS NULL AND id > ? ORDER BY id LIMIT ?"
+_TIMED_PAGE = f"{_COLUMNS} WHERE (rejected_at, id) > (?, ?) ORDER BY rejected_at, id LIMIT ?"
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, payload TEXT NOT NULL)",
@@ -126,6 +136,10 @@ class Outbox:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(rejected)")}
             if "rejected_at" not in columns:  # a file from before it was recorded
                 self._db.execute("ALTER TABLE rejected ADD COLUMN rejected_at REAL")
+            # Pages of rejected rows in order without sorting the table (``iter_rejected``).
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS rejected_order ON rejected (rejected_at, id)"
+            )
             self._db.execute(
                 "INSERT OR REPLACE INTO tally (name, n) VALUES "
                 "('outbox', (SELECT count(*) FROM outbox)), "
@@ -216,24 +230,41 @@ class Outbox:
         self.refresh()
         return self._rejected
 
-    def rejected_rows(self, ids: Sequence[str] | None = None) -> list[RejectedRow]:
-        """The rejected rows (those of ``ids`` only, if given), oldest first."""
-        query = "SELECT id, rejected_at, error, payload FROM rejected"
-        params: tuple[str, ...] = ()
-        if ids is not None:
-            query += f" WHERE id IN ({', '.join('?' * len(ids))})"
-            params = tuple(ids)
+    def rejected_rows(self, ids: Sequence[str]) -> list[RejectedRow]:
+        """The rejected rows of ``ids`` (those there), oldest first."""
+        query = f"{_COLUMNS} WHERE id IN ({', '.join('?' * len(ids))}) ORDER BY rejected_at, id"
         with self._lock:
-            found = self._db.execute(query + " ORDER BY rejected_at, id", params).fetchall()
-        return [
-            RejectedRow(
-                id=row_id,
-                rejected_at=datetime.fromtimestamp(at, UTC) if at is not None else None,
-                error=error,
-                payload=payload,
-            )
-            for row_id, at, error, payload in found
-        ]
+            found = self._db.execute(query, tuple(ids)).fetchall()
+        return [_rejected_row(*row) for row in found]
+
+    def iter_rejected(self, page: int = PAGE) -> Iterator[RejectedRow]:
+        """Every rejected row, oldest first, read ``page`` rows at a time: each page is its own
+        short read, so a gateway writing the file goes on between them, and rows removed or
+        re-rejected behind the last page read do not shift the next."""
+        after_id = ""
+        while True:
+            with self._lock:
+                found = self._db.execute(_UNTIMED_PAGE, (after_id, page)).fetchall()
+            yield from (_rejected_row(*row) for row in found)
+            if len(found) < page:
+                break
+            after_id = found[-1][0]
+        after: tuple[float, str] = (-math.inf, "")
+        while True:
+            with self._lock:
+                found = self._db.execute(_TIMED_PAGE, (*after, page)).fetchall()
+            yield from (_rejected_row(*row) for row in found)
+            if len(found) < page:
+                return
+            after = (found[-1][1], found[-1][0])
+
+    def rejected_bytes(self) -> int:
+        """The rejected rows' size (their JSON, in bytes), counted by SQLite."""
+        with self._lock:
+            (total,) = self._db.execute(
+                "SELECT ifnull(sum(length(CAST(payload AS BLOB))), 0) FROM rejected"
+            ).fetchone()
+        return int(total)
 
     def settle_rejected(self, rows: Iterable[RejectedRow]) -> int:
         """These rejected rows are in the ledger now: out of the table (each only as it was
@@ -247,10 +278,16 @@ class Outbox:
         self._write(statement, [(error, row.id, row.payload)])
 
     def drop_rejected(self, ids: Sequence[str] | None) -> int:
-        """Delete the rejected rows ``ids`` (None: all of them) for good; how many went."""
-        if ids is None:
-            return self._write("DELETE FROM rejected", [()])
-        return self._write("DELETE FROM rejected WHERE id = ?", [(i,) for i in ids])
+        """Delete the rejected rows ``ids`` (None: all of them) for good; how many went. All
+        of them go ``DROP_BATCH`` rows a transaction, so a gateway writing the same file waits
+        for the lock a moment at a time, never for the whole table."""
+        if ids is not None:
+            return self._write("DELETE FROM rejected WHERE id = ?", [(i,) for i in ids])
+        statement = "DELETE FROM rejected WHERE id IN (SELECT id FROM rejected LIMIT ?)"
+        dropped = 0
+        while (batch := self._write(statement, [(DROP_BATCH,)])) > 0:
+            dropped += batch
+        return dropped
 
     def peek(self, limit: int) -> list[LedgerEntry]:
         with self._lock:
@@ -269,3 +306,8 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _rejected_row(row_id: str, at: float | None, error: str, payload: str) -> RejectedRow:
+    when = datetime.fromtimestamp(at, UTC) if at is not None else None
+    return RejectedRow(id=row_id, rejected_at=when, error=error, payload=payload)

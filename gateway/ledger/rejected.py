@@ -8,13 +8,16 @@ same row would be refused the same way; it waits, counting toward the outbox's b
 ``retry`` inserts them the way the writer does (idempotently: an id already in the ledger is
 skipped), a batch at a time, and a batch refused for its data one row at a time: the rows the
 database takes leave the table, the others stay with its new answer. A database that does not
-answer stops the retry (``RetryInterrupted``) with what was done so far kept.
+answer stops the retry (``RetryInterrupted``) with what was done so far kept. The rows come as
+an iterable (``Outbox.iter_rejected``: a page at a time) and the refused ones are reported as
+they are found, never all held at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import islice
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError
@@ -38,7 +41,10 @@ class RetryOutcome:
     """Rows stored in the ledger (and gone from the table), and those refused again."""
 
     stored: int = 0
-    refused: list[tuple[str, str]] = field(default_factory=list)  # (id, the new error)
+    refused: int = 0
+
+
+Refused = Callable[[str, str], None]  # a row refused again: its id, the database's new error
 
 
 class RetryInterrupted(Exception):
@@ -49,16 +55,19 @@ class RetryInterrupted(Exception):
         self.outcome = outcome
 
 
-def retry(outbox: Outbox, engine: Engine, rows: Sequence[RejectedRow]) -> RetryOutcome:
-    """Insert ``rows`` into the ledger; those it takes leave the rejected table."""
+def retry(
+    outbox: Outbox, engine: Engine, rows: Iterable[RejectedRow], on_refused: Refused
+) -> RetryOutcome:
+    """Insert ``rows`` into the ledger; those it takes leave the rejected table, those it
+    refuses again stay (with the new error) and go to ``on_refused``."""
     outcome = RetryOutcome()
-    for start in range(0, len(rows), BATCH):
-        chunk = rows[start : start + BATCH]
+    remaining = iter(rows)
+    while chunk := list(islice(remaining, BATCH)):
         try:
             insert_batch(engine, [row.entry() for row in chunk])
         except (*ROW_ERRORS, ValueError, TypeError, KeyError):
             # Refused for its data, or a row that cannot be read back: find which, row by row.
-            _one_by_one(outbox, engine, chunk, outcome)
+            _one_by_one(outbox, engine, chunk, outcome, on_refused)
         except Exception as exc:  # unreachable, or not the schema this tiergate writes
             raise RetryInterrupted(outcome, exc) from exc
         else:
@@ -68,7 +77,11 @@ def retry(outbox: Outbox, engine: Engine, rows: Sequence[RejectedRow]) -> RetryO
 
 
 def _one_by_one(
-    outbox: Outbox, engine: Engine, rows: Sequence[RejectedRow], outcome: RetryOutcome
+    outbox: Outbox,
+    engine: Engine,
+    rows: Sequence[RejectedRow],
+    outcome: RetryOutcome,
+    on_refused: Refused,
 ) -> None:
     for row in rows:
         try:
@@ -84,4 +97,5 @@ def _one_by_one(
             outcome.stored += 1
             continue
         outbox.rerejected(row, error)
-        outcome.refused.append((row.id, error))
+        outcome.refused += 1
+        on_refused(row.id, error)

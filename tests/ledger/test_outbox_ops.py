@@ -66,16 +66,26 @@ def constrain(url: str, *, drop: str | None = None, add: tuple[str, str] | None 
         engine.dispose()
 
 
-def tiergate(*args: str, env: dict[str, str], code: int = 0) -> subprocess.CompletedProcess[str]:
-    """The installed ``tiergate`` with only the given TIERGATE_* settings; exits with ``code``."""
+def tiergate_command(*args: str) -> list[str]:
+    """The installed ``tiergate`` (or the module, without it) with ``args``."""
     script = shutil.which("tiergate", path=str(Path(sys.executable).parent))
     command = (
         [script] if script else [sys.executable, "-c", "from gateway.cli.main import main; main()"]
     )
+    return [*command, *args]
+
+
+def tiergate_env(env: dict[str, str]) -> dict[str, str]:
+    """This environment with only the given TIERGATE_* settings."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
+    return {**clean, **env}
+
+
+def tiergate(*args: str, env: dict[str, str], code: int = 0) -> subprocess.CompletedProcess[str]:
+    """The installed ``tiergate`` with only the given TIERGATE_* settings; exits with ``code``."""
     done = subprocess.run(
-        [*command, *args],
-        env={**clean, **env},
+        tiergate_command(*args),
+        env=tiergate_env(env),
         capture_output=True,
         text=True,
         timeout=120,
