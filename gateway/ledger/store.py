@@ -16,7 +16,7 @@ from dataclasses import fields
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, String
+from sqlalchemy import Engine, Float, String
 from sqlalchemy.exc import DBAPIError
 
 from gateway.ledger.adaptive import insert_samples
@@ -61,7 +61,7 @@ def insert_batch(engine: Engine, entries: Sequence[LedgerEntry]) -> None:
     rows = [_row(e) for e in entries]
     sql = _postgresql_sql(id(engine.dialect), engine.dialect)
     with engine.begin() as connection:
-        connection.exec_driver_sql(sql, tuple([r[n] for r in rows] for n in _FIELDS))
+        connection.exec_driver_sql(sql, _arrays(rows))
         insert_samples(connection, entries)
 
 
@@ -72,6 +72,25 @@ def insert_batch(engine: Engine, entries: Sequence[LedgerEntry]) -> None:
 # ``executemany`` is a statement per row, which would lock them in the batch's order, row by row:
 # several writers deadlocked). ``unnest`` of one array per column takes any number of rows with
 # one parameter per column; the SQL text never changes (psycopg prepares it after a few uses).
+
+
+# psycopg dumps a list as an array of one type, and refuses one that mixes ``int`` and ``float``
+# ("cannot dump lists of mixed types"): a ``float`` field holds an ``int`` as type hints allow
+# (``latency_ms=5``), so those columns' ints go as floats, as SQLAlchemy's insert sent them.
+_FLOATS: frozenset[str] = frozenset(
+    column.name for column in RequestRow.__table__.columns if isinstance(column.type, Float)
+)
+
+
+def _arrays(rows: list[dict[str, Any]]) -> tuple[list[Any], ...]:
+    """One array per column of ``rows``, each of one Python type (None aside)."""
+    arrays = []
+    for name in _FIELDS:
+        values = [r[name] for r in rows]
+        if name in _FLOATS:
+            values = [v if v is None or type(v) is float else float(v) for v in values]
+        arrays.append(values)
+    return tuple(arrays)
 
 
 @cache
