@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import signal
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from gateway.governance.remote import RemoteGate
 from gateway.http.admin import Peers
 from gateway.http.asgi import asgi_app
 from gateway.ledger.capacity import OutboxBound
-from gateway.ledger.db import display_url, ensure_schema, make_engine
+from gateway.ledger.db import display_url, ensure_schema, make_engine, recheck_schema
 from gateway.ledger.journal import Journal
 from gateway.ledger.journal_recovery import Recovered, recover_rows
 from gateway.ledger.outbox import Outbox
@@ -248,6 +249,9 @@ async def open_ledger(
         journal=journal,
         insert_timeout_s=settings.ledger_insert_timeout_s,
         outbox_bound=OutboxBound(settings.outbox_max_bytes),
+        schema=schema,
+        # unchecked at start: checked (the same way) once the database answers, before any row
+        schema_check=functools.partial(recheck_schema, url, engine),
     )
     writer.start()
     if outbox.size:

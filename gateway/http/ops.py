@@ -145,20 +145,23 @@ def _reload(reload: LastReload | None, operator: bool) -> dict[str, Any] | None:
 
 
 UNCHECKED = (
-    "the ledger database did not answer when this gateway started (log line "
-    "`ledger_db_unreachable` has the error), so its schema was not checked; rows wait in the "
-    "local outbox and are written once it answers: make TIERGATE_DATABASE_URL reachable, run "
-    "`tiergate db upgrade` if the schema is behind, then restart the gateway to check it"
+    "the ledger database has not answered since this gateway started (log line "
+    "`ledger_db_unreachable` has the error), so its schema is not checked yet; rows wait in the "
+    "local outbox: make TIERGATE_DATABASE_URL reachable, and the schema is checked (then the "
+    "rows written, or kept until `tiergate db upgrade` if it is behind) without a restart"
 )
 
 
 def _ledger(request: Request, operator: bool) -> dict[str, str | None]:
-    """The ledger schema as checked at start: ``at_head``, ``ahead_compatible`` (a newer
-    tiergate migrated it and records this one as compatible: a rolling update), ``unchecked``
-    (the database did not answer at start) or ``off``."""
-    if request.app.state.ledger is None:
+    """The ledger schema as checked at start, or since (a start the database did not answer is
+    checked once it does): ``at_head``, ``ahead_compatible`` (a newer tiergate migrated it and
+    records this one as compatible: a rolling update), ``unchecked`` (the database has not
+    answered yet), ``empty``/``behind``/``ahead_incompatible`` (found so after such a start:
+    rows wait in the outbox until it is fixed) or ``off``."""
+    writer: LedgerWriter | None = request.app.state.ledger
+    if writer is None:
         return {"schema": "off", "detail": None}
-    schema: SchemaState | None = request.app.state.ledger_schema
+    schema: SchemaState | None = writer.schema
     if schema is None:
         return {"schema": "unchecked", "detail": UNCHECKED if operator else None}
     return {"schema": str(schema.verdict), "detail": schema.describe() if operator else None}

@@ -195,6 +195,16 @@ def ensure_schema(url: str, engine: Engine, code_head: str | None = None) -> Sch
     raise SchemaMismatch(state)
 
 
+def recheck_schema(url: str, engine: Engine) -> SchemaState:
+    """``ensure_schema`` once the database answers after a start that could not check it:
+    the embedded SQLite behind head is upgraded as at start, any other state is returned (not
+    raised: the gateway is serving, and waits for the operator's `tiergate db upgrade`)."""
+    try:
+        return ensure_schema(url, engine)
+    except SchemaMismatch as exc:
+        return exc.state
+
+
 def check_ledger(url: str) -> None:
     """Before the server starts: upgrade the embedded SQLite, or check PostgreSQL's revision.
     An unreachable database is not fatal (rows go to the outbox); a stale schema is."""

@@ -12,6 +12,9 @@ With a ``Journal`` (the default in a served gateway), ``record()`` first appends
 before the answer's last byte (with ``sync="full"`` it returns a future the request path awaits),
 so a killed process loses no row (the next start recovers the journal).
 The journal's entries are forgotten once their batch is in the database or the outbox.
+
+A gateway that started while the database did not answer inserts nothing until the schema,
+checked once it answers, is one it may use (``SchemaGate``); until then rows wait in the outbox.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Engine
@@ -33,17 +37,20 @@ from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.journal import Journal
 from gateway.ledger.outbox import Outbox
 from gateway.ledger.rejected import ROW_ERRORS
+from gateway.ledger.schema_compat import SchemaState
+from gateway.ledger.schema_gate import SchemaGate
 from gateway.ledger.store import insert_batch
 from gateway.metrics import Metrics
 
 log = structlog.get_logger("tiergate.ledger")
+T = TypeVar("T")
 
 
 class DatabaseFrozen(OSError):
     """The database took an insert and did not answer within the writer's deadline."""
 
 
-def _quietly(call: asyncio.Future[None]) -> None:
+def _quietly(call: asyncio.Future[Any]) -> None:
     """A given-up insert ended: retrieve its outcome (its rows are in the outbox either way;
     the replay skips any it did write)."""
     if not call.cancelled():
@@ -73,7 +80,12 @@ class LedgerWriter:
         journal: Journal | None = None,
         insert_timeout_s: float = 5.0,
         outbox_bound: OutboxBound | None = None,
+        schema: SchemaState | None = None,
+        schema_check: Callable[[], SchemaState] | None = None,
     ) -> None:
+        """``schema``: the state start-up found (None: unchecked, the database did not
+        answer); ``schema_check``: how to check it once the database answers (``SchemaGate``).
+        """
         self._engine = engine
         self._outbox = outbox
         self._capacity = OutboxGauge(outbox_bound, metrics)
@@ -94,11 +106,12 @@ class LedgerWriter:
         # deadline on each insert; the insert it gave up on may still be blocked on its
         # thread, and until it returns the database counts as down (no second one piles up).
         self._insert_timeout_s = insert_timeout_s
-        self._stuck: asyncio.Future[None] | None = None
+        self._stuck: asyncio.Future[Any] | None = None
         self._down = False
         self._idle: asyncio.Event | None = None
         self._inflight: list[LedgerEntry] = []  # being inserted now (for a timed-out drain)
         self._hurry: asyncio.Event | None = None  # set: write what is queued, do not linger
+        self._schema = SchemaGate(schema, schema_check, retry_s=retry_s, clock=clock)
 
     @property
     def outbox(self) -> Outbox:
@@ -109,6 +122,11 @@ class LedgerWriter:
         """The outbox against its bound (``TIERGATE_OUTBOX_MAX_BYTES``): full, no new request
         may be admitted."""
         return self._capacity
+
+    @property
+    def schema(self) -> SchemaState | None:
+        """The ledger schema's state: as checked at start, or since (None: not checked yet)."""
+        return self._schema.state
 
     @property
     def engine(self) -> Engine:
@@ -219,7 +237,9 @@ class LedgerWriter:
             try:
                 if batch:
                     await self._write(batch)
-                if self._outbox.size and not self._is_down():
+                elif not self._is_down():
+                    await self._schema_ready()  # idle: /readyz shows the verdict all the same
+                if self._outbox.size and not self._is_down() and await self._schema_ready():
                     await self._replay()
             except Exception as exc:  # the writer must outlive anything a batch does
                 log.error("ledger_writer_error", error=f"{type(exc).__name__}: {exc}")
@@ -281,16 +301,29 @@ class LedgerWriter:
 
     async def _insert_within(self, rows: list[LedgerEntry]) -> None:
         """``insert_batch`` on a worker thread, given up on after ``insert_timeout_s``."""
-        call = asyncio.ensure_future(asyncio.to_thread(insert_batch, self._engine, rows))
+        await self._within(lambda: insert_batch(self._engine, rows))
+
+    async def _within(self, call: Callable[[], T]) -> T:
+        """``call`` on a worker thread, given up on after ``insert_timeout_s``."""
+        future = asyncio.ensure_future(asyncio.to_thread(call))
         try:
             async with asyncio.timeout(self._insert_timeout_s):
-                await asyncio.shield(call)
+                return await asyncio.shield(future)
         except TimeoutError:
-            self._stuck = call
-            call.add_done_callback(_quietly)
+            self._stuck = future
+            future.add_done_callback(_quietly)
             raise DatabaseFrozen(
-                f"no answer to an insert within {self._insert_timeout_s:g} s"
+                f"no answer to a statement within {self._insert_timeout_s:g} s"
             ) from None
+
+    async def _schema_ready(self) -> bool:
+        """Whether the schema may take rows (``SchemaGate``); a database that does not answer
+        the check counts as down."""
+        try:
+            return await self._schema.ready(self._within)
+        except _DB_ERRORS as exc:
+            self._mark_down(exc)
+            return False
 
     def _mark_down(self, exc: BaseException) -> None:
         self._down_until = self._clock() + self._retry_s
@@ -334,7 +367,7 @@ class LedgerWriter:
         return written
 
     async def _write(self, batch: list[LedgerEntry]) -> None:
-        if not self._is_down():
+        if not self._is_down() and await self._schema_ready():
             try:
                 await self._insert(batch)
             except _DB_ERRORS as exc:

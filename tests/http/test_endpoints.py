@@ -911,8 +911,8 @@ async def test_readyz_tells_operators_why_the_ledger_schema_is_unchecked(tmp_pat
     ledger = admin.json()["ledger"]
     assert ledger["schema"] == "unchecked"
     detail = ledger["detail"]
-    assert "did not answer when this gateway started" in detail
+    assert "has not answered since this gateway started" in detail
     assert "ledger_db_unreachable" in detail
-    assert "restart the gateway" in detail
+    assert "without a restart" in detail
     assert "secret" not in admin.text
     assert seen.json()["ledger"] == {**ledger, "detail": None}
