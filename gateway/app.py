@@ -73,7 +73,6 @@ class Services:
     governor: Governor
     # ``POST /v1/feedback``'s per-key limit: shared through Redis like the keys' own limits
     feedback_rates: RateLimiter
-    schema: SchemaState | None = None  # the ledger's, checked at start (None: off, unreachable)
 
     @classmethod
     async def open(
@@ -83,10 +82,10 @@ class Services:
             keys = key_book(settings)
         metrics = Metrics(key_labels=settings.metrics_key_labels)
         runtime = Runtime(settings.policy, metrics, factory=backend_factory)
-        ledger, recovered, schema = (
+        ledger, recovered = (
             await open_ledger(settings, metrics)
             if settings.ledger
-            else (None, Recovered([], frozenset()), None)
+            else (None, Recovered([], frozenset()))
         )
         if ledger is not None:
             runtime.use_ledger(ledger.engine)  # the adaptive scorer's labels live there
@@ -124,7 +123,6 @@ class Services:
             keys,
             governor,
             feedback_rates,
-            schema,
         )
         if ledger is not None:
             await keys.refresh(ledger.engine)  # the virtual keys, before the first request
@@ -216,12 +214,11 @@ def open_governor(settings: Settings, engine: Engine | None) -> Governor:
     return Governor(MemoryBudgets(), RateLimiter(None), engine, remote=remote)
 
 
-async def open_ledger(
-    settings: Settings, metrics: Metrics
-) -> tuple[LedgerWriter, Recovered, SchemaState | None]:
+async def open_ledger(settings: Settings, metrics: Metrics) -> tuple[LedgerWriter, Recovered]:
     """The ledger's engine (schema checked or, for the embedded SQLite, upgraded) and writer,
-    the rows recovered from the journals of processes that died (now in the outbox), and the
-    schema's state (None: the database did not answer)."""
+    and the rows recovered from the journals of processes that died (now in the outbox). The
+    writer holds the schema's state (checked again once the database answers, when it did not
+    at start)."""
     url = settings.ledger_url()
     engine = make_engine(url, statement_timeout_ms=WRITER_STATEMENT_TIMEOUT_MS)
     schema: SchemaState | None = None
@@ -258,7 +255,7 @@ async def open_ledger(
         log.warning("ledger_outbox_pending", rows=outbox.size, path=str(outbox.path))
     if schema is not None and schema.verdict != SchemaVerdict.AT_HEAD:
         log.warning("ledger_schema_ahead", detail=schema.describe())
-    return writer, recovered, schema
+    return writer, recovered
 
 
 def open_store(settings: Settings) -> Store:

@@ -42,7 +42,6 @@ from gateway.http.request_ids import RequestIds
 from gateway.http.responses import responses
 from gateway.http.stopping import Stopping
 from gateway.http.traced import Traced
-from gateway.ledger.schema_compat import SchemaState
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, Refused
@@ -86,8 +85,6 @@ class Services(Protocol):
     @property
     def governor(self) -> Governor: ...
     @property
-    def schema(self) -> SchemaState | None: ...
-    @property
     def feedback_rates(self) -> RateLimiter: ...
 
     async def aclose(self) -> None: ...
@@ -119,7 +116,6 @@ def asgi_app(
         )
         state.pipeline = services.pipeline
         state.keys, state.governor = services.keys, services.governor
-        state.ledger_schema = services.schema
         state.feedback_rates = services.feedback_rates
         state.peers = peers
         if peers is not None:
