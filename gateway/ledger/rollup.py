@@ -2,8 +2,9 @@
 rows summed per UTC hour and per everything a report figure depends on, and
 ``ledger_latency_daily``, the answered requests' latency histograms per UTC day.
 
-A trigger on ``ledger_requests`` keeps both in each insert's transaction, so they always agree
-with the rows; the report reads whole hours (and, for latencies, whole days) here and the
+Triggers on ``ledger_requests`` keep both in each insert's and delete's transaction (and empty
+them on a PostgreSQL TRUNCATE), so they agree with the rows (no code updates a row; an UPDATE by
+hand is not followed); the report reads whole hours (and, for latencies, whole days) here and the
 window's partial edges from the rows (``gateway.ledger.report_window``). The rollups hold no key
 id (a key is one of many per team: per hour they would be nearly as many as the rows), so a
 report ``by=key`` reads the rows. Nullable columns are kept as '' (the report's groups show

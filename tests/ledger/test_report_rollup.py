@@ -1,7 +1,8 @@
 """The savings report reads whole hours from the hourly rollup and whole days' latencies from the
 daily histograms (migration 0014's trigger keeps both), and the window's partial edges from the
 rows: every figure is the one the rows give, to the last decimal, for every grouping, team and
-edge; past ``EXACT_LIMIT`` answered requests the percentiles are within 1% of the exact ones."""
+edge; past ``EXACT_LIMIT`` answered requests the percentiles are within 1% of the exact ones;
+rows deleted (or, on PostgreSQL, truncated) leave the rollups as well."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, delete, insert, text
 
 import gateway.ledger.report as report_module
-from gateway.ledger.db import make_engine, upgrade
+from gateway.ledger.db import downgrade, make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.models import RequestRow
 from gateway.ledger.percentiles import MAX_RELATIVE_ERROR
@@ -135,6 +136,117 @@ def test_rollup_figures_equal_the_rows(ledger: tuple[str, Engine]) -> None:
         assert a["totals"]["requests"] > 0, shape
         assert a["percentiles"] == {"method": "nearest-rank", "max_relative_error": 0.0}
         assert a == b, shape
+
+
+ROLLUPS = ("ledger_rollup_hourly", "ledger_latency_daily")
+
+
+def rollup_counts(engine: Engine) -> dict[str, tuple[int, int]]:
+    """Each rollup table's (rows, rows whose count is 0 or less)."""
+    with engine.connect() as connection:
+        return {
+            table: (
+                connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one(),
+                connection.execute(
+                    text(f"SELECT count(*) FROM {table} WHERE requests <= 0")
+                ).scalar_one(),
+            )
+            for table in ROLLUPS
+        }
+
+
+def delete_some(engine: Engine) -> None:
+    """An operator's deletes: one team's rows; a time range across hour edges (and a day's);
+    a range inside one hour; each its own statement and transaction."""
+    ts = RequestRow.ts
+    for where in (
+        RequestRow.team == "blue",
+        (ts >= START + timedelta(hours=5, minutes=17))
+        & (ts < START + timedelta(hours=26, minutes=3)),
+        (ts >= START + timedelta(days=2, hours=3, minutes=10))
+        & (ts < START + timedelta(days=2, hours=3, minutes=40)),
+    ):
+        with engine.begin() as connection:
+            assert connection.execute(delete(RequestRow).where(where)).rowcount > 0
+    with engine.begin() as connection:  # and a few rows one at a time
+        for i in range(1400, 1420):
+            connection.execute(
+                delete(RequestRow).where(RequestRow.id == f"00000000-0000-7000-8000-{i:012d}")
+            )
+
+
+def test_deleted_rows_leave_the_rollups(ledger: tuple[str, Engine]) -> None:
+    """Rows deleted by team, by a time range across hour edges and inside one hour: the report
+    from the rollups is the remaining rows' report for every grouping and window (before, the
+    whole hours still counted the deleted rows and the edges did not), and no rollup row or
+    histogram bin is left at a count of 0."""
+    _url, engine = ledger
+    insert_batch(engine, entries(1500))
+    delete_some(engine)
+    asked = shapes()
+    rolled = reports(engine, asked)
+    counts = rollup_counts(engine)
+    drop_trigger(engine)
+    assert all(zero == 0 and rows > 0 for rows, zero in counts.values()), counts
+    for shape, a, b in zip(asked, rolled, reports(engine, asked), strict=True):
+        assert a == b, shape
+
+
+def test_deleting_every_row_empties_the_rollups(ledger: tuple[str, Engine]) -> None:
+    """A ledger whose rows are all deleted has empty rollups; rows written after count alone."""
+    _url, engine = ledger
+    insert_batch(engine, entries(600))
+    with engine.begin() as connection:
+        connection.execute(delete(RequestRow))
+    assert rollup_counts(engine) == dict.fromkeys(ROLLUPS, (0, 0))
+    insert_batch(engine, entries(300, offset=600, seed=9))
+    asked = shapes()[: len(GROUPINGS) + 3]
+    rolled = reports(engine, asked)
+    drop_trigger(engine)
+    assert rolled == reports(engine, asked)
+
+
+def test_truncate_empties_the_rollups(pg_cluster: postgres.Cluster) -> None:
+    """PostgreSQL's TRUNCATE of the ledger (no row triggers fire) empties both rollup tables."""
+    with postgres.database(pg_cluster) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            insert_batch(engine, entries(600))
+            with engine.begin() as connection:
+                connection.execute(text("TRUNCATE ledger_requests"))
+            assert rollup_counts(engine) == dict.fromkeys(ROLLUPS, (0, 0))
+            insert_batch(engine, entries(300, offset=600, seed=9))
+            asked = shapes()[: len(GROUPINGS) + 3]
+            rolled = reports(engine, asked)
+            drop_trigger(engine)
+            assert rolled == reports(engine, asked)
+        finally:
+            engine.dispose()
+
+
+def test_downgrade_and_upgrade_again(ledger: tuple[str, Engine]) -> None:
+    """``tiergate db downgrade 0013`` drops the rollups with every trigger and function, and
+    ``upgrade`` makes them again: the rollups are summed anew and follow deletes."""
+    url, engine = ledger
+    insert_batch(engine, entries(800))
+    downgrade(url, "0013")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:
+            left = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'ledger%'"
+        else:
+            left = (
+                "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'ledger%' UNION ALL "
+                "SELECT proname FROM pg_proc WHERE proname LIKE 'ledger_rollup%'"
+            )
+        assert connection.execute(text(left)).all() == []
+    upgrade(url)
+    delete_some(engine)
+    asked = shapes()
+    rolled = reports(engine, asked)
+    drop_trigger(engine)
+    assert rolled == reports(engine, asked)
 
 
 def test_rows_before_the_migration_are_summed(ledger_url: str) -> None:
@@ -284,6 +396,52 @@ def test_concurrent_writers_never_deadlock(pg_cluster: postgres.Cluster) -> None
                     text("SELECT sum(requests) FROM ledger_rollup_hourly")
                 ).scalar_one()
             assert counted == WRITERS * 25 * 120
+            asked = shapes()[: len(GROUPINGS) + 3]
+            rolled = reports(engine, asked)
+            drop_trigger(engine)
+            assert rolled == reports(engine, asked)
+        finally:
+            for each in (engine, *replicas):
+                each.dispose()
+
+
+def test_concurrent_deletes_and_inserts_never_deadlock(pg_cluster: postgres.Cluster) -> None:
+    """Several replicas at once insert a batch of one hour, then delete their previous batch
+    (each statement subtracting from the same rollup rows, in its own order of rows): no
+    statement fails (each takes the rollup rows' locks in key order), and the rollups are the
+    remaining rows'."""
+    with postgres.database(pg_cluster) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        replicas = [make_engine(url) for _ in range(WRITERS)]
+        start = threading.Barrier(WRITERS)
+        failures: list[str] = []
+
+        def write(writer: int) -> None:
+            start.wait()
+            for batch in range(15):
+                try:
+                    rows = busy_hour(writer, batch, 120)
+                    insert_batch(replicas[writer], rows)
+                    if batch % 3:  # every third batch stays
+                        with replicas[writer].begin() as connection:
+                            ids = [row.id for row in rows]
+                            connection.execute(delete(RequestRow).where(RequestRow.id.in_(ids)))
+                except Exception as exc:  # every failure is reported, not the first alone
+                    failures.append(f"writer {writer} batch {batch}: {exc}")
+
+        try:
+            threads = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert failures == []
+            with engine.connect() as connection:
+                counted = connection.execute(
+                    text("SELECT sum(requests) FROM ledger_rollup_hourly")
+                ).scalar_one()
+            assert counted == WRITERS * 5 * 120
             asked = shapes()[: len(GROUPINGS) + 3]
             rolled = reports(engine, asked)
             drop_trigger(engine)

@@ -16,7 +16,19 @@ at most, never in a cycle. A row-level trigger locked them in each batch's own o
 row: several writers deadlocked (PostgreSQL aborted one batch; it went to the outbox) and
 inserts were half as fast. SQLite keeps a row-level trigger: one writer at a time, no deadlock.
 
-The rows already in the ledger are summed here (the backfill), after the trigger is made and in
+A second trigger subtracts deleted rows (an operator's retention job, test traffic removed by
+hand) exactly as the first added them, and removes a rollup row (a histogram bin) whose count
+reaches 0: a report after a delete is the remaining rows' report. On PostgreSQL it is
+statement-level as well (its transition table ``old_rows``: the rows the statement deleted),
+summed per rollup row and added negated with the insert's own upsert, in the same order (table,
+then key), so deleting and inserting transactions never lock rollup rows in a cycle; the rows it
+brought to 0 are then deleted (rows this transaction already holds locked). A TRUNCATE of
+``ledger_requests`` (PostgreSQL: no row triggers fire) empties both rollup tables, by DELETE (a
+TRUNCATE there would take their table locks, which a report reading them holds against it).
+No code updates a ledger row (rows are inserted, and deleted by an operator): there is no UPDATE
+trigger, and a row changed by hand in a figure's column leaves the rollups with its old values.
+
+The rows already in the ledger are summed here (the backfill), after the triggers are made and in
 the same transaction: on PostgreSQL the trigger's lock holds back other writers until then.
 
 Revision ID: 0014
@@ -41,6 +53,10 @@ ROLLUP = "ledger_rollup_hourly"
 LATENCY = "ledger_latency_daily"
 TRIGGER = "ledger_rollup_insert"
 FUNCTION = "ledger_rollup_add"  # PostgreSQL's trigger function
+DELETE_TRIGGER = "ledger_rollup_delete"
+DELETE_FUNCTION = "ledger_rollup_subtract"
+TRUNCATE_TRIGGER = "ledger_rollup_truncate"  # PostgreSQL only (SQLite has no TRUNCATE)
+TRUNCATE_FUNCTION = "ledger_rollup_clear"
 BIN_RATIO = 1.02
 ZERO_BIN = -1_000_000  # a latency of 0 ms (or less)
 
@@ -129,6 +145,23 @@ def _upsert(
     )
 
 
+def _subtract(
+    table: str,
+    keys: tuple[tuple[str, str], ...],
+    sums: tuple[tuple[str, str], ...],
+    r: str,
+    where: str,
+) -> str:
+    """One deleted row's (``r``: OLD) subtraction from ``table``, and the removal of the rollup
+    row if its count is then 0; ``where``: whether the row counted."""
+    match = " AND ".join(f"{c} = {e.format(r=r)}" for c, e in keys)
+    subs = ", ".join(f"{c} = {c} - {e.format(r=r)}" for c, e in sums)
+    return (
+        f"UPDATE {table} SET {subs} WHERE {match} AND {where}; "
+        f"DELETE FROM {table} WHERE {match} AND {where} AND requests = 0;"
+    )
+
+
 def _backfill(
     table: str, keys: tuple[tuple[str, str], ...], sums: tuple[tuple[str, str], ...], where: str
 ) -> str:
@@ -142,8 +175,8 @@ def _backfill(
     )
 
 
-def _statements(sqlite: bool) -> tuple[list[str], list[str]]:
-    """(the trigger body's upserts, the backfill's inserts)."""
+def _statements(sqlite: bool) -> tuple[list[str], list[str], list[str]]:
+    """(the insert trigger body's upserts, the delete trigger body's, the backfill's inserts)."""
     one = (("requests", "1"),)
     answered = "{r}.status = 200"
     timed = answered + " AND {r}.ttft_ms IS NOT NULL"
@@ -155,24 +188,42 @@ def _statements(sqlite: bool) -> tuple[list[str], list[str]]:
     )
     backfill = [_backfill(t, k, s, w.format(r="r")) for t, k, s, w in parts]
     if sqlite:
-        return [_upsert(t, k, s, "NEW", w.format(r="NEW")) for t, k, s, w in parts], backfill
-    # One upsert per table, over the statement's rows: latency and time to first token from one
-    # pass (``m``: both metrics of each answered row; a row without a ttft has no ttft bin).
+        added = [_upsert(t, k, s, "NEW", w.format(r="NEW")) for t, k, s, w in parts]
+        subtracted = [_subtract(t, k, s, "OLD", w.format(r="OLD")) for t, k, s, w in parts]
+        return added, subtracted, backfill
+    return _per_statement("new_rows", 1), _per_statement("old_rows", -1), backfill
+
+
+def _per_statement(rows: str, sign: int) -> list[str]:
+    """PostgreSQL's trigger body over the transition table ``rows``: one upsert per table, the
+    sums times ``sign``; latency and time to first token from one pass (``m``: both metrics of
+    each answered row; a row without a ttft has no ttft bin). Subtracting (``sign`` -1), the
+    rollup rows brought to 0 are then deleted."""
     metrics = (
-        "new_rows r CROSS JOIN LATERAL (VALUES ('latency', r.latency_ms), ('ttft', r.ttft_ms)) "
+        f"{rows} r CROSS JOIN LATERAL (VALUES ('latency', r.latency_ms), ('ttft', r.ttft_ms)) "
         "AS m (metric, ms)"
     )
-    body = [
-        _grouped(ROLLUP, _hourly(False), _sums(False), "new_rows r", "true"),
-        _grouped(
-            LATENCY,
-            _daily(False, "m.metric", "m.ms"),
-            one,
-            metrics,
-            "r.status = 200 AND m.ms IS NOT NULL",
-        ),
-    ]
-    return body, backfill
+    latency = _daily(False, "m.metric", "m.ms")
+    answered = "r.status = 200 AND m.ms IS NOT NULL"
+    parts = (
+        (ROLLUP, _hourly(False), _sums(False), f"{rows} r", "true"),
+        (LATENCY, latency, (("requests", "1"),), metrics, answered),
+    )
+    body = [_grouped(t, k, s, source, where, sign) for t, k, s, source, where in parts]
+    if sign < 0:
+        body += [_emptied(t, k, source, where) for t, k, _s, source, where in parts]
+    return body
+
+
+def _emptied(table: str, keys: tuple[tuple[str, str], ...], source: str, where: str) -> str:
+    """The deletion of ``table``'s rows that ``source``'s rows (``r``) brought to a count of 0:
+    only rows of their keys, which this transaction has just locked (no other rows' locks)."""
+    columns = ", ".join(c for c, _ in keys)
+    values = ", ".join(e.format(r="r") for _, e in keys)
+    return (
+        f"DELETE FROM {table} WHERE requests <= 0 AND ({columns}) IN "
+        f"(SELECT {values} FROM {source} WHERE {where});"
+    )
 
 
 def _grouped(
@@ -181,12 +232,17 @@ def _grouped(
     sums: tuple[tuple[str, str], ...],
     source: str,
     where: str,
+    sign: int = 1,
 ) -> str:
-    """The upsert of ``source``'s rows (``r``) into ``table``, summed per key, in key order:
-    the order every transaction takes the rollup rows' locks in."""
+    """The upsert of ``source``'s rows (``r``) into ``table``, summed per key (times ``sign``:
+    -1 subtracts them), in key order: the order every transaction takes the rollup rows' locks
+    in, inserting or deleting."""
     columns = [c for c, _ in (*keys, *sums)]
     values = [e.format(r="r") for _, e in keys]
-    totals = [("count(*)" if e == "1" else f"sum({e.format(r='r')})") for _, e in sums]
+    minus = "-" if sign < 0 else ""
+    totals = [
+        (f"{minus}count(*)" if e == "1" else f"{minus}sum({e.format(r='r')})") for _, e in sums
+    ]
     groups = ", ".join(str(i + 1) for i in range(len(keys)))
     adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c, _ in sums)
     return (
@@ -263,31 +319,51 @@ def upgrade() -> None:
                 "this SQLite has no math functions (ln), which the ledger's latency histograms "
                 "need: use a Python whose sqlite3 is 3.35 or newer, built with them (the default)"
             ) from None
-    body, backfill = _statements(sqlite)
+    added, subtracted, backfill = _statements(sqlite)
     if sqlite:
-        op.execute(
-            f"CREATE TRIGGER {TRIGGER} AFTER INSERT ON ledger_requests BEGIN "
-            + " ".join(body)
-            + " END"
-        )
+        for name, event, body in (
+            (TRIGGER, "INSERT", added),
+            (DELETE_TRIGGER, "DELETE", subtracted),
+        ):
+            op.execute(
+                f"CREATE TRIGGER {name} AFTER {event} ON ledger_requests BEGIN "
+                + " ".join(body)
+                + " END"
+            )
     else:
-        statements = " ".join(body)
-        op.execute(
-            f"CREATE FUNCTION {FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"{statements} RETURN NULL; END $$"
+        _pg_trigger(TRIGGER, FUNCTION, "INSERT", "REFERENCING NEW TABLE AS new_rows", added)
+        _pg_trigger(
+            DELETE_TRIGGER,
+            DELETE_FUNCTION,
+            "DELETE",
+            "REFERENCING OLD TABLE AS old_rows",
+            subtracted,
         )
-        op.execute(
-            f"CREATE TRIGGER {TRIGGER} AFTER INSERT ON ledger_requests "
-            f"REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {FUNCTION}()"
-        )
+        clear = [f"DELETE FROM {ROLLUP};", f"DELETE FROM {LATENCY};"]
+        _pg_trigger(TRUNCATE_TRIGGER, TRUNCATE_FUNCTION, "TRUNCATE", "", clear)
     for statement in backfill:
         op.execute(statement)
 
 
+def _pg_trigger(name: str, function: str, event: str, referencing: str, body: list[str]) -> None:
+    """A PostgreSQL statement-level trigger ``name`` after ``event``, running ``body``."""
+    op.execute(
+        f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"{' '.join(body)} RETURN NULL; END $$"
+    )
+    op.execute(
+        f"CREATE TRIGGER {name} AFTER {event} ON ledger_requests {referencing} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+    )
+
+
 def downgrade() -> None:
-    op.execute(f"DROP TRIGGER IF EXISTS {TRIGGER}" + ("" if _sqlite() else " ON ledger_requests"))
+    on = "" if _sqlite() else " ON ledger_requests"
+    for name in (TRIGGER, DELETE_TRIGGER, TRUNCATE_TRIGGER):
+        op.execute(f"DROP TRIGGER IF EXISTS {name}{on}")
     if not _sqlite():
-        op.execute(f"DROP FUNCTION IF EXISTS {FUNCTION}()")
+        for function in (FUNCTION, DELETE_FUNCTION, TRUNCATE_FUNCTION):
+            op.execute(f"DROP FUNCTION IF EXISTS {function}()")
     op.drop_table(LATENCY)
     op.drop_table(ROLLUP)
 
