@@ -48,8 +48,9 @@ async def readyz(request: Request) -> Response:
     default route has a usable backend and the ledger's outbox is not full, else 503
     (``causes``: ``no_usable_backend``, ``ledger_outbox_full``); "degraded" (still 200) while
     some candidate is not usable, the cache goes without Redis, the limits are kept per
-    process, the outbox is past 80 % of its bound, or the last policy reload was rejected
-    (``policy_reload``: the last good policy serves, not the file).
+    process, the outbox is past 80 % of its bound, the ledger's schema turned out unusable after
+    a start the database did not answer (rows wait in the outbox), or the last policy reload was
+    rejected (``policy_reload``: the last good policy serves, not the file).
 
     The reasons (``detail``: an Ollama's address, a Redis error, which variable enables a
     backend) go to operators only (``operator`` set by ``ApiKeys``); a client key, or a probe on
@@ -94,6 +95,11 @@ async def readyz(request: Request) -> Response:
         # Its rows would have nowhere to go: requests are refused here, send them elsewhere.
         status = "unavailable"
     elif status == "ready" and outbox is not None and outbox.state == "filling":
+        status = "degraded"
+    schema = writer.schema if writer is not None else None
+    if status == "ready" and schema is not None and not schema.usable:
+        # Found so after a start the database did not answer: rows wait in the outbox until
+        # `tiergate db upgrade` (or the right image) fixes it.
         status = "degraded"
     reload = runtime.last_reload
     if status == "ready" and reload is not None and reload.outcome == "rejected":

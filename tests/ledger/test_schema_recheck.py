@@ -118,6 +118,7 @@ async def test_unchecked_at_start_then_behind_waits_for_the_upgrade(
 
                 await proxy.restore()
                 behind = await checked(http)
+                behind_status = (await http.get("/readyz")).json()["status"]
                 answered.append(await chat(http))  # a row after the verdict waits too
                 await writer.flush()
                 assert writer.outbox.size == 2
@@ -130,7 +131,10 @@ async def test_unchecked_at_start_then_behind_waits_for_the_upgrade(
                 )
                 assert done.returncode == 0, done.stderr
                 await until(lambda: writer.outbox.size == 0, "the outbox to drain", within_s=30)
-                ready = (await http.get("/readyz")).json()["ledger"]
+                ready_body = (await http.get("/readyz")).json()
+                ready = ready_body["ledger"]
+    assert behind_status == "degraded"  # serving, but its rows cannot reach the database
+    assert ready_body["status"] == "ready"
     assert behind["schema"] == ("behind" if revision else "empty")
     assert f"at revision {revision or 'none'}" in behind["detail"]
     assert "`tiergate db upgrade`" in behind["detail"]
