@@ -154,7 +154,14 @@ UNCHECKED = (
     "the ledger database has not answered since this gateway started (log line "
     "`ledger_db_unreachable` has the error), so its schema is not checked yet; rows wait in the "
     "local outbox: make TIERGATE_DATABASE_URL reachable, and the schema is checked (then the "
-    "rows written, or kept until `tiergate db upgrade` if it is behind) without a restart"
+    "rows written, or kept until `tiergate db upgrade` if it is behind; the embedded SQLite is "
+    "upgraded in place) without a restart"
+)
+# After ``describe()`` of a schema found unusable once the database answered (the gateway
+# serves): what happens to the rows meanwhile, and that fixing the schema is enough.
+WAITING = (
+    "; meanwhile the rows wait in the local outbox (none refused), and are written by "
+    "themselves once the schema is right: no restart"
 )
 
 
@@ -170,7 +177,8 @@ def _ledger(request: Request, operator: bool) -> dict[str, str | None]:
     schema: SchemaState | None = writer.schema
     if schema is None:
         return {"schema": "unchecked", "detail": UNCHECKED if operator else None}
-    return {"schema": str(schema.verdict), "detail": schema.describe() if operator else None}
+    detail = schema.describe() + ("" if schema.usable else WAITING)
+    return {"schema": str(schema.verdict), "detail": detail if operator else None}
 
 
 def _outbox(reading: OutboxReading | None) -> dict[str, Any] | None:

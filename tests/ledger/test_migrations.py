@@ -350,3 +350,54 @@ def test_db_upgrade_as_a_user_who_may_not_create_tables_says_so(
     finally:
         with psycopg.connect(pg_cluster.admin_dsn(), autocommit=True) as admin:
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_upgrades_of_one_sqlite_file_started_at_once_take_turns(tmp_path: Path) -> None:
+    """Gateway workers that could not check the embedded SQLite at start (the file was locked)
+    each upgrade it once it answers: four processes upgrading one SQLite file behind head at
+    the same instant all succeed, and it is at head. Before, each read the revision, then
+    raced to create the same tables (``table ... already exists``)."""
+    forked = multiprocessing.get_context("fork")
+    for round_ in range(4):
+        url = f"sqlite:///{tmp_path / f'ledger-{round_}.db'}"
+        upgrade(url, "0012")
+        barrier, results = forked.Barrier(4), forked.Queue()
+        processes = [
+            forked.Process(target=_upgrade_after, args=(url, barrier, results)) for _ in range(4)
+        ]
+        for process in processes:
+            process.start()
+        outcomes = [results.get(timeout=120) for _ in processes]
+        for process in processes:
+            process.join(timeout=30)
+        assert outcomes == [None] * 4, outcomes
+        assert _state(url) == (True, head_revision(url))
+
+
+def test_a_sqlite_migration_that_fails_half_way_leaves_the_schema_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """0014 fails on SQLite after its first table (a table of its own name already in its way):
+    the file is left exactly at 0013 — no new table, no trigger — and once the obstacle is gone
+    the upgrade succeeds. Before, SQLite committed each CREATE by itself: the first table stayed
+    with the revision unchanged, and every later upgrade failed on it (``already exists``)."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url, "0013")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE ledger_latency_daily (x INTEGER)"))
+        with pytest.raises(Exception, match="already exists"):
+            upgrade(url)
+        with engine.connect() as connection:
+            names = connection.execute(
+                text("SELECT name FROM sqlite_master WHERE name LIKE 'ledger_rollup%'")
+            ).all()
+        assert names == []
+        assert current_revision(engine) == "0013"
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE ledger_latency_daily"))
+        upgrade(url)
+        assert current_revision(engine) == head_revision(url)
+    finally:
+        engine.dispose()

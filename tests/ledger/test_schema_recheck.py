@@ -138,6 +138,10 @@ async def test_unchecked_at_start_then_behind_waits_for_the_upgrade(
     assert behind["schema"] == ("behind" if revision else "empty")
     assert f"at revision {revision or 'none'}" in behind["detail"]
     assert "`tiergate db upgrade`" in behind["detail"]
+    # and that the rows are safe meanwhile, and written without a restart (before: only the
+    # command, which read as if the gateway had to be restarted after it)
+    assert "rows wait in the local outbox" in behind["detail"]
+    assert "no restart" in behind["detail"]
     assert behind["outbox"]["rejected"] == 0
     assert ready["schema"] == "at_head"
     assert ready["outbox"] == {**ready["outbox"], "rows": 0, "rejected": 0}

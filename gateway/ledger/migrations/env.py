@@ -8,7 +8,7 @@ from typing import Any
 
 from alembic import context
 from alembic.runtime.migration import MigrationContext, MigrationInfo
-from sqlalchemy import Connection, engine_from_config, pool, text
+from sqlalchemy import Connection, Engine, engine_from_config, event, pool, text
 from sqlalchemy import inspect as sa_inspect
 
 from gateway.ledger.db import SchemaMismatch
@@ -43,10 +43,29 @@ def run_migrations_online() -> None:
             prefix="sqlalchemy.",
             poolclass=pool.NullPool,
         )
+        if connectable.dialect.name == "sqlite":
+            _sqlite_transactional_ddl(connectable)
         with connectable.connect() as connection:
             _run(connection)
     else:
         _run(connectable)
+
+
+def _sqlite_transactional_ddl(engine: Engine) -> None:
+    """SQLite migrates in one transaction, as PostgreSQL does: Python's sqlite3 commits each
+    CREATE/DROP/ALTER by itself (it opens transactions before DML only), so a migration that
+    failed or was killed half way left its first tables behind with the revision unchanged, and
+    every later upgrade failed on them ("table ... already exists"). ``BEGIN IMMEDIATE`` also
+    takes the write lock before the revision is read: two upgrades at once (gateway workers
+    checking a schema their start could not) take turns, the second finding it at head."""
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver leaves BEGIN/COMMIT to SQLAlchemy
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _run(connection: Connection) -> None:
@@ -56,6 +75,8 @@ def _run(connection: Connection) -> None:
         render_as_batch=True,  # SQLite alters tables by copying them
         compare_type=True,
         on_version_apply=_record_oldest_code,
+        # SQLite: one transaction for the whole upgrade (``_sqlite_transactional_ddl``)
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
