@@ -18,7 +18,7 @@ from gateway.ledger.schema_compat import SchemaState
 
 log = structlog.get_logger("tiergate.ledger")
 
-# Runs the check on a worker thread, bounded like an insert (the writer's ``_within``).
+# Runs the check on a worker thread, bounded like an insert (``Reachability.within``).
 Runner = Callable[[Callable[[], SchemaState]], Awaitable[SchemaState]]
 
 

@@ -13,6 +13,9 @@ before the answer's last byte (with ``sync="full"`` it returns a future the requ
 so a killed process loses no row (the next start recovers the journal).
 The journal's entries are forgotten once their batch is in the database or the outbox.
 
+Whether the database counts as down (it failed, or froze past ``insert_timeout_s`` on a
+statement) is ``Reachability``'s, in ``gateway.ledger.reachability``.
+
 A gateway that started while the database did not answer inserts nothing until the schema,
 checked once it answers, is one it may use (``SchemaGate``); until then rows wait in the outbox.
 """
@@ -25,7 +28,6 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Engine
@@ -36,6 +38,8 @@ from gateway.ledger.db import retire_engine
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.journal import Journal
 from gateway.ledger.outbox import Outbox
+from gateway.ledger.reachability import DatabaseFrozen as DatabaseFrozen
+from gateway.ledger.reachability import Reachability
 from gateway.ledger.rejected import ROW_ERRORS
 from gateway.ledger.schema_compat import SchemaState
 from gateway.ledger.schema_gate import SchemaGate
@@ -43,18 +47,6 @@ from gateway.ledger.store import insert_batch
 from gateway.metrics import Metrics
 
 log = structlog.get_logger("tiergate.ledger")
-T = TypeVar("T")
-
-
-class DatabaseFrozen(OSError):
-    """The database took an insert and did not answer within the writer's deadline."""
-
-
-def _quietly(call: asyncio.Future[Any]) -> None:
-    """A given-up insert ended: retrieve its outcome (its rows are in the outbox either way;
-    the replay skips any it did write)."""
-    if not call.cancelled():
-        call.exception()
 
 
 _DB_ERRORS = (SQLAlchemyError, OSError)
@@ -97,17 +89,13 @@ class LedgerWriter:
         # Wait this long for a batch to fill: a commit per handful of rows would cost the
         # request path more CPU (and GIL) than the rows themselves.
         self._linger_s = linger_s
-        self._clock = clock
         self._queue: asyncio.Queue[LedgerEntry | None] | None = None
         self._overflow: deque[LedgerEntry] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._down_until = 0.0  # the database failed; go to the outbox until then
-        # A frozen database (it accepts, then never answers: no error comes) is noticed by a
-        # deadline on each insert; the insert it gave up on may still be blocked on its
-        # thread, and until it returns the database counts as down (no second one piles up).
-        self._insert_timeout_s = insert_timeout_s
-        self._stuck: asyncio.Future[Any] | None = None
-        self._down = False
+        # Down (failed, or frozen past ``insert_timeout_s``): rows go to the outbox meanwhile.
+        self._db = Reachability(
+            outbox, metrics, retry_s=retry_s, timeout_s=insert_timeout_s, clock=clock
+        )
         self._idle: asyncio.Event | None = None
         self._inflight: list[LedgerEntry] = []  # being inserted now (for a timed-out drain)
         self._hurry: asyncio.Event | None = None  # set: write what is queued, do not linger
@@ -237,9 +225,9 @@ class LedgerWriter:
             try:
                 if batch:
                     await self._write(batch)
-                elif not self._is_down():
+                elif not self._db.is_down():
                     await self._schema_ready()  # idle: /readyz shows the verdict all the same
-                if self._outbox.size and not self._is_down() and await self._schema_ready():
+                if self._outbox.size and not self._db.is_down() and await self._schema_ready():
                     await self._replay()
             except Exception as exc:  # the writer must outlive anything a batch does
                 log.error("ledger_writer_error", error=f"{type(exc).__name__}: {exc}")
@@ -292,56 +280,18 @@ class LedgerWriter:
             batch.append(item)
         return batch, False
 
-    def _is_down(self) -> bool:
-        if self._stuck is not None:
-            if not self._stuck.done():
-                return True
-            self._stuck = None
-        return self._clock() < self._down_until
-
     async def _insert_within(self, rows: list[LedgerEntry]) -> None:
         """``insert_batch`` on a worker thread, given up on after ``insert_timeout_s``."""
-        await self._within(lambda: insert_batch(self._engine, rows))
-
-    async def _within(self, call: Callable[[], T]) -> T:
-        """``call`` on a worker thread, given up on after ``insert_timeout_s``."""
-        future = asyncio.ensure_future(asyncio.to_thread(call))
-        try:
-            async with asyncio.timeout(self._insert_timeout_s):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            self._stuck = future
-            future.add_done_callback(_quietly)
-            raise DatabaseFrozen(
-                f"no answer to a statement within {self._insert_timeout_s:g} s"
-            ) from None
+        await self._db.within(lambda: insert_batch(self._engine, rows))
 
     async def _schema_ready(self) -> bool:
         """Whether the schema may take rows (``SchemaGate``); a database that does not answer
         the check counts as down."""
         try:
-            return await self._schema.ready(self._within)
+            return await self._schema.ready(self._db.within)
         except _DB_ERRORS as exc:
-            self._mark_down(exc)
+            self._db.mark_down(exc)
             return False
-
-    def _mark_down(self, exc: BaseException) -> None:
-        self._down_until = self._clock() + self._retry_s
-        if not self._down:
-            self._down = True
-            log.error(
-                "ledger_db_unreachable",
-                error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
-                detail="rows go to the local outbox and are replayed when it answers",
-                outbox=str(self._outbox.path),
-            )
-        if self._metrics is not None:
-            self._metrics.ledger_errors.inc()
-
-    def _mark_up(self) -> None:
-        if self._down:
-            self._down = False
-            log.info("ledger_db_reachable", outbox_rows=self._outbox.size)
 
     async def _insert(self, rows: list[LedgerEntry]) -> list[LedgerEntry]:
         """Insert ``rows``; returns the rows written. A batch the database refuses for its
@@ -367,13 +317,13 @@ class LedgerWriter:
         return written
 
     async def _write(self, batch: list[LedgerEntry]) -> None:
-        if not self._is_down() and await self._schema_ready():
+        if not self._db.is_down() and await self._schema_ready():
             try:
                 await self._insert(batch)
             except _DB_ERRORS as exc:
-                self._mark_down(exc)
+                self._db.mark_down(exc)
             else:
-                self._mark_up()
+                self._db.mark_up()
                 self._count("db", len(batch))
                 self._forget(batch)
                 return
@@ -407,9 +357,9 @@ class LedgerWriter:
             try:
                 await self._insert(rows)
             except _DB_ERRORS as exc:
-                self._mark_down(exc)
+                self._db.mark_down(exc)
                 return
-            self._mark_up()
+            self._db.mark_up()
             await asyncio.to_thread(self._outbox.remove, [r.id for r in rows])
             self._count("replayed", len(rows))
             log.info("ledger_outbox_replayed", rows=len(rows), left=self._outbox.size)
