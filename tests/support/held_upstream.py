@@ -27,6 +27,9 @@ class HeldUpstream:
     def __init__(self) -> None:
         self.held = 0  # completions received and never answered
         self._server: asyncio.Server | None = None
+        # Connections still open when the test ends are closed by __aexit__: Python 3.11's
+        # Server.close() leaves them, and one collected later warns inside another test.
+        self._open: set[asyncio.StreamWriter] = set()
         self._changed = asyncio.Event()
 
     @property
@@ -47,6 +50,8 @@ class HeldUpstream:
     ) -> None:
         assert self._server is not None
         self._server.close()
+        for writer in list(self._open):
+            writer.transport.abort()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 5)
 
@@ -61,6 +66,7 @@ class HeldUpstream:
                 await asyncio.wait_for(self._changed.wait(), left)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -85,4 +91,5 @@ class HeldUpstream:
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
+            self._open.discard(writer)
             writer.close()
