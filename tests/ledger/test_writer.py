@@ -25,6 +25,7 @@ from gateway.ledger.db import is_sqlite, make_engine, upgrade
 from gateway.ledger.entry import LedgerEntry
 from gateway.ledger.models import RequestRow
 from gateway.ledger.outbox import Outbox
+from gateway.ledger.schema_compat import SchemaState, SchemaVerdict
 from gateway.ledger.store import insert_batch
 from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import Metrics
@@ -399,3 +400,32 @@ async def test_a_full_queue_neither_blocks_nor_drops(url: str, tmp_path: Path) -
     assert len(events(logs, "ledger_queue_full")) == 1
     ids = stored_ids(url)
     assert sorted(ids) == sorted(e.id for e in burst)
+
+
+async def test_a_schema_check_that_breaks_keeps_the_rows(url: str, tmp_path: Path) -> None:
+    """A start the database did not answer leaves the schema to be checked later; a check that
+    then fails with something other than a database error (a broken migration's RuntimeError,
+    Alembic's CommandError) holds the batch in the outbox like an unusable schema, and it is
+    written once a check passes (before, the batch was neither inserted nor put in the outbox:
+    only the journal, if on, still had it)."""
+    fixed = False
+
+    def check() -> SchemaState:
+        if not fixed:
+            raise RuntimeError("the migration has no math functions")
+        return SchemaState(SchemaVerdict.AT_HEAD, "head", "head")
+
+    rows = entries(3)
+    with structlog.testing.capture_logs() as logs:
+        async with running(url, tmp_path / "outbox.db", schema_check=check, retry_s=0.05) as (
+            writer,
+            _metrics,
+        ):
+            for item in rows:
+                writer.record(item)
+            await until(lambda: writer.outbox.size == 3, "the rows waiting in the outbox")
+            assert stored_ids(url) == []
+            fixed = True
+            await until(lambda: writer.outbox.size == 0, "the outbox to drain")
+    assert sorted(stored_ids(url)) == sorted(e.id for e in rows)
+    assert "ledger_schema_check_failed" in [e["event"] for e in logs]
