@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.governance.budgets import UNSEEDED, Hold, Reserved, Settled
-from gateway.governance.leases import Ops
+from gateway.governance.lease_state import Ops
 from gateway.governance.windows import Check, Counts
 
 BUDGET_PREFIX = "tiergate:budget:"

@@ -55,7 +55,8 @@ from gateway.governance.gate_script import (
     decode,
     encode,
 )
-from gateway.governance.leases import IDLE_S, Leases, Local, Ops
+from gateway.governance.lease_state import Local, Ops
+from gateway.governance.leases import IDLE_S, Leases
 from gateway.governance.outage import Outage
 from gateway.governance.rates import PREFIX  # the rate windows' names, as the other stores'
 from gateway.governance.resp import UNAVAILABLE, Connection, ReplyError

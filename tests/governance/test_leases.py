@@ -24,7 +24,8 @@ from sqlalchemy import select
 from gateway.governance import store
 from gateway.governance.budgets import NONE_FITS, Hold, Settled
 from gateway.governance.gate_script import BUDGET_PREFIX, Answer, Ask
-from gateway.governance.leases import RESERVE, SHARE
+from gateway.governance.lease_state import SHARE
+from gateway.governance.leases import RESERVE
 from gateway.governance.rates import PREFIX
 from gateway.governance.remote import RemoteGate
 from gateway.governance.store import LimitsIn
