@@ -17,7 +17,7 @@ number of 1e-12 USD, as the row-by-row report added them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -77,6 +77,29 @@ class Bucket:
     baseline: Decimal
 
 
+def bucket_of(found: Sequence[Any], groups: int, money: Callable[[Any], Decimal]) -> Bucket:
+    """A grouped sum's result row as a ``Bucket``: ``groups`` group values, then the facts and
+    the sums in ``Bucket``'s order; ``money`` reads a money sum as the database returns it."""
+    row = (tuple(found[:groups]), *found[groups:])
+    return Bucket(
+        row[0],
+        row[1],
+        int(row[2]),
+        str(row[3]),
+        bool(row[4]),
+        bool(row[5]),
+        bool(row[6]),
+        bool(row[7]),
+        bool(row[8]),
+        int(row[9]),
+        int(row[10] or 0),
+        int(row[11] or 0),
+        int(row[12] or 0),
+        money(row[13]),
+        money(row[14]),
+    )
+
+
 def client_rows() -> ColumnElement[bool]:
     """A client's request, not one of routing's background calls."""
     return or_(RequestRow.canary_arm.is_(None), RequestRow.canary_arm.not_in(OVERHEAD_ARMS))
@@ -116,24 +139,7 @@ def buckets(
     )
     query = select(*dims, *sums).where(*where).group_by(*dims)
     for found in connection.execute(query):
-        row = (tuple(found[: len(bys)]), *found[len(bys) :])
-        yield Bucket(
-            row[0],
-            row[1],
-            int(row[2]),
-            str(row[3]),
-            bool(row[4]),
-            bool(row[5]),
-            bool(row[6]),
-            bool(row[7]),
-            bool(row[8]),
-            int(row[9]),
-            int(row[10] or 0),
-            int(row[11] or 0),
-            int(row[12] or 0),
-            _money(row[13], sqlite),
-            _money(row[14], sqlite),
-        )
+        yield bucket_of(found, len(bys), lambda value: _money(value, sqlite))
 
 
 def answered(

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, func, literal_column, select, text
 
 from gateway.ledger.adaptive import LABEL_ARMS, OVERHEAD_ARMS
 from gateway.ledger.models import LatencyBinRow, RollupRow
-from gateway.ledger.report_scan import PICO, Bucket
+from gateway.ledger.report_scan import PICO, Bucket, bucket_of
 
 TRIGGER = "ledger_rollup_insert"
 # Groupings the rollups can answer (``day`` from the hour), by their column.
@@ -61,7 +61,7 @@ def buckets(
     grouped = [_group(r, by, "hour", 10) for by in bys]
     dims: list[Any] = [
         *grouped,
-        r.canary_arm,
+        func.nullif(r.canary_arm, ""),  # kept as '' (a key has no NULL)
         r.status,
         r.fallback_chain,
         r.escalated,
@@ -80,24 +80,7 @@ def buckets(
     )
     where = _where(r.hour, hours, r.team, team)
     for found in connection.execute(select(*dims, *sums).where(*where).group_by(*dims)):
-        row = (tuple(found[: len(bys)]), *found[len(bys) :])
-        yield Bucket(
-            row[0],
-            _none(row[1]),
-            int(row[2]),
-            str(row[3]),
-            bool(row[4]),
-            bool(row[5]),
-            bool(row[6]),
-            bool(row[7]),
-            bool(row[8]),
-            int(row[9]),
-            int(row[10]),
-            int(row[11]),
-            int(row[12]),
-            _usd(row[13]),
-            _usd(row[14]),
-        )
+        yield bucket_of(found, len(bys), _usd)
 
 
 def latency_bins(

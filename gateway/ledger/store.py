@@ -17,6 +17,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine, Float, String
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 
 from gateway.ledger.adaptive import insert_samples
@@ -59,7 +60,7 @@ def insert_batch(engine: Engine, entries: Sequence[LedgerEntry]) -> None:
             f"unsupported ledger database {engine.dialect.name!r}: use SQLite or PostgreSQL"
         )
     rows = [_row(e) for e in entries]
-    sql = _postgresql_sql(id(engine.dialect), engine.dialect)
+    sql = _postgresql_sql()
     with engine.begin() as connection:
         connection.exec_driver_sql(sql, _arrays(rows))
         insert_samples(connection, entries)
@@ -94,8 +95,10 @@ def _arrays(rows: list[dict[str, Any]]) -> tuple[list[Any], ...]:
 
 
 @cache
-def _postgresql_sql(dialect_id: int, dialect: Any) -> str:
+def _postgresql_sql() -> str:
     columns = RequestRow.__table__.columns
+    make: Any = postgresql.dialect  # untyped in SQLAlchemy: any PostgreSQL dialect compiles alike
+    dialect = make()
     arrays = ", ".join(f"%s::{columns[n].type.compile(dialect=dialect)}[]" for n in _FIELDS)
     return (
         f"INSERT INTO {RequestRow.__tablename__} ({', '.join(_FIELDS)}) "

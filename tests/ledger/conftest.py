@@ -29,3 +29,10 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     server: postgres.Cluster = request.getfixturevalue("pg_cluster")
     with postgres.database(server) as url:
         yield url
+
+
+@pytest.fixture
+def pg_db(pg_cluster: postgres.Cluster) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of this test's own."""
+    with postgres.database(pg_cluster) as url:
+        yield url

@@ -13,7 +13,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from gateway.ledger.outbox import Outbox
 from gateway.ledger.writer import LedgerWriter
 from tests.http.helpers import gateway, served, until
 from tests.ledger.test_writer import entries, entry, stored_ids
-from tests.support import postgres
 
 POLICY = """
 version: 1
@@ -43,10 +41,9 @@ ASK = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def pg_url(pg_cluster: postgres.Cluster) -> Iterator[str]:
-    with postgres.database(pg_cluster) as url:
-        upgrade(url)
-        yield url
+def pg_url(pg_db: str) -> str:
+    upgrade(pg_db)
+    return pg_db
 
 
 def constrain(url: str, *, drop: str | None = None, add: tuple[str, str] | None = None) -> None:

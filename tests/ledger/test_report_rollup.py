@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -365,87 +365,82 @@ def busy_hour(writer: int, batch: int, size: int) -> list[LedgerEntry]:
     return rows
 
 
-def test_concurrent_writers_never_deadlock(pg_cluster: postgres.Cluster) -> None:
+def race(
+    replicas: list[Engine], batches: int, step: Callable[[Engine, int, int], None]
+) -> list[str]:
+    """Each replica (a thread with its own engine) runs ``step(engine, replica, batch)`` for its
+    batches, all starting at once; every failure is reported, not the first alone."""
+    start = threading.Barrier(len(replicas))
+    failures: list[str] = []
+
+    def run(writer: int) -> None:
+        start.wait()
+        for batch in range(batches):
+            try:
+                step(replicas[writer], writer, batch)
+            except Exception as exc:
+                failures.append(f"writer {writer} batch {batch}: {exc}")
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(len(replicas))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+
+
+def assert_rollups_are_the_rows(engine: Engine, requests: int) -> None:
+    """The hourly rollup counts ``requests``, and reports from the rollups equal the rows'."""
+    with engine.connect() as connection:
+        counted = connection.execute(
+            text("SELECT sum(requests) FROM ledger_rollup_hourly")
+        ).scalar_one()
+    assert counted == requests
+    asked = shapes()[: len(GROUPINGS) + 3]
+    rolled = reports(engine, asked)
+    drop_trigger(engine)
+    assert rolled == reports(engine, asked)
+
+
+def test_concurrent_writers_never_deadlock(pg_db: str) -> None:
     """Several replicas insert batches at once into one PostgreSQL ledger, each batch adding to
     the same rollup rows in a different order: no batch fails (a row-level trigger deadlocked
     here: each batch locked the rollup rows in its own order), and the rollups are the rows'."""
-    with postgres.database(pg_cluster) as url:
-        upgrade(url)
-        engine = make_engine(url)
-        replicas = [make_engine(url) for _ in range(WRITERS)]  # a pool each, as replicas have
-        start = threading.Barrier(WRITERS)
-        failures: list[str] = []
+    upgrade(pg_db)
+    engine = make_engine(pg_db)
+    replicas = [make_engine(pg_db) for _ in range(WRITERS)]  # a pool each, as replicas have
 
-        def write(writer: int) -> None:
-            start.wait()
-            for batch in range(25):
-                try:
-                    insert_batch(replicas[writer], busy_hour(writer, batch, 120))
-                except Exception as exc:  # every failure is reported, not the first alone
-                    failures.append(f"writer {writer} batch {batch}: {exc}")
+    def step(replica: Engine, writer: int, batch: int) -> None:
+        insert_batch(replica, busy_hour(writer, batch, 120))
 
-        try:
-            threads = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            assert failures == []
-            with engine.connect() as connection:
-                counted = connection.execute(
-                    text("SELECT sum(requests) FROM ledger_rollup_hourly")
-                ).scalar_one()
-            assert counted == WRITERS * 25 * 120
-            asked = shapes()[: len(GROUPINGS) + 3]
-            rolled = reports(engine, asked)
-            drop_trigger(engine)
-            assert rolled == reports(engine, asked)
-        finally:
-            for each in (engine, *replicas):
-                each.dispose()
+    try:
+        assert race(replicas, 25, step) == []
+        assert_rollups_are_the_rows(engine, WRITERS * 25 * 120)
+    finally:
+        for each in (engine, *replicas):
+            each.dispose()
 
 
-def test_concurrent_deletes_and_inserts_never_deadlock(pg_cluster: postgres.Cluster) -> None:
+def test_concurrent_deletes_and_inserts_never_deadlock(pg_db: str) -> None:
     """Several replicas at once insert a batch of one hour, then delete their previous batch
     (each statement subtracting from the same rollup rows, in its own order of rows): no
     statement fails (each takes the rollup rows' locks in key order), and the rollups are the
     remaining rows'."""
-    with postgres.database(pg_cluster) as url:
-        upgrade(url)
-        engine = make_engine(url)
-        replicas = [make_engine(url) for _ in range(WRITERS)]
-        start = threading.Barrier(WRITERS)
-        failures: list[str] = []
+    upgrade(pg_db)
+    engine = make_engine(pg_db)
+    replicas = [make_engine(pg_db) for _ in range(WRITERS)]
 
-        def write(writer: int) -> None:
-            start.wait()
-            for batch in range(15):
-                try:
-                    rows = busy_hour(writer, batch, 120)
-                    insert_batch(replicas[writer], rows)
-                    if batch % 3:  # every third batch stays
-                        with replicas[writer].begin() as connection:
-                            ids = [row.id for row in rows]
-                            connection.execute(delete(RequestRow).where(RequestRow.id.in_(ids)))
-                except Exception as exc:  # every failure is reported, not the first alone
-                    failures.append(f"writer {writer} batch {batch}: {exc}")
+    def step(replica: Engine, writer: int, batch: int) -> None:
+        rows = busy_hour(writer, batch, 120)
+        insert_batch(replica, rows)
+        if batch % 3:  # every third batch stays
+            with replica.begin() as connection:
+                ids = [row.id for row in rows]
+                connection.execute(delete(RequestRow).where(RequestRow.id.in_(ids)))
 
-        try:
-            threads = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            assert failures == []
-            with engine.connect() as connection:
-                counted = connection.execute(
-                    text("SELECT sum(requests) FROM ledger_rollup_hourly")
-                ).scalar_one()
-            assert counted == WRITERS * 5 * 120
-            asked = shapes()[: len(GROUPINGS) + 3]
-            rolled = reports(engine, asked)
-            drop_trigger(engine)
-            assert rolled == reports(engine, asked)
-        finally:
-            for each in (engine, *replicas):
-                each.dispose()
+    try:
+        assert race(replicas, 15, step) == []
+        assert_rollups_are_the_rows(engine, WRITERS * 5 * 120)
+    finally:
+        for each in (engine, *replicas):
+            each.dispose()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,26 +23,9 @@ from gateway.ledger.writer import LedgerWriter
 from tests.http.helpers import gateway, until
 from tests.ledger.test_migrations import _tiergate
 from tests.ledger.test_outbox_bound import through
+from tests.ledger.test_outbox_ops import ASK, CHAT, POLICY
 from tests.ledger.test_writer import stored_ids
-from tests.support import postgres
 from tests.support.tcp_proxy import TcpProxy
-
-POLICY = """
-version: 1
-backends:
-  small: {type: fake, model: small-model, script: [{reply: "a short answer"}]}
-tiers:
-  - {name: cheap, backends: [small]}
-"""
-CHAT = "/v1/chat/completions"
-ASK = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def pg_db(pg_cluster: postgres.Cluster) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database of this test's own."""
-    with postgres.database(pg_cluster) as url:
-        yield url
 
 
 async def checked(http: httpx.AsyncClient) -> dict[str, Any]:

@@ -162,19 +162,6 @@ def _subtract(
     )
 
 
-def _backfill(
-    table: str, keys: tuple[tuple[str, str], ...], sums: tuple[tuple[str, str], ...], where: str
-) -> str:
-    columns = [c for c, _ in (*keys, *sums)]
-    values = [e.format(r="r") for _, e in keys]
-    totals = [("count(*)" if e == "1" else f"sum({e.format(r='r')})") for _, e in sums]
-    groups = ", ".join(str(i + 1) for i in range(len(keys)))
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values + totals)} "
-        f"FROM ledger_requests r WHERE {where} GROUP BY {groups}"
-    )
-
-
 def _statements(sqlite: bool) -> tuple[list[str], list[str], list[str]]:
     """(the insert trigger body's upserts, the delete trigger body's, the backfill's inserts)."""
     one = (("requests", "1"),)
@@ -186,7 +173,7 @@ def _statements(sqlite: bool) -> tuple[list[str], list[str], list[str]]:
         (LATENCY, latency, one, answered),
         (LATENCY, _daily(sqlite, "'ttft'", "{r}.ttft_ms"), one, timed),
     )
-    backfill = [_backfill(t, k, s, w.format(r="r")) for t, k, s, w in parts]
+    backfill = [_grouped(t, k, s, "ledger_requests r", w.format(r="r")) for t, k, s, w in parts]
     if sqlite:
         added = [_upsert(t, k, s, "NEW", w.format(r="NEW")) for t, k, s, w in parts]
         subtracted = [_subtract(t, k, s, "OLD", w.format(r="OLD")) for t, k, s, w in parts]
